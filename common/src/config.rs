@@ -1,0 +1,336 @@
+//! Configuration: defaults, then a TOML file, then `AMPSTORE_*` environment variables, then
+//! command-line flags (each later source overrides the earlier ones).
+//!
+//! Environment variables use `__` between nesting levels:
+//! `AMPSTORE_BACKEND__KIND=aws`, `AMPSTORE_BACKEND__AWS__ENDPOINT=http://127.0.0.1:5000`,
+//! `AMPSTORE_DATA_DIR=/var/lib/ampstore`. See `docs/operations.md` for every key.
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Environment prefix of every setting.
+pub const ENV_PREFIX: &str = "AMPSTORE_";
+
+/// Top-level sections that environment variables may set; other `AMPSTORE_*` variables
+/// (such as the test suite's) are not configuration and are ignored.
+const ENV_SECTIONS: &[&str] = &["data_dir", "backend"];
+
+/// Suffixes of numeric setting names (units are in names).
+const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where a process keeps its own files (node id, keys, the embedded store by default).
+    pub data_dir: PathBuf,
+    pub backend: BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./ampstore-data"),
+            backend: BackendConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// SQLite file plus a blob directory: one machine, no AWS account needed.
+    #[default]
+    Local,
+    /// DynamoDB tables plus an S3 bucket.
+    Aws,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub local: LocalConfig,
+    pub aws: AwsConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only: survives a process crash, not a power loss.
+    Normal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Directory of the embedded store (`store.db` and `blobs/`); default `{data_dir}/store`.
+    pub dir: Option<PathBuf>,
+    pub synchronous: SyncMode,
+    /// How long a writer waits for another process's SQLite write lock.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            dir: None,
+            synchronous: SyncMode::Full,
+            busy_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Endpoint URL for both DynamoDB and S3 (a local test server); with an endpoint, static
+    /// test credentials are used. Without one, the standard AWS credential chain and endpoints.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Table name prefix: tables are `{prefix}-log` and `{prefix}-meta`.
+    pub prefix: String,
+    pub bucket: String,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            endpoint: None,
+            region: "us-east-1".into(),
+            prefix: "ampstore".into(),
+            bucket: "ampstore".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Directory of the embedded store.
+    pub fn local_dir(&self) -> PathBuf {
+        self.backend
+            .local
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
+    }
+
+    /// Checks values that deserialisation alone cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        let aws = &self.backend.aws;
+        let prefix_ok = (1..=200).contains(&aws.prefix.len())
+            && aws
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !prefix_ok {
+            return Err(Error::invalid(format!(
+                "backend.aws.prefix {:?} must be 1 to 200 characters of [A-Za-z0-9_.-]",
+                aws.prefix
+            )));
+        }
+        let bucket_ok = (3..=63).contains(&aws.bucket.len())
+            && aws
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+            && !aws.bucket.starts_with(['-', '.'])
+            && !aws.bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            return Err(Error::invalid(format!(
+                "backend.aws.bucket {:?} must be 3 to 63 characters of [a-z0-9.-], starting and ending with a letter or digit",
+                aws.bucket
+            )));
+        }
+        if let Some(ep) = &aws.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(Error::invalid(format!(
+                "backend.aws.endpoint {ep:?} must start with http:// or https://"
+            )));
+        }
+        if self.backend.local.busy_timeout_ms == 0 {
+            return Err(Error::invalid(
+                "backend.local.busy_timeout_ms must be above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Config`] from its sources in order of precedence.
+///
+/// ```
+/// use ampstore_common::config::{ConfigLoader, BackendKind};
+/// let cfg = ConfigLoader::new().flag("backend.kind", "aws").load().unwrap();
+/// assert_eq!(cfg.backend.kind, BackendKind::Aws);
+/// ```
+#[derive(Default)]
+pub struct ConfigLoader {
+    file: Option<PathBuf>,
+    env: Option<Vec<(String, String)>>,
+    flags: Vec<(String, figment::value::Value)>,
+}
+
+impl ConfigLoader {
+    pub fn new() -> ConfigLoader {
+        ConfigLoader::default()
+    }
+
+    /// Reads this TOML file (it must exist).
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Uses these variables instead of the process environment (for tests).
+    pub fn env_vars(mut self, vars: Vec<(String, String)>) -> Self {
+        self.env = Some(vars);
+        self
+    }
+
+    /// Sets one key (dotted path such as `backend.aws.endpoint`) from a command-line flag.
+    pub fn flag(mut self, key: &str, value: impl Serialize) -> Self {
+        match figment::value::Value::serialize(value) {
+            Ok(v) => self.flags.push((key.to_string(), v)),
+            Err(e) => tracing::warn!(key, error = %e, "flag value could not be read"),
+        }
+        self
+    }
+
+    pub fn load(self) -> Result<Config, Error> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &self.file {
+            if !path.is_file() {
+                return Err(Error::invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let vars: Vec<(String, String)> = match self.env {
+            Some(v) => v,
+            None => std::env::vars().collect(),
+        };
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let section = key.split('.').next().unwrap_or("");
+            if !ENV_SECTIONS.contains(&section) {
+                continue;
+            }
+            // Env values stay strings (a bucket may be all digits) except for numeric fields,
+            // which by convention carry their unit in the name.
+            let numeric = NUMERIC_SUFFIXES.iter().any(|s| key.ends_with(s));
+            let value: figment::value::Value = match value.parse::<u64>() {
+                Ok(n) if numeric => n.into(),
+                _ => value.into(),
+            };
+            fig = fig.merge(Serialized::default(&key, value));
+        }
+        for (key, value) in self.flags {
+            fig = fig.merge(Serialized::default(&key, value));
+        }
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| Error::invalid(format!("configuration: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = ConfigLoader::new().env_vars(vec![]).load().unwrap();
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.local_dir(), PathBuf::from("./ampstore-data/store"));
+    }
+
+    #[test]
+    fn precedence_file_then_env_then_flags() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "data_dir = \"/from/file\"\n[backend]\nkind = \"aws\"\n[backend.aws]\nprefix = \"file\"\nbucket = \"file-bucket\"\nregion = \"eu-west-1\""
+        )
+        .unwrap();
+        let vars = env(&[
+            ("AMPSTORE_BACKEND__AWS__PREFIX", "env"),
+            ("AMPSTORE_BACKEND__AWS__BUCKET", "env-bucket"),
+            ("AMPSTORE_BACKEND__LOCAL__BUSY_TIMEOUT_MS", "250"),
+            ("AMPSTORE_TEST_SOMETHING", "ignored"),
+            ("OTHER", "ignored"),
+        ]);
+        let cfg = ConfigLoader::new()
+            .file(f.path())
+            .env_vars(vars)
+            .flag("backend.aws.bucket", "flag-bucket")
+            .load()
+            .unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(cfg.backend.kind, BackendKind::Aws);
+        assert_eq!(cfg.backend.aws.region, "eu-west-1");
+        assert_eq!(cfg.backend.aws.prefix, "env");
+        assert_eq!(cfg.backend.aws.bucket, "flag-bucket");
+        assert_eq!(cfg.backend.local.busy_timeout_ms, 250);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[backend]\nkidn = \"aws\"").unwrap();
+        let err = ConfigLoader::new()
+            .file(f.path())
+            .env_vars(vec![])
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("kidn"), "{err}");
+
+        let err = ConfigLoader::new()
+            .env_vars(env(&[("AMPSTORE_BACKEND__KIND", "postgres")]))
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("postgres"), "{err}");
+
+        let err = ConfigLoader::new()
+            .env_vars(vec![])
+            .flag("backend.aws.bucket", "UPPER")
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("bucket"), "{err}");
+
+        let err = ConfigLoader::new()
+            .file("/nonexistent/ampstore.toml")
+            .env_vars(vec![])
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+
+        let err = ConfigLoader::new()
+            .env_vars(vec![])
+            .flag("backend.aws.endpoint", "127.0.0.1:5000")
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("http://"), "{err}");
+    }
+}

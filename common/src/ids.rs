@@ -1,0 +1,145 @@
+//! Identifiers: ranges, nodes, epochs, log sequence numbers, master terms and request ids.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::Error;
+use crate::limits::NODE_ID_BYTES_MAX;
+
+/// Identity of one key range. Never reused: a split creates two new ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RangeId(pub u64);
+
+impl fmt::Display for RangeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// Position of an entry in one range's commit log. Entries are dense: the first is 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// Seq of the first entry of every log.
+    pub const FIRST: Seq = Seq(1);
+
+    /// The following slot. Panics only on u64 overflow, which 2^64 appends cannot reach.
+    pub fn next(self) -> Seq {
+        Seq(self.0.checked_add(1).expect("log seq overflow"))
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A node's liveness epoch. The master bumps it to declare the node dead; an owner is
+/// `{node_id, epoch}`, so a bump revokes every range the node held in that epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}", self.0)
+    }
+}
+
+/// A master term: bumped by every takeover; every master write is conditional on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Term(pub u64);
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// Id of one request on one connection; responses carry it back (pipelining, any order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+/// Stable name of a node (or master, or collector): created on first start and kept in the
+/// process's data dir. 1 to 64 characters of `[A-Za-z0-9_.-]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Validates `s` as a node id.
+    pub fn new(s: impl Into<String>) -> Result<NodeId, Error> {
+        let s = s.into();
+        if s.is_empty() || s.len() > NODE_ID_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "node id must be 1 to {NODE_ID_BYTES_MAX} bytes, got {}",
+                s.len()
+            )));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(Error::invalid(format!(
+                "node id may hold only letters, digits, '_', '-' and '.', found {bad:?}"
+            )));
+        }
+        Ok(NodeId(s))
+    }
+
+    /// A fresh random id such as `n-3f9a1c0b7d2e4a61`.
+    pub fn random() -> NodeId {
+        NodeId(format!("n-{:016x}", rand::random::<u64>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NodeId::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_bounds() {
+        assert!(NodeId::new("a").is_ok());
+        assert!(NodeId::new("x".repeat(NODE_ID_BYTES_MAX)).is_ok());
+        assert!(NodeId::new("x".repeat(NODE_ID_BYTES_MAX + 1)).is_err());
+        assert!(NodeId::new("").is_err());
+        assert!(NodeId::new("a b").is_err());
+        assert!(NodeId::new("node/1").is_err());
+        let r = NodeId::random();
+        assert!(NodeId::new(r.as_str()).is_ok());
+    }
+
+    #[test]
+    fn node_id_deserialize_validates() {
+        let bytes = rmp_serde::to_vec_named("bad id!").unwrap();
+        assert!(rmp_serde::from_slice::<NodeId>(&bytes).is_err());
+        let bytes = rmp_serde::to_vec_named("n-1").unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<NodeId>(&bytes).unwrap().as_str(),
+            "n-1"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Every size and count limit of Ampstore, in one place.
+//!
+//! Limits are enforced on both sides of every boundary (client and node, node and storage)
+//! and each one has a test at its boundary. Units are in the names.
+
+/// Largest key, in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+
+/// Largest value, in bytes.
+pub const VALUE_BYTES_MAX: usize = 256 * 1024;
+
+/// Largest frame on the wire (the MessagePack body, without the 4-byte length prefix).
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Largest payload of one commit-log entry (one batch). Chosen so that an entry plus its
+/// key attributes fits a DynamoDB item (400 KB).
+pub const LOG_ENTRY_BYTES_MAX: usize = 350 * 1024;
+
+/// Most slots one `append_atomic` may write (DynamoDB TransactWriteItems allows 100 actions).
+pub const APPEND_ATOMIC_SLOTS_MAX: usize = 100;
+
+/// Most payload bytes one `append_atomic` may write in total (DynamoDB caps a transaction at
+/// 4 MB; moto does not enforce it, so we always check it ourselves).
+pub const APPEND_ATOMIC_BYTES_MAX: usize = 4_000_000;
+
+/// Most entries one `CommitLog::read` call returns.
+pub const LOG_READ_ENTRIES_MAX: usize = 1000;
+
+/// Largest value of one meta item (range descriptors, leases, node records are small).
+pub const META_VALUE_BYTES_MAX: usize = 350 * 1024;
+
+/// Largest meta partition name, in bytes.
+pub const META_PARTITION_BYTES_MAX: usize = 64;
+
+/// Largest meta sort key, in bytes (a range's start key is a sort key, so at least a key).
+pub const META_SORT_KEY_BYTES_MAX: usize = KEY_BYTES_MAX;
+
+/// Most operations in one transactional meta update (DynamoDB TransactWriteItems).
+pub const META_TRANSACT_OPS_MAX: usize = 100;
+
+/// Most items one `MetaStore::query` call returns.
+pub const META_QUERY_ITEMS_MAX: usize = 1000;
+
+/// Largest blob name, in bytes.
+pub const BLOB_NAME_BYTES_MAX: usize = 512;
+
+/// Largest blob (a snapshot of one range; ranges split long before this).
+pub const BLOB_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// Most names one `BlobStore::list` call returns.
+pub const BLOB_LIST_NAMES_MAX: usize = 10_000;
+
+/// Largest scan page, in bytes of keys and values.
+pub const SCAN_PAGE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most keys in one scan page.
+pub const SCAN_PAGE_KEYS_MAX: usize = 10_000;
+
+/// Most keys in one `get_many`.
+pub const GET_MANY_KEYS_MAX: usize = 1000;
+
+/// Target uncompressed size of one snapshot block.
+pub const SNAPSHOT_BLOCK_BYTES_TARGET: usize = 64 * 1024;
+
+/// Most entries a snapshot may hold (guards the reader against a hostile index).
+pub const SNAPSHOT_ENTRIES_MAX: u64 = 100_000_000;
+
+/// Most blocks a snapshot may hold.
+pub const SNAPSHOT_BLOCKS_MAX: u32 = 1_000_000;
+
+/// Queue depth of the embedded backend's writer task (requests waiting for a commit).
+pub const LOCAL_WRITER_QUEUE_DEPTH: usize = 4096;
+
+/// Most payload bytes the embedded writer commits in one SQLite transaction.
+pub const LOCAL_WRITER_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Longest auth token in a hello frame, in bytes.
+pub const AUTH_TOKEN_BYTES_MAX: usize = 256;
+
+/// Longest node id, in bytes.
+pub const NODE_ID_BYTES_MAX: usize = 64;
+
+/// Longest free-text reason carried in a wire error, in bytes (longer ones are cut).
+pub const ERROR_REASON_BYTES_MAX: usize = 1024;
+
+/// Largest uncompressed snapshot block: a block closes once it reaches the target, so it
+/// can exceed the target by at most one entry (key, value and encoding overhead).
+pub const SNAPSHOT_BLOCK_RAW_BYTES_MAX: usize =
+    SNAPSHOT_BLOCK_BYTES_TARGET + KEY_BYTES_MAX + VALUE_BYTES_MAX + 64;
+
+/// Most payload bytes one `CommitLog::read` call returns (it returns at least one entry).
+pub const LOG_READ_BYTES_MAX: usize = 8 * 1024 * 1024;

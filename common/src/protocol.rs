@@ -1,0 +1,399 @@
+//! The request/response envelope spoken between clients, nodes and masters.
+//!
+//! A connection starts with one [`Hello`] frame from the caller and one [`HelloReply`] frame
+//! from the server. After that the caller sends [`Request`] frames and the server sends
+//! [`Response`] frames carrying the same [`RequestId`]; responses may come back in any order,
+//! so a caller can pipeline. `docs/protocol.md` describes the bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ids::{NodeId, RequestId};
+use crate::key::{Key, Version};
+use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
+
+/// The protocol version this build speaks. A server answers a hello with another version
+/// with `Invalid` and closes the connection.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What kind of process a peer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Node,
+    Collector,
+    Client,
+}
+
+/// First frame on every connection, from the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub role: Role,
+    /// Free text for logs (a program name).
+    pub client_name: String,
+    /// The cluster token, when the cluster has one.
+    pub auth_token: Option<String>,
+}
+
+impl Hello {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.protocol_version != PROTOCOL_VERSION {
+            return Err(Error::invalid(format!(
+                "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
+                self.protocol_version
+            )));
+        }
+        if self.client_name.len() > 256 {
+            return Err(Error::too_large("client name", self.client_name.len(), 256));
+        }
+        if let Some(t) = &self.auth_token
+            && t.len() > AUTH_TOKEN_BYTES_MAX
+        {
+            return Err(Error::too_large(
+                "auth token",
+                t.len(),
+                AUTH_TOKEN_BYTES_MAX,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    pub result: Result<ServerInfo, Error>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub protocol_version: u32,
+    pub server_id: NodeId,
+    pub role: Role,
+}
+
+/// Identifies one logical write across retries, so a node applies it once.
+/// `client` is random per client instance; `n` counts its writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WriteId {
+    pub client: u64,
+    pub n: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    /// How long the caller will wait, from when the server reads the frame.
+    pub deadline_ms: Option<u32>,
+    pub op: Op,
+}
+
+/// The data operations. Admin and routing operations join this enum in later steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Ping,
+    Get {
+        key: Key,
+    },
+    GetMany {
+        keys: Vec<Key>,
+    },
+    Put {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        write_id: Option<WriteId>,
+    },
+    /// Put only if the key's current version is `expected` (`None`: only if absent).
+    PutIfVersion {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        expected: Option<Version>,
+        write_id: Option<WriteId>,
+    },
+    Delete {
+        key: Key,
+        write_id: Option<WriteId>,
+    },
+    /// Deletes every key in `[start, end)`; `end = None` means no upper bound.
+    DeleteRange {
+        start: Key,
+        end: Option<Key>,
+        write_id: Option<WriteId>,
+    },
+    /// One page of keys in `[start, end)`, ascending or (with `reverse`) descending.
+    Scan {
+        start: Key,
+        end: Option<Key>,
+        limit: u32,
+        reverse: bool,
+    },
+}
+
+impl Op {
+    /// Checks every limit of `common::limits` that applies to this operation. Both the
+    /// client (before sending) and the server (before acting) call it.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Op::Ping => Ok(()),
+            Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
+            Op::GetMany { keys } => {
+                if keys.len() > GET_MANY_KEYS_MAX {
+                    return Err(Error::too_large(
+                        "get_many key count",
+                        keys.len(),
+                        GET_MANY_KEYS_MAX,
+                    ));
+                }
+                keys.iter()
+                    .try_for_each(|k| Key::validate_user_key(k.as_bytes()))
+            }
+            Op::Put { key, value, .. } | Op::PutIfVersion { key, value, .. } => {
+                Key::validate_user_key(key.as_bytes())?;
+                validate_value(value)
+            }
+            Op::DeleteRange { start, end, .. } | Op::Scan { start, end, .. } => {
+                Key::validate_bound(start.as_bytes())?;
+                if let Some(end) = end {
+                    Key::validate_bound(end.as_bytes())?;
+                    if end <= start {
+                        return Err(Error::invalid(format!(
+                            "range end {end} must be greater than start {start}"
+                        )));
+                    }
+                }
+                if let Op::Scan { limit, .. } = self
+                    && (*limit == 0 || *limit as usize > SCAN_PAGE_KEYS_MAX)
+                {
+                    return Err(Error::invalid(format!(
+                        "scan limit must be 1 to {SCAN_PAGE_KEYS_MAX}, got {limit}"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// True for operations that change data.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. }
+        )
+    }
+}
+
+/// Checks a value against [`VALUE_BYTES_MAX`].
+pub fn validate_value(value: &[u8]) -> Result<(), Error> {
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(Error::too_large("value", value.len(), VALUE_BYTES_MAX));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: RequestId,
+    pub result: Result<Reply, Error>,
+}
+
+/// A value with the version of the write that set it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub version: Version,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanItem {
+    pub key: Key,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub version: Version,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Pong,
+    /// Answer to `Get`: `None` when the key is absent.
+    Value(Option<Versioned>),
+    /// Answer to `GetMany`, in the order of the request's keys.
+    Values(Vec<Option<Versioned>>),
+    /// Answer to `Put` and `PutIfVersion`.
+    Written {
+        version: Version,
+    },
+    /// Answer to `Delete` and `DeleteRange`: how many keys existed and were removed.
+    Deleted {
+        removed: u64,
+        version: Version,
+    },
+    /// Answer to `Scan`. `resume` is where the next page starts (exclusive of what was
+    /// returned) when this page stopped at a limit; `None` when the range is exhausted.
+    ScanPage {
+        items: Vec<ScanItem>,
+        resume: Option<Key>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::KEY_BYTES_MAX;
+    use crate::{ErrorCode, Seq};
+
+    #[test]
+    fn envelope_round_trips() {
+        let reqs = vec![
+            Op::Ping,
+            Op::Get {
+                key: Key::from("a"),
+            },
+            Op::GetMany {
+                keys: vec![Key::from("a"), Key::from("b")],
+            },
+            Op::PutIfVersion {
+                key: Key::from("a"),
+                value: b"v".to_vec(),
+                expected: Some(Version {
+                    seq: Seq(3),
+                    index: 1,
+                }),
+                write_id: Some(WriteId { client: 1, n: 2 }),
+            },
+            Op::Delete {
+                key: Key::from("a"),
+                write_id: None,
+            },
+            Op::DeleteRange {
+                start: Key::from("a"),
+                end: None,
+                write_id: None,
+            },
+            Op::Scan {
+                start: Key::from(""),
+                end: Some(Key::from("z")),
+                limit: 10,
+                reverse: true,
+            },
+        ];
+        for op in reqs {
+            let r = Request {
+                id: RequestId(1),
+                deadline_ms: None,
+                op,
+            };
+            let bytes = rmp_serde::to_vec_named(&r).unwrap();
+            assert_eq!(rmp_serde::from_slice::<Request>(&bytes).unwrap(), r);
+        }
+        let resp = Response {
+            id: RequestId(9),
+            result: Ok(Reply::ScanPage {
+                items: vec![ScanItem {
+                    key: Key::from("k"),
+                    value: vec![0; 3],
+                    version: Version {
+                        seq: Seq(1),
+                        index: 0,
+                    },
+                }],
+                resume: Some(Key::from("k")),
+            }),
+        };
+        let bytes = rmp_serde::to_vec_named(&resp).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Response>(&bytes).unwrap(), resp);
+        let err = Response {
+            id: RequestId(9),
+            result: Err(Error::Fenced),
+        };
+        let bytes = rmp_serde::to_vec_named(&err).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Response>(&bytes).unwrap(), err);
+    }
+
+    #[test]
+    fn values_are_msgpack_bin() {
+        let op = Op::Put {
+            key: Key::from("k"),
+            value: vec![7; 3],
+            write_id: None,
+        };
+        let bytes = rmp_serde::to_vec_named(&op).unwrap();
+        // bin8 of length 3 followed by the bytes must appear verbatim.
+        assert!(bytes.windows(5).any(|w| w == [0xc4, 3, 7, 7, 7]));
+    }
+
+    #[test]
+    fn limits_at_the_boundary() {
+        let key_ok = Key::new(vec![b'k'; KEY_BYTES_MAX]);
+        let key_big = Key::new(vec![b'k'; KEY_BYTES_MAX + 1]);
+        let put = |key: Key, len: usize| Op::Put {
+            key,
+            value: vec![0; len],
+            write_id: None,
+        };
+        assert!(put(key_ok.clone(), VALUE_BYTES_MAX).validate().is_ok());
+        assert_eq!(
+            put(key_ok.clone(), VALUE_BYTES_MAX + 1)
+                .validate()
+                .unwrap_err()
+                .code(),
+            ErrorCode::TooLarge
+        );
+        assert_eq!(
+            put(key_big.clone(), 1).validate().unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
+        assert_eq!(
+            put(Key::from(""), 1).validate().unwrap_err().code(),
+            ErrorCode::Invalid
+        );
+
+        let many = |n: usize| Op::GetMany {
+            keys: vec![Key::from("a"); n],
+        };
+        assert!(many(GET_MANY_KEYS_MAX).validate().is_ok());
+        assert_eq!(
+            many(GET_MANY_KEYS_MAX + 1).validate().unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
+
+        let scan = |limit: u32| Op::Scan {
+            start: Key::from("a"),
+            end: None,
+            limit,
+            reverse: false,
+        };
+        assert!(scan(SCAN_PAGE_KEYS_MAX as u32).validate().is_ok());
+        assert!(scan(SCAN_PAGE_KEYS_MAX as u32 + 1).validate().is_err());
+        assert!(scan(0).validate().is_err());
+        let inverted = Op::Scan {
+            start: Key::from("b"),
+            end: Some(Key::from("a")),
+            limit: 1,
+            reverse: false,
+        };
+        assert!(inverted.validate().is_err());
+    }
+
+    #[test]
+    fn hello_checks_version_and_token() {
+        let mut h = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: Role::Client,
+            client_name: "t".into(),
+            auth_token: None,
+        };
+        assert!(h.validate().is_ok());
+        h.auth_token = Some("x".repeat(AUTH_TOKEN_BYTES_MAX));
+        assert!(h.validate().is_ok());
+        h.auth_token = Some("x".repeat(AUTH_TOKEN_BYTES_MAX + 1));
+        assert!(h.validate().is_err());
+        h.auth_token = None;
+        h.protocol_version = PROTOCOL_VERSION + 1;
+        assert_eq!(h.validate().unwrap_err().code(), ErrorCode::Invalid);
+    }
+}

@@ -1,0 +1,1 @@
+//! The AWS backend (placeholder while it is being written).

@@ -1,0 +1,1 @@
+pub use ampstore_common as common;
