@@ -1,1 +1,72 @@
-fn main() {}
+//! `ampstore`: the one binary of Ampstore.
+//!
+//! Exit codes: 0 on success, 2 on any error (a one-line message on stderr).
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod init;
+mod settings;
+mod snapshot_cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "ampstore",
+    version,
+    about = "Ampstore: an in-memory, durably logged, range-partitioned key-value store"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: settings::SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the storage backend's tables and bucket (AWS) or files (local). Safe to run twice.
+    Init(init::InitArgs),
+    /// Work with snapshot files.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
+    /// Start a local cluster (not built yet: arrives with the node and master, see README).
+    Up,
+    /// A guided tour on a temporary local cluster (not built yet: arrives with `up`).
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Init(args) => init::run(&cli.settings, args).await,
+            Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
+            Command::Up | Command::Demo => Err(anyhow::anyhow!(
+                "the local cluster is not built yet: this release has the storage layer only (see README, \"Status\")"
+            )),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    let one_line = msg.replace('\n', " ");
+    eprintln!("ampstore: error: {one_line}");
+    ExitCode::from(2)
+}

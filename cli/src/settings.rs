@@ -1,0 +1,72 @@
+//! Flags shared by every command, turned into a [`Config`] with the precedence
+//! defaults < config file < `AMPSTORE_*` environment < flags.
+
+use ampstore_common::config::{BackendKind, Config, ConfigLoader};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Local,
+    Aws,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct SettingsArgs {
+    /// A TOML config file (see docs/operations.md).
+    #[arg(long, global = true, env = "AMPSTORE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./ampstore-data).
+    #[arg(long = "data", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Backend flags, for the commands that take them.
+#[derive(Args, Clone, Default)]
+pub struct BackendArgs {
+    /// Storage backend: local (SQLite file and blob directory) or aws (DynamoDB and S3).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// Endpoint URL of a DynamoDB/S3-compatible server (uses static test credentials).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// DynamoDB table name prefix (tables PREFIX-log and PREFIX-meta).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// S3 bucket for snapshots.
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// AWS region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Config> {
+    let mut loader = ConfigLoader::new();
+    if let Some(file) = &settings.config {
+        loader = loader.file(file);
+    }
+    if let Some(dir) = &settings.data_dir {
+        loader = loader.flag("data_dir", dir);
+    }
+    if let Some(kind) = backend.backend {
+        loader = loader.flag(
+            "backend.kind",
+            match kind {
+                BackendArg::Local => BackendKind::Local,
+                BackendArg::Aws => BackendKind::Aws,
+            },
+        );
+    }
+    for (key, value) in [
+        ("backend.aws.endpoint", &backend.endpoint),
+        ("backend.aws.prefix", &backend.prefix),
+        ("backend.aws.bucket", &backend.bucket),
+        ("backend.aws.region", &backend.region),
+    ] {
+        if let Some(v) = value {
+            loader = loader.flag(key, v);
+        }
+    }
+    Ok(loader.load()?)
+}
