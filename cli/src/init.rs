@@ -18,11 +18,7 @@ pub async fn run(settings: &SettingsArgs, args: InitArgs) -> anyhow::Result<()> 
         BackendKind::Local => {
             let dir = cfg.local_dir();
             LocalStore::open(&dir, &cfg.backend.local)?;
-            println!(
-                "local store ready: {} and {}",
-                dir.join(DB_FILE).display(),
-                dir.join(BLOB_DIR).display()
-            );
+            println!("local store ready: {} and {}", dir.join(DB_FILE).display(), dir.join(BLOB_DIR).display());
             Ok(())
         }
         BackendKind::Aws => init_aws(&cfg).await,

@@ -19,19 +19,10 @@ pub enum SnapshotCommand {
 pub fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
     match cmd {
         SnapshotCommand::Verify { file, json } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let snap = Snapshot::decode(&bytes).with_context(|| format!("{}", file.display()))?;
-            let root: String = snap
-                .merkle_root
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            let value_bytes: usize = snap
-                .entries
-                .iter()
-                .map(|e| e.key.len() + e.value.len())
-                .sum();
+            let root: String = snap.merkle_root.iter().map(|b| format!("{b:02x}")).collect();
+            let value_bytes: usize = snap.entries.iter().map(|e| e.key.len() + e.value.len()).sum();
             if json {
                 let obj = serde_json::json!({
                     "file": file.display().to_string(),

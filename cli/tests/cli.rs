@@ -41,10 +41,7 @@ fn errors_are_one_line_with_exit_code_2() {
     let o = ampstore(&["--config", bad.to_str().unwrap(), "init"]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(
-        err.starts_with("ampstore: error:") && err.trim_end().lines().count() == 1,
-        "{err}"
-    );
+    assert!(err.starts_with("ampstore: error:") && err.trim_end().lines().count() == 1, "{err}");
     assert!(err.contains("postgres"), "{err}");
 
     let o = ampstore(&["init", "--backend", "aws", "--bucket", "Not_A_Bucket"]);
@@ -59,23 +56,10 @@ fn errors_are_one_line_with_exit_code_2() {
 #[test]
 fn snapshot_verify_reports_content_and_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let header = SnapshotHeader {
-        range_id: RangeId(5),
-        range: KeyRange::full(),
-        seq: Seq(77),
-        created_unix_ms: 1,
-    };
+    let header = SnapshotHeader { range_id: RangeId(5), range: KeyRange::full(), seq: Seq(77), created_unix_ms: 1 };
     let mut w = SnapshotWriter::new(header).unwrap();
     for i in 0..1000u32 {
-        w.push(
-            format!("k{i:06}").as_bytes(),
-            &i.to_be_bytes(),
-            Version {
-                seq: Seq(77),
-                index: i,
-            },
-        )
-        .unwrap();
+        w.push(format!("k{i:06}").as_bytes(), &i.to_be_bytes(), Version { seq: Seq(77), index: i }).unwrap();
     }
     let bytes = w.finish();
     let good = dir.path().join("good.snap");
@@ -106,22 +90,10 @@ fn init_aws_twice_against_the_test_server() {
     let prefix = format!("cli{id}");
     let bucket = format!("cli-{id}");
     for round in 0..2 {
-        let o = ampstore(&[
-            "init",
-            "--backend",
-            "aws",
-            "--endpoint",
-            &endpoint,
-            "--prefix",
-            &prefix,
-            "--bucket",
-            &bucket,
-        ]);
+        let o =
+            ampstore(&["init", "--backend", "aws", "--endpoint", &endpoint, "--prefix", &prefix, "--bucket", &bucket]);
         assert!(o.status.success(), "round {round}: {}", stderr(&o));
         let out = stdout(&o);
-        assert!(
-            out.contains(&format!("{prefix}-log")) && out.contains(&bucket),
-            "{out}"
-        );
+        assert!(out.contains(&format!("{prefix}-log")) && out.contains(&bucket), "{out}");
     }
 }

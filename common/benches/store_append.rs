@@ -24,18 +24,8 @@ struct Outcome {
     latency_us: Histogram<u64>,
 }
 
-async fn run_case(
-    log: Arc<dyn CommitLog>,
-    ranges: u64,
-    entry_bytes: usize,
-    secs: f64,
-    range_base: u64,
-) -> Outcome {
-    let payload = Bytes::from(
-        (0..entry_bytes)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<u8>>(),
-    );
+async fn run_case(log: Arc<dyn CommitLog>, ranges: u64, entry_bytes: usize, secs: f64, range_base: u64) -> Outcome {
+    let payload = Bytes::from((0..entry_bytes).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -43,12 +33,8 @@ async fn run_case(
         let log = log.clone();
         let payload = payload.clone();
         tasks.push(tokio::spawn(async move {
-            let entry = LogEntry {
-                kind: EntryKind::Batch,
-                writer: NodeId::new("bench").unwrap(),
-                epoch: Epoch(1),
-                payload,
-            };
+            let entry =
+                LogEntry { kind: EntryKind::Batch, writer: NodeId::new("bench").unwrap(), epoch: Epoch(1), payload };
             let range = RangeId(range_base + r);
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let mut seq = Seq(1);
@@ -66,12 +52,7 @@ async fn run_case(
         latency_us.add(t.await.unwrap()).unwrap();
     }
     let appends = latency_us.len();
-    Outcome {
-        appends,
-        bytes: appends * entry_bytes as u64,
-        elapsed: start.elapsed(),
-        latency_us,
-    }
+    Outcome { appends, bytes: appends * entry_bytes as u64, elapsed: start.elapsed(), latency_us }
 }
 
 fn print_row(backend: &str, ranges: u64, entry_bytes: usize, o: &Outcome) {
@@ -89,28 +70,12 @@ fn print_row(backend: &str, ranges: u64, entry_bytes: usize, o: &Outcome) {
 fn main() {
     // `cargo test --benches` runs bench targets with `--bench`-less args; run a tiny case then.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let secs: f64 = if quick {
-        0.2
-    } else {
-        std::env::var("AMPSTORE_BENCH_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3.0)
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let secs: f64 =
+        if quick { 0.2 } else { std::env::var("AMPSTORE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0) };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("| backend | ranges | entry B | appends/s | MB/s | p50 us | p99 us | p999 us |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let cases = [
-        (1u64, 100usize),
-        (16, 100),
-        (256, 100),
-        (1, 65536),
-        (16, 65536),
-        (256, 65536),
-    ];
+    let cases = [(1u64, 100usize), (16, 100), (256, 100), (1, 65536), (16, 65536), (256, 65536)];
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap();

@@ -32,10 +32,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            data_dir: PathBuf::from("./ampstore-data"),
-            backend: BackendConfig::default(),
-        }
+        Config { data_dir: PathBuf::from("./ampstore-data"), backend: BackendConfig::default() }
     }
 }
 
@@ -79,11 +76,7 @@ pub struct LocalConfig {
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig {
-            dir: None,
-            synchronous: SyncMode::Full,
-            busy_timeout_ms: 10_000,
-        }
+        LocalConfig { dir: None, synchronous: SyncMode::Full, busy_timeout_ms: 10_000 }
     }
 }
 
@@ -101,33 +94,21 @@ pub struct AwsConfig {
 
 impl Default for AwsConfig {
     fn default() -> Self {
-        AwsConfig {
-            endpoint: None,
-            region: "us-east-1".into(),
-            prefix: "ampstore".into(),
-            bucket: "ampstore".into(),
-        }
+        AwsConfig { endpoint: None, region: "us-east-1".into(), prefix: "ampstore".into(), bucket: "ampstore".into() }
     }
 }
 
 impl Config {
     /// Directory of the embedded store.
     pub fn local_dir(&self) -> PathBuf {
-        self.backend
-            .local
-            .dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("store"))
+        self.backend.local.dir.clone().unwrap_or_else(|| self.data_dir.join("store"))
     }
 
     /// Checks values that deserialisation alone cannot.
     pub fn validate(&self) -> Result<(), Error> {
         let aws = &self.backend.aws;
         let prefix_ok = (1..=200).contains(&aws.prefix.len())
-            && aws
-                .prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && aws.prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !prefix_ok {
             return Err(Error::invalid(format!(
                 "backend.aws.prefix {:?} must be 1 to 200 characters of [A-Za-z0-9_.-]",
@@ -135,10 +116,7 @@ impl Config {
             )));
         }
         let bucket_ok = (3..=63).contains(&aws.bucket.len())
-            && aws
-                .bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+            && aws.bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
             && !aws.bucket.starts_with(['-', '.'])
             && !aws.bucket.ends_with(['-', '.']);
         if !bucket_ok {
@@ -150,14 +128,10 @@ impl Config {
         if let Some(ep) = &aws.endpoint
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
-            return Err(Error::invalid(format!(
-                "backend.aws.endpoint {ep:?} must start with http:// or https://"
-            )));
+            return Err(Error::invalid(format!("backend.aws.endpoint {ep:?} must start with http:// or https://")));
         }
         if self.backend.local.busy_timeout_ms == 0 {
-            return Err(Error::invalid(
-                "backend.local.busy_timeout_ms must be above 0",
-            ));
+            return Err(Error::invalid("backend.local.busy_timeout_ms must be above 0"));
         }
         Ok(())
     }
@@ -207,10 +181,7 @@ impl ConfigLoader {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &self.file {
             if !path.is_file() {
-                return Err(Error::invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(Error::invalid(format!("config file {} does not exist", path.display())));
             }
             fig = fig.merge(Toml::file_exact(path));
         }
@@ -239,9 +210,7 @@ impl ConfigLoader {
         for (key, value) in self.flags {
             fig = fig.merge(Serialized::default(&key, value));
         }
-        let cfg: Config = fig
-            .extract()
-            .map_err(|e| Error::invalid(format!("configuration: {e}")))?;
+        let cfg: Config = fig.extract().map_err(|e| Error::invalid(format!("configuration: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -253,10 +222,7 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -281,12 +247,8 @@ mod tests {
             ("AMPSTORE_TEST_SOMETHING", "ignored"),
             ("OTHER", "ignored"),
         ]);
-        let cfg = ConfigLoader::new()
-            .file(f.path())
-            .env_vars(vars)
-            .flag("backend.aws.bucket", "flag-bucket")
-            .load()
-            .unwrap();
+        let cfg =
+            ConfigLoader::new().file(f.path()).env_vars(vars).flag("backend.aws.bucket", "flag-bucket").load().unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
         assert_eq!(cfg.backend.kind, BackendKind::Aws);
         assert_eq!(cfg.backend.aws.region, "eu-west-1");
@@ -299,38 +261,20 @@ mod tests {
     fn unknown_keys_and_bad_values_are_clear_errors() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "[backend]\nkidn = \"aws\"").unwrap();
-        let err = ConfigLoader::new()
-            .file(f.path())
-            .env_vars(vec![])
-            .load()
-            .unwrap_err();
+        let err = ConfigLoader::new().file(f.path()).env_vars(vec![]).load().unwrap_err();
         assert!(err.to_string().contains("kidn"), "{err}");
 
-        let err = ConfigLoader::new()
-            .env_vars(env(&[("AMPSTORE_BACKEND__KIND", "postgres")]))
-            .load()
-            .unwrap_err();
+        let err = ConfigLoader::new().env_vars(env(&[("AMPSTORE_BACKEND__KIND", "postgres")])).load().unwrap_err();
         assert!(err.to_string().contains("postgres"), "{err}");
 
-        let err = ConfigLoader::new()
-            .env_vars(vec![])
-            .flag("backend.aws.bucket", "UPPER")
-            .load()
-            .unwrap_err();
+        let err = ConfigLoader::new().env_vars(vec![]).flag("backend.aws.bucket", "UPPER").load().unwrap_err();
         assert!(err.to_string().contains("bucket"), "{err}");
 
-        let err = ConfigLoader::new()
-            .file("/nonexistent/ampstore.toml")
-            .env_vars(vec![])
-            .load()
-            .unwrap_err();
+        let err = ConfigLoader::new().file("/nonexistent/ampstore.toml").env_vars(vec![]).load().unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
 
-        let err = ConfigLoader::new()
-            .env_vars(vec![])
-            .flag("backend.aws.endpoint", "127.0.0.1:5000")
-            .load()
-            .unwrap_err();
+        let err =
+            ConfigLoader::new().env_vars(vec![]).flag("backend.aws.endpoint", "127.0.0.1:5000").load().unwrap_err();
         assert!(err.to_string().contains("http://"), "{err}");
     }
 }

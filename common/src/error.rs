@@ -95,35 +95,23 @@ fn bounded(reason: String) -> String {
 
 impl Error {
     pub fn invalid(reason: impl Into<String>) -> Error {
-        Error::Invalid {
-            reason: bounded(reason.into()),
-        }
+        Error::Invalid { reason: bounded(reason.into()) }
     }
 
     pub fn conflict(reason: impl Into<String>) -> Error {
-        Error::Conflict {
-            reason: bounded(reason.into()),
-        }
+        Error::Conflict { reason: bounded(reason.into()) }
     }
 
     pub fn unavailable(reason: impl Into<String>) -> Error {
-        Error::Unavailable {
-            reason: bounded(reason.into()),
-        }
+        Error::Unavailable { reason: bounded(reason.into()) }
     }
 
     pub fn internal(reason: impl Into<String>) -> Error {
-        Error::Internal {
-            reason: bounded(reason.into()),
-        }
+        Error::Internal { reason: bounded(reason.into()) }
     }
 
     pub fn too_large(what: impl Into<String>, size: usize, max: usize) -> Error {
-        Error::TooLarge {
-            what: what.into(),
-            size: size as u64,
-            max: max as u64,
-        }
+        Error::TooLarge { what: what.into(), size: size as u64, max: max as u64 }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -171,10 +159,7 @@ mod tests {
         let all = vec![
             Error::NotOwner { hint: None },
             Error::NotOwner {
-                hint: Some(OwnerHint {
-                    node_id: NodeId::new("n1").unwrap(),
-                    rpc_addr: "127.0.0.1:7000".into(),
-                }),
+                hint: Some(OwnerHint { node_id: NodeId::new("n1").unwrap(), rpc_addr: "127.0.0.1:7000".into() }),
             },
             Error::RangeLoading { retry_after_ms: 50 },
             Error::KeyOutOfRange,
@@ -184,9 +169,7 @@ mod tests {
             Error::conflict("y"),
             Error::Timeout,
             Error::unavailable("z"),
-            Error::Unauthorized {
-                reason: "no token".into(),
-            },
+            Error::Unauthorized { reason: "no token".into() },
             Error::internal("w"),
         ];
         for e in &all {
@@ -201,11 +184,7 @@ mod tests {
             code: &'static str,
             detail: u32,
         }
-        let bytes = rmp_serde::to_vec_named(&Future {
-            code: "SomethingNew",
-            detail: 3,
-        })
-        .unwrap();
+        let bytes = rmp_serde::to_vec_named(&Future { code: "SomethingNew", detail: 3 }).unwrap();
         let e: Error = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(e, Error::Unknown);
     }

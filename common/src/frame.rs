@@ -52,10 +52,7 @@ pub fn encode_frame<T: Serialize + ?Sized>(msg: &T, buf: &mut Vec<u8>) -> Result
     let body_len = buf.len() - start - FRAME_HEADER_BYTES;
     if body_len > FRAME_BYTES_MAX {
         buf.truncate(start);
-        return Err(FrameError::TooLarge {
-            len: body_len,
-            max: FRAME_BYTES_MAX,
-        });
+        return Err(FrameError::TooLarge { len: body_len, max: FRAME_BYTES_MAX });
     }
     buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&(body_len as u32).to_be_bytes());
     Ok(())
@@ -68,10 +65,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let msg = T::deserialize(&mut de).map_err(|e| FrameError::Malformed(e.to_string()))?;
     let consumed = de.position() as usize;
     if consumed != body.len() {
-        return Err(FrameError::Malformed(format!(
-            "{} unexpected bytes after the message",
-            body.len() - consumed
-        )));
+        return Err(FrameError::Malformed(format!("{} unexpected bytes after the message", body.len() - consumed)));
     }
     Ok(msg)
 }
@@ -87,10 +81,7 @@ fn body_len(header: [u8; FRAME_HEADER_BYTES], max: usize) -> Result<usize, Frame
 
 /// Reads one frame body into `body` (cleared first, so the caller reuses one buffer).
 /// Returns `Ok(false)` on a clean end of stream before a frame starts.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    body: &mut Vec<u8>,
-) -> Result<bool, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, body: &mut Vec<u8>) -> Result<bool, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     let mut got = 0;
     while got < FRAME_HEADER_BYTES {
@@ -99,10 +90,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             if got == 0 {
                 return Ok(false);
             }
-            return Err(FrameError::Truncated {
-                got,
-                want: FRAME_HEADER_BYTES,
-            });
+            return Err(FrameError::Truncated { got, want: FRAME_HEADER_BYTES });
         }
         got += n;
     }
@@ -113,10 +101,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     while filled < len {
         let n = reader.read(&mut body[filled..]).await?;
         if n == 0 {
-            return Err(FrameError::Truncated {
-                got: filled,
-                want: len,
-            });
+            return Err(FrameError::Truncated { got: filled, want: len });
         }
         filled += n;
     }
@@ -143,18 +128,14 @@ pub struct FrameCodec {
 
 impl Default for FrameCodec {
     fn default() -> Self {
-        FrameCodec {
-            max_body_bytes: FRAME_BYTES_MAX,
-        }
+        FrameCodec { max_body_bytes: FRAME_BYTES_MAX }
     }
 }
 
 impl FrameCodec {
     /// A codec with a lower limit than [`FRAME_BYTES_MAX`] (never higher).
     pub fn with_max_body_bytes(max_body_bytes: usize) -> FrameCodec {
-        FrameCodec {
-            max_body_bytes: max_body_bytes.min(FRAME_BYTES_MAX),
-        }
+        FrameCodec { max_body_bytes: max_body_bytes.min(FRAME_BYTES_MAX) }
     }
 }
 
@@ -185,13 +166,9 @@ impl tokio_util::codec::Decoder for FrameCodec {
                 let want = if src.len() < FRAME_HEADER_BYTES {
                     FRAME_HEADER_BYTES
                 } else {
-                    FRAME_HEADER_BYTES
-                        + u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize
+                    FRAME_HEADER_BYTES + u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize
                 };
-                Err(FrameError::Truncated {
-                    got: src.len(),
-                    want,
-                })
+                Err(FrameError::Truncated { got: src.len(), want })
             }
         }
     }
@@ -209,11 +186,7 @@ mod tests {
         Request {
             id: RequestId(7),
             deadline_ms: Some(1500),
-            op: Op::Put {
-                key: Key::from("k"),
-                value: vec![1, 2, 3],
-                write_id: None,
-            },
+            op: Op::Put { key: Key::from("k"), value: vec![1, 2, 3], write_id: None },
         }
     }
 
@@ -253,10 +226,7 @@ mod tests {
         for cut in 1..buf.len() {
             let mut src = BytesMut::from(&buf[..cut]);
             let err = FrameCodec::default().decode_eof(&mut src).unwrap_err();
-            assert!(
-                matches!(err, FrameError::Truncated { .. }),
-                "cut {cut}: {err}"
-            );
+            assert!(matches!(err, FrameError::Truncated { .. }), "cut {cut}: {err}");
         }
     }
 
@@ -290,25 +260,13 @@ mod tests {
 
     #[test]
     fn garbage_and_wrong_shapes_are_malformed() {
-        for body in [
-            &b""[..],
-            b"\xc1",
-            b"\xff\xff\xff",
-            b"\x81\xa2id\xc0",
-            b"\xdf\xff\xff\xff\xff",
-        ] {
-            assert!(matches!(
-                decode_body::<Request>(body),
-                Err(FrameError::Malformed(_))
-            ));
+        for body in [&b""[..], b"\xc1", b"\xff\xff\xff", b"\x81\xa2id\xc0", b"\xdf\xff\xff\xff\xff"] {
+            assert!(matches!(decode_body::<Request>(body), Err(FrameError::Malformed(_))));
         }
         // A valid message followed by junk.
         let mut body = rmp_serde::to_vec_named(&sample()).unwrap();
         body.push(0);
-        assert!(matches!(
-            decode_body::<Request>(&body),
-            Err(FrameError::Malformed(_))
-        ));
+        assert!(matches!(decode_body::<Request>(&body), Err(FrameError::Malformed(_))));
     }
 
     #[tokio::test]
@@ -327,10 +285,7 @@ mod tests {
             assert_eq!(decode_body::<Request>(&body).unwrap(), sample());
         }
         writer.await.unwrap();
-        assert!(matches!(
-            read_frame(&mut b, &mut body).await,
-            Err(FrameError::Truncated { got: 2, want: 4 })
-        ));
+        assert!(matches!(read_frame(&mut b, &mut body).await, Err(FrameError::Truncated { got: 2, want: 4 })));
     }
 
     #[tokio::test]
@@ -342,10 +297,7 @@ mod tests {
 
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        assert!(matches!(
-            read_frame(&mut b, &mut body).await,
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(read_frame(&mut b, &mut body).await, Err(FrameError::TooLarge { .. })));
     }
 
     proptest::proptest! {

@@ -77,15 +77,9 @@ impl NodeId {
     pub fn new(s: impl Into<String>) -> Result<NodeId, Error> {
         let s = s.into();
         if s.is_empty() || s.len() > NODE_ID_BYTES_MAX {
-            return Err(Error::invalid(format!(
-                "node id must be 1 to {NODE_ID_BYTES_MAX} bytes, got {}",
-                s.len()
-            )));
+            return Err(Error::invalid(format!("node id must be 1 to {NODE_ID_BYTES_MAX} bytes, got {}", s.len())));
         }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-        {
+        if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
             return Err(Error::invalid(format!(
                 "node id may hold only letters, digits, '_', '-' and '.', found {bad:?}"
             )));
@@ -137,9 +131,6 @@ mod tests {
         let bytes = rmp_serde::to_vec_named("bad id!").unwrap();
         assert!(rmp_serde::from_slice::<NodeId>(&bytes).is_err());
         let bytes = rmp_serde::to_vec_named("n-1").unwrap();
-        assert_eq!(
-            rmp_serde::from_slice::<NodeId>(&bytes).unwrap().as_str(),
-            "n-1"
-        );
+        assert_eq!(rmp_serde::from_slice::<NodeId>(&bytes).unwrap().as_str(), "n-1");
     }
 }

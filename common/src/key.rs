@@ -105,10 +105,7 @@ pub struct KeyRange {
 impl KeyRange {
     /// The whole key space.
     pub fn full() -> KeyRange {
-        KeyRange {
-            start: Key::default(),
-            end: None,
-        }
+        KeyRange { start: Key::default(), end: None }
     }
 
     /// `[start, end)`; rejects an empty or inverted range and over-long bounds.
@@ -117,9 +114,7 @@ impl KeyRange {
         if let Some(end) = &end {
             Key::validate_bound(end.as_bytes())?;
             if end <= &start {
-                return Err(Error::invalid(format!(
-                    "range end {end} must be greater than start {start}"
-                )));
+                return Err(Error::invalid(format!("range end {end} must be greater than start {start}")));
             }
         }
         Ok(KeyRange { start, end })
@@ -131,33 +126,19 @@ impl KeyRange {
 
     /// True when the two ranges share at least one key.
     pub fn overlaps(&self, other: &KeyRange) -> bool {
-        let self_starts_before_other_ends = other
-            .end
-            .as_ref()
-            .is_none_or(|e| self.start.as_bytes() < e.as_bytes());
-        let other_starts_before_self_ends = self
-            .end
-            .as_ref()
-            .is_none_or(|e| other.start.as_bytes() < e.as_bytes());
+        let self_starts_before_other_ends = other.end.as_ref().is_none_or(|e| self.start.as_bytes() < e.as_bytes());
+        let other_starts_before_self_ends = self.end.as_ref().is_none_or(|e| other.start.as_bytes() < e.as_bytes());
         self_starts_before_other_ends && other_starts_before_self_ends
     }
 
     /// Splits at `at` into `[start, at)` and `[at, end)`; `at` must lie strictly inside.
     pub fn split_at(&self, at: Key) -> Result<(KeyRange, KeyRange), Error> {
         if at <= self.start || !self.contains(at.as_bytes()) {
-            return Err(Error::invalid(format!(
-                "split key {at} is not strictly inside {self}"
-            )));
+            return Err(Error::invalid(format!("split key {at} is not strictly inside {self}")));
         }
         Ok((
-            KeyRange {
-                start: self.start.clone(),
-                end: Some(at.clone()),
-            },
-            KeyRange {
-                start: at,
-                end: self.end.clone(),
-            },
+            KeyRange { start: self.start.clone(), end: Some(at.clone()) },
+            KeyRange { start: at, end: self.end.clone() },
         ))
     }
 

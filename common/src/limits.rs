@@ -85,8 +85,7 @@ pub const ERROR_REASON_BYTES_MAX: usize = 1024;
 
 /// Largest uncompressed snapshot block: a block closes once it reaches the target, so it
 /// can exceed the target by at most one entry (key, value and encoding overhead).
-pub const SNAPSHOT_BLOCK_RAW_BYTES_MAX: usize =
-    SNAPSHOT_BLOCK_BYTES_TARGET + KEY_BYTES_MAX + VALUE_BYTES_MAX + 64;
+pub const SNAPSHOT_BLOCK_RAW_BYTES_MAX: usize = SNAPSHOT_BLOCK_BYTES_TARGET + KEY_BYTES_MAX + VALUE_BYTES_MAX + 64;
 
 /// Most payload bytes one `CommitLog::read` call returns (it returns at least one entry).
 pub const LOG_READ_BYTES_MAX: usize = 8 * 1024 * 1024;

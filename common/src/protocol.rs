@@ -51,11 +51,7 @@ impl Hello {
         if let Some(t) = &self.auth_token
             && t.len() > AUTH_TOKEN_BYTES_MAX
         {
-            return Err(Error::too_large(
-                "auth token",
-                t.len(),
-                AUTH_TOKEN_BYTES_MAX,
-            ));
+            return Err(Error::too_large("auth token", t.len(), AUTH_TOKEN_BYTES_MAX));
         }
         Ok(())
     }
@@ -142,14 +138,9 @@ impl Op {
             Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
             Op::GetMany { keys } => {
                 if keys.len() > GET_MANY_KEYS_MAX {
-                    return Err(Error::too_large(
-                        "get_many key count",
-                        keys.len(),
-                        GET_MANY_KEYS_MAX,
-                    ));
+                    return Err(Error::too_large("get_many key count", keys.len(), GET_MANY_KEYS_MAX));
                 }
-                keys.iter()
-                    .try_for_each(|k| Key::validate_user_key(k.as_bytes()))
+                keys.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))
             }
             Op::Put { key, value, .. } | Op::PutIfVersion { key, value, .. } => {
                 Key::validate_user_key(key.as_bytes())?;
@@ -160,17 +151,13 @@ impl Op {
                 if let Some(end) = end {
                     Key::validate_bound(end.as_bytes())?;
                     if end <= start {
-                        return Err(Error::invalid(format!(
-                            "range end {end} must be greater than start {start}"
-                        )));
+                        return Err(Error::invalid(format!("range end {end} must be greater than start {start}")));
                     }
                 }
                 if let Op::Scan { limit, .. } = self
                     && (*limit == 0 || *limit as usize > SCAN_PAGE_KEYS_MAX)
                 {
-                    return Err(Error::invalid(format!(
-                        "scan limit must be 1 to {SCAN_PAGE_KEYS_MAX}, got {limit}"
-                    )));
+                    return Err(Error::invalid(format!("scan limit must be 1 to {SCAN_PAGE_KEYS_MAX}, got {limit}")));
                 }
                 Ok(())
             }
@@ -179,10 +166,7 @@ impl Op {
 
     /// True for operations that change data.
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. }
-        )
+        matches!(self, Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. })
     }
 }
 
@@ -250,43 +234,20 @@ mod tests {
     fn envelope_round_trips() {
         let reqs = vec![
             Op::Ping,
-            Op::Get {
-                key: Key::from("a"),
-            },
-            Op::GetMany {
-                keys: vec![Key::from("a"), Key::from("b")],
-            },
+            Op::Get { key: Key::from("a") },
+            Op::GetMany { keys: vec![Key::from("a"), Key::from("b")] },
             Op::PutIfVersion {
                 key: Key::from("a"),
                 value: b"v".to_vec(),
-                expected: Some(Version {
-                    seq: Seq(3),
-                    index: 1,
-                }),
+                expected: Some(Version { seq: Seq(3), index: 1 }),
                 write_id: Some(WriteId { client: 1, n: 2 }),
             },
-            Op::Delete {
-                key: Key::from("a"),
-                write_id: None,
-            },
-            Op::DeleteRange {
-                start: Key::from("a"),
-                end: None,
-                write_id: None,
-            },
-            Op::Scan {
-                start: Key::from(""),
-                end: Some(Key::from("z")),
-                limit: 10,
-                reverse: true,
-            },
+            Op::Delete { key: Key::from("a"), write_id: None },
+            Op::DeleteRange { start: Key::from("a"), end: None, write_id: None },
+            Op::Scan { start: Key::from(""), end: Some(Key::from("z")), limit: 10, reverse: true },
         ];
         for op in reqs {
-            let r = Request {
-                id: RequestId(1),
-                deadline_ms: None,
-                op,
-            };
+            let r = Request { id: RequestId(1), deadline_ms: None, op };
             let bytes = rmp_serde::to_vec_named(&r).unwrap();
             assert_eq!(rmp_serde::from_slice::<Request>(&bytes).unwrap(), r);
         }
@@ -296,31 +257,21 @@ mod tests {
                 items: vec![ScanItem {
                     key: Key::from("k"),
                     value: vec![0; 3],
-                    version: Version {
-                        seq: Seq(1),
-                        index: 0,
-                    },
+                    version: Version { seq: Seq(1), index: 0 },
                 }],
                 resume: Some(Key::from("k")),
             }),
         };
         let bytes = rmp_serde::to_vec_named(&resp).unwrap();
         assert_eq!(rmp_serde::from_slice::<Response>(&bytes).unwrap(), resp);
-        let err = Response {
-            id: RequestId(9),
-            result: Err(Error::Fenced),
-        };
+        let err = Response { id: RequestId(9), result: Err(Error::Fenced) };
         let bytes = rmp_serde::to_vec_named(&err).unwrap();
         assert_eq!(rmp_serde::from_slice::<Response>(&bytes).unwrap(), err);
     }
 
     #[test]
     fn values_are_msgpack_bin() {
-        let op = Op::Put {
-            key: Key::from("k"),
-            value: vec![7; 3],
-            write_id: None,
-        };
+        let op = Op::Put { key: Key::from("k"), value: vec![7; 3], write_id: None };
         let bytes = rmp_serde::to_vec_named(&op).unwrap();
         // bin8 of length 3 followed by the bytes must appear verbatim.
         assert!(bytes.windows(5).any(|w| w == [0xc4, 3, 7, 7, 7]));
@@ -330,63 +281,28 @@ mod tests {
     fn limits_at_the_boundary() {
         let key_ok = Key::new(vec![b'k'; KEY_BYTES_MAX]);
         let key_big = Key::new(vec![b'k'; KEY_BYTES_MAX + 1]);
-        let put = |key: Key, len: usize| Op::Put {
-            key,
-            value: vec![0; len],
-            write_id: None,
-        };
+        let put = |key: Key, len: usize| Op::Put { key, value: vec![0; len], write_id: None };
         assert!(put(key_ok.clone(), VALUE_BYTES_MAX).validate().is_ok());
-        assert_eq!(
-            put(key_ok.clone(), VALUE_BYTES_MAX + 1)
-                .validate()
-                .unwrap_err()
-                .code(),
-            ErrorCode::TooLarge
-        );
-        assert_eq!(
-            put(key_big.clone(), 1).validate().unwrap_err().code(),
-            ErrorCode::TooLarge
-        );
-        assert_eq!(
-            put(Key::from(""), 1).validate().unwrap_err().code(),
-            ErrorCode::Invalid
-        );
+        assert_eq!(put(key_ok.clone(), VALUE_BYTES_MAX + 1).validate().unwrap_err().code(), ErrorCode::TooLarge);
+        assert_eq!(put(key_big.clone(), 1).validate().unwrap_err().code(), ErrorCode::TooLarge);
+        assert_eq!(put(Key::from(""), 1).validate().unwrap_err().code(), ErrorCode::Invalid);
 
-        let many = |n: usize| Op::GetMany {
-            keys: vec![Key::from("a"); n],
-        };
+        let many = |n: usize| Op::GetMany { keys: vec![Key::from("a"); n] };
         assert!(many(GET_MANY_KEYS_MAX).validate().is_ok());
-        assert_eq!(
-            many(GET_MANY_KEYS_MAX + 1).validate().unwrap_err().code(),
-            ErrorCode::TooLarge
-        );
+        assert_eq!(many(GET_MANY_KEYS_MAX + 1).validate().unwrap_err().code(), ErrorCode::TooLarge);
 
-        let scan = |limit: u32| Op::Scan {
-            start: Key::from("a"),
-            end: None,
-            limit,
-            reverse: false,
-        };
+        let scan = |limit: u32| Op::Scan { start: Key::from("a"), end: None, limit, reverse: false };
         assert!(scan(SCAN_PAGE_KEYS_MAX as u32).validate().is_ok());
         assert!(scan(SCAN_PAGE_KEYS_MAX as u32 + 1).validate().is_err());
         assert!(scan(0).validate().is_err());
-        let inverted = Op::Scan {
-            start: Key::from("b"),
-            end: Some(Key::from("a")),
-            limit: 1,
-            reverse: false,
-        };
+        let inverted = Op::Scan { start: Key::from("b"), end: Some(Key::from("a")), limit: 1, reverse: false };
         assert!(inverted.validate().is_err());
     }
 
     #[test]
     fn hello_checks_version_and_token() {
-        let mut h = Hello {
-            protocol_version: PROTOCOL_VERSION,
-            role: Role::Client,
-            client_name: "t".into(),
-            auth_token: None,
-        };
+        let mut h =
+            Hello { protocol_version: PROTOCOL_VERSION, role: Role::Client, client_name: "t".into(), auth_token: None };
         assert!(h.validate().is_ok());
         h.auth_token = Some("x".repeat(AUTH_TOKEN_BYTES_MAX));
         assert!(h.validate().is_ok());

@@ -56,10 +56,7 @@ impl From<SnapshotError> for Error {
 }
 
 fn corrupt(part: impl Into<String>, detail: impl Into<String>) -> SnapshotError {
-    SnapshotError::Corrupt {
-        part: part.into(),
-        detail: detail.into(),
-    }
+    SnapshotError::Corrupt { part: part.into(), detail: detail.into() }
 }
 
 /// What a snapshot is of.
@@ -155,30 +152,15 @@ impl SnapshotWriter {
         })
     }
 
-    pub fn push(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        version: Version,
-    ) -> Result<(), SnapshotError> {
+    pub fn push(&mut self, key: &[u8], value: &[u8], version: Version) -> Result<(), SnapshotError> {
         if key.len() > KEY_BYTES_MAX {
-            return Err(SnapshotError::Invalid(format!(
-                "key of {} bytes is over {KEY_BYTES_MAX}",
-                key.len()
-            )));
+            return Err(SnapshotError::Invalid(format!("key of {} bytes is over {KEY_BYTES_MAX}", key.len())));
         }
         if value.len() > VALUE_BYTES_MAX {
-            return Err(SnapshotError::Invalid(format!(
-                "value of {} bytes is over {VALUE_BYTES_MAX}",
-                value.len()
-            )));
+            return Err(SnapshotError::Invalid(format!("value of {} bytes is over {VALUE_BYTES_MAX}", value.len())));
         }
         if !self.header.range.contains(key) {
-            return Err(SnapshotError::Invalid(format!(
-                "key {} is outside {}",
-                Key::from(key),
-                self.header.range
-            )));
+            return Err(SnapshotError::Invalid(format!("key {} is outside {}", Key::from(key), self.header.range)));
         }
         if let Some(last) = &self.last_key
             && key <= last.as_slice()
@@ -190,9 +172,7 @@ impl SnapshotWriter {
             )));
         }
         if self.entries >= SNAPSHOT_ENTRIES_MAX {
-            return Err(SnapshotError::Invalid(format!(
-                "more than {SNAPSHOT_ENTRIES_MAX} entries"
-            )));
+            return Err(SnapshotError::Invalid(format!("more than {SNAPSHOT_ENTRIES_MAX} entries")));
         }
         if self.block_entries == 0 {
             self.block_first_key.clear();
@@ -224,17 +204,12 @@ impl SnapshotWriter {
             return Ok(());
         }
         if self.index.len() as u32 >= SNAPSHOT_BLOCKS_MAX {
-            return Err(SnapshotError::Invalid(format!(
-                "more than {SNAPSHOT_BLOCKS_MAX} blocks"
-            )));
+            return Err(SnapshotError::Invalid(format!("more than {SNAPSHOT_BLOCKS_MAX} blocks")));
         }
         debug_assert!(self.block.len() <= SNAPSHOT_BLOCK_RAW_BYTES_MAX);
         let compressed = lz4_flex::block::compress(&self.block);
-        let (codec, stored): (u8, &[u8]) = if compressed.len() < self.block.len() {
-            (CODEC_LZ4, &compressed)
-        } else {
-            (CODEC_RAW, &self.block)
-        };
+        let (codec, stored): (u8, &[u8]) =
+            if compressed.len() < self.block.len() { (CODEC_LZ4, &compressed) } else { (CODEC_RAW, &self.block) };
         let offset = self.out.len() as u64;
         self.out.extend_from_slice(stored);
         self.leaf_hashes.push(leaf_hash(stored));
@@ -266,8 +241,7 @@ impl SnapshotWriter {
             self.out.push(e.codec);
             self.out.extend_from_slice(&e.entries.to_be_bytes());
             self.out.extend_from_slice(&e.crc.to_be_bytes());
-            self.out
-                .extend_from_slice(&(e.first_key.len() as u32).to_be_bytes());
+            self.out.extend_from_slice(&(e.first_key.len() as u32).to_be_bytes());
             self.out.extend_from_slice(&e.first_key);
         }
         let index_len = self.out.len() as u64 - index_offset;
@@ -275,10 +249,8 @@ impl SnapshotWriter {
         let root = merkle_root(&self.leaf_hashes);
         let footer_start = self.out.len();
         self.out.extend_from_slice(&index_offset.to_be_bytes());
-        self.out
-            .extend_from_slice(&(index_len as u32).to_be_bytes());
-        self.out
-            .extend_from_slice(&(self.index.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(&(index_len as u32).to_be_bytes());
+        self.out.extend_from_slice(&(self.index.len() as u32).to_be_bytes());
         self.out.extend_from_slice(&self.entries.to_be_bytes());
         self.out.extend_from_slice(&root);
         self.out.extend_from_slice(&index_crc.to_be_bytes());
@@ -291,12 +263,7 @@ impl SnapshotWriter {
 }
 
 fn encode_header(h: &SnapshotHeader, out: &mut Vec<u8>) -> Result<(), String> {
-    if h.range.start.len() > KEY_BYTES_MAX
-        || h.range
-            .end
-            .as_ref()
-            .is_some_and(|e| e.len() > KEY_BYTES_MAX)
-    {
+    if h.range.start.len() > KEY_BYTES_MAX || h.range.end.as_ref().is_some_and(|e| e.len() > KEY_BYTES_MAX) {
         return Err("range bound over the key limit".into());
     }
     let mut body = Vec::with_capacity(64);
@@ -335,20 +302,9 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                corrupt(
-                    self.part,
-                    format!(
-                        "needs {n} bytes at offset {}, has {}",
-                        self.pos,
-                        self.buf.len() - self.pos
-                    ),
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
+            corrupt(self.part, format!("needs {n} bytes at offset {}, has {}", self.pos, self.buf.len() - self.pos))
+        })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -358,19 +314,13 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, SnapshotError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().unwrap_or_default(),
-        ))
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap_or_default()))
     }
     fn u32(&mut self) -> Result<u32, SnapshotError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().unwrap_or_default(),
-        ))
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap_or_default()))
     }
     fn u64(&mut self) -> Result<u64, SnapshotError> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().unwrap_or_default(),
-        ))
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
     }
 
     fn varint(&mut self) -> Result<u64, SnapshotError> {
@@ -385,18 +335,12 @@ impl<'a> Cursor<'a> {
                 return Ok(v);
             }
         }
-        Err(corrupt(
-            self.part,
-            format!("bad varint before offset {}", self.pos),
-        ))
+        Err(corrupt(self.part, format!("bad varint before offset {}", self.pos)))
     }
 
     fn key(&mut self, what: &str, len: u64) -> Result<&'a [u8], SnapshotError> {
         if len > KEY_BYTES_MAX as u64 {
-            return Err(corrupt(
-                self.part,
-                format!("{what} length {len} is over {KEY_BYTES_MAX}"),
-            ));
+            return Err(corrupt(self.part, format!("{what} length {len} is over {KEY_BYTES_MAX}")));
         }
         self.take(len as usize)
     }
@@ -411,24 +355,15 @@ impl Snapshot {
     pub fn decode(file: &[u8]) -> Result<Snapshot, SnapshotError> {
         // Footer.
         if file.len() < HEADER_MAGIC.len() + 4 + 4 + FOOTER_BYTES {
-            return Err(corrupt(
-                "file",
-                format!("{} bytes is too short to be a snapshot", file.len()),
-            ));
+            return Err(corrupt("file", format!("{} bytes is too short to be a snapshot", file.len())));
         }
         let footer_start = file.len() - FOOTER_BYTES;
         let footer = &file[footer_start..];
         if &footer[FOOTER_BYTES - 8..] != FOOTER_MAGIC {
-            return Err(corrupt(
-                "footer",
-                "end marker missing (truncated or not a snapshot)",
-            ));
+            return Err(corrupt("footer", "end marker missing (truncated or not a snapshot)"));
         }
-        let stored_footer_crc = u32::from_be_bytes(
-            footer[FOOTER_BYTES - 12..FOOTER_BYTES - 8]
-                .try_into()
-                .unwrap_or_default(),
-        );
+        let stored_footer_crc =
+            u32::from_be_bytes(footer[FOOTER_BYTES - 12..FOOTER_BYTES - 8].try_into().unwrap_or_default());
         if crc32c::crc32c(&footer[..FOOTER_BYTES - 12]) != stored_footer_crc {
             return Err(corrupt("footer", "checksum mismatch"));
         }
@@ -441,16 +376,10 @@ impl Snapshot {
         merkle.copy_from_slice(f.take(32)?);
         let index_crc = f.u32()?;
         if index_offset.checked_add(index_len) != Some(footer_start as u64) {
-            return Err(corrupt(
-                "footer",
-                "index position does not match the file length",
-            ));
+            return Err(corrupt("footer", "index position does not match the file length"));
         }
         if block_count > SNAPSHOT_BLOCKS_MAX || entry_count > SNAPSHOT_ENTRIES_MAX {
-            return Err(corrupt(
-                "footer",
-                format!("{block_count} blocks / {entry_count} entries is over the limits"),
-            ));
+            return Err(corrupt("footer", format!("{block_count} blocks / {entry_count} entries is over the limits")));
         }
 
         // Index.
@@ -461,34 +390,21 @@ impl Snapshot {
 
         // Header.
         if &file[..8] != HEADER_MAGIC {
-            return Err(corrupt(
-                "header",
-                "magic missing (not a snapshot, or an unknown format)",
-            ));
+            return Err(corrupt("header", "magic missing (not a snapshot, or an unknown format)"));
         }
         let body_len = u32::from_be_bytes(file[8..12].try_into().unwrap_or_default()) as usize;
         if body_len > HEADER_BODY_BYTES_MAX || 12 + body_len + 4 > index_offset as usize {
-            return Err(corrupt(
-                "header",
-                format!("length {body_len} is impossible"),
-            ));
+            return Err(corrupt("header", format!("length {body_len} is impossible")));
         }
         let header_end = 12 + body_len + 4;
-        let stored_header_crc = u32::from_be_bytes(
-            file[12 + body_len..header_end]
-                .try_into()
-                .unwrap_or_default(),
-        );
+        let stored_header_crc = u32::from_be_bytes(file[12 + body_len..header_end].try_into().unwrap_or_default());
         if crc32c::crc32c(&file[..12 + body_len]) != stored_header_crc {
             return Err(corrupt("header", "checksum mismatch"));
         }
         let header = decode_header_body(&file[12..12 + body_len])?;
 
         if u64::from(block_count) * INDEX_ENTRY_FIXED_BYTES as u64 > index_len {
-            return Err(corrupt(
-                "block index",
-                format!("too short for {block_count} blocks"),
-            ));
+            return Err(corrupt("block index", format!("too short for {block_count} blocks")));
         }
         let mut ix = Cursor::new(index_bytes, "block index");
         let mut index = Vec::with_capacity(block_count.min(1024) as usize);
@@ -508,35 +424,17 @@ impl Snapshot {
                     format!("block {b} starts at {offset}, expected {expected_offset}"),
                 ));
             }
-            if raw_len as usize > SNAPSHOT_BLOCK_RAW_BYTES_MAX || entries == 0 || codec > CODEC_LZ4
-            {
-                return Err(corrupt(
-                    "block index",
-                    format!("block {b} has impossible sizes or codec"),
-                ));
+            if raw_len as usize > SNAPSHOT_BLOCK_RAW_BYTES_MAX || entries == 0 || codec > CODEC_LZ4 {
+                return Err(corrupt("block index", format!("block {b} has impossible sizes or codec")));
             }
             expected_offset += u64::from(stored_len);
-            index.push(IndexEntry {
-                offset,
-                stored_len,
-                raw_len,
-                codec,
-                entries,
-                crc,
-                first_key,
-            });
+            index.push(IndexEntry { offset, stored_len, raw_len, codec, entries, crc, first_key });
         }
         if !ix.done() {
-            return Err(corrupt(
-                "block index",
-                "unexpected bytes after the last entry",
-            ));
+            return Err(corrupt("block index", "unexpected bytes after the last entry"));
         }
         if expected_offset != index_offset {
-            return Err(corrupt(
-                "block index",
-                "blocks do not end where the index starts",
-            ));
+            return Err(corrupt("block index", "blocks do not end where the index starts"));
         }
 
         // Blocks.
@@ -556,10 +454,7 @@ impl Snapshot {
                 let n = lz4_flex::block::decompress_into(stored, &mut raw)
                     .map_err(|err| corrupt(part.as_str(), format!("does not decompress: {err}")))?;
                 if n != e.raw_len as usize {
-                    return Err(corrupt(
-                        part.as_str(),
-                        format!("decompressed to {n} bytes, index says {}", e.raw_len),
-                    ));
+                    return Err(corrupt(part.as_str(), format!("decompressed to {n} bytes, index says {}", e.raw_len)));
                 }
                 &raw
             } else {
@@ -575,15 +470,12 @@ impl Snapshot {
                 let key = c.key("key", key_len)?;
                 let value_len = c.varint()?;
                 if value_len > VALUE_BYTES_MAX as u64 {
-                    return Err(corrupt(
-                        part.as_str(),
-                        format!("value length {value_len} is over {VALUE_BYTES_MAX}"),
-                    ));
+                    return Err(corrupt(part.as_str(), format!("value length {value_len} is over {VALUE_BYTES_MAX}")));
                 }
                 let value = c.take(value_len as usize)?;
                 let seq = c.varint()?;
-                let index_in_batch = u32::try_from(c.varint()?)
-                    .map_err(|_| corrupt(part.as_str(), "version index over u32"))?;
+                let index_in_batch =
+                    u32::try_from(c.varint()?).map_err(|_| corrupt(part.as_str(), "version index over u32"))?;
                 if n == 0 && key != e.first_key.as_slice() {
                     return Err(corrupt(part.as_str(), "first key differs from the index"));
                 }
@@ -593,10 +485,7 @@ impl Snapshot {
                     return Err(corrupt(part.as_str(), "keys are not in ascending order"));
                 }
                 if !header.range.contains(key) {
-                    return Err(corrupt(
-                        part.as_str(),
-                        format!("key {} is outside {}", Key::from(key), header.range),
-                    ));
+                    return Err(corrupt(part.as_str(), format!("key {} is outside {}", Key::from(key), header.range)));
                 }
                 if seq > header.seq.0 {
                     return Err(corrupt(
@@ -607,37 +496,21 @@ impl Snapshot {
                 entries.push(SnapshotEntry {
                     key: Key::from(key),
                     value: value.to_vec(),
-                    version: Version {
-                        seq: Seq(seq),
-                        index: index_in_batch,
-                    },
+                    version: Version { seq: Seq(seq), index: index_in_batch },
                 });
                 n += 1;
             }
             if n != e.entries {
-                return Err(corrupt(
-                    part.as_str(),
-                    format!("holds {n} entries, index says {}", e.entries),
-                ));
+                return Err(corrupt(part.as_str(), format!("holds {n} entries, index says {}", e.entries)));
             }
         }
         if entries.len() as u64 != entry_count {
-            return Err(corrupt(
-                "footer",
-                format!(
-                    "entry count {entry_count} but blocks hold {}",
-                    entries.len()
-                ),
-            ));
+            return Err(corrupt("footer", format!("entry count {entry_count} but blocks hold {}", entries.len())));
         }
         if merkle_root(&leaf_hashes) != merkle {
             return Err(corrupt("footer", "merkle root does not match the blocks"));
         }
-        Ok(Snapshot {
-            header,
-            entries,
-            merkle_root: merkle,
-        })
+        Ok(Snapshot { header, entries, merkle_root: merkle })
     }
 }
 
@@ -645,10 +518,7 @@ fn decode_header_body(body: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
     let mut c = Cursor::new(body, "header");
     let format = c.u16()?;
     if format != FORMAT_VERSION {
-        return Err(corrupt(
-            "header",
-            format!("format version {format} is not supported"),
-        ));
+        return Err(corrupt("header", format!("format version {format} is not supported")));
     }
     let range_id = RangeId(c.u64()?);
     let seq = Seq(c.u64()?);
@@ -667,12 +537,7 @@ fn decode_header_body(body: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
         return Err(corrupt("header", "unexpected bytes after the range"));
     }
     let range = KeyRange::new(start, end).map_err(|e| corrupt("header", e.to_string()))?;
-    Ok(SnapshotHeader {
-        range_id,
-        range,
-        seq,
-        created_unix_ms,
-    })
+    Ok(SnapshotHeader { range_id, range, seq, created_unix_ms })
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -721,19 +586,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn header(range: KeyRange) -> SnapshotHeader {
-        SnapshotHeader {
-            range_id: RangeId(42),
-            range,
-            seq: Seq(1000),
-            created_unix_ms: 1_700_000_000_000,
-        }
+        SnapshotHeader { range_id: RangeId(42), range, seq: Seq(1000), created_unix_ms: 1_700_000_000_000 }
     }
 
-    fn build(
-        entries: &[(Vec<u8>, Vec<u8>, Version)],
-        range: KeyRange,
-        block_bytes: usize,
-    ) -> Vec<u8> {
+    fn build(entries: &[(Vec<u8>, Vec<u8>, Version)], range: KeyRange, block_bytes: usize) -> Vec<u8> {
         let mut w = SnapshotWriter::with_block_bytes(header(range), block_bytes).unwrap();
         for (k, v, ver) in entries {
             w.push(k, v, *ver).unwrap();
@@ -751,14 +607,7 @@ mod tests {
                 } else {
                     (0..40).map(|j| ((i * 31 + j * 17) % 251) as u8).collect()
                 };
-                (
-                    k,
-                    v,
-                    Version {
-                        seq: Seq((i % 1000) as u64 + 1),
-                        index: (i % 7) as u32,
-                    },
-                )
+                (k, v, Version { seq: Seq((i % 1000) as u64 + 1), index: (i % 7) as u32 })
             })
             .collect()
     }
@@ -775,10 +624,7 @@ mod tests {
     fn writer_rejects_bad_input() {
         let range = KeyRange::new(Key::from("b"), Some(Key::from("m"))).unwrap();
         let mut w = SnapshotWriter::new(header(range)).unwrap();
-        let v = Version {
-            seq: Seq(1),
-            index: 0,
-        };
+        let v = Version { seq: Seq(1), index: 0 };
         assert!(w.push(b"a", b"", v).is_err(), "below the range");
         assert!(w.push(b"m", b"", v).is_err(), "at the exclusive end");
         w.push(b"c", b"", v).unwrap();
@@ -810,21 +656,14 @@ mod tests {
         let range = KeyRange::new(Key::from("key-"), Some(Key::from("key-99999"))).unwrap();
         let bytes = build(&entries, range, 512);
         let snap = Snapshot::decode(&bytes).unwrap();
-        assert!(
-            bytes.len() > 2000,
-            "want several blocks, got {} bytes",
-            bytes.len()
-        );
+        assert!(bytes.len() > 2000, "want several blocks, got {} bytes", bytes.len());
         let mut parts = std::collections::BTreeSet::new();
         for i in 0..bytes.len() {
             for bit in [0x01u8, 0x80] {
                 let mut bad = bytes.clone();
                 bad[i] ^= bit;
                 match Snapshot::decode(&bad) {
-                    Ok(s) => panic!(
-                        "flip at byte {i} went unnoticed (same content: {})",
-                        s == snap
-                    ),
+                    Ok(s) => panic!("flip at byte {i} went unnoticed (same content: {})", s == snap),
                     Err(SnapshotError::Corrupt { part, .. }) => {
                         parts.insert(part.split(' ').next().unwrap_or("").to_string());
                     }
@@ -833,10 +672,7 @@ mod tests {
             }
         }
         for expected in ["header", "block", "footer"] {
-            assert!(
-                parts.contains(expected),
-                "no corruption reported in {expected}: {parts:?}"
-            );
+            assert!(parts.contains(expected), "no corruption reported in {expected}: {parts:?}");
         }
     }
 
@@ -860,37 +696,17 @@ mod tests {
         let mut other = sample_entries(50);
         other[10].1[0] ^= 1;
         let b = build(&other, KeyRange::full(), 512);
-        assert_ne!(
-            Snapshot::decode(&a).unwrap().merkle_root,
-            Snapshot::decode(&b).unwrap().merkle_root
-        );
+        assert_ne!(Snapshot::decode(&a).unwrap().merkle_root, Snapshot::decode(&b).unwrap().merkle_root);
         assert_eq!(merkle_root(&[[7; 32]]), [7; 32]);
     }
 
     fn arb_entries() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>, Version)>> {
         proptest::collection::btree_map(
             proptest::collection::vec(any::<u8>(), 0..40),
-            (
-                proptest::collection::vec(any::<u8>(), 0..300),
-                1u64..=1000,
-                any::<u32>(),
-            ),
+            (proptest::collection::vec(any::<u8>(), 0..300), 1u64..=1000, any::<u32>()),
             0..200,
         )
-        .prop_map(|m| {
-            m.into_iter()
-                .map(|(k, (v, s, i))| {
-                    (
-                        k,
-                        v,
-                        Version {
-                            seq: Seq(s),
-                            index: i,
-                        },
-                    )
-                })
-                .collect()
-        })
+        .prop_map(|m| m.into_iter().map(|(k, (v, s, i))| (k, v, Version { seq: Seq(s), index: i })).collect())
     }
 
     proptest! {

@@ -23,7 +23,7 @@ const CONTEND_SLOTS: u64 = 200;
 
 fn payload(range: u64, seq: u64) -> Vec<u8> {
     // Mostly 100-byte entries, every tenth 64 KiB, all derived from (range, seq).
-    let len = if seq % 10 == 0 { 64 * 1024 } else { 100 };
+    let len = if seq.is_multiple_of(10) { 64 * 1024 } else { 100 };
     let pattern = format!("r{range}-s{seq}|");
     pattern.bytes().cycle().take(len).collect()
 }
@@ -39,10 +39,9 @@ fn open(dir: &Path) -> LocalStore {
 async fn child_append_forever(dir: &Path) {
     let store = open(dir);
     let log = store.backend().log;
-    let mut tasks = Vec::new();
     for r in 1..=RANGES {
         let log = log.clone();
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let range = RangeId(r);
             let mut seq = log.head(range).await.unwrap().map_or(Seq(1), Seq::next);
             loop {
@@ -52,17 +51,20 @@ async fn child_append_forever(dir: &Path) {
                     epoch: Epoch(1),
                     payload: Bytes::from(payload(r, seq.0)),
                 };
-                log.append(range, seq, &e).await.unwrap();
+                if let Err(err) = log.append(range, seq, &e).await {
+                    // Exit loudly: the parent then sees too few acknowledgements and fails.
+                    eprintln!("append {range}/{seq} failed: {err}");
+                    std::process::exit(3);
+                }
                 // Printed only after the append returned: this line is the acknowledgement.
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "ACK {r} {}", seq.0).unwrap();
                 seq = seq.next();
             }
-        }));
+        });
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    // Appends until the parent kills the process.
+    std::future::pending::<()>().await
 }
 
 async fn child_contend(dir: &Path) {
@@ -70,12 +72,7 @@ async fn child_contend(dir: &Path) {
     let log = store.backend().log;
     let me = writer();
     for s in 1..=CONTEND_SLOTS {
-        let e = LogEntry {
-            kind: EntryKind::Fence,
-            writer: me.clone(),
-            epoch: Epoch(s),
-            payload: Bytes::new(),
-        };
+        let e = LogEntry { kind: EntryKind::Fence, writer: me.clone(), epoch: Epoch(s), payload: Bytes::new() };
         match log.append(RangeId(7), Seq(s), &e).await {
             Ok(()) => println!("WON {s} {me}"),
             Err(StoreError::SlotTaken { .. }) => {}
@@ -120,20 +117,11 @@ fn sigkill_loses_no_acknowledged_append() {
             let mut parts = line.split(' ').skip(1);
             let r: u64 = parts.next().unwrap().parse().unwrap();
             let s: u64 = parts.next().unwrap().parse().unwrap();
-            assert!(
-                acked.entry(r).or_default().insert(s),
-                "seq {r}/{s} acknowledged twice"
-            );
+            assert!(acked.entry(r).or_default().insert(s), "seq {r}/{s} acknowledged twice");
             n += 1;
         }
-        println!(
-            "round {round}: {n} acknowledged appends in {:?} before SIGKILL",
-            start.elapsed()
-        );
-        assert!(
-            n > 100,
-            "the child acknowledged only {n} appends; it should be much faster"
-        );
+        println!("round {round}: {n} acknowledged appends in {:?} before SIGKILL", start.elapsed());
+        assert!(n > 100, "the child acknowledged only {n} appends; it should be much faster");
     }
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -144,10 +132,7 @@ fn sigkill_loses_no_acknowledged_append() {
             let range = RangeId(r);
             let head = log.head(range).await.unwrap().map_or(0, |s| s.0);
             let max_acked = acked.get(&r).and_then(|s| s.last().copied()).unwrap_or(0);
-            assert!(
-                head >= max_acked,
-                "range {r}: head {head} is below acknowledged {max_acked}"
-            );
+            assert!(head >= max_acked, "range {r}: head {head} is below acknowledged {max_acked}");
             // Every entry up to the head is present (dense) and intact.
             let mut next = 1;
             while next <= head {
@@ -155,12 +140,7 @@ fn sigkill_loses_no_acknowledged_append() {
                 assert!(!page.is_empty(), "range {r}: entries from {next} missing");
                 for (seq, e) in page {
                     assert_eq!(seq.0, next, "range {r}: gap before {}", seq.0);
-                    assert_eq!(
-                        &e.payload[..],
-                        &payload(r, seq.0)[..],
-                        "range {r} seq {} damaged",
-                        seq.0
-                    );
+                    assert_eq!(&e.payload[..], &payload(r, seq.0)[..], "range {r} seq {} damaged", seq.0);
                     next += 1;
                 }
             }
@@ -190,36 +170,22 @@ fn processes_share_one_store() {
             } else if let Some(rest) = line.strip_prefix("WON ") {
                 let (s, who) = rest.split_once(' ').unwrap();
                 let s: u64 = s.parse().unwrap();
-                assert!(
-                    winners.insert(s, who.to_string()).is_none(),
-                    "slot {s} won twice"
-                );
+                assert!(winners.insert(s, who.to_string()).is_none(), "slot {s} won twice");
             }
         }
         assert!(child.wait().unwrap().success());
         assert!(done, "a child did not finish");
     }
-    assert_eq!(
-        winners.len() as u64,
-        CONTEND_SLOTS,
-        "every slot has exactly one winner"
-    );
+    assert_eq!(winners.len() as u64, CONTEND_SLOTS, "every slot has exactly one winner");
     let distinct: BTreeSet<&String> = winners.values().collect();
-    println!(
-        "3 processes contended for {CONTEND_SLOTS} slots; {} of them won some",
-        distinct.len()
-    );
+    println!("3 processes contended for {CONTEND_SLOTS} slots; {} of them won some", distinct.len());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let log = open(dir.path()).backend().log;
         let stored = log.read(RangeId(7), Seq(1), 1000).await.unwrap();
         assert_eq!(stored.len() as u64, CONTEND_SLOTS);
         for (seq, e) in stored {
-            assert_eq!(
-                e.writer.as_str(),
-                winners[&seq.0],
-                "slot {seq} holds another writer's entry"
-            );
+            assert_eq!(e.writer.as_str(), winners[&seq.0], "slot {seq} holds another writer's entry");
         }
     });
 }
@@ -235,15 +201,9 @@ fn main() {
         }
         return;
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let tests: [(&str, fn()); 2] = [
-        (
-            "sigkill_loses_no_acknowledged_append",
-            sigkill_loses_no_acknowledged_append,
-        ),
+        ("sigkill_loses_no_acknowledged_append", sigkill_loses_no_acknowledged_append),
         ("processes_share_one_store", processes_share_one_store),
     ];
     for (name, test) in tests {

@@ -26,10 +26,7 @@ impl std::ops::Deref for TestBackend {
 async fn local_backend() -> TestBackend {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap();
-    TestBackend {
-        backend: store.backend(),
-        _guard: Box::new(dir),
-    }
+    TestBackend { backend: store.backend(), _guard: Box::new(dir) }
 }
 
 #[cfg(feature = "aws")]
@@ -59,10 +56,7 @@ async fn aws_backend() -> TestBackend {
     let cfg = aws_test_config(aws_test_endpoint());
     AwsStore::init(&cfg).await.unwrap();
     let store = AwsStore::connect(&cfg).await.unwrap();
-    TestBackend {
-        backend: store.backend(),
-        _guard: Box::new(()),
-    }
+    TestBackend { backend: store.backend(), _guard: Box::new(()) }
 }
 
 macro_rules! conformance_suite {
@@ -119,14 +113,8 @@ async fn aws_oversize_refused_without_backend() {
     let cfg = aws_test_config(endpoint);
     let b = AwsStore::connect(&cfg).await.unwrap().backend();
     let big = conformance::entry(EntryKind::Batch, vec![0; LOG_ENTRY_BYTES_MAX + 1]);
-    assert!(matches!(
-        b.log.append(RangeId(1), Seq(1), &big).await,
-        Err(StoreError::TooLarge { .. })
-    ));
-    let err = b
-        .meta
-        .put("p", b"k", &vec![0; META_VALUE_BYTES_MAX + 1], Expect::Any)
-        .await;
+    assert!(matches!(b.log.append(RangeId(1), Seq(1), &big).await, Err(StoreError::TooLarge { .. })));
+    let err = b.meta.put("p", b"k", &vec![0; META_VALUE_BYTES_MAX + 1], Expect::Any).await;
     assert!(matches!(err, Err(StoreError::TooLarge { .. })));
     let small = conformance::entry(EntryKind::Batch, vec![0; 10]);
     let err = b.log.append(RangeId(1), Seq(1), &small).await.unwrap_err();

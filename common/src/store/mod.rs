@@ -119,17 +119,13 @@ pub enum MetaOp {
 impl MetaOp {
     pub fn key(&self) -> (&str, &[u8]) {
         match self {
-            MetaOp::Put { pk, sk, .. }
-            | MetaOp::Delete { pk, sk, .. }
-            | MetaOp::Check { pk, sk, .. } => (pk, sk),
+            MetaOp::Put { pk, sk, .. } | MetaOp::Delete { pk, sk, .. } | MetaOp::Check { pk, sk, .. } => (pk, sk),
         }
     }
 
     pub fn expect(&self) -> &Expect {
         match self {
-            MetaOp::Put { expect, .. }
-            | MetaOp::Delete { expect, .. }
-            | MetaOp::Check { expect, .. } => expect,
+            MetaOp::Put { expect, .. } | MetaOp::Delete { expect, .. } | MetaOp::Check { expect, .. } => expect,
         }
     }
 }
@@ -144,10 +140,7 @@ pub enum StoreError {
     SlotsTaken { slots: Vec<(RangeId, Seq)> },
     /// A meta condition did not hold; `op_index` is the failing step of a transaction.
     #[error("meta condition failed{}: {detail}", .op_index.map(|i| format!(" at step {i}")).unwrap_or_default())]
-    ConditionFailed {
-        op_index: Option<usize>,
-        detail: String,
-    },
+    ConditionFailed { op_index: Option<usize>, detail: String },
     /// `put_if_absent` found the blob already there.
     #[error("blob {name} already exists")]
     AlreadyExists { name: String },
@@ -166,20 +159,16 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn too_large(what: impl Into<String>, size: usize, max: usize) -> StoreError {
-        StoreError::TooLarge {
-            what: what.into(),
-            size: size as u64,
-            max: max as u64,
-        }
+        StoreError::TooLarge { what: what.into(), size: size as u64, max: max as u64 }
     }
 }
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         match e {
-            StoreError::SlotTaken { .. }
-            | StoreError::SlotsTaken { .. }
-            | StoreError::ConditionFailed { .. } => Error::conflict(e.to_string()),
+            StoreError::SlotTaken { .. } | StoreError::SlotsTaken { .. } | StoreError::ConditionFailed { .. } => {
+                Error::conflict(e.to_string())
+            }
             StoreError::AlreadyExists { .. } => Error::conflict(e.to_string()),
             StoreError::TooLarge { what, size, max } => Error::TooLarge { what, size, max },
             StoreError::Invalid(m) => Error::invalid(m),
@@ -209,12 +198,7 @@ pub trait CommitLog: Send + Sync + 'static {
 
     /// Entries with seq >= `from`, ascending: at most `limit` (capped at
     /// `LOG_READ_ENTRIES_MAX`) and about `LOG_READ_BYTES_MAX` bytes, at least one entry if any.
-    async fn read(
-        &self,
-        range: RangeId,
-        from: Seq,
-        limit: usize,
-    ) -> StoreResult<Vec<(Seq, LogEntry)>>;
+    async fn read(&self, range: RangeId, from: Seq, limit: usize) -> StoreResult<Vec<(Seq, LogEntry)>>;
 
     /// Removes the entries with seq < `upto` (they are covered by a checkpoint at `upto` or
     /// later). `upto` must not be above the head, so the head entry always stays.
@@ -237,12 +221,7 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Items of partition `pk` with sort key >= `from`, ascending by sort key (bytewise),
     /// at most `limit` (capped at `META_QUERY_ITEMS_MAX`).
-    async fn query(
-        &self,
-        pk: &str,
-        from: &[u8],
-        limit: usize,
-    ) -> StoreResult<Vec<(Vec<u8>, MetaItem)>>;
+    async fn query(&self, pk: &str, from: &[u8], limit: usize) -> StoreResult<Vec<(Vec<u8>, MetaItem)>>;
 }
 
 /// Immutable named blobs (snapshots).
@@ -291,7 +270,5 @@ async fn open_aws(cfg: &Config) -> Result<Backend, Error> {
 
 #[cfg(not(feature = "aws"))]
 async fn open_aws(_cfg: &Config) -> Result<Backend, Error> {
-    Err(Error::invalid(
-        "this build has no AWS backend: rebuild with `--features aws`",
-    ))
+    Err(Error::invalid("this build has no AWS backend: rebuild with `--features aws`"))
 }

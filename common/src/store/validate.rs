@@ -5,9 +5,8 @@ use std::collections::HashSet;
 use super::{AppendSlot, LogEntry, MetaOp, StoreError, StoreResult};
 use crate::ids::{RangeId, Seq};
 use crate::limits::{
-    APPEND_ATOMIC_BYTES_MAX, APPEND_ATOMIC_SLOTS_MAX, BLOB_BYTES_MAX, BLOB_NAME_BYTES_MAX,
-    LOG_ENTRY_BYTES_MAX, META_PARTITION_BYTES_MAX, META_SORT_KEY_BYTES_MAX, META_TRANSACT_OPS_MAX,
-    META_VALUE_BYTES_MAX,
+    APPEND_ATOMIC_BYTES_MAX, APPEND_ATOMIC_SLOTS_MAX, BLOB_BYTES_MAX, BLOB_NAME_BYTES_MAX, LOG_ENTRY_BYTES_MAX,
+    META_PARTITION_BYTES_MAX, META_SORT_KEY_BYTES_MAX, META_TRANSACT_OPS_MAX, META_VALUE_BYTES_MAX,
 };
 
 /// Seqs and range ids are stored as signed 64-bit integers in SQLite.
@@ -15,105 +14,71 @@ const ID_MAX: u64 = i64::MAX as u64;
 
 pub fn slot(range: RangeId, seq: Seq, entry: &LogEntry) -> StoreResult<()> {
     if range.0 > ID_MAX {
-        return Err(StoreError::Invalid(format!(
-            "range id {} is over {ID_MAX}",
-            range.0
-        )));
+        return Err(StoreError::Invalid(format!("range id {} is over {ID_MAX}", range.0)));
     }
     if seq.0 == 0 || seq.0 > ID_MAX {
-        return Err(StoreError::Invalid(format!(
-            "seq must be 1 to {ID_MAX}, got {}",
-            seq.0
-        )));
+        return Err(StoreError::Invalid(format!("seq must be 1 to {ID_MAX}, got {}", seq.0)));
     }
     if entry.payload.len() > LOG_ENTRY_BYTES_MAX {
-        return Err(StoreError::too_large(
-            "log entry payload",
-            entry.payload.len(),
-            LOG_ENTRY_BYTES_MAX,
-        ));
+        return Err(StoreError::too_large("log entry payload", entry.payload.len(), LOG_ENTRY_BYTES_MAX));
     }
     Ok(())
 }
 
 pub fn append_atomic(slots: &[AppendSlot]) -> StoreResult<()> {
     if slots.is_empty() {
-        return Err(StoreError::Invalid(
-            "append_atomic needs at least one slot".into(),
-        ));
+        return Err(StoreError::Invalid("append_atomic needs at least one slot".into()));
     }
     if slots.len() > APPEND_ATOMIC_SLOTS_MAX {
-        return Err(StoreError::too_large(
-            "append_atomic slot count",
-            slots.len(),
-            APPEND_ATOMIC_SLOTS_MAX,
-        ));
+        return Err(StoreError::too_large("append_atomic slot count", slots.len(), APPEND_ATOMIC_SLOTS_MAX));
     }
     let mut seen = HashSet::with_capacity(slots.len());
     let mut total = 0usize;
     for s in slots {
         slot(s.range, s.seq, &s.entry)?;
         if !seen.insert((s.range, s.seq)) {
-            return Err(StoreError::Invalid(format!(
-                "slot {}/{} appears twice",
-                s.range, s.seq
-            )));
+            return Err(StoreError::Invalid(format!("slot {}/{} appears twice", s.range, s.seq)));
         }
         total += s.entry.payload.len();
     }
     if total > APPEND_ATOMIC_BYTES_MAX {
-        return Err(StoreError::too_large(
-            "append_atomic payload total",
-            total,
-            APPEND_ATOMIC_BYTES_MAX,
-        ));
+        return Err(StoreError::too_large("append_atomic payload total", total, APPEND_ATOMIC_BYTES_MAX));
     }
     Ok(())
 }
 
 pub fn range_id(range: RangeId) -> StoreResult<()> {
     if range.0 > ID_MAX {
-        return Err(StoreError::Invalid(format!(
-            "range id {} is over {ID_MAX}",
-            range.0
-        )));
+        return Err(StoreError::Invalid(format!("range id {} is over {ID_MAX}", range.0)));
     }
     Ok(())
 }
 
 pub fn seq(seq: Seq) -> StoreResult<()> {
     if seq.0 > ID_MAX {
-        return Err(StoreError::Invalid(format!(
-            "seq {} is over {ID_MAX}",
-            seq.0
-        )));
+        return Err(StoreError::Invalid(format!("seq {} is over {ID_MAX}", seq.0)));
     }
     Ok(())
 }
 
 pub fn meta_key(pk: &str, sk: &[u8]) -> StoreResult<()> {
     if pk.is_empty() || pk.len() > META_PARTITION_BYTES_MAX {
-        return Err(StoreError::Invalid(format!(
-            "meta partition must be 1 to {META_PARTITION_BYTES_MAX} bytes"
-        )));
+        return Err(StoreError::Invalid(format!("meta partition must be 1 to {META_PARTITION_BYTES_MAX} bytes")));
     }
     if sk.len() > META_SORT_KEY_BYTES_MAX {
-        return Err(StoreError::too_large(
-            "meta sort key",
-            sk.len(),
-            META_SORT_KEY_BYTES_MAX,
-        ));
+        return Err(StoreError::too_large("meta sort key", sk.len(), META_SORT_KEY_BYTES_MAX));
+    }
+    // DynamoDB cannot store an empty key, so the AWS backend stores zero-only keys with one
+    // extra zero byte; at full length that no longer fits. Refuse it on every backend alike.
+    if sk.len() == META_SORT_KEY_BYTES_MAX && sk.iter().all(|&b| b == 0) {
+        return Err(StoreError::too_large("meta sort key of zero bytes only", sk.len(), META_SORT_KEY_BYTES_MAX - 1));
     }
     Ok(())
 }
 
 pub fn meta_value(value: &[u8]) -> StoreResult<()> {
     if value.len() > META_VALUE_BYTES_MAX {
-        return Err(StoreError::too_large(
-            "meta value",
-            value.len(),
-            META_VALUE_BYTES_MAX,
-        ));
+        return Err(StoreError::too_large("meta value", value.len(), META_VALUE_BYTES_MAX));
     }
     Ok(())
 }
@@ -127,16 +92,10 @@ pub fn expect(e: &super::Expect) -> StoreResult<()> {
 
 pub fn meta_transact(ops: &[MetaOp]) -> StoreResult<()> {
     if ops.is_empty() {
-        return Err(StoreError::Invalid(
-            "a meta transaction needs at least one op".into(),
-        ));
+        return Err(StoreError::Invalid("a meta transaction needs at least one op".into()));
     }
     if ops.len() > META_TRANSACT_OPS_MAX {
-        return Err(StoreError::too_large(
-            "meta transaction op count",
-            ops.len(),
-            META_TRANSACT_OPS_MAX,
-        ));
+        return Err(StoreError::too_large("meta transaction op count", ops.len(), META_TRANSACT_OPS_MAX));
     }
     let mut seen = HashSet::with_capacity(ops.len());
     for op in ops {
@@ -147,9 +106,7 @@ pub fn meta_transact(ops: &[MetaOp]) -> StoreResult<()> {
             meta_value(value)?;
         }
         if !seen.insert((pk, sk)) {
-            return Err(StoreError::Invalid(format!(
-                "meta item {pk}/{sk:?} appears twice in one transaction"
-            )));
+            return Err(StoreError::Invalid(format!("meta item {pk}/{sk:?} appears twice in one transaction")));
         }
     }
     Ok(())
@@ -159,28 +116,17 @@ pub fn meta_transact(ops: &[MetaOp]) -> StoreResult<()> {
 /// none empty, `.` or `..` (so a name is also a safe relative path).
 pub fn blob_name(name: &str) -> StoreResult<()> {
     if name.is_empty() || name.len() > BLOB_NAME_BYTES_MAX {
-        return Err(StoreError::Invalid(format!(
-            "blob name must be 1 to {BLOB_NAME_BYTES_MAX} bytes"
-        )));
+        return Err(StoreError::Invalid(format!("blob name must be 1 to {BLOB_NAME_BYTES_MAX} bytes")));
     }
     for part in name.split('/') {
         if part.is_empty() || part == "." || part == ".." {
-            return Err(StoreError::Invalid(format!(
-                "blob name {name:?} has an empty, '.' or '..' part"
-            )));
+            return Err(StoreError::Invalid(format!("blob name {name:?} has an empty, '.' or '..' part")));
         }
         if part.starts_with(".tmp") {
-            return Err(StoreError::Invalid(format!(
-                "blob name {name:?}: parts starting with .tmp are reserved"
-            )));
+            return Err(StoreError::Invalid(format!("blob name {name:?}: parts starting with .tmp are reserved")));
         }
-        if let Some(c) = part
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '=' | '-')))
-        {
-            return Err(StoreError::Invalid(format!(
-                "blob name {name:?} has a forbidden character {c:?}"
-            )));
+        if let Some(c) = part.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '=' | '-'))) {
+            return Err(StoreError::Invalid(format!("blob name {name:?} has a forbidden character {c:?}")));
         }
     }
     Ok(())
@@ -192,9 +138,7 @@ pub fn blob_prefix(prefix: &str) -> StoreResult<()> {
         return Ok(());
     }
     if prefix.len() > BLOB_NAME_BYTES_MAX {
-        return Err(StoreError::Invalid(format!(
-            "blob prefix over {BLOB_NAME_BYTES_MAX} bytes"
-        )));
+        return Err(StoreError::Invalid(format!("blob prefix over {BLOB_NAME_BYTES_MAX} bytes")));
     }
     let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
     if trimmed.is_empty() {
@@ -220,9 +164,7 @@ mod tests {
         for ok in ["a", "ranges/r1/seq-00000001.snap", "x=y/z-_.q"] {
             assert!(blob_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "", "/a", "a/", "a//b", "../a", "a/./b", "a b", "a\\b", ".tmp-1", "é",
-        ] {
+        for bad in ["", "/a", "a/", "a//b", "../a", "a/./b", "a b", "a\\b", ".tmp-1", "é"] {
             assert!(blob_name(bad).is_err(), "{bad}");
         }
         assert!(blob_name(&"a".repeat(BLOB_NAME_BYTES_MAX)).is_ok());

@@ -24,15 +24,9 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 
 impl FileBlobStore {
     pub fn open(root: &Path) -> Result<FileBlobStore, Error> {
-        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(|e| {
-            Error::unavailable(format!(
-                "cannot create blob directory {}: {e}",
-                root.display()
-            ))
-        })?;
-        Ok(FileBlobStore {
-            root: root.to_path_buf(),
-        })
+        std::fs::create_dir_all(root.join(TMP_DIR))
+            .map_err(|e| Error::unavailable(format!("cannot create blob directory {}: {e}", root.display())))?;
+        Ok(FileBlobStore { root: root.to_path_buf() })
     }
 
     fn put_blocking(root: &Path, name: &str, data: &[u8]) -> StoreResult<()> {
@@ -40,14 +34,9 @@ impl FileBlobStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err("cannot create", parent, e))?;
         }
-        let tmp = root
-            .join(TMP_DIR)
-            .join(format!("{:016x}", rand::random::<u64>()));
+        let tmp = root.join(TMP_DIR).join(format!("{:016x}", rand::random::<u64>()));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()
         };
@@ -60,9 +49,7 @@ impl FileBlobStore {
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return Err(StoreError::AlreadyExists {
-                    name: name.to_string(),
-                });
+                return Err(StoreError::AlreadyExists { name: name.to_string() });
             }
             Err(e) => return Err(io_err("cannot publish", &path, e)),
         }
@@ -70,17 +57,12 @@ impl FileBlobStore {
         if let Some(parent) = path.parent()
             && let Ok(dir) = std::fs::File::open(parent)
         {
-            dir.sync_all()
-                .map_err(|e| io_err("cannot sync", parent, e))?;
+            dir.sync_all().map_err(|e| io_err("cannot sync", parent, e))?;
         }
         Ok(())
     }
 
-    fn list_blocking(
-        root: &Path,
-        prefix: &str,
-        start_after: Option<&str>,
-    ) -> StoreResult<Vec<String>> {
+    fn list_blocking(root: &Path, prefix: &str, start_after: Option<&str>) -> StoreResult<Vec<String>> {
         // Only walk below the deepest directory the prefix names.
         let base = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
@@ -89,11 +71,7 @@ impl FileBlobStore {
         let mut names = Vec::new();
         let mut stack = vec![base.to_string()];
         while let Some(rel) = stack.pop() {
-            let dir = if rel.is_empty() {
-                root.to_path_buf()
-            } else {
-                root.join(&rel)
-            };
+            let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(&rel) };
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -107,19 +85,11 @@ impl FileBlobStore {
                 if rel.is_empty() && file_name == TMP_DIR {
                     continue;
                 }
-                let name = if rel.is_empty() {
-                    file_name
-                } else {
-                    format!("{rel}/{file_name}")
-                };
-                let file_type = entry
-                    .file_type()
-                    .map_err(|e| io_err("cannot stat", &entry.path(), e))?;
+                let name = if rel.is_empty() { file_name } else { format!("{rel}/{file_name}") };
+                let file_type = entry.file_type().map_err(|e| io_err("cannot stat", &entry.path(), e))?;
                 if file_type.is_dir() {
                     stack.push(name);
-                } else if name.starts_with(prefix)
-                    && start_after.is_none_or(|after| name.as_str() > after)
-                {
+                } else if name.starts_with(prefix) && start_after.is_none_or(|after| name.as_str() > after) {
                     names.push(name);
                 }
             }
@@ -130,12 +100,8 @@ impl FileBlobStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
-) -> StoreResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("blob task failed: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Unavailable(format!("blob task failed: {e}")))?
 }
 
 #[async_trait]
@@ -160,11 +126,7 @@ impl BlobStore for FileBlobStore {
 
     async fn list(&self, prefix: &str, start_after: Option<&str>) -> StoreResult<Vec<String>> {
         validate::blob_prefix(prefix)?;
-        let (root, prefix, after) = (
-            self.root.clone(),
-            prefix.to_string(),
-            start_after.map(str::to_string),
-        );
+        let (root, prefix, after) = (self.root.clone(), prefix.to_string(), start_after.map(str::to_string));
         blocking(move || Self::list_blocking(&root, &prefix, after.as_deref())).await
     }
 

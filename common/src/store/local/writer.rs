@@ -52,9 +52,7 @@ pub(super) struct WriteRequest {
 }
 
 pub(super) fn spawn(conn: Connection, rx: mpsc::Receiver<WriteRequest>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("ampstore-store-writer".into())
-        .spawn(move || run(conn, rx))?;
+    std::thread::Builder::new().name("ampstore-store-writer".into()).spawn(move || run(conn, rx))?;
     Ok(())
 }
 
@@ -111,10 +109,7 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<StoreResult<u64
             if insert_slot(tx, slot)? {
                 Ok(Ok(0))
             } else {
-                Ok(Err(StoreError::SlotTaken {
-                    range: slot.range,
-                    seq: slot.seq,
-                }))
+                Ok(Err(StoreError::SlotTaken { range: slot.range, seq: slot.seq }))
             }
         }
         WriteOp::AppendAtomic(slots) => {
@@ -189,11 +184,7 @@ pub(crate) fn expect_mismatch(expect: &Expect, current: Option<&MetaItem>) -> Op
     }
 }
 
-fn apply_meta(
-    tx: &Transaction<'_>,
-    ops: &[MetaOp],
-    single: bool,
-) -> rusqlite::Result<StoreResult<u64>> {
+fn apply_meta(tx: &Transaction<'_>, ops: &[MetaOp], single: bool) -> rusqlite::Result<StoreResult<u64>> {
     // Check every condition first (we hold the write lock), then write: all or nothing.
     let mut currents = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
@@ -215,15 +206,12 @@ fn apply_meta(
         match op {
             MetaOp::Put { pk, sk, value, .. } => {
                 let version = current.map_or(1, |v| v + 1);
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO meta (pk, sk, version, value) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![pk, sk, version as i64, value])?;
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (pk, sk, version, value) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![pk, sk, version as i64, value])?;
                 last_version = version;
             }
             MetaOp::Delete { pk, sk, .. } => {
-                tx.prepare_cached("DELETE FROM meta WHERE pk = ?1 AND sk = ?2")?
-                    .execute(params![pk, sk])?;
+                tx.prepare_cached("DELETE FROM meta WHERE pk = ?1 AND sk = ?2")?.execute(params![pk, sk])?;
             }
             MetaOp::Check { .. } => {}
         }
