@@ -10,6 +10,7 @@ pub mod frame;
 pub mod ids;
 pub mod key;
 pub mod limits;
+pub mod meta;
 pub mod protocol;
 pub mod snapshot;
 pub mod store;

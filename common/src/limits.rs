@@ -89,3 +89,13 @@ pub const SNAPSHOT_BLOCK_RAW_BYTES_MAX: usize = SNAPSHOT_BLOCK_BYTES_TARGET + KE
 
 /// Most payload bytes one `CommitLog::read` call returns (it returns at least one entry).
 pub const LOG_READ_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Write ids a range remembers (with their results) to answer a retried write without
+/// applying it twice.
+pub const RANGE_DEDUP_WRITES_MAX: usize = 10_000;
+
+/// Writes waiting in one range for the next batch; beyond it writes are refused (Unavailable).
+pub const RANGE_PENDING_WRITES_MAX: usize = 100_000;
+
+/// Requests one connection may have in progress at once (pipelining depth).
+pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 1024;

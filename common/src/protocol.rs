@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::ids::{NodeId, RequestId};
-use crate::key::{Key, Version};
+use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq};
+use crate::key::{Key, KeyRange, Version};
 use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
 
 /// The protocol version this build speaks. A server answers a hello with another version
@@ -127,6 +127,25 @@ pub enum Op {
         limit: u32,
         reverse: bool,
     },
+    /// Admin: load and serve the range whose descriptor starts at `start`. The descriptor
+    /// must name this node in its current epoch, or, with `claim` (tests and tools until a
+    /// master runs), the node records itself as owner first, which it does only when the
+    /// range has no owner or its owner's epoch is over.
+    Assign {
+        range_id: RangeId,
+        start: Key,
+        claim: bool,
+    },
+    /// Admin: stop serving a range (snapshot first when it changed) and clear its owner.
+    Release {
+        range_id: RangeId,
+    },
+    /// Admin: snapshot a range now and truncate its log.
+    Snapshot {
+        range_id: RangeId,
+    },
+    /// Admin: the node's ranges and their state.
+    RangeStats,
 }
 
 impl Op {
@@ -134,7 +153,8 @@ impl Op {
     /// client (before sending) and the server (before acting) call it.
     pub fn validate(&self) -> Result<(), Error> {
         match self {
-            Op::Ping => Ok(()),
+            Op::Ping | Op::Release { .. } | Op::Snapshot { .. } | Op::RangeStats => Ok(()),
+            Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
             Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
             Op::GetMany { keys } => {
                 if keys.len() > GET_MANY_KEYS_MAX {
@@ -216,19 +236,57 @@ pub enum Reply {
         removed: u64,
         version: Version,
     },
-    /// Answer to `Scan`. `resume` is where the next page starts (exclusive of what was
-    /// returned) when this page stopped at a limit; `None` when the range is exhausted.
+    /// Answer to `Scan`: one page, which never crosses the end of the range that served it.
+    /// `resume` is where to continue, `None` when `[start, end)` is exhausted. Forward it is
+    /// the next page's `start` (inclusive); reverse it is the next page's `end` (exclusive).
     ScanPage {
         items: Vec<ScanItem>,
         resume: Option<Key>,
     },
+    Assigned {
+        range_id: RangeId,
+        serving_from: Seq,
+    },
+    Released {
+        range_id: RangeId,
+    },
+    Snapshotted {
+        range_id: RangeId,
+        seq: Seq,
+    },
+    Stats(NodeStats),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub node_id: NodeId,
+    pub epoch: Epoch,
+    /// Milliseconds of liveness left by the node's own clock (0: not serving anything).
+    pub liveness_ms_left: u64,
+    pub ranges: Vec<RangeStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeStats {
+    pub range_id: RangeId,
+    pub range: KeyRange,
+    /// loading, serving, failed or released.
+    pub state: String,
+    pub keys: u64,
+    /// Bytes of keys and values held.
+    pub data_bytes: u64,
+    pub applied_seq: Seq,
+    pub checkpoint_seq: Seq,
+    pub log_bytes_since_checkpoint: u64,
+    /// Why the range is not served, when it failed to load.
+    pub error: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::limits::KEY_BYTES_MAX;
-    use crate::{ErrorCode, Seq};
+    use crate::ErrorCode;
 
     #[test]
     fn envelope_round_trips() {

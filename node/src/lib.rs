@@ -1,1 +1,3 @@
-pub use ampstore_common as common;
+//! The Ampstore node: range actors, liveness, and the RPC server.
+
+pub mod range;

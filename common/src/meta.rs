@@ -1,0 +1,151 @@
+//! The records Ampstore keeps in the meta store, shared by nodes and masters.
+//!
+//! | partition | sort key | record |
+//! |---|---|---|
+//! | `node` | node id | [`NodeRecord`]: the node's liveness epoch and a heartbeat nonce |
+//! | `range` | start key | [`RangeDescriptor`]: bounds, owner `{node, epoch}`, checkpoint |
+//!
+//! Records are MessagePack maps, so fields can be added.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Epoch, NodeId, RangeId, Seq};
+use crate::key::{Key, KeyRange};
+use crate::store::{Expect, MetaItem, MetaStore, StoreError, StoreResult};
+
+pub const PK_NODE: &str = "node";
+pub const PK_RANGE: &str = "range";
+
+/// Range id of the first range, created on an empty meta store.
+pub const FIRST_RANGE_ID: RangeId = RangeId(1);
+
+/// A node's liveness record. The node rewrites it every heartbeat with a fresh `rvn`,
+/// conditional on the version it last wrote; the master declares the node dead by bumping
+/// `epoch` after seeing `rvn` unchanged for the liveness duration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub epoch: Epoch,
+    pub rvn: u64,
+    pub rpc_addr: String,
+    /// Milliseconds the node treats a successful heartbeat as valid for (the master waits at
+    /// least this long without a change before it bumps the epoch).
+    pub liveness_ms: u64,
+}
+
+/// Who serves a range: a node in one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    pub node_id: NodeId,
+    pub epoch: Epoch,
+}
+
+/// The latest snapshot of a range: the log up to `seq` is in `blob`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: Seq,
+    pub blob: String,
+    #[serde(with = "serde_bytes")]
+    pub merkle_root: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeDescriptor {
+    pub range_id: RangeId,
+    pub range: KeyRange,
+    /// Bumped by every change of bounds (split, merge).
+    pub generation: u64,
+    pub owner: Option<Owner>,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Records are plain structs of strings, integers and byte strings: encoding cannot fail.
+    rmp_serde::to_vec_named(record).unwrap_or_default()
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
+}
+
+/// A meta item decoded as `T`, with the version to condition the next write on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub version: u64,
+    pub record: T,
+}
+
+fn decode_item<T: for<'de> Deserialize<'de>>(what: &str, item: MetaItem) -> StoreResult<Versioned<T>> {
+    Ok(Versioned { version: item.version, record: decode(what, &item.value)? })
+}
+
+pub async fn get_node(meta: &dyn MetaStore, node: &NodeId) -> StoreResult<Option<Versioned<NodeRecord>>> {
+    meta.get(PK_NODE, node.as_str().as_bytes()).await?.map(|i| decode_item("node", i)).transpose()
+}
+
+pub async fn get_range(meta: &dyn MetaStore, start: &Key) -> StoreResult<Option<Versioned<RangeDescriptor>>> {
+    meta.get(PK_RANGE, start.as_bytes()).await?.map(|i| decode_item("range", i)).transpose()
+}
+
+/// Writes a range descriptor conditional on `expect` (its sort key is the range start).
+pub async fn put_range(meta: &dyn MetaStore, desc: &RangeDescriptor, expect: Expect) -> StoreResult<u64> {
+    meta.put(PK_RANGE, desc.range.start.as_bytes(), &encode(desc), expect).await
+}
+
+/// Every range descriptor, in key order.
+pub async fn list_ranges(meta: &dyn MetaStore) -> StoreResult<Vec<Versioned<RangeDescriptor>>> {
+    let mut out = Vec::new();
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let page = meta.query(PK_RANGE, &from, crate::limits::META_QUERY_ITEMS_MAX).await?;
+        let full = page.len() == crate::limits::META_QUERY_ITEMS_MAX;
+        for (sk, item) in page {
+            from = sk;
+            from.push(0);
+            out.push(decode_item("range", item)?);
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Creates the first range, covering the whole key space, if there is no range yet.
+/// Safe to call from several processes at once.
+pub async fn ensure_first_range(meta: &dyn MetaStore) -> StoreResult<()> {
+    if !meta.query(PK_RANGE, b"", 1).await?.is_empty() {
+        return Ok(());
+    }
+    let desc = RangeDescriptor {
+        range_id: FIRST_RANGE_ID,
+        range: KeyRange::full(),
+        generation: 1,
+        owner: None,
+        checkpoint: None,
+    };
+    match put_range(meta, &desc, Expect::Absent).await {
+        Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LocalConfig;
+    use crate::store::local::LocalStore;
+
+    #[tokio::test]
+    async fn first_range_once_and_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        ensure_first_range(b.meta.as_ref()).await.unwrap();
+        ensure_first_range(b.meta.as_ref()).await.unwrap();
+        let all = list_ranges(b.meta.as_ref()).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].version, 1);
+        assert_eq!(all[0].record.range, KeyRange::full());
+        let got = get_range(b.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
+        assert_eq!(got.record.range_id, FIRST_RANGE_ID);
+        assert!(decode::<RangeDescriptor>("range", b"\xc1").is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! The payload of a `Batch` log entry: the writes of one group commit, in order.
+//! A write's version is `{seq of the entry, index in this list}`.
+
+use ampstore_common::Key;
+use ampstore_common::error::Error;
+use ampstore_common::protocol::WriteId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoggedOp {
+    Put {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Key,
+    },
+    DeleteRange {
+        start: Key,
+        end: Option<Key>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedWrite {
+    pub op: LoggedOp,
+    pub write_id: Option<WriteId>,
+}
+
+impl LoggedWrite {
+    /// Upper bound of this write's share of an encoded batch, in bytes.
+    pub fn encoded_bytes_max(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match &self.op {
+                LoggedOp::Put { key, value } => key.len() + value.len(),
+                LoggedOp::Delete { key } => key.len(),
+                LoggedOp::DeleteRange { start, end } => start.len() + end.as_ref().map_or(0, Key::len),
+            }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPayload {
+    pub writes: Vec<LoggedWrite>,
+}
+
+pub fn encode(payload: &BatchPayload, out: &mut Vec<u8>) {
+    out.clear();
+    // Plain data (byte strings, integers, enums): encoding into a Vec cannot fail.
+    let _ = rmp_serde::encode::write_named(out, payload);
+}
+
+pub fn decode(bytes: &[u8]) -> Result<BatchPayload, Error> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("log batch does not decode: {e}")))
+}

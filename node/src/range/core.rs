@@ -1,0 +1,540 @@
+//! The range state machine, without I/O: what a range holds, which writes go into the next
+//! log entry, what each write's version and reply are, how the log is replayed.
+//!
+//! The actor (`actor.rs`) drives it: it submits writes, asks for the next batch when no
+//! append is in flight, appends it, and reports the outcome. `W` is whatever the driver uses
+//! to answer a caller (a oneshot sender in the actor, a plain id in tests).
+//!
+//! The memtable is a persistent ordered map (`imbl::OrdMap`): cloning it is O(1), so a
+//! snapshot takes a frozen view and writes keep going while the snapshot is written.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
+
+use ampstore_common::error::Error;
+use ampstore_common::limits::{RANGE_DEDUP_WRITES_MAX, RANGE_PENDING_WRITES_MAX, SCAN_PAGE_BYTES_MAX};
+use ampstore_common::protocol::{Reply, ScanItem, Versioned, WriteId};
+use ampstore_common::store::{EntryKind, LogEntry};
+use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Version};
+use bytes::Bytes;
+use imbl::OrdMap;
+
+use super::batch::{self, BatchPayload, LoggedOp, LoggedWrite};
+
+/// One stored value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub value: Bytes,
+    pub version: Version,
+}
+
+pub type Memtable = OrdMap<Key, Stored>;
+
+/// The condition of a put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// The key's version must be this (`None`: the key must be absent).
+    Version(Option<Version>),
+}
+
+/// A write as submitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub op: LoggedOp,
+    pub condition: Condition,
+    pub write_id: Option<WriteId>,
+}
+
+pub type Outcome<W> = (W, Result<Reply, Error>);
+
+struct Pending<W> {
+    write: Write,
+    waiter: W,
+}
+
+struct InFlight<W> {
+    seq: Seq,
+    entry: LogEntry,
+    writes: Vec<LoggedWrite>,
+    waiters: Vec<W>,
+}
+
+/// What to append next, and the replies already decided (failed conditions).
+pub struct BatchPlan<W> {
+    pub append: Option<(Seq, LogEntry)>,
+    pub early: Vec<Outcome<W>>,
+}
+
+#[derive(Default)]
+struct Dedup<W> {
+    done: HashMap<WriteId, Result<Reply, Error>>,
+    order: VecDeque<WriteId>,
+    /// Callers that sent a write id already pending or in flight: answered with it.
+    followers: HashMap<WriteId, Vec<W>>,
+    pending: std::collections::HashSet<WriteId>,
+}
+
+pub struct RangeCore<W> {
+    range_id: RangeId,
+    range: KeyRange,
+    writer: NodeId,
+    epoch: Epoch,
+    data: Memtable,
+    data_bytes: u64,
+    applied: Seq,
+    next_seq: Seq,
+    pending: VecDeque<Pending<W>>,
+    in_flight: Option<InFlight<W>>,
+    fenced: bool,
+    dedup: Dedup<W>,
+    batch_bytes_max: usize,
+    log_bytes_total: u64,
+    checkpoint_seq: Seq,
+    log_bytes_at_checkpoint: u64,
+    scratch: Vec<u8>,
+}
+
+impl<W> RangeCore<W> {
+    /// A range at `checkpoint_seq` holding `data` (from the snapshot, or empty).
+    pub fn new(
+        range_id: RangeId,
+        range: KeyRange,
+        writer: NodeId,
+        epoch: Epoch,
+        data: Memtable,
+        checkpoint_seq: Seq,
+        batch_bytes_max: usize,
+    ) -> Self {
+        let data_bytes = data.iter().map(|(k, v)| (k.len() + v.value.len()) as u64).sum();
+        RangeCore {
+            range_id,
+            range,
+            writer,
+            epoch,
+            data,
+            data_bytes,
+            applied: checkpoint_seq,
+            next_seq: checkpoint_seq.next(),
+            pending: VecDeque::new(),
+            in_flight: None,
+            fenced: false,
+            dedup: Dedup {
+                done: HashMap::new(),
+                order: VecDeque::new(),
+                followers: HashMap::new(),
+                pending: Default::default(),
+            },
+            batch_bytes_max,
+            log_bytes_total: 0,
+            checkpoint_seq,
+            log_bytes_at_checkpoint: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn range_id(&self) -> RangeId {
+        self.range_id
+    }
+    pub fn range(&self) -> &KeyRange {
+        &self.range
+    }
+    pub fn applied(&self) -> Seq {
+        self.applied
+    }
+    /// The slot the next append goes to.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+    pub fn keys(&self) -> u64 {
+        self.data.len() as u64
+    }
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+    pub fn checkpoint_seq(&self) -> Seq {
+        self.checkpoint_seq
+    }
+    pub fn log_bytes_since_checkpoint(&self) -> u64 {
+        self.log_bytes_total - self.log_bytes_at_checkpoint
+    }
+    /// True when the log holds entries the checkpoint does not cover.
+    pub fn is_dirty(&self) -> bool {
+        self.applied > self.checkpoint_seq
+    }
+    pub fn has_work(&self) -> bool {
+        self.in_flight.is_some() || !self.pending.is_empty()
+    }
+    pub fn append_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    // ----- reads (served from applied data, also while an append is in flight) -----
+
+    pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
+        self.check_key(key)?;
+        Ok(self.data.get(key).map(|s| Versioned { value: s.value.to_vec(), version: s.version }))
+    }
+
+    /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`).
+    pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Reply, Error> {
+        let lower = if start > &self.range.start { start.clone() } else { self.range.start.clone() };
+        let upper: Option<Key> = match (end, &self.range.end) {
+            (Some(e), Some(re)) => Some(if e < re { e.clone() } else { re.clone() }),
+            (Some(e), None) => Some(e.clone()),
+            (None, re) => re.clone(),
+        };
+        let in_range = if reverse {
+            // The page is served by the range holding the key just below `end`.
+            end.is_none_or(|e| e > &self.range.start) && self.range.end.as_ref().is_none_or(|re| end.is_some_and(|e| e <= re))
+        } else {
+            self.range.contains(start.as_bytes())
+        };
+        if !in_range {
+            return Err(Error::KeyOutOfRange);
+        }
+        let bounds = (Bound::Included(lower.clone()), upper.clone().map_or(Bound::Unbounded, Bound::Excluded));
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut stopped_early = false;
+        let mut push = |k: &Key, s: &Stored| -> bool {
+            if items.len() >= limit || (bytes >= SCAN_PAGE_BYTES_MAX && !items.is_empty()) {
+                stopped_early = true;
+                return false;
+            }
+            bytes += k.len() + s.value.len();
+            items.push(ScanItem { key: k.clone(), value: s.value.to_vec(), version: s.version });
+            true
+        };
+        if reverse {
+            for (k, s) in self.data.range(bounds).rev() {
+                if !push(k, s) {
+                    break;
+                }
+            }
+        } else {
+            for (k, s) in self.data.range(bounds) {
+                if !push(k, s) {
+                    break;
+                }
+            }
+        }
+        let resume = if stopped_early {
+            let last = &items[items.len() - 1].key;
+            if reverse {
+                Some(last.clone())
+            } else {
+                let mut next = last.as_bytes().to_vec();
+                next.push(0);
+                Some(Key::from(next))
+            }
+        } else if reverse {
+            // More below this range if the request starts below it.
+            (start < &self.range.start).then(|| self.range.start.clone())
+        } else {
+            match (&self.range.end, end) {
+                (Some(re), Some(e)) if e > re => Some(re.clone()),
+                (Some(re), None) => Some(re.clone()),
+                _ => None,
+            }
+        };
+        Ok(Reply::ScanPage { items, resume })
+    }
+
+    fn check_key(&self, key: &Key) -> Result<(), Error> {
+        if self.range.contains(key.as_bytes()) { Ok(()) } else { Err(Error::KeyOutOfRange) }
+    }
+
+    // ----- writes -----
+
+    /// Queues a write. Returns the reply at once when the write is refused (outside the
+    /// range, fenced, queue full) or is a retry of a write already applied.
+    pub fn submit(&mut self, write: Write, waiter: W) -> Option<Outcome<W>> {
+        let key_check = match &write.op {
+            LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => self.check_key(key),
+            LoggedOp::DeleteRange { start, end } => {
+                let inside = self.range.contains(start.as_bytes())
+                    && match (&self.range.end, end) {
+                        (None, _) => true,
+                        (Some(re), Some(e)) => e <= re,
+                        (Some(_), None) => false,
+                    };
+                if inside { Ok(()) } else { Err(Error::KeyOutOfRange) }
+            }
+        };
+        if let Err(e) = key_check {
+            return Some((waiter, Err(e)));
+        }
+        if self.fenced {
+            return Some((waiter, Err(Error::Fenced)));
+        }
+        if let Some(id) = write.write_id {
+            if let Some(done) = self.dedup.done.get(&id) {
+                return Some((waiter, done.clone()));
+            }
+            if self.dedup.pending.contains(&id) {
+                self.dedup.followers.entry(id).or_default().push(waiter);
+                return None;
+            }
+        }
+        if self.pending.len() >= RANGE_PENDING_WRITES_MAX {
+            return Some((waiter, Err(Error::unavailable("range write queue is full"))));
+        }
+        if let Some(id) = write.write_id {
+            self.dedup.pending.insert(id);
+        }
+        self.pending.push_back(Pending { write, waiter });
+        None
+    }
+
+    /// When no append is in flight: takes the pending writes (up to the batch byte limit)
+    /// into the next log entry, deciding conditions against the applied data plus the
+    /// earlier writes of the same batch.
+    pub fn next_batch(&mut self) -> BatchPlan<W> {
+        let mut plan = BatchPlan { append: None, early: Vec::new() };
+        if self.fenced || self.in_flight.is_some() || self.pending.is_empty() {
+            return plan;
+        }
+        let seq = self.next_seq;
+        let mut overlay: HashMap<Key, Option<Version>> = HashMap::new();
+        let mut cleared: Vec<(Key, Option<Key>)> = Vec::new();
+        let mut writes = Vec::new();
+        let mut waiters = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(p) = self.pending.front() {
+            let logged = LoggedWrite { op: p.write.op.clone(), write_id: p.write.write_id };
+            let size = logged.encoded_bytes_max();
+            if !writes.is_empty() && bytes + size > self.batch_bytes_max {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else { break };
+            if let Condition::Version(expected) = &p.write.condition {
+                let key = match &p.write.op {
+                    LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => key,
+                    LoggedOp::DeleteRange { start, .. } => start,
+                };
+                let current = match overlay.get(key) {
+                    Some(v) => *v,
+                    None if cleared.iter().any(|(s, e)| key >= s && e.as_ref().is_none_or(|e| key < e)) => None,
+                    None => self.data.get(key).map(|s| s.version),
+                };
+                if current != *expected {
+                    let why = match (expected, current) {
+                        (None, Some(v)) => format!("key exists with version {v}"),
+                        (Some(e), None) => format!("expected version {e}, the key is absent"),
+                        (Some(e), Some(c)) => format!("expected version {e}, found {c}"),
+                        (None, None) => String::from("condition failed"),
+                    };
+                    let result = Err(Error::conflict(why));
+                    self.finish_write_id(p.write.write_id, &result, &mut plan.early);
+                    plan.early.push((p.waiter, result));
+                    continue;
+                }
+            }
+            let version = Version { seq, index: writes.len() as u32 };
+            match &p.write.op {
+                LoggedOp::Put { key, .. } => {
+                    overlay.insert(key.clone(), Some(version));
+                }
+                LoggedOp::Delete { key } => {
+                    overlay.insert(key.clone(), None);
+                }
+                LoggedOp::DeleteRange { start, end } => {
+                    overlay.retain(|k, _| !(k >= start && end.as_ref().is_none_or(|e| k < e)));
+                    cleared.push((start.clone(), end.clone()));
+                }
+            }
+            bytes += size;
+            writes.push(logged);
+            waiters.push(p.waiter);
+        }
+        if writes.is_empty() {
+            return plan;
+        }
+        let payload = BatchPayload { writes };
+        batch::encode(&payload, &mut self.scratch);
+        debug_assert!(self.scratch.len() <= ampstore_common::limits::LOG_ENTRY_BYTES_MAX);
+        let entry = LogEntry {
+            kind: EntryKind::Batch,
+            writer: self.writer.clone(),
+            epoch: self.epoch,
+            payload: Bytes::copy_from_slice(&self.scratch),
+        };
+        self.in_flight = Some(InFlight { seq, entry: entry.clone(), writes: payload.writes, waiters });
+        plan.append = Some((seq, entry));
+        plan
+    }
+
+    /// The append in flight, to retry after a transient failure (same slot, same entry).
+    pub fn in_flight_append(&self) -> Option<(Seq, LogEntry)> {
+        self.in_flight.as_ref().map(|f| (f.seq, f.entry.clone()))
+    }
+
+    /// The append of `seq` is durable: apply it and answer its writers.
+    pub fn on_appended(&mut self, seq: Seq) -> Vec<Outcome<W>> {
+        let Some(f) = self.in_flight.take() else {
+            debug_assert!(false, "on_appended without an append in flight");
+            return Vec::new();
+        };
+        debug_assert_eq!(f.seq, seq, "appended seq differs from the one in flight");
+        debug_assert_eq!(seq, self.next_seq);
+        let mut out = Vec::with_capacity(f.waiters.len());
+        for (i, (w, waiter)) in f.writes.iter().zip(f.waiters).enumerate() {
+            let reply = self.apply(&w.op, Version { seq, index: i as u32 });
+            let result = Ok(reply);
+            self.finish_write_id(w.write_id, &result, &mut out);
+            out.push((waiter, result));
+        }
+        self.log_bytes_total += f.entry.payload.len() as u64;
+        self.applied = seq;
+        self.next_seq = seq.next();
+        out
+    }
+
+    /// The slot of the append in flight was taken by another owner: this range is fenced.
+    /// Every waiting writer is answered `Fenced` (nothing of theirs was written).
+    pub fn on_fenced(&mut self) -> Vec<Outcome<W>> {
+        self.fenced = true;
+        let mut out = Vec::new();
+        if let Some(f) = self.in_flight.take() {
+            out.extend(f.waiters.into_iter().map(|w| (w, Err(Error::Fenced))));
+        }
+        out.extend(self.pending.drain(..).map(|p| (p.waiter, Err(Error::Fenced))));
+        for (_, followers) in self.dedup.followers.drain() {
+            out.extend(followers.into_iter().map(|w| (w, Err(Error::Fenced))));
+        }
+        self.dedup.pending.clear();
+        out
+    }
+
+    /// Refuses every queued write with `err` (the range is being released or lost its
+    /// liveness); an append in flight is left to finish.
+    pub fn refuse_pending(&mut self, err: Error) -> Vec<Outcome<W>> {
+        let mut out = Vec::new();
+        for p in self.pending.drain(..) {
+            if let Some(id) = p.write.write_id {
+                self.dedup.pending.remove(&id);
+                if let Some(f) = self.dedup.followers.remove(&id) {
+                    out.extend(f.into_iter().map(|w| (w, Err(err.clone()))));
+                }
+            }
+            out.push((p.waiter, Err(err.clone())));
+        }
+        out
+    }
+
+    fn finish_write_id(&mut self, id: Option<WriteId>, result: &Result<Reply, Error>, out: &mut Vec<Outcome<W>>) {
+        let Some(id) = id else { return };
+        self.dedup.pending.remove(&id);
+        if let Some(followers) = self.dedup.followers.remove(&id) {
+            out.extend(followers.into_iter().map(|w| (w, result.clone())));
+        }
+        self.remember(id, result.clone());
+    }
+
+    fn remember(&mut self, id: WriteId, result: Result<Reply, Error>) {
+        if self.dedup.done.insert(id, result).is_none() {
+            self.dedup.order.push_back(id);
+            if self.dedup.order.len() > RANGE_DEDUP_WRITES_MAX
+                && let Some(old) = self.dedup.order.pop_front()
+            {
+                self.dedup.done.remove(&old);
+            }
+        }
+    }
+
+    fn apply(&mut self, op: &LoggedOp, version: Version) -> Reply {
+        match op {
+            LoggedOp::Put { key, value } => {
+                let stored = Stored { value: Bytes::copy_from_slice(value), version };
+                self.data_bytes += (key.len() + value.len()) as u64;
+                if let Some(old) = self.data.insert(key.clone(), stored) {
+                    self.data_bytes -= (key.len() + old.value.len()) as u64;
+                }
+                Reply::Written { version }
+            }
+            LoggedOp::Delete { key } => {
+                let removed = match self.data.remove(key) {
+                    Some(old) => {
+                        self.data_bytes -= (key.len() + old.value.len()) as u64;
+                        1
+                    }
+                    None => 0,
+                };
+                Reply::Deleted { removed, version }
+            }
+            LoggedOp::DeleteRange { start, end } => {
+                let bounds = (Bound::Included(start.clone()), end.clone().map_or(Bound::Unbounded, Bound::Excluded));
+                let doomed: Vec<Key> = self.data.range(bounds).map(|(k, _)| k.clone()).collect();
+                for k in &doomed {
+                    if let Some(old) = self.data.remove(k) {
+                        self.data_bytes -= (k.len() + old.value.len()) as u64;
+                    }
+                }
+                Reply::Deleted { removed: doomed.len() as u64, version }
+            }
+        }
+    }
+
+    /// Applies one log entry read back from the log during load. Entries must come in order,
+    /// right after what is applied.
+    pub fn replay(&mut self, seq: Seq, entry: &LogEntry) -> Result<(), Error> {
+        if seq != self.next_seq {
+            return Err(Error::internal(format!(
+                "{}: log entry {seq} replayed out of order (expected {})",
+                self.range_id, self.next_seq
+            )));
+        }
+        debug_assert!(self.in_flight.is_none() && self.pending.is_empty(), "replay only while loading");
+        match entry.kind {
+            EntryKind::Batch => {
+                let payload = batch::decode(&entry.payload)?;
+                for (i, w) in payload.writes.iter().enumerate() {
+                    let reply = self.apply(&w.op, Version { seq, index: i as u32 });
+                    if let Some(id) = w.write_id {
+                        self.remember(id, Ok(reply));
+                    }
+                }
+            }
+            EntryKind::Fence | EntryKind::Abort => {}
+            EntryKind::Split | EntryKind::Txn => {
+                return Err(Error::internal(format!(
+                    "{}: log entry {seq} is a {:?}, which this version cannot replay",
+                    self.range_id, entry.kind
+                )));
+            }
+        }
+        self.log_bytes_total += entry.payload.len() as u64;
+        self.applied = seq;
+        self.next_seq = seq.next();
+        Ok(())
+    }
+
+    /// Records that a fence (ours) was written at `seq` during load.
+    pub fn fenced_at(&mut self, seq: Seq) {
+        debug_assert_eq!(seq, self.next_seq);
+        self.applied = seq;
+        self.next_seq = seq.next();
+    }
+
+    /// An O(1) frozen view for a snapshot: the applied seq and the data at it.
+    pub fn snapshot_view(&self) -> (Seq, Memtable, u64) {
+        (self.applied, self.data.clone(), self.log_bytes_total)
+    }
+
+    /// A snapshot at `seq` (taken when `log_bytes_total` was `log_bytes`) is the checkpoint.
+    pub fn on_checkpoint(&mut self, seq: Seq, log_bytes: u64) {
+        debug_assert!(seq <= self.applied);
+        if seq > self.checkpoint_seq {
+            self.checkpoint_seq = seq;
+            self.log_bytes_at_checkpoint = log_bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

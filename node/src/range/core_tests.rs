@@ -1,0 +1,313 @@
+//! Deterministic tests of the range state machine: the "log" is a map, waiters are ids.
+
+use super::*;
+use std::collections::BTreeMap;
+
+type Core = RangeCore<u32>;
+
+fn node(n: &str) -> NodeId {
+    NodeId::new(n).unwrap()
+}
+
+fn core_for(owner: &str, epoch: u64) -> Core {
+    RangeCore::new(RangeId(1), KeyRange::full(), node(owner), Epoch(epoch), Memtable::new(), Seq(0), 64 * 1024)
+}
+
+fn put(key: &str, value: &str) -> Write {
+    Write {
+        op: LoggedOp::Put { key: Key::from(key), value: value.as_bytes().to_vec() },
+        condition: Condition::None,
+        write_id: None,
+    }
+}
+
+fn put_if(key: &str, value: &str, expected: Option<Version>) -> Write {
+    Write { condition: Condition::Version(expected), ..put(key, value) }
+}
+
+fn v(seq: u64, index: u32) -> Version {
+    Version { seq: Seq(seq), index }
+}
+
+/// A stand-in for the commit log: slots written at most once.
+#[derive(Default)]
+struct Log(BTreeMap<u64, LogEntry>);
+
+impl Log {
+    fn append(&mut self, seq: Seq, e: LogEntry) -> bool {
+        if self.0.contains_key(&seq.0) {
+            return false;
+        }
+        self.0.insert(seq.0, e);
+        true
+    }
+}
+
+/// Runs the core's batches into `log` until nothing is pending; returns replies in order.
+fn drive(core: &mut Core, log: &mut Log) -> Vec<Outcome<u32>> {
+    let mut out = Vec::new();
+    loop {
+        let plan = core.next_batch();
+        out.extend(plan.early);
+        let Some((seq, entry)) = plan.append else { break };
+        if log.append(seq, entry) {
+            out.extend(core.on_appended(seq));
+        } else {
+            out.extend(core.on_fenced());
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn group_commit_takes_all_pending_writes_in_order() {
+    let mut core = core_for("a", 1);
+    let mut log = Log::default();
+    for i in 0..5u32 {
+        assert!(core.submit(put(&format!("k{i}"), &format!("v{i}")), i).is_none());
+    }
+    let plan = core.next_batch();
+    let (seq, entry) = plan.append.unwrap();
+    assert_eq!(seq, Seq(1));
+    // One append in flight: no second batch, but reads are served.
+    assert!(core.submit(put("late", "x"), 99).is_none());
+    assert!(core.next_batch().append.is_none());
+    assert_eq!(core.get(&Key::from("k0")).unwrap(), None, "not applied before durable");
+    let payload = batch::decode(&entry.payload).unwrap();
+    let keys: Vec<String> = payload
+        .writes
+        .iter()
+        .map(|w| match &w.op {
+            LoggedOp::Put { key, .. } => key.to_string(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
+    assert!(log.append(seq, entry));
+    let replies = core.on_appended(seq);
+    let order: Vec<u32> = replies.iter().map(|(w, _)| *w).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4]);
+    for (i, (_, r)) in replies.iter().enumerate() {
+        assert_eq!(r, &Ok(Reply::Written { version: v(1, i as u32) }));
+    }
+    // The late write is the next batch, at seq 2.
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies, vec![(99, Ok(Reply::Written { version: v(2, 0) }))]);
+    assert_eq!(core.get(&Key::from("k3")).unwrap().unwrap().version, v(1, 3));
+}
+
+#[test]
+fn batches_are_bounded_by_bytes() {
+    let mut core =
+        RangeCore::<u32>::new(RangeId(1), KeyRange::full(), node("a"), Epoch(1), Memtable::new(), Seq(0), 1000);
+    let mut log = Log::default();
+    for i in 0..10u32 {
+        assert!(core.submit(put(&format!("k{i}"), &"x".repeat(300)), i).is_none());
+    }
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies.len(), 10);
+    assert!(log.0.len() >= 4, "10 writes of ~364 bytes in batches of at most 1000: {} batches", log.0.len());
+    for e in log.0.values() {
+        assert!(e.payload.len() <= 1000 + 64);
+    }
+    // A single write bigger than the batch limit still goes through, alone.
+    assert!(core.submit(put("big", &"y".repeat(5000)), 50).is_none());
+    assert_eq!(drive(&mut core, &mut log).len(), 1);
+}
+
+#[test]
+fn versions_and_conditions() {
+    let mut core = core_for("a", 1);
+    let mut log = Log::default();
+    core.submit(put("k", "1"), 1);
+    drive(&mut core, &mut log);
+    let ver = core.get(&Key::from("k")).unwrap().unwrap().version;
+    assert_eq!(ver, v(1, 0));
+    // In one batch: a matching CAS, a stale CAS (sees the first), create-if-absent on an
+    // existing key, create-if-absent on a new key, and a CAS on that new key.
+    core.submit(put_if("k", "2", Some(ver)), 2);
+    core.submit(put_if("k", "3", Some(ver)), 3);
+    core.submit(put_if("k", "4", None), 4);
+    core.submit(put_if("n", "1", None), 5);
+    core.submit(put_if("n", "2", Some(v(2, 1))), 6);
+    let mut replies = drive(&mut core, &mut log);
+    replies.sort_by_key(|(w, _)| *w);
+    assert_eq!(replies[0], (2, Ok(Reply::Written { version: v(2, 0) })));
+    assert!(matches!(&replies[1], (3, Err(Error::Conflict { .. }))));
+    assert!(matches!(&replies[2], (4, Err(Error::Conflict { .. }))));
+    assert_eq!(replies[3], (5, Ok(Reply::Written { version: v(2, 1) })));
+    assert_eq!(replies[4], (6, Ok(Reply::Written { version: v(2, 2) })));
+    assert_eq!(core.get(&Key::from("k")).unwrap().unwrap().value, b"2");
+    assert_eq!(core.get(&Key::from("n")).unwrap().unwrap().value, b"2");
+    // Deletes carry a version and count what they removed.
+    core.submit(Write { op: LoggedOp::Delete { key: Key::from("k") }, condition: Condition::None, write_id: None }, 7);
+    core.submit(Write { op: LoggedOp::Delete { key: Key::from("zz") }, condition: Condition::None, write_id: None }, 8);
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies[0], (7, Ok(Reply::Deleted { removed: 1, version: v(3, 0) })));
+    assert_eq!(replies[1], (8, Ok(Reply::Deleted { removed: 0, version: v(3, 1) })));
+    // A condition after a delete_range in the same batch sees the keys gone.
+    core.submit(
+        Write {
+            op: LoggedOp::DeleteRange { start: Key::from("a"), end: None },
+            condition: Condition::None,
+            write_id: None,
+        },
+        9,
+    );
+    core.submit(put_if("n", "3", None), 10);
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies[0], (9, Ok(Reply::Deleted { removed: 1, version: v(4, 0) })));
+    assert_eq!(replies[1], (10, Ok(Reply::Written { version: v(4, 1) })));
+    assert_eq!(core.keys(), 1);
+}
+
+#[test]
+fn fenced_append_refuses_everything_after() {
+    let mut a = core_for("a", 1);
+    let mut log = Log::default();
+    a.submit(put("k", "1"), 1);
+    assert_eq!(drive(&mut a, &mut log).len(), 1);
+    // Another owner fences the log at the next slot.
+    assert!(log.append(Seq(2), LogEntry { kind: EntryKind::Fence, writer: node("b"), epoch: Epoch(1), payload: Bytes::new() }));
+    a.submit(put("k", "2"), 2);
+    a.submit(put("j", "2"), 3);
+    let plan = a.next_batch();
+    let (seq, entry) = plan.append.unwrap();
+    assert_eq!(seq, Seq(2));
+    assert!(!log.append(seq, entry), "slot taken");
+    a.submit(put("x", "queued behind the failed append"), 4);
+    let mut replies = a.on_fenced();
+    replies.sort_by_key(|(w, _)| *w);
+    assert_eq!(replies, vec![(2, Err(Error::Fenced)), (3, Err(Error::Fenced)), (4, Err(Error::Fenced))]);
+    assert!(a.is_fenced());
+    assert_eq!(a.submit(put("k", "3"), 5), Some((5, Err(Error::Fenced))));
+    assert!(a.next_batch().append.is_none());
+    // Nothing of the failed batch was applied.
+    assert_eq!(a.get(&Key::from("k")).unwrap().unwrap().value, b"1");
+}
+
+#[test]
+fn replay_after_a_fence_by_another_owner() {
+    let mut log = Log::default();
+    let mut a = core_for("a", 1);
+    a.submit(put("k", "a1"), 1);
+    a.submit(put("j", "a1"), 2);
+    drive(&mut a, &mut log);
+    a.submit(put("k", "a2"), 3);
+    drive(&mut a, &mut log);
+    // B takes over: fence at head + 1, then writes.
+    let head = *log.0.keys().last().unwrap();
+    let mut b = core_for("b", 4);
+    for (seq, e) in &log.0 {
+        b.replay(Seq(*seq), e).unwrap();
+    }
+    let fence = LogEntry { kind: EntryKind::Fence, writer: node("b"), epoch: Epoch(4), payload: Bytes::new() };
+    assert!(log.append(Seq(head + 1), fence));
+    b.fenced_at(Seq(head + 1));
+    b.submit(put("k", "b1"), 4);
+    assert_eq!(drive(&mut b, &mut log), vec![(4, Ok(Reply::Written { version: v(4, 0) }))]);
+    // A's late append loses its slot.
+    a.submit(put("k", "a3"), 5);
+    assert_eq!(drive(&mut a, &mut log), vec![(5, Err(Error::Fenced))]);
+    // A third owner replays everything: A's batches, B's fence and B's batch.
+    let mut c = core_for("c", 1);
+    for (seq, e) in &log.0 {
+        c.replay(Seq(*seq), e).unwrap();
+    }
+    assert_eq!(c.applied(), Seq(4));
+    assert_eq!(c.get(&Key::from("k")).unwrap(), Some(Versioned { value: b"b1".to_vec(), version: v(4, 0) }));
+    assert_eq!(c.get(&Key::from("j")).unwrap(), Some(Versioned { value: b"a1".to_vec(), version: v(1, 1) }));
+    // Replay refuses gaps.
+    let mut d = core_for("d", 1);
+    assert!(d.replay(Seq(2), &log.0[&2]).is_err());
+}
+
+#[test]
+fn retried_write_ids_apply_once() {
+    let mut core = core_for("a", 1);
+    let mut log = Log::default();
+    let id = WriteId { client: 7, n: 1 };
+    let w = Write { write_id: Some(id), ..put("k", "1") };
+    assert!(core.submit(w.clone(), 1).is_none());
+    // The retry arrives while the first is pending: it follows the first's outcome.
+    assert!(core.submit(w.clone(), 2).is_none());
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|(_, r)| r == &Ok(Reply::Written { version: v(1, 0) })));
+    // A retry after it was applied gets the same answer, and nothing is logged.
+    assert_eq!(core.submit(w.clone(), 3), Some((3, Ok(Reply::Written { version: v(1, 0) }))));
+    assert_eq!(log.0.len(), 1);
+    // After replay on another owner the write id is still known.
+    let mut b = core_for("b", 1);
+    b.replay(Seq(1), &log.0[&1]).unwrap();
+    assert_eq!(b.submit(w, 4), Some((4, Ok(Reply::Written { version: v(1, 0) }))));
+}
+
+#[test]
+fn keys_outside_the_range_are_refused() {
+    let range = KeyRange::new(Key::from("b"), Some(Key::from("m"))).unwrap();
+    let mut core = RangeCore::<u32>::new(RangeId(2), range, node("a"), Epoch(1), Memtable::new(), Seq(0), 4096);
+    assert_eq!(core.submit(put("a", "x"), 1), Some((1, Err(Error::KeyOutOfRange))));
+    assert_eq!(core.submit(put("m", "x"), 2), Some((2, Err(Error::KeyOutOfRange))));
+    assert_eq!(core.get(&Key::from("z")), Err(Error::KeyOutOfRange));
+    let dr = |s: &str, e: Option<&str>| Write {
+        op: LoggedOp::DeleteRange { start: Key::from(s), end: e.map(Key::from) },
+        condition: Condition::None,
+        write_id: None,
+    };
+    assert_eq!(core.submit(dr("c", None), 3), Some((3, Err(Error::KeyOutOfRange))));
+    assert_eq!(core.submit(dr("c", Some("n")), 4), Some((4, Err(Error::KeyOutOfRange))));
+    assert!(core.submit(dr("c", Some("m")), 5).is_none());
+}
+
+#[test]
+fn scans_page_and_resume_within_the_range() {
+    let range = KeyRange::new(Key::from("b"), Some(Key::from("m"))).unwrap();
+    let mut core = RangeCore::<u32>::new(RangeId(2), range, node("a"), Epoch(1), Memtable::new(), Seq(0), 1 << 20);
+    let mut log = Log::default();
+    for k in ["b", "c", "d", "e", "f"] {
+        core.submit(put(k, k), 0);
+    }
+    drive(&mut core, &mut log);
+    let page = |start: &str, end: Option<&str>, limit, reverse| {
+        let Reply::ScanPage { items, resume } =
+            core.scan(&Key::from(start), end.map(Key::from).as_ref(), limit, reverse).unwrap()
+        else {
+            unreachable!()
+        };
+        (items.into_iter().map(|i| i.key.to_string()).collect::<Vec<_>>(), resume.map(|k| k.to_string()))
+    };
+    assert_eq!(page("c", None, 2, false), (vec!["c".into(), "d".into()], Some("d\\x00".into())));
+    assert_eq!(page("d\0", None, 10, false), (vec!["e".into(), "f".into()], Some("m".into())), "continues in the next range");
+    assert_eq!(page("b", Some("e"), 10, false), (vec!["b".into(), "c".into(), "d".into()], None));
+    assert_eq!(page("a", Some("m"), 10, true).0, vec!["f", "e", "d", "c", "b"], "reverse from the range end");
+    assert_eq!(page("a", Some("m"), 10, true).1, Some("b".into()), "continues below the range start");
+    // A reverse page belongs to the range holding the key just below `end`.
+    assert_eq!(core.scan(&Key::from("a"), Some(&Key::from("z")), 1, true), Err(Error::KeyOutOfRange));
+    assert_eq!(core.scan(&Key::from("a"), None, 1, true), Err(Error::KeyOutOfRange));
+    assert_eq!(page("b", Some("e"), 2, true), (vec!["d".into(), "c".into()], Some("c".into())));
+    assert_eq!(page("b", Some("c"), 2, true), (vec!["b".into()], None));
+    assert_eq!(core.scan(&Key::from("a"), None, 1, false), Err(Error::KeyOutOfRange));
+    assert_eq!(core.scan(&Key::from("a"), Some(&Key::from("b")), 1, true), Err(Error::KeyOutOfRange));
+}
+
+#[test]
+fn snapshot_view_is_frozen_while_writes_continue() {
+    let mut core = core_for("a", 1);
+    let mut log = Log::default();
+    core.submit(put("k", "1"), 1);
+    drive(&mut core, &mut log);
+    let (seq, view, bytes) = core.snapshot_view();
+    core.submit(put("k", "2"), 2);
+    core.submit(put("j", "2"), 3);
+    drive(&mut core, &mut log);
+    assert_eq!(seq, Seq(1));
+    assert_eq!(view.get(&Key::from("k")).unwrap().value, Bytes::from_static(b"1"));
+    assert!(view.get(&Key::from("j")).is_none());
+    assert!(core.is_dirty());
+    core.on_checkpoint(seq, bytes);
+    assert_eq!(core.checkpoint_seq(), Seq(1));
+    assert!(core.is_dirty(), "seq 2 is after the checkpoint");
+    assert!(core.log_bytes_since_checkpoint() > 0);
+}
