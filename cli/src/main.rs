@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod init;
+mod node_cmd;
 mod settings;
 mod snapshot_cmd;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Create the storage backend's tables and bucket (AWS) or files (local). Safe to run twice.
     Init(init::InitArgs),
+    /// Run a node: serve ranges over the RPC port.
+    Node(node_cmd::NodeArgs),
     /// Work with snapshot files.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Init(args) => init::run(&cli.settings, args).await,
+            Command::Node(args) => node_cmd::run(&cli.settings, args).await,
             Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
             Command::Up | Command::Demo => Err(anyhow::anyhow!(
                 "the local cluster is not built yet: this release has the storage layer only (see README, \"Status\")"

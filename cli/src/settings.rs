@@ -19,6 +19,10 @@ pub struct SettingsArgs {
     /// Data directory (default ./ampstore-data).
     #[arg(long = "data", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Set any config key, e.g. `--set node.liveness_ms=3000` (repeatable; beats the file
+    /// and the environment).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Backend flags, for the commands that take them.
@@ -67,6 +71,15 @@ pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Co
         if let Some(v) = value {
             loader = loader.flag(key, v);
         }
+    }
+    for kv in &settings.set {
+        let Some((key, value)) = kv.split_once('=') else {
+            anyhow::bail!("--set takes KEY=VALUE, got {kv:?}");
+        };
+        loader = match value.parse::<u64>() {
+            Ok(n) => loader.flag(key.trim(), n),
+            Err(_) => loader.flag(key.trim(), value),
+        };
     }
     Ok(loader.load()?)
 }

@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "AMPSTORE_";
 
 /// Top-level sections that environment variables may set; other `AMPSTORE_*` variables
 /// (such as the test suite's) are not configuration and are ignored.
-const ENV_SECTIONS: &[&str] = &["data_dir", "backend"];
+const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node"];
 
 /// Suffixes of numeric setting names (units are in names).
 const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max"];
@@ -28,11 +28,53 @@ pub struct Config {
     /// Where a process keeps its own files (node id, keys, the embedded store by default).
     pub data_dir: PathBuf,
     pub backend: BackendConfig,
+    pub node: NodeConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { data_dir: PathBuf::from("./ampstore-data"), backend: BackendConfig::default() }
+        Config {
+            data_dir: PathBuf::from("./ampstore-data"),
+            backend: BackendConfig::default(),
+            node: NodeConfig::default(),
+        }
+    }
+}
+
+/// Settings of `ampstore node`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where clients and the master connect (MessagePack frames over TCP).
+    pub rpc_addr: String,
+    /// How long a successful heartbeat keeps the node live by its own clock.
+    pub liveness_ms: u64,
+    /// How often the node renews its liveness record.
+    pub heartbeat_ms: u64,
+    /// Safety margin taken off the liveness window (clock rate differences, pauses).
+    pub liveness_margin_ms: u64,
+    /// A range snapshots once this many log bytes accumulated since its checkpoint.
+    pub snapshot_log_bytes: u64,
+    /// A range nobody used for this long is snapshotted and released.
+    pub idle_release_ms: u64,
+    /// Largest log entry a range writes (bounded by `LOG_ENTRY_BYTES_MAX`).
+    pub batch_bytes: u64,
+    /// Arbiter threads for range actors; 0 means one per core.
+    pub arbiters_count: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            rpc_addr: "127.0.0.1:7400".into(),
+            liveness_ms: 6000,
+            heartbeat_ms: 1000,
+            liveness_margin_ms: 1000,
+            snapshot_log_bytes: 8 * 1024 * 1024,
+            idle_release_ms: 10 * 60 * 1000,
+            batch_bytes: crate::limits::LOG_ENTRY_BYTES_MAX as u64,
+            arbiters_count: 0,
+        }
     }
 }
 
@@ -129,6 +171,19 @@ impl Config {
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
             return Err(Error::invalid(format!("backend.aws.endpoint {ep:?} must start with http:// or https://")));
+        }
+        let n = &self.node;
+        if n.heartbeat_ms == 0 || n.liveness_ms < 2 * n.heartbeat_ms || n.liveness_margin_ms >= n.liveness_ms {
+            return Err(Error::invalid(format!(
+                "node.liveness_ms ({}) must be at least twice node.heartbeat_ms ({}) and above node.liveness_margin_ms ({})",
+                n.liveness_ms, n.heartbeat_ms, n.liveness_margin_ms
+            )));
+        }
+        if n.batch_bytes == 0 || n.batch_bytes > crate::limits::LOG_ENTRY_BYTES_MAX as u64 {
+            return Err(Error::invalid(format!(
+                "node.batch_bytes must be 1 to {}",
+                crate::limits::LOG_ENTRY_BYTES_MAX
+            )));
         }
         if self.backend.local.busy_timeout_ms == 0 {
             return Err(Error::invalid("backend.local.busy_timeout_ms must be above 0"));

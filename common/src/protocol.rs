@@ -285,8 +285,8 @@ pub struct RangeStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::KEY_BYTES_MAX;
     use crate::ErrorCode;
+    use crate::limits::KEY_BYTES_MAX;
 
     #[test]
     fn envelope_round_trips() {

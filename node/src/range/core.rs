@@ -189,7 +189,8 @@ impl<W> RangeCore<W> {
         };
         let in_range = if reverse {
             // The page is served by the range holding the key just below `end`.
-            end.is_none_or(|e| e > &self.range.start) && self.range.end.as_ref().is_none_or(|re| end.is_some_and(|e| e <= re))
+            end.is_none_or(|e| e > &self.range.start)
+                && self.range.end.as_ref().is_none_or(|re| end.is_some_and(|e| e <= re))
         } else {
             self.range.contains(start.as_bytes())
         };

@@ -169,7 +169,10 @@ fn fenced_append_refuses_everything_after() {
     a.submit(put("k", "1"), 1);
     assert_eq!(drive(&mut a, &mut log).len(), 1);
     // Another owner fences the log at the next slot.
-    assert!(log.append(Seq(2), LogEntry { kind: EntryKind::Fence, writer: node("b"), epoch: Epoch(1), payload: Bytes::new() }));
+    assert!(log.append(
+        Seq(2),
+        LogEntry { kind: EntryKind::Fence, writer: node("b"), epoch: Epoch(1), payload: Bytes::new() }
+    ));
     a.submit(put("k", "2"), 2);
     a.submit(put("j", "2"), 3);
     let plan = a.next_batch();
@@ -279,7 +282,11 @@ fn scans_page_and_resume_within_the_range() {
         (items.into_iter().map(|i| i.key.to_string()).collect::<Vec<_>>(), resume.map(|k| k.to_string()))
     };
     assert_eq!(page("c", None, 2, false), (vec!["c".into(), "d".into()], Some("d\\x00".into())));
-    assert_eq!(page("d\0", None, 10, false), (vec!["e".into(), "f".into()], Some("m".into())), "continues in the next range");
+    assert_eq!(
+        page("d\0", None, 10, false),
+        (vec!["e".into(), "f".into()], Some("m".into())),
+        "continues in the next range"
+    );
     assert_eq!(page("b", Some("e"), 10, false), (vec!["b".into(), "c".into(), "d".into()], None));
     assert_eq!(page("a", Some("m"), 10, true).0, vec!["f", "e", "d", "c", "b"], "reverse from the range end");
     assert_eq!(page("a", Some("m"), 10, true).1, Some("b".into()), "continues below the range start");

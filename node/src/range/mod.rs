@@ -1,4 +1,7 @@
 //! Range actors: one per loaded range (DESIGN section 5).
 
+pub mod actor;
 pub mod batch;
 pub mod core;
+pub mod load;
+pub mod snapshot;

@@ -1,0 +1,37 @@
+//! `ampstore node`: run a node until SIGINT or SIGTERM, then release its ranges and exit.
+
+use clap::Args;
+
+use crate::settings::{self, BackendArgs, SettingsArgs};
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Address for the RPC port (port 0 picks a free one; the ready line says which).
+    #[arg(long, value_name = "ADDR")]
+    rpc: Option<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub async fn run(settings: &SettingsArgs, args: NodeArgs) -> anyhow::Result<()> {
+    let mut settings = settings.clone();
+    if let Some(rpc) = args.rpc {
+        settings.set.push(format!("node.rpc_addr={rpc}"));
+    }
+    let cfg = settings::load(&settings, &args.backend)?;
+    ampstore_node::node::run(cfg, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers, run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,192 @@
+//! One request to the node: validate, route to the range actor, answer.
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use ampstore_common::error::Error;
+use ampstore_common::limits::FRAME_BYTES_MAX;
+use ampstore_common::meta;
+use ampstore_common::protocol::{NodeStats, Op, RangeStats, Reply};
+use ampstore_common::{Key, RangeId, Seq};
+use tokio::sync::oneshot;
+
+use crate::directory::Slot;
+use crate::range::actor::{RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, StatsMsg, WriteMsg};
+use crate::range::batch::LoggedOp;
+use crate::range::core::{Condition, Write};
+use crate::range::load;
+use crate::shared::NodeShared;
+
+/// How soon a client should retry a range that is loading.
+const LOADING_RETRY_MS: u64 = 50;
+
+pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
+    op.validate()?;
+    match op {
+        Op::Ping => Ok(Reply::Pong),
+        Op::Get { key } => {
+            let addr = route(shared.directory.lookup(&key))?;
+            read(&addr, ReadMsg::Get { key }).await
+        }
+        Op::GetMany { keys } => {
+            let mut values = Vec::with_capacity(keys.len());
+            let mut bytes = 0usize;
+            for key in keys {
+                let addr = route(shared.directory.lookup(&key))?;
+                let Reply::Value(v) = read(&addr, ReadMsg::Get { key }).await? else {
+                    return Err(Error::internal("get answered with another reply"));
+                };
+                bytes += v.as_ref().map_or(0, |v| v.value.len() + 32);
+                if bytes > FRAME_BYTES_MAX - 64 * 1024 {
+                    return Err(Error::too_large("get_many response", bytes, FRAME_BYTES_MAX));
+                }
+                values.push(v);
+            }
+            Ok(Reply::Values(values))
+        }
+        Op::Put { key, value, write_id } => {
+            let addr = route(shared.directory.lookup(&key))?;
+            write(&addr, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
+        }
+        Op::PutIfVersion { key, value, expected, write_id } => {
+            let addr = route(shared.directory.lookup(&key))?;
+            let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
+            write(&addr, w).await
+        }
+        Op::Delete { key, write_id } => {
+            let addr = route(shared.directory.lookup(&key))?;
+            write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
+        }
+        Op::DeleteRange { start, end, write_id } => {
+            let addr = route(shared.directory.lookup(&start))?;
+            write(&addr, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
+        }
+        Op::Scan { start, end, limit, reverse } => {
+            let slot =
+                if reverse { shared.directory.lookup_below(end.as_ref()) } else { shared.directory.lookup(&start) };
+            let addr = route(slot)?;
+            read(&addr, ReadMsg::Scan { start, end, limit: limit as usize, reverse }).await
+        }
+        Op::Assign { range_id, start, claim } => assign(shared, range_id, start, claim).await,
+        Op::Release { range_id } => {
+            let addr = serving(shared, range_id)?;
+            let (tx, rx) = oneshot::channel();
+            addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_owner())?;
+            rx.await.map_err(|_| not_owner())?
+        }
+        Op::Snapshot { range_id } => {
+            let addr = serving(shared, range_id)?;
+            let (tx, rx) = oneshot::channel();
+            addr.send(SnapshotMsg { reply: tx }).await.map_err(|_| not_owner())?;
+            rx.await.map_err(|_| not_owner())?
+        }
+        Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
+    }
+}
+
+fn not_owner() -> Error {
+    Error::NotOwner { hint: None }
+}
+
+fn route(slot: Option<(RangeId, Slot)>) -> Result<Addr<RangeActor>, Error> {
+    match slot {
+        None => Err(not_owner()),
+        Some((_, Slot::Loading { .. })) => Err(Error::RangeLoading { retry_after_ms: LOADING_RETRY_MS }),
+        Some((id, Slot::Failed { error, .. })) => Err(Error::unavailable(format!("{id} failed to load: {error}"))),
+        Some((_, Slot::Serving { addr, .. })) => Ok(addr),
+    }
+}
+
+fn serving(shared: &NodeShared, range_id: RangeId) -> Result<Addr<RangeActor>, Error> {
+    route(shared.directory.get(range_id).map(|s| (range_id, s)))
+}
+
+async fn read(addr: &Addr<RangeActor>, msg: ReadMsg) -> Result<Reply, Error> {
+    // A closed mailbox means the actor stopped (released or fenced) since routing.
+    addr.send(msg).await.map_err(|_| not_owner())?
+}
+
+async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
+    let (tx, rx) = oneshot::channel();
+    addr.send(WriteMsg { write, reply: tx }).await.map_err(|_| not_owner())?;
+    rx.await.map_err(|_| not_owner())?
+}
+
+async fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> Result<Reply, Error> {
+    if !shared.liveness.is_valid() {
+        return Err(Error::unavailable("this node is not live (no valid heartbeat)"));
+    }
+    match shared.directory.get(range_id) {
+        Some(Slot::Serving { addr, .. }) => {
+            let stats = addr.send(StatsMsg).await.map_err(|_| not_owner())?;
+            return Ok(Reply::Assigned { range_id, serving_from: stats.applied_seq });
+        }
+        Some(Slot::Loading { .. }) => return Err(Error::RangeLoading { retry_after_ms: LOADING_RETRY_MS }),
+        Some(Slot::Failed { .. }) | None => {}
+    }
+    let desc = meta::get_range(shared.backend.meta.as_ref(), &start)
+        .await?
+        .ok_or_else(|| Error::invalid(format!("no range starts at {start}")))?
+        .record;
+    let range = desc.range.clone();
+    shared.directory.insert(range_id, Slot::Loading { range: range.clone() });
+    let batch_bytes = shared.cfg.batch_bytes as usize;
+    match load::load(&shared.backend, range_id, &start, shared.owner(), claim, batch_bytes).await {
+        Ok(loaded) => {
+            let serving_from: Seq = loaded.core.next_seq();
+            let instance = shared.next_instance();
+            let (core, owner, actor_shared) = (loaded.core, loaded.owner, shared.clone());
+            let addr = RangeActor::start_in_arbiter(shared.arbiter_for(range_id), move |_| {
+                RangeActor::new(core, owner, actor_shared, instance)
+            });
+            shared.directory.insert(range_id, Slot::Serving { range, addr, instance });
+            Ok(Reply::Assigned { range_id, serving_from })
+        }
+        Err(e) => {
+            match &e {
+                // Not ours to serve: forget it.
+                Error::NotOwner { .. } | Error::Conflict { .. } | Error::Invalid { .. } => {
+                    shared.directory.remove(range_id)
+                }
+                // Ours but unreadable (corrupt snapshot, store down): not served, and says why.
+                _ => {
+                    tracing::error!(%range_id, error = %e, "range failed to load; not serving it");
+                    shared.directory.insert(range_id, Slot::Failed { range, error: e.to_string() });
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
+    let mut ranges = Vec::new();
+    for (range_id, slot) in shared.directory.all() {
+        let blank = |state: &str, error: Option<String>, range| RangeStats {
+            range_id,
+            range,
+            state: state.into(),
+            keys: 0,
+            data_bytes: 0,
+            applied_seq: Seq(0),
+            checkpoint_seq: Seq(0),
+            log_bytes_since_checkpoint: 0,
+            error,
+        };
+        ranges.push(match slot {
+            Slot::Serving { addr, range, .. } => match addr.send(StatsMsg).await {
+                Ok(s) => s,
+                Err(_) => blank("released", None, range),
+            },
+            Slot::Loading { range } => blank("loading", None, range),
+            Slot::Failed { range, error } => blank("failed", Some(error), range),
+        });
+    }
+    ranges.sort_by(|a, b| a.range.start.cmp(&b.range.start));
+    NodeStats {
+        node_id: shared.node_id.clone(),
+        epoch: shared.liveness.epoch(),
+        liveness_ms_left: shared.liveness.ms_left(),
+        ranges,
+    }
+}

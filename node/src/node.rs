@@ -1,0 +1,127 @@
+//! Running a node: identity, backend, actix arbiters, liveness, the RPC server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Arbiter, ArbiterHandle, System};
+use ampstore_common::config::Config;
+use ampstore_common::error::Error;
+use ampstore_common::store::Backend;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::directory::Slot;
+use crate::identity;
+use crate::liveness::{self, Beat, Registration};
+use crate::range::actor::{DropMsg, ReleaseMsg};
+use crate::server;
+use crate::shared::NodeShared;
+
+/// How long a graceful shutdown waits for ranges to snapshot and release.
+const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
+
+/// Runs a node until `shutdown` resolves, then releases its ranges and stops.
+/// Prints one line `ampstore node ID ready: rpc ADDR epoch N` to stdout once serving.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let node_id = identity::load_or_create(&cfg.data_dir)?;
+    let backend = Backend::open(&cfg).await?;
+    let listener = TcpListener::bind(&cfg.node.rpc_addr)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.node.rpc_addr)))?;
+    let rpc_addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    let arbiters_count = match cfg.node.arbiters_count {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n as usize,
+    };
+    let (arbiters, system) = start_actix(arbiters_count)?;
+    let shared = Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters));
+    let reg = liveness::register(shared.backend.meta.as_ref(), &node_id, &rpc_addr, &shared.liveness).await?;
+    tracing::info!(%node_id, %rpc_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");
+    println!("ampstore node {node_id} ready: rpc {rpc_addr} epoch {}", reg.epoch.0);
+
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
+    shutdown.await;
+    tracing::info!("shutting down: releasing ranges");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    release_all(&shared).await;
+    heartbeat.abort();
+    system.stop();
+    Ok(())
+}
+
+fn start_actix(count: usize) -> Result<(Vec<ArbiterHandle>, System), Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("ampstore-actix".into())
+        .spawn(move || {
+            let system = System::new();
+            let arbiters: Vec<Arbiter> = system.block_on(async { (0..count).map(|_| Arbiter::new()).collect() });
+            let handles = arbiters.iter().map(Arbiter::handle).collect();
+            let _ = tx.send((handles, System::current()));
+            let _ = system.run();
+            for a in arbiters {
+                a.stop();
+            }
+        })
+        .map_err(|e| Error::internal(format!("cannot start the actor system: {e}")))?;
+    rx.recv().map_err(|_| Error::internal("the actor system did not start"))
+}
+
+async fn heartbeat_loop(shared: Arc<NodeShared>, mut reg: Registration) {
+    let meta = shared.backend.meta.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match liveness::heartbeat_once(meta.as_ref(), &shared.node_id, &shared.rpc_addr, &reg, &shared.liveness).await {
+            Beat::Renewed(version) => reg.version = version,
+            Beat::Lost => {
+                tracing::warn!(epoch = reg.epoch.0, "node epoch ended (declared dead): dropping every range");
+                for (_, slot) in shared.directory.clear() {
+                    if let Slot::Serving { addr, .. } = slot {
+                        addr.do_send(DropMsg);
+                    }
+                }
+                loop {
+                    match liveness::register(meta.as_ref(), &shared.node_id, &shared.rpc_addr, &shared.liveness).await {
+                        Ok(r) => {
+                            tracing::info!(epoch = r.epoch.0, "registered in a new epoch");
+                            reg = r;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "registration failed, retrying");
+                            tokio::time::sleep(Duration::from_millis(shared.cfg.heartbeat_ms)).await;
+                        }
+                    }
+                }
+            }
+            Beat::Failed(e) => {
+                tracing::warn!(error = %e, ms_left = shared.liveness.ms_left(), "heartbeat failed");
+            }
+        }
+    }
+}
+
+async fn release_all(shared: &Arc<NodeShared>) {
+    let mut waits = Vec::new();
+    for (range_id, slot) in shared.directory.all() {
+        if let Slot::Serving { addr, .. } = slot {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if addr.send(ReleaseMsg { reply: Some(tx) }).await.is_ok() {
+                waits.push((range_id, rx));
+            }
+        }
+    }
+    for (range_id, rx) in waits {
+        match tokio::time::timeout(SHUTDOWN_RELEASE_WAIT, rx).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(%range_id, error = %e, "release at shutdown failed"),
+            _ => tracing::warn!(%range_id, "release at shutdown did not finish"),
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The range actor: drives a [`RangeCore`] with real I/O.
+//!
+//! One append is in flight at a time; writes queue in the core meanwhile and become the
+//! next batch (group commit). Reads are answered from applied data at once, also while an
+//! append is in flight. A snapshot works on an O(1) clone of the memtable in a background
+//! future, so writes never wait for it. Every request first checks the serving rule: the
+//! node's liveness is valid by its own clock and its epoch is still the one this range was
+//! loaded in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ampstore_common::error::Error;
+use ampstore_common::meta::Owner;
+use ampstore_common::protocol::{RangeStats, Reply};
+use ampstore_common::store::StoreError;
+use ampstore_common::{Key, Seq};
+use tokio::sync::oneshot;
+
+use super::core::{Outcome, RangeCore, Write};
+use super::load;
+use super::snapshot::{self, SnapshotJob};
+use crate::shared::NodeShared;
+
+pub type Responder = oneshot::Sender<Result<Reply, Error>>;
+
+const MAILBOX_CAPACITY: usize = 4096;
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+const APPEND_RETRY_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Message)]
+#[rtype(result = "Result<Reply, Error>")]
+pub enum ReadMsg {
+    Get { key: Key },
+    Scan { start: Key, end: Option<Key>, limit: usize, reverse: bool },
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WriteMsg {
+    pub write: Write,
+    pub reply: Responder,
+}
+
+/// Snapshot now; answers `Snapshotted`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotMsg {
+    pub reply: Responder,
+}
+
+/// Stop serving: refuse new writes, finish the append in flight, snapshot when dirty,
+/// clear the owner, stop. Answers `Released`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseMsg {
+    pub reply: Option<Responder>,
+}
+
+/// The node's epoch ended: stop at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropMsg;
+
+#[derive(Message)]
+#[rtype(result = "RangeStats")]
+pub struct StatsMsg;
+
+pub struct RangeActor {
+    core: RangeCore<Responder>,
+    owner: Owner,
+    shared: Arc<NodeShared>,
+    instance: u64,
+    snapshot_running: bool,
+    snapshot_waiters: Vec<Responder>,
+    releasing: Option<Vec<Responder>>,
+    release_snapshot_tried: bool,
+    last_used: Instant,
+    append_failures: u32,
+}
+
+fn deliver(outcomes: Vec<Outcome<Responder>>) {
+    for (tx, result) in outcomes {
+        // The caller may have given up (deadline); nothing to do then.
+        let _ = tx.send(result);
+    }
+}
+
+fn not_owner() -> Error {
+    Error::NotOwner { hint: None }
+}
+
+impl RangeActor {
+    pub fn new(core: RangeCore<Responder>, owner: Owner, shared: Arc<NodeShared>, instance: u64) -> RangeActor {
+        RangeActor {
+            core,
+            owner,
+            shared,
+            instance,
+            snapshot_running: false,
+            snapshot_waiters: Vec::new(),
+            releasing: None,
+            release_snapshot_tried: false,
+            last_used: Instant::now(),
+            append_failures: 0,
+        }
+    }
+
+    /// The serving rule (DESIGN section 4), checked on every request.
+    fn may_serve(&self) -> Result<(), Error> {
+        if !self.shared.liveness.is_valid() || self.shared.liveness.epoch() != self.owner.epoch {
+            return Err(not_owner());
+        }
+        if self.core.is_fenced() || self.releasing.is_some() {
+            return Err(not_owner());
+        }
+        Ok(())
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.core.append_in_flight() || self.releasing.is_some() {
+            return;
+        }
+        let plan = self.core.next_batch();
+        deliver(plan.early);
+        if let Some((seq, entry)) = plan.append {
+            self.start_append(seq, entry, ctx);
+        }
+    }
+
+    fn start_append(&mut self, seq: Seq, entry: ampstore_common::store::LogEntry, ctx: &mut Context<Self>) {
+        let log = self.shared.backend.log.clone();
+        let range = self.core.range_id();
+        ctx.spawn(
+            async move { log.append(range, seq, &entry).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| act.appended(seq, result, ctx)),
+        );
+    }
+
+    fn appended(&mut self, seq: Seq, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
+        match result {
+            Ok(()) => {
+                self.append_failures = 0;
+                deliver(self.core.on_appended(seq));
+                if self.releasing.is_some() {
+                    self.continue_release(ctx);
+                    return;
+                }
+                if !self.snapshot_running
+                    && self.core.log_bytes_since_checkpoint() >= self.shared.cfg.snapshot_log_bytes
+                {
+                    self.start_snapshot(ctx);
+                }
+                self.pump(ctx);
+            }
+            Err(StoreError::SlotTaken { .. }) => {
+                tracing::warn!(range = %self.core.range_id(), %seq, "log slot taken by a newer owner: range fenced, dropping it");
+                deliver(self.core.on_fenced());
+                self.stop_serving(ctx);
+            }
+            Err(e) => {
+                // Not written (or, on AWS, read back and found ours): retry the same slot.
+                self.append_failures += 1;
+                let backoff = Duration::from_millis(25u64 << self.append_failures.min(6)).min(APPEND_RETRY_MAX);
+                tracing::warn!(range = %self.core.range_id(), %seq, error = %e, ?backoff, "append failed, retrying");
+                ctx.run_later(backoff, |act, ctx| {
+                    if let Some((seq, entry)) = act.core.in_flight_append() {
+                        act.start_append(seq, entry, ctx);
+                    }
+                });
+            }
+        }
+    }
+
+    fn start_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if self.snapshot_running {
+            return;
+        }
+        let (seq, data, log_bytes) = self.core.snapshot_view();
+        if seq <= self.core.checkpoint_seq() {
+            self.snapshot_done(Ok(seq), ctx);
+            return;
+        }
+        self.snapshot_running = true;
+        let started = Instant::now();
+        let job = SnapshotJob {
+            range_id: self.core.range_id(),
+            range: self.core.range().clone(),
+            seq,
+            data,
+            owner: self.owner.clone(),
+        };
+        let backend = self.shared.backend.clone();
+        ctx.spawn(async move { snapshot::write(&backend, job).await }.into_actor(self).map(
+            move |result, act, ctx| {
+                act.snapshot_running = false;
+                let result = result.map(|(cp, size)| {
+                    tracing::info!(range = %act.core.range_id(), seq = %cp.seq, bytes = size, ms = started.elapsed().as_millis() as u64, "snapshot written");
+                    act.core.on_checkpoint(cp.seq, log_bytes);
+                    cp.seq
+                });
+                act.snapshot_done(result, ctx);
+            },
+        ));
+    }
+
+    fn snapshot_done(&mut self, result: Result<Seq, Error>, ctx: &mut Context<Self>) {
+        let range_id = self.core.range_id();
+        for tx in self.snapshot_waiters.drain(..) {
+            let _ = tx.send(result.clone().map(|seq| Reply::Snapshotted { range_id, seq }));
+        }
+        match result {
+            Err(Error::Fenced) => {
+                tracing::warn!(range = %range_id, "descriptor names another owner: dropping the range");
+                deliver(self.core.on_fenced());
+                self.stop_serving(ctx);
+            }
+            Err(e) => tracing::warn!(range = %range_id, error = %e, "snapshot failed"),
+            Ok(_) => {}
+        }
+        if self.releasing.is_some() {
+            self.continue_release(ctx);
+        }
+    }
+
+    fn begin_release(&mut self, reply: Option<Responder>, ctx: &mut Context<Self>) {
+        match &mut self.releasing {
+            Some(waiters) => waiters.extend(reply),
+            None => {
+                self.releasing = Some(reply.into_iter().collect());
+                self.release_snapshot_tried = false;
+                deliver(self.core.refuse_pending(not_owner()));
+                self.continue_release(ctx);
+            }
+        }
+    }
+
+    fn continue_release(&mut self, ctx: &mut Context<Self>) {
+        if self.core.append_in_flight() || self.snapshot_running {
+            return; // called again when they finish
+        }
+        if self.core.is_dirty() {
+            if !self.release_snapshot_tried {
+                self.release_snapshot_tried = true;
+                self.start_snapshot(ctx);
+                return;
+            }
+            // The snapshot failed: keep serving rather than leave a long log behind silently.
+            for tx in self.releasing.take().into_iter().flatten() {
+                let _ = tx.send(Err(Error::unavailable("release: the snapshot before release failed")));
+            }
+            return;
+        }
+        let backend = self.shared.backend.clone();
+        let start = self.core.range().start.clone();
+        let owner = self.owner.clone();
+        ctx.spawn(async move { load::clear_owner(&backend, &start, &owner).await }.into_actor(self).map(
+            |result, act, ctx| {
+                let range_id = act.core.range_id();
+                let reply = result.clone().map(|()| Reply::Released { range_id });
+                for tx in act.releasing.take().into_iter().flatten() {
+                    let _ = tx.send(reply.clone());
+                }
+                match result {
+                    Ok(()) => {
+                        tracing::info!(range = %range_id, "range released");
+                        act.stop_serving(ctx);
+                    }
+                    Err(e) => tracing::warn!(range = %range_id, error = %e, "release failed; still serving"),
+                }
+            },
+        ));
+    }
+
+    fn stop_serving(&mut self, ctx: &mut Context<Self>) {
+        deliver(self.core.refuse_pending(not_owner()));
+        self.shared.directory.remove_instance(self.core.range_id(), self.instance);
+        ctx.stop();
+    }
+}
+
+impl Actor for RangeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(IDLE_CHECK, |act, ctx| {
+            let idle = Duration::from_millis(act.shared.cfg.idle_release_ms);
+            if act.releasing.is_none() && !act.core.has_work() && act.last_used.elapsed() >= idle {
+                tracing::info!(range = %act.core.range_id(), "idle: releasing");
+                act.begin_release(None, ctx);
+            }
+            // Lost liveness with nothing to do: answer whatever waits and keep quiet.
+            if !act.shared.liveness.is_valid() {
+                deliver(act.core.refuse_pending(not_owner()));
+            }
+        });
+    }
+}
+
+impl Handler<ReadMsg> for RangeActor {
+    type Result = Result<Reply, Error>;
+
+    fn handle(&mut self, msg: ReadMsg, _ctx: &mut Context<Self>) -> Self::Result {
+        self.may_serve()?;
+        self.last_used = Instant::now();
+        match msg {
+            ReadMsg::Get { key } => self.core.get(&key).map(Reply::Value),
+            ReadMsg::Scan { start, end, limit, reverse } => self.core.scan(&start, end.as_ref(), limit, reverse),
+        }
+    }
+}
+
+impl Handler<WriteMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteMsg, ctx: &mut Context<Self>) {
+        if let Err(e) = self.may_serve() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        self.last_used = Instant::now();
+        if let Some((tx, result)) = self.core.submit(msg.write, msg.reply) {
+            let _ = tx.send(result);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<SnapshotMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SnapshotMsg, ctx: &mut Context<Self>) {
+        if let Err(e) = self.may_serve() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        self.snapshot_waiters.push(msg.reply);
+        self.start_snapshot(ctx);
+    }
+}
+
+impl Handler<ReleaseMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseMsg, ctx: &mut Context<Self>) {
+        self.begin_release(msg.reply, ctx);
+    }
+}
+
+impl Handler<DropMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: DropMsg, ctx: &mut Context<Self>) {
+        tracing::warn!(range = %self.core.range_id(), "node epoch ended: dropping the range");
+        self.stop_serving(ctx);
+    }
+}
+
+impl Handler<StatsMsg> for RangeActor {
+    type Result = MessageResult<StatsMsg>;
+
+    fn handle(&mut self, _msg: StatsMsg, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = if self.releasing.is_some() { "releasing" } else { "serving" };
+        MessageResult(RangeStats {
+            range_id: self.core.range_id(),
+            range: self.core.range().clone(),
+            state: state.into(),
+            keys: self.core.keys(),
+            data_bytes: self.core.data_bytes(),
+            applied_seq: self.core.applied(),
+            checkpoint_seq: self.core.checkpoint_seq(),
+            log_bytes_since_checkpoint: self.core.log_bytes_since_checkpoint(),
+            error: None,
+        })
+    }
+}

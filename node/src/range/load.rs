@@ -1,0 +1,170 @@
+//! Loading a range: check (or claim) ownership, read the snapshot, replay the log, fence it.
+//!
+//! Fencing writes a `Fence` entry at the first free slot after everything replayed. If an
+//! older owner appended in between, the fence finds its slot taken: the new entries are
+//! replayed and the fence moves to the next slot. Once the fence is written, every later
+//! append of an older owner fails on its slot, so no write it acknowledges can be lost.
+
+use ampstore_common::error::Error;
+use ampstore_common::meta::{self, Owner, RangeDescriptor};
+use ampstore_common::snapshot::Snapshot;
+use ampstore_common::store::{Backend, EntryKind, Expect, LogEntry, StoreError};
+use ampstore_common::{Key, NodeId, RangeId, Seq};
+use bytes::Bytes;
+
+use super::core::{Memtable, RangeCore, Stored};
+
+const FENCE_ATTEMPTS_MAX: usize = 100;
+const CLAIM_ATTEMPTS_MAX: usize = 10;
+
+pub struct Loaded<W> {
+    pub core: RangeCore<W>,
+    pub owner: Owner,
+}
+
+/// Loads the range starting at `start` for `me`. With `claim`, first records `me` as owner
+/// when the range has no live owner (no owner, an older epoch of `me`, or an owner whose
+/// node record has moved past the owner's epoch).
+pub async fn load<W>(
+    backend: &Backend,
+    range_id: RangeId,
+    start: &Key,
+    me: Owner,
+    claim: bool,
+    batch_bytes_max: usize,
+) -> Result<Loaded<W>, Error> {
+    let desc = claim_or_check(backend, range_id, start, &me, claim).await?;
+    let (data, checkpoint_seq) = match &desc.checkpoint {
+        None => (Memtable::new(), Seq(0)),
+        Some(cp) => {
+            let blob = backend
+                .blobs
+                .get(&cp.blob)
+                .await?
+                .ok_or_else(|| Error::internal(format!("{range_id}: snapshot blob {} is missing", cp.blob)))?;
+            let seq = cp.seq;
+            let cp = cp.clone();
+            let data = tokio::task::spawn_blocking(move || decode_snapshot(range_id, &cp, &blob))
+                .await
+                .map_err(|e| Error::internal(format!("snapshot decode task: {e}")))??;
+            (data, seq)
+        }
+    };
+    let mut core = RangeCore::new(
+        range_id,
+        desc.range.clone(),
+        me.node_id.clone(),
+        me.epoch,
+        data,
+        checkpoint_seq,
+        batch_bytes_max,
+    );
+    replay_from(backend, &mut core).await?;
+    let fence = LogEntry { kind: EntryKind::Fence, writer: me.node_id.clone(), epoch: me.epoch, payload: Bytes::new() };
+    for _ in 0..FENCE_ATTEMPTS_MAX {
+        let seq = core.next_seq();
+        match backend.log.append(range_id, seq, &fence).await {
+            Ok(()) => {
+                core.fenced_at(seq);
+                tracing::info!(%range_id, %seq, owner = %me.node_id, "range fenced and loaded");
+                return Ok(Loaded { core, owner: me });
+            }
+            // An older owner appended after our read: replay it, fence the next slot.
+            Err(StoreError::SlotTaken { .. }) => replay_from(backend, &mut core).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::unavailable(format!("{range_id}: could not fence the log after {FENCE_ATTEMPTS_MAX} attempts")))
+}
+
+async fn replay_from<W>(backend: &Backend, core: &mut RangeCore<W>) -> Result<(), Error> {
+    loop {
+        let page = backend.log.read(core.range_id(), core.next_seq(), 1000).await?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for (seq, entry) in &page {
+            core.replay(*seq, entry)?;
+        }
+    }
+}
+
+fn decode_snapshot(range_id: RangeId, cp: &meta::Checkpoint, blob: &[u8]) -> Result<Memtable, Error> {
+    let snap = Snapshot::decode(blob).map_err(|e| Error::internal(format!("{range_id}: snapshot {}: {e}", cp.blob)))?;
+    if snap.header.range_id != range_id || snap.header.seq != cp.seq || snap.merkle_root.as_slice() != cp.merkle_root {
+        return Err(Error::internal(format!(
+            "{range_id}: snapshot {} does not match its checkpoint (range {}, seq {})",
+            cp.blob, snap.header.range_id, snap.header.seq
+        )));
+    }
+    let mut data = Memtable::new();
+    for e in snap.entries {
+        data.insert(e.key, Stored { value: Bytes::from(e.value), version: e.version });
+    }
+    Ok(data)
+}
+
+async fn claim_or_check(
+    backend: &Backend,
+    range_id: RangeId,
+    start: &Key,
+    me: &Owner,
+    claim: bool,
+) -> Result<RangeDescriptor, Error> {
+    for _ in 0..CLAIM_ATTEMPTS_MAX {
+        let current = meta::get_range(backend.meta.as_ref(), start)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("no range starts at {start}")))?;
+        let desc = current.record;
+        if desc.range_id != range_id {
+            return Err(Error::invalid(format!("the range at {start} is {}, not {range_id}", desc.range_id)));
+        }
+        if desc.owner.as_ref() == Some(me) {
+            return Ok(desc);
+        }
+        if !claim {
+            return Err(Error::NotOwner { hint: None });
+        }
+        if let Some(owner) = &desc.owner
+            && owner.node_id != me.node_id
+            && owner_is_live(backend, owner).await?
+        {
+            return Err(Error::conflict(format!(
+                "{range_id} is owned by {} in epoch {}, which is still current",
+                owner.node_id, owner.epoch
+            )));
+        }
+        let mut claimed = desc.clone();
+        claimed.owner = Some(me.clone());
+        match meta::put_range(backend.meta.as_ref(), &claimed, Expect::Version(current.version)).await {
+            Ok(_) => return Ok(claimed),
+            Err(StoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::unavailable(format!("{range_id}: descriptor keeps changing while claiming it")))
+}
+
+/// An owner's epoch is current while its node record still shows that epoch.
+async fn owner_is_live(backend: &Backend, owner: &Owner) -> Result<bool, Error> {
+    let node: &NodeId = &owner.node_id;
+    Ok(meta::get_node(backend.meta.as_ref(), node).await?.is_some_and(|n| n.record.epoch == owner.epoch))
+}
+
+/// Clears `me` as the owner of the range at `start` (after a release).
+pub async fn clear_owner(backend: &Backend, start: &Key, me: &Owner) -> Result<(), Error> {
+    for _ in 0..CLAIM_ATTEMPTS_MAX {
+        let Some(current) = meta::get_range(backend.meta.as_ref(), start).await? else { return Ok(()) };
+        if current.record.owner.as_ref() != Some(me) {
+            return Ok(());
+        }
+        let mut desc = current.record;
+        desc.owner = None;
+        match meta::put_range(backend.meta.as_ref(), &desc, Expect::Version(current.version)).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::unavailable("descriptor keeps changing while releasing it"))
+}

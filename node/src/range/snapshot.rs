@@ -1,0 +1,104 @@
+//! Writing a snapshot of a range and making it the checkpoint.
+//!
+//! 1. Encode the frozen view (an O(1) clone of the memtable) into a snapshot file, off the
+//!    actor's thread.
+//! 2. Store it as a new blob (`put_if_absent`; names never repeat).
+//! 3. Update the range descriptor's checkpoint, conditional on its version and only while
+//!    it still names this owner.
+//! 4. Truncate the log below the checkpoint seq and delete the previous snapshot blob.
+//!
+//! A crash between steps leaves either an unused blob or an untruncated log: both harmless.
+
+use ampstore_common::error::Error;
+use ampstore_common::meta::{self, Checkpoint, Owner};
+use ampstore_common::snapshot::{SnapshotHeader, SnapshotWriter};
+use ampstore_common::store::{Backend, Expect, StoreError};
+use ampstore_common::{Key, KeyRange, RangeId, Seq};
+use bytes::Bytes;
+
+use super::core::Memtable;
+
+pub struct SnapshotJob {
+    pub range_id: RangeId,
+    pub range: KeyRange,
+    pub seq: Seq,
+    pub data: Memtable,
+    pub owner: Owner,
+}
+
+pub fn blob_name(range_id: RangeId, seq: Seq, owner: &Owner) -> String {
+    format!("ranges/{:016x}/{:020}-{}-e{}.snap", range_id.0, seq.0, owner.node_id, owner.epoch.0)
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the whole procedure; returns the new checkpoint and the file size.
+pub async fn write(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, usize), Error> {
+    let SnapshotJob { range_id, range, seq, data, owner } = job;
+    let start = range.start.clone();
+    let header = SnapshotHeader { range_id, range, seq, created_unix_ms: now_unix_ms() };
+    let (bytes, root) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, [u8; 32]), Error> {
+        let mut w = SnapshotWriter::new(header)?;
+        for (k, v) in data.iter() {
+            w.push(k.as_bytes(), &v.value, v.version)?;
+        }
+        let bytes = w.finish();
+        // Decoding our own file verifies it end to end and yields the Merkle root.
+        let root = ampstore_common::snapshot::Snapshot::decode(&bytes)?.merkle_root;
+        Ok((bytes, root))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("snapshot encode task: {e}")))??;
+    let size = bytes.len();
+    let name = blob_name(range_id, seq, &owner);
+    let bytes = Bytes::from(bytes);
+    match backend.blobs.put_if_absent(&name, bytes.clone()).await {
+        Ok(()) => {}
+        // Ours from an earlier attempt whose answer was lost: fine if identical.
+        Err(StoreError::AlreadyExists { .. }) if backend.blobs.get(&name).await?.as_ref() == Some(&bytes) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let checkpoint = Checkpoint { seq, blob: name, merkle_root: root.to_vec() };
+    let previous = set_checkpoint(backend, &start, &owner, &checkpoint).await?;
+    if let Err(e) = backend.log.truncate(range_id, seq).await {
+        tracing::warn!(%range_id, %seq, error = %e, "log truncation after checkpoint failed; retried next time");
+    }
+    if let Some(prev) = previous
+        && prev.blob != checkpoint.blob
+        && let Err(e) = backend.blobs.delete(&prev.blob).await
+    {
+        tracing::warn!(%range_id, blob = %prev.blob, error = %e, "old snapshot blob not deleted");
+    }
+    Ok((checkpoint, size))
+}
+
+/// Records `checkpoint` in the descriptor if it still names `owner` and is newer than what
+/// is there. Returns the checkpoint it replaced.
+async fn set_checkpoint(
+    backend: &Backend,
+    start: &Key,
+    owner: &Owner,
+    checkpoint: &Checkpoint,
+) -> Result<Option<Checkpoint>, Error> {
+    for _ in 0..10 {
+        let current = meta::get_range(backend.meta.as_ref(), start)
+            .await?
+            .ok_or_else(|| Error::internal(format!("range descriptor at {start} vanished")))?;
+        if current.record.owner.as_ref() != Some(owner) {
+            return Err(Error::Fenced);
+        }
+        if current.record.checkpoint.as_ref().is_some_and(|c| c.seq >= checkpoint.seq) {
+            return Ok(None);
+        }
+        let mut desc = current.record.clone();
+        let previous = desc.checkpoint.replace(checkpoint.clone());
+        match meta::put_range(backend.meta.as_ref(), &desc, Expect::Version(current.version)).await {
+            Ok(_) => return Ok(previous),
+            Err(StoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::unavailable("range descriptor keeps changing while checkpointing"))
+}

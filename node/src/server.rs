@@ -1,0 +1,171 @@
+//! The RPC server: MessagePack frames over TCP (see docs/protocol.md).
+//!
+//! Each connection: a hello, then requests handled concurrently (pipelining, at most
+//! `CONNECTION_REQUESTS_IN_FLIGHT_MAX` at once) with responses written by one writer task
+//! that coalesces whatever is ready into one write. Bad input never stops the node: a frame
+//! over the limit, a truncated frame or bytes that are not a request close that connection
+//! (with an error frame first where one can be sent and a logged reason); a well-formed
+//! frame of the wrong shape gets an `Invalid` reply and the connection goes on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ampstore_common::error::Error;
+use ampstore_common::frame::{FrameError, decode_body, encode_frame, read_frame};
+use ampstore_common::ids::RequestId;
+use ampstore_common::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+use ampstore_common::protocol::{Hello, HelloReply, PROTOCOL_VERSION, Request, Response, Role, ServerInfo};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::dispatch;
+use crate::shared::NodeShared;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses coalesced into one write stop growing past this many bytes.
+const WRITE_COALESCE_BYTES: usize = 256 * 1024;
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, shared: Arc<NodeShared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(connection(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Used to answer a request that does not decode but carries an id.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: RequestId,
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<NodeShared>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut body = Vec::with_capacity(4096);
+    let mut scratch = Vec::with_capacity(4096);
+
+    // Hello.
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut rd, &mut body)).await {
+        Err(_) => return tracing::debug!(%peer, "closing: no hello in time"),
+        Ok(Ok(false)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "closing: bad hello frame");
+            return reject_hello(&mut wr, e.into(), &mut scratch).await;
+        }
+        Ok(Ok(true)) => match decode_body::<Hello>(&body) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing: first frame is not a hello");
+                return reject_hello(&mut wr, e.into(), &mut scratch).await;
+            }
+        },
+    };
+    if let Err(e) = hello.validate() {
+        tracing::warn!(%peer, error = %e, "closing: hello refused");
+        return reject_hello(&mut wr, e, &mut scratch).await;
+    }
+    let info = ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: shared.node_id.clone(), role: Role::Node };
+    scratch.clear();
+    if encode_frame(&HelloReply { result: Ok(info) }, &mut scratch).is_err() || wr.write_all(&scratch).await.is_err() {
+        return;
+    }
+
+    let (tx, rx) = mpsc::channel::<Response>(CONNECTION_REQUESTS_IN_FLIGHT_MAX);
+    let writer = tokio::spawn(write_loop(wr, rx));
+    let permits = Arc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));
+    loop {
+        match read_frame(&mut rd, &mut body).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e @ FrameError::TooLarge { .. }) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                let _ = tx.send(Response { id: RequestId(0), result: Err(e.into()) }).await;
+                break;
+            }
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing connection");
+                break;
+            }
+        }
+        let req = match decode_body::<Request>(&body) {
+            Ok(r) => r,
+            Err(e) => match decode_body::<IdOnly>(&body) {
+                Ok(IdOnly { id }) => {
+                    tracing::debug!(%peer, error = %e, "request of the wrong shape");
+                    let _ = tx.send(Response { id, result: Err(e.into()) }).await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, error = %e, "closing: frame is not a request");
+                    let _ = tx.send(Response { id: RequestId(0), result: Err(e.into()) }).await;
+                    break;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let (shared, tx) = (shared.clone(), tx.clone());
+        tokio::spawn(async move {
+            let work = dispatch::handle(&shared, req.op);
+            let result = match req.deadline_ms {
+                Some(ms) => {
+                    tokio::time::timeout(Duration::from_millis(ms.into()), work).await.unwrap_or(Err(Error::Timeout))
+                }
+                None => work.await,
+            };
+            let _ = tx.send(Response { id: req.id, result }).await;
+            drop(permit);
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn reject_hello(wr: &mut OwnedWriteHalf, err: Error, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    if encode_frame(&HelloReply { result: Err(err) }, scratch).is_ok() {
+        let _ = wr.write_all(scratch).await;
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Response>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        push_response(&first, &mut buf);
+        while buf.len() < WRITE_COALESCE_BYTES {
+            match rx.try_recv() {
+                Ok(more) => push_response(&more, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+fn push_response(resp: &Response, buf: &mut Vec<u8>) {
+    if let Err(e) = encode_frame(resp, buf) {
+        // Too large to send (or unencodable): tell the caller instead.
+        let fallback = Response { id: resp.id, result: Err(Error::from(e)) };
+        let _ = encode_frame(&fallback, buf);
+    }
+}

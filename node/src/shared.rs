@@ -1,0 +1,61 @@
+//! What every part of a node shares: identity, config, backend, liveness, the directory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::ArbiterHandle;
+use ampstore_common::config::NodeConfig;
+use ampstore_common::meta::Owner;
+use ampstore_common::store::Backend;
+use ampstore_common::{NodeId, RangeId};
+
+use crate::directory::Directory;
+use crate::liveness::Liveness;
+
+pub struct NodeShared {
+    pub node_id: NodeId,
+    pub rpc_addr: String,
+    pub cfg: NodeConfig,
+    pub backend: Backend,
+    pub liveness: Liveness,
+    pub directory: Directory,
+    pub arbiters: Vec<ArbiterHandle>,
+    instances: AtomicU64,
+}
+
+impl NodeShared {
+    pub fn new(
+        node_id: NodeId,
+        rpc_addr: String,
+        cfg: NodeConfig,
+        backend: Backend,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> NodeShared {
+        let liveness = Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms);
+        NodeShared {
+            node_id,
+            rpc_addr,
+            cfg,
+            backend,
+            liveness,
+            directory: Directory::default(),
+            arbiters,
+            instances: AtomicU64::new(1),
+        }
+    }
+
+    /// This node as a range owner, in its current epoch.
+    pub fn owner(&self) -> Owner {
+        Owner { node_id: self.node_id.clone(), epoch: self.liveness.epoch() }
+    }
+
+    /// The arbiter (thread) a range's actor runs on: spread by range id.
+    pub fn arbiter_for(&self, range: RangeId) -> &ArbiterHandle {
+        let i = (range.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % self.arbiters.len();
+        &self.arbiters[i]
+    }
+
+    /// A number that tells one actor instance of a range from a later one.
+    pub fn next_instance(&self) -> u64 {
+        self.instances.fetch_add(1, Ordering::Relaxed)
+    }
+}
