@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use actix::Addr;
+use ampstore_common::error::OwnerHint;
 use ampstore_common::{Key, KeyRange, RangeId};
 use dashmap::DashMap;
 
@@ -35,10 +36,15 @@ impl Slot {
     }
 }
 
+/// Most ranges remembered after they left this node (for `NotOwner` hints).
+const DEPARTED_MAX: usize = 4096;
+
 #[derive(Default)]
 pub struct Directory {
     by_id: DashMap<RangeId, Slot>,
     by_start: RwLock<BTreeMap<Key, RangeId>>,
+    /// Ranges that left this node, by start key, with who took them when known.
+    departed: RwLock<BTreeMap<Key, (KeyRange, Option<OwnerHint>)>>,
 }
 
 impl Directory {
@@ -106,6 +112,25 @@ impl Directory {
         })
     }
 
+    /// Remembers that `range` left this node, and who took it when known.
+    pub fn departed(&self, range: &KeyRange, hint: Option<OwnerHint>) {
+        if let Ok(mut d) = self.departed.write() {
+            if d.len() >= DEPARTED_MAX
+                && let Some(first) = d.keys().next().cloned()
+            {
+                d.remove(&first);
+            }
+            d.insert(range.start.clone(), (range.clone(), hint));
+        }
+    }
+
+    /// Who serves `key` now, if this node saw the range leave to someone it knows.
+    pub fn hint_for(&self, key: &Key) -> Option<OwnerHint> {
+        let d = self.departed.read().ok()?;
+        let (_, (range, hint)) = d.range(..=key.clone()).next_back()?;
+        if range.contains(key.as_bytes()) { hint.clone() } else { None }
+    }
+
     pub fn all(&self) -> Vec<(RangeId, Slot)> {
         self.by_id.iter().map(|e| (*e.key(), e.value().clone())).collect()
     }
@@ -118,5 +143,45 @@ impl Directory {
             idx.clear();
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ampstore_common::NodeId;
+
+    fn range(s: &str, e: Option<&str>) -> KeyRange {
+        KeyRange::new(Key::from(s), e.map(Key::from)).unwrap()
+    }
+
+    #[test]
+    fn lookups_route_by_start_key() {
+        let d = Directory::default();
+        d.insert(RangeId(1), Slot::Loading { range: range("", Some("g")) });
+        d.insert(RangeId(2), Slot::Failed { range: range("m", None), error: "x".into() });
+        assert_eq!(d.lookup(&Key::from("a")).map(|(id, _)| id), Some(RangeId(1)));
+        assert_eq!(d.lookup(&Key::from("g")).map(|(id, _)| id), None, "gap between g and m");
+        assert_eq!(d.lookup(&Key::from("zz")).map(|(id, _)| id), Some(RangeId(2)));
+        // Reverse: the range holding the key just below `end`.
+        assert_eq!(d.lookup_below(Some(&Key::from("g"))).map(|(id, _)| id), Some(RangeId(1)));
+        assert_eq!(d.lookup_below(Some(&Key::from("h"))).map(|(id, _)| id), None);
+        assert_eq!(d.lookup_below(None).map(|(id, _)| id), Some(RangeId(2)));
+        d.remove(RangeId(1));
+        assert!(d.lookup(&Key::from("a")).is_none());
+        assert_eq!(d.clear().len(), 1);
+        assert!(d.all().is_empty());
+    }
+
+    #[test]
+    fn departed_ranges_give_hints() {
+        let d = Directory::default();
+        let hint = OwnerHint { node_id: NodeId::new("b").unwrap(), rpc_addr: "127.0.0.1:9".into() };
+        d.departed(&range("c", Some("f")), Some(hint.clone()));
+        d.departed(&range("f", Some("k")), None);
+        assert_eq!(d.hint_for(&Key::from("d")), Some(hint));
+        assert_eq!(d.hint_for(&Key::from("g")), None, "left, owner unknown");
+        assert_eq!(d.hint_for(&Key::from("a")), None);
+        assert_eq!(d.hint_for(&Key::from("z")), None);
     }
 }

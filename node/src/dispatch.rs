@@ -25,14 +25,14 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
     match op {
         Op::Ping => Ok(Reply::Pong),
         Op::Get { key } => {
-            let addr = route(shared.directory.lookup(&key))?;
+            let addr = route_key(shared, &key)?;
             read(&addr, ReadMsg::Get { key }).await
         }
         Op::GetMany { keys } => {
             let mut values = Vec::with_capacity(keys.len());
             let mut bytes = 0usize;
             for key in keys {
-                let addr = route(shared.directory.lookup(&key))?;
+                let addr = route_key(shared, &key)?;
                 let Reply::Value(v) = read(&addr, ReadMsg::Get { key }).await? else {
                     return Err(Error::internal("get answered with another reply"));
                 };
@@ -45,26 +45,25 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             Ok(Reply::Values(values))
         }
         Op::Put { key, value, write_id } => {
-            let addr = route(shared.directory.lookup(&key))?;
+            let addr = route_key(shared, &key)?;
             write(&addr, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
         }
         Op::PutIfVersion { key, value, expected, write_id } => {
-            let addr = route(shared.directory.lookup(&key))?;
+            let addr = route_key(shared, &key)?;
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
             write(&addr, w).await
         }
         Op::Delete { key, write_id } => {
-            let addr = route(shared.directory.lookup(&key))?;
+            let addr = route_key(shared, &key)?;
             write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
         }
         Op::DeleteRange { start, end, write_id } => {
-            let addr = route(shared.directory.lookup(&start))?;
+            let addr = route_key(shared, &start)?;
             write(&addr, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
         }
         Op::Scan { start, end, limit, reverse } => {
-            let slot =
-                if reverse { shared.directory.lookup_below(end.as_ref()) } else { shared.directory.lookup(&start) };
-            let addr = route(slot)?;
+            let addr =
+                if reverse { route(shared.directory.lookup_below(end.as_ref()))? } else { route_key(shared, &start)? };
             read(&addr, ReadMsg::Scan { start, end, limit: limit as usize, reverse }).await
         }
         Op::Assign { range_id, start, claim } => assign(shared, range_id, start, claim).await,
@@ -86,6 +85,14 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
 
 fn not_owner() -> Error {
     Error::NotOwner { hint: None }
+}
+
+/// Routes a key; a key this node does not serve gets `NotOwner` with a hint when known.
+fn route_key(shared: &NodeShared, key: &Key) -> Result<Addr<RangeActor>, Error> {
+    match shared.directory.lookup(key) {
+        None => Err(Error::NotOwner { hint: shared.directory.hint_for(key) }),
+        slot => route(slot),
+    }
 }
 
 fn route(slot: Option<(RangeId, Slot)>) -> Result<Addr<RangeActor>, Error> {

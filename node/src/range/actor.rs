@@ -158,6 +158,7 @@ impl RangeActor {
             Err(StoreError::SlotTaken { .. }) => {
                 tracing::warn!(range = %self.core.range_id(), %seq, "log slot taken by a newer owner: range fenced, dropping it");
                 deliver(self.core.on_fenced());
+                self.learn_new_owner(seq, ctx);
                 self.stop_serving(ctx);
             }
             Err(e) => {
@@ -277,7 +278,26 @@ impl RangeActor {
     fn stop_serving(&mut self, ctx: &mut Context<Self>) {
         deliver(self.core.refuse_pending(not_owner()));
         self.shared.directory.remove_instance(self.core.range_id(), self.instance);
+        self.shared.directory.departed(self.core.range(), None);
         ctx.stop();
+    }
+
+    /// The entry that took our slot names its writer: look up where it serves, so requests
+    /// that still come here get a `NotOwner` hint. Runs detached (the actor is stopping).
+    fn learn_new_owner(&self, seq: Seq, _ctx: &mut Context<Self>) {
+        let backend = self.shared.backend.clone();
+        let shared = self.shared.clone();
+        let (range_id, range) = (self.core.range_id(), self.core.range().clone());
+        actix::spawn(async move {
+            let Ok(entries) = backend.log.read(range_id, seq, 1).await else { return };
+            let Some((_, entry)) = entries.into_iter().next() else { return };
+            if let Ok(Some(node)) = ampstore_common::meta::get_node(backend.meta.as_ref(), &entry.writer).await
+                && node.record.epoch == entry.epoch
+            {
+                let hint = ampstore_common::error::OwnerHint { node_id: entry.writer, rpc_addr: node.record.rpc_addr };
+                shared.directory.departed(&range, Some(hint));
+            }
+        });
     }
 }
 
