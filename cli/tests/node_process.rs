@@ -297,3 +297,29 @@ async fn bad_input_leaves_the_node_serving() {
     good.call(put("still", "here")).await.unwrap();
     assert!(matches!(good.call(get("still")).await, Ok(Reply::Value(Some(_)))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_releases_ranges_and_exits() {
+    let c = Cluster::new().await;
+    let mut a = c.node("a");
+    let mut cl = client(&a).await;
+    cl.call(assign(true)).await.unwrap();
+    for i in 0..50 {
+        cl.call(put(&format!("k{i}"), "v")).await.unwrap();
+    }
+    let started = Instant::now();
+    a.signal(libc::SIGTERM);
+    let status = a.child.wait().unwrap();
+    println!("node exited {status:?} {:?} after SIGTERM", started.elapsed());
+    assert!(status.success(), "{status:?}");
+    let desc = meta::get_range(c.backend.meta.as_ref(), &Key::default()).await.unwrap().unwrap().record;
+    assert_eq!(desc.owner, None, "owner cleared on release");
+    let cp = desc.checkpoint.expect("snapshot taken before release");
+    // Everything is in the snapshot: the log holds only the checkpoint entry.
+    assert_eq!(c.backend.log.head(RANGE).await.unwrap(), Some(cp.seq));
+    // Another node picks it up without a claim race and sees the data.
+    let b = c.node("b");
+    let mut cb = client(&b).await;
+    cb.call(assign(true)).await.unwrap();
+    assert!(matches!(cb.call(get("k49")).await, Ok(Reply::Value(Some(_)))));
+}
