@@ -7,14 +7,14 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use bytes::Bytes;
 
 use super::error::{backoff, build_err, unavailable};
-use super::item::{Item, bin, num, request_token, take_bytes, take_string, take_u64};
+use super::item::{Item, bin, num, take_bytes, take_string, take_u64};
+use super::transact::{CONDITION_FAILED, transact_write};
 use crate::ids::{Epoch, NodeId, RangeId, Seq};
 use crate::limits::{LOG_READ_BYTES_MAX, LOG_READ_ENTRIES_MAX};
 use crate::store::{AppendSlot, CommitLog, EntryKind, LogEntry, StoreError, StoreResult, validate};
@@ -167,32 +167,17 @@ impl CommitLog for DynamoLog {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(build_err)?;
-        let result = self
-            .ddb
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(request_token())
-            .send()
-            .await;
-        let e = match result {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) = e.as_service_error() else {
-            return Err(unavailable("dynamodb TransactWriteItems", &e));
+        let reasons = match transact_write(&self.ddb, items).await? {
+            Ok(()) => return Ok(()),
+            Err(reasons) => reasons,
         };
         // Reasons come in the order of the actions: index i is slots[i].
-        let taken: Vec<(&AppendSlot, Option<&Item>)> = canceled
-            .cancellation_reasons()
+        let taken: Vec<(&AppendSlot, Option<&Item>)> = reasons
             .iter()
             .zip(slots)
-            .filter(|(reason, _)| reason.code() == Some("ConditionalCheckFailed"))
+            .filter(|(reason, _)| reason.code() == Some(CONDITION_FAILED))
             .map(|(reason, slot)| (slot, reason.item()))
             .collect();
-        if taken.is_empty() {
-            // A conflict with another transaction on the same items, throttling, ...
-            return Err(unavailable("dynamodb TransactWriteItems", &e));
-        }
         if taken.len() == slots.len() && taken.iter().all(|(s, item)| holds(*item, &s.entry)) {
             return Ok(());
         }

@@ -11,15 +11,15 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
 use super::error::{build_err, unavailable};
-use super::item::{Item, bin, num, request_token, take_bytes, take_u64};
+use super::item::{Item, bin, num, take_bytes, take_u64};
 use super::sort_key;
+use super::transact::{CONDITION_FAILED, transact_write};
 use crate::limits::META_QUERY_ITEMS_MAX;
 use crate::store::{Expect, MetaItem, MetaOp, MetaStore, StoreError, StoreResult, validate};
 
@@ -222,35 +222,19 @@ impl MetaStore for DynamoMeta {
     async fn transact(&self, ops: &[MetaOp]) -> StoreResult<()> {
         validate::meta_transact(ops)?;
         let items = ops.iter().map(|op| transact_item(&self.table, op)).collect::<StoreResult<Vec<_>>>()?;
-        let result = self
-            .ddb
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(request_token())
-            .send()
-            .await;
-        let e = match result {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) = e.as_service_error() else {
-            return Err(unavailable("dynamodb TransactWriteItems", &e));
+        let reasons = match transact_write(&self.ddb, items).await? {
+            Ok(()) => return Ok(()),
+            Err(reasons) => reasons,
         };
         // Reasons come in the order of the ops; report the first failed condition.
-        let failed = canceled
-            .cancellation_reasons()
+        let (i, (reason, op)) = reasons
             .iter()
             .zip(ops)
             .enumerate()
-            .find(|(_, (reason, _))| reason.code() == Some("ConditionalCheckFailed"));
-        match failed {
-            Some((i, (reason, op))) => {
-                let (pk, sk) = op.key();
-                Err(condition_failed(Some(i), pk, sk, op.expect(), reason.item()))
-            }
-            // A conflict with another transaction on the same items, throttling, ...
-            None => Err(unavailable("dynamodb TransactWriteItems", &e)),
-        }
+            .find(|(_, (reason, _))| reason.code() == Some(CONDITION_FAILED))
+            .ok_or_else(|| StoreError::Unavailable("dynamodb TransactWriteItems: no failed condition named".into()))?;
+        let (pk, sk) = op.key();
+        Err(condition_failed(Some(i), pk, sk, op.expect(), reason.item()))
     }
 
     async fn query(&self, pk: &str, from: &[u8], limit: usize) -> StoreResult<Vec<(Vec<u8>, MetaItem)>> {

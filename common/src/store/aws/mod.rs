@@ -29,6 +29,7 @@ mod item;
 mod log;
 mod meta;
 mod sort_key;
+mod transact;
 
 pub use init::{InitReport, InitResource, ResourceKind};
 
