@@ -9,6 +9,9 @@ pub struct NodeArgs {
     /// Address for the RPC port (port 0 picks a free one; the ready line says which).
     #[arg(long, value_name = "ADDR")]
     rpc: Option<String>,
+    /// Address for the admin HTTP port (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -17,6 +20,9 @@ pub async fn run(settings: &SettingsArgs, args: NodeArgs) -> anyhow::Result<()> 
     let mut settings = settings.clone();
     if let Some(rpc) = args.rpc {
         settings.set.push(format!("node.rpc_addr={rpc}"));
+    }
+    if let Some(admin) = args.admin {
+        settings.set.push(format!("node.admin_addr={admin}"));
     }
     let cfg = settings::load(&settings, &args.backend)?;
     ampstore_node::node::run(cfg, shutdown_signal()).await?;

@@ -323,3 +323,26 @@ async fn sigterm_releases_ranges_and_exits() {
     cb.call(assign(true)).await.unwrap();
     assert!(matches!(cb.call(get("k49")).await, Ok(Reply::Value(Some(_)))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_port_reports_status_and_ranges() {
+    let c = Cluster::new().await;
+    let a = c.node("a");
+    let mut cl = client(&a).await;
+    cl.call(assign(true)).await.unwrap();
+    for i in 0..10 {
+        cl.call(put(&format!("k{i}"), "0123456789")).await.unwrap();
+    }
+    let status = support::http_get_json(&a.admin, "/v1/status").await;
+    assert_eq!(status["id"], a.node_id.as_str());
+    assert_eq!(status["rpc"], a.rpc.as_str());
+    assert_eq!(status["live"], true);
+    assert_eq!(status["ranges"]["serving"], 1);
+    assert_eq!(status["keys"], 10);
+    let ranges = support::http_get_json(&a.admin, "/v1/ranges").await;
+    assert_eq!(ranges[0]["range_id"], 1);
+    assert_eq!(ranges[0]["state"], "serving");
+    assert_eq!(ranges[0]["start"], "");
+    assert_eq!(ranges[0]["end"], serde_json::Value::Null);
+    assert_eq!(ranges[0]["data_bytes"], 10 * (2 + 10));
+}

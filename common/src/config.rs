@@ -47,6 +47,8 @@ impl Default for Config {
 pub struct NodeConfig {
     /// Where clients and the master connect (MessagePack frames over TCP).
     pub rpc_addr: String,
+    /// Admin HTTP (`/v1/status`, `/v1/ranges`); port 0 picks a free one.
+    pub admin_addr: String,
     /// How long a successful heartbeat keeps the node live by its own clock.
     pub liveness_ms: u64,
     /// How often the node renews its liveness record.
@@ -67,6 +69,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             rpc_addr: "127.0.0.1:7400".into(),
+            admin_addr: "127.0.0.1:7401".into(),
             liveness_ms: 6000,
             heartbeat_ms: 1000,
             liveness_margin_ms: 1000,

@@ -166,7 +166,8 @@ async fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: 
     }
 }
 
-async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
+/// The node's ranges and their state (also served on the admin port).
+pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
     let mut ranges = Vec::new();
     for (range_id, slot) in shared.directory.all() {
         let blank = |state: &str, error: Option<String>, range| RangeStats {

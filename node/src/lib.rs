@@ -1,5 +1,6 @@
 //! The Ampstore node: range actors, liveness, and the RPC server.
 
+pub mod admin;
 pub mod directory;
 pub mod dispatch;
 pub mod identity;

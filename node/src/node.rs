@@ -11,6 +11,7 @@ use ampstore_common::store::Backend;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin;
 use crate::directory::Slot;
 use crate::identity;
 use crate::liveness::{self, Beat, Registration};
@@ -22,7 +23,7 @@ use crate::shared::NodeShared;
 const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs a node until `shutdown` resolves, then releases its ranges and stops.
-/// Prints one line `ampstore node ID ready: rpc ADDR epoch N` to stdout once serving.
+/// Prints one line `ampstore node ID ready: rpc ADDR epoch N admin ADDR` to stdout once serving.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let node_id = identity::load_or_create(&cfg.data_dir)?;
     let backend = Backend::open(&cfg).await?;
@@ -30,6 +31,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .await
         .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.node.rpc_addr)))?;
     let rpc_addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    let admin_listener = TcpListener::bind(&cfg.node.admin_addr)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.node.admin_addr)))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
     let arbiters_count = match cfg.node.arbiters_count {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n as usize,
@@ -37,16 +42,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (arbiters, system) = start_actix(arbiters_count)?;
     let shared = Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters));
     let reg = liveness::register(shared.backend.meta.as_ref(), &node_id, &rpc_addr, &shared.liveness).await?;
-    tracing::info!(%node_id, %rpc_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");
-    println!("ampstore node {node_id} ready: rpc {rpc_addr} epoch {}", reg.epoch.0);
+    tracing::info!(%node_id, %rpc_addr, %admin_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");
+    println!("ampstore node {node_id} ready: rpc {rpc_addr} epoch {} admin {admin_addr}", reg.epoch.0);
 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
+    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx.clone()));
+    let admin = tokio::spawn(admin::serve(admin_listener, shared.clone(), stop_rx));
     shutdown.await;
     tracing::info!("shutting down: releasing ranges");
     let _ = stop_tx.send(true);
     let _ = server.await;
+    let _ = admin.await;
     release_all(&shared).await;
     heartbeat.abort();
     system.stop();

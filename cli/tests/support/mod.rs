@@ -90,6 +90,7 @@ impl TestClient {
 pub struct NodeProc {
     pub child: Child,
     pub rpc: String,
+    pub admin: String,
     pub node_id: String,
     pub data_dir: PathBuf,
     pub store_dir: PathBuf,
@@ -103,7 +104,7 @@ impl NodeProc {
     /// Starts a node with its own data dir and a shared embedded store; waits until ready.
     pub fn start(data_dir: &Path, store_dir: &Path, extra: &[&str]) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ampstore"));
-        cmd.arg("--data").arg(data_dir).args(["node", "--rpc", "127.0.0.1:0"]);
+        cmd.arg("--data").arg(data_dir).args(["node", "--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
         cmd.arg("--set").arg(format!("backend.local.dir={}", store_dir.display()));
         for kv in [
             format!("node.liveness_ms={LIVENESS_MS}"),
@@ -117,13 +118,13 @@ impl NodeProc {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("node printed nothing").expect("read node stdout");
-        // "ampstore node ID ready: rpc ADDR epoch N"
+        // "ampstore node ID ready: rpc ADDR epoch N admin ADDR"
         let words: Vec<&str> = line.split_whitespace().collect();
-        assert!(words.len() >= 6 && words[3] == "ready:", "unexpected ready line: {line}");
-        let (node_id, rpc) = (words[2].to_string(), words[5].to_string());
+        assert!(words.len() >= 10 && words[3] == "ready:", "unexpected ready line: {line}");
+        let (node_id, rpc, admin) = (words[2].to_string(), words[5].to_string(), words[9].to_string());
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        NodeProc { child, rpc, node_id, data_dir: data_dir.to_path_buf(), store_dir: store_dir.to_path_buf() }
+        NodeProc { child, rpc, admin, node_id, data_dir: data_dir.to_path_buf(), store_dir: store_dir.to_path_buf() }
     }
 
     pub fn pid(&self) -> i32 {
@@ -192,4 +193,17 @@ impl TestClient {
             _ => None,
         }
     }
+}
+
+/// GET `path` from an admin port and parse the JSON body (plain HTTP/1.1, no client crate).
+pub async fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
