@@ -228,7 +228,12 @@ impl SnapshotWriter {
     }
 
     /// Closes the last block and writes index and footer. Returns the file's bytes.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(self) -> Vec<u8> {
+        self.finish_with_root().0
+    }
+
+    /// Like [`finish`](Self::finish), also returning the Merkle root written in the footer.
+    pub fn finish_with_root(mut self) -> (Vec<u8>, [u8; 32]) {
         // Cannot fail: the block count was checked on every earlier close and this adds one.
         if let Err(e) = self.close_block() {
             tracing::error!(error = %e, "snapshot block limit reached at finish");
@@ -258,7 +263,7 @@ impl SnapshotWriter {
         self.out.extend_from_slice(&footer_crc.to_be_bytes());
         self.out.extend_from_slice(FOOTER_MAGIC);
         debug_assert_eq!(self.out.len() - footer_start, FOOTER_BYTES);
-        self.out
+        (self.out, root)
     }
 }
 
@@ -688,6 +693,16 @@ mod tests {
         let mut prefixed = vec![0u8];
         prefixed.extend_from_slice(&bytes);
         assert!(Snapshot::decode(&prefixed).is_err());
+    }
+
+    #[test]
+    fn finish_with_root_matches_the_decoded_root() {
+        let mut w = SnapshotWriter::with_block_bytes(header(KeyRange::full()), 512).unwrap();
+        for (k, v, ver) in sample_entries(100) {
+            w.push(&k, &v, ver).unwrap();
+        }
+        let (bytes, root) = w.finish_with_root();
+        assert_eq!(Snapshot::decode(&bytes).unwrap().merkle_root, root);
     }
 
     #[test]

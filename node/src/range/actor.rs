@@ -73,7 +73,8 @@ pub struct RangeActor {
     shared: Arc<NodeShared>,
     instance: u64,
     snapshot_running: bool,
-    snapshot_waiters: Vec<Responder>,
+    /// Callers of `Snapshot`, each with the seq its snapshot must cover (applied when it asked).
+    snapshot_waiters: Vec<(Seq, Responder)>,
     releasing: Option<Vec<Responder>>,
     release_snapshot_tried: bool,
     last_used: Instant,
@@ -209,8 +210,17 @@ impl RangeActor {
 
     fn snapshot_done(&mut self, result: Result<Seq, Error>, ctx: &mut Context<Self>) {
         let range_id = self.core.range_id();
-        for tx in self.snapshot_waiters.drain(..) {
+        // A snapshot that started before a caller asked may not cover its writes: such callers
+        // wait for the next one, which starts at once.
+        let (answered, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.snapshot_waiters)
+            .into_iter()
+            .partition(|(needed, _)| result.as_ref().map_or(true, |seq| seq >= needed));
+        for (_, tx) in answered {
             let _ = tx.send(result.clone().map(|seq| Reply::Snapshotted { range_id, seq }));
+        }
+        self.snapshot_waiters = later;
+        if !self.snapshot_waiters.is_empty() && result.is_ok() && self.releasing.is_none() {
+            self.start_snapshot(ctx);
         }
         match result {
             Err(Error::Fenced) => {
@@ -357,7 +367,7 @@ impl Handler<SnapshotMsg> for RangeActor {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        self.snapshot_waiters.push(msg.reply);
+        self.snapshot_waiters.push((self.core.applied(), msg.reply));
         self.start_snapshot(ctx);
     }
 }

@@ -44,10 +44,7 @@ pub async fn write(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, u
         for (k, v) in data.iter() {
             w.push(k.as_bytes(), &v.value, v.version)?;
         }
-        let bytes = w.finish();
-        // Decoding our own file verifies it end to end and yields the Merkle root.
-        let root = ampstore_common::snapshot::Snapshot::decode(&bytes)?.merkle_root;
-        Ok((bytes, root))
+        Ok(w.finish_with_root())
     })
     .await
     .map_err(|e| Error::internal(format!("snapshot encode task: {e}")))??;
