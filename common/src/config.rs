@@ -188,6 +188,12 @@ impl Config {
                 crate::limits::LOG_ENTRY_BYTES_MAX
             )));
         }
+        if n.arbiters_count > crate::limits::NODE_ARBITERS_MAX {
+            return Err(Error::invalid(format!(
+                "node.arbiters_count must be 0 (one per core) to {}",
+                crate::limits::NODE_ARBITERS_MAX
+            )));
+        }
         if self.backend.local.busy_timeout_ms == 0 {
             return Err(Error::invalid("backend.local.busy_timeout_ms must be above 0"));
         }
@@ -334,5 +340,12 @@ mod tests {
         let err =
             ConfigLoader::new().env_vars(vec![]).flag("backend.aws.endpoint", "127.0.0.1:5000").load().unwrap_err();
         assert!(err.to_string().contains("http://"), "{err}");
+
+        let max = crate::limits::NODE_ARBITERS_MAX;
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("node.arbiters_count", max).load().is_ok());
+        let err = ConfigLoader::new().env_vars(vec![]).flag("node.arbiters_count", max + 1).load().unwrap_err();
+        assert!(err.to_string().contains("arbiters_count"), "{err}");
+        let err = ConfigLoader::new().env_vars(vec![]).flag("node.heartbeat_ms", 5000).load().unwrap_err();
+        assert!(err.to_string().contains("liveness_ms"), "{err}");
     }
 }

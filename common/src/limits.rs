@@ -99,3 +99,6 @@ pub const RANGE_PENDING_WRITES_MAX: usize = 100_000;
 
 /// Requests one connection may have in progress at once (pipelining depth).
 pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+
+/// Most arbiter (range actor) threads a node may run.
+pub const NODE_ARBITERS_MAX: u64 = 256;
