@@ -2,6 +2,7 @@
 //!
 //! | partition | sort key | record |
 //! |---|---|---|
+//! | `master` | `lease` | [`LeaseRecord`]: the active master, its term and a heartbeat nonce |
 //! | `node` | node id | [`NodeRecord`]: the node's liveness epoch and a heartbeat nonce |
 //! | `range` | start key | [`RangeDescriptor`]: bounds, owner `{node, epoch}`, checkpoint |
 //!
@@ -9,10 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, NodeId, RangeId, Seq};
+use crate::ids::{Epoch, NodeId, RangeId, Seq, Term};
 use crate::key::{Key, KeyRange};
 use crate::store::{Expect, MetaItem, MetaStore, StoreError, StoreResult};
 
+pub const PK_MASTER: &str = "master";
+pub const SK_LEASE: &[u8] = b"lease";
 pub const PK_NODE: &str = "node";
 pub const PK_RANGE: &str = "range";
 
@@ -30,6 +33,18 @@ pub struct NodeRecord {
     /// Milliseconds the node treats a successful heartbeat as valid for (the master waits at
     /// least this long without a change before it bumps the epoch).
     pub liveness_ms: u64,
+}
+
+/// The master lease ("noisy tyrant"): the holder rewrites it with a fresh `rvn` every
+/// heartbeat; a standby takes over, bumping `term`, only after seeing one `rvn` unchanged
+/// for `lease_ms` on its own clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub holder: NodeId,
+    pub term: Term,
+    pub rvn: u64,
+    pub rpc_addr: String,
+    pub lease_ms: u64,
 }
 
 /// Who serves a range: a node in one epoch.

@@ -1,1 +1,4 @@
-pub use ampstore_common as common;
+//! The Ampstore master. So far: the lease election (`lease`); routing, placement and
+//! failure handling follow (issue 4).
+
+pub mod lease;
