@@ -346,3 +346,18 @@ async fn admin_port_reports_status_and_ranges() {
     assert_eq!(ranges[0]["end"], serde_json::Value::Null);
     assert_eq!(ranges[0]["data_bytes"], 10 * (2 + 10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_descriptor_checkpoint_is_refused_not_a_panic() {
+    let c = Cluster::new().await;
+    let cur = meta::get_range(c.backend.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
+    let mut desc = cur.record;
+    desc.checkpoint = Some(meta::Checkpoint { seq: Seq(u64::MAX), blob: "ranges/x".into(), merkle_root: vec![0; 32] });
+    meta::put_range(c.backend.meta.as_ref(), &desc, Expect::Version(cur.version)).await.unwrap();
+    let a = c.node("a");
+    let mut cl = client(&a).await;
+    let err = cl.call(assign(true)).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    // The node is still up and answering.
+    assert_eq!(cl.call(Op::Ping).await, Ok(Reply::Pong));
+}

@@ -223,8 +223,8 @@ impl<W> RangeCore<W> {
                 }
             }
         }
-        let resume = if stopped_early {
-            let last = &items[items.len() - 1].key;
+        let resume = if let (true, Some(last)) = (stopped_early, items.last()) {
+            let last = &last.key;
             if reverse {
                 Some(last.clone())
             } else {

@@ -34,6 +34,13 @@ pub async fn load<W>(
     batch_bytes_max: usize,
 ) -> Result<Loaded<W>, Error> {
     let desc = claim_or_check(backend, range_id, start, &me, claim).await?;
+    // Seqs live in 1..=i64::MAX (the stores refuse others); a descriptor saying otherwise is
+    // damaged, and must not reach `Seq::next`.
+    if let Some(cp) = &desc.checkpoint
+        && cp.seq.0 > i64::MAX as u64
+    {
+        return Err(Error::internal(format!("{range_id}: descriptor checkpoint seq {} is corrupt", cp.seq)));
+    }
     let (data, checkpoint_seq) = match &desc.checkpoint {
         None => (Memtable::new(), Seq(0)),
         Some(cp) => {
