@@ -5,7 +5,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod drain_cmd;
 mod init;
+mod master_cmd;
+mod master_link;
 mod node_cmd;
 mod settings;
 mod snapshot_cmd;
@@ -29,6 +32,10 @@ enum Command {
     Init(init::InitArgs),
     /// Run a node: serve ranges over the RPC port.
     Node(node_cmd::NodeArgs),
+    /// Run a master: active while it holds the lease, standby otherwise.
+    Master(master_cmd::MasterArgs),
+    /// Move every range off a node (before a rolling restart).
+    Drain(drain_cmd::DrainArgs),
     /// Work with snapshot files.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Init(args) => init::run(&cli.settings, args).await,
             Command::Node(args) => node_cmd::run(&cli.settings, args).await,
+            Command::Master(args) => master_cmd::run(&cli.settings, args).await,
+            Command::Drain(args) => drain_cmd::run(&cli.settings, args).await,
             Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
             Command::Up | Command::Demo => Err(anyhow::anyhow!(
                 "the local cluster is not built yet: this release has the storage layer only (see README, \"Status\")"

@@ -17,10 +17,10 @@ pub const ENV_PREFIX: &str = "AMPSTORE_";
 
 /// Top-level sections that environment variables may set; other `AMPSTORE_*` variables
 /// (such as the test suite's) are not configuration and are ignored.
-const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node"];
+const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master"];
 
 /// Suffixes of numeric setting names (units are in names).
-const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max"];
+const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max", "_pct"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,6 +29,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub backend: BackendConfig,
     pub node: NodeConfig,
+    pub master: MasterConfig,
 }
 
 impl Default for Config {
@@ -37,6 +38,46 @@ impl Default for Config {
             data_dir: PathBuf::from("./ampstore-data"),
             backend: BackendConfig::default(),
             node: NodeConfig::default(),
+            master: MasterConfig::default(),
+        }
+    }
+}
+
+/// Settings of `ampstore master`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// Where clients, tools and nodes reach the master.
+    pub rpc_addr: String,
+    /// How long a standby waits, seeing the same lease nonce, before taking over.
+    pub lease_ms: u64,
+    /// How often the active master renews its lease (and a standby reads it).
+    pub renew_ms: u64,
+    /// Taken off the lease on the active master's own clock: it stops acting this long
+    /// before a standby could take over.
+    pub lease_margin_ms: u64,
+    /// How often the active master reads node records (failure detection) and acts.
+    pub poll_ms: u64,
+    /// How often it asks nodes for their load.
+    pub stats_ms: u64,
+    /// Range moves (rebalance, drain) in progress at once.
+    pub moves_in_flight_max: u64,
+    /// Loads count as balanced when the most loaded node is at most this many percent above
+    /// the least loaded one.
+    pub balance_tolerance_pct: u64,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            rpc_addr: "127.0.0.1:7300".into(),
+            lease_ms: 5000,
+            renew_ms: 500,
+            lease_margin_ms: 1000,
+            poll_ms: 250,
+            stats_ms: 1000,
+            moves_in_flight_max: 2,
+            balance_tolerance_pct: 10,
         }
     }
 }
@@ -63,6 +104,12 @@ pub struct NodeConfig {
     pub batch_bytes: u64,
     /// Arbiter threads for range actors; 0 means one per core.
     pub arbiters_count: u64,
+    /// Bytes of range data (keys and values) the node keeps in memory: above it, the least
+    /// recently used ranges idle for `budget_idle_ms` are released, and the master places no
+    /// new range here. 0: no budget.
+    pub memory_budget_bytes: u64,
+    /// How long a range must be unused before the memory budget may release it.
+    pub budget_idle_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -77,6 +124,8 @@ impl Default for NodeConfig {
             idle_release_ms: 10 * 60 * 1000,
             batch_bytes: crate::limits::LOG_ENTRY_BYTES_MAX as u64,
             arbiters_count: 0,
+            memory_budget_bytes: 0,
+            budget_idle_ms: 30_000,
         }
     }
 }
@@ -192,6 +241,24 @@ impl Config {
             return Err(Error::invalid(format!(
                 "node.arbiters_count must be 0 (one per core) to {}",
                 crate::limits::NODE_ARBITERS_MAX
+            )));
+        }
+        let m = &self.master;
+        if m.renew_ms == 0 || m.lease_ms < 2 * m.renew_ms || m.lease_margin_ms >= m.lease_ms - m.renew_ms {
+            return Err(Error::invalid(format!(
+                "master.lease_ms ({}) must be at least twice master.renew_ms ({}), and master.lease_margin_ms ({}) below their difference",
+                m.lease_ms, m.renew_ms, m.lease_margin_ms
+            )));
+        }
+        if m.poll_ms == 0 || m.stats_ms == 0 || m.moves_in_flight_max == 0 {
+            return Err(Error::invalid(
+                "master.poll_ms, master.stats_ms and master.moves_in_flight_max must be above 0",
+            ));
+        }
+        if m.moves_in_flight_max > crate::limits::MASTER_MOVES_IN_FLIGHT_MAX {
+            return Err(Error::invalid(format!(
+                "master.moves_in_flight_max must be 1 to {}",
+                crate::limits::MASTER_MOVES_IN_FLIGHT_MAX
             )));
         }
         if self.backend.local.busy_timeout_ms == 0 {
@@ -347,5 +414,14 @@ mod tests {
         assert!(err.to_string().contains("arbiters_count"), "{err}");
         let err = ConfigLoader::new().env_vars(vec![]).flag("node.heartbeat_ms", 5000).load().unwrap_err();
         assert!(err.to_string().contains("liveness_ms"), "{err}");
+
+        let max = crate::limits::MASTER_MOVES_IN_FLIGHT_MAX;
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("master.moves_in_flight_max", max).load().is_ok());
+        let err = ConfigLoader::new().env_vars(vec![]).flag("master.moves_in_flight_max", max + 1).load().unwrap_err();
+        assert!(err.to_string().contains("moves_in_flight_max"), "{err}");
+        let err = ConfigLoader::new().env_vars(vec![]).flag("master.renew_ms", 3000).load().unwrap_err();
+        assert!(err.to_string().contains("lease_ms"), "{err}");
+        let cfg = ConfigLoader::new().env_vars(env(&[("AMPSTORE_MASTER__LEASE_MS", "9000")])).load().unwrap();
+        assert_eq!(cfg.master.lease_ms, 9000);
     }
 }

@@ -22,6 +22,9 @@ pub enum Error {
     /// This node does not serve the range holding the key; `hint` names who might.
     #[error("not the owner of this key's range{}", hint_text(.hint))]
     NotOwner { hint: Option<OwnerHint> },
+    /// This master is not the active one; `hint` names the lease holder when known.
+    #[error("not the active master{}", hint_text(.hint))]
+    NotMaster { hint: Option<OwnerHint> },
     /// The range is being loaded; retry after the hinted delay.
     #[error("range is loading, retry in {retry_after_ms} ms")]
     RangeLoading { retry_after_ms: u64 },
@@ -62,6 +65,7 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     NotOwner,
+    NotMaster,
     RangeLoading,
     KeyOutOfRange,
     Fenced,
@@ -117,6 +121,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::NotOwner { .. } => ErrorCode::NotOwner,
+            Error::NotMaster { .. } => ErrorCode::NotMaster,
             Error::RangeLoading { .. } => ErrorCode::RangeLoading,
             Error::KeyOutOfRange => ErrorCode::KeyOutOfRange,
             Error::Fenced => ErrorCode::Fenced,
@@ -137,6 +142,7 @@ impl Error {
         matches!(
             self.code(),
             ErrorCode::NotOwner
+                | ErrorCode::NotMaster
                 | ErrorCode::RangeLoading
                 | ErrorCode::Fenced
                 | ErrorCode::Timeout
@@ -162,6 +168,7 @@ mod tests {
                 hint: Some(OwnerHint { node_id: NodeId::new("n1").unwrap(), rpc_addr: "127.0.0.1:7000".into() }),
             },
             Error::RangeLoading { retry_after_ms: 50 },
+            Error::NotMaster { hint: None },
             Error::KeyOutOfRange,
             Error::Fenced,
             Error::too_large("value", 10, 5),

@@ -56,6 +56,12 @@ pub const SCAN_PAGE_BYTES_MAX: usize = 1024 * 1024;
 /// Most keys in one scan page.
 pub const SCAN_PAGE_KEYS_MAX: usize = 10_000;
 
+/// Most ranges one `LocateRange` answer lists.
+pub const LOCATE_RANGES_MAX: usize = 1000;
+
+/// Most range moves a master runs at once (`master.moves_in_flight_max`).
+pub const MASTER_MOVES_IN_FLIGHT_MAX: u64 = 64;
+
 /// Most keys in one `get_many`.
 pub const GET_MANY_KEYS_MAX: usize = 1000;
 

@@ -12,12 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Epoch, NodeId, RangeId, Seq, Term};
 use crate::key::{Key, KeyRange};
-use crate::store::{Expect, MetaItem, MetaStore, StoreError, StoreResult};
+use crate::store::{Expect, MetaItem, MetaOp, MetaStore, StoreError, StoreResult};
 
 pub const PK_MASTER: &str = "master";
 pub const SK_LEASE: &[u8] = b"lease";
+/// The active master's term, changed only by a takeover; every master write checks it.
+pub const SK_TERM: &[u8] = b"term";
 pub const PK_NODE: &str = "node";
 pub const PK_RANGE: &str = "range";
+/// Nodes being drained: sort key node id, record [`DrainRecord`].
+pub const PK_DRAIN: &str = "drain";
 
 /// Range id of the first range, created on an empty meta store.
 pub const FIRST_RANGE_ID: RangeId = RangeId(1);
@@ -33,6 +37,32 @@ pub struct NodeRecord {
     /// Milliseconds the node treats a successful heartbeat as valid for (the master waits at
     /// least this long without a change before it bumps the epoch).
     pub liveness_ms: u64,
+    /// Set by the master when it ends the epoch: nobody is live in this epoch (the node
+    /// registers a new one when it comes back).
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// The master's term, in its own item so that lease renewals (which rewrite the lease item)
+/// never race routing writes (which check this one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermRecord {
+    pub term: Term,
+    pub holder: NodeId,
+}
+
+impl TermRecord {
+    /// The condition every write of the master active in this term carries.
+    pub fn check(&self) -> MetaOp {
+        MetaOp::Check { pk: PK_MASTER.into(), sk: SK_TERM.to_vec(), expect: Expect::Value(encode(self)) }
+    }
+}
+
+/// A node being drained: no range is placed on it, and its ranges move off, while its
+/// record is in `epoch` (a restart ends the drain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    pub epoch: Epoch,
 }
 
 /// The master lease ("noisy tyrant"): the holder rewrites it with a fresh `rvn` every
@@ -108,20 +138,61 @@ pub async fn put_range(meta: &dyn MetaStore, desc: &RangeDescriptor, expect: Exp
 
 /// Every range descriptor, in key order.
 pub async fn list_ranges(meta: &dyn MetaStore) -> StoreResult<Vec<Versioned<RangeDescriptor>>> {
+    Ok(list_partition(meta, PK_RANGE, "range").await?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Every node record, with its node id.
+pub async fn list_nodes(meta: &dyn MetaStore) -> StoreResult<Vec<(NodeId, Versioned<NodeRecord>)>> {
+    node_keyed(list_partition(meta, PK_NODE, "node").await?)
+}
+
+/// Every drain record, with its node id.
+pub async fn list_drains(meta: &dyn MetaStore) -> StoreResult<Vec<(NodeId, Versioned<DrainRecord>)>> {
+    node_keyed(list_partition(meta, PK_DRAIN, "drain").await?)
+}
+
+fn node_keyed<T>(items: Vec<(Vec<u8>, Versioned<T>)>) -> StoreResult<Vec<(NodeId, Versioned<T>)>> {
+    items
+        .into_iter()
+        .map(|(sk, v)| {
+            let id = std::str::from_utf8(&sk)
+                .ok()
+                .and_then(|s| NodeId::new(s).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("node id {sk:?} in meta")))?;
+            Ok((id, v))
+        })
+        .collect()
+}
+
+async fn list_partition<T: for<'de> Deserialize<'de>>(
+    meta: &dyn MetaStore,
+    pk: &str,
+    what: &str,
+) -> StoreResult<Vec<(Vec<u8>, Versioned<T>)>> {
     let mut out = Vec::new();
     let mut from: Vec<u8> = Vec::new();
     loop {
-        let page = meta.query(PK_RANGE, &from, crate::limits::META_QUERY_ITEMS_MAX).await?;
+        let page = meta.query(pk, &from, crate::limits::META_QUERY_ITEMS_MAX).await?;
         let full = page.len() == crate::limits::META_QUERY_ITEMS_MAX;
         for (sk, item) in page {
-            from = sk;
+            from = sk.clone();
             from.push(0);
-            out.push(decode_item("range", item)?);
+            out.push((sk, decode_item(what, item)?));
         }
         if !full {
             return Ok(out);
         }
     }
+}
+
+/// The current master term, if any master was ever active.
+pub async fn get_term(meta: &dyn MetaStore) -> StoreResult<Option<TermRecord>> {
+    meta.get(PK_MASTER, SK_TERM).await?.map(|i| decode("term", &i.value)).transpose()
+}
+
+/// The master lease, if any master was ever active.
+pub async fn get_lease(meta: &dyn MetaStore) -> StoreResult<Option<Versioned<LeaseRecord>>> {
+    meta.get(PK_MASTER, SK_LEASE).await?.map(|i| decode_item("lease", i)).transpose()
 }
 
 /// Creates the first range, covering the whole key space, if there is no range yet.

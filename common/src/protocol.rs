@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq};
+use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use crate::key::{Key, KeyRange, Version};
 use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
 
@@ -146,6 +146,25 @@ pub enum Op {
     },
     /// Admin: the node's ranges and their state.
     RangeStats,
+    /// Master: where the range holding `key` is served. An unserved range is assigned on the
+    /// spot and the answer is `RangeLoading` until its new owner serves it.
+    Locate {
+        key: Key,
+    },
+    /// Master: the ranges covering `[start, end)` in key order (at most
+    /// `LOCATE_RANGES_MAX`; ask again from the last range's end for more).
+    LocateRange {
+        start: Key,
+        end: Option<Key>,
+    },
+    /// Master: move every range off `node_id` and place nothing new on it until it restarts
+    /// (a new epoch), or, with `undo`, stop draining it.
+    Drain {
+        node_id: NodeId,
+        undo: bool,
+    },
+    /// Master: its role, term, and view of nodes and ranges.
+    MasterStatus,
 }
 
 impl Op {
@@ -153,7 +172,13 @@ impl Op {
     /// client (before sending) and the server (before acting) call it.
     pub fn validate(&self) -> Result<(), Error> {
         match self {
-            Op::Ping | Op::Release { .. } | Op::Snapshot { .. } | Op::RangeStats => Ok(()),
+            Op::Ping
+            | Op::Release { .. }
+            | Op::Snapshot { .. }
+            | Op::RangeStats
+            | Op::Drain { .. }
+            | Op::MasterStatus => Ok(()),
+            Op::Locate { key } => Key::validate_user_key(key.as_bytes()),
             Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
             Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
             Op::GetMany { keys } => {
@@ -166,7 +191,7 @@ impl Op {
                 Key::validate_user_key(key.as_bytes())?;
                 validate_value(value)
             }
-            Op::DeleteRange { start, end, .. } | Op::Scan { start, end, .. } => {
+            Op::DeleteRange { start, end, .. } | Op::Scan { start, end, .. } | Op::LocateRange { start, end } => {
                 Key::validate_bound(start.as_bytes())?;
                 if let Some(end) = end {
                     Key::validate_bound(end.as_bytes())?;
@@ -255,6 +280,79 @@ pub enum Reply {
         seq: Seq,
     },
     Stats(NodeStats),
+    /// Answer to `Locate`.
+    Location(RangeLocation),
+    /// Answer to `LocateRange`, in key order.
+    Locations(Vec<RangeLocation>),
+    /// Answer to `Drain`: how many ranges the node still holds.
+    Draining {
+        node_id: NodeId,
+        ranges_left: u64,
+    },
+    /// Answer to `MasterStatus`.
+    Master(MasterStatus),
+}
+
+/// Where one range is served, as the active master knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeLocation {
+    pub range_id: RangeId,
+    pub start: Key,
+    /// `None`: no upper bound.
+    pub end: Option<Key>,
+    pub node_id: NodeId,
+    pub node_addr: String,
+    /// How long the owner's liveness lease has left as the master sees it (its last
+    /// heartbeat plus the liveness duration): a cached route is good at least that long.
+    pub lease_ms_left: u64,
+}
+
+impl RangeLocation {
+    pub fn contains(&self, key: &Key) -> bool {
+        key >= &self.start && self.end.as_ref().is_none_or(|e| key < e)
+    }
+}
+
+/// A master's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    pub master_id: NodeId,
+    /// The term this master is active in, `None` when it is a standby.
+    pub active_term: Option<Term>,
+    /// The lease holder as last read from meta.
+    pub lease_holder: Option<NodeId>,
+    pub lease_holder_rpc: Option<String>,
+    pub nodes: Vec<NodeView>,
+    pub ranges: Vec<RangeView>,
+    /// Routing writes refused because the term moved on (this master was deposed).
+    pub writes_refused_on_term: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node_id: NodeId,
+    pub rpc_addr: String,
+    pub epoch: Epoch,
+    /// live, dead (epoch ended, waiting to re-register) or unreachable (live record, but the
+    /// master cannot reach it).
+    pub state: String,
+    pub draining: bool,
+    pub ranges: u64,
+    pub data_bytes: u64,
+    pub resident_bytes: u64,
+    pub memory_budget_bytes: u64,
+    pub ops_per_sec: u64,
+    pub lease_ms_left: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeView {
+    pub range_id: RangeId,
+    pub range: KeyRange,
+    pub generation: u64,
+    pub owner: Option<NodeId>,
+    pub owner_epoch: Option<Epoch>,
+    pub data_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +362,15 @@ pub struct NodeStats {
     /// Milliseconds of liveness left by the node's own clock (0: not serving anything).
     pub liveness_ms_left: u64,
     pub ranges: Vec<RangeStats>,
+    /// Resident memory of the node process (RSS).
+    #[serde(default)]
+    pub resident_bytes: u64,
+    /// Requests served since the node started (for ops/s).
+    #[serde(default)]
+    pub ops_total: u64,
+    /// The node releases idle ranges to keep its data under this (0: no budget).
+    #[serde(default)]
+    pub memory_budget_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +387,9 @@ pub struct RangeStats {
     pub log_bytes_since_checkpoint: u64,
     /// Why the range is not served, when it failed to load.
     pub error: Option<String>,
+    /// Milliseconds since a client last read or wrote the range.
+    #[serde(default)]
+    pub idle_ms: u64,
 }
 
 #[cfg(test)]

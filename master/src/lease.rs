@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use ampstore_common::meta::{self, LeaseRecord, PK_MASTER, SK_LEASE, Versioned};
-use ampstore_common::store::{Expect, MetaStore, StoreError};
+use ampstore_common::meta::{self, LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM, TermRecord, Versioned};
+use ampstore_common::store::{Expect, MetaOp, MetaStore, StoreError};
 use ampstore_common::{NodeId, Term};
 
 /// What to write next.
@@ -42,6 +42,7 @@ pub struct LeaseCore {
     role: Role,
     /// The holder's `rvn` as last seen, and when it was first seen (our clock).
     seen: Option<(u64, Instant)>,
+    holder: Option<(NodeId, String)>,
 }
 
 impl LeaseCore {
@@ -53,6 +54,7 @@ impl LeaseCore {
             margin: Duration::from_millis(margin_ms),
             role: Role::Standby,
             seen: None,
+            holder: None,
         }
     }
 
@@ -64,8 +66,26 @@ impl LeaseCore {
         }
     }
 
+    /// The term we hold and the instant (our clock) until which we may act in it.
+    pub fn active_until(&self) -> Option<(Term, Instant)> {
+        match &self.role {
+            Role::Active { term, valid_until, .. } => Some((*term, *valid_until)),
+            Role::Standby => None,
+        }
+    }
+
+    /// The lease holder and its RPC address as last read.
+    pub fn holder(&self) -> Option<&(NodeId, String)> {
+        self.holder.as_ref()
+    }
+
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
     /// Decides the next write from the lease item as just read.
     pub fn next_step(&mut self, now: Instant, current: Option<&Versioned<LeaseRecord>>) -> Step {
+        self.holder = current.map(|c| (c.record.holder.clone(), c.record.rpc_addr.clone()));
         let Some(cur) = current else {
             self.role = Role::Standby;
             self.seen = None;
@@ -136,8 +156,36 @@ pub async fn tick(
         lease_ms: core.lease.as_millis() as u64,
     };
     let sent_at = Instant::now();
-    match meta_store.put(PK_MASTER, SK_LEASE, &meta::encode(&record), expect).await {
-        Ok(version) => core.on_written(term, version, sent_at),
+    let renewal = matches!(expect, Expect::Version(_)) && core.active_term(sent_at).is_some();
+    let written = if renewal {
+        meta_store.put(PK_MASTER, SK_LEASE, &meta::encode(&record), expect).await
+    } else {
+        // A new term: the lease and the term item change together, so a deposed master's
+        // routing writes (which check the term item) fail from this moment on.
+        let term_record = TermRecord { term, holder: core.me.clone() };
+        let ops = [
+            MetaOp::Put { pk: PK_MASTER.into(), sk: SK_LEASE.to_vec(), value: meta::encode(&record), expect },
+            MetaOp::Put {
+                pk: PK_MASTER.into(),
+                sk: SK_TERM.to_vec(),
+                value: meta::encode(&term_record),
+                expect: Expect::Any,
+            },
+        ];
+        match meta_store.transact(&ops).await {
+            Ok(()) => meta_store
+                .get(PK_MASTER, SK_LEASE)
+                .await?
+                .map(|i| i.version)
+                .ok_or_else(|| StoreError::Unavailable("the lease vanished right after it was written".into())),
+            Err(e) => Err(e),
+        }
+    };
+    match written {
+        Ok(version) => {
+            core.on_written(term, version, sent_at);
+            core.holder = Some((core.me.clone(), rpc_addr.to_string()));
+        }
         Err(StoreError::ConditionFailed { .. }) => core.on_lost(),
         Err(e) => return Err(e),
     }

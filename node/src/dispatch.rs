@@ -1,12 +1,14 @@
 //! One request to the node: validate, route to the range actor, answer.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use actix::{Actor, Addr};
 use ampstore_common::error::Error;
 use ampstore_common::limits::FRAME_BYTES_MAX;
 use ampstore_common::meta;
-use ampstore_common::protocol::{NodeStats, Op, RangeStats, Reply};
+use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeStats, Reply, Role, ServerInfo};
+use ampstore_common::rpc_server::Service;
 use ampstore_common::{Key, RangeId, Seq};
 use tokio::sync::oneshot;
 
@@ -19,6 +21,17 @@ use crate::shared::NodeShared;
 
 /// How soon a client should retry a range that is loading.
 const LOADING_RETRY_MS: u64 = 50;
+
+impl Service for NodeShared {
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: self.node_id.clone(), role: Role::Node }
+    }
+
+    fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.ops_total.fetch_add(1, Ordering::Relaxed);
+        handle(self, op)
+    }
+}
 
 pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
     op.validate()?;
@@ -80,6 +93,9 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             rx.await.map_err(|_| not_owner())?
         }
         Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
+        Op::Locate { .. } | Op::LocateRange { .. } | Op::Drain { .. } | Op::MasterStatus => {
+            Err(Error::invalid("this is a node; send routing requests to the master"))
+        }
     }
 }
 
@@ -180,6 +196,7 @@ pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
             checkpoint_seq: Seq(0),
             log_bytes_since_checkpoint: 0,
             error,
+            idle_ms: 0,
         };
         ranges.push(match slot {
             Slot::Serving { addr, range, .. } => match addr.send(StatsMsg).await {
@@ -196,5 +213,17 @@ pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
         epoch: shared.liveness.epoch(),
         liveness_ms_left: shared.liveness.ms_left(),
         ranges,
+        resident_bytes: resident_bytes(),
+        ops_total: shared.ops_total.load(Ordering::Relaxed),
+        memory_budget_bytes: shared.cfg.memory_budget_bytes,
     }
+}
+
+/// The process's resident set size, from `/proc/self/statm` (0 where that does not exist).
+fn resident_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
 }

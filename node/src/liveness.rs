@@ -87,7 +87,7 @@ pub struct Registration {
 }
 
 fn record(epoch: Epoch, rpc_addr: &str, liveness_ms: u64) -> Vec<u8> {
-    meta::encode(&NodeRecord { epoch, rvn: rand::random(), rpc_addr: rpc_addr.to_string(), liveness_ms })
+    meta::encode(&NodeRecord { epoch, rvn: rand::random(), rpc_addr: rpc_addr.to_string(), liveness_ms, ended: false })
 }
 
 /// Starts a new epoch for this node (one more than any before) and marks it live.

@@ -13,11 +13,10 @@ use tokio::sync::watch;
 
 use crate::admin;
 use crate::directory::Slot;
-use crate::identity;
 use crate::liveness::{self, Beat, Registration};
 use crate::range::actor::{DropMsg, ReleaseMsg};
-use crate::server;
 use crate::shared::NodeShared;
+use ampstore_common::identity;
 
 /// How long a graceful shutdown waits for ranges to snapshot and release.
 const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
@@ -46,8 +45,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     println!("ampstore node {node_id} ready: rpc {rpc_addr} epoch {} admin {admin_addr}", reg.epoch.0);
 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
+    let budget = tokio::spawn(crate::budget::enforce_loop(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx.clone()));
+    let server = tokio::spawn(ampstore_common::rpc_server::serve(listener, shared.clone(), stop_rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone(), stop_rx));
     shutdown.await;
     tracing::info!("shutting down: releasing ranges");
@@ -56,6 +56,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let _ = admin.await;
     release_all(&shared).await;
     heartbeat.abort();
+    budget.abort();
     system.stop();
     Ok(())
 }

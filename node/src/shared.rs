@@ -19,6 +19,8 @@ pub struct NodeShared {
     pub liveness: Liveness,
     pub directory: Directory,
     pub arbiters: Vec<ArbiterHandle>,
+    /// Requests handled since start (reported to the master for ops/s).
+    pub ops_total: AtomicU64,
     instances: AtomicU64,
 }
 
@@ -39,6 +41,7 @@ impl NodeShared {
             liveness,
             directory: Directory::default(),
             arbiters,
+            ops_total: AtomicU64::new(0),
             instances: AtomicU64::new(1),
         }
     }

@@ -404,6 +404,7 @@ impl Handler<StatsMsg> for RangeActor {
             checkpoint_seq: self.core.checkpoint_seq(),
             log_bytes_since_checkpoint: self.core.log_bytes_since_checkpoint(),
             error: None,
+            idle_ms: self.last_used.elapsed().as_millis() as u64,
         })
     }
 }

@@ -1,4 +1,6 @@
-//! The RPC server: MessagePack frames over TCP (see docs/protocol.md).
+//! The RPC server of nodes and masters: MessagePack frames over TCP (see docs/protocol.md).
+//!
+//! What a server does with a request is its [`Service`]; this file owns the connection.
 //!
 //! Each connection: a hello, then requests handled concurrently (pipelining, at most
 //! `CONNECTION_REQUESTS_IN_FLIGHT_MAX` at once) with responses written by one writer task
@@ -11,31 +13,38 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ampstore_common::error::Error;
-use ampstore_common::frame::{FrameError, decode_body, encode_frame, read_frame};
-use ampstore_common::ids::RequestId;
-use ampstore_common::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
-use ampstore_common::protocol::{Hello, HelloReply, PROTOCOL_VERSION, Request, Response, Role, ServerInfo};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::dispatch;
-use crate::shared::NodeShared;
+use crate::error::Error;
+use crate::frame::{FrameError, decode_body, encode_frame, read_frame};
+use crate::ids::RequestId;
+use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, ServerInfo};
+
+/// What a server does with requests.
+pub trait Service: Send + Sync + 'static {
+    /// Sent in the hello reply.
+    fn server_info(&self) -> ServerInfo;
+
+    /// Answers one request; called concurrently for pipelined requests.
+    fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send;
+}
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses coalesced into one write stop growing past this many bytes.
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 
 /// Accepts connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<NodeShared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve<S: Service>(listener: TcpListener, service: Arc<S>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, shared.clone()));
+                    tokio::spawn(connection(stream, peer, service.clone()));
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
@@ -54,7 +63,7 @@ struct IdOnly {
     id: RequestId,
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<NodeShared>) {
+async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Arc<S>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut body = Vec::with_capacity(4096);
@@ -80,7 +89,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<NodeShared>
         tracing::warn!(%peer, error = %e, "closing: hello refused");
         return reject_hello(&mut wr, e, &mut scratch).await;
     }
-    let info = ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: shared.node_id.clone(), role: Role::Node };
+    let info = service.server_info();
+    debug_assert_eq!(info.protocol_version, PROTOCOL_VERSION);
     scratch.clear();
     if encode_frame(&HelloReply { result: Ok(info) }, &mut scratch).is_err() || wr.write_all(&scratch).await.is_err() {
         return;
@@ -119,9 +129,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<NodeShared>
             },
         };
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let (shared, tx) = (shared.clone(), tx.clone());
+        let (service, tx) = (service.clone(), tx.clone());
         tokio::spawn(async move {
-            let work = dispatch::handle(&shared, req.op);
+            let work = service.handle(req.op);
             let result = match req.deadline_ms {
                 Some(ms) => {
                     tokio::time::timeout(Duration::from_millis(ms.into()), work).await.unwrap_or(Err(Error::Timeout))

@@ -1,7 +1,7 @@
-//! The node's id: created on first start and kept in `{data_dir}/node-id`.
+//! A process's id (node or master): created on first start and kept in `{data_dir}/node-id`.
 
-use ampstore_common::NodeId;
-use ampstore_common::error::Error;
+use crate::error::Error;
+use crate::ids::NodeId;
 use std::path::Path;
 
 pub const NODE_ID_FILE: &str = "node-id";

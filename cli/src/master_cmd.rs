@@ -1,0 +1,25 @@
+//! `ampstore master`: run a master (active or standby) until SIGINT or SIGTERM.
+
+use clap::Args;
+
+use crate::node_cmd::shutdown_signal;
+use crate::settings::{self, BackendArgs, SettingsArgs};
+
+#[derive(Args)]
+pub struct MasterArgs {
+    /// Address for the RPC port (port 0 picks a free one; the ready line says which).
+    #[arg(long, value_name = "ADDR")]
+    rpc: Option<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub async fn run(settings: &SettingsArgs, args: MasterArgs) -> anyhow::Result<()> {
+    let mut settings = settings.clone();
+    if let Some(rpc) = args.rpc {
+        settings.set.push(format!("master.rpc_addr={rpc}"));
+    }
+    let cfg = settings::load(&settings, &args.backend)?;
+    ampstore_master::master::run(cfg, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,731 @@
+//! The master process: the lease loop, the control loop (failure detection, load polling,
+//! rebalancing, drains) and the RPC service (locate, drain, status).
+//!
+//! The master keeps no state that is not in meta: at takeover it reads the routing table and
+//! node records, and every write it makes to meta carries a check of its term (the term
+//! item, changed only by a takeover), so a deposed master's writes fail.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ampstore_client::connection::Connection;
+use ampstore_common::config::{Config, MasterConfig};
+use ampstore_common::error::{Error, OwnerHint};
+use ampstore_common::limits::LOCATE_RANGES_MAX;
+use ampstore_common::meta::{
+    self, DrainRecord, NodeRecord, Owner, PK_DRAIN, PK_NODE, PK_RANGE, RangeDescriptor, TermRecord, Versioned,
+};
+use ampstore_common::protocol::{
+    MasterStatus, NodeView, Op, PROTOCOL_VERSION, RangeLocation, RangeView, Reply, Role, ServerInfo,
+};
+use ampstore_common::rpc_server::{self, Service};
+use ampstore_common::store::{Backend, Expect, MetaOp, StoreError};
+use ampstore_common::{Epoch, Key, KeyRange, NodeId, identity};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::lease::{self, LeaseCore};
+use crate::nodes::NodeWatch;
+use crate::placement::{self, NodeLoad};
+use crate::routing::RoutingTable;
+
+/// How soon a client should ask again about a range being assigned or moved.
+const ASSIGNING_RETRY_MS: u64 = 100;
+/// Deadline of a stats request to a node.
+const STATS_DEADLINE: Duration = Duration::from_secs(1);
+/// Deadline of an assign (the node loads the range before answering) or a release (it
+/// snapshots first).
+const HANDOFF_DEADLINE: Duration = Duration::from_secs(30);
+/// How often the active master re-reads every range descriptor (nodes change owners on
+/// release; splits change bounds).
+const ROUTING_REFRESH: Duration = Duration::from_secs(1);
+
+/// The term the master acts in, with the routing it loaded for it.
+struct Active {
+    term: TermRecord,
+    valid_until: Instant,
+    routing: RoutingTable,
+}
+
+#[derive(Default)]
+struct State {
+    active: Option<Active>,
+    nodes: NodeWatch,
+    /// Ranges (by start key) being assigned or moved: locates answer `RangeLoading`.
+    busy: HashSet<Key>,
+    moves_in_flight: usize,
+    holder: Option<(NodeId, String)>,
+}
+
+impl State {
+    fn active(&self, now: Instant) -> Option<&Active> {
+        self.active.as_ref().filter(|a| now < a.valid_until)
+    }
+}
+
+pub struct Master {
+    id: NodeId,
+    rpc_addr: String,
+    cfg: MasterConfig,
+    backend: Backend,
+    state: Mutex<State>,
+    conns: Mutex<HashMap<String, Arc<Connection>>>,
+    writes_refused_on_term: AtomicU64,
+}
+
+/// Runs a master until `shutdown` resolves. Prints `ampstore master ID ready: rpc ADDR` to
+/// stdout once it listens (as a standby until it holds the lease).
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let id = identity::load_or_create(&cfg.data_dir)?;
+    let backend = Backend::open(&cfg).await?;
+    let listener = TcpListener::bind(&cfg.master.rpc_addr)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.master.rpc_addr)))?;
+    let rpc_addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    let master = Arc::new(Master {
+        id: id.clone(),
+        rpc_addr: rpc_addr.clone(),
+        cfg: cfg.master.clone(),
+        backend,
+        state: Mutex::default(),
+        conns: Mutex::default(),
+        writes_refused_on_term: AtomicU64::new(0),
+    });
+    println!("ampstore master {id} ready: rpc {rpc_addr}");
+    tracing::info!(%id, %rpc_addr, "master started (standby until it holds the lease)");
+    let lease_task = tokio::spawn(master.clone().lease_loop());
+    let control_task = tokio::spawn(master.clone().control_loop());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(rpc_server::serve(listener, master.clone(), stop_rx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    lease_task.abort();
+    control_task.abort();
+    let _ = server.await;
+    Ok(())
+}
+
+impl Master {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // State is only ever replaced whole or updated field by field: keep going after a panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn meta(&self) -> &dyn ampstore_common::store::MetaStore {
+        self.backend.meta.as_ref()
+    }
+
+    /// The term record to check, if this master may act now.
+    fn acting_term(&self) -> Option<TermRecord> {
+        self.lock().active(Instant::now()).map(|a| a.term.clone())
+    }
+
+    fn not_master(&self) -> Error {
+        let hint = self.lock().holder.clone().filter(|(id, _)| id != &self.id);
+        Error::NotMaster { hint: hint.map(|(node_id, rpc_addr)| OwnerHint { node_id, rpc_addr }) }
+    }
+
+    // ---- the lease --------------------------------------------------------------------
+
+    async fn lease_loop(self: Arc<Self>) {
+        let mut core = LeaseCore::new(self.id.clone(), self.cfg.lease_ms, self.cfg.lease_margin_ms);
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.renew_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = lease::tick(self.meta(), &mut core, &self.rpc_addr).await {
+                tracing::warn!(error = %e, "lease round failed");
+            }
+            let held = core.active_until();
+            let loaded_term = self.lock().active.as_ref().map(|a| a.term.term);
+            match held {
+                Some((term, valid_until)) if loaded_term == Some(term) => {
+                    let mut st = self.lock();
+                    st.holder = core.holder().cloned();
+                    if let Some(a) = st.active.as_mut() {
+                        a.valid_until = valid_until;
+                    }
+                }
+                Some((term, valid_until)) => {
+                    let term = TermRecord { term, holder: self.id.clone() };
+                    match self.take_over(&term).await {
+                        Ok((routing, nodes)) => {
+                            tracing::info!(term = term.term.0, ranges = routing.len(), "active master");
+                            let mut st = self.lock();
+                            st.active = Some(Active { term, valid_until, routing });
+                            st.nodes = nodes;
+                            st.busy.clear();
+                            st.holder = core.holder().cloned();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not load routing at takeover; retrying"),
+                    }
+                }
+                None => {
+                    let mut st = self.lock();
+                    if st.active.take().is_some() {
+                        tracing::warn!("lost the lease: standby now");
+                    }
+                    st.holder = core.holder().cloned();
+                }
+            }
+        }
+    }
+
+    /// Loads what an active master needs: the routing table (creating the first range on an
+    /// empty store) and the node records (watched from now on).
+    async fn take_over(&self, term: &TermRecord) -> Result<(RoutingTable, NodeWatch), Error> {
+        let mut descs = meta::list_ranges(self.meta()).await?;
+        if descs.is_empty() {
+            let first = RangeDescriptor {
+                range_id: meta::FIRST_RANGE_ID,
+                range: KeyRange::full(),
+                generation: 1,
+                owner: None,
+                checkpoint: None,
+            };
+            let put = MetaOp::Put {
+                pk: PK_RANGE.into(),
+                sk: Vec::new(),
+                value: meta::encode(&first),
+                expect: Expect::Absent,
+            };
+            match self.meta().transact(&[term.check(), put]).await {
+                Ok(()) => tracing::info!("empty store: created the first range"),
+                Err(StoreError::ConditionFailed { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            descs = meta::list_ranges(self.meta()).await?;
+        }
+        let routing = RoutingTable::load(descs).map_err(|e| Error::internal(format!("routing table in meta: {e}")))?;
+        let mut nodes = NodeWatch::default();
+        let now = Instant::now();
+        for (id, rec) in meta::list_nodes(self.meta()).await? {
+            nodes.observe(now, &id, rec);
+        }
+        for (id, drain) in meta::list_drains(self.meta()).await? {
+            nodes.set_drain(&id, Some(drain.record.epoch));
+        }
+        Ok((routing, nodes))
+    }
+
+    /// Applies `ops` after the term check. A failed term check counts and reports
+    /// `NotMaster`; another failed condition is `Conflict`.
+    async fn write(&self, term: &TermRecord, ops: Vec<MetaOp>) -> Result<(), Error> {
+        let mut all = Vec::with_capacity(ops.len() + 1);
+        all.push(term.check());
+        all.extend(ops);
+        match self.meta().transact(&all).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { op_index: Some(0), .. }) => {
+                self.writes_refused_on_term.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(term = term.term.0, "meta write refused: the term moved on (deposed)");
+                let mut st = self.lock();
+                st.active = None;
+                drop(st);
+                Err(self.not_master())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- the control loop --------------------------------------------------------------
+
+    async fn control_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_stats = Instant::now() - Duration::from_secs(3600);
+        let mut last_refresh = Instant::now();
+        loop {
+            tick.tick().await;
+            let Some(term) = self.acting_term() else { continue };
+            if let Err(e) = self.watch_nodes(&term).await {
+                tracing::warn!(error = %e, "reading node records failed");
+                continue;
+            }
+            if last_stats.elapsed() >= Duration::from_millis(self.cfg.stats_ms) {
+                last_stats = Instant::now();
+                self.poll_stats().await;
+            }
+            if last_refresh.elapsed() >= ROUTING_REFRESH {
+                last_refresh = Instant::now();
+                if let Err(e) = self.refresh_routing().await {
+                    tracing::warn!(error = %e, "refreshing routing failed");
+                }
+            }
+            self.reassign_orphans();
+            self.rebalance();
+        }
+    }
+
+    /// Reads node records and drains; ends the epoch of every node silent for its liveness.
+    async fn watch_nodes(self: &Arc<Self>, term: &TermRecord) -> Result<(), Error> {
+        let records = meta::list_nodes(self.meta()).await?;
+        let drains = meta::list_drains(self.meta()).await?;
+        let now = Instant::now();
+        let expired = {
+            let mut st = self.lock();
+            for (id, rec) in records {
+                st.nodes.observe(now, &id, rec);
+            }
+            let drained: HashMap<NodeId, Epoch> = drains.into_iter().map(|(id, d)| (id, d.record.epoch)).collect();
+            let ids: Vec<NodeId> = st.nodes.iter().map(|(id, _)| id.clone()).collect();
+            for id in ids {
+                st.nodes.set_drain(&id, drained.get(&id).copied());
+            }
+            st.nodes.expired(now)
+        };
+        for (id, rec) in expired {
+            let ended = NodeRecord { epoch: Epoch(rec.record.epoch.0 + 1), ended: true, ..rec.record.clone() };
+            let put = MetaOp::Put {
+                pk: PK_NODE.into(),
+                sk: id.as_str().as_bytes().to_vec(),
+                value: meta::encode(&ended),
+                expect: Expect::Version(rec.version),
+            };
+            match self.write(term, vec![put]).await {
+                Ok(()) => {
+                    tracing::warn!(node = %id, epoch = rec.record.epoch.0, "node silent for its liveness duration: epoch ended");
+                    let version = rec.version + 1;
+                    self.lock().nodes.observe(Instant::now(), &id, Versioned { version, record: ended });
+                }
+                // It heartbeated just now: alive after all.
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn poll_stats(self: &Arc<Self>) {
+        let targets: Vec<(NodeId, String)> = {
+            let st = self.lock();
+            st.nodes
+                .iter()
+                .filter(|(_, w)| !w.record.record.ended)
+                .map(|(id, w)| (id.clone(), w.record.record.rpc_addr.clone()))
+                .collect()
+        };
+        let mut polls = tokio::task::JoinSet::new();
+        for (id, addr) in targets {
+            let me = self.clone();
+            polls.spawn(async move {
+                let reply = match me.conn(&addr).await {
+                    Ok(c) => c.call(Op::RangeStats, STATS_DEADLINE).await,
+                    Err(e) => Err(e),
+                };
+                if let Ok(Reply::Stats(stats)) = reply
+                    && stats.node_id == id
+                {
+                    me.lock().nodes.set_stats(Instant::now(), &id, &stats);
+                }
+            });
+        }
+        while polls.join_next().await.is_some() {}
+    }
+
+    async fn refresh_routing(&self) -> Result<(), Error> {
+        let descs = meta::list_ranges(self.meta()).await?;
+        let mut st = self.lock();
+        let Some(active) = st.active.as_mut() else { return Ok(()) };
+        // Keep what this master wrote after the read started (a higher version).
+        let merged: Vec<Versioned<RangeDescriptor>> = descs
+            .into_iter()
+            .map(|d| match active.routing.get(&d.record.range.start) {
+                Some(cur) if cur.version > d.version && cur.record.range == d.record.range => cur.clone(),
+                _ => d,
+            })
+            .collect();
+        match RoutingTable::load(merged) {
+            Ok(t) => active.routing = t,
+            Err(e) => tracing::error!(error = %e, "routing in meta is inconsistent; keeping the previous table"),
+        }
+        Ok(())
+    }
+
+    /// Ranges whose owner's epoch is over (the node was declared dead or restarted) go to
+    /// live nodes at once.
+    fn reassign_orphans(self: &Arc<Self>) {
+        let orphans: Vec<Key> = {
+            let st = self.lock();
+            let Some(a) = st.active(Instant::now()) else { return };
+            a.routing
+                .iter()
+                .filter(|d| {
+                    d.record.owner.as_ref().is_some_and(|o| epoch_over(&st.nodes, o))
+                        && !st.busy.contains(&d.record.range.start)
+                })
+                .map(|d| d.record.range.start.clone())
+                .collect()
+        };
+        for start in orphans {
+            tokio::spawn(self.clone().assign(start));
+        }
+    }
+
+    /// Plans and starts moves (drains first, then balance) when none are in flight.
+    fn rebalance(self: &Arc<Self>) {
+        let moves = {
+            let st = self.lock();
+            let now = Instant::now();
+            let Some(a) = st.active(now) else { return };
+            if st.moves_in_flight > 0 || !st.busy.is_empty() {
+                return;
+            }
+            let loads = node_loads(&st, a, now);
+            placement::plan_moves(&loads, self.cfg.moves_in_flight_max as usize, self.cfg.balance_tolerance_pct)
+        };
+        for m in moves {
+            self.lock().moves_in_flight += 1;
+            let me = self.clone();
+            tokio::spawn(async move {
+                let (range_id, from, to) = (m.range_id, m.from.clone(), m.to.clone());
+                match me.move_range(m).await {
+                    Ok(()) => tracing::info!(%range_id, %from, %to, "range moved"),
+                    Err(e) => tracing::warn!(%range_id, %from, %to, error = %e, "range move failed"),
+                }
+                me.lock().moves_in_flight -= 1;
+            });
+        }
+    }
+
+    // ---- assignment and moves ----------------------------------------------------------
+
+    /// Assigns the range at `start` to the least-loaded node that accepts ranges, unless
+    /// it has a live owner. Locates answer `RangeLoading` until the new owner serves it.
+    async fn assign(self: Arc<Self>, start: Key) {
+        if !self.lock().busy.insert(start.clone()) {
+            return;
+        }
+        if let Err(e) = self.assign_inner(&start).await {
+            tracing::warn!(range = %start, error = %e, "assignment failed");
+        }
+        self.lock().busy.remove(&start);
+    }
+
+    async fn assign_inner(self: &Arc<Self>, start: &Key) -> Result<(), Error> {
+        let (term, desc, target) = {
+            let st = self.lock();
+            let now = Instant::now();
+            let a = st.active(now).ok_or_else(|| self.not_master())?;
+            let desc = a.routing.get(start).cloned().ok_or_else(|| Error::invalid(format!("no range at {start}")))?;
+            if let Some(o) = &desc.record.owner
+                && !epoch_over(&st.nodes, o)
+            {
+                return Ok(()); // has an owner whose epoch is still current
+            }
+            let loads = node_loads(&st, a, now);
+            let target =
+                placement::least_loaded(&loads).ok_or_else(|| Error::unavailable("no live node accepts ranges"))?;
+            let epoch = st.nodes.get(&target).map_or(Epoch(0), |w| w.record.record.epoch);
+            (a.term.clone(), desc, Owner { node_id: target, epoch })
+        };
+        self.set_owner(&term, desc, Some(target.clone())).await?;
+        self.load_on(&target, start).await
+    }
+
+    /// Records `owner` for the range, conditional on the descriptor version and the term.
+    async fn set_owner(
+        &self,
+        term: &TermRecord,
+        desc: Versioned<RangeDescriptor>,
+        owner: Option<Owner>,
+    ) -> Result<(), Error> {
+        let mut next = desc.record.clone();
+        next.owner = owner;
+        let put = MetaOp::Put {
+            pk: PK_RANGE.into(),
+            sk: next.range.start.as_bytes().to_vec(),
+            value: meta::encode(&next),
+            expect: Expect::Version(desc.version),
+        };
+        let written = self.write(term, vec![put]).await;
+        // Whatever happened, take the descriptor as it now is.
+        if let Ok(Some(now)) = meta::get_range(self.meta(), &next.range.start).await
+            && let Some(a) = self.lock().active.as_mut()
+        {
+            a.routing.update(now);
+        }
+        written
+    }
+
+    /// Tells the owner to load the range (it answers once it serves it).
+    async fn load_on(&self, owner: &Owner, start: &Key) -> Result<(), Error> {
+        let (addr, range_id) = {
+            let st = self.lock();
+            let addr = st.nodes.get(&owner.node_id).map(|w| w.record.record.rpc_addr.clone());
+            let range_id = st.active.as_ref().and_then(|a| a.routing.get(start)).map(|d| d.record.range_id);
+            (addr, range_id)
+        };
+        let (Some(addr), Some(range_id)) = (addr, range_id) else {
+            return Err(Error::internal("assigned to a node or range the master does not know"));
+        };
+        let conn = self.conn(&addr).await?;
+        match conn.call(Op::Assign { range_id, start: start.clone(), claim: false }, HANDOFF_DEADLINE).await {
+            Ok(_) => {
+                tracing::info!(%range_id, node = %owner.node_id, "range assigned and serving");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A graceful handoff: the owner snapshots and releases, then the target loads.
+    async fn move_range(self: &Arc<Self>, m: placement::Move) -> Result<(), Error> {
+        if !self.lock().busy.insert(m.range_start.clone()) {
+            return Ok(());
+        }
+        let result = self.move_inner(&m).await;
+        self.lock().busy.remove(&m.range_start);
+        result
+    }
+
+    async fn move_inner(self: &Arc<Self>, m: &placement::Move) -> Result<(), Error> {
+        let from_addr = self.lock().nodes.get(&m.from).map(|w| w.record.record.rpc_addr.clone());
+        let from_addr = from_addr.ok_or_else(|| Error::internal("moving off an unknown node"))?;
+        match self.conn(&from_addr).await?.call(Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE).await {
+            Ok(_) | Err(Error::NotOwner { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let term = self.acting_term().ok_or_else(|| self.not_master())?;
+        let desc = meta::get_range(self.meta(), &m.range_start)
+            .await?
+            .ok_or_else(|| Error::internal(format!("range at {} vanished", m.range_start)))?;
+        if desc.record.range_id != m.range_id {
+            return Err(Error::conflict("the range changed bounds while moving"));
+        }
+        let (target, ok) = {
+            let st = self.lock();
+            let epoch = st.nodes.get(&m.to).map_or(Epoch(0), |w| w.record.record.epoch);
+            let still_ok = match &desc.record.owner {
+                None => true,
+                Some(o) => o.node_id == m.from || epoch_over(&st.nodes, o),
+            };
+            (Owner { node_id: m.to.clone(), epoch }, still_ok && st.nodes.accepts(Instant::now(), &m.to))
+        };
+        if !ok {
+            // Someone else owns it now, or the target went away: the range is released and
+            // the next locate (or the orphan sweep) places it.
+            return Err(Error::conflict("the move's target is no longer suitable"));
+        }
+        self.set_owner(&term, desc, Some(target.clone())).await?;
+        self.load_on(&target, &m.range_start).await
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
+        if let Some(c) = self.conns.lock().unwrap_or_else(|p| p.into_inner()).get(addr)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Connection::connect(addr, Role::Master, "master", None).await?);
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    // ---- requests ----------------------------------------------------------------------
+
+    async fn locate_many(self: &Arc<Self>, start: Key, end: Option<Key>, one: bool) -> Result<Reply, Error> {
+        let now = Instant::now();
+        let mut nudge = Vec::new();
+        let mut out = Vec::new();
+        let mut loading_ms = None;
+        {
+            let st = self.lock();
+            let Some(a) = st.active(now) else {
+                drop(st);
+                return Err(self.not_master());
+            };
+            let descs = if one {
+                a.routing.find(&start).into_iter().collect()
+            } else {
+                a.routing.covering(&start, end.as_ref(), LOCATE_RANGES_MAX)
+            };
+            if descs.is_empty() {
+                return Err(Error::unavailable("the routing table does not cover this key"));
+            }
+            for d in descs {
+                let r = &d.record;
+                match &r.owner {
+                    Some(o) if st.nodes.is_live(now, &o.node_id, o.epoch) => {
+                        let w = st.nodes.get(&o.node_id);
+                        out.push(RangeLocation {
+                            range_id: r.range_id,
+                            start: r.range.start.clone(),
+                            end: r.range.end.clone(),
+                            node_id: o.node_id.clone(),
+                            node_addr: w.map(|w| w.record.record.rpc_addr.clone()).unwrap_or_default(),
+                            lease_ms_left: st.nodes.lease_ms_left(now, &o.node_id),
+                        });
+                    }
+                    // The owner stopped heartbeating but its epoch is not over yet: wait for it.
+                    Some(o) if !epoch_over(&st.nodes, o) => {
+                        let left = st.nodes.lease_ms_left(now, &o.node_id);
+                        loading_ms = Some(loading_ms.unwrap_or(0).max(left.clamp(ASSIGNING_RETRY_MS, 500)));
+                    }
+                    _ => {
+                        if !st.busy.contains(&r.range.start) {
+                            nudge.push(r.range.start.clone());
+                        }
+                        loading_ms = Some(loading_ms.unwrap_or(ASSIGNING_RETRY_MS).max(ASSIGNING_RETRY_MS));
+                    }
+                }
+            }
+        }
+        for start in nudge {
+            tokio::spawn(self.clone().assign(start));
+        }
+        if let Some(ms) = loading_ms {
+            return Err(Error::RangeLoading { retry_after_ms: ms });
+        }
+        if one {
+            out.pop().map(Reply::Location).ok_or_else(|| Error::internal("locate found no range"))
+        } else {
+            Ok(Reply::Locations(out))
+        }
+    }
+
+    async fn drain(&self, node_id: NodeId, undo: bool) -> Result<Reply, Error> {
+        let term = self.acting_term().ok_or_else(|| self.not_master())?;
+        let epoch = {
+            let st = self.lock();
+            st.nodes.get(&node_id).map(|w| w.record.record.epoch)
+        };
+        let epoch = epoch.ok_or_else(|| Error::invalid(format!("no node {node_id} is known to the master")))?;
+        let sk = node_id.as_str().as_bytes().to_vec();
+        let op = if undo {
+            MetaOp::Delete { pk: PK_DRAIN.into(), sk, expect: Expect::Any }
+        } else {
+            MetaOp::Put { pk: PK_DRAIN.into(), sk, value: meta::encode(&DrainRecord { epoch }), expect: Expect::Any }
+        };
+        self.write(&term, vec![op]).await?;
+        let mut st = self.lock();
+        st.nodes.set_drain(&node_id, (!undo).then_some(epoch));
+        let ranges_left = st.active.as_ref().map_or(0, |a| {
+            a.routing
+                .owned_by(&node_id)
+                .filter(|d| d.record.owner.as_ref().is_some_and(|o| !epoch_over(&st.nodes, o)))
+                .count()
+        });
+        if !undo {
+            tracing::info!(node = %node_id, ranges_left, "draining");
+        }
+        Ok(Reply::Draining { node_id, ranges_left: ranges_left as u64 })
+    }
+
+    fn status(&self) -> MasterStatus {
+        let now = Instant::now();
+        let st = self.lock();
+        let active = st.active(now);
+        let mut owned: HashMap<&NodeId, u64> = HashMap::new();
+        let mut ranges = Vec::new();
+        if let Some(a) = active {
+            for d in a.routing.iter() {
+                let r = &d.record;
+                if let Some(o) = &r.owner {
+                    *owned.entry(&o.node_id).or_default() += 1;
+                }
+                let data_bytes = r
+                    .owner
+                    .as_ref()
+                    .and_then(|o| st.nodes.get(&o.node_id))
+                    .and_then(|w| w.load.range_bytes.get(&r.range_id).copied())
+                    .unwrap_or(0);
+                ranges.push(RangeView {
+                    range_id: r.range_id,
+                    range: r.range.clone(),
+                    generation: r.generation,
+                    owner: r.owner.as_ref().map(|o| o.node_id.clone()),
+                    owner_epoch: r.owner.as_ref().map(|o| o.epoch),
+                    data_bytes,
+                });
+            }
+        }
+        let nodes = st
+            .nodes
+            .iter()
+            .map(|(id, w)| NodeView {
+                node_id: id.clone(),
+                rpc_addr: w.record.record.rpc_addr.clone(),
+                epoch: w.record.record.epoch,
+                state: st.nodes.state(now, id).to_string(),
+                draining: w.is_draining(),
+                ranges: owned.get(id).copied().unwrap_or(0),
+                data_bytes: w.load.data_bytes,
+                resident_bytes: w.load.resident_bytes,
+                memory_budget_bytes: w.load.memory_budget_bytes,
+                ops_per_sec: w.load.ops_per_sec,
+                lease_ms_left: st.nodes.lease_ms_left(now, id),
+            })
+            .collect();
+        MasterStatus {
+            master_id: self.id.clone(),
+            active_term: active.map(|a| a.term.term),
+            lease_holder: st.holder.as_ref().map(|h| h.0.clone()),
+            lease_holder_rpc: st.holder.as_ref().map(|h| h.1.clone()),
+            nodes,
+            ranges,
+            writes_refused_on_term: self.writes_refused_on_term.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An owner's epoch is over when its node record moved to a later epoch, or the master
+/// ended that epoch, or the node is unknown.
+fn epoch_over(nodes: &NodeWatch, owner: &Owner) -> bool {
+    nodes.get(&owner.node_id).is_none_or(|w| {
+        let r = &w.record.record;
+        r.epoch > owner.epoch || (r.epoch == owner.epoch && r.ended)
+    })
+}
+
+/// Load figures of the nodes placement may use: reachable ones, and any node that owns
+/// ranges and is draining (so its ranges can move off).
+fn node_loads(st: &State, a: &Active, now: Instant) -> Vec<NodeLoad> {
+    let reachable: Vec<NodeId> = st.nodes.reachable(now).map(|(id, _)| id.clone()).collect();
+    reachable
+        .into_iter()
+        .map(|id| {
+            let w = st.nodes.get(&id);
+            let ranges = a
+                .routing
+                .owned_by(&id)
+                .filter(|d| d.record.owner.as_ref().is_some_and(|o| !epoch_over(&st.nodes, o)))
+                .map(|d| {
+                    let bytes = w.and_then(|w| w.load.range_bytes.get(&d.record.range_id).copied()).unwrap_or(0);
+                    (d.record.range.start.clone(), d.record.range_id, placement::range_score(bytes))
+                })
+                .collect();
+            NodeLoad {
+                accepts: st.nodes.accepts(now, &id),
+                draining: w.is_some_and(|w| w.is_draining()),
+                node_id: id,
+                ranges,
+            }
+        })
+        .collect()
+}
+
+impl Service for Master {
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: self.id.clone(), role: Role::Master }
+    }
+
+    fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
+        async move {
+            op.validate()?;
+            match op {
+                Op::Ping => Ok(Reply::Pong),
+                Op::Locate { key } => self.locate_many(key, None, true).await,
+                Op::LocateRange { start, end } => self.locate_many(start, end, false).await,
+                Op::Drain { node_id, undo } => self.drain(node_id, undo).await,
+                Op::MasterStatus => Ok(Reply::Master(self.status())),
+                _ => Err(Error::invalid(
+                    "this is a master: send data requests to the node that serves the key (locate it first)",
+                )),
+            }
+        }
+    }
+}

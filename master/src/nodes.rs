@@ -1,0 +1,246 @@
+//! What the master knows of each node: its meta record, watched on the master's own
+//! monotonic clock (DESIGN section 4), and its load as last reported.
+//!
+//! A node is declared dead only after its record's nonce (`rvn`) has stayed the same for the
+//! node's full liveness duration as this master measured it; nothing else (a missed stats
+//! poll, a gossip report) shortens that wait.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ampstore_common::meta::{NodeRecord, Versioned};
+use ampstore_common::protocol::NodeStats;
+use ampstore_common::{Epoch, NodeId, RangeId};
+
+/// A stats answer older than this makes a node unreachable for placement.
+pub const STATS_STALE: Duration = Duration::from_secs(3);
+
+/// A node's load as it last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    pub ranges: u64,
+    pub data_bytes: u64,
+    pub resident_bytes: u64,
+    pub memory_budget_bytes: u64,
+    pub ops_per_sec: u64,
+    /// Data bytes of each range the node serves.
+    pub range_bytes: BTreeMap<RangeId, u64>,
+}
+
+pub struct Watched {
+    pub record: Versioned<NodeRecord>,
+    /// When this master first saw the record's current nonce.
+    rvn_since: Instant,
+    pub load: Load,
+    stats_at: Option<Instant>,
+    ops_total: Option<(u64, Instant)>,
+    /// The epoch a drain was requested in (a drain ends with the epoch).
+    pub drain_epoch: Option<Epoch>,
+}
+
+impl Watched {
+    pub fn is_draining(&self) -> bool {
+        self.drain_epoch == Some(self.record.record.epoch)
+    }
+}
+
+#[derive(Default)]
+pub struct NodeWatch {
+    nodes: BTreeMap<NodeId, Watched>,
+}
+
+impl NodeWatch {
+    /// Records a node record as read from meta at `now`.
+    pub fn observe(&mut self, now: Instant, id: &NodeId, record: Versioned<NodeRecord>) {
+        match self.nodes.get_mut(id) {
+            None => {
+                let w = Watched {
+                    record,
+                    rvn_since: now,
+                    load: Load::default(),
+                    stats_at: None,
+                    ops_total: None,
+                    drain_epoch: None,
+                };
+                self.nodes.insert(id.clone(), w);
+            }
+            Some(w) => {
+                let cur = &w.record.record;
+                if cur.rvn != record.record.rvn || cur.epoch != record.record.epoch || cur.ended != record.record.ended
+                {
+                    w.rvn_since = now;
+                }
+                debug_assert!(
+                    record.record.epoch >= cur.epoch || record.version < w.record.version,
+                    "epochs never go back"
+                );
+                if record.version >= w.record.version {
+                    w.record = record;
+                }
+            }
+        }
+    }
+
+    pub fn set_drain(&mut self, id: &NodeId, epoch: Option<Epoch>) {
+        if let Some(w) = self.nodes.get_mut(id) {
+            w.drain_epoch = epoch;
+        }
+    }
+
+    /// Nodes whose live epoch has shown no heartbeat for their full liveness duration.
+    pub fn expired(&self, now: Instant) -> Vec<(NodeId, Versioned<NodeRecord>)> {
+        self.nodes
+            .iter()
+            .filter(|(_, w)| !w.record.record.ended && now.saturating_duration_since(w.rvn_since) >= liveness(w))
+            .map(|(id, w)| (id.clone(), w.record.clone()))
+            .collect()
+    }
+
+    /// Whether `id` is live in `epoch` by this master's clock.
+    pub fn is_live(&self, now: Instant, id: &NodeId, epoch: Epoch) -> bool {
+        self.nodes.get(id).is_some_and(|w| {
+            let r = &w.record.record;
+            !r.ended && r.epoch == epoch && now.saturating_duration_since(w.rvn_since) < liveness(w)
+        })
+    }
+
+    /// How long `id`'s current epoch has left by this master's clock.
+    pub fn lease_ms_left(&self, now: Instant, id: &NodeId) -> u64 {
+        self.nodes
+            .get(id)
+            .map_or(0, |w| liveness(w).saturating_sub(now.saturating_duration_since(w.rvn_since)).as_millis() as u64)
+    }
+
+    /// Live, reachable (recent stats) nodes: the ones ranges may be placed on or moved off.
+    pub fn reachable(&self, now: Instant) -> impl Iterator<Item = (&NodeId, &Watched)> {
+        self.nodes.iter().filter(move |(id, w)| {
+            self.is_live(now, id, w.record.record.epoch)
+                && w.stats_at.is_some_and(|t| now.saturating_duration_since(t) < STATS_STALE)
+        })
+    }
+
+    /// Whether new ranges may go to this node: reachable, not draining, under its budget.
+    pub fn accepts(&self, now: Instant, id: &NodeId) -> bool {
+        self.reachable(now).any(|(i, w)| {
+            i == id
+                && !w.is_draining()
+                && (w.load.memory_budget_bytes == 0 || w.load.data_bytes < w.load.memory_budget_bytes)
+        })
+    }
+
+    pub fn set_stats(&mut self, now: Instant, id: &NodeId, stats: &NodeStats) {
+        let Some(w) = self.nodes.get_mut(id) else { return };
+        let mut load = Load {
+            ranges: stats.ranges.len() as u64,
+            data_bytes: stats.ranges.iter().map(|r| r.data_bytes).sum(),
+            resident_bytes: stats.resident_bytes,
+            memory_budget_bytes: stats.memory_budget_bytes,
+            ops_per_sec: w.load.ops_per_sec,
+            range_bytes: stats.ranges.iter().map(|r| (r.range_id, r.data_bytes)).collect(),
+        };
+        if let Some((before, at)) = w.ops_total {
+            let secs = now.saturating_duration_since(at).as_secs_f64();
+            if secs > 0.0 && stats.ops_total >= before {
+                load.ops_per_sec = ((stats.ops_total - before) as f64 / secs) as u64;
+            }
+        }
+        w.ops_total = Some((stats.ops_total, now));
+        w.load = load;
+        w.stats_at = Some(now);
+    }
+
+    pub fn get(&self, id: &NodeId) -> Option<&Watched> {
+        self.nodes.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Watched)> {
+        self.nodes.iter()
+    }
+
+    /// `live`, `dead` (epoch ended or no heartbeat) or `unreachable` (no recent stats).
+    pub fn state(&self, now: Instant, id: &NodeId) -> &'static str {
+        let Some(w) = self.nodes.get(id) else { return "unknown" };
+        if !self.is_live(now, id, w.record.record.epoch) {
+            "dead"
+        } else if w.stats_at.is_some_and(|t| now.saturating_duration_since(t) < STATS_STALE) {
+            "live"
+        } else {
+            "unreachable"
+        }
+    }
+}
+
+fn liveness(w: &Watched) -> Duration {
+    Duration::from_millis(w.record.record.liveness_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: u64, rvn: u64, version: u64, ended: bool) -> Versioned<NodeRecord> {
+        Versioned {
+            version,
+            record: NodeRecord { epoch: Epoch(epoch), rvn, rpc_addr: "a:1".into(), liveness_ms: 1000, ended },
+        }
+    }
+
+    #[test]
+    fn a_node_expires_only_after_a_full_liveness_without_a_new_nonce() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let n = NodeId::new("n1").unwrap();
+        let mut w = NodeWatch::default();
+        w.observe(ms(0), &n, rec(1, 10, 1, false));
+        assert!(w.is_live(ms(0), &n, Epoch(1)));
+        // Heartbeats keep coming: never expires.
+        for (i, t) in [300u64, 600, 900, 1200, 1500].into_iter().enumerate() {
+            w.observe(ms(t), &n, rec(1, 11 + i as u64, 2 + i as u64, false));
+            assert!(w.expired(ms(t)).is_empty());
+        }
+        // Heartbeats stop at 1500 (last new nonce seen then).
+        w.observe(ms(2000), &n, rec(1, 15, 6, false));
+        assert!(w.expired(ms(2499)).is_empty());
+        assert!(w.is_live(ms(2499), &n, Epoch(1)));
+        assert_eq!(w.lease_ms_left(ms(2000), &n), 500);
+        assert_eq!(w.expired(ms(2500)).len(), 1);
+        assert!(!w.is_live(ms(2500), &n, Epoch(1)));
+        // The master ends the epoch: the ended record is not expired again.
+        w.observe(ms(2600), &n, rec(2, 15, 7, true));
+        assert!(w.expired(ms(9000)).is_empty());
+        assert!(!w.is_live(ms(2600), &n, Epoch(2)));
+        // The node registers a new epoch: live again.
+        w.observe(ms(3000), &n, rec(3, 16, 8, false));
+        assert!(w.is_live(ms(3000), &n, Epoch(3)));
+        assert!(!w.is_live(ms(3000), &n, Epoch(1)), "an older epoch is never live");
+    }
+
+    #[test]
+    fn placement_needs_recent_stats_no_drain_and_room_in_the_budget() {
+        let t0 = Instant::now();
+        let n = NodeId::new("n1").unwrap();
+        let mut w = NodeWatch::default();
+        w.observe(t0, &n, rec(1, 1, 1, false));
+        assert!(!w.accepts(t0, &n), "no stats yet");
+        let mut stats = NodeStats {
+            node_id: n.clone(),
+            epoch: Epoch(1),
+            liveness_ms_left: 500,
+            ranges: vec![],
+            resident_bytes: 1,
+            ops_total: 100,
+            memory_budget_bytes: 0,
+        };
+        w.set_stats(t0, &n, &stats);
+        assert!(w.accepts(t0, &n));
+        assert_eq!(w.state(t0, &n), "live");
+        stats.ops_total = 600;
+        w.set_stats(t0 + Duration::from_millis(500), &n, &stats);
+        assert_eq!(w.get(&n).unwrap().load.ops_per_sec, 1000);
+        w.set_drain(&n, Some(Epoch(1)));
+        assert!(!w.accepts(t0, &n));
+        w.set_drain(&n, Some(Epoch(0)));
+        assert!(w.accepts(t0, &n), "a drain of an earlier epoch is over");
+        assert!(!w.accepts(t0 + STATS_STALE + Duration::from_millis(600), &n), "stats too old");
+    }
+}
