@@ -479,6 +479,10 @@ impl Master {
         }
         let result = self.move_inner(&m).await;
         self.lock().busy.remove(&m.range_start);
+        if result.is_err() {
+            // The owner may have released it already: place it now rather than on demand.
+            tokio::spawn(self.clone().assign(m.range_start.clone()));
+        }
         result
     }
 

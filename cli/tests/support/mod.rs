@@ -207,3 +207,265 @@ pub async fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
+
+// ---- masters and routed calls ----------------------------------------------------------
+
+use ampstore_client::connection::Connection;
+use ampstore_common::Key;
+use ampstore_common::meta::{self, RangeDescriptor};
+use ampstore_common::protocol::{MasterStatus, RangeLocation};
+use ampstore_common::store::Expect;
+use ampstore_common::{KeyRange, RangeId};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Timings of the master-level tests: fast failure detection on a busy 2-core machine.
+pub const FAST_LIVENESS_MS: u64 = 1500;
+pub const FAST_HEARTBEAT_MS: u64 = 250;
+pub const FAST_MARGIN_MS: u64 = 400;
+pub const LEASE_MS: u64 = 2000;
+
+/// Node flags for the master-level tests.
+pub fn fast_node_flags() -> Vec<String> {
+    [
+        format!("node.liveness_ms={FAST_LIVENESS_MS}"),
+        format!("node.heartbeat_ms={FAST_HEARTBEAT_MS}"),
+        format!("node.liveness_margin_ms={FAST_MARGIN_MS}"),
+    ]
+    .into_iter()
+    .flat_map(|kv| ["--set".to_string(), kv])
+    .collect()
+}
+
+pub fn start_fast_node(data_dir: &Path, store_dir: &Path) -> NodeProc {
+    let flags = fast_node_flags();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    NodeProc::start(data_dir, store_dir, &extra)
+}
+
+/// A master process of the `ampstore` binary.
+pub struct MasterProc {
+    pub child: Child,
+    pub rpc: String,
+    pub id: String,
+}
+
+impl MasterProc {
+    pub fn start(data_dir: &Path, store_dir: &Path) -> MasterProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ampstore"));
+        cmd.arg("--data").arg(data_dir).args(["master", "--rpc", "127.0.0.1:0"]);
+        cmd.arg("--set").arg(format!("backend.local.dir={}", store_dir.display()));
+        for kv in [
+            format!("master.lease_ms={LEASE_MS}"),
+            "master.renew_ms=250".to_string(),
+            "master.lease_margin_ms=500".to_string(),
+            "master.poll_ms=100".to_string(),
+            "master.stats_ms=300".to_string(),
+        ] {
+            cmd.arg("--set").arg(kv);
+        }
+        cmd.env_remove("AMPSTORE_CONFIG").env("RUST_LOG", "warn,ampstore_master=info");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start master");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("master printed nothing").expect("read master stdout");
+        // "ampstore master ID ready: rpc ADDR"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words.len() >= 6 && words[3] == "ready:", "unexpected ready line: {line}");
+        let (id, rpc) = (words[2].to_string(), words[5].to_string());
+        std::thread::spawn(move || for _ in lines {});
+        MasterProc { child, rpc, id }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    pub async fn status(&self) -> Option<MasterStatus> {
+        let conn = Connection::connect(&self.rpc, Role::Client, "test", None).await.ok()?;
+        match conn.call(Op::MasterStatus, Duration::from_secs(5)).await {
+            Ok(Reply::Master(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for MasterProc {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes range descriptors splitting the key space at `splits` (before any master runs),
+/// as splits (step 6) will; `splits` must be ascending and non-empty keys.
+pub async fn create_ranges(store: &Backend, splits: &[&str]) {
+    let mut bounds: Vec<Key> = vec![Key::default()];
+    bounds.extend(splits.iter().map(|s| Key::from(*s)));
+    for (i, start) in bounds.iter().enumerate() {
+        let end = bounds.get(i + 1).cloned();
+        let desc = RangeDescriptor {
+            range_id: RangeId(i as u64 + 1),
+            range: KeyRange::new(start.clone(), end).unwrap(),
+            generation: 1,
+            owner: None,
+            checkpoint: None,
+        };
+        meta::put_range(store.meta.as_ref(), &desc, Expect::Absent).await.unwrap();
+    }
+}
+
+/// A minimal routing client for tests (the client crate proper comes in step 5): locates
+/// ranges through the masters, caches the answers, and retries retryable errors until a
+/// per-call deadline.
+pub struct Router {
+    masters: Vec<String>,
+    cache: std::sync::Mutex<Vec<RangeLocation>>,
+    conns: std::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    pub deadline: Duration,
+    /// When false, a call fails on the first error instead of relocating (to prove cached
+    /// routes keep working).
+    pub retry: bool,
+}
+
+impl Router {
+    pub fn new(masters: &[&str]) -> Router {
+        Router {
+            masters: masters.iter().map(|s| s.to_string()).collect(),
+            cache: Default::default(),
+            conns: Default::default(),
+            deadline: Duration::from_secs(10),
+            retry: true,
+        }
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
+        if let Some(c) = self.conns.lock().unwrap().get(addr)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Connection::connect(addr, Role::Client, "test-router", None).await?);
+        self.conns.lock().unwrap().insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Asks the masters (each in turn) where `key` lives.
+    pub async fn locate(&self, key: &Key) -> Result<RangeLocation, Error> {
+        let mut last = Error::unavailable("no master");
+        for m in &self.masters {
+            let conn = match self.conn(m).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match conn.call(Op::Locate { key: key.clone() }, Duration::from_secs(5)).await {
+                Ok(Reply::Location(loc)) => {
+                    let mut cache = self.cache.lock().unwrap();
+                    cache.retain(|l| l.range_id != loc.range_id && !l.contains(&loc.start));
+                    cache.push(loc.clone());
+                    return Ok(loc);
+                }
+                Ok(other) => return Err(Error::internal(format!("locate answered {other:?}"))),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    pub fn cached(&self, key: &Key) -> Option<RangeLocation> {
+        self.cache.lock().unwrap().iter().find(|l| l.contains(key)).cloned()
+    }
+
+    fn forget(&self, key: &Key) {
+        self.cache.lock().unwrap().retain(|l| !l.contains(key));
+    }
+
+    /// Sends a keyed op to the node owning `key`, relocating and retrying on retryable
+    /// errors until the deadline.
+    pub async fn call(&self, key: &Key, op: Op) -> Result<Reply, Error> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let result = async {
+                let loc = match self.cached(key) {
+                    Some(l) => l,
+                    None => self.locate(key).await?,
+                };
+                let conn = self.conn(&loc.node_addr).await?;
+                conn.call(op.clone(), Duration::from_secs(3)).await
+            }
+            .await;
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) if self.retry && e.is_retryable() && started.elapsed() < self.deadline => {
+                    if !matches!(e, Error::RangeLoading { .. }) {
+                        self.forget(key);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        write_id: Option<ampstore_common::protocol::WriteId>,
+    ) -> Result<(), Error> {
+        let k = Key::from(key);
+        self.call(&k, Op::Put { key: k.clone(), value: value.to_vec(), write_id }).await.map(|_| ())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let k = Key::from(key);
+        match self.call(&k, Op::Get { key: k.clone() }).await? {
+            Reply::Value(v) => Ok(v.map(|v| v.value)),
+            other => Err(Error::internal(format!("get answered {other:?}"))),
+        }
+    }
+}
+
+/// Waits until one of `masters` reports itself active; returns its index.
+pub async fn wait_active(masters: &[&MasterProc], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for (i, m) in masters.iter().enumerate() {
+            if let Some(s) = m.status().await
+                && s.active_term.is_some()
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no master became active within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every range's owner node as recorded in meta, by range id.
+pub async fn owners(store: &Backend) -> Vec<(RangeId, Option<String>)> {
+    meta::list_ranges(store.meta.as_ref())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.record.range_id, d.record.owner.map(|o| o.node_id.to_string())))
+        .collect()
+}

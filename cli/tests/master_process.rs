@@ -1,0 +1,403 @@
+//! The master with real processes on 127.0.0.1: failure reassignment, master failover, a
+//! paused master, a joining node and a drain (issue 4).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ampstore_common::Key;
+use ampstore_common::meta;
+use ampstore_common::protocol::{Op, Reply, WriteId};
+use support::*;
+
+/// The tests measure failover times: one cluster at a time on this machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    store_dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+    masters: Vec<MasterProc>,
+    nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// `splits`: range boundaries written before the first master starts.
+    async fn start(masters: usize, nodes: usize, splits: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let store_dir = root.join("store");
+        if !splits.is_empty() {
+            create_ranges(&open_store(&store_dir), splits).await;
+        }
+        let masters = (0..masters).map(|i| MasterProc::start(&root.join(format!("m{i}")), &store_dir)).collect();
+        let nodes = (0..nodes).map(|i| start_fast_node(&root.join(format!("n{i}")), &store_dir)).collect();
+        Cluster { _dir: dir, store_dir, root, masters, nodes }
+    }
+
+    fn add_node(&mut self) -> &NodeProc {
+        let i = self.nodes.len();
+        self.nodes.push(start_fast_node(&self.root.join(format!("n{i}")), &self.store_dir));
+        self.nodes.last().unwrap()
+    }
+
+    fn master_addrs(&self) -> Vec<&str> {
+        self.masters.iter().map(|m| m.rpc.as_str()).collect()
+    }
+
+    fn node_index(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.node_id == id).unwrap_or_else(|| panic!("no node {id}"))
+    }
+}
+
+/// Ranges split at k1..k9 so keys `kNNNN` spread over 10 ranges.
+const TEN_RANGES: &[&str] = &["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"];
+
+fn key(i: u64) -> String {
+    format!("k{:04}", (i * 7919) % 10_000)
+}
+
+/// Puts keys until `stop`, recording every acknowledged one. Each put is one logical
+/// write (same write id across retries) with the router's retry deadline.
+async fn writer(
+    router: Arc<Router>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    worst_ms: Arc<AtomicU64>,
+    client: u64,
+) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let value = format!("v{i}");
+        match router.put(&key(i), value.as_bytes(), Some(WriteId { client, n: i })).await {
+            Ok(()) => acked.lock().unwrap().push(i),
+            Err(e) => panic!(
+                "write {} failed after {:?} (retry deadline {:?}): {e}",
+                key(i),
+                started.elapsed(),
+                router.deadline
+            ),
+        }
+        worst_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Every acknowledged write reads back with its value (later writes to the same key win:
+/// keys repeat every 10,000 writes, far beyond these tests).
+async fn check_acked(router: &Router, acked: &[u64]) {
+    for &i in acked {
+        let got = router.get(&key(i)).await.unwrap_or_else(|e| panic!("read {}: {e}", key(i)));
+        assert_eq!(got.as_deref(), Some(format!("v{i}").as_bytes()), "acknowledged write {} lost", key(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_owner_is_replaced_within_3s_and_no_acknowledged_write_is_lost() {
+    let _serial = serial();
+    let mut c = Cluster::start(1, 3, TEN_RANGES).await;
+    let router = Arc::new(Router::new(&c.master_addrs()));
+    // Load every range, then write while we kill the owner of one key.
+    for i in 0..50 {
+        router.put(&key(i), format!("v{i}").as_bytes(), Some(WriteId { client: 1, n: i })).await.unwrap();
+    }
+    let (stop, acked, worst) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new((0..50).collect())), Arc::new(AtomicU64::new(0)));
+    let w = tokio::spawn(writer(router.clone(), stop.clone(), acked.clone(), worst.clone(), 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let probe = Key::from("k5000");
+    let owner = router.locate(&probe).await.unwrap();
+    let victim = c.node_index(owner.node_id.as_str());
+    c.nodes[victim].kill9();
+    let killed_at = Instant::now();
+    // A fresh reader (no cached route) asks until the key is served again.
+    let fresh = Router::new(&c.master_addrs());
+    loop {
+        match fresh.call(&probe, Op::Get { key: probe.clone() }).await {
+            Ok(Reply::Value(_)) => break,
+            other => assert!(killed_at.elapsed() < Duration::from_secs(10), "never served again: {other:?}"),
+        }
+    }
+    let took = killed_at.elapsed();
+    let new_owner = fresh.locate(&probe).await.unwrap();
+    println!(
+        "key served again by {} {:.0} ms after SIGKILL of {}",
+        new_owner.node_id,
+        took.as_secs_f64() * 1000.0,
+        owner.node_id
+    );
+    assert_ne!(new_owner.node_id, owner.node_id);
+    assert!(took < Duration::from_secs(3), "served again only after {took:?}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    w.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    println!("{} writes acknowledged across the kill; slowest took {} ms", acked.len(), worst.load(Ordering::Relaxed));
+    check_acked(&router, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_master_takes_over_and_cached_routes_never_notice() {
+    let _serial = serial();
+    let mut c = Cluster::start(2, 3, TEN_RANGES).await;
+    let store = open_store(&c.store_dir);
+    let router = Arc::new(Router::new(&c.master_addrs()));
+    for i in 0..100 {
+        router.put(&key(i), format!("v{i}").as_bytes(), None).await.unwrap();
+    }
+    // Every range is served and cached by a client that will not relocate.
+    let mut cached = Router::new(&c.master_addrs());
+    for b in ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"] {
+        cached.locate(&Key::from(b)).await.unwrap();
+    }
+    // Any error at all fails the call: the client must not need the master.
+    cached.retry = false;
+    let cached = Arc::new(cached);
+    let before = owners(&store).await;
+    assert!(before.iter().all(|(_, o)| o.is_some()), "{before:?}");
+
+    let refs: Vec<&MasterProc> = c.masters.iter().collect();
+    let active = wait_active(&refs, Duration::from_secs(10)).await;
+    let standby = 1 - active;
+    let (stop, errors, ops) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU64::new(0)));
+    let client = {
+        let (cached, stop, errors, ops) = (cached.clone(), stop.clone(), errors.clone(), ops.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let k = key(i % 100);
+                let r = if i % 2 == 0 {
+                    cached.get(&k).await.map(|_| ())
+                } else {
+                    cached.put(&k, format!("v{}", i % 100).as_bytes(), None).await
+                };
+                if let Err(e) = r {
+                    errors.lock().unwrap().push(format!("{k}: {e}"));
+                }
+                ops.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.masters[active].kill9();
+    let killed_at = Instant::now();
+    loop {
+        if c.masters[standby].status().await.is_some_and(|s| s.active_term.is_some()) {
+            break;
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(15), "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = killed_at.elapsed();
+    println!(
+        "standby active {:.0} ms after SIGKILL of the active master (lease {LEASE_MS} ms)",
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(took <= Duration::from_millis(LEASE_MS + 1000), "took over after {took:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    client.await.unwrap();
+    let errors = errors.lock().unwrap().clone();
+    println!(
+        "{} client calls on cached routes during the failover, {} errors",
+        ops.load(Ordering::Relaxed),
+        errors.len()
+    );
+    assert!(errors.is_empty(), "clients noticed the master change: {:?}", &errors[..errors.len().min(5)]);
+    assert_eq!(owners(&store).await, before, "a range changed owner because of the master change");
+    // The new master answers locates with the same owners.
+    let fresh = Router::new(&[c.masters[standby].rpc.as_str()]);
+    for b in ["k0", "k5", "k9"] {
+        let loc = fresh.locate(&Key::from(b)).await.unwrap();
+        assert_eq!(Some(loc.node_id.to_string()), cached.cached(&Key::from(b)).map(|l| l.node_id.to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_master_cannot_change_routing_after_it_resumes() {
+    let _serial = serial();
+    let mut c = Cluster::start(2, 3, TEN_RANGES).await;
+    let store = open_store(&c.store_dir);
+    let router = Router::new(&c.master_addrs());
+    for i in 0..50 {
+        router.put(&key(i), format!("v{i}").as_bytes(), None).await.unwrap();
+    }
+    let refs: Vec<&MasterProc> = c.masters.iter().collect();
+    let a = wait_active(&refs, Duration::from_secs(10)).await;
+    let b = 1 - a;
+    let term_a = meta::get_term(store.meta.as_ref()).await.unwrap().unwrap();
+    assert_eq!(term_a.holder.as_str(), c.masters[a].id);
+
+    c.masters[a].signal(libc::SIGSTOP);
+    let paused_at = Instant::now();
+    wait_until("the standby to take over", Duration::from_millis(LEASE_MS + 3000), async || {
+        c.masters[b].status().await.is_some_and(|s| s.active_term.is_some())
+    })
+    .await;
+    println!("standby active {:.0} ms after the active master was paused", paused_at.elapsed().as_secs_f64() * 1000.0);
+    // While A is paused, B changes routing: a node dies and B reassigns its ranges.
+    let victim_id = router.locate(&Key::from("k3")).await.unwrap().node_id.to_string();
+    let victim = c.node_index(&victim_id);
+    c.nodes[victim].kill9();
+    wait_until("B to reassign the dead node's ranges", Duration::from_secs(10), async || {
+        owners(&store).await.iter().all(|(_, o)| o.as_deref().is_some_and(|o| o != victim_id))
+    })
+    .await;
+    // Let B finish what it does after a failure (rebalancing the survivors): routing stays
+    // the same for 2 s.
+    let mut routing_by_b = owners(&store).await;
+    let mut stable_since = Instant::now();
+    while stable_since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = owners(&store).await;
+        if now != routing_by_b {
+            (routing_by_b, stable_since) = (now, Instant::now());
+        }
+    }
+    let term_b = meta::get_term(store.meta.as_ref()).await.unwrap().unwrap();
+    assert!(term_b.term > term_a.term);
+
+    // A resumes: it may still believe in its old term for a moment, but meta refuses it.
+    c.masters[a].signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 500)).await;
+    let status_a = c.masters[a].status().await.unwrap();
+    assert_eq!(status_a.active_term, None, "a deposed master must be a standby");
+    assert_eq!(status_a.lease_holder.map(|h| h.to_string()), Some(c.masters[b].id.clone()));
+    let err = ampstore_client::connection::Connection::connect(
+        &c.masters[a].rpc,
+        ampstore_common::protocol::Role::Client,
+        "t",
+        None,
+    )
+    .await
+    .unwrap()
+    .call(Op::Locate { key: Key::from("k1") }, Duration::from_secs(5))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ampstore_common::Error::NotMaster { hint: Some(ref h) } if h.rpc_addr == c.masters[b].rpc),
+        "{err:?}"
+    );
+    assert_eq!(meta::get_term(store.meta.as_ref()).await.unwrap().unwrap(), term_b, "the term item is B's");
+    assert_eq!(owners(&store).await, routing_by_b, "routing changed after the paused master resumed");
+    check_acked(&router, &(0..50).collect::<Vec<_>>()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
+    let _serial = serial();
+    let mut c = Cluster::start(1, 3, &["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k95", "l"]).await;
+    let router = Router::new(&c.master_addrs());
+    let keys: Vec<u64> = (0..300).collect();
+    for &i in &keys {
+        router.put(&key(i), format!("v{i}").as_bytes(), None).await.unwrap();
+    }
+    router.put("m-first-key-of-the-last-range", b"x", None).await.unwrap();
+    let counts = async |m: &MasterProc| {
+        let s = m.status().await.unwrap();
+        s.nodes.iter().filter(|n| n.state == "live").map(|n| (n.node_id.to_string(), n.ranges)).collect::<Vec<_>>()
+    };
+    println!("before the join: {:?}", counts(&c.masters[0]).await);
+    let joined = c.add_node().node_id.clone();
+    let master = &c.masters[0];
+    let started = Instant::now();
+    wait_until("the new node to get its share (3 of 12 ranges)", Duration::from_secs(30), async || {
+        let s = master.status().await.unwrap();
+        let per_node: Vec<u64> = s.nodes.iter().filter(|n| n.state == "live").map(|n| n.ranges).collect();
+        per_node.len() == 4 && per_node.iter().all(|&r| r == 3)
+    })
+    .await;
+    println!("after the join ({:.1} s): {:?}", started.elapsed().as_secs_f64(), counts(master).await);
+    let s = master.status().await.unwrap();
+    assert_eq!(s.nodes.iter().find(|n| n.node_id.as_str() == joined).unwrap().ranges, 3);
+    check_acked(&router, &keys).await;
+    assert_eq!(router.get("m-first-key-of-the-last-range").await.unwrap().as_deref(), Some(&b"x"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_empties_a_node_while_a_writer_runs() {
+    let _serial = serial();
+    let c = Cluster::start(1, 3, TEN_RANGES).await;
+    let mut router = Router::new(&c.master_addrs());
+    // The retry deadline no write may exceed.
+    router.deadline = Duration::from_secs(5);
+    let router = Arc::new(router);
+    for i in 0..30 {
+        router.put(&key(i), format!("v{i}").as_bytes(), Some(WriteId { client: 1, n: i })).await.unwrap();
+    }
+    let master = &c.masters[0];
+    wait_until("every node to hold ranges", Duration::from_secs(10), async || {
+        let s = master.status().await.unwrap();
+        s.nodes.iter().all(|n| n.ranges > 0)
+    })
+    .await;
+    let s = master.status().await.unwrap();
+    let target = s.nodes.iter().max_by_key(|n| n.ranges).unwrap().node_id.to_string();
+    let held = s.nodes.iter().find(|n| n.node_id.as_str() == target).unwrap().ranges;
+
+    let (stop, acked, worst) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new((0..30).collect())), Arc::new(AtomicU64::new(0)));
+    let w = tokio::spawn(writer(router.clone(), stop.clone(), acked.clone(), worst.clone(), 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let (master_rpc, target) = (master.rpc.clone(), target.clone());
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+                .args(["drain", &target, "--master", &master_rpc, "--timeout", "60"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "drain failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("drained"), "{stdout}");
+    println!("drain of {target} ({held} ranges) took {:.1} s: {}", started.elapsed().as_secs_f64(), stdout.trim());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    w.await.unwrap();
+
+    let s = master.status().await.unwrap();
+    let drained = s.nodes.iter().find(|n| n.node_id.as_str() == target).unwrap();
+    assert!(drained.draining);
+    assert_eq!(drained.ranges, 0);
+    assert!(s.ranges.iter().all(|r| r.owner.as_ref().is_some_and(|o| o.as_str() != target)));
+    // The node itself serves nothing.
+    let node = c.nodes.iter().find(|n| n.node_id == target).unwrap();
+    let mut tc = TestClient::connect(&node.rpc).await.unwrap();
+    let Ok(Reply::Stats(stats)) = tc.call(Op::RangeStats).await else { panic!("stats") };
+    assert!(stats.ranges.iter().all(|r| r.state != "serving"), "{:?}", stats.ranges);
+    let acked = acked.lock().unwrap().clone();
+    println!(
+        "{} writes during the drain; slowest took {} ms (deadline {:?})",
+        acked.len(),
+        worst.load(Ordering::Relaxed),
+        router.deadline
+    );
+    check_acked(&router, &acked).await;
+    // Undo: the node accepts ranges again.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+        .args(["drain", &target, "--master", &master.rpc, "--undo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait_until("the undrained node to get ranges back", Duration::from_secs(20), async || {
+        master.status().await.unwrap().nodes.iter().any(|n| n.node_id.as_str() == target && !n.draining && n.ranges > 0)
+    })
+    .await;
+}
