@@ -30,6 +30,11 @@ struct Cluster {
 impl Cluster {
     /// `splits`: range boundaries written before the first master starts.
     async fn start(masters: usize, nodes: usize, splits: &[&str]) -> Cluster {
+        Cluster::start_with(masters, nodes, splits, &[]).await
+    }
+
+    /// `node_flags`: extra flags for every node.
+    async fn start_with(masters: usize, nodes: usize, splits: &[&str], node_flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let store_dir = root.join("store");
@@ -37,7 +42,10 @@ impl Cluster {
             create_ranges(&open_store(&store_dir), splits).await;
         }
         let masters = (0..masters).map(|i| MasterProc::start(&root.join(format!("m{i}")), &store_dir)).collect();
-        let nodes = (0..nodes).map(|i| start_fast_node(&root.join(format!("n{i}")), &store_dir)).collect();
+        let mut flags = fast_node_flags();
+        flags.extend(node_flags.iter().map(|f| f.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let nodes = (0..nodes).map(|i| NodeProc::start(&root.join(format!("n{i}")), &store_dir, &flags)).collect();
         Cluster { _dir: dir, store_dir, root, masters, nodes }
     }
 
@@ -400,4 +408,37 @@ async fn drain_empties_a_node_while_a_writer_runs() {
         master.status().await.unwrap().nodes.iter().any(|n| n.node_id.as_str() == target && !n.draining && n.ranges > 0)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_release_idle_ranges_to_stay_under_their_memory_budget() {
+    let _serial = serial();
+    const BUDGET: u64 = 24 * 1024;
+    let budget_flag = format!("node.memory_budget_bytes={BUDGET}");
+    let c = Cluster::start_with(1, 2, TEN_RANGES, &["--set", &budget_flag, "--set", "node.budget_idle_ms=300"]).await;
+    let router = Router::new(&c.master_addrs());
+    // 10 ranges x 4 keys x 2 KiB = 80 KiB of data for 2 nodes with 24 KiB each.
+    let value = vec![b'x'; 2048];
+    let keys: Vec<String> = (0..10).flat_map(|r| (0..4).map(move |i| format!("k{r}{i:03}"))).collect();
+    for k in &keys {
+        router.put(k, &value, None).await.unwrap();
+    }
+    let master = &c.masters[0];
+    wait_until("both nodes to be back under their budget", Duration::from_secs(20), async || {
+        let s = master.status().await.unwrap();
+        let released = s.ranges.iter().any(|r| r.owner.is_none());
+        released && s.nodes.iter().all(|n| n.memory_budget_bytes == BUDGET && n.data_bytes <= BUDGET)
+    })
+    .await;
+    let s = master.status().await.unwrap();
+    let unowned = s.ranges.iter().filter(|r| r.owner.is_none()).count();
+    println!(
+        "after the writes: {unowned} of 10 ranges released; data per node {:?}",
+        s.nodes.iter().map(|n| n.data_bytes).collect::<Vec<_>>()
+    );
+    assert!(unowned > 0, "some ranges must have been released");
+    // Released ranges come back on demand: every key reads back.
+    for k in &keys {
+        assert_eq!(router.get(k).await.unwrap().as_deref(), Some(&value[..]), "{k}");
+    }
 }

@@ -374,7 +374,7 @@ impl Master {
             if st.moves_in_flight > 0 || !st.busy.is_empty() {
                 return;
             }
-            let loads = node_loads(&st, a, now);
+            let loads = node_loads(&st, a, now, false);
             placement::plan_moves(&loads, self.cfg.moves_in_flight_max as usize, self.cfg.balance_tolerance_pct)
         };
         for m in moves {
@@ -416,9 +416,11 @@ impl Master {
             {
                 return Ok(()); // has an owner whose epoch is still current
             }
-            let loads = node_loads(&st, a, now);
-            let target =
-                placement::least_loaded(&loads).ok_or_else(|| Error::unavailable("no live node accepts ranges"))?;
+            // Nodes under their memory budget first; when every node is at its budget, the
+            // least loaded one anyway (it releases idle ranges to make room).
+            let target = placement::least_loaded(&node_loads(&st, a, now, false))
+                .or_else(|| placement::least_loaded(&node_loads(&st, a, now, true)))
+                .ok_or_else(|| Error::unavailable("no live node accepts ranges"))?;
             let epoch = st.nodes.get(&target).map_or(Epoch(0), |w| w.record.record.epoch);
             (a.term.clone(), desc, Owner { node_id: target, epoch })
         };
@@ -507,7 +509,7 @@ impl Master {
                 None => true,
                 Some(o) => o.node_id == m.from || epoch_over(&st.nodes, o),
             };
-            (Owner { node_id: m.to.clone(), epoch }, still_ok && st.nodes.accepts(Instant::now(), &m.to))
+            (Owner { node_id: m.to.clone(), epoch }, still_ok && st.nodes.accepts(Instant::now(), &m.to, false))
         };
         if !ok {
             // Someone else owns it now, or the target went away: the range is released and
@@ -687,7 +689,7 @@ fn epoch_over(nodes: &NodeWatch, owner: &Owner) -> bool {
 
 /// Load figures of the nodes placement may use: reachable ones, and any node that owns
 /// ranges and is draining (so its ranges can move off).
-fn node_loads(st: &State, a: &Active, now: Instant) -> Vec<NodeLoad> {
+fn node_loads(st: &State, a: &Active, now: Instant, ignore_budget: bool) -> Vec<NodeLoad> {
     let reachable: Vec<NodeId> = st.nodes.reachable(now).map(|(id, _)| id.clone()).collect();
     reachable
         .into_iter()
@@ -703,7 +705,7 @@ fn node_loads(st: &State, a: &Active, now: Instant) -> Vec<NodeLoad> {
                 })
                 .collect();
             NodeLoad {
-                accepts: st.nodes.accepts(now, &id),
+                accepts: st.nodes.accepts(now, &id, ignore_budget),
                 draining: w.is_some_and(|w| w.is_draining()),
                 node_id: id,
                 ranges,
@@ -731,5 +733,86 @@ impl Service for Master {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ampstore_common::config::LocalConfig;
+    use ampstore_common::meta::{LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM};
+    use ampstore_common::store::local::LocalStore;
+
+    fn master(backend: Backend, id: &str) -> Arc<Master> {
+        Arc::new(Master {
+            id: NodeId::new(id).unwrap(),
+            rpc_addr: "127.0.0.1:1".into(),
+            cfg: MasterConfig::default(),
+            backend,
+            state: Mutex::default(),
+            conns: Mutex::default(),
+            writes_refused_on_term: AtomicU64::new(0),
+        })
+    }
+
+    /// A master that believes it is active (as one paused mid-action would, before it looks
+    /// at its clock again) writes nothing once another master took the term.
+    #[tokio::test]
+    async fn a_deposed_master_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let meta_store = backend.meta.clone();
+        let a = master(backend, "a");
+        let term_a = TermRecord { term: ampstore_common::Term(1), holder: a.id.clone() };
+        let lease = |holder: &str, term| LeaseRecord {
+            holder: NodeId::new(holder).unwrap(),
+            term: ampstore_common::Term(term),
+            rvn: 1,
+            rpc_addr: String::new(),
+            lease_ms: 1000,
+        };
+        meta_store.put(PK_MASTER, SK_LEASE, &meta::encode(&lease("a", 1)), Expect::Absent).await.unwrap();
+        meta_store.put(PK_MASTER, SK_TERM, &meta::encode(&term_a), Expect::Absent).await.unwrap();
+        let (routing, nodes) = a.take_over(&term_a).await.unwrap();
+        assert_eq!(routing.len(), 1, "the first range is created on an empty store");
+        let node = NodeId::new("n1").unwrap();
+        let rec =
+            NodeRecord { epoch: Epoch(1), rvn: 5, rpc_addr: "127.0.0.1:2".into(), liveness_ms: 1000, ended: false };
+        meta_store.put(PK_NODE, b"n1", &meta::encode(&rec), Expect::Absent).await.unwrap();
+        {
+            let mut st = a.lock();
+            st.active =
+                Some(Active { term: term_a.clone(), valid_until: Instant::now() + Duration::from_secs(3600), routing });
+            st.nodes = nodes;
+            st.nodes.observe(Instant::now(), &node, Versioned { version: 1, record: rec });
+        }
+        // While A holds the term, its writes land.
+        a.drain(node.clone(), false).await.unwrap();
+        assert!(meta_store.get(PK_DRAIN, b"n1").await.unwrap().is_some());
+
+        // B takes over (the term item changes with the lease).
+        let term_b = TermRecord { term: ampstore_common::Term(2), holder: NodeId::new("b").unwrap() };
+        meta_store.put(PK_MASTER, SK_TERM, &meta::encode(&term_b), Expect::Any).await.unwrap();
+        let before = meta::list_ranges(meta_store.as_ref()).await.unwrap();
+
+        // A still thinks it is active: a drain undo and an assignment are both refused.
+        let err = a.drain(node.clone(), true).await.unwrap_err();
+        assert!(matches!(err, Error::NotMaster { .. }), "{err:?}");
+        assert!(meta_store.get(PK_DRAIN, b"n1").await.unwrap().is_some(), "the drain record is unchanged");
+        {
+            let mut st = a.lock();
+            st.active = Some(Active {
+                term: term_a.clone(),
+                valid_until: Instant::now() + Duration::from_secs(3600),
+                routing: RoutingTable::load(before.clone()).unwrap(),
+            });
+        }
+        let desc = before[0].clone();
+        let owner = Owner { node_id: node.clone(), epoch: Epoch(1) };
+        let err = a.set_owner(&term_a, desc, Some(owner)).await.unwrap_err();
+        assert!(matches!(err, Error::NotMaster { .. }), "{err:?}");
+        assert_eq!(meta::list_ranges(meta_store.as_ref()).await.unwrap(), before, "routing unchanged");
+        assert_eq!(a.writes_refused_on_term.load(Ordering::Relaxed), 2);
+        assert!(a.acting_term().is_none(), "a refused write makes the master step down");
     }
 }

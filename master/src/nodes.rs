@@ -119,12 +119,13 @@ impl NodeWatch {
         })
     }
 
-    /// Whether new ranges may go to this node: reachable, not draining, under its budget.
-    pub fn accepts(&self, now: Instant, id: &NodeId) -> bool {
+    /// Whether new ranges may go to this node: reachable, not draining, and (unless
+    /// `ignore_budget`) under its memory budget.
+    pub fn accepts(&self, now: Instant, id: &NodeId, ignore_budget: bool) -> bool {
         self.reachable(now).any(|(i, w)| {
             i == id
                 && !w.is_draining()
-                && (w.load.memory_budget_bytes == 0 || w.load.data_bytes < w.load.memory_budget_bytes)
+                && (ignore_budget || w.load.memory_budget_bytes == 0 || w.load.data_bytes < w.load.memory_budget_bytes)
         })
     }
 
@@ -221,7 +222,7 @@ mod tests {
         let n = NodeId::new("n1").unwrap();
         let mut w = NodeWatch::default();
         w.observe(t0, &n, rec(1, 1, 1, false));
-        assert!(!w.accepts(t0, &n), "no stats yet");
+        assert!(!w.accepts(t0, &n, false), "no stats yet");
         let mut stats = NodeStats {
             node_id: n.clone(),
             epoch: Epoch(1),
@@ -232,15 +233,31 @@ mod tests {
             memory_budget_bytes: 0,
         };
         w.set_stats(t0, &n, &stats);
-        assert!(w.accepts(t0, &n));
+        assert!(w.accepts(t0, &n, false));
         assert_eq!(w.state(t0, &n), "live");
         stats.ops_total = 600;
         w.set_stats(t0 + Duration::from_millis(500), &n, &stats);
         assert_eq!(w.get(&n).unwrap().load.ops_per_sec, 1000);
         w.set_drain(&n, Some(Epoch(1)));
-        assert!(!w.accepts(t0, &n));
+        assert!(!w.accepts(t0, &n, true));
         w.set_drain(&n, Some(Epoch(0)));
-        assert!(w.accepts(t0, &n), "a drain of an earlier epoch is over");
-        assert!(!w.accepts(t0 + STATS_STALE + Duration::from_millis(600), &n), "stats too old");
+        assert!(w.accepts(t0, &n, false), "a drain of an earlier epoch is over");
+        stats.memory_budget_bytes = 100;
+        stats.ranges = vec![ampstore_common::protocol::RangeStats {
+            range_id: RangeId(1),
+            range: ampstore_common::KeyRange::full(),
+            state: "serving".into(),
+            keys: 1,
+            data_bytes: 100,
+            applied_seq: ampstore_common::Seq(1),
+            checkpoint_seq: ampstore_common::Seq(0),
+            log_bytes_since_checkpoint: 0,
+            error: None,
+            idle_ms: 0,
+        }];
+        w.set_stats(t0, &n, &stats);
+        assert!(!w.accepts(t0, &n, false), "at its memory budget");
+        assert!(w.accepts(t0, &n, true), "...unless every node is");
+        assert!(!w.accepts(t0 + STATS_STALE + Duration::from_millis(600), &n, true), "stats too old");
     }
 }
