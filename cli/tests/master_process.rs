@@ -5,6 +5,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use ampstore_common::Key;
@@ -13,11 +14,7 @@ use ampstore_common::protocol::{Op, Reply, WriteId};
 use support::*;
 
 /// The tests measure failover times: one cluster at a time on this machine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -110,7 +107,7 @@ async fn check_acked(router: &Router, acked: &[u64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_owner_is_replaced_within_3s_and_no_acknowledged_write_is_lost() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(1, 3, TEN_RANGES).await;
     let router = Arc::new(Router::new(&c.master_addrs()));
     // Load every range, then write while we kill the owner of one key.
@@ -156,7 +153,7 @@ async fn killed_owner_is_replaced_within_3s_and_no_acknowledged_write_is_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_master_takes_over_and_cached_routes_never_notice() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(2, 3, TEN_RANGES).await;
     let store = open_store(&c.store_dir);
     let router = Arc::new(Router::new(&c.master_addrs()));
@@ -185,7 +182,7 @@ async fn standby_master_takes_over_and_cached_routes_never_notice() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let k = key(i % 100);
-                let r = if i % 2 == 0 {
+                let r = if i.is_multiple_of(2) {
                     cached.get(&k).await.map(|_| ())
                 } else {
                     cached.put(&k, format!("v{}", i % 100).as_bytes(), None).await
@@ -236,7 +233,7 @@ async fn standby_master_takes_over_and_cached_routes_never_notice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_master_cannot_change_routing_after_it_resumes() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(2, 3, TEN_RANGES).await;
     let store = open_store(&c.store_dir);
     let router = Router::new(&c.master_addrs());
@@ -306,7 +303,7 @@ async fn a_paused_master_cannot_change_routing_after_it_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(1, 3, &["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k95", "l"]).await;
     let router = Router::new(&c.master_addrs());
     let keys: Vec<u64> = (0..300).collect();
@@ -337,7 +334,7 @@ async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_empties_a_node_while_a_writer_runs() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let c = Cluster::start(1, 3, TEN_RANGES).await;
     let mut router = Router::new(&c.master_addrs());
     // The retry deadline no write may exceed.
@@ -412,7 +409,7 @@ async fn drain_empties_a_node_while_a_writer_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_release_idle_ranges_to_stay_under_their_memory_budget() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     const BUDGET: u64 = 24 * 1024;
     let budget_flag = format!("node.memory_budget_bytes={BUDGET}");
     let c = Cluster::start_with(1, 2, TEN_RANGES, &["--set", &budget_flag, "--set", "node.budget_idle_ms=300"]).await;

@@ -719,19 +719,17 @@ impl Service for Master {
         ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: self.id.clone(), role: Role::Master }
     }
 
-    fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
-        async move {
-            op.validate()?;
-            match op {
-                Op::Ping => Ok(Reply::Pong),
-                Op::Locate { key } => self.locate_many(key, None, true).await,
-                Op::LocateRange { start, end } => self.locate_many(start, end, false).await,
-                Op::Drain { node_id, undo } => self.drain(node_id, undo).await,
-                Op::MasterStatus => Ok(Reply::Master(self.status())),
-                _ => Err(Error::invalid(
-                    "this is a master: send data requests to the node that serves the key (locate it first)",
-                )),
-            }
+    async fn handle(self: &Arc<Self>, op: Op) -> Result<Reply, Error> {
+        op.validate()?;
+        match op {
+            Op::Ping => Ok(Reply::Pong),
+            Op::Locate { key } => self.locate_many(key, None, true).await,
+            Op::LocateRange { start, end } => self.locate_many(start, end, false).await,
+            Op::Drain { node_id, undo } => self.drain(node_id, undo).await,
+            Op::MasterStatus => Ok(Reply::Master(self.status())),
+            _ => Err(Error::invalid(
+                "this is a master: send data requests to the node that serves the key (locate it first)",
+            )),
         }
     }
 }
