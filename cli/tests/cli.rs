@@ -54,6 +54,28 @@ fn errors_are_one_line_with_exit_code_2() {
 }
 
 #[test]
+fn drain_and_master_refuse_bad_input_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let one_line = |o: &Output| {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+        let err = stderr(o);
+        assert!(err.starts_with("ampstore: error:") && err.trim_end().lines().count() == 1, "{err}");
+        err
+    };
+    let err = one_line(&ampstore(&["--data", data, "drain", "bad id!"]));
+    assert!(err.contains("node id"), "{err}");
+    // No master has ever run on this store, and none was named.
+    let err = one_line(&ampstore(&["--data", data, "drain", "n1"]));
+    assert!(err.contains("--master"), "{err}");
+    // A named master that is not there.
+    let err = one_line(&ampstore(&["--data", data, "drain", "n1", "--master", "127.0.0.1:1"]));
+    assert!(err.contains("no active master"), "{err}");
+    let err = one_line(&ampstore(&["--data", data, "--set", "master.renew_ms=0", "master"]));
+    assert!(err.contains("renew_ms"), "{err}");
+}
+
+#[test]
 fn snapshot_verify_reports_content_and_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let header = SnapshotHeader { range_id: RangeId(5), range: KeyRange::full(), seq: Seq(77), created_unix_ms: 1 };

@@ -326,6 +326,28 @@ async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
     })
     .await;
     println!("after the join ({:.1} s): {:?}", started.elapsed().as_secs_f64(), counts(master).await);
+    // A scan's view: the ranges covering a span, contiguous, in key order, each served.
+    let conn = ampstore_client::connection::Connection::connect(
+        &master.rpc,
+        ampstore_common::protocol::Role::Client,
+        "t",
+        None,
+    )
+    .await
+    .unwrap();
+    let span = Op::LocateRange { start: Key::from("k15"), end: Some(Key::from("k75")) };
+    let Ok(Reply::Locations(locs)) = conn.call(span, Duration::from_secs(5)).await else { panic!("locate_range") };
+    let starts: Vec<String> = locs.iter().map(|l| l.start.to_string()).collect();
+    assert_eq!(starts, ["k1", "k2", "k3", "k4", "k5", "k6", "k7"], "{locs:?}");
+    assert!(locs.windows(2).all(|w| w[0].end.as_ref() == Some(&w[1].start)));
+    assert!(locs.iter().all(|l| !l.node_addr.is_empty() && l.lease_ms_left > 0));
+    let Ok(Reply::Locations(all)) =
+        conn.call(Op::LocateRange { start: Key::default(), end: None }, Duration::from_secs(5)).await
+    else {
+        panic!("locate_range")
+    };
+    assert_eq!(all.len(), 12);
+    assert_eq!(all.last().unwrap().end, None);
     let s = master.status().await.unwrap();
     assert_eq!(s.nodes.iter().find(|n| n.node_id.as_str() == joined).unwrap().ranges, 3);
     check_acked(&router, &keys).await;
@@ -358,6 +380,10 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     let w = tokio::spawn(writer(router.clone(), stop.clone(), acked.clone(), worst.clone(), 2));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
+    wait_until("the master to see the writer's load", Duration::from_secs(5), async || {
+        master.status().await.unwrap().nodes.iter().any(|n| n.ops_per_sec > 0 && n.resident_bytes > 0)
+    })
+    .await;
     let out = tokio::task::spawn_blocking({
         let (master_rpc, target) = (master.rpc.clone(), target.clone());
         move || {
