@@ -27,7 +27,7 @@ pub async fn master_addrs(explicit: &[String], cfg: &Config) -> anyhow::Result<V
 }
 
 /// Sends `op` to the active master, following `NotMaster` hints.
-pub async fn call_master(addrs: &[String], op: Op) -> anyhow::Result<Reply> {
+pub async fn call_master(addrs: &[String], token: Option<String>, op: Op) -> anyhow::Result<Reply> {
     let mut queue: Vec<String> = addrs.to_vec();
     let mut last = None;
     let mut tried = 0;
@@ -37,7 +37,7 @@ pub async fn call_master(addrs: &[String], op: Op) -> anyhow::Result<Reply> {
         if tried > 8 {
             break;
         }
-        let conn = match Connection::connect(&addr, Role::Client, "ampstore-cli", None).await {
+        let conn = match Connection::connect(&addr, Role::Client, "ampstore-cli", token.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 last = Some(e);

@@ -12,6 +12,12 @@ pub struct NodeArgs {
     /// Address for the admin HTTP port (port 0 picks a free one).
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Address for gossip (UDP; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    gossip: Option<String>,
+    /// Gossip addresses to join through (comma-separated).
+    #[arg(long, value_name = "ADDRS")]
+    seeds: Option<String>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -23,6 +29,12 @@ pub async fn run(settings: &SettingsArgs, args: NodeArgs) -> anyhow::Result<()> 
     }
     if let Some(admin) = args.admin {
         settings.set.push(format!("node.admin_addr={admin}"));
+    }
+    if let Some(gossip) = args.gossip {
+        settings.set.push(format!("node.gossip_addr={gossip}"));
+    }
+    if let Some(seeds) = args.seeds {
+        settings.set.push(format!("gossip.seeds={seeds}"));
     }
     let cfg = settings::load(&settings, &args.backend)?;
     ampstore_node::node::run(cfg, shutdown_signal()).await?;

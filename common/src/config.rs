@@ -17,7 +17,14 @@ pub const ENV_PREFIX: &str = "AMPSTORE_";
 
 /// Top-level sections that environment variables may set; other `AMPSTORE_*` variables
 /// (such as the test suite's) are not configuration and are ignored.
-const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master"];
+const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master", "gossip", "cluster"];
+
+/// Settings that are lists: given as one comma-separated string in the environment or a flag.
+const LIST_KEYS: &[&str] = &["gossip.seeds"];
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
+}
 
 /// Suffixes of numeric setting names (units are in names).
 const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max", "_pct"];
@@ -30,6 +37,8 @@ pub struct Config {
     pub backend: BackendConfig,
     pub node: NodeConfig,
     pub master: MasterConfig,
+    pub gossip: GossipConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -39,8 +48,95 @@ impl Default for Config {
             backend: BackendConfig::default(),
             node: NodeConfig::default(),
             master: MasterConfig::default(),
+            gossip: GossipConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
+}
+
+/// SWIM gossip (foca over UDP), in every process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// Gossip addresses of processes to join through (any live member will do). In the
+    /// environment or `--set`, a comma-separated list.
+    pub seeds: Vec<String>,
+    /// Expected number of processes: sizes how often updates are retransmitted.
+    pub cluster_size: u64,
+    /// A dead process is reported down by every member within about this long (probe
+    /// period, indirect probes and the suspicion window are derived from it).
+    pub suspicion_ms: u64,
+    /// How often a process re-announces its role, addresses and load.
+    pub refresh_ms: u64,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig { seeds: Vec::new(), cluster_size: 16, suspicion_ms: 5000, refresh_ms: 2000 }
+    }
+}
+
+/// Cluster secrets: the RPC token and the gossip key. Each may be given directly or as a
+/// file (which `ampstore up` writes with mode 0600); a direct value wins.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Every RPC connection must present this token in its hello.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// 32 bytes as 64 hex digits: gossip packets are sealed with XChaCha20-Poly1305 under it.
+    pub gossip_key: Option<String>,
+    pub gossip_key_file: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// The RPC token, if the cluster has one.
+    pub fn token(&self) -> Result<Option<String>, Error> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_secret(path)?),
+            (None, None) => None,
+        };
+        if let Some(t) = &token
+            && (t.is_empty() || t.len() > crate::limits::AUTH_TOKEN_BYTES_MAX)
+        {
+            return Err(Error::invalid(format!(
+                "cluster token must be 1 to {} bytes",
+                crate::limits::AUTH_TOKEN_BYTES_MAX
+            )));
+        }
+        Ok(token)
+    }
+
+    /// The gossip key, if the cluster has one.
+    pub fn gossip_key(&self) -> Result<Option<[u8; 32]>, Error> {
+        let hex = match (&self.gossip_key, &self.gossip_key_file) {
+            (Some(k), _) => k.clone(),
+            (None, Some(path)) => read_secret(path)?,
+            (None, None) => return Ok(None),
+        };
+        parse_key_hex(&hex).map(Some)
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("cannot read secret file {}: {e}", path.display())))?;
+    Ok(text.trim().to_string())
+}
+
+/// 64 hex digits to 32 bytes.
+pub fn parse_key_hex(hex: &str) -> Result<[u8; 32], Error> {
+    let hex = hex.trim();
+    let bad = || Error::invalid("gossip key must be 64 hex digits (32 bytes)");
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(key)
 }
 
 /// Settings of `ampstore master`.
@@ -49,6 +145,10 @@ impl Default for Config {
 pub struct MasterConfig {
     /// Where clients, tools and nodes reach the master.
     pub rpc_addr: String,
+    /// Admin HTTP (`/v1/members`, `/v1/status`, `/metrics`); port 0 picks a free one.
+    pub admin_addr: String,
+    /// Gossip UDP address; port 0 picks a free one.
+    pub gossip_addr: String,
     /// How long a standby waits, seeing the same lease nonce, before taking over.
     pub lease_ms: u64,
     /// How often the active master renews its lease (and a standby reads it).
@@ -71,6 +171,8 @@ impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
             rpc_addr: "127.0.0.1:7300".into(),
+            admin_addr: "127.0.0.1:7301".into(),
+            gossip_addr: "127.0.0.1:7302".into(),
             lease_ms: 5000,
             renew_ms: 500,
             lease_margin_ms: 1000,
@@ -88,8 +190,11 @@ impl Default for MasterConfig {
 pub struct NodeConfig {
     /// Where clients and the master connect (MessagePack frames over TCP).
     pub rpc_addr: String,
-    /// Admin HTTP (`/v1/status`, `/v1/ranges`); port 0 picks a free one.
+    /// Admin HTTP (`/v1/status`, `/v1/ranges`, `/v1/members`, `/metrics`); port 0 picks a
+    /// free one.
     pub admin_addr: String,
+    /// Gossip UDP address; port 0 picks a free one.
+    pub gossip_addr: String,
     /// How long a successful heartbeat keeps the node live by its own clock.
     pub liveness_ms: u64,
     /// How often the node renews its liveness record.
@@ -117,6 +222,7 @@ impl Default for NodeConfig {
         NodeConfig {
             rpc_addr: "127.0.0.1:7400".into(),
             admin_addr: "127.0.0.1:7401".into(),
+            gossip_addr: "127.0.0.1:7402".into(),
             liveness_ms: 6000,
             heartbeat_ms: 1000,
             liveness_margin_ms: 1000,
@@ -250,6 +356,17 @@ impl Config {
                 m.lease_ms, m.renew_ms, m.lease_margin_ms
             )));
         }
+        let g = &self.gossip;
+        if g.cluster_size == 0 || g.suspicion_ms < 500 || g.refresh_ms == 0 {
+            return Err(Error::invalid(
+                "gossip.cluster_size and gossip.refresh_ms must be above 0, gossip.suspicion_ms at least 500",
+            ));
+        }
+        if g.seeds.len() > crate::limits::GOSSIP_SEEDS_MAX {
+            return Err(Error::invalid(format!("gossip.seeds lists more than {}", crate::limits::GOSSIP_SEEDS_MAX)));
+        }
+        self.cluster.token()?;
+        self.cluster.gossip_key()?;
         if m.poll_ms == 0 || m.stats_ms == 0 || m.moves_in_flight_max == 0 {
             return Err(Error::invalid(
                 "master.poll_ms, master.stats_ms and master.moves_in_flight_max must be above 0",
@@ -332,13 +449,21 @@ impl ConfigLoader {
             // Env values stay strings (a bucket may be all digits) except for numeric fields,
             // which by convention carry their unit in the name.
             let numeric = NUMERIC_SUFFIXES.iter().any(|s| key.ends_with(s));
-            let value: figment::value::Value = match value.parse::<u64>() {
-                Ok(n) if numeric => n.into(),
-                _ => value.into(),
+            let value: figment::value::Value = if LIST_KEYS.contains(&key.as_str()) {
+                split_list(&value).into()
+            } else {
+                match value.parse::<u64>() {
+                    Ok(n) if numeric => n.into(),
+                    _ => value.into(),
+                }
             };
             fig = fig.merge(Serialized::default(&key, value));
         }
         for (key, value) in self.flags {
+            let value = match (LIST_KEYS.contains(&key.as_str()), value.as_str()) {
+                (true, Some(s)) => split_list(s).into(),
+                _ => value,
+            };
             fig = fig.merge(Serialized::default(&key, value));
         }
         let cfg: Config = fig.extract().map_err(|e| Error::invalid(format!("configuration: {e}")))?;
@@ -423,5 +548,32 @@ mod tests {
         assert!(err.to_string().contains("lease_ms"), "{err}");
         let cfg = ConfigLoader::new().env_vars(env(&[("AMPSTORE_MASTER__LEASE_MS", "9000")])).load().unwrap();
         assert_eq!(cfg.master.lease_ms, 9000);
+
+        // Lists from the environment and from flags.
+        let cfg = ConfigLoader::new()
+            .env_vars(env(&[("AMPSTORE_GOSSIP__SEEDS", "127.0.0.1:1, 127.0.0.1:2")]))
+            .load()
+            .unwrap();
+        assert_eq!(cfg.gossip.seeds, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        let cfg = ConfigLoader::new().env_vars(vec![]).flag("gossip.seeds", "127.0.0.1:3").load().unwrap();
+        assert_eq!(cfg.gossip.seeds, vec!["127.0.0.1:3"]);
+        let many = vec!["127.0.0.1:1"; crate::limits::GOSSIP_SEEDS_MAX].join(",");
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("gossip.seeds", many.as_str()).load().is_ok());
+        let too_many = vec!["127.0.0.1:1"; crate::limits::GOSSIP_SEEDS_MAX + 1].join(",");
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("gossip.seeds", too_many.as_str()).load().is_err());
+
+        // Secrets: bad keys and tokens are refused at load.
+        let err = ConfigLoader::new().env_vars(vec![]).flag("cluster.gossip_key", "abc").load().unwrap_err();
+        assert!(err.to_string().contains("64 hex"), "{err}");
+        let key = "0f".repeat(32);
+        let cfg = ConfigLoader::new().env_vars(vec![]).flag("cluster.gossip_key", key.as_str()).load().unwrap();
+        assert_eq!(cfg.cluster.gossip_key().unwrap(), Some([0x0f; 32]));
+        let long = "t".repeat(crate::limits::AUTH_TOKEN_BYTES_MAX + 1);
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("cluster.token", long.as_str()).load().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        let cfg =
+            ConfigLoader::new().env_vars(vec![]).flag("cluster.token_file", dir.path().join("token")).load().unwrap();
+        assert_eq!(cfg.cluster.token().unwrap().as_deref(), Some("s3cret"));
     }
 }

@@ -97,6 +97,27 @@ fn bounded(reason: String) -> String {
     format!("{}...", &reason[..cut])
 }
 
+impl ErrorCode {
+    /// The code in snake case (metrics labels, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotOwner => "not_owner",
+            ErrorCode::NotMaster => "not_master",
+            ErrorCode::RangeLoading => "range_loading",
+            ErrorCode::KeyOutOfRange => "key_out_of_range",
+            ErrorCode::Fenced => "fenced",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(reason: impl Into<String>) -> Error {
         Error::Invalid { reason: bounded(reason.into()) }

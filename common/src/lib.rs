@@ -7,11 +7,13 @@
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod gossip;
 pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod limits;
 pub mod meta;
+pub mod metrics;
 pub mod protocol;
 pub mod rpc_server;
 pub mod snapshot;

@@ -62,6 +62,15 @@ pub const LOCATE_RANGES_MAX: usize = 1000;
 /// Most range moves a master runs at once (`master.moves_in_flight_max`).
 pub const MASTER_MOVES_IN_FLIGHT_MAX: u64 = 64;
 
+/// Most gossip seeds in the configuration.
+pub const GOSSIP_SEEDS_MAX: usize = 64;
+
+/// Largest gossip UDP packet sent or accepted (sealed, with the envelope).
+pub const GOSSIP_PACKET_BYTES_MAX: usize = 1400;
+
+/// Most members the gossip view tracks (guards against a flood of fake identities).
+pub const GOSSIP_MEMBERS_MAX: usize = 4096;
+
 /// Most keys in one `get_many`.
 pub const GET_MANY_KEYS_MAX: usize = 1000;
 

@@ -209,6 +209,28 @@ impl Op {
         }
     }
 
+    /// The operation's name in snake case (metrics labels, logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Get { .. } => "get",
+            Op::GetMany { .. } => "get_many",
+            Op::Put { .. } => "put",
+            Op::PutIfVersion { .. } => "put_if_version",
+            Op::Delete { .. } => "delete",
+            Op::DeleteRange { .. } => "delete_range",
+            Op::Scan { .. } => "scan",
+            Op::Assign { .. } => "assign",
+            Op::Release { .. } => "release",
+            Op::Snapshot { .. } => "snapshot",
+            Op::RangeStats => "range_stats",
+            Op::Locate { .. } => "locate",
+            Op::LocateRange { .. } => "locate_range",
+            Op::Drain { .. } => "drain",
+            Op::MasterStatus => "master_status",
+        }
+    }
+
     /// True for operations that change data.
     pub fn is_write(&self) -> bool {
         matches!(self, Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. })

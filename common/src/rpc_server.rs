@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::frame::{FrameError, decode_body, encode_frame, read_frame};
 use crate::ids::RequestId;
 use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+use crate::metrics::Metrics;
 use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, ServerInfo};
 
 /// What a server does with requests.
@@ -32,6 +33,30 @@ pub trait Service: Send + Sync + 'static {
 
     /// Answers one request; called concurrently for pipelined requests.
     fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send;
+
+    /// The token every connection must present in its hello (none: no check).
+    fn auth_token(&self) -> Option<&str> {
+        None
+    }
+
+    /// Where request counts and latencies go.
+    fn metrics(&self) -> Option<&Metrics> {
+        None
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal a matching prefix.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_token(expected: Option<&str>, given: Option<&str>) -> Result<(), Error> {
+    match (expected, given) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(Error::Unauthorized { reason: "this cluster requires a token in the hello".into() }),
+        (Some(e), Some(g)) if same_secret(e.as_bytes(), g.as_bytes()) => Ok(()),
+        (Some(_), Some(_)) => Err(Error::Unauthorized { reason: "wrong cluster token".into() }),
+    }
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +110,7 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
             }
         },
     };
-    if let Err(e) = hello.validate() {
+    if let Err(e) = hello.validate().and_then(|()| check_token(service.auth_token(), hello.auth_token.as_deref())) {
         tracing::warn!(%peer, error = %e, "closing: hello refused");
         return reject_hello(&mut wr, e, &mut scratch).await;
     }
@@ -131,6 +156,8 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (service, tx) = (service.clone(), tx.clone());
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let op_name = req.op.name();
             let work = service.handle(req.op);
             let result = match req.deadline_ms {
                 Some(ms) => {
@@ -138,6 +165,13 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
                 }
                 None => work.await,
             };
+            if let Some(m) = service.metrics() {
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.code().as_str(),
+                };
+                m.observe_request(op_name, outcome, started.elapsed());
+            }
             let _ = tx.send(Response { id: req.id, result }).await;
             drop(permit);
         });
@@ -177,5 +211,20 @@ fn push_response(resp: &Response, buf: &mut Vec<u8>) {
         // Too large to send (or unencodable): tell the caller instead.
         let fallback = Response { id: resp.id, result: Err(Error::from(e)) };
         let _ = encode_frame(&fallback, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_only_when_configured() {
+        assert!(check_token(None, None).is_ok());
+        assert!(check_token(None, Some("x")).is_ok());
+        assert!(check_token(Some("s3cret"), Some("s3cret")).is_ok());
+        assert!(matches!(check_token(Some("s3cret"), None), Err(Error::Unauthorized { .. })));
+        assert!(matches!(check_token(Some("s3cret"), Some("s3creT")), Err(Error::Unauthorized { .. })));
+        assert!(matches!(check_token(Some("s3cret"), Some("s3cret2")), Err(Error::Unauthorized { .. })));
     }
 }

@@ -2,6 +2,7 @@
 //! (`routing`), node liveness and load (`nodes`), placement policy (`placement`) and the
 //! process that drives them (`master`).
 
+pub mod admin;
 pub mod lease;
 pub mod master;
 pub mod nodes;

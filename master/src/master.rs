@@ -8,16 +8,18 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use ampstore_client::connection::Connection;
 use ampstore_common::config::{Config, MasterConfig};
 use ampstore_common::error::{Error, OwnerHint};
+use ampstore_common::gossip::{Gossip, GossipSettings, MemberEvent};
 use ampstore_common::limits::LOCATE_RANGES_MAX;
 use ampstore_common::meta::{
     self, DrainRecord, NodeRecord, Owner, PK_DRAIN, PK_NODE, PK_RANGE, RangeDescriptor, TermRecord, Versioned,
 };
+use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{
     MasterStatus, NodeView, Op, PROTOCOL_VERSION, RangeLocation, RangeView, Reply, Role, ServerInfo,
 };
@@ -25,7 +27,7 @@ use ampstore_common::rpc_server::{self, Service};
 use ampstore_common::store::{Backend, Expect, MetaOp, StoreError};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, identity};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::lease::{self, LeaseCore};
 use crate::nodes::NodeWatch;
@@ -58,6 +60,8 @@ struct State {
     busy: HashSet<Key>,
     moves_in_flight: usize,
     holder: Option<(NodeId, String)>,
+    /// Nodes gossip reports down: no new ranges go there (a hint only).
+    gossip_down: HashSet<NodeId>,
 }
 
 impl State {
@@ -74,6 +78,11 @@ pub struct Master {
     state: Mutex<State>,
     conns: Mutex<HashMap<String, Arc<Connection>>>,
     writes_refused_on_term: AtomicU64,
+    auth_token: Option<String>,
+    metrics: Arc<Metrics>,
+    gossip: OnceLock<Gossip>,
+    /// Wakes the control loop early (a gossip report that a node is down).
+    wake: Notify,
 }
 
 /// Runs a master until `shutdown` resolves. Prints `ampstore master ID ready: rpc ADDR` to
@@ -85,6 +94,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .await
         .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.master.rpc_addr)))?;
     let rpc_addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    let admin_listener = TcpListener::bind(&cfg.master.admin_addr)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.master.admin_addr)))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
     let master = Arc::new(Master {
         id: id.clone(),
         rpc_addr: rpc_addr.clone(),
@@ -93,18 +106,48 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         state: Mutex::default(),
         conns: Mutex::default(),
         writes_refused_on_term: AtomicU64::new(0),
+        auth_token: cfg.cluster.token()?,
+        metrics: Metrics::new(),
+        gossip: OnceLock::new(),
+        wake: Notify::new(),
     });
-    println!("ampstore master {id} ready: rpc {rpc_addr}");
-    tracing::info!(%id, %rpc_addr, "master started (standby until it holds the lease)");
+    let gossip = Gossip::start(
+        GossipSettings {
+            node_id: id.clone(),
+            role: Role::Master,
+            bind_addr: cfg.master.gossip_addr.clone(),
+            rpc_addr: rpc_addr.clone(),
+            admin_addr: admin_addr.clone(),
+            seeds: cfg.gossip.seeds.clone(),
+            cluster_size: cfg.gossip.cluster_size,
+            suspicion_ms: cfg.gossip.suspicion_ms,
+            refresh_ms: cfg.gossip.refresh_ms,
+            key: cfg.cluster.gossip_key()?,
+        },
+        master.metrics.clone(),
+    )
+    .await?;
+    let gossip_addr = gossip.local_addr();
+    let events = gossip.subscribe();
+    let _ = master.gossip.set(gossip);
+    println!("ampstore master {id} ready: rpc {rpc_addr} admin {admin_addr} gossip {gossip_addr}");
+    tracing::info!(%id, %rpc_addr, %admin_addr, %gossip_addr, "master started (standby until it holds the lease)");
     let lease_task = tokio::spawn(master.clone().lease_loop());
     let control_task = tokio::spawn(master.clone().control_loop());
+    let hints_task = tokio::spawn(master.clone().gossip_hints(events));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(rpc_server::serve(listener, master.clone(), stop_rx));
+    let server = tokio::spawn(rpc_server::serve(listener, master.clone(), stop_rx.clone()));
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, master.clone(), stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     lease_task.abort();
     control_task.abort();
+    hints_task.abort();
     let _ = server.await;
+    let _ = admin.await;
+    if let Some(g) = master.gossip.get() {
+        g.leave().await;
+    }
     Ok(())
 }
 
@@ -231,6 +274,49 @@ impl Master {
         }
     }
 
+    // ---- gossip hints ------------------------------------------------------------------
+
+    /// A member reported down makes the control loop look at once, and the node gets no
+    /// new ranges while gossip says so; neither shortens the liveness wait before its epoch
+    /// is ended (only meta decides that).
+    async fn gossip_hints(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<MemberEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(MemberEvent::Down(id)) => {
+                    tracing::info!(node = %id, "gossip reports a member down: looking now");
+                    self.lock().gossip_down.insert(id);
+                    self.wake.notify_one();
+                }
+                Ok(MemberEvent::Up(id)) => {
+                    self.lock().gossip_down.remove(&id);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The member list as gossip sees it (for the admin port).
+    pub fn members(&self) -> Vec<ampstore_common::gossip::MemberView> {
+        self.gossip.get().map(|g| g.members()).unwrap_or_default()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    pub fn gossip_addr(&self) -> Option<String> {
+        self.gossip.get().map(|g| g.local_addr().to_string())
+    }
+
+    pub fn master_status(&self) -> MasterStatus {
+        self.status()
+    }
+
+    pub fn gossip_drops(&self) -> u64 {
+        self.metrics.gossip_drops_total()
+    }
+
     // ---- the control loop --------------------------------------------------------------
 
     async fn control_loop(self: Arc<Self>) {
@@ -239,7 +325,10 @@ impl Master {
         let mut last_stats = Instant::now() - Duration::from_secs(3600);
         let mut last_refresh = Instant::now();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
             let Some(term) = self.acting_term() else { continue };
             if let Err(e) = self.watch_nodes(&term).await {
                 tracing::warn!(error = %e, "reading node records failed");
@@ -526,7 +615,7 @@ impl Master {
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(Connection::connect(addr, Role::Master, "master", None).await?);
+        let c = Arc::new(Connection::connect(addr, Role::Master, "master", self.auth_token.clone()).await?);
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -705,7 +794,7 @@ fn node_loads(st: &State, a: &Active, now: Instant, ignore_budget: bool) -> Vec<
                 })
                 .collect();
             NodeLoad {
-                accepts: st.nodes.accepts(now, &id, ignore_budget),
+                accepts: st.nodes.accepts(now, &id, ignore_budget) && !st.gossip_down.contains(&id),
                 draining: w.is_some_and(|w| w.is_draining()),
                 node_id: id,
                 ranges,
@@ -732,6 +821,14 @@ impl Service for Master {
             )),
         }
     }
+
+    fn auth_token(&self) -> Option<&str> {
+        self.auth_token.as_deref()
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        Some(&self.metrics)
+    }
 }
 
 #[cfg(test)]
@@ -750,6 +847,10 @@ mod tests {
             state: Mutex::default(),
             conns: Mutex::default(),
             writes_refused_on_term: AtomicU64::new(0),
+            auth_token: None,
+            metrics: Metrics::new(),
+            gossip: OnceLock::new(),
+            wake: Notify::new(),
         })
     }
 

@@ -1,4 +1,5 @@
-//! The node's admin HTTP port: `/v1/status` and `/v1/ranges` as JSON.
+//! The node's admin HTTP port: `/v1/status`, `/v1/ranges` and `/v1/members` as JSON,
+//! `/metrics` in Prometheus text.
 
 use std::sync::Arc;
 
@@ -14,7 +15,12 @@ use crate::dispatch;
 use crate::shared::NodeShared;
 
 pub async fn serve(listener: TcpListener, shared: Arc<NodeShared>, mut shutdown: watch::Receiver<bool>) {
-    let app = Router::new().route("/v1/status", get(status)).route("/v1/ranges", get(ranges)).with_state(shared);
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/ranges", get(ranges))
+        .route("/v1/members", get(members))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
     };
@@ -54,6 +60,8 @@ async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
             "failed": count("failed"),
             "releasing": count("releasing"),
         },
+        "gossip": shared.gossip.get().map(|g| g.local_addr().to_string()),
+        "gossip_dropped_packets": shared.metrics.gossip_drops_total(),
         "keys": stats.ranges.iter().map(|r| r.keys).sum::<u64>(),
         "data_bytes": stats.ranges.iter().map(|r| r.data_bytes).sum::<u64>(),
     }))
@@ -62,4 +70,16 @@ async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
 async fn ranges(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
     let stats = dispatch::stats(&shared).await;
     axum::Json(Value::Array(stats.ranges.iter().map(range_json).collect()))
+}
+
+async fn members(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
+    let list = shared.gossip.get().map(|g| g.members()).unwrap_or_default();
+    axum::Json(serde_json::to_value(list).unwrap_or(Value::Null))
+}
+
+async fn metrics(State(shared): State<Arc<NodeShared>>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        shared.metrics.encode(),
+    )
 }

@@ -7,6 +7,7 @@ use actix::{Actor, Addr};
 use ampstore_common::error::Error;
 use ampstore_common::limits::FRAME_BYTES_MAX;
 use ampstore_common::meta;
+use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeStats, Reply, Role, ServerInfo};
 use ampstore_common::rpc_server::Service;
 use ampstore_common::{Key, RangeId, Seq};
@@ -30,6 +31,14 @@ impl Service for NodeShared {
     fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
         self.ops_total.fetch_add(1, Ordering::Relaxed);
         handle(self, op)
+    }
+
+    fn auth_token(&self) -> Option<&str> {
+        self.auth_token.as_deref()
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        Some(&self.metrics)
     }
 }
 

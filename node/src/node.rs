@@ -7,6 +7,8 @@ use std::time::Duration;
 use actix::{Arbiter, ArbiterHandle, System};
 use ampstore_common::config::Config;
 use ampstore_common::error::Error;
+use ampstore_common::gossip::{Gossip, GossipLoad, GossipSettings};
+use ampstore_common::protocol::Role;
 use ampstore_common::store::Backend;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,10 +41,34 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         n => n as usize,
     };
     let (arbiters, system) = start_actix(arbiters_count)?;
-    let shared = Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters));
+    let token = cfg.cluster.token()?;
+    let shared =
+        Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters, token));
     let reg = liveness::register(shared.backend.meta.as_ref(), &node_id, &rpc_addr, &shared.liveness).await?;
-    tracing::info!(%node_id, %rpc_addr, %admin_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");
-    println!("ampstore node {node_id} ready: rpc {rpc_addr} epoch {} admin {admin_addr}", reg.epoch.0);
+    let gossip = Gossip::start(
+        GossipSettings {
+            node_id: node_id.clone(),
+            role: Role::Node,
+            bind_addr: cfg.node.gossip_addr.clone(),
+            rpc_addr: rpc_addr.clone(),
+            admin_addr: admin_addr.clone(),
+            seeds: cfg.gossip.seeds.clone(),
+            cluster_size: cfg.gossip.cluster_size,
+            suspicion_ms: cfg.gossip.suspicion_ms,
+            refresh_ms: cfg.gossip.refresh_ms,
+            key: cfg.cluster.gossip_key()?,
+        },
+        shared.metrics.clone(),
+    )
+    .await?;
+    let gossip_addr = gossip.local_addr();
+    let _ = shared.gossip.set(gossip);
+    tracing::info!(%node_id, %rpc_addr, %admin_addr, %gossip_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");
+    println!(
+        "ampstore node {node_id} ready: rpc {rpc_addr} epoch {} admin {admin_addr} gossip {gossip_addr}",
+        reg.epoch.0
+    );
+    let reporter = tokio::spawn(report_load(shared.clone()));
 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
     let budget = tokio::spawn(crate::budget::enforce_loop(shared.clone()));
@@ -55,6 +81,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let _ = server.await;
     let _ = admin.await;
     release_all(&shared).await;
+    if let Some(g) = shared.gossip.get() {
+        g.leave().await;
+    }
+    reporter.abort();
     heartbeat.abort();
     budget.abort();
     system.stop();
@@ -130,6 +160,38 @@ async fn release_all(shared: &Arc<NodeShared>) {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(%range_id, error = %e, "release at shutdown failed"),
             _ => tracing::warn!(%range_id, "release at shutdown did not finish"),
+        }
+    }
+}
+
+/// Publishes the node's load through gossip and its range counts as metrics, once a second.
+async fn report_load(shared: Arc<NodeShared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ops: Option<(u64, std::time::Instant)> = None;
+    loop {
+        tick.tick().await;
+        let stats = crate::dispatch::stats(&shared).await;
+        let count = |state: &str| stats.ranges.iter().filter(|r| r.state == state).count() as i64;
+        shared.metrics.set_ranges(&[
+            ("serving", count("serving")),
+            ("loading", count("loading")),
+            ("failed", count("failed")),
+        ]);
+        let now = std::time::Instant::now();
+        let ops_per_sec = match last_ops {
+            Some((ops, at)) if now > at => {
+                (stats.ops_total.saturating_sub(ops) as f64 / now.duration_since(at).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        last_ops = Some((stats.ops_total, now));
+        if let Some(g) = shared.gossip.get() {
+            g.set_load(GossipLoad {
+                resident_bytes: stats.resident_bytes,
+                ranges: stats.ranges.len() as u64,
+                ops_per_sec,
+            });
         }
     }
 }

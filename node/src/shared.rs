@@ -1,6 +1,10 @@
 //! What every part of a node shares: identity, config, backend, liveness, the directory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use ampstore_common::gossip::Gossip;
+use ampstore_common::metrics::Metrics;
 
 use actix::ArbiterHandle;
 use ampstore_common::config::NodeConfig;
@@ -21,6 +25,11 @@ pub struct NodeShared {
     pub arbiters: Vec<ArbiterHandle>,
     /// Requests handled since start (reported to the master for ops/s).
     pub ops_total: AtomicU64,
+    pub metrics: Arc<Metrics>,
+    /// Every RPC connection must present it, when set.
+    pub auth_token: Option<String>,
+    /// Set once gossip runs (after the ports are bound).
+    pub gossip: OnceLock<Gossip>,
     instances: AtomicU64,
 }
 
@@ -31,6 +40,7 @@ impl NodeShared {
         cfg: NodeConfig,
         backend: Backend,
         arbiters: Vec<ArbiterHandle>,
+        auth_token: Option<String>,
     ) -> NodeShared {
         let liveness = Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms);
         NodeShared {
@@ -42,6 +52,9 @@ impl NodeShared {
             directory: Directory::default(),
             arbiters,
             ops_total: AtomicU64::new(0),
+            metrics: Metrics::new(),
+            auth_token,
+            gossip: OnceLock::new(),
             instances: AtomicU64::new(1),
         }
     }

@@ -104,7 +104,15 @@ impl NodeProc {
     /// Starts a node with its own data dir and a shared embedded store; waits until ready.
     pub fn start(data_dir: &Path, store_dir: &Path, extra: &[&str]) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ampstore"));
-        cmd.arg("--data").arg(data_dir).args(["node", "--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+        cmd.arg("--data").arg(data_dir).args([
+            "node",
+            "--rpc",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+        ]);
         cmd.arg("--set").arg(format!("backend.local.dir={}", store_dir.display()));
         for kv in [
             format!("node.liveness_ms={LIVENESS_MS}"),
@@ -253,7 +261,15 @@ pub struct MasterProc {
 impl MasterProc {
     pub fn start(data_dir: &Path, store_dir: &Path) -> MasterProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ampstore"));
-        cmd.arg("--data").arg(data_dir).args(["master", "--rpc", "127.0.0.1:0"]);
+        cmd.arg("--data").arg(data_dir).args([
+            "master",
+            "--rpc",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+        ]);
         cmd.arg("--set").arg(format!("backend.local.dir={}", store_dir.display()));
         for kv in [
             format!("master.lease_ms={LEASE_MS}"),

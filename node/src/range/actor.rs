@@ -133,18 +133,21 @@ impl RangeActor {
     fn start_append(&mut self, seq: Seq, entry: ampstore_common::store::LogEntry, ctx: &mut Context<Self>) {
         let log = self.shared.backend.log.clone();
         let range = self.core.range_id();
+        let bytes = entry.payload.len();
         ctx.spawn(
             async move { log.append(range, seq, &entry).await }
                 .into_actor(self)
-                .map(move |result, act, ctx| act.appended(seq, result, ctx)),
+                .map(move |result, act, ctx| act.appended(seq, bytes, result, ctx)),
         );
     }
 
-    fn appended(&mut self, seq: Seq, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
+    fn appended(&mut self, seq: Seq, bytes: usize, result: Result<(), StoreError>, ctx: &mut Context<Self>) {
         match result {
             Ok(()) => {
                 self.append_failures = 0;
-                deliver(self.core.on_appended(seq));
+                let done = self.core.on_appended(seq);
+                self.shared.metrics.log_append(done.len(), bytes);
+                deliver(done);
                 if self.releasing.is_some() {
                     self.continue_release(ctx);
                     return;
@@ -200,6 +203,7 @@ impl RangeActor {
                 act.snapshot_running = false;
                 let result = result.map(|(cp, size)| {
                     tracing::info!(range = %act.core.range_id(), seq = %cp.seq, bytes = size, ms = started.elapsed().as_millis() as u64, "snapshot written");
+                    act.shared.metrics.snapshot(started.elapsed(), size as usize);
                     act.core.on_checkpoint(cp.seq, log_bytes);
                     cp.seq
                 });

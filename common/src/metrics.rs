@@ -1,0 +1,673 @@
+//! Process-wide Prometheus metrics of Ampstore, and a strict parser of the text exposition.
+//!
+//! Every process (node, master, collector) builds one [`Metrics`] with [`Metrics::new`], hands
+//! clones of the `Arc` to whatever records, and serves [`Metrics::encode`] on its metrics
+//! endpoint. All names carry the prefix `ampstore_`; there are no constant labels, so one
+//! dashboard query covers every role.
+//!
+//! [`parse_text`] and [`sum`] exist so tests and tools can check an exposition without a
+//! Prometheus server: the parser is deliberately strict, so that a malformed exposition fails a
+//! test here instead of being silently dropped by a scraper.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Member states reported by [`Metrics::set_members`]; created up front so each series exists
+/// (at 0) before the first update, which keeps `absent()` alerts and rate queries sane.
+const MEMBER_STATES: [&str; 4] = ["alive", "suspect", "down", "left"];
+/// Range states reported by [`Metrics::set_ranges`]; created up front for the same reason.
+const RANGE_STATES: [&str; 3] = ["serving", "loading", "failed"];
+/// Gossip directions, created up front for the same reason.
+const GOSSIP_DIRECTIONS: [&str; 2] = ["in", "out"];
+
+// Label sets hold `&'static str` so that the hot path only hashes and compares: a label set is
+// cloned (a copy of two pointers) only when a series is created for the first time.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// A histogram constructor that a [`Family`] can name in its type (a closure could not be).
+type HistogramCtor = fn() -> Histogram;
+
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// A gauge family whose whole content is replaced at once, by state.
+#[derive(Debug)]
+struct StateGauge {
+    family: Family<StateLabels, Gauge>,
+    /// Every state ever set, so that replacing the content zeroes states that were set before
+    /// but are missing now (the family itself cannot be iterated).
+    seen: Mutex<Vec<&'static str>>,
+}
+
+impl StateGauge {
+    fn new(known: &[&'static str]) -> StateGauge {
+        let family = Family::<StateLabels, Gauge>::default();
+        for &state in known {
+            let _ = family.get_or_create(&StateLabels { state });
+        }
+        StateGauge { family, seen: Mutex::new(known.to_vec()) }
+    }
+
+    fn replace(&self, counts: &[(&'static str, i64)]) {
+        // Holding the lock serialises concurrent replacements, so two callers cannot interleave
+        // into a mix of both. Each series is set exactly once, never zeroed first and then
+        // set, so a scrape in the middle never sees a state drop to 0 and come back.
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for &(state, _) in counts {
+            if !seen.contains(&state) {
+                seen.push(state);
+            }
+        }
+        for &state in seen.iter() {
+            // Duplicated states add up rather than the last one winning silently.
+            let value = counts.iter().filter(|(s, _)| *s == state).map(|(_, n)| *n).sum();
+            self.family.get_or_create(&StateLabels { state }).set(value);
+        }
+    }
+}
+
+/// The process-wide metrics: one registry and the metric families Ampstore records.
+///
+/// Build it once with [`Metrics::new`] and share the `Arc`; every recording method takes
+/// `&self` and is safe to call from any thread.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<OpLabels, Histogram, HistogramCtor>,
+    gossip_packets: Family<DirectionLabels, Counter>,
+    gossip_dropped: Family<ReasonLabels, Counter>,
+    /// Kept beside the family because a family cannot be summed without encoding it.
+    gossip_dropped_total: AtomicU64,
+    members: StateGauge,
+    ranges: StateGauge,
+    log_appends: Counter,
+    log_batch_writes: Histogram,
+    log_batch_bytes: Histogram,
+    snapshot_duration: Histogram,
+    snapshot_bytes: Histogram,
+}
+
+impl Metrics {
+    /// Creates the registry with every Ampstore metric registered under the prefix `ampstore_`.
+    ///
+    /// Families that have a fixed set of label values (member and range states, gossip
+    /// directions) start with every series present at 0.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ampstore");
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests served, by operation and outcome", requests.clone());
+
+        let request_duration: Family<OpLabels, Histogram, HistogramCtor> =
+            Family::new_with_constructor(request_duration_histogram as HistogramCtor);
+        registry.register_with_unit(
+            "request_duration",
+            "Time to serve a request, by operation",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+
+        let gossip_packets = Family::<DirectionLabels, Counter>::default();
+        for &direction in &GOSSIP_DIRECTIONS {
+            let _ = gossip_packets.get_or_create(&DirectionLabels { direction });
+        }
+        registry.register("gossip_packets", "Gossip packets sent (out) and received (in)", gossip_packets.clone());
+
+        let gossip_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register("gossip_dropped_packets", "Gossip packets dropped, by reason", gossip_dropped.clone());
+
+        let members = StateGauge::new(&MEMBER_STATES);
+        registry.register("members", "Cluster members known to this process, by state", members.family.clone());
+
+        let ranges = StateGauge::new(&RANGE_STATES);
+        registry.register("ranges", "Ranges held by this process, by state", ranges.family.clone());
+
+        let log_appends = Counter::default();
+        registry.register("log_appends", "Commit-log appends (batches)", log_appends.clone());
+
+        let log_batch_writes = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register("log_batch_writes", "Writes per commit-log append", log_batch_writes.clone());
+
+        let log_batch_bytes = Histogram::new(exponential_buckets(64.0, 4.0, 10));
+        registry.register_with_unit(
+            "log_batch",
+            "Payload size of a commit-log append",
+            Unit::Bytes,
+            log_batch_bytes.clone(),
+        );
+
+        let snapshot_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register_with_unit(
+            "snapshot_duration",
+            "Time to write a snapshot",
+            Unit::Seconds,
+            snapshot_duration.clone(),
+        );
+
+        let snapshot_bytes = Histogram::new(exponential_buckets(1024.0, 4.0, 12));
+        registry.register_with_unit("snapshot", "Size of a written snapshot", Unit::Bytes, snapshot_bytes.clone());
+
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            gossip_packets,
+            gossip_dropped,
+            gossip_dropped_total: AtomicU64::new(0),
+            members,
+            ranges,
+            log_appends,
+            log_batch_writes,
+            log_batch_bytes,
+            snapshot_duration,
+            snapshot_bytes,
+        })
+    }
+
+    /// The text exposition of every metric (OpenMetrics text, as produced by
+    /// `prometheus_client::encoding::text::encode`), ending with `# EOF\n`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail, and the registry only holds our own metrics,
+        // whose encoders do not fail either.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding metrics into a String cannot fail");
+        out
+    }
+
+    /// Records one request served: `op` such as `"get"`, `"put"`, `"locate"`; `outcome` is
+    /// `"ok"` or an error code in snake case such as `"not_owner"`, `"timeout"`.
+    pub fn observe_request(&self, op: &'static str, outcome: &'static str, latency: Duration) {
+        self.requests.get_or_create(&RequestLabels { op, outcome }).inc();
+        self.request_duration.get_or_create(&OpLabels { op }).observe(latency.as_secs_f64());
+    }
+
+    /// Records one gossip packet; `direction` is `"in"` or `"out"`.
+    pub fn gossip_packet(&self, direction: &'static str) {
+        self.gossip_packets.get_or_create(&DirectionLabels { direction }).inc();
+    }
+
+    /// Records one dropped gossip packet; `reason` such as `"auth"`, `"oversize"`, `"malformed"`.
+    pub fn gossip_drop(&self, reason: &'static str) {
+        self.gossip_dropped.get_or_create(&ReasonLabels { reason }).inc();
+        self.gossip_dropped_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Total gossip packets dropped so far, all reasons together.
+    pub fn gossip_drops_total(&self) -> u64 {
+        self.gossip_dropped_total.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the gauge of members by state with `counts`, pairs of (state, count) with
+    /// states `"alive"`, `"suspect"`, `"down"`, `"left"`. States not given are set to 0; a state
+    /// given twice counts the sum.
+    pub fn set_members(&self, counts: &[(&'static str, i64)]) {
+        self.members.replace(counts);
+    }
+
+    /// Replaces the gauge of ranges by state (`"serving"`, `"loading"`, `"failed"`), with the
+    /// same semantics as [`Metrics::set_members`].
+    pub fn set_ranges(&self, counts: &[(&'static str, i64)]) {
+        self.ranges.replace(counts);
+    }
+
+    /// Records one commit-log append of `writes` writes carrying `bytes` bytes of payload.
+    pub fn log_append(&self, writes: usize, bytes: usize) {
+        self.log_appends.inc();
+        self.log_batch_writes.observe(writes as f64);
+        self.log_batch_bytes.observe(bytes as f64);
+    }
+
+    /// Records one snapshot written, which took `took` and has `bytes` bytes.
+    pub fn snapshot(&self, took: Duration, bytes: usize) {
+        self.snapshot_duration.observe(took.as_secs_f64());
+        self.snapshot_bytes.observe(bytes as f64);
+    }
+}
+
+/// One sample line of a text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Metric name as written, suffix included (`_total`, `_bucket`, `_count`, ...).
+    pub name: String,
+    /// Labels in the order written, values unescaped.
+    pub labels: Vec<(String, String)>,
+    /// The value; may be infinite or NaN.
+    pub value: f64,
+}
+
+/// Metric types a `# TYPE` line may name (Prometheus and OpenMetrics together).
+const METRIC_TYPES: [&str; 9] =
+    ["counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset", "gaugehistogram"];
+
+/// Parses a Prometheus / OpenMetrics text exposition and returns every sample in order.
+///
+/// Accepts `# HELP`, `# TYPE`, `# UNIT` and `# EOF` lines, empty lines, and sample lines
+/// `name{label="value",...} value [timestamp]` whose label values may contain the escapes
+/// `\"`, `\\` and `\n`. Anything else, including other comments, exemplars and any line after
+/// `# EOF`, is rejected with an error naming the (1-based) line number.
+pub fn parse_text(text: &str) -> Result<Vec<Sample>, String> {
+    let mut samples = Vec::new();
+    let mut eof_line = None;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let fail = |reason: String| format!("line {number}: {reason}: {line:?}");
+        if let Some(eof) = eof_line {
+            return Err(fail(format!("content after `# EOF` on line {eof}")));
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            if line == "# EOF" {
+                eof_line = Some(number);
+            } else {
+                parse_descriptor(line).map_err(fail)?;
+            }
+            continue;
+        }
+        samples.push(parse_sample(line).map_err(fail)?);
+    }
+    Ok(samples)
+}
+
+/// Sum of the values of the samples named `name` whose labels include every pair of `labels`.
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| labels.iter().all(|&(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v)))
+        .map(|s| s.value)
+        .sum()
+}
+
+fn parse_descriptor(line: &str) -> Result<(), String> {
+    let rest = line.strip_prefix("# ").ok_or("comment is not `# HELP`, `# TYPE`, `# UNIT` or `# EOF`")?;
+    let (keyword, rest) = rest.split_once(' ').ok_or("descriptor without a metric name")?;
+    let (name, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+    match keyword {
+        "HELP" | "TYPE" | "UNIT" => {}
+        _ => return Err(format!("unknown comment `# {keyword}`")),
+    }
+    if !is_metric_name(name) {
+        return Err(format!("invalid metric name {name:?}"));
+    }
+    match keyword {
+        "TYPE" if !METRIC_TYPES.contains(&arg) => Err(format!("unknown metric type {arg:?}")),
+        "UNIT" if !arg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Err(format!("invalid unit {arg:?}")),
+        // Help text is free-form; its escapes do not affect where the line ends.
+        _ => Ok(()),
+    }
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_len = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(line.len());
+    let name = &line[..name_len];
+    if !is_metric_name(name) {
+        return Err(format!("invalid metric name {name:?}"));
+    }
+    let mut rest = &line[name_len..];
+    let mut labels = Vec::new();
+    if let Some(after_brace) = rest.strip_prefix('{') {
+        rest = parse_labels(after_brace, &mut labels)?;
+    }
+    let fields: Vec<&str> = rest.split([' ', '\t']).filter(|f| !f.is_empty()).collect();
+    if !rest.starts_with([' ', '\t']) || fields.is_empty() {
+        return Err("expected whitespace and a value after the metric name and labels".to_string());
+    }
+    if fields.len() > 2 {
+        return Err(format!("unexpected {:?} after value and timestamp", fields[2..].join(" ")));
+    }
+    let value = parse_value(fields[0]).ok_or_else(|| format!("invalid value {:?}", fields[0]))?;
+    if let Some(ts) = fields.get(1) {
+        match ts.parse::<f64>() {
+            Ok(t) if t.is_finite() => {}
+            _ => return Err(format!("invalid timestamp {ts:?}")),
+        }
+    }
+    Ok(Sample { name: name.to_string(), labels, value })
+}
+
+/// Parses `l="v",...}` (the opening brace already consumed) into `labels`; returns what follows
+/// the closing brace.
+fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<(String, String)>) -> Result<&'a str, String> {
+    loop {
+        // An empty set `{}` and a trailing comma are both valid in the Prometheus format.
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok(after);
+        }
+        let key_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        if !is_label_name(key) {
+            return Err(format!("invalid label name {key:?}"));
+        }
+        if labels.iter().any(|(k, _)| k == key) {
+            return Err(format!("duplicate label {key:?}"));
+        }
+        rest = rest[key_len..].strip_prefix("=\"").ok_or_else(|| format!("expected `=\"` after label {key:?}"))?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let closed_at = loop {
+            match chars.next() {
+                None => return Err(format!("unterminated value of label {key:?}")),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => {
+                        let what = other.map_or("end of line".to_string(), |(_, c)| format!("{c:?}"));
+                        return Err(format!("invalid escape before {what} in label {key:?}"));
+                    }
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        labels.push((key.to_string(), value));
+        rest = &rest[closed_at + 1..];
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return Err(format!("expected `,` or `}}` after label {key:?}"));
+        }
+    }
+}
+
+/// A sample value: a decimal number, or `+Inf`, `-Inf`, `Inf`, `NaN` as Prometheus writes them.
+fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" => return Some(f64::INFINITY),
+        "-Inf" => return Some(f64::NEG_INFINITY),
+        "NaN" => return Some(f64::NAN),
+        _ => {}
+    }
+    // Rust also reads spellings such as "inf" and "infinity"; only the canonical ones above
+    // are valid exposition, so anything with a letter other than an exponent is refused.
+    if s.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(metrics: &Metrics) -> Vec<Sample> {
+        let text = metrics.encode();
+        parse_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn metrics_are_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Metrics>();
+    }
+
+    #[test]
+    fn encode_parses_and_ends_with_eof() {
+        let metrics = Metrics::new();
+        metrics.observe_request("get", "ok", Duration::from_micros(70));
+        metrics.gossip_packet("in");
+        metrics.gossip_drop("auth");
+        metrics.set_members(&[("alive", 3)]);
+        metrics.set_ranges(&[("serving", 8)]);
+        metrics.log_append(5, 300);
+        metrics.snapshot(Duration::from_millis(20), 4096);
+        let text = metrics.encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let samples = parse_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let names: std::collections::BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+        for expected in [
+            "ampstore_requests_total",
+            "ampstore_request_duration_seconds_bucket",
+            "ampstore_request_duration_seconds_sum",
+            "ampstore_request_duration_seconds_count",
+            "ampstore_gossip_packets_total",
+            "ampstore_gossip_dropped_packets_total",
+            "ampstore_members",
+            "ampstore_ranges",
+            "ampstore_log_appends_total",
+            "ampstore_log_batch_writes_count",
+            "ampstore_log_batch_bytes_count",
+            "ampstore_snapshot_duration_seconds_count",
+            "ampstore_snapshot_bytes_count",
+        ] {
+            assert!(names.contains(expected), "{expected} missing from\n{text}");
+        }
+        assert_eq!(sum(&samples, "ampstore_log_batch_writes_sum", &[]), 5.0);
+        assert_eq!(sum(&samples, "ampstore_log_batch_bytes_sum", &[]), 300.0);
+        assert_eq!(sum(&samples, "ampstore_snapshot_bytes_sum", &[]), 4096.0);
+        assert_eq!(sum(&samples, "ampstore_snapshot_duration_seconds_count", &[]), 1.0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_as_specified() {
+        let metrics = Metrics::new();
+        metrics.observe_request("get", "ok", Duration::ZERO);
+        metrics.log_append(1, 1);
+        metrics.snapshot(Duration::ZERO, 0);
+        let samples = scrape(&metrics);
+        let bounds = |name: &str| -> Vec<f64> {
+            samples
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| parse_value(&s.labels.iter().find(|(k, _)| k == "le").unwrap().1).unwrap())
+                .collect()
+        };
+        let check = |name: &str, start: f64, factor: f64, count: usize| {
+            let got = bounds(name);
+            assert_eq!(got.len(), count + 1, "{name}: {got:?}");
+            assert!((got[0] - start).abs() <= start * 1e-9, "{name}: {got:?}");
+            assert!((got[count - 1] - start * factor.powi(count as i32 - 1)).abs() <= got[count - 1] * 1e-9);
+            assert_eq!(got[count], f64::INFINITY);
+        };
+        check("ampstore_request_duration_seconds_bucket", 0.000_05, 2.0, 18);
+        check("ampstore_log_batch_writes_bucket", 1.0, 2.0, 13);
+        check("ampstore_log_batch_bytes_bucket", 64.0, 4.0, 10);
+        check("ampstore_snapshot_duration_seconds_bucket", 0.001, 2.0, 16);
+        check("ampstore_snapshot_bytes_bucket", 1024.0, 4.0, 12);
+    }
+
+    #[test]
+    fn requests_count_by_op_and_outcome() {
+        let metrics = Metrics::new();
+        metrics.observe_request("get", "ok", Duration::from_millis(1));
+        metrics.observe_request("get", "ok", Duration::from_millis(3));
+        metrics.observe_request("get", "not_owner", Duration::from_millis(1));
+        metrics.observe_request("put", "ok", Duration::from_millis(1));
+        let s = scrape(&metrics);
+        assert_eq!(sum(&s, "ampstore_requests_total", &[("op", "get"), ("outcome", "ok")]), 2.0);
+        assert_eq!(sum(&s, "ampstore_requests_total", &[("op", "get")]), 3.0);
+        assert_eq!(sum(&s, "ampstore_requests_total", &[("outcome", "ok")]), 3.0);
+        assert_eq!(sum(&s, "ampstore_requests_total", &[]), 4.0);
+    }
+
+    #[test]
+    fn request_histogram_count_moves() {
+        let metrics = Metrics::new();
+        let count = |m: &Metrics| sum(&scrape(m), "ampstore_request_duration_seconds_count", &[("op", "get")]);
+        assert_eq!(count(&metrics), 0.0);
+        metrics.observe_request("get", "ok", Duration::from_micros(200));
+        metrics.observe_request("get", "timeout", Duration::from_secs(2));
+        assert_eq!(count(&metrics), 2.0);
+        let s = scrape(&metrics);
+        let sum_secs = sum(&s, "ampstore_request_duration_seconds_sum", &[("op", "get")]);
+        assert!((sum_secs - 2.0002).abs() < 1e-9, "{sum_secs}");
+        assert_eq!(sum(&s, "ampstore_request_duration_seconds_bucket", &[("op", "get"), ("le", "+Inf")]), 2.0);
+    }
+
+    #[test]
+    fn set_members_sets_given_and_zeroes_others() {
+        let metrics = Metrics::new();
+        let s = scrape(&metrics);
+        for state in MEMBER_STATES {
+            let present =
+                s.iter().any(|x| x.name == "ampstore_members" && x.labels == [("state".into(), state.into())]);
+            assert!(present, "{state} should exist before any update");
+        }
+        metrics.set_members(&[("alive", 4), ("suspect", 1), ("down", 2)]);
+        metrics.set_members(&[("alive", 5), ("left", 1)]);
+        let s = scrape(&metrics);
+        let members = |state| sum(&s, "ampstore_members", &[("state", state)]);
+        assert_eq!(members("alive"), 5.0);
+        assert_eq!(members("suspect"), 0.0);
+        assert_eq!(members("down"), 0.0);
+        assert_eq!(members("left"), 1.0);
+
+        // A state outside the known set is reported, and zeroed when later omitted.
+        metrics.set_ranges(&[("serving", 3), ("draining", 2)]);
+        assert_eq!(sum(&scrape(&metrics), "ampstore_ranges", &[("state", "draining")]), 2.0);
+        metrics.set_ranges(&[("loading", 1)]);
+        let s = scrape(&metrics);
+        assert_eq!(sum(&s, "ampstore_ranges", &[("state", "draining")]), 0.0);
+        assert_eq!(sum(&s, "ampstore_ranges", &[("state", "serving")]), 0.0);
+        assert_eq!(sum(&s, "ampstore_ranges", &[("state", "loading")]), 1.0);
+    }
+
+    #[test]
+    fn gossip_counters() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.gossip_drops_total(), 0);
+        metrics.gossip_drop("auth");
+        metrics.gossip_drop("auth");
+        metrics.gossip_drop("oversize");
+        metrics.gossip_packet("in");
+        metrics.gossip_packet("out");
+        metrics.gossip_packet("in");
+        assert_eq!(metrics.gossip_drops_total(), 3);
+        let s = scrape(&metrics);
+        assert_eq!(sum(&s, "ampstore_gossip_dropped_packets_total", &[("reason", "auth")]), 2.0);
+        assert_eq!(sum(&s, "ampstore_gossip_dropped_packets_total", &[]), 3.0);
+        assert_eq!(sum(&s, "ampstore_gossip_packets_total", &[("direction", "in")]), 2.0);
+        assert_eq!(sum(&s, "ampstore_gossip_packets_total", &[("direction", "out")]), 1.0);
+    }
+
+    #[test]
+    fn parse_text_accepts_the_format() {
+        let text = concat!(
+            "# HELP up Whether \\\"up\\\".\n",
+            "# TYPE up gauge\n",
+            "# UNIT rt_seconds seconds\n",
+            "up 1\n",
+            "\n",
+            "x:y_z{a=\"q\\\"uote\",b=\"back\\\\slash\",c=\"new\\nline\",} +Inf 1700000000\n",
+            "e{} -Inf\n",
+            "n{a=\"\"}\tNaN 1.5\n",
+            "f 1.5e-3\n",
+            "# EOF\n",
+        );
+        let s = parse_text(text).unwrap();
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[0], Sample { name: "up".into(), labels: vec![], value: 1.0 });
+        assert_eq!(s[1].name, "x:y_z");
+        assert_eq!(
+            s[1].labels,
+            vec![
+                ("a".to_string(), "q\"uote".to_string()),
+                ("b".to_string(), "back\\slash".to_string()),
+                ("c".to_string(), "new\nline".to_string()),
+            ]
+        );
+        assert_eq!(s[1].value, f64::INFINITY);
+        assert_eq!(s[2].value, f64::NEG_INFINITY);
+        assert!(s[3].value.is_nan());
+        assert_eq!(s[4].value, 0.0015);
+        assert_eq!(sum(&s, "x:y_z", &[("a", "q\"uote")]), f64::INFINITY);
+    }
+
+    #[test]
+    fn parse_text_rejects_garbage_with_line_number() {
+        let cases = [
+            "foo bar baz",
+            "x{a=\"b\" 1",
+            "1abc 2",
+            "x{a=\"b\"} 1 2 3",
+            "x{a=\"b\\t\"} 1",
+            "x{a=\"b\",a=\"c\"} 1",
+            "x{1a=\"b\"} 1",
+            "x{a=b} 1",
+            "x{a=\"b\"}1",
+            "x",
+            "x inf",
+            "x 1 abc",
+            " x 1",
+            "# random comment",
+            "# TYPE x colour",
+            "#EOF",
+            "x 1 # {trace=\"a\"} 1",
+        ];
+        for case in cases {
+            let text = format!("# TYPE ok counter\nok_total 1\n{case}\n");
+            let err = parse_text(&text).expect_err(case);
+            assert!(err.starts_with("line 3:"), "{case:?}: {err}");
+        }
+        let err = parse_text("a 1\n# EOF\nb 2\n").unwrap_err();
+        assert!(err.starts_with("line 3:"), "{err}");
+    }
+
+    #[test]
+    fn parse_text_round_trips_escaped_label_values() {
+        // Label values with quotes, backslashes and newlines, as the library escapes them.
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Tricky {
+            v: String,
+        }
+        let family = Family::<Tricky, Counter>::default();
+        let tricky = "a\"b\\c\nd} 1\ne{x=\"";
+        family.get_or_create(&Tricky { v: tricky.to_string() }).inc_by(7);
+        let mut registry = Registry::default();
+        registry.register("tricky", "Tricky label values", family);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let s = parse_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(sum(&s, "tricky_total", &[("v", tricky)]), 7.0);
+    }
+}
