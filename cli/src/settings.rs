@@ -1,7 +1,7 @@
 //! Flags shared by every command, turned into a [`Config`] with the precedence
 //! defaults < config file < `AMPSTORE_*` environment < flags.
 
-use ampstore_common::config::{BackendKind, Config, ConfigLoader};
+use ampstore_common::config::{BackendKind, Config, ConfigLoader, is_numeric_key};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -76,9 +76,10 @@ pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Co
         let Some((key, value)) = kv.split_once('=') else {
             anyhow::bail!("--set takes KEY=VALUE, got {kv:?}");
         };
+        // Numbers only for numeric settings: a token or key may be all digits.
         loader = match value.parse::<u64>() {
-            Ok(n) => loader.flag(key.trim(), n),
-            Err(_) => loader.flag(key.trim(), value),
+            Ok(n) if is_numeric_key(key.trim()) => loader.flag(key.trim(), n),
+            _ => loader.flag(key.trim(), value),
         };
     }
     Ok(loader.load()?)

@@ -22,12 +22,17 @@ const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master", "gossip
 /// Settings that are lists: given as one comma-separated string in the environment or a flag.
 const LIST_KEYS: &[&str] = &["gossip.seeds"];
 
+/// Whether a setting holds a number (by convention its name ends with its unit).
+pub fn is_numeric_key(key: &str) -> bool {
+    NUMERIC_SUFFIXES.iter().any(|s| key.ends_with(s))
+}
+
 fn split_list(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
 }
 
 /// Suffixes of numeric setting names (units are in names).
-const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max", "_pct"];
+const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max", "_pct", "_size"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

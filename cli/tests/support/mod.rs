@@ -26,6 +26,12 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn connect(addr: &str) -> std::io::Result<TestClient> {
+        TestClient::connect_with_token(addr, None).await
+    }
+
+    /// Connects presenting `token` in the hello; a refused hello is an error holding the
+    /// server's `Error`.
+    pub async fn connect_with_token(addr: &str, token: Option<&str>) -> std::io::Result<TestClient> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut scratch = Vec::new();
@@ -33,7 +39,7 @@ impl TestClient {
             protocol_version: PROTOCOL_VERSION,
             role: Role::Client,
             client_name: "test".into(),
-            auth_token: None,
+            auth_token: token.map(String::from),
         };
         write_frame(&mut stream, &hello, &mut scratch).await.map_err(std::io::Error::other)?;
         let mut body = Vec::new();
@@ -91,6 +97,7 @@ pub struct NodeProc {
     pub child: Child,
     pub rpc: String,
     pub admin: String,
+    pub gossip: String,
     pub node_id: String,
     pub data_dir: PathBuf,
     pub store_dir: PathBuf,
@@ -130,9 +137,18 @@ impl NodeProc {
         let words: Vec<&str> = line.split_whitespace().collect();
         assert!(words.len() >= 10 && words[3] == "ready:", "unexpected ready line: {line}");
         let (node_id, rpc, admin) = (words[2].to_string(), words[5].to_string(), words[9].to_string());
+        let gossip = words.get(11).map(|s| s.to_string()).unwrap_or_default();
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        NodeProc { child, rpc, admin, node_id, data_dir: data_dir.to_path_buf(), store_dir: store_dir.to_path_buf() }
+        NodeProc {
+            child,
+            rpc,
+            admin,
+            gossip,
+            node_id,
+            data_dir: data_dir.to_path_buf(),
+            store_dir: store_dir.to_path_buf(),
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -204,6 +220,32 @@ impl TestClient {
 }
 
 /// GET `path` from an admin port and parse the JSON body (plain HTTP/1.1, no client crate).
+/// GET `path` from an admin port and return the body as text.
+pub async fn http_get_text(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        return out;
+    }
+    body.to_string()
+}
+
 pub async fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -255,11 +297,17 @@ pub fn start_fast_node(data_dir: &Path, store_dir: &Path) -> NodeProc {
 pub struct MasterProc {
     pub child: Child,
     pub rpc: String,
+    pub admin: String,
+    pub gossip: String,
     pub id: String,
 }
 
 impl MasterProc {
     pub fn start(data_dir: &Path, store_dir: &Path) -> MasterProc {
+        MasterProc::start_with(data_dir, store_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, store_dir: &Path, extra: &[&str]) -> MasterProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ampstore"));
         cmd.arg("--data").arg(data_dir).args([
             "master",
@@ -280,7 +328,7 @@ impl MasterProc {
         ] {
             cmd.arg("--set").arg(kv);
         }
-        cmd.env_remove("AMPSTORE_CONFIG").env("RUST_LOG", "warn,ampstore_master=info");
+        cmd.args(extra).env_remove("AMPSTORE_CONFIG").env("RUST_LOG", "warn,ampstore_master=info");
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start master");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -289,8 +337,10 @@ impl MasterProc {
         let words: Vec<&str> = line.split_whitespace().collect();
         assert!(words.len() >= 6 && words[3] == "ready:", "unexpected ready line: {line}");
         let (id, rpc) = (words[2].to_string(), words[5].to_string());
+        let admin = words.get(7).map(|s| s.to_string()).unwrap_or_default();
+        let gossip = words.get(9).map(|s| s.to_string()).unwrap_or_default();
         std::thread::spawn(move || for _ in lines {});
-        MasterProc { child, rpc, id }
+        MasterProc { child, rpc, admin, gossip, id }
     }
 
     pub fn pid(&self) -> i32 {

@@ -148,7 +148,7 @@ impl Gossip {
             out: Vec::with_capacity(GOSSIP_PACKET_BYTES_MAX),
         };
         tokio::spawn(owner.run(rx));
-        tokio::spawn(receive_loop(socket, tx.clone(), metrics));
+        tokio::spawn(receive_loop(socket, Sealer::new(settings.key), tx.clone(), metrics));
         let refresh = Duration::from_millis(settings.refresh_ms);
         let ticker = tx.clone();
         tokio::spawn(async move {
@@ -317,7 +317,7 @@ impl Owner {
     }
 }
 
-async fn receive_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>, metrics: Arc<Metrics>) {
+async fn receive_loop(socket: Arc<UdpSocket>, sealer: Sealer, tx: mpsc::Sender<Input>, metrics: Arc<Metrics>) {
     // One byte more than the limit, so an oversize datagram is seen as such (not truncated
     // to a valid-looking size).
     let mut buf = vec![0u8; GOSSIP_PACKET_BYTES_MAX + 1];
@@ -331,8 +331,15 @@ async fn receive_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>, metrics: 
             }
         };
         metrics.gossip_packet("in");
-        let packet = buf[..len].to_vec();
-        if tx.try_send(Input::Data(packet)).is_err() {
+        let payload = match sealer.open(&buf[..len]) {
+            Ok(p) => p,
+            Err(drop) => {
+                tracing::debug!(%from, len, reason = drop.reason(), "gossip packet dropped");
+                metrics.gossip_drop(drop.reason());
+                continue;
+            }
+        };
+        if tx.try_send(Input::Data(payload)).is_err() {
             tracing::debug!(%from, "gossip input queue full: packet dropped");
             metrics.gossip_drop("overload");
         }

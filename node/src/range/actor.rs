@@ -203,7 +203,7 @@ impl RangeActor {
                 act.snapshot_running = false;
                 let result = result.map(|(cp, size)| {
                     tracing::info!(range = %act.core.range_id(), seq = %cp.seq, bytes = size, ms = started.elapsed().as_millis() as u64, "snapshot written");
-                    act.shared.metrics.snapshot(started.elapsed(), size as usize);
+                    act.shared.metrics.snapshot(started.elapsed(), size);
                     act.core.on_checkpoint(cp.seq, log_bytes);
                     cp.seq
                 });
