@@ -82,5 +82,15 @@ pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Co
             _ => loader.flag(key.trim(), value),
         };
     }
-    Ok(loader.load()?)
+    let mut cfg = loader.load()?;
+    // The secrets `ampstore up` keeps in its data directory apply unless set otherwise.
+    let (token, key) = ampstore_common::secrets::find(&cfg.data_dir);
+    if cfg.cluster.token.is_none() && cfg.cluster.token_file.is_none() {
+        cfg.cluster.token_file = token;
+    }
+    if cfg.cluster.gossip_key.is_none() && cfg.cluster.gossip_key_file.is_none() {
+        cfg.cluster.gossip_key_file = key;
+    }
+    cfg.validate()?;
+    Ok(cfg)
 }

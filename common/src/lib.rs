@@ -16,6 +16,7 @@ pub mod meta;
 pub mod metrics;
 pub mod protocol;
 pub mod rpc_server;
+pub mod secrets;
 pub mod snapshot;
 pub mod store;
 
