@@ -5,13 +5,18 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod admin_http;
+mod cluster_file;
 mod drain_cmd;
 mod init;
 mod master_cmd;
 mod master_link;
+mod members_cmd;
 mod node_cmd;
 mod settings;
 mod snapshot_cmd;
+mod status_cmd;
+mod up_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -36,12 +41,16 @@ enum Command {
     Master(master_cmd::MasterArgs),
     /// Move every range off a node (before a rolling restart).
     Drain(drain_cmd::DrainArgs),
+    /// Show the cluster's members as gossip sees them.
+    Members(members_cmd::MembersArgs),
+    /// Summarize the cluster: active master, members by state, ranges.
+    Status(status_cmd::StatusArgs),
     /// Work with snapshot files.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
-    /// Start a local cluster (not built yet: arrives with the node and master, see README).
-    Up,
-    /// A guided tour on a temporary local cluster (not built yet: arrives with `up`).
+    /// Start a local cluster (masters and nodes as child processes) until Ctrl-C.
+    Up(up_cmd::UpArgs),
+    /// A guided tour on a temporary local cluster (not built yet: arrives with the client crate).
     Demo,
 }
 
@@ -61,9 +70,12 @@ fn main() -> ExitCode {
             Command::Node(args) => node_cmd::run(&cli.settings, args).await,
             Command::Master(args) => master_cmd::run(&cli.settings, args).await,
             Command::Drain(args) => drain_cmd::run(&cli.settings, args).await,
+            Command::Members(args) => members_cmd::run(&cli.settings, args).await,
+            Command::Status(args) => status_cmd::run(&cli.settings, args).await,
             Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
-            Command::Up | Command::Demo => Err(anyhow::anyhow!(
-                "the local cluster is not built yet: this release has the storage layer only (see README, \"Status\")"
+            Command::Up(args) => up_cmd::run(&cli.settings, args).await,
+            Command::Demo => Err(anyhow::anyhow!(
+                "the guided tour is not built yet: it arrives with the client crate (see README, \"Status\"); `ampstore up` starts a cluster"
             )),
         }
     });

@@ -48,9 +48,16 @@ fn errors_are_one_line_with_exit_code_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bucket"), "{}", stderr(&o));
 
-    let o = ampstore(&["up"]);
+    let o = ampstore(&["up", "--nodes", "0"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not built yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--nodes"), "{}", stderr(&o));
+    let o = ampstore(&["up", "--endpoint", "http://127.0.0.1:1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--backend aws"), "{}", stderr(&o));
+
+    let o = ampstore(&["members", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ampstore up"), "{}", stderr(&o));
 }
 
 #[test]

@@ -62,9 +62,10 @@ mod tests {
         assert_eq!(first, second, "kept, not regenerated");
         assert_ne!(first.0, first.1);
         assert!(crate::config::parse_key_hex(&first.1).is_ok());
-        let cfg = crate::config::ClusterConfig { token_file: Some(token), gossip_key_file: Some(key), ..Default::default() };
+        let cfg =
+            crate::config::ClusterConfig { token_file: Some(token), gossip_key_file: Some(key), ..Default::default() };
         assert_eq!(cfg.token().unwrap().unwrap().len(), 64);
         assert!(cfg.gossip_key().unwrap().is_some());
-        assert_eq!(find(dir.path()).0.is_some(), true);
+        assert!(find(dir.path()).0.is_some());
     }
 }

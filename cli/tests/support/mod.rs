@@ -405,6 +405,7 @@ pub struct Router {
     /// When false, a call fails on the first error instead of relocating (to prove cached
     /// routes keep working).
     pub retry: bool,
+    pub token: Option<String>,
 }
 
 impl Router {
@@ -415,6 +416,7 @@ impl Router {
             conns: Default::default(),
             deadline: Duration::from_secs(10),
             retry: true,
+            token: None,
         }
     }
 
@@ -424,7 +426,7 @@ impl Router {
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(Connection::connect(addr, Role::Client, "test-router", None).await?);
+        let c = Arc::new(Connection::connect(addr, Role::Client, "test-router", self.token.clone()).await?);
         self.conns.lock().unwrap().insert(addr.to_string(), c.clone());
         Ok(c)
     }
