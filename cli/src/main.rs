@@ -1,12 +1,14 @@
 //! `ampstore`: the one binary of Ampstore.
 //!
-//! Exit codes: 0 on success, 2 on any error (a one-line message on stderr).
+//! Exit codes: 0 on success, 1 when `get` finds no key, 2 on any error (a one-line message
+//! on stderr).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod admin_http;
 mod cluster_file;
+mod data_cmd;
 mod drain_cmd;
 mod init;
 mod master_cmd;
@@ -27,12 +29,28 @@ mod up_cmd;
 struct Cli {
     #[command(flatten)]
     settings: settings::SettingsArgs,
+    #[command(flatten)]
+    cluster: data_cmd::ClusterArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the value at KEY (exit 1 when there is none).
+    Get(data_cmd::GetArgs),
+    /// Write VALUE at KEY (`-` reads the value from stdin).
+    Put(data_cmd::PutArgs),
+    /// Delete KEY.
+    Delete(data_cmd::DeleteArgs),
+    /// Print the keys in [START, END) in order (END "" = no upper bound).
+    Scan(data_cmd::ScanArgs),
+    /// Write every {"key","value"} line of a JSON-lines file, with a progress bar.
+    Import(data_cmd::ImportArgs),
+    /// Where KEY lives: range, node, address, lease time left.
+    Locate(data_cmd::LocateArgs),
+    /// Every range: bounds, generation, owner, size.
+    Ranges(data_cmd::RangesArgs),
     /// Create the storage backend's tables and bucket (AWS) or files (local). Safe to run twice.
     Init(init::InitArgs),
     /// Run a node: serve ranges over the RPC port.
@@ -66,6 +84,13 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
+            Command::Get(args) => data_cmd::get(&cli.settings, &cli.cluster, args).await,
+            Command::Put(args) => data_cmd::put(&cli.settings, &cli.cluster, args).await,
+            Command::Delete(args) => data_cmd::delete(&cli.settings, &cli.cluster, args).await,
+            Command::Scan(args) => data_cmd::scan(&cli.settings, &cli.cluster, args).await,
+            Command::Import(args) => data_cmd::import(&cli.settings, &cli.cluster, args).await,
+            Command::Locate(args) => data_cmd::locate(&cli.settings, &cli.cluster, args).await,
+            Command::Ranges(args) => data_cmd::ranges(&cli.settings, &cli.cluster, args).await,
             Command::Init(args) => init::run(&cli.settings, args).await,
             Command::Node(args) => node_cmd::run(&cli.settings, args).await,
             Command::Master(args) => master_cmd::run(&cli.settings, args).await,
@@ -81,6 +106,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<data_cmd::KeyNotFound>().is_some() => {
+            eprintln!("ampstore: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => fail(&format!("{e:#}")),
     }
 }

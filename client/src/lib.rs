@@ -1,6 +1,27 @@
-//! The Ampstore client. So far: [`connection::Connection`], one multiplexed connection to a
-//! node or master. The routing client (`Client`) follows in step 5 (issue 6).
+//! The Ampstore client (DESIGN section 8).
+//!
+//! [`Client`] finds the node serving a key through the masters, caches routes, keeps one
+//! multiplexed connection per node ([`connection::Connection`]), and retries `NotOwner`,
+//! `RangeLoading`, `NotMaster` and lost connections with bounded backoff under a per-call
+//! deadline. Every write carries a write id, so a retried write is applied once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ampstore_client::Error> {
+//! use ampstore_client::Client;
+//! let client = Client::connect(&["127.0.0.1:7300"]).await?;
+//! client.put("greeting", "hello").await?;
+//! let page = client.scan("", None, 10, false).await?;
+//! for item in page.items {
+//!     println!("{} = {}", item.key, String::from_utf8_lossy(&item.value));
+//! }
+//! # Ok(()) }
+//! ```
 
 pub use ampstore_common as common;
+pub use ampstore_common::protocol::{RangeLocation, ScanItem, Versioned};
+pub use ampstore_common::{Error, ErrorCode, Key, Version};
 
+pub mod client;
 pub mod connection;
+
+pub use client::{Client, ClientConfig, ScanPage, Scanner};

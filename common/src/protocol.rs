@@ -178,7 +178,8 @@ impl Op {
             | Op::RangeStats
             | Op::Drain { .. }
             | Op::MasterStatus => Ok(()),
-            Op::Locate { key } => Key::validate_user_key(key.as_bytes()),
+            // Any bound may be located, including the empty key (the start of the key space).
+            Op::Locate { key } => Key::validate_bound(key.as_bytes()),
             Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
             Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
             Op::GetMany { keys } => {

@@ -1,0 +1,661 @@
+//! The routing client: finds the node that serves a key through the masters, caches the
+//! answer, sends the request straight to that node over one multiplexed connection per
+//! node, and retries what can be retried (`NotOwner`, `RangeLoading`, `NotMaster`, lost
+//! connections, timeouts of writes that carry a write id) with bounded backoff until the
+//! call's deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ampstore_common::error::Error;
+use ampstore_common::limits::{GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
+use ampstore_common::protocol::{MasterStatus, Op, RangeLocation, Reply, Role, ScanItem, Versioned, WriteId};
+use ampstore_common::{Key, Version};
+
+use crate::connection::Connection;
+
+/// How a [`Client`] behaves.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// RPC addresses of the masters (any of them; the client finds the active one).
+    pub masters: Vec<String>,
+    /// The cluster token, when the cluster has one.
+    pub token: Option<String>,
+    /// How long one call (with all its retries) may take.
+    pub call_deadline: Duration,
+    /// Shown in server logs.
+    pub name: String,
+}
+
+impl ClientConfig {
+    pub fn new(masters: &[impl AsRef<str>]) -> ClientConfig {
+        ClientConfig {
+            masters: masters.iter().map(|m| m.as_ref().to_string()).collect(),
+            token: None,
+            call_deadline: Duration::from_secs(10),
+            name: "ampstore-client".into(),
+        }
+    }
+}
+
+/// A connection to an Ampstore cluster. Cheap to clone; clones share routes and connections.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ampstore_client::Error> {
+/// use ampstore_client::Client;
+/// let client = Client::connect(&["127.0.0.1:7300"]).await?;
+/// client.put("user:1", "alice").await?;
+/// assert_eq!(client.get("user:1").await?.map(|v| v.value), Some(b"alice".to_vec()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    /// Cached locations by range start.
+    routes: RwLock<BTreeMap<Key, RangeLocation>>,
+    conns: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Index in `masters` of the master that answered last.
+    master: AtomicUsize,
+    /// Extra master addresses learned from `NotMaster` hints.
+    learned_masters: Mutex<Vec<String>>,
+    client_id: u64,
+    writes: AtomicU64,
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    pub items: Vec<ScanItem>,
+    /// Where the next page starts (forward: its `start`; reverse: its `end`); `None` when
+    /// the span is exhausted.
+    pub resume: Option<Key>,
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+impl Client {
+    /// Connects to a cluster through its masters (at least one must answer).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), ampstore_client::Error> {
+    /// let client = ampstore_client::Client::connect(&["127.0.0.1:7300", "127.0.0.1:7310"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(masters: &[impl AsRef<str>]) -> Result<Client, Error> {
+        Client::with_config(ClientConfig::new(masters)).await
+    }
+
+    /// Connects with explicit settings (token, deadline).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), ampstore_client::Error> {
+    /// use ampstore_client::{Client, ClientConfig};
+    /// let mut cfg = ClientConfig::new(&["127.0.0.1:7300"]);
+    /// cfg.token = Some("s3cret".into());
+    /// cfg.call_deadline = std::time::Duration::from_secs(3);
+    /// let client = Client::with_config(cfg).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_config(cfg: ClientConfig) -> Result<Client, Error> {
+        if cfg.masters.is_empty() {
+            return Err(Error::invalid("no master address given"));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                cfg,
+                routes: RwLock::default(),
+                conns: Mutex::default(),
+                master: AtomicUsize::new(0),
+                learned_masters: Mutex::default(),
+                client_id: rand::random(),
+                writes: AtomicU64::new(0),
+            }),
+        };
+        client.master_call(Op::Ping, Instant::now() + client.inner.cfg.call_deadline).await?;
+        Ok(client)
+    }
+
+    /// The value and version at `key`, `None` when absent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// if let Some(v) = client.get("user:1").await? {
+    ///     println!("{} (version {})", String::from_utf8_lossy(&v.value), v.version);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Versioned>, Error> {
+        let key = key.into();
+        match self.keyed(&key, Op::Get { key: key.clone() }).await? {
+            Reply::Value(v) => Ok(v),
+            other => Err(unexpected("get", &other)),
+        }
+    }
+
+    /// Several keys at once, across ranges; answers in the order of `keys`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let values = client.get_many(vec!["a".into(), "b".into()]).await?;
+    /// assert_eq!(values.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Versioned>>, Error> {
+        if keys.len() > GET_MANY_KEYS_MAX {
+            return Err(Error::too_large("get_many key count", keys.len(), GET_MANY_KEYS_MAX));
+        }
+        let deadline = self.deadline();
+        let mut out: Vec<Option<Versioned>> = vec![None; keys.len()];
+        // Group by range; a group that fails (the range moved) is retried on its own.
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        let mut backoff = BACKOFF_START;
+        while !pending.is_empty() {
+            let mut groups: BTreeMap<(Key, String), Vec<usize>> = BTreeMap::new();
+            for &i in &pending {
+                let loc = self.route(&keys[i], deadline).await?;
+                groups.entry((loc.start.clone(), loc.node_addr.clone())).or_default().push(i);
+            }
+            let mut failed = Vec::new();
+            let mut last_err = None;
+            for ((_, addr), idx) in groups {
+                let op = Op::GetMany { keys: idx.iter().map(|&i| keys[i].clone()).collect() };
+                match self.node_call(&addr, op, deadline).await {
+                    Ok(Reply::Values(values)) if values.len() == idx.len() => {
+                        for (i, v) in idx.into_iter().zip(values) {
+                            out[i] = v;
+                        }
+                    }
+                    Ok(other) => return Err(unexpected("get_many", &other)),
+                    Err(e) if e.is_retryable() => {
+                        self.forget(&keys[idx[0]]);
+                        failed.extend(idx);
+                        last_err = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            pending = failed;
+            if let Some(e) = last_err {
+                self.wait(&e, &mut backoff, deadline).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `value` at `key` and returns the version it got. Retried writes are applied
+    /// once (every write carries a write id).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let version = client.put("user:1", b"alice".to_vec()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> Result<Version, Error> {
+        let key = key.into();
+        let op = Op::Put { key: key.clone(), value: value.into(), write_id: Some(self.write_id()) };
+        written(self.keyed(&key, op).await?)
+    }
+
+    /// Writes only if the key's version is `expected` (`None`: only if the key is absent);
+    /// otherwise `Conflict`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let v1 = client.put_if_version("counter", "1", None).await?;
+    /// client.put_if_version("counter", "2", Some(v1)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_if_version(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Vec<u8>>,
+        expected: Option<Version>,
+    ) -> Result<Version, Error> {
+        let key = key.into();
+        let op = Op::PutIfVersion { key: key.clone(), value: value.into(), expected, write_id: Some(self.write_id()) };
+        written(self.keyed(&key, op).await?)
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let existed = client.delete("user:1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(&self, key: impl Into<Key>) -> Result<bool, Error> {
+        let key = key.into();
+        match self.keyed(&key, Op::Delete { key: key.clone(), write_id: Some(self.write_id()) }).await? {
+            Reply::Deleted { removed, .. } => Ok(removed > 0),
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    /// Deletes every key in `[start, end)` (`end = None`: no upper bound), range by range
+    /// (each range's part is atomic; the whole is not). Returns how many keys existed.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let removed = client.delete_range("session:", Some("session;".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_range(&self, start: impl Into<Key>, end: Option<Key>) -> Result<u64, Error> {
+        let start = start.into();
+        check_span(&start, end.as_ref())?;
+        let deadline = self.deadline();
+        let mut pos = start;
+        let mut removed = 0;
+        loop {
+            let loc = self.route(&pos, deadline).await?;
+            let piece_end = match (&loc.end, &end) {
+                (Some(r), Some(e)) => Some(r.min(e).clone()),
+                (Some(r), None) => Some(r.clone()),
+                (None, e) => e.clone(),
+            };
+            let op = Op::DeleteRange { start: pos.clone(), end: piece_end.clone(), write_id: Some(self.write_id()) };
+            match self.keyed_until(&pos, op, deadline).await? {
+                Reply::Deleted { removed: n, .. } => removed += n,
+                other => return Err(unexpected("delete_range", &other)),
+            }
+            match (piece_end, &end) {
+                (Some(p), Some(e)) if &p < e => pos = p,
+                (Some(p), None) => pos = p,
+                _ => return Ok(removed),
+            }
+        }
+    }
+
+    /// Up to `limit` keys of `[start, end)` in order (descending with `reverse`), across
+    /// ranges; continue from `resume`. Every key is returned exactly once across pages, even
+    /// while ranges move.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let mut start = ampstore_client::Key::from("user:");
+    /// loop {
+    ///     let page = client.scan(start.clone(), Some("user;".into()), 100, false).await?;
+    ///     for item in &page.items {
+    ///         println!("{}", item.key);
+    ///     }
+    ///     match page.resume {
+    ///         Some(next) => start = next,
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn scan(
+        &self,
+        start: impl Into<Key>,
+        end: Option<Key>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<ScanPage, Error> {
+        let start = start.into();
+        check_span(&start, end.as_ref())?;
+        if limit == 0 {
+            return Err(Error::invalid("scan limit must be above 0"));
+        }
+        let deadline = self.deadline();
+        let mut items: Vec<ScanItem> = Vec::new();
+        // Forward: `pos` is the next start; reverse: the next (exclusive) end.
+        let (mut lo, mut hi) = (start.clone(), end.clone());
+        let mut backoff = BACKOFF_START;
+        while items.len() < limit {
+            let want = (limit - items.len()).min(SCAN_PAGE_KEYS_MAX) as u32;
+            let loc = if reverse {
+                self.route_below(&lo, hi.as_ref(), deadline).await?
+            } else {
+                self.route(&lo, deadline).await?
+            };
+            let op = Op::Scan { start: lo.clone(), end: hi.clone(), limit: want, reverse };
+            match self.node_call(&loc.node_addr, op, deadline).await {
+                Ok(Reply::ScanPage { items: page, resume }) => {
+                    debug_assert!(page.len() <= want as usize);
+                    items.extend(page);
+                    match resume {
+                        None => return Ok(ScanPage { items, resume: None }),
+                        Some(r) if reverse => hi = Some(r),
+                        Some(r) => lo = r,
+                    }
+                }
+                Ok(other) => return Err(unexpected("scan", &other)),
+                Err(e) if e.is_retryable() => {
+                    self.forget_range(&loc);
+                    self.wait(&e, &mut backoff, deadline).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ScanPage { items, resume: Some(if reverse { hi.unwrap_or_default() } else { lo }) })
+    }
+
+    /// A scan as a sequence of pages fetched on demand.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let mut scanner = client.scanner("", None, false);
+    /// while let Some(item) = scanner.next().await? {
+    ///     println!("{} = {} bytes", item.key, item.value.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn scanner(&self, start: impl Into<Key>, end: Option<Key>, reverse: bool) -> Scanner {
+        let start = start.into();
+        Scanner {
+            client: self.clone(),
+            next: Some(if reverse { end.clone().unwrap_or_default() } else { start.clone() }),
+            start,
+            end,
+            reverse,
+            buffer: std::collections::VecDeque::new(),
+            first: true,
+        }
+    }
+
+    /// Where `key` is served.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let loc = client.locate("user:1").await?;
+    /// println!("range {} on {} at {}", loc.range_id, loc.node_id, loc.node_addr);
+    /// # Ok(()) }
+    /// ```
+    pub async fn locate(&self, key: impl Into<Key>) -> Result<RangeLocation, Error> {
+        let key = key.into();
+        self.forget(&key);
+        self.route(&key, self.deadline()).await
+    }
+
+    /// Every range and where it is served, in key order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// for r in client.ranges().await? {
+    ///     println!("{} [{}, {:?}) on {}", r.range_id, r.start, r.end, r.node_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ranges(&self) -> Result<Vec<RangeLocation>, Error> {
+        let deadline = self.deadline();
+        let mut out: Vec<RangeLocation> = Vec::new();
+        let mut from = Key::default();
+        loop {
+            let reply = self.master_call(Op::LocateRange { start: from.clone(), end: None }, deadline).await?;
+            let Reply::Locations(page) = reply else { return Err(unexpected("locate_range", &reply)) };
+            let Some(last) = page.last().cloned() else { return Ok(out) };
+            self.remember(&page);
+            out.extend(page);
+            match last.end {
+                Some(e) => from = e,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The active master's view of the cluster.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let status = client.master_status().await?;
+    /// println!("term {:?}, {} ranges", status.active_term, status.ranges.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn master_status(&self) -> Result<MasterStatus, Error> {
+        match self.master_call(Op::MasterStatus, self.deadline()).await? {
+            Reply::Master(s) if s.active_term.is_some() => Ok(s),
+            Reply::Master(_) => Err(Error::NotMaster { hint: None }),
+            other => Err(unexpected("master_status", &other)),
+        }
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.cfg.call_deadline
+    }
+
+    fn write_id(&self) -> WriteId {
+        WriteId { client: self.inner.client_id, n: self.inner.writes.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    async fn keyed(&self, key: &Key, op: Op) -> Result<Reply, Error> {
+        self.keyed_until(key, op, self.deadline()).await
+    }
+
+    /// Sends `op` to the node serving `key`, re-routing and retrying until `deadline`.
+    async fn keyed_until(&self, key: &Key, op: Op, deadline: Instant) -> Result<Reply, Error> {
+        op.validate()?;
+        let mut backoff = BACKOFF_START;
+        loop {
+            let loc = self.route(key, deadline).await?;
+            match self.node_call(&loc.node_addr, op.clone(), deadline).await {
+                Ok(r) => return Ok(r),
+                // A timed-out write without a write id might have landed: not ours to retry.
+                Err(Error::Timeout) if op.is_write() && !has_write_id(&op) => return Err(Error::Timeout),
+                Err(e) if e.is_retryable() => {
+                    self.forget_range(&loc);
+                    self.wait(&e, &mut backoff, deadline).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sleeps before a retry (the server's hint for `RangeLoading`, else doubling backoff),
+    /// or gives up with `e` when the deadline would pass.
+    async fn wait(&self, e: &Error, backoff: &mut Duration, deadline: Instant) -> Result<(), Error> {
+        let pause = match e {
+            Error::RangeLoading { retry_after_ms } => Duration::from_millis(*retry_after_ms).min(BACKOFF_MAX),
+            _ => *backoff,
+        };
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        if Instant::now() + pause >= deadline {
+            return Err(e.clone());
+        }
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
+    fn remaining(deadline: Instant) -> Result<Duration, Error> {
+        deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(Error::Timeout)
+    }
+
+    async fn node_call(&self, addr: &str, op: Op, deadline: Instant) -> Result<Reply, Error> {
+        let conn = self.conn(addr).await?;
+        conn.call(op, Self::remaining(deadline)?).await
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
+        if let Some(c) = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).get(addr)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(
+            Connection::connect(addr, Role::Client, &self.inner.cfg.name, self.inner.cfg.token.clone()).await?,
+        );
+        self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Sends `op` to the active master: the last one that answered first, then the others,
+    /// following `NotMaster` hints, until `deadline`.
+    async fn master_call(&self, op: Op, deadline: Instant) -> Result<Reply, Error> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let mut masters = self.inner.cfg.masters.clone();
+            masters.extend(self.inner.learned_masters.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+            let first = self.inner.master.load(Ordering::Relaxed) % masters.len();
+            let mut last = Error::unavailable("no master answered");
+            for i in (0..masters.len()).map(|k| (first + k) % masters.len()) {
+                match self.node_call(&masters[i], op.clone(), deadline).await {
+                    Ok(r) => {
+                        self.inner.master.store(i, Ordering::Relaxed);
+                        return Ok(r);
+                    }
+                    Err(Error::NotMaster { hint: Some(h) }) => {
+                        let mut learned = self.inner.learned_masters.lock().unwrap_or_else(|p| p.into_inner());
+                        if !masters.contains(&h.rpc_addr) && !learned.contains(&h.rpc_addr) && learned.len() < 16 {
+                            learned.push(h.rpc_addr.clone());
+                        }
+                        last = Error::NotMaster { hint: Some(h) };
+                    }
+                    Err(e) if e.is_retryable() => last = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            // `RangeLoading` from a locate: the range is being placed; wait as hinted.
+            self.wait(&last, &mut backoff, deadline).await?;
+        }
+    }
+
+    /// The location of the range holding `key`: cached, else asked of the master.
+    async fn route(&self, key: &Key, deadline: Instant) -> Result<RangeLocation, Error> {
+        if let Some(loc) = self.cached(key) {
+            return Ok(loc);
+        }
+        match self.master_call(Op::Locate { key: key.clone() }, deadline).await? {
+            Reply::Location(loc) => {
+                self.remember(std::slice::from_ref(&loc));
+                Ok(loc)
+            }
+            other => Err(unexpected("locate", &other)),
+        }
+    }
+
+    /// The location of the range holding the keys just below `end` (reverse scans).
+    async fn route_below(&self, start: &Key, end: Option<&Key>, deadline: Instant) -> Result<RangeLocation, Error> {
+        {
+            let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
+            let below = match end {
+                Some(e) => routes.range::<Key, _>((Bound::Unbounded, Bound::Excluded(e))).next_back(),
+                None => routes.iter().next_back(),
+            };
+            if let Some((_, loc)) = below
+                && match (&loc.end, end) {
+                    (None, _) => true,
+                    (Some(le), Some(e)) => le >= e,
+                    (Some(_), None) => false,
+                }
+            {
+                return Ok(loc.clone());
+            }
+        }
+        match self.master_call(Op::LocateRange { start: start.clone(), end: end.cloned() }, deadline).await? {
+            Reply::Locations(locs) => {
+                self.remember(&locs);
+                // At most `LOCATE_RANGES_MAX` come back; the last one may not reach `end`.
+                match locs.last() {
+                    Some(l) if l.end.as_ref().is_none_or(|le| end.is_some_and(|e| le >= e)) => Ok(l.clone()),
+                    _ => self.route(&locs.last().and_then(|l| l.end.clone()).unwrap_or_default(), deadline).await,
+                }
+            }
+            other => Err(unexpected("locate_range", &other)),
+        }
+    }
+
+    fn cached(&self, key: &Key) -> Option<RangeLocation> {
+        let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
+        let (_, loc) = routes.range::<Key, _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
+        loc.contains(key).then(|| loc.clone())
+    }
+
+    fn remember(&self, locs: &[RangeLocation]) {
+        let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
+        for loc in locs {
+            // Drop cached ranges this one overlaps (bounds changed by a split or merge).
+            let stale: Vec<Key> = routes
+                .range::<Key, _>((Bound::Unbounded, loc.end.as_ref().map_or(Bound::Unbounded, Bound::Excluded)))
+                .filter(|(_, c)| c.end.as_ref().is_none_or(|ce| ce > &loc.start))
+                .map(|(s, _)| s.clone())
+                .collect();
+            for s in stale {
+                routes.remove(&s);
+            }
+            routes.insert(loc.start.clone(), loc.clone());
+        }
+    }
+
+    fn forget(&self, key: &Key) {
+        if let Some(loc) = self.cached(key) {
+            self.forget_range(&loc);
+        }
+    }
+
+    fn forget_range(&self, loc: &RangeLocation) {
+        self.inner.routes.write().unwrap_or_else(|p| p.into_inner()).remove(&loc.start);
+    }
+}
+
+/// Pages of a scan, fetched as they are consumed.
+pub struct Scanner {
+    client: Client,
+    start: Key,
+    end: Option<Key>,
+    reverse: bool,
+    /// Where the next page begins; `None` once exhausted.
+    next: Option<Key>,
+    buffer: std::collections::VecDeque<ScanItem>,
+    first: bool,
+}
+
+impl Scanner {
+    /// The next item, `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<ScanItem>, Error> {
+        if let Some(item) = self.buffer.pop_front() {
+            return Ok(Some(item));
+        }
+        let Some(pos) = self.next.take() else { return Ok(None) };
+        let page = if self.reverse {
+            let end = if self.first && self.end.is_none() { None } else { Some(pos) };
+            self.client.scan(self.start.clone(), end, 1000, true).await?
+        } else {
+            self.client.scan(pos, self.end.clone(), 1000, false).await?
+        };
+        self.first = false;
+        self.next = page.resume;
+        self.buffer.extend(page.items);
+        Ok(self.buffer.pop_front())
+    }
+}
+
+fn has_write_id(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Put { write_id: Some(_), .. }
+            | Op::PutIfVersion { write_id: Some(_), .. }
+            | Op::Delete { write_id: Some(_), .. }
+            | Op::DeleteRange { write_id: Some(_), .. }
+    )
+}
+
+fn check_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
+    Key::validate_bound(start.as_bytes())?;
+    if let Some(e) = end {
+        Key::validate_bound(e.as_bytes())?;
+        if e <= start {
+            return Err(Error::invalid(format!("range end {e} must be greater than start {start}")));
+        }
+    }
+    Ok(())
+}
+
+fn written(reply: Reply) -> Result<Version, Error> {
+    match reply {
+        Reply::Written { version } => Ok(version),
+        other => Err(unexpected("put", &other)),
+    }
+}
+
+fn unexpected(what: &str, reply: &Reply) -> Error {
+    Error::internal(format!("{what} answered with an unexpected reply: {reply:?}"))
+}
