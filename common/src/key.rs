@@ -83,6 +83,18 @@ impl From<&str> for Key {
     }
 }
 
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        Key(s.into_bytes())
+    }
+}
+
+impl From<&String> for Key {
+    fn from(s: &String) -> Key {
+        Key(s.as_bytes().to_vec())
+    }
+}
+
 impl From<&[u8]> for Key {
     fn from(s: &[u8]) -> Key {
         Key(s.to_vec())

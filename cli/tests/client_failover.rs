@@ -1,0 +1,122 @@
+//! The client crate under failover: a writer and a reader keep going while the node that
+//! owns their keys is SIGKILLed.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ampstore_client::{Client, ClientConfig, Key};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_succeed_through_a_node_kill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = root.join("store");
+    create_ranges(&open_store(&store), &["c", "m", "w"]).await;
+    let master = MasterProc::start(&root.join("m"), &store);
+    let mut nodes: Vec<NodeProc> = (0..3).map(|i| start_fast_node(&root.join(format!("n{i}")), &store)).collect();
+    let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
+    cfg.call_deadline = Duration::from_secs(10);
+    let client = Client::with_config(cfg).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let slowest_ms = Arc::new(AtomicU64::new(0));
+    // Writer: a chain of conditional increments (a write applied twice, or lost, breaks the
+    // chain with a Conflict) plus plain puts to fresh keys.
+    let writer = {
+        let (client, stop, errors, slowest) = (client.clone(), stop.clone(), errors.clone(), slowest_ms.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut version = None;
+            let mut acked = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.put_if_version("counter", (n + 1).to_string(), version).await {
+                    Ok(v) => {
+                        n += 1;
+                        version = Some(v);
+                    }
+                    Err(e) => errors.lock().unwrap().push(format!("increment {}: {e}", n + 1)),
+                }
+                match client.put(format!("w:{n:05}"), format!("after {n}")).await {
+                    Ok(_) => acked.push(n),
+                    Err(e) => errors.lock().unwrap().push(format!("put w:{n:05}: {e}")),
+                }
+                slowest.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            (n, acked)
+        })
+    };
+    // Reader: the counter never goes back.
+    let reader = {
+        let (client, stop, errors) = (client.clone(), stop.clone(), errors.clone());
+        tokio::spawn(async move {
+            let (mut last, mut reads) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match client.get("counter").await {
+                    Ok(v) => {
+                        let seen: u64 = v.map_or(0, |v| String::from_utf8_lossy(&v.value).parse().unwrap());
+                        if seen < last {
+                            errors.lock().unwrap().push(format!("counter went back from {last} to {seen}"));
+                        }
+                        last = seen;
+                        reads += 1;
+                    }
+                    Err(e) => errors.lock().unwrap().push(format!("read: {e}")),
+                }
+            }
+            reads
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let owner = client.locate(Key::from("counter")).await.unwrap();
+    let victim = nodes.iter().position(|n| n.node_id == owner.node_id.as_str()).unwrap();
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    // Keep going until the counter is served by someone else, then a little more.
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(loc) = client.locate(Key::from("counter")).await
+            && loc.node_id != owner.node_id
+        {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(15), "never failed over");
+    }
+    println!("failed over to another node {:.0} ms after the kill", killed.elapsed().as_secs_f64() * 1000.0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (n, acked) = writer.await.unwrap();
+    let reads = reader.await.unwrap();
+    let errors = errors.lock().unwrap().clone();
+    println!(
+        "{n} increments, {} puts, {reads} reads; slowest write pair {} ms",
+        acked.len(),
+        slowest_ms.load(Ordering::Relaxed)
+    );
+    assert!(errors.is_empty(), "calls failed: {errors:?}");
+    assert!(n > 10, "the writer barely ran: {n}");
+    // Exactly once: the counter equals the acknowledged increments.
+    let counter = client.get("counter").await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&counter.value), n.to_string());
+    // Nothing acknowledged is missing.
+    for i in acked {
+        let v = client.get(format!("w:{i:05}")).await.unwrap();
+        assert_eq!(v.map(|v| v.value), Some(format!("after {i}").into_bytes()), "w:{i:05}");
+    }
+    // A scan across the ranges sees every plain put once, in order.
+    let mut keys = Vec::new();
+    let mut scanner = client.scanner("w:", Some(Key::from("w;")), false);
+    while let Some(item) = scanner.next().await.unwrap() {
+        keys.push(item.key.to_string());
+    }
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "scan returned keys out of order or twice");
+    drop(master);
+}
