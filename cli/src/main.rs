@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod admin_http;
 mod cluster_file;
 mod data_cmd;
+mod demo_cmd;
 mod drain_cmd;
 mod init;
 mod master_cmd;
@@ -68,7 +69,7 @@ enum Command {
     Snapshot(snapshot_cmd::SnapshotCommand),
     /// Start a local cluster (masters and nodes as child processes) until Ctrl-C.
     Up(up_cmd::UpArgs),
-    /// A guided tour on a temporary local cluster (not built yet: arrives with the client crate).
+    /// A guided tour on a temporary local cluster: writes, reads, scans, a node killed.
     Demo,
 }
 
@@ -99,9 +100,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status_cmd::run(&cli.settings, args).await,
             Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
             Command::Up(args) => up_cmd::run(&cli.settings, args).await,
-            Command::Demo => Err(anyhow::anyhow!(
-                "the guided tour is not built yet: it arrives with the client crate (see README, \"Status\"); `ampstore up` starts a cluster"
-            )),
+            Command::Demo => demo_cmd::run().await,
         }
     });
     match result {

@@ -303,7 +303,6 @@ impl LocalCluster {
     }
 
     /// Kills one process with SIGKILL (the demo shows failover with it).
-    #[allow(dead_code)] // used by `demo` (next step)
     pub fn kill_node(&mut self, id: &str) -> bool {
         let Some(i) = self.children.iter().position(|(n, _)| n == &format!("node {id}")) else { return false };
         let (_, mut child) = self.children.remove(i);

@@ -169,3 +169,15 @@ fn data_commands_without_a_cluster_fail_clearly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ampstore up") && err.contains("--cluster"), "{err}");
 }
+
+#[test]
+fn demo_runs_to_exit_0() {
+    let started = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_ampstore")).arg("demo").env_remove("AMPSTORE_CONFIG").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "demo failed: {out}{}", String::from_utf8_lossy(&o.stderr));
+    for expected in ["Writing 200 keys", "scan [user:100, user:105)", "Killing node", "0 missing", "Summary", "Done."] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    println!("demo took {:.1} s", started.elapsed().as_secs_f64());
+}
