@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod admin_http;
+mod bench_cmd;
 mod cluster_file;
 mod data_cmd;
 mod demo_cmd;
@@ -52,6 +53,8 @@ enum Command {
     Locate(data_cmd::LocateArgs),
     /// Every range: bounds, generation, owner, size.
     Ranges(data_cmd::RangesArgs),
+    /// Measure throughput and latency against a running cluster.
+    Bench(bench_cmd::BenchArgs),
     /// Create the storage backend's tables and bucket (AWS) or files (local). Safe to run twice.
     Init(init::InitArgs),
     /// Run a node: serve ranges over the RPC port.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Import(args) => data_cmd::import(&cli.settings, &cli.cluster, args).await,
             Command::Locate(args) => data_cmd::locate(&cli.settings, &cli.cluster, args).await,
             Command::Ranges(args) => data_cmd::ranges(&cli.settings, &cli.cluster, args).await,
+            Command::Bench(args) => bench_cmd::run(&cli.settings, &cli.cluster, args).await,
             Command::Init(args) => init::run(&cli.settings, args).await,
             Command::Node(args) => node_cmd::run(&cli.settings, args).await,
             Command::Master(args) => master_cmd::run(&cli.settings, args).await,
