@@ -155,6 +155,36 @@ fn every_data_command_with_exit_codes_and_json_shapes() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.starts_with("ampstore: error:") && err.trim_end().lines().count() == 1, "{args:?}: {err}");
     }
+    // bench: one JSON object with the figures.
+    for workload in ["get", "put", "mixed", "scan"] {
+        let out = ok(&ampstore(
+            &data,
+            &[
+                "bench",
+                "--workload",
+                workload,
+                "--keys",
+                "200",
+                "--duration",
+                "1",
+                "--clients",
+                "2",
+                "--pipeline",
+                "4",
+                "--json",
+            ],
+        ));
+        let b: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        for field in ["ops_per_sec", "p50_us", "p99_us", "p999_us", "errors"] {
+            assert!(b[field].is_number(), "{field} in {b}");
+        }
+        assert!(b["ops_per_sec"].as_f64().unwrap() > 0.0, "{b}");
+        assert_eq!(b["errors"], 0, "{b}");
+        assert!(b["p50_us"].as_u64().unwrap() <= b["p99_us"].as_u64().unwrap());
+    }
+    let o = ampstore(&data, &["bench", "--clients", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+
     let big = vec![b'x'; ampstore_common::limits::VALUE_BYTES_MAX + 1];
     let o = ampstore_stdin(&data, &["put", "big", "-"], Some(&big));
     assert_eq!(o.status.code(), Some(2));
