@@ -120,3 +120,83 @@ async fn calls_succeed_through_a_node_kill_exactly_once() {
     assert_eq!(keys, sorted, "scan returned keys out of order or twice");
     drop(master);
 }
+
+/// Full scans, forward and reverse, while ranges keep moving between nodes (drain, undrain):
+/// every key comes back once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_return_every_key_once_while_ranges_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = root.join("store");
+    let splits: Vec<String> = (1..10).map(|i| format!("k{i}")).collect();
+    create_ranges(&open_store(&store), &splits.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let master = MasterProc::start(&root.join("m"), &store);
+    let _nodes: Vec<NodeProc> = (0..3).map(|i| start_fast_node(&root.join(format!("n{i}")), &store)).collect();
+    let client = Client::connect(&[master.rpc.as_str()]).await.unwrap();
+    let expected: Vec<String> = (0..2000).map(|i| format!("k{i:04}")).collect();
+    for k in &expected {
+        client.put(k.as_str(), "v").await.unwrap();
+    }
+    let status = client.master_status().await.unwrap();
+    let node_ids: Vec<String> = status.nodes.iter().map(|n| n.node_id.to_string()).collect();
+    // Move ranges around the whole time: drain each node in turn, then undo.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mover = {
+        let (stop, rpc) = (stop.clone(), master.rpc.clone());
+        tokio::spawn(async move {
+            let mut moves = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for id in &node_ids {
+                    for undo in [false, true] {
+                        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+                            .args(["drain", id, "--master", &rpc, "--no-wait"])
+                            .args(undo.then_some("--undo"))
+                            .output()
+                            .await
+                            .unwrap();
+                        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        moves += 1;
+                    }
+                }
+            }
+            moves
+        })
+    };
+    let started = Instant::now();
+    let mut scans = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        for reverse in [false, true] {
+            let mut keys = Vec::new();
+            let mut scanner = client.scanner("", None, reverse);
+            while let Some(item) = scanner.next().await.unwrap() {
+                keys.push(item.key.to_string());
+            }
+            if reverse {
+                keys.reverse();
+            }
+            assert_eq!(keys, expected, "a {} scan while ranges move", if reverse { "reverse" } else { "forward" });
+            scans += 1;
+        }
+        // Small pages cross range boundaries often.
+        let mut keys = Vec::new();
+        let mut start = Key::default();
+        loop {
+            let page = client.scan(start.clone(), None, 37, false).await.unwrap();
+            keys.extend(page.items.iter().map(|i| i.key.to_string()));
+            match page.resume {
+                Some(r) => start = r,
+                None => break,
+            }
+        }
+        assert_eq!(keys, expected, "paged scan");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let moves = mover.await.unwrap();
+    let after = client.master_status().await.unwrap();
+    println!(
+        "{scans} full scans during {moves} drain/undrain steps; final owners {:?}",
+        after.nodes.iter().map(|n| n.ranges).collect::<Vec<_>>()
+    );
+    assert!(moves >= 4);
+}

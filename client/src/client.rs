@@ -18,6 +18,14 @@ use ampstore_common::{Key, Version};
 use crate::connection::Connection;
 
 /// How a [`Client`] behaves.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ampstore_client::Error> {
+/// let mut cfg = ampstore_client::ClientConfig::new(&["127.0.0.1:7300"]);
+/// cfg.token = std::fs::read_to_string("ampstore-data/cluster.token").ok().map(|t| t.trim().to_string());
+/// let client = ampstore_client::Client::with_config(cfg).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// RPC addresses of the masters (any of them; the client finds the active one).
@@ -70,6 +78,13 @@ struct Inner {
 }
 
 /// One page of a scan.
+///
+/// ```no_run
+/// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+/// let page: ampstore_client::ScanPage = client.scan("a", Some("b".into()), 10, false).await?;
+/// println!("{} items, more: {}", page.items.len(), page.resume.is_some());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanPage {
     pub items: Vec<ScanItem>,
@@ -596,7 +611,16 @@ impl Client {
     }
 }
 
-/// Pages of a scan, fetched as they are consumed.
+/// Pages of a scan, fetched as they are consumed (see [`Client::scanner`]).
+///
+/// ```no_run
+/// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+/// let mut newest_first = client.scanner("log:", Some("log;".into()), true);
+/// if let Some(last) = newest_first.next().await? {
+///     println!("latest entry {}", last.key);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Scanner {
     client: Client,
     start: Key,

@@ -27,6 +27,15 @@ const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Error>>>>>;
 
 /// A connection to one server. Cheap to share (`Arc`); calls may run concurrently.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ampstore_client::Error> {
+/// use ampstore_client::common::protocol::{Op, Role};
+/// use ampstore_client::connection::Connection;
+/// let conn = Connection::connect("127.0.0.1:7300", Role::Client, "my-app", None).await?;
+/// let reply = conn.call(Op::Ping, std::time::Duration::from_secs(1)).await?;
+/// # Ok(()) }
+/// ```
 pub struct Connection {
     addr: String,
     server: ServerInfo,
