@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// Endpoint URL of a DynamoDB/S3-compatible server (with --backend aws).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// Split a range once its data exceeds this many bytes (default 1 MiB; node.split_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub split_bytes: Option<u64>,
 }
 
 /// A running local cluster.
@@ -96,6 +99,9 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs, quiet_logs: bool) -> 
     set(format!("cluster.token_file={}", token_file.display()));
     set(format!("cluster.gossip_key_file={}", key_file.display()));
     set(format!("gossip.cluster_size={}", args.nodes + args.masters));
+    if let Some(bytes) = args.split_bytes {
+        set(format!("node.split_bytes={bytes}"));
+    }
     for kv in &settings.set {
         set(kv.clone());
     }

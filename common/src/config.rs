@@ -220,6 +220,12 @@ pub struct NodeConfig {
     pub memory_budget_bytes: u64,
     /// How long a range must be unused before the memory budget may release it.
     pub budget_idle_ms: u64,
+    /// A range splits at its middle key once its data exceeds this (0: no size splits).
+    pub split_bytes: u64,
+    /// A range also splits when it takes more writes per second than this for
+    /// `hot_split_ms` (one append in flight per range bounds its throughput; 0: never).
+    pub hot_split_writes_per_sec: u64,
+    pub hot_split_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -237,6 +243,9 @@ impl Default for NodeConfig {
             arbiters_count: 0,
             memory_budget_bytes: 0,
             budget_idle_ms: 30_000,
+            split_bytes: 1024 * 1024,
+            hot_split_writes_per_sec: 5000,
+            hot_split_ms: 10_000,
         }
     }
 }
@@ -346,6 +355,12 @@ impl Config {
             return Err(Error::invalid(format!(
                 "node.batch_bytes must be 1 to {}",
                 crate::limits::LOG_ENTRY_BYTES_MAX
+            )));
+        }
+        if n.split_bytes != 0 && n.split_bytes < crate::limits::SPLIT_BYTES_MIN {
+            return Err(Error::invalid(format!(
+                "node.split_bytes must be 0 (no size splits) or at least {}",
+                crate::limits::SPLIT_BYTES_MIN
             )));
         }
         if n.arbiters_count > crate::limits::NODE_ARBITERS_MAX {
@@ -544,6 +559,12 @@ mod tests {
         assert!(err.to_string().contains("arbiters_count"), "{err}");
         let err = ConfigLoader::new().env_vars(vec![]).flag("node.heartbeat_ms", 5000).load().unwrap_err();
         assert!(err.to_string().contains("liveness_ms"), "{err}");
+
+        let min = crate::limits::SPLIT_BYTES_MIN;
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("node.split_bytes", min).load().is_ok());
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("node.split_bytes", 0).load().is_ok());
+        let err = ConfigLoader::new().env_vars(vec![]).flag("node.split_bytes", min - 1).load().unwrap_err();
+        assert!(err.to_string().contains("split_bytes"), "{err}");
 
         let max = crate::limits::MASTER_MOVES_IN_FLIGHT_MAX;
         assert!(ConfigLoader::new().env_vars(vec![]).flag("master.moves_in_flight_max", max).load().is_ok());

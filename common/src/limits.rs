@@ -71,6 +71,9 @@ pub const GOSSIP_PACKET_BYTES_MAX: usize = 1400;
 /// Most members the gossip view tracks (guards against a flood of fake identities).
 pub const GOSSIP_MEMBERS_MAX: usize = 4096;
 
+/// Smallest split size a node accepts (smaller would split ranges of a few keys).
+pub const SPLIT_BYTES_MIN: u64 = 4096;
+
 /// Most keys in one `get_many`.
 pub const GET_MANY_KEYS_MAX: usize = 1000;
 

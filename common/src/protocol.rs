@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use crate::key::{Key, KeyRange, Version};
 use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
+use crate::meta::Checkpoint;
 
 /// The protocol version this build speaks. A server answers a hello with another version
 /// with `Invalid` and closes the connection.
@@ -165,6 +166,21 @@ pub enum Op {
     },
     /// Master: its role, term, and view of nodes and ranges.
     MasterStatus,
+    /// Node to master: the range `parent_id` (starting at `parent_start`, owned by
+    /// `owner_node` in `owner_epoch`) closed its log with a split at `split_key`; both
+    /// children's snapshots are stored. The master records the two children (owned by the
+    /// same node) in place of the parent in one transactional update. Idempotent.
+    SplitRange {
+        parent_id: RangeId,
+        parent_start: Key,
+        split_key: Key,
+        owner_node: NodeId,
+        owner_epoch: Epoch,
+        left_id: RangeId,
+        left_checkpoint: Checkpoint,
+        right_id: RangeId,
+        right_checkpoint: Checkpoint,
+    },
 }
 
 impl Op {
@@ -178,6 +194,14 @@ impl Op {
             | Op::RangeStats
             | Op::Drain { .. }
             | Op::MasterStatus => Ok(()),
+            Op::SplitRange { parent_start, split_key, .. } => {
+                Key::validate_bound(parent_start.as_bytes())?;
+                Key::validate_user_key(split_key.as_bytes())?;
+                if split_key <= parent_start {
+                    return Err(Error::invalid("split key must be above the range start"));
+                }
+                Ok(())
+            }
             // Any bound may be located, including the empty key (the start of the key space).
             Op::Locate { key } => Key::validate_bound(key.as_bytes()),
             Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
@@ -229,6 +253,7 @@ impl Op {
             Op::LocateRange { .. } => "locate_range",
             Op::Drain { .. } => "drain",
             Op::MasterStatus => "master_status",
+            Op::SplitRange { .. } => "split_range",
         }
     }
 
@@ -314,6 +339,11 @@ pub enum Reply {
     },
     /// Answer to `MasterStatus`.
     Master(MasterStatus),
+    /// Answer to `SplitRange`: the children are recorded.
+    SplitDone {
+        left_id: RangeId,
+        right_id: RangeId,
+    },
 }
 
 /// Where one range is served, as the active master knows it.

@@ -17,7 +17,8 @@ use ampstore_common::error::{Error, OwnerHint};
 use ampstore_common::gossip::{Gossip, GossipSettings, MemberEvent};
 use ampstore_common::limits::LOCATE_RANGES_MAX;
 use ampstore_common::meta::{
-    self, DrainRecord, NodeRecord, Owner, PK_DRAIN, PK_NODE, PK_RANGE, RangeDescriptor, TermRecord, Versioned,
+    self, Checkpoint, DrainRecord, NodeRecord, Owner, PK_DRAIN, PK_NODE, PK_RANGE, RangeDescriptor, TermRecord,
+    Versioned,
 };
 use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{
@@ -25,7 +26,7 @@ use ampstore_common::protocol::{
 };
 use ampstore_common::rpc_server::{self, Service};
 use ampstore_common::store::{Backend, Expect, MetaOp, StoreError};
-use ampstore_common::{Epoch, Key, KeyRange, NodeId, identity};
+use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, identity};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -682,6 +683,71 @@ impl Master {
         }
     }
 
+    /// Replaces a split parent by its two children (owned by the parent's owner) in one
+    /// transactional, term-checked update. Repeating a committed split answers the same.
+    async fn commit_split(
+        &self,
+        parent_id: RangeId,
+        parent_start: Key,
+        split_key: Key,
+        owner: Owner,
+        left: (RangeId, Checkpoint),
+        right: (RangeId, Checkpoint),
+    ) -> Result<Reply, Error> {
+        let term = self.acting_term().ok_or_else(|| self.not_master())?;
+        let done = Reply::SplitDone { left_id: left.0, right_id: right.0 };
+        let parent = meta::get_range(self.meta(), &parent_start)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("no range starts at {parent_start}")))?;
+        if parent.record.range_id == left.0 {
+            // Committed already (an earlier attempt whose answer was lost).
+            return match meta::get_range(self.meta(), &split_key).await? {
+                Some(r) if r.record.range_id == right.0 => Ok(done),
+                _ => Err(Error::internal(format!("split of {parent_id}: left child recorded without the right one"))),
+            };
+        }
+        let p = &parent.record;
+        if p.range_id != parent_id {
+            return Err(Error::conflict(format!("the range at {parent_start} is {}, not {parent_id}", p.range_id)));
+        }
+        if p.owner.as_ref() != Some(&owner) {
+            return Err(Error::conflict(format!(
+                "{parent_id} is not owned by {} in epoch {}",
+                owner.node_id, owner.epoch
+            )));
+        }
+        if !p.range.contains(split_key.as_bytes()) || split_key == p.range.start {
+            return Err(Error::invalid(format!("split key {split_key} is not inside {}", p.range)));
+        }
+        let child = |id: RangeId, range: KeyRange, cp: Checkpoint| RangeDescriptor {
+            range_id: id,
+            range,
+            generation: p.generation + 1,
+            owner: Some(owner.clone()),
+            checkpoint: Some(cp),
+        };
+        let left_desc = child(left.0, KeyRange::new(p.range.start.clone(), Some(split_key.clone()))?, left.1);
+        let right_desc = child(right.0, KeyRange::new(split_key.clone(), p.range.end.clone())?, right.1);
+        let ops = vec![
+            MetaOp::Put {
+                pk: PK_RANGE.into(),
+                sk: parent_start.as_bytes().to_vec(),
+                value: meta::encode(&left_desc),
+                expect: Expect::Version(parent.version),
+            },
+            MetaOp::Put {
+                pk: PK_RANGE.into(),
+                sk: split_key.as_bytes().to_vec(),
+                value: meta::encode(&right_desc),
+                expect: Expect::Absent,
+            },
+        ];
+        self.write(&term, ops).await?;
+        tracing::info!(parent = %parent_id, left = %left.0, right = %right.0, %split_key, "split committed");
+        self.refresh_routing().await?;
+        Ok(done)
+    }
+
     async fn drain(&self, node_id: NodeId, undo: bool) -> Result<Reply, Error> {
         let term = self.acting_term().ok_or_else(|| self.not_master())?;
         let epoch = {
@@ -816,6 +882,22 @@ impl Service for Master {
             Op::LocateRange { start, end } => self.locate_many(start, end, false).await,
             Op::Drain { node_id, undo } => self.drain(node_id, undo).await,
             Op::MasterStatus => Ok(Reply::Master(self.status())),
+            Op::SplitRange {
+                parent_id,
+                parent_start,
+                split_key,
+                owner_node,
+                owner_epoch,
+                left_id,
+                left_checkpoint,
+                right_id,
+                right_checkpoint,
+            } => {
+                let owner = Owner { node_id: owner_node, epoch: owner_epoch };
+                let left = (left_id, left_checkpoint);
+                let right = (right_id, right_checkpoint);
+                self.commit_split(parent_id, parent_start, split_key, owner, left, right).await
+            }
             _ => Err(Error::invalid(
                 "this is a master: send data requests to the node that serves the key (locate it first)",
             )),

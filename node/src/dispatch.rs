@@ -18,6 +18,7 @@ use crate::range::actor::{RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, StatsMsg
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
 use crate::range::load;
+use crate::range::split::{self, SplitJob};
 use crate::shared::NodeShared;
 
 /// How soon a client should retry a range that is loading.
@@ -102,7 +103,7 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             rx.await.map_err(|_| not_owner())?
         }
         Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
-        Op::Locate { .. } | Op::LocateRange { .. } | Op::Drain { .. } | Op::MasterStatus => {
+        Op::Locate { .. } | Op::LocateRange { .. } | Op::Drain { .. } | Op::MasterStatus | Op::SplitRange { .. } => {
             Err(Error::invalid("this is a node; send routing requests to the master"))
         }
     }
@@ -144,7 +145,12 @@ async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
     rx.await.map_err(|_| not_owner())?
 }
 
-async fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> Result<Reply, Error> {
+pub(crate) async fn assign(
+    shared: &Arc<NodeShared>,
+    range_id: RangeId,
+    start: Key,
+    claim: bool,
+) -> Result<Reply, Error> {
     if !shared.liveness.is_valid() {
         return Err(Error::unavailable("this node is not live (no valid heartbeat)"));
     }
@@ -164,6 +170,31 @@ async fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: 
     shared.directory.insert(range_id, Slot::Loading { range: range.clone() });
     let batch_bytes = shared.cfg.batch_bytes as usize;
     match load::load(&shared.backend, range_id, &start, shared.owner(), claim, batch_bytes).await {
+        Ok(loaded) if loaded.core.split_state().is_some() => {
+            // The log ends in a split: finish it (children serve here), never serve the parent
+            // (its slot stays `Loading` meanwhile).
+            let Some((split_seq, plan)) = loaded.core.split_state().cloned() else {
+                return Err(Error::internal("split state vanished"));
+            };
+            tracing::info!(%range_id, split_key = %plan.split_key, "loaded a range whose log ends in a split: completing it");
+            let (left, right) = loaded.core.divide(&plan.split_key);
+            let job = SplitJob {
+                parent_id: range_id,
+                parent_range: range,
+                split_seq,
+                plan: plan.clone(),
+                left,
+                right,
+                owner: loaded.owner,
+            };
+            let done = split::complete(shared, job).await;
+            shared.directory.remove(range_id);
+            done?;
+            Err(Error::conflict(format!(
+                "{range_id} had split into {} and {}; both serve here now",
+                plan.left, plan.right
+            )))
+        }
         Ok(loaded) => {
             let serving_from: Seq = loaded.core.next_seq();
             let instance = shared.next_instance();

@@ -18,15 +18,21 @@ use ampstore_common::store::StoreError;
 use ampstore_common::{Key, Seq};
 use tokio::sync::oneshot;
 
-use super::core::{Outcome, RangeCore, Write};
+use super::core::{Outcome, RangeCore, SplitPlan, Write};
 use super::load;
 use super::snapshot::{self, SnapshotJob};
+use super::split::{self, SplitJob};
+use crate::directory::Slot;
 use crate::shared::NodeShared;
 
 pub type Responder = oneshot::Sender<Result<Reply, Error>>;
 
 const MAILBOX_CAPACITY: usize = 4096;
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often a range measures its write rate (hot-range splits).
+const HOT_CHECK: Duration = Duration::from_secs(1);
+/// How soon a client should retry a range that is splitting.
+const SPLIT_RETRY_MS: u64 = 20;
 const APPEND_RETRY_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Message)]
@@ -79,6 +85,12 @@ pub struct RangeActor {
     release_snapshot_tried: bool,
     last_used: Instant,
     append_failures: u32,
+    /// The split entry is being appended: writes are refused with `RangeLoading`.
+    splitting: bool,
+    /// Writes submitted since the last hot-range check, and since when the rate has stayed
+    /// above the hot-split threshold.
+    writes_since_check: u64,
+    hot_since: Option<Instant>,
 }
 
 fn deliver(outcomes: Vec<Outcome<Responder>>) {
@@ -105,6 +117,9 @@ impl RangeActor {
             release_snapshot_tried: false,
             last_used: Instant::now(),
             append_failures: 0,
+            splitting: false,
+            writes_since_check: 0,
+            hot_since: None,
         }
     }
 
@@ -152,6 +167,10 @@ impl RangeActor {
                     self.continue_release(ctx);
                     return;
                 }
+                if self.should_split() {
+                    self.start_split(ctx);
+                    return;
+                }
                 if !self.snapshot_running
                     && self.core.log_bytes_since_checkpoint() >= self.shared.cfg.snapshot_log_bytes
                 {
@@ -179,8 +198,73 @@ impl RangeActor {
         }
     }
 
+    /// Over the split size, or hot for long enough, with nothing else going on.
+    fn should_split(&self) -> bool {
+        let cfg = &self.shared.cfg;
+        let big = cfg.split_bytes > 0 && self.core.data_bytes() > cfg.split_bytes;
+        let hot = self.hot_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.hot_split_ms));
+        (big || hot)
+            && !self.splitting
+            && !self.snapshot_running
+            && self.releasing.is_none()
+            && !self.core.append_in_flight()
+            && self.core.split_state().is_none()
+    }
+
+    /// Closes the log with a split entry, then hands the children's data to the split
+    /// procedure (`split.rs`) and stops: requests get `RangeLoading` until the children serve.
+    fn start_split(&mut self, ctx: &mut Context<Self>) {
+        let Some(split_key) = self.core.split_key() else { return };
+        let (left, right) = split::child_ids();
+        let plan = SplitPlan { split_key, left, right };
+        self.splitting = true;
+        deliver(self.core.refuse_pending(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
+        let (seq, entry) = self.core.split_entry(&plan);
+        tracing::info!(range = %self.core.range_id(), %seq, split_key = %plan.split_key, bytes = self.core.data_bytes(), "splitting");
+        let log = self.shared.backend.log.clone();
+        let range = self.core.range_id();
+        ctx.spawn(async move { log.append(range, seq, &entry).await }.into_actor(self).map(
+            move |result, act, ctx| match result {
+                Ok(()) => act.split_appended(seq, plan, ctx),
+                Err(StoreError::SlotTaken { .. }) => {
+                    tracing::warn!(range = %act.core.range_id(), %seq, "split slot taken by a newer owner: range fenced");
+                    deliver(act.core.on_fenced());
+                    act.stop_serving(ctx);
+                }
+                Err(e) => {
+                    // Not closed: serve on and try again after the next write.
+                    tracing::warn!(range = %act.core.range_id(), error = %e, "split entry not appended");
+                    act.splitting = false;
+                }
+            },
+        ));
+    }
+
+    fn split_appended(&mut self, seq: Seq, plan: SplitPlan, ctx: &mut Context<Self>) {
+        self.core.on_split_appended(seq, plan.clone());
+        let (left, right) = self.core.divide(&plan.split_key);
+        let (parent_id, parent_range) = (self.core.range_id(), self.core.range().clone());
+        // The parent stops serving now (even reads: the children will take writes); its slot
+        // answers `RangeLoading` until the children serve.
+        self.shared.directory.insert(parent_id, Slot::Loading { range: parent_range.clone() });
+        let failed_slot = Slot::Loading { range: parent_range.clone() };
+        let job = SplitJob { parent_id, parent_range, split_seq: seq, plan, left, right, owner: self.owner.clone() };
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match split::complete(&shared, job).await {
+                Ok(()) => shared.directory.remove(parent_id),
+                Err(e) => {
+                    tracing::error!(range = %parent_id, error = %e, "split did not complete; the next load of the range completes it");
+                    let range = failed_slot.range().clone();
+                    shared.directory.insert(parent_id, Slot::Failed { range, error: format!("split incomplete: {e}") });
+                }
+            }
+        });
+        ctx.stop();
+    }
+
     fn start_snapshot(&mut self, ctx: &mut Context<Self>) {
-        if self.snapshot_running {
+        if self.snapshot_running || self.splitting || self.core.split_state().is_some() {
             return;
         }
         let (seq, data, log_bytes) = self.core.snapshot_view();
@@ -320,6 +404,19 @@ impl Actor for RangeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(HOT_CHECK, |act, ctx| {
+            let threshold = act.shared.cfg.hot_split_writes_per_sec;
+            let rate = act.writes_since_check * 1000 / HOT_CHECK.as_millis() as u64;
+            act.writes_since_check = 0;
+            if threshold == 0 || rate < threshold {
+                act.hot_since = None;
+            } else if act.hot_since.is_none() {
+                act.hot_since = Some(Instant::now());
+            }
+            if act.should_split() {
+                act.start_split(ctx);
+            }
+        });
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
             let idle = Duration::from_millis(act.shared.cfg.idle_release_ms);
             if act.releasing.is_none() && !act.core.has_work() && act.last_used.elapsed() >= idle {
@@ -355,7 +452,12 @@ impl Handler<WriteMsg> for RangeActor {
             let _ = msg.reply.send(Err(e));
             return;
         }
+        if self.splitting {
+            let _ = msg.reply.send(Err(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
+            return;
+        }
         self.last_used = Instant::now();
+        self.writes_since_check += 1;
         if let Some((tx, result)) = self.core.submit(msg.write, msg.reply) {
             let _ = tx.send(result);
         }

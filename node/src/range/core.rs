@@ -30,6 +30,26 @@ pub struct Stored {
 
 pub type Memtable = OrdMap<Key, Stored>;
 
+/// A split as the `Split` log entry records it: where, and the children's ids. Once this
+/// entry is in the log the parent takes no more writes, and whoever loads the parent
+/// completes the split with exactly this plan.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitPlan {
+    pub split_key: Key,
+    pub left: RangeId,
+    pub right: RangeId,
+}
+
+impl SplitPlan {
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(rmp_serde::to_vec_named(self).unwrap_or_default())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SplitPlan, Error> {
+        rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("split entry does not decode: {e}")))
+    }
+}
+
 /// The condition of a put.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Condition {
@@ -93,6 +113,8 @@ pub struct RangeCore<W> {
     checkpoint_seq: Seq,
     log_bytes_at_checkpoint: u64,
     scratch: Vec<u8>,
+    /// The split that closed this range's log, and at which seq.
+    split: Option<(Seq, SplitPlan)>,
 }
 
 impl<W> RangeCore<W> {
@@ -130,6 +152,7 @@ impl<W> RangeCore<W> {
             checkpoint_seq,
             log_bytes_at_checkpoint: 0,
             scratch: Vec::new(),
+            split: None,
         }
     }
 
@@ -491,6 +514,9 @@ impl<W> RangeCore<W> {
         }
         debug_assert!(self.in_flight.is_none() && self.pending.is_empty(), "replay only while loading");
         match entry.kind {
+            EntryKind::Batch | EntryKind::Split if self.split.is_some() => {
+                return Err(Error::internal(format!("{}: log entry {seq} follows the split", self.range_id)));
+            }
             EntryKind::Batch => {
                 let payload = batch::decode(&entry.payload)?;
                 for (i, w) in payload.writes.iter().enumerate() {
@@ -501,7 +527,17 @@ impl<W> RangeCore<W> {
                 }
             }
             EntryKind::Fence | EntryKind::Abort => {}
-            EntryKind::Split | EntryKind::Txn => {
+            EntryKind::Split => {
+                let plan = SplitPlan::decode(&entry.payload)?;
+                if !self.range.contains(plan.split_key.as_bytes()) || plan.split_key == self.range.start {
+                    return Err(Error::internal(format!(
+                        "{}: split entry {seq} splits at {}, outside {}",
+                        self.range_id, plan.split_key, self.range
+                    )));
+                }
+                self.split = Some((seq, plan));
+            }
+            EntryKind::Txn => {
                 return Err(Error::internal(format!(
                     "{}: log entry {seq} is a {:?}, which this version cannot replay",
                     self.range_id, entry.kind
@@ -512,6 +548,52 @@ impl<W> RangeCore<W> {
         self.applied = seq;
         self.next_seq = seq.next();
         Ok(())
+    }
+
+    /// The split that closed the log, if any.
+    pub fn split_state(&self) -> Option<&(Seq, SplitPlan)> {
+        self.split.as_ref()
+    }
+
+    /// The key that halves the range's data, when it holds at least two keys.
+    pub fn split_key(&self) -> Option<Key> {
+        let half = self.data_bytes / 2;
+        let mut acc = 0u64;
+        for (i, (k, v)) in self.data.iter().enumerate() {
+            if i > 0 && acc >= half {
+                return Some(k.clone());
+            }
+            acc += (k.len() + v.value.len()) as u64;
+        }
+        // The first keys hold most of the data: split before the last key.
+        self.data.iter().nth(1).and_then(|_| self.data.get_max().map(|(k, _)| k.clone()))
+    }
+
+    /// The log entry that closes the range for `plan`, at the next seq. Call with no append
+    /// in flight and nothing pending (the driver refuses writes while splitting).
+    pub fn split_entry(&mut self, plan: &SplitPlan) -> (Seq, LogEntry) {
+        debug_assert!(self.in_flight.is_none() && self.pending.is_empty());
+        debug_assert!(self.range.contains(plan.split_key.as_bytes()) && plan.split_key != self.range.start);
+        let entry =
+            LogEntry { kind: EntryKind::Split, writer: self.writer.clone(), epoch: self.epoch, payload: plan.encode() };
+        (self.next_seq, entry)
+    }
+
+    /// The split entry is durable at `seq`: the log is closed.
+    pub fn on_split_appended(&mut self, seq: Seq, plan: SplitPlan) {
+        debug_assert_eq!(seq, self.next_seq);
+        self.split = Some((seq, plan));
+        self.applied = seq;
+        self.next_seq = seq.next();
+    }
+
+    /// The children's data: keys below the split key, and the rest.
+    pub fn divide(&self, split_key: &Key) -> (Memtable, Memtable) {
+        let (left, at, mut right) = self.data.split_lookup(split_key);
+        if let Some(v) = at {
+            right.insert(split_key.clone(), v);
+        }
+        (left, right)
     }
 
     /// Records that a fence (ours) was written at `seq` during load.

@@ -318,3 +318,52 @@ fn snapshot_view_is_frozen_while_writes_continue() {
     assert!(core.is_dirty(), "seq 2 is after the checkpoint");
     assert!(core.log_bytes_since_checkpoint() > 0);
 }
+
+#[test]
+fn split_key_halves_the_data_and_divide_covers_every_key() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    let value = "x".repeat(100);
+    for i in 0..10u32 {
+        c.submit(put(&format!("k{i}"), &value), i);
+    }
+    drive(&mut c, &mut log);
+    let key = c.split_key().unwrap();
+    assert_eq!(key, Key::from("k5"));
+    let (left, right) = c.divide(&key);
+    assert_eq!((left.len(), right.len()), (5, 5));
+    assert!(left.keys().all(|k| k < &key) && right.keys().all(|k| k >= &key));
+    // The split entry closes the log; replaying it elsewhere yields the same plan, and a
+    // batch after it is refused.
+    let split = SplitPlan { split_key: key.clone(), left: RangeId(7), right: RangeId(8) };
+    let (sseq, entry) = c.split_entry(&split);
+    assert!(log.append(sseq, entry));
+    c.on_split_appended(sseq, split.clone());
+    assert_eq!(c.split_state(), Some(&(sseq, split.clone())));
+    let mut r = core_for("b", 1);
+    let batch = log.0.values().next().unwrap().clone();
+    for (seq, e) in &log.0 {
+        r.replay(Seq(*seq), e).unwrap();
+    }
+    assert_eq!(r.split_state().map(|s| &s.1), Some(&split));
+    assert_eq!(r.keys(), 10);
+    assert!(r.replay(sseq.next(), &batch).is_err(), "no batch after a split");
+    let fence = LogEntry { kind: EntryKind::Fence, writer: node("b"), epoch: Epoch(1), payload: Bytes::new() };
+    let mut r2 = core_for("b", 1);
+    for (seq, e) in &log.0 {
+        r2.replay(Seq(*seq), e).unwrap();
+    }
+    r2.replay(sseq.next(), &fence).unwrap();
+}
+
+#[test]
+fn a_single_key_range_has_no_split_key() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    c.submit(put("only", &"x".repeat(1000)), 1);
+    drive(&mut c, &mut log);
+    assert_eq!(c.split_key(), None);
+    c.submit(put("other", "y"), 2);
+    drive(&mut c, &mut log);
+    assert_eq!(c.split_key(), Some(Key::from("other")));
+}

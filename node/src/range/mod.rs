@@ -5,3 +5,4 @@ pub mod batch;
 pub mod core;
 pub mod load;
 pub mod snapshot;
+pub mod split;

@@ -36,8 +36,25 @@ fn now_unix_ms() -> u64 {
 
 /// Runs the whole procedure; returns the new checkpoint and the file size.
 pub async fn write(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, usize), Error> {
+    let (range_id, seq, owner, start) = (job.range_id, job.seq, job.owner.clone(), job.range.start.clone());
+    let (checkpoint, size) = store_blob(backend, job).await?;
+    let previous = set_checkpoint(backend, range_id, &start, &owner, &checkpoint).await?;
+    if let Err(e) = backend.log.truncate(range_id, seq).await {
+        tracing::warn!(%range_id, %seq, error = %e, "log truncation after checkpoint failed; retried next time");
+    }
+    if let Some(prev) = previous
+        && prev.blob != checkpoint.blob
+        && let Err(e) = backend.blobs.delete(&prev.blob).await
+    {
+        tracing::warn!(%range_id, blob = %prev.blob, error = %e, "old snapshot blob not deleted");
+    }
+    Ok((checkpoint, size))
+}
+
+/// Steps 1 and 2: encodes the view and stores it as a blob; returns the checkpoint it makes
+/// (not yet recorded anywhere) and the file size. Splits use it for the children.
+pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, usize), Error> {
     let SnapshotJob { range_id, range, seq, data, owner } = job;
-    let start = range.start.clone();
     let header = SnapshotHeader { range_id, range, seq, created_unix_ms: now_unix_ms() };
     let (bytes, root) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, [u8; 32]), Error> {
         let mut w = SnapshotWriter::new(header)?;
@@ -57,24 +74,14 @@ pub async fn write(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, u
         Err(StoreError::AlreadyExists { .. }) if backend.blobs.get(&name).await?.as_ref() == Some(&bytes) => {}
         Err(e) => return Err(e.into()),
     }
-    let checkpoint = Checkpoint { seq, blob: name, merkle_root: root.to_vec() };
-    let previous = set_checkpoint(backend, &start, &owner, &checkpoint).await?;
-    if let Err(e) = backend.log.truncate(range_id, seq).await {
-        tracing::warn!(%range_id, %seq, error = %e, "log truncation after checkpoint failed; retried next time");
-    }
-    if let Some(prev) = previous
-        && prev.blob != checkpoint.blob
-        && let Err(e) = backend.blobs.delete(&prev.blob).await
-    {
-        tracing::warn!(%range_id, blob = %prev.blob, error = %e, "old snapshot blob not deleted");
-    }
-    Ok((checkpoint, size))
+    Ok((Checkpoint { seq, blob: name, merkle_root: root.to_vec() }, size))
 }
 
 /// Records `checkpoint` in the descriptor if it still names `owner` and is newer than what
 /// is there. Returns the checkpoint it replaced.
 async fn set_checkpoint(
     backend: &Backend,
+    range_id: RangeId,
     start: &Key,
     owner: &Owner,
     checkpoint: &Checkpoint,
@@ -83,7 +90,8 @@ async fn set_checkpoint(
         let current = meta::get_range(backend.meta.as_ref(), start)
             .await?
             .ok_or_else(|| Error::internal(format!("range descriptor at {start} vanished")))?;
-        if current.record.owner.as_ref() != Some(owner) {
+        // Another owner, or another range at this start (a split replaced us): not ours.
+        if current.record.owner.as_ref() != Some(owner) || current.record.range_id != range_id {
             return Err(Error::Fenced);
         }
         if current.record.checkpoint.as_ref().is_some_and(|c| c.seq >= checkpoint.seq) {
