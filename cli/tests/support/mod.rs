@@ -110,7 +110,13 @@ pub const MARGIN_MS: u64 = 400;
 impl NodeProc {
     /// Starts a node with its own data dir and a shared embedded store; waits until ready.
     pub fn start(data_dir: &Path, store_dir: &Path, extra: &[&str]) -> NodeProc {
+        NodeProc::start_with_env(data_dir, store_dir, extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables for the node (test hooks).
+    pub fn start_with_env(data_dir: &Path, store_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> NodeProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ampstore"));
+        cmd.envs(env.iter().copied());
         cmd.arg("--data").arg(data_dir).args([
             "node",
             "--rpc",
