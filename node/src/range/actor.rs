@@ -247,18 +247,14 @@ impl RangeActor {
         // The parent stops serving now (even reads: the children will take writes); its slot
         // answers `RangeLoading` until the children serve.
         self.shared.directory.insert(parent_id, Slot::Loading { range: parent_range.clone() });
-        let failed_slot = Slot::Loading { range: parent_range.clone() };
         let job = SplitJob { parent_id, parent_range, split_seq: seq, plan, left, right, owner: self.owner.clone() };
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            match split::complete(&shared, job).await {
-                Ok(()) => shared.directory.remove(parent_id),
-                Err(e) => {
-                    tracing::error!(range = %parent_id, error = %e, "split did not complete; the next load of the range completes it");
-                    let range = failed_slot.range().clone();
-                    shared.directory.insert(parent_id, Slot::Failed { range, error: format!("split incomplete: {e}") });
-                }
+            if let Err(e) = split::complete(&shared, job).await {
+                tracing::error!(range = %parent_id, error = %e, "split did not complete; the next load of the range completes it");
             }
+            // Only the parent's own slot goes: a child may already hold its start key.
+            shared.directory.remove(parent_id);
         });
         ctx.stop();
     }
@@ -355,7 +351,8 @@ impl RangeActor {
         let backend = self.shared.backend.clone();
         let start = self.core.range().start.clone();
         let owner = self.owner.clone();
-        ctx.spawn(async move { load::clear_owner(&backend, &start, &owner).await }.into_actor(self).map(
+        let range_id = self.core.range_id();
+        ctx.spawn(async move { load::clear_owner(&backend, range_id, &start, &owner).await }.into_actor(self).map(
             |result, act, ctx| {
                 let range_id = act.core.range_id();
                 let reply = result.clone().map(|()| Reply::Released { range_id });

@@ -158,11 +158,12 @@ async fn owner_is_live(backend: &Backend, owner: &Owner) -> Result<bool, Error> 
     Ok(meta::get_node(backend.meta.as_ref(), node).await?.is_some_and(|n| n.record.epoch == owner.epoch))
 }
 
-/// Clears `me` as the owner of the range at `start` (after a release).
-pub async fn clear_owner(backend: &Backend, start: &Key, me: &Owner) -> Result<(), Error> {
+/// Clears `me` as the owner of range `range_id` at `start` (after a release). Nothing to do
+/// when the descriptor there is another range (a split replaced it) or another owner's.
+pub async fn clear_owner(backend: &Backend, range_id: RangeId, start: &Key, me: &Owner) -> Result<(), Error> {
     for _ in 0..CLAIM_ATTEMPTS_MAX {
         let Some(current) = meta::get_range(backend.meta.as_ref(), start).await? else { return Ok(()) };
-        if current.record.owner.as_ref() != Some(me) {
+        if current.record.owner.as_ref() != Some(me) || current.record.range_id != range_id {
             return Ok(());
         }
         let mut desc = current.record;

@@ -88,7 +88,14 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         right_id: plan.right,
         right_checkpoint: right_cp,
     };
-    commit(shared, op).await?;
+    if let Err(e) = commit(shared, op).await {
+        // Not recorded: give the parent up so the master places it again; its next owner
+        // finds the log ending in the split and completes it.
+        if let Err(release) = super::load::clear_owner(&shared.backend, parent_id, &parent_range.start, &owner).await {
+            tracing::warn!(range = %parent_id, error = %release, "could not give up the unsplit parent");
+        }
+        return Err(e);
+    }
     crash_point("split:commit");
     for (id, start) in [(plan.left, parent_range.start.clone()), (plan.right, plan.split_key.clone())] {
         load_child(shared, id, start).await?;
@@ -138,6 +145,12 @@ async fn load_child(shared: &Arc<NodeShared>, id: RangeId, start: Key) -> Result
         match Box::pin(crate::dispatch::assign(shared, id, start.clone(), false)).await {
             Ok(_) => return Ok(()),
             Err(Error::RangeLoading { .. }) => return Ok(()),
+            // The child is no longer ours to load: the master moved it, or it split again
+            // under another owner. Whoever owns it serves it.
+            Err(e @ (Error::NotOwner { .. } | Error::Invalid { .. } | Error::Conflict { .. })) => {
+                tracing::info!(range = %id, error = %e, "split child moved on before it loaded here");
+                return Ok(());
+            }
             Err(e) => {
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
