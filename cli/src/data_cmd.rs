@@ -337,6 +337,7 @@ pub async fn ranges(settings: &SettingsArgs, cluster: &ClusterArgs, args: Ranges
                 "generation": r.generation,
                 "owner": r.owner.as_ref().map(|o| o.to_string()),
                 "data_bytes": r.data_bytes,
+                "log_bytes": r.log_bytes,
             })
         })
         .collect();
@@ -345,7 +346,7 @@ pub async fn ranges(settings: &SettingsArgs, cluster: &ClusterArgs, args: Ranges
         return Ok(());
     }
     let table: Vec<Vec<String>> =
-        std::iter::once(["RANGE", "START", "END", "GEN", "OWNER", "DATA"].map(String::from).to_vec())
+        std::iter::once(["RANGE", "START", "END", "GEN", "OWNER", "DATA", "LOG"].map(String::from).to_vec())
             .chain(status.ranges.iter().map(|r| {
                 vec![
                     r.range_id.to_string(),
@@ -354,10 +355,11 @@ pub async fn ranges(settings: &SettingsArgs, cluster: &ClusterArgs, args: Ranges
                     r.generation.to_string(),
                     r.owner.as_ref().map_or("-".into(), |o| o.to_string()),
                     crate::members_cmd::human_bytes(r.data_bytes),
+                    crate::members_cmd::human_bytes(r.log_bytes),
                 ]
             }))
             .collect();
-    let widths: Vec<usize> = (0..6).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..7).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
     for row in table {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());

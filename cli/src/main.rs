@@ -51,7 +51,7 @@ enum Command {
     Import(data_cmd::ImportArgs),
     /// Where KEY lives: range, node, address, lease time left.
     Locate(data_cmd::LocateArgs),
-    /// Every range: bounds, generation, owner, size.
+    /// Every range: bounds, generation, owner, size, log length.
     Ranges(data_cmd::RangesArgs),
     /// Measure throughput and latency against a running cluster.
     Bench(bench_cmd::BenchArgs),

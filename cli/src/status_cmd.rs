@@ -267,6 +267,7 @@ mod tests {
             owner: owner.map(|o| NodeId::new(o).unwrap()),
             owner_epoch: owner.map(|_| Epoch(1)),
             data_bytes: 0,
+            log_bytes: 0,
         }
     }
 

@@ -137,7 +137,7 @@ fn every_data_command_with_exit_codes_and_json_shapes() {
     let ranges: Value = serde_json::from_str(&ok(&ampstore(&data, &["ranges", "--json"]))).unwrap();
     let ranges = ranges.as_array().unwrap();
     assert!(!ranges.is_empty());
-    for field in ["range_id", "start", "end", "generation", "owner", "data_bytes"] {
+    for field in ["range_id", "start", "end", "generation", "owner", "data_bytes", "log_bytes"] {
         assert!(ranges[0].get(field).is_some(), "{field} in {:?}", ranges[0]);
     }
     assert!(ok(&ampstore(&data, &["ranges"])).starts_with("RANGE"));

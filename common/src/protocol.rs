@@ -406,6 +406,9 @@ pub struct RangeView {
     pub owner: Option<NodeId>,
     pub owner_epoch: Option<Epoch>,
     pub data_bytes: u64,
+    /// Log bytes since the range's last snapshot (what a load would replay).
+    #[serde(default)]
+    pub log_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -788,12 +788,9 @@ impl Master {
                 if let Some(o) = &r.owner {
                     *owned.entry(&o.node_id).or_default() += 1;
                 }
-                let data_bytes = r
-                    .owner
-                    .as_ref()
-                    .and_then(|o| st.nodes.get(&o.node_id))
-                    .and_then(|w| w.load.range_bytes.get(&r.range_id).copied())
-                    .unwrap_or(0);
+                let load = r.owner.as_ref().and_then(|o| st.nodes.get(&o.node_id)).map(|w| &w.load);
+                let data_bytes = load.and_then(|l| l.range_bytes.get(&r.range_id).copied()).unwrap_or(0);
+                let log_bytes = load.and_then(|l| l.range_log_bytes.get(&r.range_id).copied()).unwrap_or(0);
                 ranges.push(RangeView {
                     range_id: r.range_id,
                     range: r.range.clone(),
@@ -801,6 +798,7 @@ impl Master {
                     owner: r.owner.as_ref().map(|o| o.node_id.clone()),
                     owner_epoch: r.owner.as_ref().map(|o| o.epoch),
                     data_bytes,
+                    log_bytes,
                 });
             }
         }

@@ -25,6 +25,8 @@ pub struct Load {
     pub ops_per_sec: u64,
     /// Data bytes of each range the node serves.
     pub range_bytes: BTreeMap<RangeId, u64>,
+    /// Log bytes since the checkpoint of each range the node serves.
+    pub range_log_bytes: BTreeMap<RangeId, u64>,
 }
 
 pub struct Watched {
@@ -138,6 +140,7 @@ impl NodeWatch {
             memory_budget_bytes: stats.memory_budget_bytes,
             ops_per_sec: w.load.ops_per_sec,
             range_bytes: stats.ranges.iter().map(|r| (r.range_id, r.data_bytes)).collect(),
+            range_log_bytes: stats.ranges.iter().map(|r| (r.range_id, r.log_bytes_since_checkpoint)).collect(),
         };
         if let Some((before, at)) = w.ops_total {
             let secs = now.saturating_duration_since(at).as_secs_f64();
