@@ -32,7 +32,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 /// Suffixes of numeric setting names (units are in names).
-const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max", "_pct", "_size"];
+const NUMERIC_SUFFIXES: &[&str] = &["_ms", "_bytes", "_count", "_max", "_pct", "_size", "_sec"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -501,6 +501,30 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// Numbers in the environment and `--set` are recognised by the key's suffix: every
+    /// numeric setting must carry one.
+    #[test]
+    fn every_numeric_setting_has_a_numeric_suffix() {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&path, v, out);
+                    }
+                }
+                serde_json::Value::Number(_) => out.push(prefix.to_string()),
+                _ => {}
+            }
+        }
+        let mut numeric = Vec::new();
+        walk("", &serde_json::to_value(Config::default()).unwrap(), &mut numeric);
+        assert!(numeric.len() > 20, "{numeric:?}");
+        for key in numeric {
+            assert!(is_numeric_key(&key), "{key} is numeric but its name has no unit suffix");
+        }
+    }
+
     #[test]
     fn defaults() {
         let cfg = ConfigLoader::new().env_vars(vec![]).load().unwrap();
@@ -563,6 +587,19 @@ mod tests {
         let min = crate::limits::SPLIT_BYTES_MIN;
         assert!(ConfigLoader::new().env_vars(vec![]).flag("node.split_bytes", min).load().is_ok());
         assert!(ConfigLoader::new().env_vars(vec![]).flag("node.split_bytes", 0).load().is_ok());
+        // Every numeric setting can come from the environment (numbers by name suffix).
+        let cfg = ConfigLoader::new()
+            .env_vars(env(&[
+                ("AMPSTORE_NODE__HOT_SPLIT_WRITES_PER_SEC", "0"),
+                ("AMPSTORE_GOSSIP__CLUSTER_SIZE", "5"),
+                ("AMPSTORE_MASTER__BALANCE_TOLERANCE_PCT", "20"),
+                ("AMPSTORE_MASTER__MOVES_IN_FLIGHT_MAX", "3"),
+            ]))
+            .load()
+            .unwrap();
+        assert_eq!(cfg.node.hot_split_writes_per_sec, 0);
+        assert_eq!(cfg.gossip.cluster_size, 5);
+        assert_eq!(cfg.master.balance_tolerance_pct, 20);
         let err = ConfigLoader::new().env_vars(vec![]).flag("node.split_bytes", min - 1).load().unwrap_err();
         assert!(err.to_string().contains("split_bytes"), "{err}");
 
