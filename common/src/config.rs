@@ -170,6 +170,8 @@ pub struct MasterConfig {
     /// Loads count as balanced when the most loaded node is at most this many percent above
     /// the least loaded one.
     pub balance_tolerance_pct: u64,
+    /// How often balance moves are planned (drains are planned every `poll_ms`).
+    pub rebalance_interval_ms: u64,
 }
 
 impl Default for MasterConfig {
@@ -185,6 +187,7 @@ impl Default for MasterConfig {
             stats_ms: 1000,
             moves_in_flight_max: 2,
             balance_tolerance_pct: 10,
+            rebalance_interval_ms: 250,
         }
     }
 }

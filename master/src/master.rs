@@ -38,7 +38,7 @@ use crate::routing::RoutingTable;
 /// How soon a client should ask again about a range being assigned or moved.
 const ASSIGNING_RETRY_MS: u64 = 100;
 /// Deadline of a stats request to a node.
-const STATS_DEADLINE: Duration = Duration::from_secs(1);
+const STATS_DEADLINE: Duration = Duration::from_secs(3);
 /// Deadline of an assign (the node loads the range before answering) or a release (it
 /// snapshots first).
 const HANDOFF_DEADLINE: Duration = Duration::from_secs(30);
@@ -325,6 +325,7 @@ impl Master {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_stats = Instant::now() - Duration::from_secs(3600);
         let mut last_refresh = Instant::now();
+        let mut last_balance = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -346,7 +347,12 @@ impl Master {
                 }
             }
             self.reassign_orphans();
-            self.rebalance();
+            // Drains every round; balance moves at most once per interval, so ranges that
+            // are still splitting are not chased around the cluster.
+            let balance_due = last_balance.elapsed() >= Duration::from_millis(self.cfg.rebalance_interval_ms);
+            if self.rebalance(balance_due) && balance_due {
+                last_balance = Instant::now();
+            }
         }
     }
 
@@ -456,15 +462,21 @@ impl Master {
     }
 
     /// Plans and starts moves (drains first, then balance) when none are in flight.
-    fn rebalance(self: &Arc<Self>) {
+    /// Returns whether loads were looked at (false when moves or assignments were still
+    /// running, so the look is due again at the next round).
+    fn rebalance(self: &Arc<Self>, balance_due: bool) -> bool {
         let moves = {
             let st = self.lock();
             let now = Instant::now();
-            let Some(a) = st.active(now) else { return };
+            let Some(a) = st.active(now) else { return false };
             if st.moves_in_flight > 0 || !st.busy.is_empty() {
-                return;
+                return false;
             }
             let loads = node_loads(&st, a, now, false);
+            let draining = loads.iter().any(|l| l.draining && !l.ranges.is_empty());
+            if !balance_due && !draining {
+                return false;
+            }
             placement::plan_moves(&loads, self.cfg.moves_in_flight_max as usize, self.cfg.balance_tolerance_pct)
         };
         for m in moves {
@@ -479,6 +491,7 @@ impl Master {
                 me.lock().moves_in_flight -= 1;
             });
         }
+        true
     }
 
     // ---- assignment and moves ----------------------------------------------------------

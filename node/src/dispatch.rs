@@ -225,7 +225,41 @@ pub(crate) async fn assign(
 /// The node's ranges and their state (also served on the admin port).
 pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
     let mut ranges = Vec::new();
+    // Ask every serving range at once: one busy range must not hold up the whole answer.
+    let mut asks = tokio::task::JoinSet::new();
+    let mut others = Vec::new();
     for (range_id, slot) in shared.directory.all() {
+        match slot {
+            Slot::Serving { addr, range, .. } => {
+                asks.spawn(async move { (range_id, range, addr.send(StatsMsg).await.ok()) });
+            }
+            other => others.push((range_id, other)),
+        }
+    }
+    let mut answered = Vec::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok(a) = done {
+            answered.push(a);
+        }
+    }
+    for (range_id, range, stats) in answered {
+        ranges.push(match stats {
+            Some(s) => s,
+            None => RangeStats {
+                range_id,
+                range,
+                state: "released".into(),
+                keys: 0,
+                data_bytes: 0,
+                applied_seq: Seq(0),
+                checkpoint_seq: Seq(0),
+                log_bytes_since_checkpoint: 0,
+                error: None,
+                idle_ms: 0,
+            },
+        });
+    }
+    for (range_id, slot) in others {
         let blank = |state: &str, error: Option<String>, range| RangeStats {
             range_id,
             range,

@@ -331,6 +331,7 @@ impl MasterProc {
             "master.lease_margin_ms=500".to_string(),
             "master.poll_ms=100".to_string(),
             "master.stats_ms=300".to_string(),
+            "master.rebalance_interval_ms=500".to_string(),
         ] {
             cmd.arg("--set").arg(kv);
         }
