@@ -112,22 +112,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         gossip: OnceLock::new(),
         wake: Notify::new(),
     });
-    let gossip = Gossip::start(
-        GossipSettings {
-            node_id: id.clone(),
-            role: Role::Master,
-            bind_addr: cfg.master.gossip_addr.clone(),
-            rpc_addr: rpc_addr.clone(),
-            admin_addr: admin_addr.clone(),
-            seeds: cfg.gossip.seeds.clone(),
-            cluster_size: cfg.gossip.cluster_size,
-            suspicion_ms: cfg.gossip.suspicion_ms,
-            refresh_ms: cfg.gossip.refresh_ms,
-            key: cfg.cluster.gossip_key()?,
-        },
-        master.metrics.clone(),
-    )
-    .await?;
+    let settings =
+        GossipSettings::from_config(&cfg, id.clone(), Role::Master, &cfg.master.gossip_addr, &rpc_addr, &admin_addr)?;
+    let gossip = Gossip::start(settings, master.metrics.clone()).await?;
     let gossip_addr = gossip.local_addr();
     let events = gossip.subscribe();
     let _ = master.gossip.set(gossip);

@@ -45,22 +45,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let shared =
         Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters, token));
     let reg = liveness::register(shared.backend.meta.as_ref(), &node_id, &rpc_addr, &shared.liveness).await?;
-    let gossip = Gossip::start(
-        GossipSettings {
-            node_id: node_id.clone(),
-            role: Role::Node,
-            bind_addr: cfg.node.gossip_addr.clone(),
-            rpc_addr: rpc_addr.clone(),
-            admin_addr: admin_addr.clone(),
-            seeds: cfg.gossip.seeds.clone(),
-            cluster_size: cfg.gossip.cluster_size,
-            suspicion_ms: cfg.gossip.suspicion_ms,
-            refresh_ms: cfg.gossip.refresh_ms,
-            key: cfg.cluster.gossip_key()?,
-        },
-        shared.metrics.clone(),
-    )
-    .await?;
+    let settings =
+        GossipSettings::from_config(&cfg, node_id.clone(), Role::Node, &cfg.node.gossip_addr, &rpc_addr, &admin_addr)?;
+    let gossip = Gossip::start(settings, shared.metrics.clone()).await?;
     let gossip_addr = gossip.local_addr();
     let _ = shared.gossip.set(gossip);
     tracing::info!(%node_id, %rpc_addr, %admin_addr, %gossip_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");

@@ -45,6 +45,32 @@ pub struct GossipSettings {
     pub key: Option<[u8; 32]>,
 }
 
+impl GossipSettings {
+    /// The settings of a process with `role` from its configuration: the `[gossip]` section,
+    /// the cluster key, and the addresses it serves on.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        node_id: NodeId,
+        role: Role,
+        bind_addr: &str,
+        rpc_addr: &str,
+        admin_addr: &str,
+    ) -> Result<GossipSettings, Error> {
+        Ok(GossipSettings {
+            node_id,
+            role,
+            bind_addr: bind_addr.to_string(),
+            rpc_addr: rpc_addr.to_string(),
+            admin_addr: admin_addr.to_string(),
+            seeds: cfg.gossip.seeds.clone(),
+            cluster_size: cfg.gossip.cluster_size,
+            suspicion_ms: cfg.gossip.suspicion_ms,
+            refresh_ms: cfg.gossip.refresh_ms,
+            key: cfg.cluster.gossip_key()?,
+        })
+    }
+}
+
 /// A change in membership, for processes that react to it (the master).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberEvent {
