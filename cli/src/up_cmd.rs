@@ -217,7 +217,9 @@ fn spawn(exe: &Path, args: &[String], log: &Path, filter: &str) -> anyhow::Resul
         }
     };
     let words: Vec<String> = line.split_whitespace().map(String::from).collect();
-    if words.len() < 10 || words[3] != "ready:" {
+    // Masters print 10 words, nodes 12 (see their `run`).
+    let expected = if args.iter().any(|a| a == "node") { 12 } else { 10 };
+    if words.len() < expected || words[3] != "ready:" {
         let _ = child.kill();
         anyhow::bail!("unexpected ready line from a child: {line}");
     }
