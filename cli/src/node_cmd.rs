@@ -2,41 +2,16 @@
 
 use clap::Args;
 
-use crate::settings::{self, BackendArgs, SettingsArgs};
+use crate::settings::{ServeArgs, SettingsArgs};
 
 #[derive(Args)]
 pub struct NodeArgs {
-    /// Address for the RPC port (port 0 picks a free one; the ready line says which).
-    #[arg(long, value_name = "ADDR")]
-    rpc: Option<String>,
-    /// Address for the admin HTTP port (port 0 picks a free one).
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<String>,
-    /// Address for gossip (UDP; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR")]
-    gossip: Option<String>,
-    /// Gossip addresses to join through (comma-separated).
-    #[arg(long, value_name = "ADDRS")]
-    seeds: Option<String>,
     #[command(flatten)]
-    backend: BackendArgs,
+    serve: ServeArgs,
 }
 
 pub async fn run(settings: &SettingsArgs, args: NodeArgs) -> anyhow::Result<()> {
-    let mut settings = settings.clone();
-    if let Some(rpc) = args.rpc {
-        settings.set.push(format!("node.rpc_addr={rpc}"));
-    }
-    if let Some(admin) = args.admin {
-        settings.set.push(format!("node.admin_addr={admin}"));
-    }
-    if let Some(gossip) = args.gossip {
-        settings.set.push(format!("node.gossip_addr={gossip}"));
-    }
-    if let Some(seeds) = args.seeds {
-        settings.set.push(format!("gossip.seeds={seeds}"));
-    }
-    let cfg = settings::load(&settings, &args.backend)?;
+    let cfg = args.serve.load(settings, "node")?;
     ampstore_node::node::run(cfg, shutdown_signal()).await?;
     Ok(())
 }

@@ -94,3 +94,38 @@ pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Co
     cfg.validate()?;
     Ok(cfg)
 }
+
+/// The listening addresses of a server process (`node`, `master`), given as flags.
+#[derive(Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Address for the RPC port (port 0 picks a free one; the ready line says which).
+    #[arg(long, value_name = "ADDR")]
+    pub rpc: Option<String>,
+    /// Address for the admin HTTP port (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Address for gossip (UDP; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub gossip: Option<String>,
+    /// Gossip addresses to join through (comma-separated).
+    #[arg(long, value_name = "ADDRS")]
+    pub seeds: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+impl ServeArgs {
+    /// The configuration of a process whose addresses live in config section `section`.
+    pub fn load(&self, settings: &SettingsArgs, section: &str) -> anyhow::Result<Config> {
+        let mut settings = settings.clone();
+        for (key, value) in [("rpc_addr", &self.rpc), ("admin_addr", &self.admin), ("gossip_addr", &self.gossip)] {
+            if let Some(v) = value {
+                settings.set.push(format!("{section}.{key}={v}"));
+            }
+        }
+        if let Some(seeds) = &self.seeds {
+            settings.set.push(format!("gossip.seeds={seeds}"));
+        }
+        load(&settings, &self.backend)
+    }
+}

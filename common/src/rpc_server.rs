@@ -45,6 +45,14 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// Binds a TCP listener and returns it with the address it got (port 0 picks one).
+pub async fn bind(addr: &str) -> Result<(TcpListener, String), Error> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| Error::unavailable(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    Ok((listener, local))
+}
+
 /// Compares without an early exit, so response time does not reveal a matching prefix.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -27,7 +27,6 @@ use ampstore_common::protocol::{
 use ampstore_common::rpc_server::{self, Service};
 use ampstore_common::store::{Backend, Expect, MetaOp, StoreError};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, identity};
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::lease::{self, LeaseCore};
@@ -91,14 +90,8 @@ pub struct Master {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let id = identity::load_or_create(&cfg.data_dir)?;
     let backend = Backend::open(&cfg).await?;
-    let listener = TcpListener::bind(&cfg.master.rpc_addr)
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.master.rpc_addr)))?;
-    let rpc_addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
-    let admin_listener = TcpListener::bind(&cfg.master.admin_addr)
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.master.admin_addr)))?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    let (listener, rpc_addr) = rpc_server::bind(&cfg.master.rpc_addr).await?;
+    let (admin_listener, admin_addr) = rpc_server::bind(&cfg.master.admin_addr).await?;
     let master = Arc::new(Master {
         id: id.clone(),
         rpc_addr: rpc_addr.clone(),

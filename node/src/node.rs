@@ -10,7 +10,6 @@ use ampstore_common::error::Error;
 use ampstore_common::gossip::{Gossip, GossipLoad, GossipSettings};
 use ampstore_common::protocol::Role;
 use ampstore_common::store::Backend;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin;
@@ -19,6 +18,7 @@ use crate::liveness::{self, Beat, Registration};
 use crate::range::actor::{DropMsg, ReleaseMsg};
 use crate::shared::NodeShared;
 use ampstore_common::identity;
+use ampstore_common::rpc_server;
 
 /// How long a graceful shutdown waits for ranges to snapshot and release.
 const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
@@ -28,14 +28,8 @@ const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let node_id = identity::load_or_create(&cfg.data_dir)?;
     let backend = Backend::open(&cfg).await?;
-    let listener = TcpListener::bind(&cfg.node.rpc_addr)
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.node.rpc_addr)))?;
-    let rpc_addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
-    let admin_listener = TcpListener::bind(&cfg.node.admin_addr)
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", cfg.node.admin_addr)))?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| Error::internal(e.to_string()))?.to_string();
+    let (listener, rpc_addr) = rpc_server::bind(&cfg.node.rpc_addr).await?;
+    let (admin_listener, admin_addr) = rpc_server::bind(&cfg.node.admin_addr).await?;
     let arbiters_count = match cfg.node.arbiters_count {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n as usize,
@@ -60,7 +54,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
     let budget = tokio::spawn(crate::budget::enforce_loop(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(ampstore_common::rpc_server::serve(listener, shared.clone(), stop_rx.clone()));
+    let server = tokio::spawn(rpc_server::serve(listener, shared.clone(), stop_rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone(), stop_rx));
     shutdown.await;
     tracing::info!("shutting down: releasing ranges");
