@@ -483,7 +483,7 @@ impl Master {
             return;
         }
         if let Err(e) = self.assign_inner(&start).await {
-            tracing::warn!(range = %start, error = %e, "assignment failed");
+            tracing::warn!(range_start = ?start, error = %e, "assignment failed");
         }
         self.lock().busy.remove(&start);
     }
