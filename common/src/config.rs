@@ -172,6 +172,9 @@ pub struct MasterConfig {
     pub balance_tolerance_pct: u64,
     /// How often balance moves are planned (drains are planned every `poll_ms`).
     pub rebalance_interval_ms: u64,
+    /// Two adjacent ranges merge when their combined data is under a quarter of their
+    /// nodes' split size and neither has served a request for this long (0: never merge).
+    pub merge_idle_ms: u64,
 }
 
 impl Default for MasterConfig {
@@ -188,6 +191,7 @@ impl Default for MasterConfig {
             moves_in_flight_max: 2,
             balance_tolerance_pct: 10,
             rebalance_interval_ms: 250,
+            merge_idle_ms: 30_000,
         }
     }
 }

@@ -181,6 +181,27 @@ pub enum Op {
         right_id: RangeId,
         right_checkpoint: Checkpoint,
     },
+    /// Master to node: merge the adjacent ranges `left_id` and `right_id`, both served by
+    /// this node, into one new range (closing both logs, storing the merged snapshot,
+    /// asking the master to commit, loading the result). Answers `MergeDone`.
+    Merge {
+        left_id: RangeId,
+        right_id: RangeId,
+    },
+    /// Node to master: `left_id` (at `left_start`) and `right_id` (at `right_start`), both
+    /// owned by `owner_node` in `owner_epoch`, closed their logs for a merge and the merged
+    /// range's snapshot is stored. The master records `merged_id` in place of both in one
+    /// transactional update. Idempotent.
+    CommitMerge {
+        left_id: RangeId,
+        left_start: Key,
+        right_id: RangeId,
+        right_start: Key,
+        owner_node: NodeId,
+        owner_epoch: Epoch,
+        merged_id: RangeId,
+        merged_checkpoint: Checkpoint,
+    },
 }
 
 impl Op {
@@ -194,6 +215,23 @@ impl Op {
             | Op::RangeStats
             | Op::Drain { .. }
             | Op::MasterStatus => Ok(()),
+            Op::Merge { left_id, right_id } => {
+                if left_id == right_id {
+                    return Err(Error::invalid("a range cannot merge with itself"));
+                }
+                Ok(())
+            }
+            Op::CommitMerge { left_id, left_start, right_id, right_start, merged_id, .. } => {
+                Key::validate_bound(left_start.as_bytes())?;
+                Key::validate_user_key(right_start.as_bytes())?;
+                if right_start <= left_start {
+                    return Err(Error::invalid("the right range must start above the left one"));
+                }
+                if left_id == right_id || merged_id == left_id || merged_id == right_id {
+                    return Err(Error::invalid("a merge needs three distinct range ids"));
+                }
+                Ok(())
+            }
             Op::SplitRange { parent_start, split_key, .. } => {
                 Key::validate_bound(parent_start.as_bytes())?;
                 Key::validate_user_key(split_key.as_bytes())?;
@@ -254,6 +292,8 @@ impl Op {
             Op::Drain { .. } => "drain",
             Op::MasterStatus => "master_status",
             Op::SplitRange { .. } => "split_range",
+            Op::Merge { .. } => "merge",
+            Op::CommitMerge { .. } => "commit_merge",
         }
     }
 
@@ -344,6 +384,11 @@ pub enum Reply {
         left_id: RangeId,
         right_id: RangeId,
     },
+    /// Answer to `Merge` and `CommitMerge`: the merged range is recorded (and, for `Merge`,
+    /// serves on the node).
+    MergeDone {
+        merged_id: RangeId,
+    },
 }
 
 /// Where one range is served, as the active master knows it.
@@ -427,6 +472,10 @@ pub struct NodeStats {
     /// The node releases idle ranges to keep its data under this (0: no budget).
     #[serde(default)]
     pub memory_budget_bytes: u64,
+    /// The node's split size (`node.split_bytes`); the master merges neighbours whose
+    /// combined data is under a quarter of it (0: splits and merges off).
+    #[serde(default)]
+    pub split_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, identity};
 use tokio::sync::{Notify, watch};
 
 use crate::lease::{self, LeaseCore};
+use crate::merges;
 use crate::nodes::NodeWatch;
 use crate::placement::{self, NodeLoad};
 use crate::routing::RoutingTable;
@@ -333,6 +334,7 @@ impl Master {
             if self.rebalance(balance_due) && balance_due {
                 last_balance = Instant::now();
             }
+            self.start_merge();
         }
     }
 
@@ -472,6 +474,88 @@ impl Master {
             });
         }
         true
+    }
+
+    /// Starts one merge (see `merges.rs`) when nothing else moves ranges.
+    fn start_merge(self: &Arc<Self>) {
+        let pick = {
+            let st = self.lock();
+            let now = Instant::now();
+            let Some(a) = st.active(now) else { return };
+            if self.cfg.merge_idle_ms == 0 || st.moves_in_flight > 0 || !st.busy.is_empty() {
+                return;
+            }
+            let facts: Vec<merges::RangeFacts> = a
+                .routing
+                .iter()
+                .map(|d| {
+                    let r = &d.record;
+                    let live = r.owner.as_ref().filter(|o| st.nodes.is_live(now, &o.node_id, o.epoch));
+                    let load = live.and_then(|o| st.nodes.get(&o.node_id)).map(|w| &w.load);
+                    let idle_ms = load.and_then(|l| l.range_idle_ms.get(&r.range_id).copied());
+                    merges::RangeFacts {
+                        start: r.range.start.clone(),
+                        end: r.range.end.clone(),
+                        range_id: r.range_id,
+                        // Only a range its owner reported as serving is a candidate.
+                        owner: live.filter(|_| idle_ms.is_some()).map(|o| o.node_id.clone()),
+                        data_bytes: load.and_then(|l| l.range_bytes.get(&r.range_id).copied()).unwrap_or(0),
+                        idle_ms: idle_ms.unwrap_or(0),
+                        split_bytes: load.map_or(0, |l| l.split_bytes),
+                    }
+                })
+                .collect();
+            let loads = node_loads(&st, a, now, false);
+            merges::pick_merge(&facts, &loads, self.cfg.merge_idle_ms, self.cfg.balance_tolerance_pct)
+        };
+        let Some(pick) = pick else { return };
+        {
+            let mut st = self.lock();
+            st.busy.insert(pick.left_start.clone());
+            st.busy.insert(pick.right_start.clone());
+            st.moves_in_flight += 1;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.merge_pair(&pick).await;
+            {
+                let mut st = me.lock();
+                st.busy.remove(&pick.left_start);
+                st.busy.remove(&pick.right_start);
+                st.moves_in_flight -= 1;
+            }
+            match result {
+                Ok(merged) => {
+                    tracing::info!(left = %pick.left_id, right = %pick.right_id, %merged, node = %pick.node, "ranges merged")
+                }
+                Err(e) => {
+                    tracing::warn!(left = %pick.left_id, right = %pick.right_id, node = %pick.node, error = %e, "merge failed");
+                    // Whatever is unowned now is placed at once rather than on demand.
+                    for start in [pick.left_start.clone(), pick.right_start.clone()] {
+                        tokio::spawn(me.clone().assign(start));
+                    }
+                }
+            }
+            // The next merge plans on fresh stats (the merged range's, the parents gone).
+            me.wake.notify_one();
+        });
+    }
+
+    /// Brings the pair onto one node if needed, then has that node merge it.
+    async fn merge_pair(self: &Arc<Self>, pick: &merges::MergePick) -> Result<RangeId, Error> {
+        if let Some(m) = &pick.colocate {
+            self.move_inner(m).await?;
+        }
+        let addr = self.lock().nodes.get(&pick.node).map(|w| w.record.record.rpc_addr.clone());
+        let addr = addr.ok_or_else(|| Error::internal("merging on an unknown node"))?;
+        let op = Op::Merge { left_id: pick.left_id, right_id: pick.right_id };
+        match self.conn(&addr).await?.call(op, HANDOFF_DEADLINE).await? {
+            Reply::MergeDone { merged_id } => {
+                self.refresh_routing().await?;
+                Ok(merged_id)
+            }
+            other => Err(Error::internal(format!("merge answered {other:?}"))),
+        }
     }
 
     // ---- assignment and moves ----------------------------------------------------------
@@ -741,6 +825,74 @@ impl Master {
         Ok(done)
     }
 
+    /// Replaces two merged neighbours by the merged range (owned by the same node) in one
+    /// transactional, term-checked update that requires both to be owned by that node in
+    /// that epoch. Repeating a committed merge answers the same.
+    async fn commit_merge(
+        &self,
+        (left_id, left_start): (RangeId, Key),
+        (right_id, right_start): (RangeId, Key),
+        owner: Owner,
+        (merged_id, checkpoint): (RangeId, Checkpoint),
+    ) -> Result<Reply, Error> {
+        let term = self.acting_term().ok_or_else(|| self.not_master())?;
+        let done = Reply::MergeDone { merged_id };
+        let left = meta::get_range(self.meta(), &left_start)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("no range starts at {left_start}")))?;
+        let right = meta::get_range(self.meta(), &right_start).await?;
+        if left.record.range_id == merged_id {
+            // Committed already (an earlier attempt whose answer was lost).
+            return match right {
+                None => Ok(done),
+                Some(_) => {
+                    Err(Error::internal(format!("merge into {merged_id}: recorded with {right_id} still there")))
+                }
+            };
+        }
+        let right = right.ok_or_else(|| Error::invalid(format!("no range starts at {right_start}")))?;
+        let (l, r) = (&left.record, &right.record);
+        if l.range_id != left_id || r.range_id != right_id {
+            return Err(Error::conflict(format!(
+                "the ranges at {left_start} and {right_start} are {} and {}, not {left_id} and {right_id}",
+                l.range_id, r.range_id
+            )));
+        }
+        if l.range.end.as_ref() != Some(&r.range.start) {
+            return Err(Error::invalid(format!("{} and {} are not adjacent", l.range, r.range)));
+        }
+        if l.owner.as_ref() != Some(&owner) || r.owner.as_ref() != Some(&owner) {
+            return Err(Error::conflict(format!(
+                "{left_id} and {right_id} are not both owned by {} in epoch {}",
+                owner.node_id, owner.epoch
+            )));
+        }
+        let merged = RangeDescriptor {
+            range_id: merged_id,
+            range: KeyRange::new(l.range.start.clone(), r.range.end.clone())?,
+            generation: l.generation.max(r.generation) + 1,
+            owner: Some(owner),
+            checkpoint: Some(checkpoint),
+        };
+        let ops = vec![
+            MetaOp::Put {
+                pk: PK_RANGE.into(),
+                sk: left_start.as_bytes().to_vec(),
+                value: meta::encode(&merged),
+                expect: Expect::Version(left.version),
+            },
+            MetaOp::Delete {
+                pk: PK_RANGE.into(),
+                sk: right_start.as_bytes().to_vec(),
+                expect: Expect::Version(right.version),
+            },
+        ];
+        self.write(&term, ops).await?;
+        tracing::info!(left = %left_id, right = %right_id, merged = %merged_id, range = %merged.range, "merge committed");
+        self.refresh_routing().await?;
+        Ok(done)
+    }
+
     async fn drain(&self, node_id: NodeId, undo: bool) -> Result<Reply, Error> {
         let term = self.acting_term().ok_or_else(|| self.not_master())?;
         let epoch = {
@@ -888,6 +1040,20 @@ impl Service for Master {
                 let left = (left_id, left_checkpoint);
                 let right = (right_id, right_checkpoint);
                 self.commit_split(parent_id, parent_start, split_key, owner, left, right).await
+            }
+            Op::CommitMerge {
+                left_id,
+                left_start,
+                right_id,
+                right_start,
+                owner_node,
+                owner_epoch,
+                merged_id,
+                merged_checkpoint,
+            } => {
+                let owner = Owner { node_id: owner_node, epoch: owner_epoch };
+                self.commit_merge((left_id, left_start), (right_id, right_start), owner, (merged_id, merged_checkpoint))
+                    .await
             }
             _ => Err(Error::invalid(
                 "this is a master: send data requests to the node that serves the key (locate it first)",

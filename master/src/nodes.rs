@@ -27,6 +27,10 @@ pub struct Load {
     pub range_bytes: BTreeMap<RangeId, u64>,
     /// Log bytes since the checkpoint of each range the node serves.
     pub range_log_bytes: BTreeMap<RangeId, u64>,
+    /// How long each range the node serves (state `serving`) has been without requests.
+    pub range_idle_ms: BTreeMap<RangeId, u64>,
+    /// The node's split size (0: splits and merges off).
+    pub split_bytes: u64,
 }
 
 pub struct Watched {
@@ -141,6 +145,13 @@ impl NodeWatch {
             ops_per_sec: w.load.ops_per_sec,
             range_bytes: stats.ranges.iter().map(|r| (r.range_id, r.data_bytes)).collect(),
             range_log_bytes: stats.ranges.iter().map(|r| (r.range_id, r.log_bytes_since_checkpoint)).collect(),
+            range_idle_ms: stats
+                .ranges
+                .iter()
+                .filter(|r| r.state == "serving")
+                .map(|r| (r.range_id, r.idle_ms))
+                .collect(),
+            split_bytes: stats.split_bytes,
         };
         if let Some((before, at)) = w.ops_total {
             let secs = now.saturating_duration_since(at).as_secs_f64();
@@ -234,6 +245,7 @@ mod tests {
             resident_bytes: 1,
             ops_total: 100,
             memory_budget_bytes: 0,
+            split_bytes: 0,
         };
         w.set_stats(t0, &n, &stats);
         assert!(w.accepts(t0, &n, false));

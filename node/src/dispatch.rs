@@ -103,9 +103,13 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             rx.await.map_err(|_| not_owner())?
         }
         Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
-        Op::Locate { .. } | Op::LocateRange { .. } | Op::Drain { .. } | Op::MasterStatus | Op::SplitRange { .. } => {
-            Err(Error::invalid("this is a node; send routing requests to the master"))
-        }
+        Op::Merge { left_id, right_id } => crate::range::merge::run(shared, left_id, right_id).await,
+        Op::Locate { .. }
+        | Op::LocateRange { .. }
+        | Op::Drain { .. }
+        | Op::MasterStatus
+        | Op::SplitRange { .. }
+        | Op::CommitMerge { .. } => Err(Error::invalid("this is a node; send routing requests to the master")),
     }
 }
 
@@ -290,6 +294,7 @@ pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
         resident_bytes: resident_bytes(),
         ops_total: shared.ops_total.load(Ordering::Relaxed),
         memory_budget_bytes: shared.cfg.memory_budget_bytes,
+        split_bytes: shared.cfg.split_bytes,
     }
 }
 

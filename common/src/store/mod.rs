@@ -31,6 +31,9 @@ pub enum EntryKind {
     Txn,
     /// A reserved transaction slot that was abandoned.
     Abort,
+    /// The range is closing to merge with its neighbour: no writes follow unless a `Fence`
+    /// reopens it (the merge was abandoned before the master recorded it).
+    Merge,
 }
 
 impl EntryKind {
@@ -41,6 +44,7 @@ impl EntryKind {
             EntryKind::Split => 3,
             EntryKind::Txn => 4,
             EntryKind::Abort => 5,
+            EntryKind::Merge => 6,
         }
     }
 
@@ -51,6 +55,7 @@ impl EntryKind {
             3 => EntryKind::Split,
             4 => EntryKind::Txn,
             5 => EntryKind::Abort,
+            6 => EntryKind::Merge,
             _ => return None,
         })
     }

@@ -36,7 +36,7 @@ pub async fn append_empty_slot_then_taken_slot(b: &Backend) {
     let got = b.log.read(r, Seq(1), 10).await.unwrap();
     assert_eq!(got, vec![(Seq(1), batch("one"))]);
     // Every kind round-trips with writer and epoch.
-    let kinds = [EntryKind::Fence, EntryKind::Split, EntryKind::Txn, EntryKind::Abort];
+    let kinds = [EntryKind::Fence, EntryKind::Split, EntryKind::Txn, EntryKind::Abort, EntryKind::Merge];
     for (i, kind) in kinds.into_iter().enumerate() {
         let e = LogEntry {
             kind,

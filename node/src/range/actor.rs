@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
 use ampstore_common::meta::Owner;
 use ampstore_common::protocol::{RangeStats, Reply};
@@ -18,7 +19,7 @@ use ampstore_common::store::StoreError;
 use ampstore_common::{Key, Seq};
 use tokio::sync::oneshot;
 
-use super::core::{Outcome, RangeCore, SplitPlan, Write};
+use super::core::{Memtable, MergePlan, Outcome, RangeCore, SplitPlan, Write};
 use super::load;
 use super::snapshot::{self, SnapshotJob};
 use super::split::{self, SplitJob};
@@ -31,7 +32,7 @@ const MAILBOX_CAPACITY: usize = 4096;
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// How often a range measures its write rate (hot-range splits).
 const HOT_CHECK: Duration = Duration::from_secs(1);
-/// How soon a client should retry a range that is splitting.
+/// How soon a client should retry a range that is splitting or merging.
 const SPLIT_RETRY_MS: u64 = 20;
 const APPEND_RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -73,6 +74,37 @@ pub struct DropMsg;
 #[rtype(result = "RangeStats")]
 pub struct StatsMsg;
 
+/// Close the log for `plan` (after the append in flight) and hand over the data. Writes
+/// are refused with `RangeLoading` from now on; reads are still served.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MergeCloseMsg {
+    pub plan: MergePlan,
+    pub reply: oneshot::Sender<Result<MergeClosed, Error>>,
+}
+
+/// What a range closed for a merge holds: its data at `seq`, the seq of the merge entry.
+pub struct MergeClosed {
+    pub seq: Seq,
+    pub data: Memtable,
+    pub range: KeyRange,
+    pub owner: Owner,
+}
+
+/// The merge is over for this range (the merged range serves, or the merge was abandoned
+/// and the range goes through a fresh load): stop without touching the descriptor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MergeEndMsg;
+
+enum Merging {
+    /// Waiting for the append in flight to finish before the merge entry goes in.
+    Closing(MergePlan, oneshot::Sender<Result<MergeClosed, Error>>),
+    /// The merge entry is being appended.
+    Appending,
+    Closed,
+}
+
 pub struct RangeActor {
     core: RangeCore<Responder>,
     owner: Owner,
@@ -91,6 +123,7 @@ pub struct RangeActor {
     /// above the hot-split threshold.
     writes_since_check: u64,
     hot_since: Option<Instant>,
+    merging: Option<Merging>,
 }
 
 fn deliver(outcomes: Vec<Outcome<Responder>>) {
@@ -120,6 +153,7 @@ impl RangeActor {
             splitting: false,
             writes_since_check: 0,
             hot_since: None,
+            merging: None,
         }
     }
 
@@ -167,6 +201,10 @@ impl RangeActor {
                     self.continue_release(ctx);
                     return;
                 }
+                if matches!(self.merging, Some(Merging::Closing(..))) {
+                    self.start_merge_entry(ctx);
+                    return;
+                }
                 if self.should_split() {
                     self.start_split(ctx);
                     return;
@@ -205,6 +243,7 @@ impl RangeActor {
         let hot = self.hot_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.hot_split_ms));
         (big || hot)
             && !self.splitting
+            && self.merging.is_none()
             && !self.snapshot_running
             && self.releasing.is_none()
             && !self.core.append_in_flight()
@@ -259,8 +298,44 @@ impl RangeActor {
         ctx.stop();
     }
 
+    /// Appends the merge entry once nothing is in flight; answers the `MergeCloseMsg`.
+    fn start_merge_entry(&mut self, ctx: &mut Context<Self>) {
+        if self.core.append_in_flight() {
+            return; // called again when it finishes
+        }
+        let Some(Merging::Closing(plan, reply)) = self.merging.take() else { return };
+        self.merging = Some(Merging::Appending);
+        let (seq, entry) = self.core.merge_entry(&plan);
+        let log = self.shared.backend.log.clone();
+        let range = self.core.range_id();
+        ctx.spawn(async move { log.append(range, seq, &entry).await }.into_actor(self).map(
+            move |result, act, ctx| match result {
+                Ok(()) => {
+                    act.core.on_merge_appended(seq, plan);
+                    act.merging = Some(Merging::Closed);
+                    let (_, data, _) = act.core.snapshot_view();
+                    let closed =
+                        MergeClosed { seq, data, range: act.core.range().clone(), owner: act.owner.clone() };
+                    tracing::info!(range = %act.core.range_id(), %seq, "closed for a merge");
+                    let _ = reply.send(Ok(closed));
+                }
+                Err(StoreError::SlotTaken { .. }) => {
+                    tracing::warn!(range = %act.core.range_id(), %seq, "merge slot taken by a newer owner: range fenced");
+                    let _ = reply.send(Err(Error::Fenced));
+                    deliver(act.core.on_fenced());
+                    act.stop_serving(ctx);
+                }
+                Err(e) => {
+                    // Not closed: serve on.
+                    act.merging = None;
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+        ));
+    }
+
     fn start_snapshot(&mut self, ctx: &mut Context<Self>) {
-        if self.snapshot_running || self.splitting || self.core.split_state().is_some() {
+        if self.snapshot_running || self.splitting || self.merging.is_some() || self.core.split_state().is_some() {
             return;
         }
         let (seq, data, log_bytes) = self.core.snapshot_view();
@@ -321,6 +396,12 @@ impl RangeActor {
     }
 
     fn begin_release(&mut self, reply: Option<Responder>, ctx: &mut Context<Self>) {
+        if self.merging.is_some() {
+            if let Some(tx) = reply {
+                let _ = tx.send(Err(Error::unavailable("the range is merging; release it once the merge is over")));
+            }
+            return;
+        }
         match &mut self.releasing {
             Some(waiters) => waiters.extend(reply),
             None => {
@@ -416,7 +497,11 @@ impl Actor for RangeActor {
         });
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
             let idle = Duration::from_millis(act.shared.cfg.idle_release_ms);
-            if act.releasing.is_none() && !act.core.has_work() && act.last_used.elapsed() >= idle {
+            if act.releasing.is_none()
+                && act.merging.is_none()
+                && !act.core.has_work()
+                && act.last_used.elapsed() >= idle
+            {
                 tracing::info!(range = %act.core.range_id(), "idle: releasing");
                 act.begin_release(None, ctx);
             }
@@ -449,7 +534,7 @@ impl Handler<WriteMsg> for RangeActor {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if self.splitting {
+        if self.splitting || self.merging.is_some() {
             let _ = msg.reply.send(Err(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
             return;
         }
@@ -492,11 +577,43 @@ impl Handler<DropMsg> for RangeActor {
     }
 }
 
+impl Handler<MergeCloseMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MergeCloseMsg, ctx: &mut Context<Self>) {
+        if let Err(e) = self.may_serve() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        if self.splitting || self.merging.is_some() || self.snapshot_running || self.core.split_state().is_some() {
+            let _ = msg.reply.send(Err(Error::unavailable("the range is busy (splitting, merging or snapshotting)")));
+            return;
+        }
+        deliver(self.core.refuse_pending(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
+        self.merging = Some(Merging::Closing(msg.plan, msg.reply));
+        self.start_merge_entry(ctx);
+    }
+}
+
+impl Handler<MergeEndMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: MergeEndMsg, ctx: &mut Context<Self>) {
+        self.stop_serving(ctx);
+    }
+}
+
 impl Handler<StatsMsg> for RangeActor {
     type Result = MessageResult<StatsMsg>;
 
     fn handle(&mut self, _msg: StatsMsg, _ctx: &mut Context<Self>) -> Self::Result {
-        let state = if self.releasing.is_some() { "releasing" } else { "serving" };
+        let state = if self.releasing.is_some() {
+            "releasing"
+        } else if self.merging.is_some() {
+            "merging"
+        } else {
+            "serving"
+        };
         MessageResult(RangeStats {
             range_id: self.core.range_id(),
             range: self.core.range().clone(),

@@ -50,6 +50,29 @@ impl SplitPlan {
     }
 }
 
+/// A merge as the `Merge` log entry records it, in both parents' logs. Once the entry is
+/// in a log the range takes no more writes until a `Fence` reopens it: the merging node
+/// writes one when it abandons the merge, and so does any later owner, because a range
+/// that is loaded at all was not replaced by the merged range (the master's commit
+/// replaces both parents' descriptors, and it requires both to be owned by the merging
+/// node in its epoch, which a new owner's claim ended).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MergePlan {
+    pub merged: RangeId,
+    pub left: RangeId,
+    pub right: RangeId,
+}
+
+impl MergePlan {
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(rmp_serde::to_vec_named(self).unwrap_or_default())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MergePlan, Error> {
+        rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("merge entry does not decode: {e}")))
+    }
+}
+
 /// The condition of a put.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Condition {
@@ -115,6 +138,8 @@ pub struct RangeCore<W> {
     scratch: Vec<u8>,
     /// The split that closed this range's log, and at which seq.
     split: Option<(Seq, SplitPlan)>,
+    /// The merge entry that closed the log (until a fence reopens it).
+    merge_closed: Option<(Seq, MergePlan)>,
 }
 
 impl<W> RangeCore<W> {
@@ -153,6 +178,7 @@ impl<W> RangeCore<W> {
             log_bytes_at_checkpoint: 0,
             scratch: Vec::new(),
             split: None,
+            merge_closed: None,
         }
     }
 
@@ -514,9 +540,20 @@ impl<W> RangeCore<W> {
         }
         debug_assert!(self.in_flight.is_none() && self.pending.is_empty(), "replay only while loading");
         match entry.kind {
-            EntryKind::Batch | EntryKind::Split if self.split.is_some() => {
+            EntryKind::Batch | EntryKind::Split | EntryKind::Merge if self.split.is_some() => {
                 return Err(Error::internal(format!("{}: log entry {seq} follows the split", self.range_id)));
             }
+            EntryKind::Batch | EntryKind::Split | EntryKind::Merge if self.merge_closed.is_some() => {
+                return Err(Error::internal(format!(
+                    "{}: log entry {seq} follows a merge entry without a fence reopening the log",
+                    self.range_id
+                )));
+            }
+            EntryKind::Merge => {
+                self.merge_closed = Some((seq, MergePlan::decode(&entry.payload)?));
+            }
+            // Whoever wrote the fence reopened the log (see `MergePlan`).
+            EntryKind::Fence => self.merge_closed = None,
             EntryKind::Batch => {
                 let payload = batch::decode(&entry.payload)?;
                 for (i, w) in payload.writes.iter().enumerate() {
@@ -526,7 +563,7 @@ impl<W> RangeCore<W> {
                     }
                 }
             }
-            EntryKind::Fence | EntryKind::Abort => {}
+            EntryKind::Abort => {}
             EntryKind::Split => {
                 let plan = SplitPlan::decode(&entry.payload)?;
                 if !self.range.contains(plan.split_key.as_bytes()) || plan.split_key == self.range.start {
@@ -596,11 +633,44 @@ impl<W> RangeCore<W> {
         (left, right)
     }
 
-    /// Records that a fence (ours) was written at `seq` during load.
-    pub fn fenced_at(&mut self, seq: Seq) {
+    /// Records that a fence (ours) was written at `seq`, during load or to abandon a merge:
+    /// a log closed by a merge entry is open again. Returns the abandoned merge, if any.
+    pub fn fenced_at(&mut self, seq: Seq) -> Option<MergePlan> {
         debug_assert_eq!(seq, self.next_seq);
         self.applied = seq;
         self.next_seq = seq.next();
+        self.merge_closed.take().map(|(_, plan)| plan)
+    }
+
+    /// The merge entry that closed the log, while no fence has reopened it.
+    pub fn merge_state(&self) -> Option<&(Seq, MergePlan)> {
+        self.merge_closed.as_ref()
+    }
+
+    /// The log entry that closes the range for a merge, at the next seq. Call with no
+    /// append in flight and nothing pending (the driver refuses writes while merging).
+    pub fn merge_entry(&self, plan: &MergePlan) -> (Seq, LogEntry) {
+        debug_assert!(self.in_flight.is_none() && self.pending.is_empty());
+        debug_assert!(self.split.is_none() && self.merge_closed.is_none());
+        let entry =
+            LogEntry { kind: EntryKind::Merge, writer: self.writer.clone(), epoch: self.epoch, payload: plan.encode() };
+        (self.next_seq, entry)
+    }
+
+    /// The merge entry is durable at `seq`: the log is closed until a fence reopens it.
+    pub fn on_merge_appended(&mut self, seq: Seq, plan: MergePlan) {
+        debug_assert_eq!(seq, self.next_seq);
+        self.merge_closed = Some((seq, plan));
+        self.applied = seq;
+        self.next_seq = seq.next();
+    }
+
+    /// The fence that reopens a merge-closed log, at the next seq (the merge was abandoned).
+    pub fn reopen_entry(&self) -> (Seq, LogEntry) {
+        debug_assert!(self.merge_closed.is_some() && self.in_flight.is_none());
+        let entry =
+            LogEntry { kind: EntryKind::Fence, writer: self.writer.clone(), epoch: self.epoch, payload: Bytes::new() };
+        (self.next_seq, entry)
     }
 
     /// An O(1) frozen view for a snapshot: the applied seq and the data at it.

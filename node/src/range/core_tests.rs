@@ -367,3 +367,84 @@ fn a_single_key_range_has_no_split_key() {
     drive(&mut c, &mut log);
     assert_eq!(c.split_key(), Some(Key::from("other")));
 }
+
+#[test]
+fn a_merge_entry_closes_the_log_until_a_fence_reopens_it() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    c.submit(put("k1", "v1"), 1);
+    drive(&mut c, &mut log);
+    let plan = MergePlan { merged: RangeId(9), left: RangeId(1), right: RangeId(2) };
+    let (mseq, entry) = c.merge_entry(&plan);
+    assert!(log.append(mseq, entry));
+    c.on_merge_appended(mseq, plan.clone());
+    assert_eq!(c.merge_state(), Some(&(mseq, plan.clone())));
+    assert_eq!(c.applied(), mseq);
+    let batch = log.0.values().next().unwrap().clone();
+
+    // Replayed elsewhere: closed; a batch or a split right after the merge entry is refused.
+    let replayed = |log: &Log| {
+        let mut r = core_for("b", 1);
+        for (seq, e) in &log.0 {
+            r.replay(Seq(*seq), e).unwrap();
+        }
+        r
+    };
+    let mut r = replayed(&log);
+    assert_eq!(r.merge_state().map(|s| &s.1), Some(&plan));
+    assert!(r.replay(mseq.next(), &batch).is_err(), "no batch after a merge entry");
+    let split = SplitPlan { split_key: Key::from("k1"), left: RangeId(7), right: RangeId(8) };
+    let split_entry =
+        LogEntry { kind: EntryKind::Split, writer: node("a"), epoch: Epoch(1), payload: split.encode() };
+    assert!(replayed(&log).replay(mseq.next(), &split_entry).is_err(), "no split after a merge entry");
+
+    // The loader's fence reopens it (and says which merge it abandoned); writes continue
+    // with versions above the merge entry.
+    let (fseq, fence) = r.reopen_entry();
+    assert_eq!(fseq, mseq.next());
+    assert!(log.append(fseq, fence));
+    assert_eq!(r.fenced_at(fseq), Some(plan));
+    assert!(r.merge_state().is_none());
+    r.submit(put("k2", "v2"), 2);
+    let out = drive(&mut r, &mut log);
+    assert_eq!(out, vec![(2, Ok(Reply::Written { version: v(fseq.0 + 1, 0) }))]);
+    // Replaying the whole history (merge, fence, batch) yields the open range.
+    let again = replayed(&log);
+    assert!(again.merge_state().is_none());
+    assert_eq!(again.keys(), 2);
+}
+
+#[test]
+fn merged_data_is_the_union_and_keeps_versions() {
+    let mut left = RangeCore::<u32>::new(
+        RangeId(1),
+        KeyRange::new(Key::from(""), Some(Key::from("m"))).unwrap(),
+        node("a"),
+        Epoch(1),
+        Memtable::new(),
+        Seq(0),
+        64 * 1024,
+    );
+    let mut right = RangeCore::<u32>::new(
+        RangeId(2),
+        KeyRange::new(Key::from("m"), None).unwrap(),
+        node("a"),
+        Epoch(1),
+        Memtable::new(),
+        Seq(0),
+        64 * 1024,
+    );
+    let (mut ll, mut rl) = (Log::default(), Log::default());
+    for i in 0..5u32 {
+        left.submit(put(&format!("a{i}"), "l"), i);
+        drive(&mut left, &mut ll);
+        right.submit(put(&format!("x{i}"), "r"), i);
+        right.submit(put(&format!("y{i}"), "r"), i);
+        drive(&mut right, &mut rl);
+    }
+    let (_, l, _) = left.snapshot_view();
+    let (_, r, _) = right.snapshot_view();
+    let merged = l.clone().union(r.clone());
+    assert_eq!(merged.len(), 15);
+    assert!(merged.iter().all(|(k, s)| l.get(k).or_else(|| r.get(k)) == Some(s)));
+}

@@ -4,6 +4,7 @@
 //! older owner appended in between, the fence finds its slot taken: the new entries are
 //! replayed and the fence moves to the next slot. Once the fence is written, every later
 //! append of an older owner fails on its slot, so no write it acknowledges can be lost.
+//! The fence also reopens a log that a merge entry closed (`core::MergePlan`).
 
 use ampstore_common::error::Error;
 use ampstore_common::meta::{self, Owner, RangeDescriptor};
@@ -72,7 +73,10 @@ pub async fn load<W>(
         let seq = core.next_seq();
         match backend.log.append(range_id, seq, &fence).await {
             Ok(()) => {
-                core.fenced_at(seq);
+                if let Some(plan) = core.fenced_at(seq) {
+                    // Loadable at all means the merge was never recorded (see `MergePlan`).
+                    tracing::info!(%range_id, merged = %plan.merged, "the log ended in an unrecorded merge: reopened it");
+                }
                 tracing::info!(%range_id, %seq, owner = %me.node_id, "range fenced and loaded");
                 return Ok(Loaded { core, owner: me });
             }

@@ -4,5 +4,7 @@ pub mod actor;
 pub mod batch;
 pub mod core;
 pub mod load;
+pub mod merge;
+pub mod reshape;
 pub mod snapshot;
 pub mod split;

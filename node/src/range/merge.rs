@@ -1,0 +1,177 @@
+//! Merging two adjacent ranges this node serves (DESIGN section 5, "by the same pattern"
+//! as a split). The master picks the pair and sends `Merge`; from here:
+//!
+//! 1. close the right range's log with a `Merge` entry (writes now get `RangeLoading`);
+//! 2. close the left range's log the same way;
+//! 3. store the merged range's snapshot: both data sets, at the higher of the two merge
+//!    entries' seqs, so versions keep growing in the merged range;
+//! 4. ask the active master to record the merged range in place of both, in one
+//!    transactional update that requires both parents to be owned by this node in its
+//!    epoch (idempotent);
+//! 5. load the merged range here and stop both parents.
+//!
+//! Unlike a split, an unrecorded merge is rolled back, not completed: its two parents may
+//! be loaded by different nodes after a crash, and neither could finish it alone. A log
+//! closed by a merge entry is reopened by the next `Fence` (a new owner's, or ours when we
+//! abandon the merge), which is safe because a range can only be loaded while its
+//! descriptor exists, and the commit replaces both descriptors at once and requires our
+//! ownership, which any new owner's claim ends. Abandoning gives both ranges up
+//! (`clear_owner`, which also makes a late commit fail) and loads them again here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use ampstore_common::error::Error;
+use ampstore_common::meta;
+use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::{KeyRange, RangeId, Seq};
+use tokio::sync::oneshot;
+
+use super::actor::{MergeCloseMsg, MergeClosed, MergeEndMsg, RangeActor};
+use super::core::MergePlan;
+use super::reshape;
+use super::snapshot::{self, SnapshotJob};
+use crate::directory::Slot;
+use crate::shared::NodeShared;
+
+/// How long a merge keeps asking for the master's commit before abandoning it (both
+/// ranges refuse writes meanwhile, so this is short).
+const COMMIT_RETRY_FOR: Duration = Duration::from_secs(10);
+/// How long giving up an abandoned merge's ranges keeps retrying.
+const ABANDON_RETRY_FOR: Duration = Duration::from_secs(30);
+
+struct Parent {
+    id: RangeId,
+    range: KeyRange,
+    addr: Addr<RangeActor>,
+}
+
+/// Steps 1-5. Answers `MergeDone` once the merged range serves here.
+pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) -> Result<Reply, Error> {
+    let started = Instant::now();
+    let left = serving(shared, left_id)?;
+    let right = serving(shared, right_id)?;
+    if left.range.end.as_ref() != Some(&right.range.start) {
+        return Err(Error::invalid(format!("{} and {} are not adjacent", left.range, right.range)));
+    }
+    let merged_range = KeyRange::new(left.range.start.clone(), right.range.end.clone())?;
+    let plan = MergePlan { merged: reshape::fresh_range_id(), left: left_id, right: right_id };
+    reshape::crash_point("merge:entry");
+    let right_closed = close(&right, &plan).await?;
+    reshape::crash_point("merge:right");
+    let left_closed = match close(&left, &plan).await {
+        Ok(c) => c,
+        Err(e) => {
+            abandon(shared, &[(&right, &right_closed)], plan.merged).await;
+            return Err(e);
+        }
+    };
+    reshape::crash_point("merge:left");
+    let owner = left_closed.owner.clone();
+    debug_assert_eq!(owner, right_closed.owner, "both parents are this node's, in this epoch");
+    let seq: Seq = left_closed.seq.max(right_closed.seq);
+    // Disjoint key sets: the union is a concatenation, O(log n) on the persistent maps.
+    let data = left_closed.data.clone().union(right_closed.data.clone());
+    let keys = data.len();
+    let stored = snapshot::store_blob(
+        &shared.backend,
+        SnapshotJob { range_id: plan.merged, range: merged_range.clone(), seq, data, owner: owner.clone() },
+    )
+    .await;
+    let (checkpoint, bytes) = match stored {
+        Ok(s) => s,
+        Err(e) => {
+            abandon(shared, &[(&right, &right_closed), (&left, &left_closed)], plan.merged).await;
+            return Err(e);
+        }
+    };
+    reshape::crash_point("merge:snapshot");
+    let op = Op::CommitMerge {
+        left_id,
+        left_start: left.range.start.clone(),
+        right_id,
+        right_start: right.range.start.clone(),
+        owner_node: owner.node_id.clone(),
+        owner_epoch: owner.epoch,
+        merged_id: plan.merged,
+        merged_checkpoint: checkpoint,
+    };
+    let committed = match reshape::ask_master(shared, op, COMMIT_RETRY_FOR).await {
+        Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => Ok(()),
+        Ok(other) => Err(Error::internal(format!("merge commit answered {other:?}"))),
+        Err(e) => Err(e),
+    };
+    // After an error the commit may still have landed (its answer lost): then carry on.
+    if let Err(e) = committed
+        && abandon(shared, &[(&right, &right_closed), (&left, &left_closed)], plan.merged).await != Some(plan.merged)
+    {
+        return Err(e);
+    }
+    reshape::crash_point("merge:commit");
+    reshape::load_here(shared, plan.merged, merged_range.start.clone()).await?;
+    for p in [&left, &right] {
+        let _ = p.addr.send(MergeEndMsg).await;
+    }
+    tracing::info!(
+        left = %left_id, right = %right_id, merged = %plan.merged, range = %merged_range, keys, bytes,
+        ms = started.elapsed().as_millis() as u64, "merge complete: merged range serving"
+    );
+    Ok(Reply::MergeDone { merged_id: plan.merged })
+}
+
+fn serving(shared: &NodeShared, id: RangeId) -> Result<Parent, Error> {
+    match shared.directory.get(id) {
+        Some(Slot::Serving { range, addr, .. }) => Ok(Parent { id, range, addr }),
+        Some(Slot::Loading { .. }) => Err(Error::RangeLoading { retry_after_ms: 100 }),
+        _ => Err(Error::NotOwner { hint: None }),
+    }
+}
+
+async fn close(p: &Parent, plan: &MergePlan) -> Result<MergeClosed, Error> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || Error::NotOwner { hint: None };
+    p.addr.send(MergeCloseMsg { plan: plan.clone(), reply: tx }).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
+}
+
+/// Rolls back an unrecorded merge: stops the closed parents, gives them up (after which
+/// no commit can land), and loads them again here, where the load's fence reopens their
+/// logs. Returns the merged range's id instead when the commit turns out to have landed.
+async fn abandon(shared: &Arc<NodeShared>, closed: &[(&Parent, &MergeClosed)], merged: RangeId) -> Option<RangeId> {
+    for (p, _) in closed {
+        let _ = p.addr.send(MergeEndMsg).await;
+    }
+    for (p, c) in closed {
+        let deadline = Instant::now() + ABANDON_RETRY_FOR;
+        loop {
+            match super::load::clear_owner(&shared.backend, p.id, &p.range.start, &c.owner).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(range = %p.id, error = %e, "giving up a merge parent failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    // The node's heartbeat needs the same store: its epoch ends, and the
+                    // master places the range elsewhere.
+                    tracing::error!(range = %p.id, error = %e, "could not give up a merge parent");
+                    break;
+                }
+            }
+        }
+    }
+    // Both descriptors are now unowned (or replaced): a commit can no longer land. Did one?
+    let left_start = closed.iter().map(|(p, _)| p.range.start.clone()).min()?;
+    if let Ok(Some(d)) = meta::get_range(shared.backend.meta.as_ref(), &left_start).await
+        && d.record.range_id == merged
+    {
+        return Some(merged);
+    }
+    for (p, _) in closed {
+        tracing::info!(range = %p.id, "merge abandoned: reloading the range");
+        if let Err(e) = Box::pin(crate::dispatch::assign(shared, p.id, p.range.start.clone(), true)).await {
+            tracing::warn!(range = %p.id, error = %e, "reloading a merge parent failed; the master places it");
+        }
+    }
+    None
+}

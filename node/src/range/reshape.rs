@@ -1,0 +1,88 @@
+//! What splits and merges share: test-only crash points, fresh range ids, asking the
+//! active master to commit a routing change, and loading a new range on this node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ampstore_client::connection::Connection;
+use ampstore_common::error::Error;
+use ampstore_common::meta;
+use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_common::{Key, RangeId};
+
+use crate::shared::NodeShared;
+
+/// Deadline of one commit request to the master.
+const COMMIT_CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Test-only crash points (`AMPSTORE_TEST_CRASH_AT=split:<point>` or `merge:<point>`);
+/// compiled out of release builds.
+pub fn crash_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("AMPSTORE_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("ampstore: test crash point {name} reached: aborting");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
+/// A fresh range id, far from the small ids the master gives the first ranges.
+pub fn fresh_range_id() -> RangeId {
+    RangeId((rand::random::<u64>() >> 2) | (1 << 32))
+}
+
+/// Asks the active master (found through the lease record) to commit `op`, retrying
+/// retryable errors with backoff for up to `retry_for`. Commits are idempotent, so a retry
+/// after a lost answer is harmless.
+pub async fn ask_master(shared: &Arc<NodeShared>, op: Op, retry_for: Duration) -> Result<Reply, Error> {
+    let deadline = Instant::now() + retry_for;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let result = async {
+            let lease = meta::get_lease(shared.backend.meta.as_ref())
+                .await?
+                .ok_or_else(|| Error::unavailable("no master has ever run"))?;
+            let conn = Connection::connect(
+                &lease.record.rpc_addr,
+                Role::Node,
+                shared.node_id.as_str(),
+                shared.auth_token.clone(),
+            )
+            .await?;
+            conn.call(op.clone(), COMMIT_CALL_DEADLINE).await
+        }
+        .await;
+        match result {
+            Ok(reply) => return Ok(reply),
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tracing::info!(op = op.name(), error = %e, ?backoff, "commit not done yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Loads range `id` (starting at `start`, recorded as owned by this node) here. A range
+/// that has moved on (the master placed it elsewhere, or it changed shape again) is not
+/// an error: whoever owns it serves it.
+pub async fn load_here(shared: &Arc<NodeShared>, id: RangeId, start: Key) -> Result<(), Error> {
+    let mut last = None;
+    for _ in 0..20 {
+        match Box::pin(crate::dispatch::assign(shared, id, start.clone(), false)).await {
+            Ok(_) => return Ok(()),
+            Err(Error::RangeLoading { .. }) => return Ok(()),
+            Err(e @ (Error::NotOwner { .. } | Error::Invalid { .. } | Error::Conflict { .. })) => {
+                tracing::info!(range = %id, error = %e, "new range moved on before it loaded here");
+                return Ok(());
+            }
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::internal("range did not load")))
+}
