@@ -42,6 +42,8 @@ const STATS_DEADLINE: Duration = Duration::from_secs(3);
 /// Deadline of an assign (the node loads the range before answering) or a release (it
 /// snapshots first).
 const HANDOFF_DEADLINE: Duration = Duration::from_secs(30);
+/// How long merges pause after one failed (the node may be dying, or the pair busy).
+const MERGE_BACKOFF: Duration = Duration::from_secs(2);
 /// How often the active master re-reads every range descriptor (nodes change owners on
 /// release; splits change bounds).
 const ROUTING_REFRESH: Duration = Duration::from_secs(1);
@@ -63,6 +65,8 @@ struct State {
     holder: Option<(NodeId, String)>,
     /// Nodes gossip reports down: no new ranges go there (a hint only).
     gossip_down: HashSet<NodeId>,
+    /// No merge starts before this (set after a failed merge).
+    merges_paused_until: Option<Instant>,
 }
 
 impl State {
@@ -482,7 +486,11 @@ impl Master {
             let st = self.lock();
             let now = Instant::now();
             let Some(a) = st.active(now) else { return };
-            if self.cfg.merge_idle_ms == 0 || st.moves_in_flight > 0 || !st.busy.is_empty() {
+            if self.cfg.merge_idle_ms == 0
+                || st.moves_in_flight > 0
+                || !st.busy.is_empty()
+                || st.merges_paused_until.is_some_and(|t| now < t)
+            {
                 return;
             }
             let facts: Vec<merges::RangeFacts> = a
@@ -526,18 +534,20 @@ impl Master {
             }
             match result {
                 Ok(merged) => {
-                    tracing::info!(left = %pick.left_id, right = %pick.right_id, %merged, node = %pick.node, "ranges merged")
+                    tracing::info!(left = %pick.left_id, right = %pick.right_id, %merged, node = %pick.node, "ranges merged");
+                    // The next merge may follow at once (it plans on the stats it has; the
+                    // merged range has none yet, so it waits for the next poll).
+                    me.wake.notify_one();
                 }
                 Err(e) => {
                     tracing::warn!(left = %pick.left_id, right = %pick.right_id, node = %pick.node, error = %e, "merge failed");
+                    me.lock().merges_paused_until = Some(Instant::now() + MERGE_BACKOFF);
                     // Whatever is unowned now is placed at once rather than on demand.
                     for start in [pick.left_start.clone(), pick.right_start.clone()] {
                         tokio::spawn(me.clone().assign(start));
                     }
                 }
             }
-            // The next merge plans on fresh stats (the merged range's, the parents gone).
-            me.wake.notify_one();
         });
     }
 

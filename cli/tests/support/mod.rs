@@ -332,6 +332,8 @@ impl MasterProc {
             "master.poll_ms=100".to_string(),
             "master.stats_ms=300".to_string(),
             "master.rebalance_interval_ms=500".to_string(),
+            // Tests that count ranges must not see idle ones merge; merge tests turn it on.
+            "master.merge_idle_ms=0".to_string(),
         ] {
             cmd.arg("--set").arg(kv);
         }

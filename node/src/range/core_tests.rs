@@ -394,8 +394,7 @@ fn a_merge_entry_closes_the_log_until_a_fence_reopens_it() {
     assert_eq!(r.merge_state().map(|s| &s.1), Some(&plan));
     assert!(r.replay(mseq.next(), &batch).is_err(), "no batch after a merge entry");
     let split = SplitPlan { split_key: Key::from("k1"), left: RangeId(7), right: RangeId(8) };
-    let split_entry =
-        LogEntry { kind: EntryKind::Split, writer: node("a"), epoch: Epoch(1), payload: split.encode() };
+    let split_entry = LogEntry { kind: EntryKind::Split, writer: node("a"), epoch: Epoch(1), payload: split.encode() };
     assert!(replayed(&log).replay(mseq.next(), &split_entry).is_err(), "no split after a merge entry");
 
     // The loader's fence reopens it (and says which merge it abandoned); writes continue

@@ -97,10 +97,13 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         merged_id: plan.merged,
         merged_checkpoint: checkpoint,
     };
-    let committed = match reshape::ask_master(shared, op, COMMIT_RETRY_FOR).await {
-        Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => Ok(()),
-        Ok(other) => Err(Error::internal(format!("merge commit answered {other:?}"))),
+    let committed = match reshape::fail_once("merge:refused") {
         Err(e) => Err(e),
+        Ok(()) => match reshape::ask_master(shared, op, COMMIT_RETRY_FOR).await {
+            Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => reshape::fail_once("merge:answer-lost"),
+            Ok(other) => Err(Error::internal(format!("merge commit answered {other:?}"))),
+            Err(e) => Err(e),
+        },
     };
     // After an error the commit may still have landed (its answer lost): then carry on.
     if let Err(e) = committed

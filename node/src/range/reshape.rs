@@ -27,6 +27,25 @@ pub fn crash_point(name: &str) {
     let _ = name;
 }
 
+/// Test-only failure points (`AMPSTORE_TEST_FAIL_ONCE_AT=merge:<point>`): the first time
+/// the process reaches the point it returns an `Unavailable` error; compiled out of
+/// release builds.
+pub fn fail_once(name: &str) -> Result<(), Error> {
+    #[cfg(debug_assertions)]
+    {
+        static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if std::env::var("AMPSTORE_TEST_FAIL_ONCE_AT").is_ok_and(|v| v == name)
+            && !FAILED.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!(point = name, "test failure point reached: failing once");
+            return Err(Error::unavailable(format!("test failure point {name}")));
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+    Ok(())
+}
+
 /// A fresh range id, far from the small ids the master gives the first ranges.
 pub fn fresh_range_id() -> RangeId {
     RangeId((rand::random::<u64>() >> 2) | (1 << 32))
