@@ -53,6 +53,9 @@ struct Active {
     term: TermRecord,
     valid_until: Instant,
     routing: RoutingTable,
+    /// Splits and merges applied to `routing` in memory (a refresh that read meta before
+    /// one of them must not undo it).
+    routing_changes: u64,
 }
 
 #[derive(Default)]
@@ -184,7 +187,7 @@ impl Master {
                         Ok((routing, nodes)) => {
                             tracing::info!(term = term.term.0, ranges = routing.len(), "active master");
                             let mut st = self.lock();
-                            st.active = Some(Active { term, valid_until, routing });
+                            st.active = Some(Active { term, valid_until, routing, routing_changes: 0 });
                             st.nodes = nodes;
                             st.busy.clear();
                             st.holder = core.holder().cloned();
@@ -409,9 +412,13 @@ impl Master {
     }
 
     async fn refresh_routing(&self) -> Result<(), Error> {
+        let changes_before = self.lock().active.as_ref().map(|a| a.routing_changes);
         let descs = meta::list_ranges(self.meta()).await?;
         let mut st = self.lock();
         let Some(active) = st.active.as_mut() else { return Ok(()) };
+        if Some(active.routing_changes) != changes_before {
+            return Ok(()); // a split or merge landed meanwhile: the next refresh reads it
+        }
         // Keep what this master wrote after the read started (a higher version).
         let merged: Vec<Versioned<RangeDescriptor>> = descs
             .into_iter()
@@ -560,10 +567,8 @@ impl Master {
         let addr = addr.ok_or_else(|| Error::internal("merging on an unknown node"))?;
         let op = Op::Merge { left_id: pick.left_id, right_id: pick.right_id };
         match self.conn(&addr).await?.call(op, HANDOFF_DEADLINE).await? {
-            Reply::MergeDone { merged_id } => {
-                self.refresh_routing().await?;
-                Ok(merged_id)
-            }
+            // The commit updated the routing table already.
+            Reply::MergeDone { merged_id } => Ok(merged_id),
             other => Err(Error::internal(format!("merge answered {other:?}"))),
         }
     }
@@ -831,7 +836,7 @@ impl Master {
         ];
         self.write(&term, ops).await?;
         tracing::info!(parent = %parent_id, left = %left.0, right = %right.0, %split_key, "split committed");
-        self.refresh_routing().await?;
+        self.reshape_routing(std::slice::from_ref(&parent_start), &[parent_start.clone(), split_key]).await?;
         Ok(done)
     }
 
@@ -899,8 +904,33 @@ impl Master {
         ];
         self.write(&term, ops).await?;
         tracing::info!(left = %left_id, right = %right_id, merged = %merged_id, range = %merged.range, "merge committed");
-        self.refresh_routing().await?;
+        self.reshape_routing(&[left_start.clone(), right_start], &[left_start]).await?;
         Ok(done)
+    }
+
+    /// Applies a committed split or merge to the routing table in memory: the descriptors
+    /// at `removed` go, the ones now at `added` are read back (for their versions). Much
+    /// cheaper than re-reading every descriptor, which a burst of splits would do hundreds
+    /// of times.
+    async fn reshape_routing(&self, removed: &[Key], added: &[Key]) -> Result<(), Error> {
+        let mut fresh = Vec::with_capacity(added.len());
+        for start in added {
+            let d = meta::get_range(self.meta(), start)
+                .await?
+                .ok_or_else(|| Error::internal(format!("the range just recorded at {start} is missing")))?;
+            fresh.push(d);
+        }
+        let applied = {
+            let mut st = self.lock();
+            let Some(a) = st.active.as_mut() else { return Ok(()) };
+            a.routing_changes += 1;
+            a.routing.replace(removed, fresh)
+        };
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, "routing change does not apply in memory; re-reading every range");
+            self.refresh_routing().await?;
+        }
+        Ok(())
     }
 
     async fn drain(&self, node_id: NodeId, undo: bool) -> Result<Reply, Error> {
@@ -1129,8 +1159,12 @@ mod tests {
         meta_store.put(PK_NODE, b"n1", &meta::encode(&rec), Expect::Absent).await.unwrap();
         {
             let mut st = a.lock();
-            st.active =
-                Some(Active { term: term_a.clone(), valid_until: Instant::now() + Duration::from_secs(3600), routing });
+            st.active = Some(Active {
+                term: term_a.clone(),
+                valid_until: Instant::now() + Duration::from_secs(3600),
+                routing,
+                routing_changes: 0,
+            });
             st.nodes = nodes;
             st.nodes.observe(Instant::now(), &node, Versioned { version: 1, record: rec });
         }
@@ -1153,6 +1187,7 @@ mod tests {
                 term: term_a.clone(),
                 valid_until: Instant::now() + Duration::from_secs(3600),
                 routing: RoutingTable::load(before.clone()).unwrap(),
+                routing_changes: 0,
             });
         }
         let desc = before[0].clone();

@@ -101,6 +101,22 @@ impl RoutingTable {
         }
     }
 
+    /// Replaces the descriptors at `removed` by `added` (a split or a merge), if the result
+    /// still covers the key space once; otherwise leaves the table as it was.
+    pub fn replace(&mut self, removed: &[Key], added: Vec<Versioned<RangeDescriptor>>) -> Result<(), RoutingError> {
+        let mut next = self.by_start.clone();
+        for start in removed {
+            next.remove(start);
+        }
+        for d in added {
+            next.insert(d.record.range.start.clone(), d);
+        }
+        let next = RoutingTable { by_start: next };
+        next.check()?;
+        *self = next;
+        Ok(())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Versioned<RangeDescriptor>> {
         self.by_start.values()
     }
@@ -174,6 +190,21 @@ mod tests {
         ));
         assert_eq!(RoutingTable::load(vec![desc(1, "", Some("g"))]).err(), Some(RoutingError::BoundedEnd(RangeId(1))));
         assert_eq!(RoutingTable::load(vec![desc(1, "a", None)]).err(), Some(RoutingError::NoFirstRange));
+    }
+
+    #[test]
+    fn splits_and_merges_replace_descriptors_only_when_the_result_is_whole() {
+        let mut t = three();
+        // Split g..p at k.
+        t.replace(&[Key::from("g")], vec![desc(4, "g", Some("k")), desc(5, "k", Some("p"))]).unwrap();
+        let ids = |t: &RoutingTable| t.iter().map(|d| d.record.range_id.0).collect::<Vec<_>>();
+        assert_eq!(ids(&t), vec![1, 4, 5, 3]);
+        // Merge k..p and p..: one range from k.
+        t.replace(&[Key::from("k"), Key::from("p")], vec![desc(6, "k", None)]).unwrap();
+        assert_eq!(ids(&t), vec![1, 4, 6]);
+        // A change that would leave a gap is refused and changes nothing.
+        assert!(t.replace(&[Key::from("g")], vec![desc(7, "g", Some("h"))]).is_err());
+        assert_eq!(ids(&t), vec![1, 4, 6]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What every part of a node shares: identity, config, backend, liveness, the directory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ampstore_client::connection::Connection;
 
 use ampstore_common::gossip::Gossip;
 use ampstore_common::metrics::Metrics;
@@ -30,6 +32,8 @@ pub struct NodeShared {
     pub auth_token: Option<String>,
     /// Set once gossip runs (after the ports are bound).
     pub gossip: OnceLock<Gossip>,
+    /// The last connection to the active master (split and merge commits), by address.
+    pub master_link: Mutex<Option<(String, Arc<Connection>)>>,
     instances: AtomicU64,
 }
 
@@ -55,6 +59,7 @@ impl NodeShared {
             metrics: Metrics::new(),
             auth_token,
             gossip: OnceLock::new(),
+            master_link: Mutex::new(None),
             instances: AtomicU64::new(1),
         }
     }

@@ -62,14 +62,7 @@ pub async fn ask_master(shared: &Arc<NodeShared>, op: Op, retry_for: Duration) -
             let lease = meta::get_lease(shared.backend.meta.as_ref())
                 .await?
                 .ok_or_else(|| Error::unavailable("no master has ever run"))?;
-            let conn = Connection::connect(
-                &lease.record.rpc_addr,
-                Role::Node,
-                shared.node_id.as_str(),
-                shared.auth_token.clone(),
-            )
-            .await?;
-            conn.call(op.clone(), COMMIT_CALL_DEADLINE).await
+            master_conn(shared, &lease.record.rpc_addr).await?.call(op.clone(), COMMIT_CALL_DEADLINE).await
         }
         .await;
         match result {
@@ -82,6 +75,22 @@ pub async fn ask_master(shared: &Arc<NodeShared>, op: Op, retry_for: Duration) -
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The cached connection to the master at `addr`, or a new one (a burst of splits would
+/// otherwise connect once per split).
+async fn master_conn(shared: &NodeShared, addr: &str) -> Result<Arc<Connection>, Error> {
+    let cached = shared.master_link.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some((a, c)) = cached
+        && a == addr
+        && !c.is_closed()
+    {
+        return Ok(c);
+    }
+    let conn =
+        Arc::new(Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.auth_token.clone()).await?);
+    *shared.master_link.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr.to_string(), conn.clone()));
+    Ok(conn)
 }
 
 /// Loads range `id` (starting at `start`, recorded as owned by this node) here. A range

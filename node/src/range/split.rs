@@ -64,6 +64,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
     )
     .await?;
     reshape::crash_point("split:right");
+    let stored_ms = started.elapsed().as_millis() as u64;
     let op = Op::SplitRange {
         parent_id,
         parent_start: parent_range.start.clone(),
@@ -89,12 +90,17 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         return Err(e);
     }
     reshape::crash_point("split:commit");
-    for (id, start) in [(plan.left, parent_range.start.clone()), (plan.right, plan.split_key.clone())] {
-        reshape::load_here(shared, id, start).await?;
-    }
+    let committed_ms = started.elapsed().as_millis() as u64;
+    let (left_loaded, right_loaded) = tokio::join!(
+        reshape::load_here(shared, plan.left, parent_range.start.clone()),
+        reshape::load_here(shared, plan.right, plan.split_key.clone())
+    );
+    left_loaded?;
+    right_loaded?;
     tracing::info!(
         parent = %parent_id, left = %plan.left, right = %plan.right, split_key = %plan.split_key,
-        left_bytes, right_bytes, ms = started.elapsed().as_millis() as u64, "split complete: children serving"
+        left_bytes, right_bytes, stored_ms, committed_ms, ms = started.elapsed().as_millis() as u64,
+        "split complete: children serving"
     );
     Ok(())
 }
