@@ -37,8 +37,15 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     };
     step(1, "Starting 1 master and 3 nodes (child processes of this binary)...");
     let started = Instant::now();
-    let args = UpArgs { nodes: 3, masters: 1, backend: None, endpoint: None, split_bytes: Some(16 * 1024) };
-    let mut cluster = up_cmd::start(&settings, &args, true).await?;
+    let args = UpArgs {
+        nodes: 3,
+        masters: 1,
+        backend: None,
+        endpoint: None,
+        split_bytes: Some(16 * 1024),
+        log: "warn".into(),
+    };
+    let mut cluster = up_cmd::start(&settings, &args).await?;
     println!("   up in {:.1} s", started.elapsed().as_secs_f64());
     let roles =
         cluster.file.masters.iter().map(|p| ("master", p)).chain(cluster.file.nodes.iter().map(|p| ("node", p)));

@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Split a range once its data exceeds this many bytes (default 1 MiB; node.split_bytes).
     #[arg(long, value_name = "BYTES")]
     pub split_bytes: Option<u64>,
+    /// Log filter of the masters and nodes (`RUST_LOG` syntax); their logs go to
+    /// `DATA/logs/`.
+    #[arg(long, value_name = "FILTER", default_value = "warn")]
+    pub log: String,
 }
 
 /// A running local cluster.
@@ -56,7 +60,7 @@ pub struct LocalCluster {
 }
 
 pub async fn run(settings: &SettingsArgs, args: UpArgs) -> anyhow::Result<()> {
-    let cluster = start(settings, &args, true).await?;
+    let cluster = start(settings, &args).await?;
     println!("cluster up: {} master(s), {} node(s); data in {}", args.masters, args.nodes, cluster.dir.display());
     for p in &cluster.file.masters {
         println!("  master {}  rpc {}  admin http://{}/v1/status", p.id, p.rpc, p.admin);
@@ -77,8 +81,8 @@ pub async fn run(settings: &SettingsArgs, args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the cluster and waits until it serves. `quiet_logs`: children log warnings only.
-pub async fn start(settings: &SettingsArgs, args: &UpArgs, quiet_logs: bool) -> anyhow::Result<LocalCluster> {
+/// Starts the cluster and waits until it serves.
+pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<LocalCluster> {
     if !(1..=PROCESSES_MAX).contains(&args.nodes) || !(1..=PROCESSES_MAX).contains(&args.masters) {
         anyhow::bail!("--nodes and --masters must be 1 to {PROCESSES_MAX}");
     }
@@ -130,7 +134,7 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs, quiet_logs: bool) -> 
         token: Some(token),
         children: vec![],
     };
-    let log_filter = if quiet_logs { "warn" } else { "info" };
+    let log_filter = args.log.as_str();
     let mut seeds: Vec<String> = Vec::new();
     for i in 0..args.masters {
         let name = format!("m{i}");
