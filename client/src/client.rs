@@ -93,7 +93,7 @@ pub struct ScanPage {
     pub resume: Option<Key>,
 }
 
-const BACKOFF_START: Duration = Duration::from_millis(10);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 impl Client {
@@ -434,11 +434,11 @@ impl Client {
 
     // ---- internals ---------------------------------------------------------------------
 
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.inner.cfg.call_deadline
     }
 
-    fn write_id(&self) -> WriteId {
+    pub(crate) fn write_id(&self) -> WriteId {
         WriteId { client: self.inner.client_id, n: self.inner.writes.fetch_add(1, Ordering::Relaxed) }
     }
 
@@ -467,7 +467,7 @@ impl Client {
 
     /// Sleeps before a retry (the server's hint for `RangeLoading`, else doubling backoff),
     /// or gives up with `e` when the deadline would pass.
-    async fn wait(&self, e: &Error, backoff: &mut Duration, deadline: Instant) -> Result<(), Error> {
+    pub(crate) async fn wait(&self, e: &Error, backoff: &mut Duration, deadline: Instant) -> Result<(), Error> {
         let pause = match e {
             Error::RangeLoading { retry_after_ms } => Duration::from_millis(*retry_after_ms).min(BACKOFF_MAX),
             _ => *backoff,
@@ -484,7 +484,7 @@ impl Client {
         deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(Error::Timeout)
     }
 
-    async fn node_call(&self, addr: &str, op: Op, deadline: Instant) -> Result<Reply, Error> {
+    pub(crate) async fn node_call(&self, addr: &str, op: Op, deadline: Instant) -> Result<Reply, Error> {
         let conn = self.conn(addr).await?;
         conn.call(op, Self::remaining(deadline)?).await
     }
@@ -534,7 +534,7 @@ impl Client {
     }
 
     /// The location of the range holding `key`: cached, else asked of the master.
-    async fn route(&self, key: &Key, deadline: Instant) -> Result<RangeLocation, Error> {
+    pub(crate) async fn route(&self, key: &Key, deadline: Instant) -> Result<RangeLocation, Error> {
         if let Some(loc) = self.cached(key) {
             return Ok(loc);
         }
@@ -578,7 +578,7 @@ impl Client {
         }
     }
 
-    fn cached(&self, key: &Key) -> Option<RangeLocation> {
+    pub(crate) fn cached(&self, key: &Key) -> Option<RangeLocation> {
         let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
         let (_, loc) = routes.range::<Key, _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         loc.contains(key).then(|| loc.clone())
@@ -606,7 +606,7 @@ impl Client {
         }
     }
 
-    fn forget_range(&self, loc: &RangeLocation) {
+    pub(crate) fn forget_range(&self, loc: &RangeLocation) {
         self.inner.routes.write().unwrap_or_else(|p| p.into_inner()).remove(&loc.start);
     }
 }

@@ -23,5 +23,7 @@ pub use ampstore_common::{Error, ErrorCode, Key, Version};
 
 pub mod client;
 pub mod connection;
+pub mod txn;
 
 pub use client::{Client, ClientConfig, ScanPage, Scanner};
+pub use txn::{Txn, TxnOutcome};

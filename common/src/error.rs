@@ -40,9 +40,14 @@ pub enum Error {
     /// The request is malformed or breaks a rule.
     #[error("invalid request: {reason}")]
     Invalid { reason: String },
-    /// A condition (version, expected value, slot) did not hold.
+    /// A condition (version, expected value, slot) did not hold; `key` names the key whose
+    /// condition failed, when one did.
     #[error("conflict: {reason}")]
-    Conflict { reason: String },
+    Conflict {
+        reason: String,
+        #[serde(default)]
+        key: Option<crate::key::Key>,
+    },
     /// The operation did not finish before its deadline; it may or may not have taken effect.
     #[error("timed out")]
     Timeout,
@@ -124,7 +129,13 @@ impl Error {
     }
 
     pub fn conflict(reason: impl Into<String>) -> Error {
-        Error::Conflict { reason: bounded(reason.into()) }
+        Error::Conflict { reason: bounded(reason.into()), key: None }
+    }
+
+    /// A conflict on `key` (a transaction's condition or read version did not hold).
+    pub fn conflict_on(key: &crate::key::Key, reason: impl Into<String>) -> Error {
+        let key = (key.len() <= crate::limits::KEY_BYTES_MAX).then(|| key.clone());
+        Error::Conflict { reason: bounded(reason.into()), key }
     }
 
     pub fn unavailable(reason: impl Into<String>) -> Error {

@@ -19,6 +19,7 @@ pub mod rpc_server;
 pub mod secrets;
 pub mod snapshot;
 pub mod store;
+pub mod txn;
 
 pub use error::{Error, ErrorCode};
 pub use ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};

@@ -120,3 +120,26 @@ pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 
 /// Most arbiter (range actor) threads a node may run.
 pub const NODE_ARBITERS_MAX: u64 = 256;
+
+/// Ranges one transaction may touch: one reserved log slot each, all written by one
+/// `append_atomic`.
+pub const TXN_RANGES_MAX: usize = APPEND_ATOMIC_SLOTS_MAX;
+
+/// Checks and writes in one transaction, over all its ranges.
+pub const TXN_OPS_MAX: usize = 1000;
+
+/// Encoding overhead of one write in a log entry, at most (field names, headers, ids).
+pub const LOGGED_WRITE_OVERHEAD_BYTES: usize = 64;
+
+/// Bytes of keys and values a transaction writes in one range: its log entry, with room
+/// for the encoding of up to `TXN_OPS_MAX` writes.
+pub const TXN_PART_BYTES_MAX: usize = LOG_ENTRY_BYTES_MAX - TXN_OPS_MAX * LOGGED_WRITE_OVERHEAD_BYTES - 1024;
+
+/// Bytes of keys and values a transaction writes in all: its entries go into one
+/// `append_atomic`.
+pub const TXN_BYTES_MAX: usize =
+    APPEND_ATOMIC_BYTES_MAX - TXN_OPS_MAX * LOGGED_WRITE_OVERHEAD_BYTES - TXN_RANGES_MAX * 1024;
+
+/// The longest a participant holds a transaction (its reserved slot) before it resolves
+/// the transaction itself.
+pub const TXN_HOLD_MS_MAX: u64 = 30_000;

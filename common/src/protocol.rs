@@ -12,6 +12,7 @@ use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use crate::key::{Key, KeyRange, Version};
 use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
 use crate::meta::Checkpoint;
+use crate::txn::{self, TxnCheck, TxnDecision, TxnPart, TxnWrite};
 
 /// The protocol version this build speaks. A server answers a hello with another version
 /// with `Invalid` and closes the connection.
@@ -202,6 +203,34 @@ pub enum Op {
         merged_id: RangeId,
         merged_checkpoint: Checkpoint,
     },
+    /// A transaction (`crate::txn`), sent to the node that serves `parts[0]`'s range, which
+    /// coordinates it; each participant holds it at most `hold_ms`. Answers `TxnCommitted`,
+    /// or `Conflict` naming the key whose condition failed. With no writes at all it commits
+    /// nothing and succeeds only if every check held at one moment (a consistent read).
+    Txn {
+        txn_id: WriteId,
+        parts: Vec<TxnPart>,
+        hold_ms: u64,
+    },
+    /// Coordinator to participant: check the conditions against the range's applied data,
+    /// hold the range (no other append until resolved) and, with writes, reserve its next
+    /// log slot. Answers `TxnPrepared`.
+    TxnPrepare {
+        txn_id: WriteId,
+        range_id: RangeId,
+        checks: Vec<TxnCheck>,
+        writes: Vec<TxnWrite>,
+        hold_ms: u64,
+    },
+    /// Coordinator to participant: finish a prepared transaction (`seq`: the slot the
+    /// participant reserved, so a participant that restarted since can still answer from its
+    /// log). Answers `TxnResolved`.
+    TxnResolve {
+        txn_id: WriteId,
+        range_id: RangeId,
+        seq: Option<Seq>,
+        decision: TxnDecision,
+    },
 }
 
 impl Op {
@@ -215,6 +244,15 @@ impl Op {
             | Op::RangeStats
             | Op::Drain { .. }
             | Op::MasterStatus => Ok(()),
+            Op::Txn { parts, hold_ms, .. } => {
+                txn::validate_hold_ms(*hold_ms)?;
+                txn::validate_parts(parts)
+            }
+            Op::TxnPrepare { checks, writes, hold_ms, .. } => {
+                txn::validate_hold_ms(*hold_ms)?;
+                txn::validate_part(checks, writes)
+            }
+            Op::TxnResolve { .. } => Ok(()),
             Op::Merge { left_id, right_id } => {
                 if left_id == right_id {
                     return Err(Error::invalid("a range cannot merge with itself"));
@@ -294,12 +332,18 @@ impl Op {
             Op::SplitRange { .. } => "split_range",
             Op::Merge { .. } => "merge",
             Op::CommitMerge { .. } => "commit_merge",
+            Op::Txn { .. } => "txn",
+            Op::TxnPrepare { .. } => "txn_prepare",
+            Op::TxnResolve { .. } => "txn_resolve",
         }
     }
 
     /// True for operations that change data.
     pub fn is_write(&self) -> bool {
-        matches!(self, Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. })
+        matches!(
+            self,
+            Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. } | Op::Txn { .. }
+        )
     }
 }
 
@@ -388,6 +432,21 @@ pub enum Reply {
     /// serves on the node).
     MergeDone {
         merged_id: RangeId,
+    },
+    /// Answer to `Txn`: committed; the version of each write, part by part, in order.
+    TxnCommitted {
+        versions: Vec<Vec<Version>>,
+    },
+    /// Answer to `TxnPrepare`: held; with writes, the reserved slot, and the writer and
+    /// epoch its entry must carry.
+    TxnPrepared {
+        seq: Option<Seq>,
+        writer: NodeId,
+        epoch: Epoch,
+    },
+    /// Answer to `TxnResolve`: whether the transaction's entry is in the range's log.
+    TxnResolved {
+        committed: bool,
     },
 }
 

@@ -14,7 +14,7 @@ use ampstore_common::{Key, RangeId, Seq};
 use tokio::sync::oneshot;
 
 use crate::directory::Slot;
-use crate::range::actor::{RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, StatsMsg, WriteMsg};
+use crate::range::actor::{RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, StatsMsg, TxnPrepareMsg, WriteMsg};
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
 use crate::range::load;
@@ -104,6 +104,17 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         }
         Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
         Op::Merge { left_id, right_id } => crate::range::merge::run(shared, left_id, right_id).await,
+        Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
+        Op::TxnPrepare { txn_id, range_id, checks, writes, hold_ms } => {
+            let addr = serving(shared, range_id)?;
+            let (tx, rx) = oneshot::channel();
+            let msg = TxnPrepareMsg { txn_id, checks, writes, hold_ms, local: false, reply: tx };
+            addr.send(msg).await.map_err(|_| not_owner())?;
+            rx.await.map_err(|_| not_owner())?
+        }
+        Op::TxnResolve { txn_id, range_id, seq, decision } => {
+            crate::txn::resolve(shared, txn_id, range_id, seq, decision).await
+        }
         Op::Locate { .. }
         | Op::LocateRange { .. }
         | Op::Drain { .. }

@@ -8,3 +8,4 @@ pub mod liveness;
 pub mod node;
 pub mod range;
 pub mod shared;
+pub mod txn;

@@ -34,6 +34,8 @@ pub struct NodeShared {
     pub gossip: OnceLock<Gossip>,
     /// The last connection to the active master (split and merge commits), by address.
     pub master_link: Mutex<Option<(String, Arc<Connection>)>>,
+    /// Connections to other nodes (transaction participants), by address.
+    pub peers: Mutex<std::collections::HashMap<String, Arc<Connection>>>,
     instances: AtomicU64,
 }
 
@@ -60,6 +62,7 @@ impl NodeShared {
             auth_token,
             gossip: OnceLock::new(),
             master_link: Mutex::new(None),
+            peers: Mutex::default(),
             instances: AtomicU64::new(1),
         }
     }

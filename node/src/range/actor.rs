@@ -14,11 +14,13 @@ use actix::prelude::*;
 use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
 use ampstore_common::meta::Owner;
-use ampstore_common::protocol::{RangeStats, Reply};
-use ampstore_common::store::StoreError;
+use ampstore_common::protocol::{RangeStats, Reply, WriteId};
+use ampstore_common::store::{EntryKind, StoreError};
+use ampstore_common::txn::{TxnCheck, TxnDecision, TxnWrite};
 use ampstore_common::{Key, Seq};
 use tokio::sync::oneshot;
 
+use super::batch;
 use super::core::{Memtable, MergePlan, Outcome, RangeCore, SplitPlan, Write};
 use super::load;
 use super::snapshot::{self, SnapshotJob};
@@ -97,6 +99,32 @@ pub struct MergeClosed {
 #[rtype(result = "()")]
 pub struct MergeEndMsg;
 
+/// Prepare a transaction here (`RangeCore::txn_prepare`) and answer `TxnPrepared`; with
+/// `local` (a transaction of this range alone) also append its entry and answer
+/// `TxnCommitted`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TxnPrepareMsg {
+    pub txn_id: WriteId,
+    pub checks: Vec<TxnCheck>,
+    pub writes: Vec<TxnWrite>,
+    pub hold_ms: u64,
+    pub local: bool,
+    pub reply: Responder,
+}
+
+/// Finish a prepared transaction; answers `TxnResolved`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TxnResolveMsg {
+    pub txn_id: WriteId,
+    pub decision: TxnDecision,
+    pub reply: Responder,
+}
+
+/// Transactions this range resolved lately, for a coordinator that asks again.
+const TXN_OUTCOMES_KEPT: usize = 1024;
+
 enum Merging {
     /// Waiting for the append in flight to finish before the merge entry goes in.
     Closing(MergePlan, oneshot::Sender<Result<MergeClosed, Error>>),
@@ -124,6 +152,13 @@ pub struct RangeActor {
     writes_since_check: u64,
     hot_since: Option<Instant>,
     merging: Option<Merging>,
+    /// A prepare waiting for the append in flight.
+    txn_waiting: Option<TxnPrepareMsg>,
+    /// The abort of the held transaction is being appended.
+    txn_resolving: bool,
+    /// Callers waiting for the held transaction to be resolved.
+    txn_resolve_waiters: Vec<Responder>,
+    txn_outcomes: std::collections::VecDeque<(WriteId, bool)>,
 }
 
 fn deliver(outcomes: Vec<Outcome<Responder>>) {
@@ -154,6 +189,10 @@ impl RangeActor {
             writes_since_check: 0,
             hot_since: None,
             merging: None,
+            txn_waiting: None,
+            txn_resolving: false,
+            txn_resolve_waiters: Vec::new(),
+            txn_outcomes: std::collections::VecDeque::new(),
         }
     }
 
@@ -205,6 +244,12 @@ impl RangeActor {
                     self.start_merge_entry(ctx);
                     return;
                 }
+                if let Some(msg) = self.txn_waiting.take() {
+                    self.run_prepare(msg, ctx);
+                    if self.core.txn_held().is_some() {
+                        return;
+                    }
+                }
                 if self.should_split() {
                     self.start_split(ctx);
                     return;
@@ -244,6 +289,8 @@ impl RangeActor {
         (big || hot)
             && !self.splitting
             && self.merging.is_none()
+            && self.core.txn_held().is_none()
+            && self.txn_waiting.is_none()
             && !self.snapshot_running
             && self.releasing.is_none()
             && !self.core.append_in_flight()
@@ -334,6 +381,147 @@ impl RangeActor {
         ));
     }
 
+    fn run_prepare(&mut self, msg: TxnPrepareMsg, ctx: &mut Context<Self>) {
+        let TxnPrepareMsg { txn_id, checks, writes, hold_ms, local, reply } = msg;
+        let seq = match self.core.txn_prepare(txn_id, &checks, &writes) {
+            Ok(seq) => seq,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if !local {
+            let _ =
+                reply.send(Ok(Reply::TxnPrepared { seq, writer: self.owner.node_id.clone(), epoch: self.owner.epoch }));
+            ctx.run_later(Duration::from_millis(hold_ms), move |act, ctx| {
+                if act.core.txn_held().is_some_and(|h| h.txn_id == txn_id) {
+                    tracing::info!(range = %act.core.range_id(), ?txn_id, "transaction not resolved in time: resolving it here");
+                    act.resolve_txn_here(ctx);
+                }
+            });
+            return;
+        }
+        // One range: the entry is ours to write.
+        let Some((seq, entry)) = self.core.txn_entry() else {
+            self.core.txn_release();
+            let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![Vec::new()] }));
+            self.pump(ctx);
+            return;
+        };
+        let log = self.shared.backend.log.clone();
+        let range = self.core.range_id();
+        ctx.spawn(async move { log.append(range, seq, &entry).await }.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok(()) => {
+                    let versions = act.core.txn_commit();
+                    act.remember_txn(txn_id, true);
+                    let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![versions] }));
+                    act.after_txn(ctx);
+                }
+                Err(StoreError::SlotTaken { .. }) => {
+                    let _ = reply.send(Err(Error::Fenced));
+                    deliver(act.core.on_fenced());
+                    act.stop_serving(ctx);
+                }
+                Err(e) => {
+                    // Maybe written (a store may not know): find out at the slot.
+                    let _ = reply.send(Err(Error::unavailable(format!("transaction append failed: {e}"))));
+                    act.resolve_txn_here(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Resolves the held transaction from the log: an `Abort` at the reserved slot ends it,
+    /// unless the slot already holds its entry (it committed). Answers the resolve waiters.
+    fn resolve_txn_here(&mut self, ctx: &mut Context<Self>) {
+        let Some(hold) = self.core.txn_held().cloned() else {
+            self.finish_txn(None, ctx);
+            return;
+        };
+        if self.txn_resolving {
+            return;
+        }
+        let Some((seq, entry)) = self.core.txn_abort_entry() else {
+            self.core.txn_release();
+            self.finish_txn(Some((hold.txn_id, false)), ctx);
+            return;
+        };
+        self.txn_resolving = true;
+        let log = self.shared.backend.log.clone();
+        let range = self.core.range_id();
+        ctx.spawn(
+            async move {
+                match log.append(range, seq, &entry).await {
+                    Ok(()) => Ok(false),
+                    Err(StoreError::SlotTaken { .. }) => {
+                        let found = log.read(range, seq, 1).await.map_err(Error::from)?;
+                        match found.into_iter().next() {
+                            Some((s, e)) if s == seq && e.kind == EntryKind::Txn => {
+                                let p = batch::decode_txn(&e.payload)?;
+                                if p.txn_id == hold.txn_id { Ok(true) } else { Err(Error::Fenced) }
+                            }
+                            _ => Err(Error::Fenced),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                act.txn_resolving = false;
+                match result {
+                    Ok(true) => {
+                        act.core.txn_commit();
+                        act.finish_txn(Some((hold.txn_id, true)), ctx);
+                    }
+                    Ok(false) => {
+                        act.core.txn_aborted();
+                        act.finish_txn(Some((hold.txn_id, false)), ctx);
+                    }
+                    Err(Error::Fenced) => {
+                        tracing::warn!(range = %act.core.range_id(), %seq, "transaction slot taken by a newer owner: range fenced");
+                        for tx in act.txn_resolve_waiters.drain(..) {
+                            let _ = tx.send(Err(Error::Fenced));
+                        }
+                        deliver(act.core.on_fenced());
+                        act.stop_serving(ctx);
+                    }
+                    Err(e) => {
+                        tracing::warn!(range = %act.core.range_id(), %seq, error = %e, "resolving a transaction failed; retrying");
+                        ctx.run_later(Duration::from_millis(100), |act, ctx| act.resolve_txn_here(ctx));
+                    }
+                }
+            }),
+        );
+    }
+
+    fn remember_txn(&mut self, txn_id: WriteId, committed: bool) {
+        self.txn_outcomes.push_back((txn_id, committed));
+        if self.txn_outcomes.len() > TXN_OUTCOMES_KEPT {
+            self.txn_outcomes.pop_front();
+        }
+    }
+
+    fn finish_txn(&mut self, outcome: Option<(WriteId, bool)>, ctx: &mut Context<Self>) {
+        if let Some((id, committed)) = outcome {
+            self.remember_txn(id, committed);
+            for tx in self.txn_resolve_waiters.drain(..) {
+                let _ = tx.send(Ok(Reply::TxnResolved { committed }));
+            }
+        }
+        self.after_txn(ctx);
+    }
+
+    /// The range is free again: queued writes go out, a waiting release goes on.
+    fn after_txn(&mut self, ctx: &mut Context<Self>) {
+        if self.releasing.is_some() {
+            self.continue_release(ctx);
+            return;
+        }
+        self.pump(ctx);
+    }
+
     fn start_snapshot(&mut self, ctx: &mut Context<Self>) {
         if self.snapshot_running || self.splitting || self.merging.is_some() || self.core.split_state().is_some() {
             return;
@@ -414,7 +602,7 @@ impl RangeActor {
     }
 
     fn continue_release(&mut self, ctx: &mut Context<Self>) {
-        if self.core.append_in_flight() || self.snapshot_running {
+        if self.core.append_in_flight() || self.snapshot_running || self.core.txn_held().is_some() {
             return; // called again when they finish
         }
         if self.core.is_dirty() {
@@ -499,6 +687,7 @@ impl Actor for RangeActor {
             let idle = Duration::from_millis(act.shared.cfg.idle_release_ms);
             if act.releasing.is_none()
                 && act.merging.is_none()
+                && act.core.txn_held().is_none()
                 && !act.core.has_work()
                 && act.last_used.elapsed() >= idle
             {
@@ -585,13 +774,83 @@ impl Handler<MergeCloseMsg> for RangeActor {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if self.splitting || self.merging.is_some() || self.snapshot_running || self.core.split_state().is_some() {
-            let _ = msg.reply.send(Err(Error::unavailable("the range is busy (splitting, merging or snapshotting)")));
+        if self.splitting
+            || self.merging.is_some()
+            || self.snapshot_running
+            || self.core.split_state().is_some()
+            || self.core.txn_held().is_some()
+            || self.txn_waiting.is_some()
+        {
+            let _ = msg.reply.send(Err(Error::unavailable(
+                "the range is busy (splitting, merging, snapshotting or in a transaction)",
+            )));
             return;
         }
         deliver(self.core.refuse_pending(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
         self.merging = Some(Merging::Closing(msg.plan, msg.reply));
         self.start_merge_entry(ctx);
+    }
+}
+
+impl Handler<TxnPrepareMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TxnPrepareMsg, ctx: &mut Context<Self>) {
+        if let Err(e) = self.may_serve() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        if self.splitting || self.merging.is_some() || self.releasing.is_some() {
+            let _ = msg.reply.send(Err(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
+            return;
+        }
+        self.last_used = Instant::now();
+        let held_by_other = self.core.txn_held().is_some_and(|h| h.txn_id != msg.txn_id);
+        if held_by_other || self.txn_waiting.is_some() {
+            let _ = msg
+                .reply
+                .send(Err(Error::unavailable(format!("{} is held by another transaction", self.core.range_id()))));
+            return;
+        }
+        if self.core.append_in_flight() {
+            self.txn_waiting = Some(msg);
+            return;
+        }
+        self.run_prepare(msg, ctx);
+    }
+}
+
+impl Handler<TxnResolveMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TxnResolveMsg, ctx: &mut Context<Self>) {
+        let held = self.core.txn_held().cloned();
+        match held {
+            Some(h) if h.txn_id == msg.txn_id => match msg.decision {
+                TxnDecision::Commit => {
+                    let committed = h.seq.is_some();
+                    if committed {
+                        self.core.txn_commit();
+                    } else {
+                        self.core.txn_release();
+                    }
+                    self.remember_txn(h.txn_id, committed);
+                    let _ = msg.reply.send(Ok(Reply::TxnResolved { committed }));
+                    self.after_txn(ctx);
+                }
+                TxnDecision::Resolve => {
+                    self.txn_resolve_waiters.push(msg.reply);
+                    self.resolve_txn_here(ctx);
+                }
+            },
+            _ => {
+                let known = self.txn_outcomes.iter().rev().find(|(id, _)| *id == msg.txn_id).map(|(_, c)| *c);
+                let _ = msg.reply.send(match known {
+                    Some(committed) => Ok(Reply::TxnResolved { committed }),
+                    None => Err(Error::invalid("this range holds no such transaction")),
+                });
+            }
+        }
     }
 }
 

@@ -31,8 +31,7 @@ pub struct LoggedWrite {
 impl LoggedWrite {
     /// Upper bound of this write's share of an encoded batch, in bytes.
     pub fn encoded_bytes_max(&self) -> usize {
-        const OVERHEAD: usize = 64;
-        OVERHEAD
+        ampstore_common::limits::LOGGED_WRITE_OVERHEAD_BYTES
             + match &self.op {
                 LoggedOp::Put { key, value } => key.len() + value.len(),
                 LoggedOp::Delete { key } => key.len(),
@@ -54,4 +53,30 @@ pub fn encode(payload: &BatchPayload, out: &mut Vec<u8>) {
 
 pub fn decode(bytes: &[u8]) -> Result<BatchPayload, Error> {
     rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("log batch does not decode: {e}")))
+}
+
+/// The payload of a `Txn` entry: one transaction's writes in one range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnPayload {
+    pub txn_id: WriteId,
+    pub writes: Vec<LoggedWrite>,
+}
+
+pub fn encode_txn(payload: &TxnPayload) -> Vec<u8> {
+    // Plain data: encoding into a Vec cannot fail.
+    rmp_serde::to_vec_named(payload).unwrap_or_default()
+}
+
+pub fn decode_txn(bytes: &[u8]) -> Result<TxnPayload, Error> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("transaction entry does not decode: {e}")))
+}
+
+/// A transaction's write as it goes into the log.
+pub fn logged(w: &ampstore_common::txn::TxnWrite) -> LoggedWrite {
+    use ampstore_common::txn::TxnWrite;
+    let op = match w {
+        TxnWrite::Put { key, value } => LoggedOp::Put { key: key.clone(), value: value.clone() },
+        TxnWrite::Delete { key } => LoggedOp::Delete { key: key.clone() },
+    };
+    LoggedWrite { op, write_id: None }
 }

@@ -15,6 +15,7 @@ use ampstore_common::error::Error;
 use ampstore_common::limits::{RANGE_DEDUP_WRITES_MAX, RANGE_PENDING_WRITES_MAX, SCAN_PAGE_BYTES_MAX};
 use ampstore_common::protocol::{Reply, ScanItem, Versioned, WriteId};
 use ampstore_common::store::{EntryKind, LogEntry};
+use ampstore_common::txn::{TxnCheck, TxnCondition, TxnWrite};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Version};
 use bytes::Bytes;
 use imbl::OrdMap;
@@ -71,6 +72,16 @@ impl MergePlan {
     pub fn decode(bytes: &[u8]) -> Result<MergePlan, Error> {
         rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("merge entry does not decode: {e}")))
     }
+}
+
+/// A transaction this range has prepared and not yet resolved. While it is held no other
+/// append goes out (writes queue for the batch after it), so nothing can change the keys it
+/// checked; with writes, `seq` is the slot reserved for its entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnHold {
+    pub txn_id: WriteId,
+    pub seq: Option<Seq>,
+    pub writes: Vec<LoggedWrite>,
 }
 
 /// The condition of a put.
@@ -140,6 +151,7 @@ pub struct RangeCore<W> {
     split: Option<(Seq, SplitPlan)>,
     /// The merge entry that closed the log (until a fence reopens it).
     merge_closed: Option<(Seq, MergePlan)>,
+    txn_hold: Option<TxnHold>,
 }
 
 impl<W> RangeCore<W> {
@@ -179,6 +191,7 @@ impl<W> RangeCore<W> {
             scratch: Vec::new(),
             split: None,
             merge_closed: None,
+            txn_hold: None,
         }
     }
 
@@ -345,7 +358,7 @@ impl<W> RangeCore<W> {
     /// earlier writes of the same batch.
     pub fn next_batch(&mut self) -> BatchPlan<W> {
         let mut plan = BatchPlan { append: None, early: Vec::new() };
-        if self.fenced || self.in_flight.is_some() || self.pending.is_empty() {
+        if self.fenced || self.in_flight.is_some() || self.pending.is_empty() || self.txn_hold.is_some() {
             return plan;
         }
         let seq = self.next_seq;
@@ -540,10 +553,10 @@ impl<W> RangeCore<W> {
         }
         debug_assert!(self.in_flight.is_none() && self.pending.is_empty(), "replay only while loading");
         match entry.kind {
-            EntryKind::Batch | EntryKind::Split | EntryKind::Merge if self.split.is_some() => {
+            EntryKind::Batch | EntryKind::Split | EntryKind::Merge | EntryKind::Txn if self.split.is_some() => {
                 return Err(Error::internal(format!("{}: log entry {seq} follows the split", self.range_id)));
             }
-            EntryKind::Batch | EntryKind::Split | EntryKind::Merge if self.merge_closed.is_some() => {
+            EntryKind::Batch | EntryKind::Split | EntryKind::Merge | EntryKind::Txn if self.merge_closed.is_some() => {
                 return Err(Error::internal(format!(
                     "{}: log entry {seq} follows a merge entry without a fence reopening the log",
                     self.range_id
@@ -564,6 +577,12 @@ impl<W> RangeCore<W> {
                 }
             }
             EntryKind::Abort => {}
+            EntryKind::Txn => {
+                let payload = batch::decode_txn(&entry.payload)?;
+                for (i, w) in payload.writes.iter().enumerate() {
+                    self.apply(&w.op, Version { seq, index: i as u32 });
+                }
+            }
             EntryKind::Split => {
                 let plan = SplitPlan::decode(&entry.payload)?;
                 if !self.range.contains(plan.split_key.as_bytes()) || plan.split_key == self.range.start {
@@ -574,17 +593,119 @@ impl<W> RangeCore<W> {
                 }
                 self.split = Some((seq, plan));
             }
-            EntryKind::Txn => {
-                return Err(Error::internal(format!(
-                    "{}: log entry {seq} is a {:?}, which this version cannot replay",
-                    self.range_id, entry.kind
-                )));
-            }
         }
         self.log_bytes_total += entry.payload.len() as u64;
         self.applied = seq;
         self.next_seq = seq.next();
         Ok(())
+    }
+
+    // ----- transactions -----
+
+    /// Prepares a transaction: checks its conditions against the applied data and holds the
+    /// range for it, reserving the next slot when it writes. Call with no append in flight.
+    /// Preparing the same transaction again answers the same slot.
+    pub fn txn_prepare(
+        &mut self,
+        txn_id: WriteId,
+        checks: &[TxnCheck],
+        writes: &[TxnWrite],
+    ) -> Result<Option<Seq>, Error> {
+        debug_assert!(self.in_flight.is_none(), "prepare with an append in flight");
+        if let Some(h) = &self.txn_hold {
+            if h.txn_id == txn_id {
+                return Ok(h.seq);
+            }
+            return Err(Error::unavailable(format!("{} is held by another transaction", self.range_id)));
+        }
+        if self.fenced {
+            return Err(Error::Fenced);
+        }
+        if self.split.is_some() || self.merge_closed.is_some() {
+            return Err(Error::RangeLoading { retry_after_ms: 20 });
+        }
+        for key in checks.iter().map(|c| &c.key).chain(writes.iter().map(TxnWrite::key)) {
+            self.check_key(key)?;
+        }
+        for c in checks {
+            let current = self.data.get(&c.key);
+            let holds = match &c.condition {
+                TxnCondition::Absent => current.is_none(),
+                TxnCondition::Version(v) => current.is_some_and(|s| s.version == *v),
+                TxnCondition::Value(v) => current.is_some_and(|s| s.value.as_ref() == v.as_slice()),
+            };
+            if !holds {
+                let found = current.map_or_else(|| "absent".to_string(), |s| format!("version {}", s.version));
+                return Err(Error::conflict_on(
+                    &c.key,
+                    format!("{}: expected {:?}, found {found}", c.key, c.condition),
+                ));
+            }
+        }
+        let seq = (!writes.is_empty()).then_some(self.next_seq);
+        self.txn_hold = Some(TxnHold { txn_id, seq, writes: writes.iter().map(batch::logged).collect() });
+        Ok(seq)
+    }
+
+    pub fn txn_held(&self) -> Option<&TxnHold> {
+        self.txn_hold.as_ref()
+    }
+
+    /// The entry of the held transaction as this range's writer would write it.
+    pub fn txn_entry(&self) -> Option<(Seq, LogEntry)> {
+        let h = self.txn_hold.as_ref()?;
+        let payload = batch::TxnPayload { txn_id: h.txn_id, writes: h.writes.clone() };
+        let entry = LogEntry {
+            kind: EntryKind::Txn,
+            writer: self.writer.clone(),
+            epoch: self.epoch,
+            payload: Bytes::from(batch::encode_txn(&payload)),
+        };
+        Some((h.seq?, entry))
+    }
+
+    /// The held transaction's entry is in the log at its slot: apply its writes. Returns
+    /// their versions.
+    pub fn txn_commit(&mut self) -> Vec<Version> {
+        let Some(h) = self.txn_hold.take() else { return Vec::new() };
+        let Some(seq) = h.seq else { return Vec::new() };
+        debug_assert_eq!(seq, self.next_seq, "the reserved slot is the next one");
+        debug_assert!(self.in_flight.is_none());
+        let mut versions = Vec::with_capacity(h.writes.len());
+        for (i, w) in h.writes.iter().enumerate() {
+            let version = Version { seq, index: i as u32 };
+            self.apply(&w.op, version);
+            versions.push(version);
+        }
+        self.log_bytes_total += h.writes.iter().map(|w| w.encoded_bytes_max() as u64).sum::<u64>();
+        self.applied = seq;
+        self.next_seq = seq.next();
+        versions
+    }
+
+    /// The entry that gives up the held transaction's slot.
+    pub fn txn_abort_entry(&self) -> Option<(Seq, LogEntry)> {
+        let seq = self.txn_hold.as_ref()?.seq?;
+        let entry =
+            LogEntry { kind: EntryKind::Abort, writer: self.writer.clone(), epoch: self.epoch, payload: Bytes::new() };
+        Some((seq, entry))
+    }
+
+    /// The abort entry is in the reserved slot: the transaction is over, writes continue.
+    pub fn txn_aborted(&mut self) {
+        if let Some(TxnHold { seq: Some(seq), .. }) = self.txn_hold.take() {
+            debug_assert_eq!(seq, self.next_seq);
+            self.applied = seq;
+            self.next_seq = seq.next();
+        }
+    }
+
+    /// Ends a hold that reserved no slot (a transaction with no writes here).
+    pub fn txn_release(&mut self) {
+        debug_assert!(self.txn_hold.as_ref().is_none_or(|h| h.seq.is_none()), "a reserved slot must be resolved");
+        if self.txn_hold.as_ref().is_some_and(|h| h.seq.is_none()) {
+            self.txn_hold = None;
+        }
     }
 
     /// The split that closed the log, if any.

@@ -1,0 +1,201 @@
+//! Transactions on the wire (DESIGN section 9): what a transaction checks and writes in
+//! each range it touches, and the limits every part must meet.
+//!
+//! A transaction is a list of parts, one per range. The client groups its checks and
+//! writes by range (it knows the routing) and sends the whole list to the node that owns
+//! the first part's range, which coordinates: one part is one conditional batch; several
+//! use the reserved-slot protocol (`TxnPrepare`, one `append_atomic`, `TxnResolve`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ids::RangeId;
+use crate::key::{Key, Version};
+use crate::limits::{TXN_BYTES_MAX, TXN_HOLD_MS_MAX, TXN_OPS_MAX, TXN_PART_BYTES_MAX, TXN_RANGES_MAX};
+use crate::protocol::validate_value;
+
+/// What a transaction requires of a key for it to commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnCondition {
+    /// The key holds no value.
+    Absent,
+    /// The key holds exactly this version (what an earlier read saw).
+    Version(Version),
+    /// The key holds exactly this value.
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCheck {
+    pub key: Key,
+    pub condition: TxnCondition,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnWrite {
+    Put {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Key,
+    },
+}
+
+impl TxnWrite {
+    pub fn key(&self) -> &Key {
+        match self {
+            TxnWrite::Put { key, .. } | TxnWrite::Delete { key } => key,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            TxnWrite::Put { key, value } => key.len() + value.len(),
+            TxnWrite::Delete { key } => key.len(),
+        }
+    }
+}
+
+/// One range's share of a transaction, and where that range is served (as the client's
+/// routing knows it; a stale address makes the transaction fail with `NotOwner`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnPart {
+    pub range_id: RangeId,
+    pub node_addr: String,
+    pub checks: Vec<TxnCheck>,
+    pub writes: Vec<TxnWrite>,
+}
+
+/// How a coordinator tells a participant to finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnDecision {
+    /// The transaction's entries are in every reserved slot: apply.
+    Commit,
+    /// Not committed (or the coordinator does not know): write `Abort` at the reserved slot,
+    /// or, if the slot holds this transaction's entry after all, apply it.
+    Resolve,
+}
+
+/// Checks the limits of a whole transaction.
+pub fn validate_parts(parts: &[TxnPart]) -> Result<(), Error> {
+    if parts.is_empty() {
+        return Err(Error::invalid("a transaction needs at least one part"));
+    }
+    if parts.len() > TXN_RANGES_MAX {
+        return Err(Error::too_large("transaction ranges", parts.len(), TXN_RANGES_MAX));
+    }
+    let ops: usize = parts.iter().map(|p| p.checks.len() + p.writes.len()).sum();
+    if ops > TXN_OPS_MAX {
+        return Err(Error::too_large("transaction checks and writes", ops, TXN_OPS_MAX));
+    }
+    let mut bytes = 0usize;
+    for (i, p) in parts.iter().enumerate() {
+        if parts[..i].iter().any(|q| q.range_id == p.range_id) {
+            return Err(Error::invalid(format!("range {} appears twice in the transaction", p.range_id)));
+        }
+        validate_part(&p.checks, &p.writes)?;
+        bytes += p.writes.iter().map(TxnWrite::bytes).sum::<usize>();
+    }
+    if bytes > TXN_BYTES_MAX {
+        return Err(Error::too_large("a transaction's writes", bytes, TXN_BYTES_MAX));
+    }
+    Ok(())
+}
+
+/// Checks one range's share: keys, values, its bytes (it must fit one log entry), and that
+/// no key is written twice.
+pub fn validate_part(checks: &[TxnCheck], writes: &[TxnWrite]) -> Result<(), Error> {
+    let mut bytes = 0usize;
+    for c in checks {
+        Key::validate_user_key(c.key.as_bytes())?;
+        if let TxnCondition::Value(v) = &c.condition {
+            validate_value(v)?;
+        }
+    }
+    for (i, w) in writes.iter().enumerate() {
+        Key::validate_user_key(w.key().as_bytes())?;
+        if let TxnWrite::Put { value, .. } = w {
+            validate_value(value)?;
+        }
+        if writes[..i].iter().any(|o| o.key() == w.key()) {
+            return Err(Error::invalid(format!("key {} is written twice in one transaction", w.key())));
+        }
+        bytes += w.bytes();
+    }
+    if bytes > TXN_PART_BYTES_MAX {
+        return Err(Error::too_large("a transaction's writes in one range", bytes, TXN_PART_BYTES_MAX));
+    }
+    Ok(())
+}
+
+pub fn validate_hold_ms(hold_ms: u64) -> Result<(), Error> {
+    if hold_ms == 0 || hold_ms > TXN_HOLD_MS_MAX {
+        return Err(Error::invalid(format!("hold_ms must be 1 to {TXN_HOLD_MS_MAX}, got {hold_ms}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::VALUE_BYTES_MAX;
+
+    fn put(k: &str, n: usize) -> TxnWrite {
+        TxnWrite::Put { key: Key::from(k), value: vec![0; n] }
+    }
+
+    fn part(id: u64, writes: Vec<TxnWrite>) -> TxnPart {
+        TxnPart { range_id: RangeId(id), node_addr: String::new(), checks: vec![], writes }
+    }
+
+    #[test]
+    fn limits_hold_at_their_boundaries() {
+        assert!(validate_parts(&[]).is_err());
+        let parts: Vec<TxnPart> = (0..TXN_RANGES_MAX as u64).map(|i| part(i, vec![put("k", 1)])).collect();
+        validate_parts(&parts).unwrap();
+        let more: Vec<TxnPart> = (0..=TXN_RANGES_MAX as u64).map(|i| part(i, vec![put("k", 1)])).collect();
+        assert!(matches!(validate_parts(&more), Err(Error::TooLarge { .. })));
+
+        let writes: Vec<TxnWrite> = (0..TXN_OPS_MAX).map(|i| put(&format!("k{i}"), 1)).collect();
+        validate_parts(&[part(1, writes.clone())]).unwrap();
+        let mut over = writes;
+        over.push(put("one-more", 1));
+        assert!(matches!(validate_parts(&[part(1, over)]), Err(Error::TooLarge { .. })));
+
+        // Bytes per range: full values up to the entry budget.
+        let full = TXN_PART_BYTES_MAX / VALUE_BYTES_MAX;
+        let mut writes: Vec<TxnWrite> = (0..full).map(|i| put(&format!("{i}"), VALUE_BYTES_MAX - 1)).collect();
+        let used: usize = writes.iter().map(TxnWrite::bytes).sum();
+        writes.push(put("x", TXN_PART_BYTES_MAX - used - 1));
+        validate_part(&[], &writes).unwrap();
+        writes.push(put("y", 1));
+        assert!(matches!(validate_part(&[], &writes), Err(Error::TooLarge { .. })));
+
+        // Bytes in all: parts of the per-range maximum until the total budget is used.
+        let per_part = TXN_PART_BYTES_MAX / VALUE_BYTES_MAX * VALUE_BYTES_MAX;
+        let parts_full = TXN_BYTES_MAX / per_part;
+        let mut parts: Vec<TxnPart> = (0..parts_full as u64)
+            .map(|i| {
+                part(i, (0..per_part / VALUE_BYTES_MAX).map(|j| put(&format!("{j}"), VALUE_BYTES_MAX - 1)).collect())
+            })
+            .collect();
+        let used: usize = parts.iter().flat_map(|p| p.writes.iter()).map(TxnWrite::bytes).sum();
+        parts.push(part(999, vec![put("r", TXN_BYTES_MAX - used - 1)]));
+        validate_parts(&parts).unwrap();
+        parts.push(part(1000, vec![put("s", 1)]));
+        assert!(matches!(validate_parts(&parts), Err(Error::TooLarge { .. })));
+
+        validate_hold_ms(TXN_HOLD_MS_MAX).unwrap();
+        assert!(validate_hold_ms(TXN_HOLD_MS_MAX + 1).is_err());
+        assert!(validate_hold_ms(0).is_err());
+    }
+
+    #[test]
+    fn a_key_written_twice_or_a_range_twice_is_refused() {
+        assert!(validate_part(&[], &[put("a", 1), TxnWrite::Delete { key: Key::from("a") }]).is_err());
+        assert!(validate_parts(&[part(1, vec![put("a", 1)]), part(1, vec![put("b", 1)])]).is_err());
+        assert!(validate_part(&[], &[put("", 1)]).is_err(), "empty key");
+    }
+}

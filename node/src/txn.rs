@@ -1,0 +1,275 @@
+//! Coordinating a transaction (DESIGN section 9). The node serving the first part's range
+//! coordinates:
+//!
+//! - one part: the range checks the conditions and writes the transaction's entry itself
+//!   (one conditional log entry);
+//! - several: every participant range checks its conditions against its applied data,
+//!   holds itself (no other append goes out) and reserves its next log slot; the
+//!   coordinator then writes every participant's `Txn` entry at its reserved slot with one
+//!   `append_atomic`, and tells the participants to apply. A participant that hears nothing
+//!   within `hold_ms` writes an `Abort` at its slot; if the slot is taken by the
+//!   transaction's entry, the transaction committed and it applies it. So the log slots are
+//!   the only decision point: whatever the coordinator does or fails to do, every
+//!   participant reaches the same outcome.
+//!
+//! A transaction with no writes holds every participant at once after checking: a
+//! consistent read of the versions it checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ampstore_client::connection::Connection;
+use ampstore_common::error::Error;
+use ampstore_common::protocol::{Op, Reply, Role, WriteId};
+use ampstore_common::store::{AppendSlot, EntryKind, LogEntry, StoreError};
+use ampstore_common::txn::{TxnDecision, TxnPart};
+use ampstore_common::{Epoch, NodeId, RangeId, Seq, Version};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::directory::Slot;
+use crate::range::actor::{TxnPrepareMsg, TxnResolveMsg};
+use crate::range::batch::{self, TxnPayload};
+use crate::range::reshape::crash_point;
+use crate::shared::NodeShared;
+
+/// Deadline of a resolve call to a participant (it may append an abort first).
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
+
+struct Prepared {
+    seq: Option<Seq>,
+    writer: NodeId,
+    epoch: Epoch,
+}
+
+pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
+    if let [part] = parts.as_slice() {
+        let (tx, rx) = oneshot::channel();
+        let msg = TxnPrepareMsg {
+            txn_id,
+            checks: part.checks.clone(),
+            writes: part.writes.clone(),
+            hold_ms,
+            local: true,
+            reply: tx,
+        };
+        return send_to_range(shared, part.range_id, |addr| addr.do_send(msg), rx).await;
+    }
+    let prepares = parts
+        .iter()
+        .map(|p| {
+            let op = Op::TxnPrepare {
+                txn_id,
+                range_id: p.range_id,
+                checks: p.checks.clone(),
+                writes: p.writes.clone(),
+                hold_ms,
+            };
+            Some((p.node_addr.clone(), op, Duration::from_millis(hold_ms)))
+        })
+        .collect();
+    let results = call_all(shared, prepares).await;
+    let mut prepared = Vec::with_capacity(parts.len());
+    let mut failure: Option<Error> = None;
+    for r in results {
+        match r {
+            Ok(Reply::TxnPrepared { seq, writer, epoch }) => prepared.push(Some(Prepared { seq, writer, epoch })),
+            Ok(other) => {
+                prepared.push(None);
+                failure.get_or_insert(Error::internal(format!("prepare answered {other:?}")));
+            }
+            Err(e) => {
+                prepared.push(None);
+                // The failed condition is the most useful answer.
+                if failure.is_none() || matches!(e, Error::Conflict { .. }) {
+                    failure = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = failure {
+        resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
+        return Err(e);
+    }
+    crash_point("txn:prepared");
+    let slots: Vec<AppendSlot> = parts
+        .iter()
+        .zip(&prepared)
+        .filter_map(|(part, p)| {
+            let p = p.as_ref()?;
+            let seq = p.seq?;
+            let payload = TxnPayload { txn_id, writes: part.writes.iter().map(batch::logged).collect() };
+            let entry = LogEntry {
+                kind: EntryKind::Txn,
+                writer: p.writer.clone(),
+                epoch: p.epoch,
+                payload: Bytes::from(batch::encode_txn(&payload)),
+            };
+            Some(AppendSlot { range: part.range_id, seq, entry })
+        })
+        .collect();
+    let committed = if slots.is_empty() {
+        true // nothing to write: every check held while all were held
+    } else {
+        match shared.backend.log.append_atomic(&slots).await {
+            Ok(()) => true,
+            Err(StoreError::SlotsTaken { .. }) => false,
+            Err(e) => {
+                // The append may have landed: the participants find out from their slots.
+                tracing::warn!(?txn_id, error = %e, "transaction append failed; resolving from the log");
+                let outcomes = resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
+                return match (outcomes.iter().all(|o| *o == Some(true)), outcomes.iter().all(|o| *o == Some(false))) {
+                    (true, _) => Ok(committed_reply(&parts, &prepared)),
+                    (_, true) => Err(Error::unavailable(format!("transaction not committed: {e}"))),
+                    _ => Err(Error::Timeout),
+                };
+            }
+        }
+    };
+    crash_point("txn:appended");
+    if !committed {
+        resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
+        return Err(Error::unavailable("a participant gave up the transaction before it was written; retry"));
+    }
+    // Participants that miss this resolve themselves from their slots.
+    resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Commit).await;
+    Ok(committed_reply(&parts, &prepared))
+}
+
+fn committed_reply(parts: &[TxnPart], prepared: &[Option<Prepared>]) -> Reply {
+    let versions = parts
+        .iter()
+        .zip(prepared)
+        .map(|(part, p)| match p.as_ref().and_then(|p| p.seq) {
+            Some(seq) => (0..part.writes.len()).map(|i| Version { seq, index: i as u32 }).collect(),
+            None => Vec::new(),
+        })
+        .collect();
+    Reply::TxnCommitted { versions }
+}
+
+/// Tells every prepared participant the decision; returns what each answered (committed or
+/// not; `None` for those not prepared or not answering).
+async fn resolve_all(
+    shared: &Arc<NodeShared>,
+    txn_id: WriteId,
+    parts: &[TxnPart],
+    prepared: &[Option<Prepared>],
+    decision: TxnDecision,
+) -> Vec<Option<bool>> {
+    let calls = parts
+        .iter()
+        .zip(prepared)
+        .map(|(part, p)| {
+            let p = p.as_ref()?;
+            let op = Op::TxnResolve { txn_id, range_id: part.range_id, seq: p.seq, decision };
+            Some((part.node_addr.clone(), op, RESOLVE_DEADLINE))
+        })
+        .collect();
+    call_all(shared, calls)
+        .await
+        .into_iter()
+        .zip(parts)
+        .map(|(r, part)| match r {
+            Ok(Reply::TxnResolved { committed }) => Some(committed),
+            Ok(_) => None,
+            Err(Error::Internal { reason }) if reason == NOT_CALLED => None,
+            Err(e) => {
+                tracing::info!(?txn_id, range = %part.range_id, error = %e, "resolve not answered; the participant resolves itself");
+                None
+            }
+        })
+        .collect()
+}
+
+const NOT_CALLED: &str = "not called";
+
+/// Makes every call at once; answers in the order of `calls` (`None`: no call).
+async fn call_all(shared: &Arc<NodeShared>, calls: Vec<Option<(String, Op, Duration)>>) -> Vec<Result<Reply, Error>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let n = calls.len();
+    for (i, c) in calls.into_iter().enumerate() {
+        let Some((addr, op, deadline)) = c else { continue };
+        let fut = call(shared.clone(), addr, op, deadline);
+        tasks.spawn(async move { (i, fut.await) });
+    }
+    let mut out: Vec<Result<Reply, Error>> = (0..n).map(|_| Err(Error::internal(NOT_CALLED))).collect();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((i, r)) => out[i] = r,
+            Err(e) => tracing::error!(error = %e, "a transaction call task failed"),
+        }
+    }
+    out
+}
+
+/// A participant's side of `TxnResolve`: the range resolves its hold; a range that no
+/// longer holds the transaction (it restarted, or resolved it already) answers from what it
+/// remembers or from its log slot.
+pub async fn resolve(
+    shared: &Arc<NodeShared>,
+    txn_id: WriteId,
+    range_id: RangeId,
+    seq: Option<Seq>,
+    decision: TxnDecision,
+) -> Result<Reply, Error> {
+    if let Some(Slot::Serving { .. }) = shared.directory.get(range_id) {
+        let (tx, rx) = oneshot::channel();
+        let msg = TxnResolveMsg { txn_id, decision, reply: tx };
+        match send_to_range(shared, range_id, |addr| addr.do_send(msg), rx).await {
+            Err(Error::Invalid { .. }) => {}
+            other => return other,
+        }
+    }
+    let Some(seq) = seq else { return Ok(Reply::TxnResolved { committed: false }) };
+    let found = shared.backend.log.read(range_id, seq, 1).await?;
+    let committed = match found.into_iter().next() {
+        Some((s, e)) if s == seq && e.kind == EntryKind::Txn => batch::decode_txn(&e.payload)?.txn_id == txn_id,
+        _ => false,
+    };
+    Ok(Reply::TxnResolved { committed })
+}
+
+async fn send_to_range(
+    shared: &NodeShared,
+    range_id: RangeId,
+    send: impl FnOnce(&actix::Addr<crate::range::actor::RangeActor>),
+    rx: oneshot::Receiver<Result<Reply, Error>>,
+) -> Result<Reply, Error> {
+    match shared.directory.get(range_id) {
+        Some(Slot::Serving { addr, .. }) => {
+            send(&addr);
+            rx.await.map_err(|_| Error::NotOwner { hint: None })?
+        }
+        Some(Slot::Loading { .. }) => Err(Error::RangeLoading { retry_after_ms: 50 }),
+        _ => Err(Error::NotOwner { hint: None }),
+    }
+}
+
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Error>> + Send>>;
+
+/// Sends `op` to the node at `addr` (this one directly). Boxed as `Send` because the local
+/// path recurses into the dispatcher, which leads back here.
+fn call(shared: Arc<NodeShared>, addr: String, op: Op, deadline: Duration) -> CallFuture {
+    Box::pin(async move {
+        if addr == shared.rpc_addr {
+            return crate::dispatch::handle(&shared, op).await;
+        }
+        call_peer(&shared, &addr, op, deadline).await
+    })
+}
+
+async fn call_peer(shared: &NodeShared, addr: &str, op: Op, deadline: Duration) -> Result<Reply, Error> {
+    let cached = shared.peers.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
+    let conn = match cached {
+        Some(c) if !c.is_closed() => c,
+        _ => {
+            let c = Arc::new(
+                Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.auth_token.clone()).await?,
+            );
+            shared.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
+            c
+        }
+    };
+    conn.call(op, deadline).await
+}
