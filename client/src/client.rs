@@ -480,7 +480,7 @@ impl Client {
         Ok(())
     }
 
-    fn remaining(deadline: Instant) -> Result<Duration, Error> {
+    pub(crate) fn remaining(deadline: Instant) -> Result<Duration, Error> {
         deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(Error::Timeout)
     }
 
@@ -489,7 +489,7 @@ impl Client {
         conn.call(op, Self::remaining(deadline)?).await
     }
 
-    async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
+    pub(crate) async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
         if let Some(c) = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).get(addr)
             && !c.is_closed()
         {

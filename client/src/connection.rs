@@ -95,6 +95,17 @@ impl Connection {
     /// Sends `op` and waits for its answer for at most `deadline` (the server is told the
     /// same deadline). `Timeout` means the operation may or may not have taken effect.
     pub async fn call(&self, op: Op, deadline: Duration) -> Result<Reply, Error> {
+        self.call_inner(op, deadline, false).await
+    }
+
+    /// Like [`Connection::call`], for operations that must not be repeated blindly: a
+    /// connection lost after the request went out answers `Timeout` (the outcome is
+    /// unknown), not `Unavailable`.
+    pub async fn call_once(&self, op: Op, deadline: Duration) -> Result<Reply, Error> {
+        self.call_inner(op, deadline, true).await
+    }
+
+    async fn call_inner(&self, op: Op, deadline: Duration, once: bool) -> Result<Reply, Error> {
         if self.is_closed() {
             return Err(Error::unavailable(format!("{}: connection closed", self.addr)));
         }
@@ -113,7 +124,9 @@ impl Connection {
             });
         }
         match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(Err(Error::Unavailable { .. }))) if once && self.is_closed() => Err(Error::Timeout),
             Ok(Ok(result)) => result,
+            Ok(Err(_)) if once => Err(Error::Timeout),
             Ok(Err(_)) => Err(Error::unavailable(format!("{}: connection closed", self.addr))),
             Err(_) => {
                 self.lock_pending().remove(&id);

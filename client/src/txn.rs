@@ -116,7 +116,11 @@ impl Client {
             let coordinator = parts[0].node_addr.clone();
             let op = Op::Txn { txn_id: self.write_id(), parts: parts.clone(), hold_ms: TXN_HOLD_MS };
             op.validate()?;
-            match self.node_call(&coordinator, op, deadline).await {
+            let sent = match self.conn(&coordinator).await {
+                Ok(conn) => conn.call_once(op, Self::remaining(deadline)?).await,
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok(Reply::TxnCommitted { versions }) => {
                     let mut out = Vec::with_capacity(txn.writes.len());
                     for (part, vs) in parts.iter().zip(versions) {

@@ -424,8 +424,10 @@ impl RangeActor {
                     act.stop_serving(ctx);
                 }
                 Err(e) => {
-                    // Maybe written (a store may not know): find out at the slot.
-                    let _ = reply.send(Err(Error::unavailable(format!("transaction append failed: {e}"))));
+                    // Maybe written (a store may not know): the slot decides; the caller
+                    // learns only that the outcome is unknown.
+                    tracing::warn!(range = %act.core.range_id(), %seq, error = %e, "transaction append failed; resolving at the slot");
+                    let _ = reply.send(Err(Error::Timeout));
                     act.resolve_txn_here(ctx);
                 }
             }
