@@ -227,9 +227,12 @@ async fn coordinator_death_before_or_after_the_append_leaves_participants_agreei
         // ranges free of the transaction (plain reads are served during a hold, from the
         // data before it).
         let resolved = loop {
-            if let Ok(values) = client.read_consistent(vec![Key::from(other_key), Key::from(coordinator_key)]).await {
-                let value = |i: usize| values[i].as_ref().map(|v| v.value.clone()).unwrap_or_default();
-                break (value(0), value(1), t.elapsed());
+            match client.read_consistent(vec![Key::from(other_key), Key::from(coordinator_key)]).await {
+                Ok(values) => {
+                    let value = |i: usize| values[i].as_ref().map(|v| v.value.clone()).unwrap_or_default();
+                    break (value(0), value(1), t.elapsed());
+                }
+                Err(e) => println!("{point}: consistent read after {:?}: {e}", t.elapsed()),
             }
             assert!(t.elapsed() < Duration::from_secs(30), "{point}: never resolved");
         };

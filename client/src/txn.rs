@@ -37,6 +37,7 @@ pub const TXN_HOLD_MS: u64 = 2000;
 pub struct Txn {
     checks: Vec<TxnCheck>,
     writes: Vec<TxnWrite>,
+    reads: Vec<Key>,
 }
 
 impl Txn {
@@ -80,15 +81,24 @@ impl Txn {
         self
     }
 
+    /// Also return `key`'s value as of the moment the transaction took effect (before its
+    /// own writes), in [`TxnOutcome::values`].
+    pub fn read(mut self, key: impl Into<Key>) -> Txn {
+        self.reads.push(key.into());
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.checks.is_empty() && self.writes.is_empty()
+        self.checks.is_empty() && self.writes.is_empty() && self.reads.is_empty()
     }
 }
 
-/// A committed transaction: the version each written key got, in the order written.
+/// A committed transaction: the version each written key got, in the order written, and
+/// the values read (as of the moment it took effect), in the order asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnOutcome {
     pub versions: Vec<(Key, Version)>,
+    pub values: Vec<(Key, Option<Versioned>)>,
 }
 
 impl Client {
@@ -121,19 +131,29 @@ impl Client {
                 Err(e) => Err(e),
             };
             match sent {
-                Ok(Reply::TxnCommitted { versions }) => {
+                Ok(Reply::TxnCommitted { versions, values }) => {
                     let mut out = Vec::with_capacity(txn.writes.len());
                     for (part, vs) in parts.iter().zip(versions) {
                         out.extend(part.writes.iter().map(|w| w.key().clone()).zip(vs));
                     }
-                    return Ok(TxnOutcome { versions: out });
+                    let mut read: BTreeMap<Key, Option<Versioned>> = BTreeMap::new();
+                    for (part, vs) in parts.iter().zip(values) {
+                        read.extend(part.reads.iter().cloned().zip(vs));
+                    }
+                    let values = txn.reads.iter().map(|k| (k.clone(), read.get(k).cloned().flatten())).collect();
+                    return Ok(TxnOutcome { versions: out, values });
                 }
                 Ok(other) => return Err(Error::internal(format!("transaction answered {other:?}"))),
                 // Nothing was written (a refused prepare or an abandoned transaction), so a
                 // retry under a new transaction id is safe; a timeout is not.
                 Err(e) if e.is_retryable() && !matches!(e, Error::Timeout) => {
                     for part in &parts {
-                        let key = part.writes.first().map(TxnWrite::key).or(part.checks.first().map(|c| &c.key));
+                        let key = part
+                            .writes
+                            .first()
+                            .map(TxnWrite::key)
+                            .or(part.checks.first().map(|c| &c.key))
+                            .or(part.reads.first());
                         if let Some(loc) = key.and_then(|k| self.cached(k)) {
                             self.forget_range(&loc);
                         }
@@ -146,8 +166,8 @@ impl Client {
     }
 
     /// Reads `keys` as of one moment across any ranges: the values (with versions) that
-    /// all held at once. Reads, then checks every version in a transaction with no writes;
-    /// reads again if something changed in between.
+    /// all held at once. A transaction with reads only: every range involved is held at one
+    /// moment, and each read happens while its range is held.
     ///
     /// ```no_run
     /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
@@ -155,20 +175,11 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn read_consistent(&self, keys: Vec<Key>) -> Result<Vec<Option<Versioned>>, Error> {
-        let deadline = self.deadline();
-        let mut backoff = BACKOFF_START;
-        loop {
-            let values = self.get_many(keys.clone()).await?;
-            let mut check = Txn::new();
-            for (k, v) in keys.iter().zip(&values) {
-                check = check.read_as(k.clone(), v.as_ref().map(|v| v.version));
-            }
-            match self.commit(check).await {
-                Ok(_) => return Ok(values),
-                Err(e @ Error::Conflict { .. }) => self.wait(&e, &mut backoff, deadline).await?,
-                Err(e) => return Err(e),
-            }
+        let mut txn = Txn::new();
+        for k in keys {
+            txn = txn.read(k);
         }
+        Ok(self.commit(txn).await?.values.into_iter().map(|(_, v)| v).collect())
     }
 
     /// The transaction's parts by range, the first written key's range first (its node
@@ -179,9 +190,10 @@ impl Client {
         let keys = txn
             .writes
             .iter()
-            .map(|w| (w.key(), Some(w), None))
-            .chain(txn.checks.iter().map(|c| (&c.key, None, Some(c))));
-        for (key, write, check) in keys {
+            .map(|w| (w.key(), Some(w), None, false))
+            .chain(txn.checks.iter().map(|c| (&c.key, None, Some(c), false)))
+            .chain(txn.reads.iter().map(|k| (k, None, None, true)));
+        for (key, write, check, read) in keys {
             let loc = self.route(key, deadline).await?;
             let i = *index.entry(loc.range_id).or_insert_with(|| {
                 parts.push(TxnPart {
@@ -189,11 +201,15 @@ impl Client {
                     node_addr: loc.node_addr.clone(),
                     checks: Vec::new(),
                     writes: Vec::new(),
+                    reads: Vec::new(),
                 });
                 parts.len() - 1
             });
             parts[i].writes.extend(write.cloned());
             parts[i].checks.extend(check.cloned());
+            if read && !parts[i].reads.contains(key) {
+                parts[i].reads.push(key.clone());
+            }
         }
         Ok(parts)
     }

@@ -220,6 +220,8 @@ pub enum Op {
         range_id: RangeId,
         checks: Vec<TxnCheck>,
         writes: Vec<TxnWrite>,
+        #[serde(default)]
+        reads: Vec<Key>,
         hold_ms: u64,
     },
     /// Coordinator to participant: finish a prepared transaction (`seq`: the slot the
@@ -248,8 +250,16 @@ impl Op {
                 txn::validate_hold_ms(*hold_ms)?;
                 txn::validate_parts(parts)
             }
-            Op::TxnPrepare { checks, writes, hold_ms, .. } => {
+            Op::TxnPrepare { checks, writes, reads, hold_ms, .. } => {
                 txn::validate_hold_ms(*hold_ms)?;
+                if checks.len() + writes.len() + reads.len() > crate::limits::TXN_OPS_MAX {
+                    return Err(Error::too_large(
+                        "transaction checks, writes and reads",
+                        checks.len() + writes.len() + reads.len(),
+                        crate::limits::TXN_OPS_MAX,
+                    ));
+                }
+                reads.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?;
                 txn::validate_part(checks, writes)
             }
             Op::TxnResolve { .. } => Ok(()),
@@ -436,6 +446,9 @@ pub enum Reply {
     /// Answer to `Txn`: committed; the version of each write, part by part, in order.
     TxnCommitted {
         versions: Vec<Vec<Version>>,
+        /// The values of each part's `reads`, as of the moment every part was held.
+        #[serde(default)]
+        values: Vec<Vec<Option<Versioned>>>,
     },
     /// Answer to `TxnPrepare`: held; with writes, the reserved slot, and the writer and
     /// epoch its entry must carry.
@@ -443,6 +456,9 @@ pub enum Reply {
         seq: Option<Seq>,
         writer: NodeId,
         epoch: Epoch,
+        /// The values of the prepare's `reads`, read while held.
+        #[serde(default)]
+        values: Vec<Option<Versioned>>,
     },
     /// Answer to `TxnResolve`: whether the transaction's entry is in the range's log.
     TxnResolved {

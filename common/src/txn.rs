@@ -66,6 +66,10 @@ pub struct TxnPart {
     pub node_addr: String,
     pub checks: Vec<TxnCheck>,
     pub writes: Vec<TxnWrite>,
+    /// Keys to read while the range is held (all parts are held at one moment, so the
+    /// values read across ranges are consistent).
+    #[serde(default)]
+    pub reads: Vec<Key>,
 }
 
 /// How a coordinator tells a participant to finish.
@@ -86,7 +90,7 @@ pub fn validate_parts(parts: &[TxnPart]) -> Result<(), Error> {
     if parts.len() > TXN_RANGES_MAX {
         return Err(Error::too_large("transaction ranges", parts.len(), TXN_RANGES_MAX));
     }
-    let ops: usize = parts.iter().map(|p| p.checks.len() + p.writes.len()).sum();
+    let ops: usize = parts.iter().map(|p| p.checks.len() + p.writes.len() + p.reads.len()).sum();
     if ops > TXN_OPS_MAX {
         return Err(Error::too_large("transaction checks and writes", ops, TXN_OPS_MAX));
     }
@@ -96,6 +100,7 @@ pub fn validate_parts(parts: &[TxnPart]) -> Result<(), Error> {
             return Err(Error::invalid(format!("range {} appears twice in the transaction", p.range_id)));
         }
         validate_part(&p.checks, &p.writes)?;
+        p.reads.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?;
         bytes += p.writes.iter().map(TxnWrite::bytes).sum::<usize>();
     }
     if bytes > TXN_BYTES_MAX {
@@ -147,7 +152,7 @@ mod tests {
     }
 
     fn part(id: u64, writes: Vec<TxnWrite>) -> TxnPart {
-        TxnPart { range_id: RangeId(id), node_addr: String::new(), checks: vec![], writes }
+        TxnPart { range_id: RangeId(id), node_addr: String::new(), checks: vec![], writes, reads: vec![] }
     }
 
     #[test]

@@ -105,10 +105,10 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
         Op::Merge { left_id, right_id } => crate::range::merge::run(shared, left_id, right_id).await,
         Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
-        Op::TxnPrepare { txn_id, range_id, checks, writes, hold_ms } => {
+        Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
             let addr = serving(shared, range_id)?;
             let (tx, rx) = oneshot::channel();
-            let msg = TxnPrepareMsg { txn_id, checks, writes, hold_ms, local: false, reply: tx };
+            let msg = TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local: false, reply: tx };
             addr.send(msg).await.map_err(|_| not_owner())?;
             rx.await.map_err(|_| not_owner())?
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use ampstore_client::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply, Role, WriteId};
+use ampstore_common::protocol::{Op, Reply, Role, Versioned, WriteId};
 use ampstore_common::store::{AppendSlot, EntryKind, LogEntry, StoreError};
 use ampstore_common::txn::{TxnDecision, TxnPart};
 use ampstore_common::{Epoch, NodeId, RangeId, Seq, Version};
@@ -40,6 +40,7 @@ struct Prepared {
     seq: Option<Seq>,
     writer: NodeId,
     epoch: Epoch,
+    values: Vec<Option<Versioned>>,
 }
 
 pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
@@ -49,6 +50,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
             txn_id,
             checks: part.checks.clone(),
             writes: part.writes.clone(),
+            reads: part.reads.clone(),
             hold_ms,
             local: true,
             reply: tx,
@@ -63,6 +65,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
                 range_id: p.range_id,
                 checks: p.checks.clone(),
                 writes: p.writes.clone(),
+                reads: p.reads.clone(),
                 hold_ms,
             };
             Some((p.node_addr.clone(), op, Duration::from_millis(hold_ms)))
@@ -73,7 +76,9 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
     let mut failure: Option<Error> = None;
     for r in results {
         match r {
-            Ok(Reply::TxnPrepared { seq, writer, epoch }) => prepared.push(Some(Prepared { seq, writer, epoch })),
+            Ok(Reply::TxnPrepared { seq, writer, epoch, values }) => {
+                prepared.push(Some(Prepared { seq, writer, epoch, values }))
+            }
             Ok(other) => {
                 prepared.push(None);
                 failure.get_or_insert(Error::internal(format!("prepare answered {other:?}")));
@@ -145,7 +150,8 @@ fn committed_reply(parts: &[TxnPart], prepared: &[Option<Prepared>]) -> Reply {
             None => Vec::new(),
         })
         .collect();
-    Reply::TxnCommitted { versions }
+    let values = prepared.iter().map(|p| p.as_ref().map(|p| p.values.clone()).unwrap_or_default()).collect();
+    Reply::TxnCommitted { versions, values }
 }
 
 /// Tells every prepared participant the decision; returns what each answered (committed or

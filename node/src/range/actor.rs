@@ -108,6 +108,7 @@ pub struct TxnPrepareMsg {
     pub txn_id: WriteId,
     pub checks: Vec<TxnCheck>,
     pub writes: Vec<TxnWrite>,
+    pub reads: Vec<Key>,
     pub hold_ms: u64,
     pub local: bool,
     pub reply: Responder,
@@ -382,7 +383,7 @@ impl RangeActor {
     }
 
     fn run_prepare(&mut self, msg: TxnPrepareMsg, ctx: &mut Context<Self>) {
-        let TxnPrepareMsg { txn_id, checks, writes, hold_ms, local, reply } = msg;
+        let TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local, reply } = msg;
         let seq = match self.core.txn_prepare(txn_id, &checks, &writes) {
             Ok(seq) => seq,
             Err(e) => {
@@ -390,9 +391,27 @@ impl RangeActor {
                 return;
             }
         };
+        let values: Result<Vec<_>, Error> = reads.iter().map(|key| self.core.get(key)).collect();
+        let values = match values {
+            Ok(v) => v,
+            Err(e) => {
+                // Nobody was told of the hold yet: give it back at once.
+                if seq.is_none() {
+                    self.core.txn_release();
+                } else {
+                    self.resolve_txn_here(ctx);
+                }
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         if !local {
-            let _ =
-                reply.send(Ok(Reply::TxnPrepared { seq, writer: self.owner.node_id.clone(), epoch: self.owner.epoch }));
+            let _ = reply.send(Ok(Reply::TxnPrepared {
+                seq,
+                writer: self.owner.node_id.clone(),
+                epoch: self.owner.epoch,
+                values,
+            }));
             ctx.run_later(Duration::from_millis(hold_ms), move |act, ctx| {
                 if act.core.txn_held().is_some_and(|h| h.txn_id == txn_id) {
                     tracing::info!(range = %act.core.range_id(), ?txn_id, "transaction not resolved in time: resolving it here");
@@ -404,7 +423,7 @@ impl RangeActor {
         // One range: the entry is ours to write.
         let Some((seq, entry)) = self.core.txn_entry() else {
             self.core.txn_release();
-            let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![Vec::new()] }));
+            let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![Vec::new()], values: vec![values] }));
             self.pump(ctx);
             return;
         };
@@ -415,7 +434,7 @@ impl RangeActor {
                 Ok(()) => {
                     let versions = act.core.txn_commit();
                     act.remember_txn(txn_id, true);
-                    let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![versions] }));
+                    let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![versions], values: vec![values] }));
                     act.after_txn(ctx);
                 }
                 Err(StoreError::SlotTaken { .. }) => {
