@@ -447,3 +447,88 @@ fn merged_data_is_the_union_and_keeps_versions() {
     assert_eq!(merged.len(), 15);
     assert!(merged.iter().all(|(k, s)| l.get(k).or_else(|| r.get(k)) == Some(s)));
 }
+
+fn wid(n: u64) -> WriteId {
+    WriteId { client: 7, n }
+}
+
+fn tput(k: &str, v: &str) -> TxnWrite {
+    TxnWrite::Put { key: Key::from(k), value: v.as_bytes().to_vec() }
+}
+
+fn check(k: &str, condition: TxnCondition) -> TxnCheck {
+    TxnCheck { key: Key::from(k), condition }
+}
+
+#[test]
+fn a_prepared_transaction_holds_the_range_and_commits_at_its_slot() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    c.submit(put("x", "1"), 1);
+    drive(&mut c, &mut log);
+    let vx = c.get(&Key::from("x")).unwrap().unwrap().version;
+
+    // Conditions are checked against the applied data; a failed one names its key.
+    let err = c.txn_prepare(wid(1), &[check("x", TxnCondition::Absent)], &[tput("y", "2")]).unwrap_err();
+    assert!(matches!(&err, Error::Conflict { key: Some(k), .. } if k.as_bytes() == b"x"), "{err:?}");
+    let err = c.txn_prepare(wid(1), &[check("x", TxnCondition::Value(b"other".to_vec()))], &[]).unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }));
+    assert!(c.txn_held().is_none(), "a failed prepare holds nothing");
+
+    let checks = [check("x", TxnCondition::Version(vx)), check("y", TxnCondition::Absent)];
+    let seq = c.txn_prepare(wid(2), &checks, &[tput("y", "2"), TxnWrite::Delete { key: Key::from("x") }]).unwrap();
+    assert_eq!(seq, Some(c.next_seq()), "the next slot is reserved");
+    // Again (a retried prepare): the same slot. Another transaction: refused.
+    assert_eq!(c.txn_prepare(wid(2), &checks, &[tput("y", "2")]).unwrap(), seq);
+    assert!(matches!(c.txn_prepare(wid(3), &[], &[tput("z", "3")]), Err(Error::Unavailable { .. })));
+    // Writes queue but no batch goes out while held.
+    c.submit(put("z", "after"), 9);
+    assert!(c.next_batch().append.is_none());
+
+    // The coordinator wrote the entry at the slot: commit applies it there.
+    let (eseq, entry) = c.txn_entry().unwrap();
+    assert_eq!(Some(eseq), seq);
+    assert_eq!(entry.kind, EntryKind::Txn);
+    assert!(log.append(eseq, entry));
+    let versions = c.txn_commit();
+    assert_eq!(versions, vec![v(eseq.0, 0), v(eseq.0, 1)]);
+    assert!(c.get(&Key::from("x")).unwrap().is_none());
+    assert_eq!(c.get(&Key::from("y")).unwrap().unwrap().version, v(eseq.0, 0));
+    // The queued write goes out after it.
+    let out = drive(&mut c, &mut log);
+    assert_eq!(out, vec![(9, Ok(Reply::Written { version: v(eseq.0 + 1, 0) }))]);
+
+    // A replay of the log gives the same data.
+    let mut r = core_for("b", 1);
+    for (s, e) in &log.0 {
+        r.replay(Seq(*s), e).unwrap();
+    }
+    assert_eq!(r.snapshot_view().1, c.snapshot_view().1);
+}
+
+#[test]
+fn an_aborted_transaction_gives_up_its_slot_and_a_read_only_one_reserves_none() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    let seq = c.txn_prepare(wid(1), &[], &[tput("k", "v")]).unwrap().unwrap();
+    let (aseq, abort) = c.txn_abort_entry().unwrap();
+    assert_eq!((aseq, abort.kind), (seq, EntryKind::Abort));
+    assert!(log.append(aseq, abort));
+    c.txn_aborted();
+    assert!(c.txn_held().is_none() && c.get(&Key::from("k")).unwrap().is_none());
+    assert_eq!(c.next_seq(), seq.next());
+
+    // No writes: a hold without a slot, released without touching the log.
+    assert_eq!(c.txn_prepare(wid(2), &[check("k", TxnCondition::Absent)], &[]).unwrap(), None);
+    assert!(c.txn_held().is_some() && c.txn_entry().is_none() && c.txn_abort_entry().is_none());
+    c.txn_release();
+    assert!(c.txn_held().is_none());
+
+    // Replaying an abort applies nothing.
+    let mut r = core_for("b", 1);
+    for (s, e) in &log.0 {
+        r.replay(Seq(*s), e).unwrap();
+    }
+    assert_eq!(r.keys(), 0);
+    assert_eq!(r.next_seq(), seq.next());
+}
