@@ -13,6 +13,7 @@ mod data_cmd;
 mod demo_cmd;
 mod drain_cmd;
 mod init;
+mod list_cmd;
 mod master_cmd;
 mod master_link;
 mod members_cmd;
@@ -20,6 +21,7 @@ mod node_cmd;
 mod settings;
 mod snapshot_cmd;
 mod status_cmd;
+mod txn_cmd;
 mod up_cmd;
 
 #[derive(Parser)]
@@ -45,6 +47,13 @@ enum Command {
     Put(data_cmd::PutArgs),
     /// Delete KEY.
     Delete(data_cmd::DeleteArgs),
+    /// Append VALUE to the list at KEY; prints the push id.
+    Push(list_cmd::PushArgs),
+    /// Print the elements of the list at KEY in order.
+    List(list_cmd::ListArgs),
+    /// Run a transaction: a JSON list of operations on stdin, the outcome as JSON (exit 1 if
+    /// a condition failed).
+    Txn(txn_cmd::TxnArgs),
     /// Print the keys in [START, END) in order (END "" = no upper bound).
     Scan(data_cmd::ScanArgs),
     /// Write every {"key","value"} line of a JSON-lines file, with a progress bar.
@@ -91,6 +100,9 @@ fn main() -> ExitCode {
             Command::Get(args) => data_cmd::get(&cli.settings, &cli.cluster, args).await,
             Command::Put(args) => data_cmd::put(&cli.settings, &cli.cluster, args).await,
             Command::Delete(args) => data_cmd::delete(&cli.settings, &cli.cluster, args).await,
+            Command::Push(args) => list_cmd::push(&cli.settings, &cli.cluster, args).await,
+            Command::List(args) => list_cmd::list(&cli.settings, &cli.cluster, args).await,
+            Command::Txn(args) => txn_cmd::run(&cli.settings, &cli.cluster, args).await,
             Command::Scan(args) => data_cmd::scan(&cli.settings, &cli.cluster, args).await,
             Command::Import(args) => data_cmd::import(&cli.settings, &cli.cluster, args).await,
             Command::Locate(args) => data_cmd::locate(&cli.settings, &cli.cluster, args).await,
@@ -109,7 +121,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<data_cmd::KeyNotFound>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<data_cmd::KeyNotFound>().is_some()
+                || e.downcast_ref::<txn_cmd::NotCommitted>().is_some() =>
+        {
             eprintln!("ampstore: {e}");
             ExitCode::from(1)
         }

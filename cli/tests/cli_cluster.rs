@@ -211,3 +211,38 @@ fn demo_runs_to_exit_0() {
     }
     println!("demo took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+#[test]
+fn push_list_and_txn_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _up = up(&data);
+
+    // push prints the push id; list prints elements in order; a repeated id adds nothing.
+    let id1 = ok(&ampstore(&data, &["push", "events", "first"])).trim().to_string();
+    assert_eq!(id1.len(), 48, "{id1}");
+    ok(&ampstore(&data, &["push", "events", "second"]));
+    ok(&ampstore(&data, &["push", "events", "first again", "--id", &id1]));
+    assert_eq!(ok(&ampstore(&data, &["list", "events"])), "first again\nsecond\n");
+    let items = json_lines(&ok(&ampstore(&data, &["list", "events", "--json"])));
+    assert_eq!(items[0]["id"], id1.as_str());
+    assert_eq!(items.len(), 2);
+    assert_eq!(ok(&ampstore(&data, &["list", "nothing-here"])), "");
+    assert_eq!(ampstore(&data, &["push", "events", "x", "--id", "nothex"]).status.code(), Some(2));
+    // List elements stay out of plain scans.
+    assert_eq!(ok(&ampstore(&data, &["scan", "", "", "--limit", "100"])), "");
+
+    // txn: commits with reads; a failed condition exits 1 with the key.
+    let txn = br#"[{"op":"require_absent","key":"acct:a"},{"op":"put","key":"acct:a","value":"100"},{"op":"read","key":"acct:b"}]"#;
+    let out: Value = serde_json::from_str(&ok(&ampstore_stdin(&data, &["txn"], Some(txn)))).unwrap();
+    assert_eq!(out["committed"], true);
+    assert_eq!(out["versions"][0]["key"], "acct:a");
+    assert!(out["values"][0]["value"].is_null());
+    let again = ampstore_stdin(&data, &["txn"], Some(txn));
+    assert_eq!(again.status.code(), Some(1));
+    let out: Value = serde_json::from_str(&String::from_utf8_lossy(&again.stdout)).unwrap();
+    assert_eq!(out["committed"], false);
+    assert_eq!(out["conflict"]["key"], "acct:a");
+    let bad = ampstore_stdin(&data, &["txn"], Some(b"[{\"op\":\"nope\"}]"));
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -265,6 +265,10 @@ impl Client {
     pub async fn delete_range(&self, start: impl Into<Key>, end: Option<Key>) -> Result<u64, Error> {
         let start = start.into();
         check_span(&start, end.as_ref())?;
+        let end = Some(user_end(end));
+        if start >= Key::user_end() {
+            return Ok(0);
+        }
         let deadline = self.deadline();
         let mut pos = start;
         let mut removed = 0;
@@ -316,6 +320,20 @@ impl Client {
     ) -> Result<ScanPage, Error> {
         let start = start.into();
         check_span(&start, end.as_ref())?;
+        if start >= Key::user_end() {
+            return Ok(ScanPage { items: Vec::new(), resume: None });
+        }
+        self.scan_raw(start, Some(user_end(end)), limit, reverse).await
+    }
+
+    /// A scan over any keys, the reserved namespace included (lists, queues).
+    pub(crate) async fn scan_raw(
+        &self,
+        start: Key,
+        end: Option<Key>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<ScanPage, Error> {
         if limit == 0 {
             return Err(Error::invalid("scan limit must be above 0"));
         }
@@ -365,6 +383,7 @@ impl Client {
     /// ```
     pub fn scanner(&self, start: impl Into<Key>, end: Option<Key>, reverse: bool) -> Scanner {
         let start = start.into();
+        let end = Some(user_end(end));
         Scanner {
             client: self.clone(),
             next: Some(if reverse { end.clone().unwrap_or_default() } else { start.clone() }),
@@ -442,7 +461,7 @@ impl Client {
         WriteId { client: self.inner.client_id, n: self.inner.writes.fetch_add(1, Ordering::Relaxed) }
     }
 
-    async fn keyed(&self, key: &Key, op: Op) -> Result<Reply, Error> {
+    pub(crate) async fn keyed(&self, key: &Key, op: Op) -> Result<Reply, Error> {
         self.keyed_until(key, op, self.deadline()).await
     }
 
@@ -652,10 +671,21 @@ impl Scanner {
     }
 }
 
+/// The end of a user scan or delete: at most the end of the user key space (lists and
+/// queues live above it).
+fn user_end(end: Option<Key>) -> Key {
+    match end {
+        Some(e) if e < Key::user_end() => e,
+        _ => Key::user_end(),
+    }
+}
+
+/// Whether a retry of `op` after a timeout is safe (it is applied once whatever happens).
 fn has_write_id(op: &Op) -> bool {
     matches!(
         op,
-        Op::Put { write_id: Some(_), .. }
+        Op::Push { .. }
+            | Op::Put { write_id: Some(_), .. }
             | Op::PutIfVersion { write_id: Some(_), .. }
             | Op::Delete { write_id: Some(_), .. }
             | Op::DeleteRange { write_id: Some(_), .. }

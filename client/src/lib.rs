@@ -23,7 +23,10 @@ pub use ampstore_common::{Error, ErrorCode, Key, Version};
 
 pub mod client;
 pub mod connection;
+pub mod lists;
 pub mod txn;
 
+pub use ampstore_common::lists::PushId;
 pub use client::{Client, ClientConfig, ScanPage, Scanner};
+pub use lists::ListPage;
 pub use txn::{Txn, TxnOutcome};

@@ -10,6 +10,9 @@ use crate::error::Error;
 use crate::ids::Seq;
 use crate::limits::KEY_BYTES_MAX;
 
+/// Keys starting with these bytes hold lists and queues; users cannot write them directly.
+pub const RESERVED_PREFIX: [u8; 2] = [0xFF, 0xFF];
+
 /// A key: 0 to [`KEY_BYTES_MAX`] bytes, compared byte by byte. Travels as msgpack `bin`.
 ///
 /// The empty key is valid as a range boundary (the start of the key space); user keys are
@@ -36,12 +39,21 @@ impl Key {
     }
 
     /// Checks the limits a key written or read by a user must meet: 1 to
-    /// [`KEY_BYTES_MAX`] bytes.
+    /// [`KEY_BYTES_MAX`] bytes, not in the reserved namespace ([`RESERVED_PREFIX`]).
     pub fn validate_user_key(bytes: &[u8]) -> Result<(), Error> {
         if bytes.is_empty() {
             return Err(Error::invalid("key must not be empty"));
         }
+        if bytes.starts_with(&RESERVED_PREFIX) {
+            return Err(Error::invalid("keys starting with bytes ff ff are reserved (lists, queues)"));
+        }
         Self::validate_bound(bytes)
+    }
+
+    /// The end of the user key space: every user key sorts below it, every internal key
+    /// (list elements, queue tasks) at or above it.
+    pub fn user_end() -> Key {
+        Key(RESERVED_PREFIX.to_vec())
     }
 
     /// Checks the limit a range boundary must meet (the empty key is allowed).

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod limits;
+pub mod lists;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;

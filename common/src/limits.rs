@@ -143,3 +143,7 @@ pub const TXN_BYTES_MAX: usize =
 /// The longest a participant holds a transaction (its reserved slot) before it resolves
 /// the transaction itself.
 pub const TXN_HOLD_MS_MAX: u64 = 30_000;
+
+/// Longest key of a list: its elements' keys add a 5-byte prefix and a 24-byte push id
+/// (and list reads a 25-byte bound), all within `KEY_BYTES_MAX`.
+pub const LIST_KEY_BYTES_MAX: usize = KEY_BYTES_MAX - 64;

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use crate::key::{Key, KeyRange, Version};
 use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
+use crate::lists::PushId;
 use crate::meta::Checkpoint;
 use crate::txn::{self, TxnCheck, TxnDecision, TxnPart, TxnWrite};
 
@@ -115,6 +116,14 @@ pub enum Op {
     Delete {
         key: Key,
         write_id: Option<WriteId>,
+    },
+    /// Appends `element` to the list at `key` (`crate::lists`), idempotent by `push_id`:
+    /// sent to the node serving the element's key. Answers `Written`.
+    Push {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        element: Vec<u8>,
+        push_id: PushId,
     },
     /// Deletes every key in `[start, end)`; `end = None` means no upper bound.
     DeleteRange {
@@ -292,6 +301,10 @@ impl Op {
             Op::Locate { key } => Key::validate_bound(key.as_bytes()),
             Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
             Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
+            Op::Push { key, element, .. } => {
+                crate::lists::validate_list_key(key)?;
+                validate_value(element)
+            }
             Op::GetMany { keys } => {
                 if keys.len() > GET_MANY_KEYS_MAX {
                     return Err(Error::too_large("get_many key count", keys.len(), GET_MANY_KEYS_MAX));
@@ -325,6 +338,7 @@ impl Op {
         match self {
             Op::Ping => "ping",
             Op::Get { .. } => "get",
+            Op::Push { .. } => "push",
             Op::GetMany { .. } => "get_many",
             Op::Put { .. } => "put",
             Op::PutIfVersion { .. } => "put_if_version",
@@ -352,7 +366,12 @@ impl Op {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. } | Op::Txn { .. }
+            Op::Put { .. }
+                | Op::PutIfVersion { .. }
+                | Op::Delete { .. }
+                | Op::DeleteRange { .. }
+                | Op::Txn { .. }
+                | Op::Push { .. }
         )
     }
 }

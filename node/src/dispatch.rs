@@ -76,6 +76,18 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
             write(&addr, w).await
         }
+        Op::Push { key, element, push_id } => {
+            // The element's key is a pure function of the list and the push id, so a retried
+            // push writes the same key with the same element: applied once, whatever happens.
+            let element_key = ampstore_common::lists::element_key(&key, push_id);
+            let addr = route_key(shared, &element_key)?;
+            let w = Write {
+                op: LoggedOp::Put { key: element_key, value: element },
+                condition: Condition::None,
+                write_id: None,
+            };
+            write(&addr, w).await
+        }
         Op::Delete { key, write_id } => {
             let addr = route_key(shared, &key)?;
             write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
