@@ -18,6 +18,7 @@ mod master_cmd;
 mod master_link;
 mod members_cmd;
 mod node_cmd;
+mod queue_cmd;
 mod settings;
 mod snapshot_cmd;
 mod status_cmd;
@@ -51,6 +52,9 @@ enum Command {
     Push(list_cmd::PushArgs),
     /// Print the elements of the list at KEY in order.
     List(list_cmd::ListArgs),
+    /// The task queue: enqueue, dequeue (lease), ack, nack, extend.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
     /// Run a transaction: a JSON list of operations on stdin, the outcome as JSON (exit 1 if
     /// a condition failed).
     Txn(txn_cmd::TxnArgs),
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Push(args) => list_cmd::push(&cli.settings, &cli.cluster, args).await,
             Command::List(args) => list_cmd::list(&cli.settings, &cli.cluster, args).await,
             Command::Txn(args) => txn_cmd::run(&cli.settings, &cli.cluster, args).await,
+            Command::Queue(cmd) => queue_cmd::run(&cli.settings, &cli.cluster, cmd).await,
             Command::Scan(args) => data_cmd::scan(&cli.settings, &cli.cluster, args).await,
             Command::Import(args) => data_cmd::import(&cli.settings, &cli.cluster, args).await,
             Command::Locate(args) => data_cmd::locate(&cli.settings, &cli.cluster, args).await,

@@ -245,4 +245,17 @@ fn push_list_and_txn_commands() {
     assert_eq!(out["conflict"]["key"], "acct:a");
     let bad = ampstore_stdin(&data, &["txn"], Some(b"[{\"op\":\"nope\"}]"));
     assert_eq!(bad.status.code(), Some(2));
+
+    // queue: enqueue prints an id; dequeue leases (one JSON object per line); ack.
+    let id = ok(&ampstore(&data, &["queue", "enqueue", "mail", "to=ann"])).trim().to_string();
+    assert_eq!(id.len(), 68, "{id}");
+    ok(&ampstore(&data, &["queue", "enqueue", "mail", "to=bob"]));
+    let tasks = json_lines(&ok(&ampstore(&data, &["queue", "dequeue", "mail", "--max", "5", "--json"])));
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["deliveries"], 1);
+    assert_eq!(ok(&ampstore(&data, &["queue", "dequeue", "mail"])), "", "both are leased");
+    for t in &tasks {
+        assert_eq!(ok(&ampstore(&data, &["queue", "ack", "mail", t["id"].as_str().unwrap()])), "acked\n");
+    }
+    assert_eq!(ampstore(&data, &["queue", "ack", "mail", "zz"]).status.code(), Some(2));
 }

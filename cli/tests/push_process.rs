@@ -57,7 +57,8 @@ async fn pushes_are_ordered_paged_and_applied_once_through_retries_and_a_node_ki
 
     // A writer pushes while the node serving the list is killed; every push is retried by
     // the client, and then once more by the application: each element appears once.
-    let owner = client.locate(ampstore_common::lists::element_key(&"kill".into(), PushId::default())).await.unwrap().node_id;
+    let owner =
+        client.locate(ampstore_common::lists::element_key(&"kill".into(), PushId::default())).await.unwrap().node_id;
     let writer = {
         let client = client.clone();
         tokio::spawn(async move {

@@ -465,6 +465,18 @@ impl Client {
         self.keyed_until(key, op, self.deadline()).await
     }
 
+    /// One attempt at `op` on the node serving `key`, within a tenth of the call deadline.
+    pub(crate) async fn keyed_once(&self, key: &Key, op: Op) -> Result<Reply, Error> {
+        op.validate()?;
+        let deadline = Instant::now() + self.inner.cfg.call_deadline / 10;
+        let loc = self.route(key, deadline).await?;
+        let result = self.node_call(&loc.node_addr, op, deadline).await;
+        if result.as_ref().is_err_and(Error::is_retryable) {
+            self.forget_range(&loc);
+        }
+        result
+    }
+
     /// Sends `op` to the node serving `key`, re-routing and retrying until `deadline`.
     async fn keyed_until(&self, key: &Key, op: Op, deadline: Instant) -> Result<Reply, Error> {
         op.validate()?;
@@ -685,6 +697,8 @@ fn has_write_id(op: &Op) -> bool {
     matches!(
         op,
         Op::Push { .. }
+            | Op::Enqueue { .. }
+            | Op::TaskAck { .. }
             | Op::Put { write_id: Some(_), .. }
             | Op::PutIfVersion { write_id: Some(_), .. }
             | Op::Delete { write_id: Some(_), .. }

@@ -24,9 +24,11 @@ pub use ampstore_common::{Error, ErrorCode, Key, Version};
 pub mod client;
 pub mod connection;
 pub mod lists;
+pub mod queue;
 pub mod txn;
 
 pub use ampstore_common::lists::PushId;
+pub use ampstore_common::queue::{Task, TaskRef};
 pub use client::{Client, ClientConfig, ScanPage, Scanner};
 pub use lists::ListPage;
 pub use txn::{Txn, TxnOutcome};

@@ -16,6 +16,7 @@ pub mod lists;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;
+pub mod queue;
 pub mod rpc_server;
 pub mod secrets;
 pub mod snapshot;

@@ -147,3 +147,12 @@ pub const TXN_HOLD_MS_MAX: u64 = 30_000;
 /// Longest key of a list: its elements' keys add a 5-byte prefix and a 24-byte push id
 /// (and list reads a 25-byte bound), all within `KEY_BYTES_MAX`.
 pub const LIST_KEY_BYTES_MAX: usize = KEY_BYTES_MAX - 64;
+
+/// Longest queue name (its task keys add 7 bytes of prefix and a 24-byte task id).
+pub const QUEUE_NAME_BYTES_MAX: usize = 256;
+
+/// Most tasks one dequeue may lease.
+pub const DEQUEUE_TASKS_MAX: usize = 1000;
+
+/// Longest visibility timeout of a dequeued task (12 hours).
+pub const QUEUE_VISIBILITY_MS_MAX: u64 = 12 * 3600 * 1000;

@@ -13,6 +13,7 @@ use crate::key::{Key, KeyRange, Version};
 use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
 use crate::lists::PushId;
 use crate::meta::Checkpoint;
+use crate::queue::{self, Task, TaskRef};
 use crate::txn::{self, TxnCheck, TxnDecision, TxnPart, TxnWrite};
 
 /// The protocol version this build speaks. A server answers a hello with another version
@@ -124,6 +125,42 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         element: Vec<u8>,
         push_id: PushId,
+    },
+    /// Adds a task to a queue's shard (`crate::queue`), idempotent by `task_id`: sent to the
+    /// node serving the task's key. Answers `Written`.
+    Enqueue {
+        queue: String,
+        shard: u16,
+        task_id: PushId,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Leases up to `max` visible tasks of one shard from `start` on, within the range that
+    /// holds `start`, for `visibility_ms`. Answers `Tasks`; `resume` is where the shard goes
+    /// on (in the next range, or past a full page).
+    Dequeue {
+        queue: String,
+        shard: u16,
+        start: Key,
+        max: u32,
+        visibility_ms: u64,
+    },
+    /// Deletes a delivered task if `task.lease` is still its lease. Answers `Written`;
+    /// `Conflict` when the lease expired and the task was delivered again.
+    TaskAck {
+        queue: String,
+        task: TaskRef,
+    },
+    /// Makes a delivered task visible again at once (same lease rule as `TaskAck`).
+    TaskNack {
+        queue: String,
+        task: TaskRef,
+    },
+    /// Keeps a delivered task invisible for `visibility_ms` more from now.
+    TaskExtend {
+        queue: String,
+        task: TaskRef,
+        visibility_ms: u64,
     },
     /// Deletes every key in `[start, end)`; `end = None` means no upper bound.
     DeleteRange {
@@ -301,6 +338,26 @@ impl Op {
             Op::Locate { key } => Key::validate_bound(key.as_bytes()),
             Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
             Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
+            Op::Enqueue { queue, shard, payload, .. } => {
+                queue::validate_queue(queue)?;
+                queue::validate_payload(payload)?;
+                validate_shard(*shard)
+            }
+            Op::Dequeue { queue, shard, start, max, visibility_ms } => {
+                queue::validate_queue(queue)?;
+                validate_shard(*shard)?;
+                Key::validate_bound(start.as_bytes())?;
+                queue::validate_dequeue(*max, *visibility_ms)
+            }
+            Op::TaskAck { queue, task } | Op::TaskNack { queue, task } => {
+                queue::validate_queue(queue)?;
+                validate_shard(task.shard)
+            }
+            Op::TaskExtend { queue, task, visibility_ms } => {
+                queue::validate_queue(queue)?;
+                validate_shard(task.shard)?;
+                queue::validate_dequeue(1, *visibility_ms)
+            }
             Op::Push { key, element, .. } => {
                 crate::lists::validate_list_key(key)?;
                 validate_value(element)
@@ -339,6 +396,11 @@ impl Op {
             Op::Ping => "ping",
             Op::Get { .. } => "get",
             Op::Push { .. } => "push",
+            Op::Enqueue { .. } => "enqueue",
+            Op::Dequeue { .. } => "dequeue",
+            Op::TaskAck { .. } => "task_ack",
+            Op::TaskNack { .. } => "task_nack",
+            Op::TaskExtend { .. } => "task_extend",
             Op::GetMany { .. } => "get_many",
             Op::Put { .. } => "put",
             Op::PutIfVersion { .. } => "put_if_version",
@@ -372,8 +434,20 @@ impl Op {
                 | Op::DeleteRange { .. }
                 | Op::Txn { .. }
                 | Op::Push { .. }
+                | Op::Enqueue { .. }
+                | Op::Dequeue { .. }
+                | Op::TaskAck { .. }
+                | Op::TaskNack { .. }
+                | Op::TaskExtend { .. }
         )
     }
+}
+
+fn validate_shard(shard: u16) -> Result<(), Error> {
+    if shard >= queue::QUEUE_SHARDS {
+        return Err(Error::invalid(format!("a queue has shards 0 to {}, got {shard}", queue::QUEUE_SHARDS - 1)));
+    }
+    Ok(())
 }
 
 /// Checks a value against [`VALUE_BYTES_MAX`].
@@ -478,6 +552,11 @@ pub enum Reply {
         /// The values of the prepare's `reads`, read while held.
         #[serde(default)]
         values: Vec<Option<Versioned>>,
+    },
+    /// Answer to `Dequeue`: the tasks leased, and where the shard goes on.
+    Tasks {
+        tasks: Vec<Task>,
+        resume: Option<Key>,
     },
     /// Answer to `TxnResolve`: whether the transaction's entry is in the range's log.
     TxnResolved {

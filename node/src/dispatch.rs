@@ -76,6 +76,17 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
             write(&addr, w).await
         }
+        Op::Enqueue { queue, shard, task_id, payload } => {
+            crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
+        }
+        Op::Dequeue { queue, shard, start, max, visibility_ms } => {
+            crate::queue::dequeue(shared, &queue, shard, start, max, visibility_ms).await
+        }
+        Op::TaskAck { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Ack).await,
+        Op::TaskNack { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Nack).await,
+        Op::TaskExtend { queue, task, visibility_ms } => {
+            crate::queue::settle(shared, &queue, task, crate::queue::Settle::Extend { visibility_ms }).await
+        }
         Op::Push { key, element, push_id } => {
             // The element's key is a pure function of the list and the push id, so a retried
             // push writes the same key with the same element: applied once, whatever happens.
@@ -141,7 +152,7 @@ fn not_owner() -> Error {
 }
 
 /// Routes a key; a key this node does not serve gets `NotOwner` with a hint when known.
-fn route_key(shared: &NodeShared, key: &Key) -> Result<Addr<RangeActor>, Error> {
+pub(crate) fn route_key(shared: &NodeShared, key: &Key) -> Result<Addr<RangeActor>, Error> {
     match shared.directory.lookup(key) {
         None => Err(Error::NotOwner { hint: shared.directory.hint_for(key) }),
         slot => route(slot),
@@ -161,12 +172,12 @@ fn serving(shared: &NodeShared, range_id: RangeId) -> Result<Addr<RangeActor>, E
     route(shared.directory.get(range_id).map(|s| (range_id, s)))
 }
 
-async fn read(addr: &Addr<RangeActor>, msg: ReadMsg) -> Result<Reply, Error> {
+pub(crate) async fn read(addr: &Addr<RangeActor>, msg: ReadMsg) -> Result<Reply, Error> {
     // A closed mailbox means the actor stopped (released or fenced) since routing.
     addr.send(msg).await.map_err(|_| not_owner())?
 }
 
-async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
+pub(crate) async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
     let (tx, rx) = oneshot::channel();
     addr.send(WriteMsg { write, reply: tx }).await.map_err(|_| not_owner())?;
     rx.await.map_err(|_| not_owner())?

@@ -388,8 +388,15 @@ impl Drop for MasterProc {
 /// Writes range descriptors splitting the key space at `splits` (before any master runs),
 /// as splits (step 6) will; `splits` must be ascending and non-empty keys.
 pub async fn create_ranges(store: &Backend, splits: &[&str]) {
+    let splits: Vec<&[u8]> = splits.iter().map(|s| s.as_bytes()).collect();
+    create_ranges_bytes(store, &splits).await;
+}
+
+/// [`create_ranges`] with split keys of any bytes.
+#[allow(dead_code)]
+pub async fn create_ranges_bytes(store: &Backend, splits: &[&[u8]]) {
     let mut bounds: Vec<Key> = vec![Key::default()];
-    bounds.extend(splits.iter().map(|s| Key::from(*s)));
+    bounds.extend(splits.iter().map(|s| Key::new(s.to_vec())));
     for (i, start) in bounds.iter().enumerate() {
         let end = bounds.get(i + 1).cloned();
         let desc = RangeDescriptor {
