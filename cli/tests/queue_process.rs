@@ -188,5 +188,6 @@ async fn every_task_is_delivered_through_a_node_kill() {
         s.delivered.values().sum::<u32>(),
         s.dropped_at.len()
     );
+    drop(s);
     assert!(client.dequeue("work", 100, VISIBILITY).await.unwrap().is_empty(), "nothing left");
 }
