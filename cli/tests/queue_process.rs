@@ -178,16 +178,17 @@ async fn every_task_is_delivered_through_a_node_kill() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     while consumers.join_next().await.is_some() {}
-    let s = seen.lock().unwrap();
-    assert!(s.violations.is_empty(), "{:?}", s.violations);
-    assert_eq!(s.delivered.len(), TASKS, "every task delivered");
-    let redelivered = s.dropped_at.keys().filter(|k| s.delivered[*k] >= 2).count();
-    assert_eq!(redelivered, s.dropped_at.len(), "every dropped task came back");
-    println!(
-        "{TASKS} tasks through a node kill: {} deliveries, {} dropped on purpose and redelivered",
-        s.delivered.values().sum::<u32>(),
-        s.dropped_at.len()
-    );
-    drop(s);
+    {
+        let s = seen.lock().unwrap();
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!(s.delivered.len(), TASKS, "every task delivered");
+        let redelivered = s.dropped_at.keys().filter(|k| s.delivered[*k] >= 2).count();
+        assert_eq!(redelivered, s.dropped_at.len(), "every dropped task came back");
+        println!(
+            "{TASKS} tasks through a node kill: {} deliveries, {} dropped on purpose and redelivered",
+            s.delivered.values().sum::<u32>(),
+            s.dropped_at.len()
+        );
+    }
     assert!(client.dequeue("work", 100, VISIBILITY).await.unwrap().is_empty(), "nothing left");
 }
