@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod admin_http;
 mod bench_cmd;
 mod cluster_file;
+mod collector_cmd;
 mod data_cmd;
 mod demo_cmd;
 mod drain_cmd;
@@ -72,6 +73,8 @@ enum Command {
     Init(init::InitArgs),
     /// Run a node: serve ranges over the RPC port.
     Node(node_cmd::NodeArgs),
+    /// Run a collector: batch clients' pushes and enqueues per range.
+    Collector(collector_cmd::CollectorArgs),
     /// Run a master: active while it holds the lease, standby otherwise.
     Master(master_cmd::MasterArgs),
     /// Move every range off a node (before a rolling restart).
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             Command::Init(args) => init::run(&cli.settings, args).await,
             Command::Node(args) => node_cmd::run(&cli.settings, args).await,
             Command::Master(args) => master_cmd::run(&cli.settings, args).await,
+            Command::Collector(args) => collector_cmd::run(&cli.settings, args).await,
             Command::Drain(args) => drain_cmd::run(&cli.settings, args).await,
             Command::Members(args) => members_cmd::run(&cli.settings, args).await,
             Command::Status(args) => status_cmd::run(&cli.settings, args).await,

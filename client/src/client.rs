@@ -36,6 +36,10 @@ pub struct ClientConfig {
     pub call_deadline: Duration,
     /// Shown in server logs.
     pub name: String,
+    /// Collector RPC addresses: pushes and enqueues go through them (batched per range),
+    /// failing over to the next collector and then to the nodes directly. Empty: direct.
+    /// [`Client::discover_collectors`] fills it from the cluster's gossip.
+    pub collectors: Vec<String>,
 }
 
 impl ClientConfig {
@@ -45,6 +49,7 @@ impl ClientConfig {
             token: None,
             call_deadline: Duration::from_secs(10),
             name: "ampstore-client".into(),
+            collectors: Vec::new(),
         }
     }
 }
@@ -61,10 +66,10 @@ impl ClientConfig {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     cfg: ClientConfig,
     /// Cached locations by range start.
     routes: RwLock<BTreeMap<Key, RangeLocation>>,
@@ -75,6 +80,10 @@ struct Inner {
     learned_masters: Mutex<Vec<String>>,
     client_id: u64,
     writes: AtomicU64,
+    /// Collector addresses in use (see `ClientConfig::collectors`).
+    pub(crate) collectors: RwLock<Vec<String>>,
+    /// The collector tried first (the last one that answered).
+    pub(crate) collector: AtomicUsize,
 }
 
 /// One page of a scan.
@@ -123,8 +132,11 @@ impl Client {
         if cfg.masters.is_empty() {
             return Err(Error::invalid("no master address given"));
         }
+        let collectors = RwLock::new(cfg.collectors.clone());
         let client = Client {
             inner: Arc::new(Inner {
+                collectors,
+                collector: AtomicUsize::new(0),
                 cfg,
                 routes: RwLock::default(),
                 conns: Mutex::default(),
@@ -535,7 +547,7 @@ impl Client {
 
     /// Sends `op` to the active master: the last one that answered first, then the others,
     /// following `NotMaster` hints, until `deadline`.
-    async fn master_call(&self, op: Op, deadline: Instant) -> Result<Reply, Error> {
+    pub(crate) async fn master_call(&self, op: Op, deadline: Instant) -> Result<Reply, Error> {
         let mut backoff = BACKOFF_START;
         loop {
             let mut masters = self.inner.cfg.masters.clone();

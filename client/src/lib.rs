@@ -22,6 +22,7 @@ pub use ampstore_common::protocol::{RangeLocation, ScanItem, Versioned};
 pub use ampstore_common::{Error, ErrorCode, Key, Version};
 
 pub mod client;
+pub mod collectors;
 pub mod connection;
 pub mod lists;
 pub mod queue;

@@ -50,7 +50,11 @@ impl Client {
         let key = key.into();
         let op = Op::Push { key: key.clone(), element: element.into(), push_id: id };
         op.validate()?;
-        match self.keyed(&lists::element_key(&key, id), op).await? {
+        let reply = match self.via_collector(&op).await {
+            Some(r) => r?,
+            None => self.keyed(&lists::element_key(&key, id), op).await?,
+        };
+        match reply {
             Reply::Written { version } => Ok(version),
             other => Err(Error::internal(format!("push answered {other:?}"))),
         }

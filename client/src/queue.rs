@@ -27,10 +27,26 @@ impl Client {
     pub async fn enqueue(&self, queue: &str, payload: impl Into<Vec<u8>>) -> Result<TaskRef, Error> {
         let id = self.push_id();
         let shard = (id.n % QUEUE_SHARDS as u64) as u16;
+        self.enqueue_with_id(queue, shard, id, payload).await?;
+        Ok(TaskRef { shard, id, lease: 0 })
+    }
+
+    /// Enqueues with a task id (and shard) the caller chose: enqueueing the same id again
+    /// adds nothing (collectors use it to forward tasks).
+    pub async fn enqueue_with_id(
+        &self,
+        queue: &str,
+        shard: u16,
+        id: ampstore_common::lists::PushId,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), Error> {
         let op = Op::Enqueue { queue: queue.to_string(), shard, task_id: id, payload: payload.into() };
         op.validate()?;
+        if let Some(r) = self.via_collector(&op).await {
+            return r.map(|_| ());
+        }
         self.keyed(&queue::task_key(queue, shard, id), op).await?;
-        Ok(TaskRef { shard, id, lease: 0 })
+        Ok(())
     }
 
     /// Leases up to `max` visible tasks of `queue` for `visibility`: until then nobody else

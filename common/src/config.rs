@@ -20,7 +20,7 @@ pub const ENV_PREFIX: &str = "AMPSTORE_";
 const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master", "gossip", "cluster"];
 
 /// Settings that are lists: given as one comma-separated string in the environment or a flag.
-const LIST_KEYS: &[&str] = &["gossip.seeds"];
+const LIST_KEYS: &[&str] = &["gossip.seeds", "collector.masters"];
 
 /// Whether a setting holds a number (by convention its name ends with its unit).
 pub fn is_numeric_key(key: &str) -> bool {
@@ -44,6 +44,39 @@ pub struct Config {
     pub master: MasterConfig,
     pub gossip: GossipConfig,
     pub cluster: ClusterConfig,
+    pub collector: CollectorConfig,
+}
+
+/// Settings of `ampstore collector` (DESIGN section 9): a process that batches pushes and
+/// enqueues per range before they reach the nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where clients send pushes and enqueues.
+    pub rpc_addr: String,
+    /// Admin HTTP (`/v1/status`, `/v1/members`, `/metrics`); port 0 picks a free one.
+    pub admin_addr: String,
+    /// Gossip UDP address; port 0 picks a free one.
+    pub gossip_addr: String,
+    /// Master RPC addresses (comma-separated); empty: the masters gossip reports.
+    pub masters: Vec<String>,
+    /// How long a batch for one range collects before it is sent.
+    pub window_ms: u64,
+    /// A batch is sent as soon as it holds this many bytes.
+    pub batch_bytes_max: u64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            rpc_addr: "127.0.0.1:7500".into(),
+            admin_addr: "127.0.0.1:7501".into(),
+            gossip_addr: "127.0.0.1:7502".into(),
+            masters: Vec::new(),
+            window_ms: 2,
+            batch_bytes_max: 256 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +88,7 @@ impl Default for Config {
             master: MasterConfig::default(),
             gossip: GossipConfig::default(),
             cluster: ClusterConfig::default(),
+            collector: CollectorConfig::default(),
         }
     }
 }
@@ -398,6 +432,19 @@ impl Config {
             return Err(Error::invalid(
                 "master.poll_ms, master.stats_ms and master.moves_in_flight_max must be above 0",
             ));
+        }
+        let c = &self.collector;
+        if c.window_ms == 0 || c.window_ms > crate::limits::COLLECTOR_WINDOW_MS_MAX {
+            return Err(Error::invalid(format!(
+                "collector.window_ms must be 1 to {}",
+                crate::limits::COLLECTOR_WINDOW_MS_MAX
+            )));
+        }
+        if c.batch_bytes_max == 0 || c.batch_bytes_max > crate::limits::COLLECTOR_BATCH_BYTES_MAX as u64 {
+            return Err(Error::invalid(format!(
+                "collector.batch_bytes_max must be 1 to {}",
+                crate::limits::COLLECTOR_BATCH_BYTES_MAX
+            )));
         }
         if m.moves_in_flight_max > crate::limits::MASTER_MOVES_IN_FLIGHT_MAX {
             return Err(Error::invalid(format!(

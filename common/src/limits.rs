@@ -156,3 +156,12 @@ pub const DEQUEUE_TASKS_MAX: usize = 1000;
 
 /// Longest visibility timeout of a dequeued task (12 hours).
 pub const QUEUE_VISIBILITY_MS_MAX: u64 = 12 * 3600 * 1000;
+
+/// Longest batching window of a collector.
+pub const COLLECTOR_WINDOW_MS_MAX: u64 = 1000;
+
+/// Largest batch a collector sends to one range: what one log entry holds.
+pub const COLLECTOR_BATCH_BYTES_MAX: usize = LOG_ENTRY_BYTES_MAX;
+
+/// Most operations in one `Batch` request.
+pub const BATCH_OPS_MAX: usize = 10_000;

@@ -162,6 +162,14 @@ pub enum Op {
         task: TaskRef,
         visibility_ms: u64,
     },
+    /// Several pushes and enqueues at once (a collector's batch for one range): each is
+    /// applied as if sent alone; they share log entries. Answers `Batch` with one result
+    /// per operation, in order, once every one is durable or failed.
+    Batch {
+        ops: Vec<Op>,
+    },
+    /// Master: the cluster's members as its gossip sees them (clients find collectors so).
+    Members,
     /// Deletes every key in `[start, end)`; `end = None` means no upper bound.
     DeleteRange {
         start: Key,
@@ -358,6 +366,26 @@ impl Op {
                 validate_shard(task.shard)?;
                 queue::validate_dequeue(1, *visibility_ms)
             }
+            Op::Batch { ops } => {
+                if ops.is_empty() || ops.len() > crate::limits::BATCH_OPS_MAX {
+                    return Err(Error::invalid(format!(
+                        "a batch holds 1 to {} operations, got {}",
+                        crate::limits::BATCH_OPS_MAX,
+                        ops.len()
+                    )));
+                }
+                for op in ops {
+                    if !matches!(op, Op::Push { .. } | Op::Enqueue { .. }) {
+                        return Err(Error::invalid(format!(
+                            "a batch holds pushes and enqueues only, not {}",
+                            op.name()
+                        )));
+                    }
+                    op.validate()?;
+                }
+                Ok(())
+            }
+            Op::Members => Ok(()),
             Op::Push { key, element, .. } => {
                 crate::lists::validate_list_key(key)?;
                 validate_value(element)
@@ -396,6 +424,8 @@ impl Op {
             Op::Ping => "ping",
             Op::Get { .. } => "get",
             Op::Push { .. } => "push",
+            Op::Batch { .. } => "batch",
+            Op::Members => "members",
             Op::Enqueue { .. } => "enqueue",
             Op::Dequeue { .. } => "dequeue",
             Op::TaskAck { .. } => "task_ack",
@@ -434,6 +464,7 @@ impl Op {
                 | Op::DeleteRange { .. }
                 | Op::Txn { .. }
                 | Op::Push { .. }
+                | Op::Batch { .. }
                 | Op::Enqueue { .. }
                 | Op::Dequeue { .. }
                 | Op::TaskAck { .. }
@@ -553,6 +584,12 @@ pub enum Reply {
         #[serde(default)]
         values: Vec<Option<Versioned>>,
     },
+    /// Answer to `Batch`: one result per operation, in order.
+    Batch {
+        results: Vec<Result<Reply, Error>>,
+    },
+    /// Answer to `Members`.
+    Members(Vec<crate::gossip::MemberView>),
     /// Answer to `Dequeue`: the tasks leased, and where the shard goes on.
     Tasks {
         tasks: Vec<Task>,

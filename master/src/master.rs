@@ -1065,6 +1065,7 @@ impl Service for Master {
             Op::LocateRange { start, end } => self.locate_many(start, end, false).await,
             Op::Drain { node_id, undo } => self.drain(node_id, undo).await,
             Op::MasterStatus => Ok(Reply::Master(self.status())),
+            Op::Members => Ok(Reply::Members(self.members())),
             Op::SplitRange {
                 parent_id,
                 parent_start,

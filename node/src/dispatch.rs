@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use actix::{Actor, Addr};
 use ampstore_common::error::Error;
 use ampstore_common::limits::FRAME_BYTES_MAX;
+use ampstore_common::lists::PushId;
 use ampstore_common::meta;
 use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeStats, Reply, Role, ServerInfo};
@@ -76,6 +77,22 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
             write(&addr, w).await
         }
+        Op::Batch { ops } => {
+            // All at once, so the writes to one range share its next log entries.
+            let mut tasks = tokio::task::JoinSet::new();
+            let n = ops.len();
+            for (i, op) in ops.into_iter().enumerate() {
+                let shared = shared.clone();
+                tasks.spawn(async move { (i, batched(&shared, op).await) });
+            }
+            let mut results: Vec<Result<Reply, Error>> = (0..n).map(|_| Err(Error::internal("not run"))).collect();
+            while let Some(done) = tasks.join_next().await {
+                if let Ok((i, r)) = done {
+                    results[i] = r;
+                }
+            }
+            Ok(Reply::Batch { results })
+        }
         Op::Enqueue { queue, shard, task_id, payload } => {
             crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
         }
@@ -87,18 +104,7 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         Op::TaskExtend { queue, task, visibility_ms } => {
             crate::queue::settle(shared, &queue, task, crate::queue::Settle::Extend { visibility_ms }).await
         }
-        Op::Push { key, element, push_id } => {
-            // The element's key is a pure function of the list and the push id, so a retried
-            // push writes the same key with the same element: applied once, whatever happens.
-            let element_key = ampstore_common::lists::element_key(&key, push_id);
-            let addr = route_key(shared, &element_key)?;
-            let w = Write {
-                op: LoggedOp::Put { key: element_key, value: element },
-                condition: Condition::None,
-                write_id: None,
-            };
-            write(&addr, w).await
-        }
+        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
         Op::Delete { key, write_id } => {
             let addr = route_key(shared, &key)?;
             write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
@@ -143,8 +149,30 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         | Op::Drain { .. }
         | Op::MasterStatus
         | Op::SplitRange { .. }
-        | Op::CommitMerge { .. } => Err(Error::invalid("this is a node; send routing requests to the master")),
+        | Op::CommitMerge { .. }
+        | Op::Members => Err(Error::invalid("this is a node; send routing requests to the master")),
     }
+}
+
+/// One operation of a `Batch` (pushes and enqueues only; `Op::validate` checked that).
+async fn batched(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
+    match op {
+        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
+        Op::Enqueue { queue, shard, task_id, payload } => {
+            crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
+        }
+        other => Err(Error::invalid(format!("a batch cannot hold {}", other.name()))),
+    }
+}
+
+async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) -> Result<Reply, Error> {
+    // The element's key is a pure function of the list and the push id, so a retried push
+    // writes the same key with the same element: applied once, whatever happens.
+    let element_key = ampstore_common::lists::element_key(&key, push_id);
+    let addr = route_key(shared, &element_key)?;
+    let w =
+        Write { op: LoggedOp::Put { key: element_key, value: element }, condition: Condition::None, write_id: None };
+    write(&addr, w).await
 }
 
 fn not_owner() -> Error {
