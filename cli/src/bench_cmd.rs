@@ -21,6 +21,13 @@ pub enum Workload {
     Mixed,
     /// Scans of 10 keys from a random key.
     Scan,
+    /// Transactions writing `--txn-keys` keys spread evenly over the loaded keys (so over
+    /// as many ranges, once the data has split that far).
+    Txn,
+    /// Task cycles: enqueue, dequeue one task, ack it.
+    Queue,
+    /// Pushes to 64 lists (through collectors with `--collectors`).
+    Push,
 }
 
 #[derive(Args)]
@@ -44,6 +51,12 @@ pub struct BenchArgs {
     /// Skip loading (the keys are there from an earlier run).
     #[arg(long)]
     no_load: bool,
+    /// Keys each transaction writes (txn workload).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    txn_keys: u64,
+    /// Send pushes and enqueues through the cluster's collectors (found through gossip).
+    #[arg(long)]
+    collectors: bool,
     #[arg(long)]
     json: bool,
 }
@@ -65,12 +78,19 @@ pub async fn run(settings: &SettingsArgs, cluster: &ClusterArgs, args: BenchArgs
     if args.value_bytes > ampstore_common::limits::VALUE_BYTES_MAX {
         anyhow::bail!("--value-bytes is over the value limit of {} bytes", ampstore_common::limits::VALUE_BYTES_MAX);
     }
+    if args.txn_keys == 0 || args.txn_keys > args.keys.min(ampstore_common::limits::TXN_OPS_MAX as u64) {
+        anyhow::bail!("--txn-keys must be 1 to min(--keys, {})", ampstore_common::limits::TXN_OPS_MAX);
+    }
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(data_cmd::client(settings, cluster).await?);
+        let client = data_cmd::client(settings, cluster).await?;
+        if args.collectors && client.discover_collectors().await? == 0 {
+            anyhow::bail!("--collectors: the cluster has no live collector");
+        }
+        clients.push(client);
     }
     let value = vec![b'v'; args.value_bytes];
-    if !args.no_load && args.workload != Workload::Put {
+    if !args.no_load && matches!(args.workload, Workload::Get | Workload::Mixed | Workload::Scan) {
         load(&clients[0], args.keys, &value, args.json).await?;
     }
 
@@ -85,7 +105,7 @@ pub async fn run(settings: &SettingsArgs, cluster: &ClusterArgs, args: BenchArgs
                 (client.clone(), stop.clone(), ops.clone(), value.clone(), template.clone());
             let (workload, keys) = (args.workload, args.keys);
             let seed = (c * PIPELINE_MAX + p) as u64;
-            let job = Job { workload, keys, value, seed };
+            let job = Job { workload, keys, value, seed, txn_keys: args.txn_keys };
             workers.spawn(async move { worker(hist, client, job, stop, ops).await });
         }
     }
@@ -209,6 +229,7 @@ struct Job {
     keys: u64,
     value: Vec<u8>,
     seed: u64,
+    txn_keys: u64,
 }
 
 /// One request stream: sequential operations on random keys until `stop`.
@@ -219,7 +240,7 @@ async fn worker(
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
 ) -> (Histogram<u64>, u64, Option<String>) {
-    let Job { workload, keys, value, seed } = job;
+    let Job { workload, keys, value, seed, txn_keys } = job;
     let (mut errors, mut first) = (0u64, None);
     // xorshift: cheap, and each worker gets its own sequence.
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -233,9 +254,19 @@ async fn worker(
         let put = match workload {
             Workload::Put => true,
             Workload::Mixed => n % 2 == 1,
-            Workload::Get | Workload::Scan => false,
+            Workload::Get | Workload::Scan | Workload::Txn | Workload::Queue | Workload::Push => false,
         };
-        let result = if put {
+        let result = if workload == Workload::Txn {
+            let mut txn = ampstore_client::Txn::new();
+            for j in 0..txn_keys {
+                txn = txn.put(key((x + j * (keys / txn_keys)) % keys), value.clone());
+            }
+            client.commit(txn).await.map(|_| ())
+        } else if workload == Workload::Queue {
+            queue_cycle(&client, &value).await
+        } else if workload == Workload::Push {
+            client.push(format!("bench:list:{}", x % 64), value.clone()).await.map(|_| ())
+        } else if put {
             client.put(k, value.clone()).await.map(|_| ())
         } else if workload == Workload::Scan {
             client.scan(k, None, 10, false).await.map(|_| ())
@@ -255,4 +286,13 @@ async fn worker(
         }
     }
     (hist, errors, first)
+}
+
+/// One task through the queue: enqueue it, lease one task, ack it.
+async fn queue_cycle(client: &Client, payload: &[u8]) -> Result<(), ampstore_client::Error> {
+    client.enqueue("bench", payload.to_vec()).await?;
+    for t in client.dequeue("bench", 1, Duration::from_secs(30)).await? {
+        client.ack("bench", t.task).await?;
+    }
+    Ok(())
 }

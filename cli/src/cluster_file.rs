@@ -14,6 +14,8 @@ pub const FILE_NAME: &str = "cluster.json";
 pub struct ClusterFile {
     pub masters: Vec<ClusterProcess>,
     pub nodes: Vec<ClusterProcess>,
+    #[serde(default)]
+    pub collectors: Vec<ClusterProcess>,
 }
 
 /// One process of the local cluster.
@@ -78,8 +80,11 @@ mod tests {
     #[test]
     fn masters_first_then_nodes() {
         let dir = tempfile::tempdir().unwrap();
-        let file =
-            ClusterFile { masters: vec![process("m-1", 100), process("m-2", 110)], nodes: vec![process("n-1", 200)] };
+        let file = ClusterFile {
+            masters: vec![process("m-1", 100), process("m-2", 110)],
+            nodes: vec![process("n-1", 200)],
+            collectors: vec![],
+        };
         std::fs::write(dir.path().join(FILE_NAME), serde_json::to_string(&file).unwrap()).unwrap();
         assert_eq!(admin_addrs(dir.path()).unwrap(), ["127.0.0.1:101", "127.0.0.1:111", "127.0.0.1:201"]);
         assert_eq!(read(dir.path()).unwrap(), file);
@@ -120,7 +125,7 @@ mod tests {
     #[test]
     fn falls_back_to_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let file = ClusterFile { masters: vec![], nodes: vec![process("n-1", 300)] };
+        let file = ClusterFile { masters: vec![], nodes: vec![process("n-1", 300)], collectors: vec![] };
         std::fs::write(dir.path().join(FILE_NAME), serde_json::to_string(&file).unwrap()).unwrap();
         let settings = SettingsArgs { data_dir: Some(dir.path().to_path_buf()), ..SettingsArgs::default() };
         assert_eq!(resolve_admin_addrs(&[], &settings).unwrap(), ["127.0.0.1:301"]);

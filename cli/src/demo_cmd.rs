@@ -43,6 +43,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
         backend: None,
         endpoint: None,
         split_bytes: Some(16 * 1024),
+        collectors: 0,
         log: "warn".into(),
     };
     let mut cluster = up_cmd::start(&settings, &args).await?;

@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Split a range once its data exceeds this many bytes (default 1 MiB; node.split_bytes).
     #[arg(long, value_name = "BYTES")]
     pub split_bytes: Option<u64>,
+    /// Number of collectors (they batch pushes and enqueues; clients find them through
+    /// gossip).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub collectors: usize,
     /// Log filter of the masters and nodes (`RUST_LOG` syntax); their logs go to
     /// `DATA/logs/`.
     #[arg(long, value_name = "FILTER", default_value = "warn")]
@@ -67,6 +71,9 @@ pub async fn run(settings: &SettingsArgs, args: UpArgs) -> anyhow::Result<()> {
     }
     for p in &cluster.file.nodes {
         println!("  node   {}  rpc {}  admin http://{}/v1/status", p.id, p.rpc, p.admin);
+    }
+    for p in &cluster.file.collectors {
+        println!("  collector {}  rpc {}  admin http://{}/v1/status", p.id, p.rpc, p.admin);
     }
     println!("metrics at http://ADMIN/metrics, members at http://ADMIN/v1/members; stop with Ctrl-C");
     tokio::select! {
@@ -130,7 +137,7 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
 
     let mut cluster = LocalCluster {
         dir: dir.clone(),
-        file: ClusterFile { masters: vec![], nodes: vec![] },
+        file: ClusterFile { masters: vec![], nodes: vec![], collectors: vec![] },
         token: Some(token),
         children: vec![],
     };
@@ -182,6 +189,32 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
     if let Err(e) = wait_serving(&cluster, args.nodes).await {
         cluster.stop().await;
         return Err(e);
+    }
+    let masters: Vec<String> = cluster.file.masters.iter().map(|m| m.rpc.clone()).collect();
+    for i in 0..args.collectors {
+        let name = format!("c{i}");
+        let mut a = common.clone();
+        a.extend(["--data".into(), dir.join("collectors").join(&name).display().to_string(), "collector".into()]);
+        a.extend(["--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip", "127.0.0.1:0"].map(String::from));
+        a.extend(["--seeds".into(), seeds.join(","), "--masters".into(), masters.join(",")]);
+        let spawned = spawn(&exe, &a, &dir.join("logs").join(format!("collector-{name}.log")), log_filter);
+        let (child, words) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                cluster.stop().await;
+                return Err(e);
+            }
+        };
+        // "ampstore collector ID ready: rpc ADDR admin ADDR gossip ADDR"
+        let p = ClusterProcess {
+            id: words[2].clone(),
+            pid: child.id(),
+            rpc: words[5].clone(),
+            admin: words[7].clone(),
+            gossip: words[9].clone(),
+        };
+        cluster.children.push((format!("collector {}", p.id), child));
+        cluster.file.collectors.push(p);
     }
     let json = serde_json::to_string_pretty(&cluster.file)?;
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));

@@ -113,10 +113,7 @@ async fn pushes_go_through_collectors_and_survive_a_collector_kill() {
     assert_eq!(tasks.len(), 20);
     // A collector refuses anything else.
     let direct = Client::with_config(cfg).await.unwrap();
-    let err = direct
-        .call_node(&c1.rpc, ampstore_common::protocol::Op::Get { key: "x".into() })
-        .await
-        .unwrap_err();
+    let err = direct.call_node(&c1.rpc, ampstore_common::protocol::Op::Get { key: "x".into() }).await.unwrap_err();
     assert!(matches!(err, ampstore_client::Error::Invalid { .. }), "{err:?}");
 
     // 16 writers push through the collectors; c1 is SIGKILLed mid-stream. Every push that
