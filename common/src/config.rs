@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "AMPSTORE_";
 
 /// Top-level sections that environment variables may set; other `AMPSTORE_*` variables
 /// (such as the test suite's) are not configuration and are ignored.
-const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master", "gossip", "cluster"];
+const ENV_SECTIONS: &[&str] = &["data_dir", "backend", "node", "master", "gossip", "cluster", "collector"];
 
 /// Settings that are lists: given as one comma-separated string in the environment or a flag.
 const LIST_KEYS: &[&str] = &["gossip.seeds", "collector.masters"];
@@ -692,5 +692,27 @@ mod tests {
         let cfg =
             ConfigLoader::new().env_vars(vec![]).flag("cluster.token_file", dir.path().join("token")).load().unwrap();
         assert_eq!(cfg.cluster.token().unwrap().as_deref(), Some("s3cret"));
+    }
+}
+
+#[cfg(test)]
+mod collector_tests {
+    use super::*;
+
+    #[test]
+    fn collector_settings_hold_their_limits_and_lists_split() {
+        let load = |k: &str, v: u64| ConfigLoader::new().env_vars(vec![]).flag(k, v).load();
+        let window = crate::limits::COLLECTOR_WINDOW_MS_MAX;
+        assert!(load("collector.window_ms", window).is_ok());
+        assert!(load("collector.window_ms", window + 1).is_err());
+        assert!(load("collector.window_ms", 0).is_err());
+        let bytes = crate::limits::COLLECTOR_BATCH_BYTES_MAX as u64;
+        assert!(load("collector.batch_bytes_max", bytes).is_ok());
+        assert!(load("collector.batch_bytes_max", bytes + 1).is_err());
+        let cfg = ConfigLoader::new()
+            .env_vars(vec![("AMPSTORE_COLLECTOR__MASTERS".to_string(), "127.0.0.1:1,127.0.0.1:2".to_string())])
+            .load()
+            .unwrap();
+        assert_eq!(cfg.collector.masters, vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]);
     }
 }
