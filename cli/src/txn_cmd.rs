@@ -3,14 +3,15 @@
 //!
 //! Operations: `{"op": "require_absent", "key"}`, `{"op": "require_version", "key",
 //! "version": "SEQ.INDEX"}`, `{"op": "require_value", "key", "value"}`, `{"op": "put", "key",
-//! "value"}`, `{"op": "delete", "key"}`, `{"op": "read", "key"}`. Values are UTF-8 strings.
+//! "value"}`, `{"op": "delete", "key"}`, `{"op": "push", "key", "value"}` (to the list at key),
+//! `{"op": "read", "key"}`. Values are UTF-8 strings.
 //! Committed: `{"committed": true, "versions": [{"key", "version"}], "values": [{"key",
 //! "value", "version"} or {"key", "value": null}]}`, exit 0. A failed condition:
 //! `{"committed": false, "conflict": {"key", "reason"}}`, exit 1.
 
 use std::io::Read;
 
-use ampstore_client::{Error, Key, Txn, Version};
+use ampstore_client::{Error, Key, PushId, Txn, Version};
 use ampstore_common::Seq;
 use anyhow::Context;
 use clap::Args;
@@ -39,6 +40,7 @@ enum JsonOp {
     RequireValue { key: String, value: String },
     Put { key: String, value: String },
     Delete { key: String },
+    Push { key: String, value: String },
     Read { key: String },
 }
 
@@ -51,6 +53,9 @@ fn parse_version(s: &str) -> anyhow::Result<Version> {
 pub fn parse(text: &str) -> anyhow::Result<Txn> {
     let ops: Vec<JsonOp> = serde_json::from_str(text).context("the transaction is not a JSON list of operations")?;
     let mut txn = Txn::new();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let client: u64 = rand::random();
+    let mut n = 0u64;
     for op in ops {
         txn = match op {
             JsonOp::RequireAbsent { key } => txn.require_absent(key),
@@ -58,6 +63,10 @@ pub fn parse(text: &str) -> anyhow::Result<Txn> {
             JsonOp::RequireValue { key, value } => txn.require_value(key, value.into_bytes()),
             JsonOp::Put { key, value } => txn.put(key, value.into_bytes()),
             JsonOp::Delete { key } => txn.delete(key),
+            JsonOp::Push { key, value } => {
+                n += 1;
+                txn.push(key, value.into_bytes(), PushId { ms: now_ms, client, n })
+            }
             JsonOp::Read { key } => txn.read(key),
         };
     }

@@ -72,9 +72,17 @@ async fn transactions_commit_atomically_and_conflicts_name_their_key() {
     // Value conditions and deletes across ranges.
     client.commit(Txn::new().require_value("h", "v-h").delete("b").put("t1", "new")).await.unwrap();
     assert!(client.get("b").await.unwrap().is_none());
+    // A push inside a transaction, with a put in another range; the same push id again
+    // adds nothing.
+    let id = client.push_id();
+    client.commit(Txn::new().push("audit", "moved b", id).put("w", "after")).await.unwrap();
+    client.commit(Txn::new().push("audit", "moved b", id)).await.unwrap();
+    let page = client.list("audit", None, 10).await.unwrap();
+    assert_eq!(page.elements, vec![(id, b"moved b".to_vec())]);
     // A consistent read across ranges.
     let values = client.read_consistent(keys.iter().map(|k| Key::from(*k)).collect()).await.unwrap();
     assert!(values[0].is_none() && values[1].is_some() && values[3].is_some());
+    assert_eq!(values[3].as_ref().unwrap().value, b"after");
 }
 
 /// 10 accounts over 4 ranges, 20 clients moving money for 30 s while a node is SIGKILLed:

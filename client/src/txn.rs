@@ -81,6 +81,13 @@ impl Txn {
         self
     }
 
+    /// Appends `element` to the list at `key` as part of the transaction, with push id `id`
+    /// (from [`Client::push_id`]; the same id again adds nothing).
+    pub fn push(mut self, key: impl Into<Key>, element: impl Into<Vec<u8>>, id: ampstore_common::lists::PushId) -> Txn {
+        self.writes.push(TxnWrite::Push { key: key.into(), element: element.into(), push_id: id });
+        self
+    }
+
     /// Also return `key`'s value as of the moment the transaction took effect (before its
     /// own writes), in [`TxnOutcome::values`].
     pub fn read(mut self, key: impl Into<Key>) -> Txn {
@@ -134,7 +141,7 @@ impl Client {
                 Ok(Reply::TxnCommitted { versions, values }) => {
                     let mut out = Vec::with_capacity(txn.writes.len());
                     for (part, vs) in parts.iter().zip(versions) {
-                        out.extend(part.writes.iter().map(|w| w.key().clone()).zip(vs));
+                        out.extend(part.writes.iter().map(TxnWrite::target).zip(vs));
                     }
                     let mut read: BTreeMap<Key, Option<Versioned>> = BTreeMap::new();
                     for (part, vs) in parts.iter().zip(values) {
@@ -151,10 +158,10 @@ impl Client {
                         let key = part
                             .writes
                             .first()
-                            .map(TxnWrite::key)
-                            .or(part.checks.first().map(|c| &c.key))
-                            .or(part.reads.first());
-                        if let Some(loc) = key.and_then(|k| self.cached(k)) {
+                            .map(TxnWrite::target)
+                            .or(part.checks.first().map(|c| c.key.clone()))
+                            .or(part.reads.first().cloned());
+                        if let Some(loc) = key.and_then(|k| self.cached(&k)) {
                             self.forget_range(&loc);
                         }
                     }
@@ -190,11 +197,11 @@ impl Client {
         let keys = txn
             .writes
             .iter()
-            .map(|w| (w.key(), Some(w), None, false))
-            .chain(txn.checks.iter().map(|c| (&c.key, None, Some(c), false)))
-            .chain(txn.reads.iter().map(|k| (k, None, None, true)));
+            .map(|w| (w.target(), Some(w), None, false))
+            .chain(txn.checks.iter().map(|c| (c.key.clone(), None, Some(c), false)))
+            .chain(txn.reads.iter().map(|k| (k.clone(), None, None, true)));
         for (key, write, check, read) in keys {
-            let loc = self.route(key, deadline).await?;
+            let loc = self.route(&key, deadline).await?;
             let i = *index.entry(loc.range_id).or_insert_with(|| {
                 parts.push(TxnPart {
                     range_id: loc.range_id,
@@ -207,8 +214,8 @@ impl Client {
             });
             parts[i].writes.extend(write.cloned());
             parts[i].checks.extend(check.cloned());
-            if read && !parts[i].reads.contains(key) {
-                parts[i].reads.push(key.clone());
+            if read && !parts[i].reads.contains(&key) {
+                parts[i].reads.push(key);
             }
         }
         Ok(parts)

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::ids::RangeId;
 use crate::key::{Key, Version};
 use crate::limits::{TXN_BYTES_MAX, TXN_HOLD_MS_MAX, TXN_OPS_MAX, TXN_PART_BYTES_MAX, TXN_RANGES_MAX};
+use crate::lists::{self, PushId};
 use crate::protocol::validate_value;
 
 /// What a transaction requires of a key for it to commit.
@@ -41,12 +42,21 @@ pub enum TxnWrite {
     Delete {
         key: Key,
     },
+    /// Appends `element` to the list at `key` (`crate::lists`), as a push with `push_id`.
+    Push {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        element: Vec<u8>,
+        push_id: PushId,
+    },
 }
 
 impl TxnWrite {
-    pub fn key(&self) -> &Key {
+    /// The key this write changes (for a push, its element's key): it decides the range.
+    pub fn target(&self) -> Key {
         match self {
-            TxnWrite::Put { key, .. } | TxnWrite::Delete { key } => key,
+            TxnWrite::Put { key, .. } | TxnWrite::Delete { key } => key.clone(),
+            TxnWrite::Push { key, push_id, .. } => lists::element_key(key, *push_id),
         }
     }
 
@@ -54,6 +64,7 @@ impl TxnWrite {
         match self {
             TxnWrite::Put { key, value } => key.len() + value.len(),
             TxnWrite::Delete { key } => key.len(),
+            TxnWrite::Push { key, element, .. } => key.len() + lists::PUSH_ID_BYTES + 8 + element.len(),
         }
     }
 }
@@ -119,14 +130,24 @@ pub fn validate_part(checks: &[TxnCheck], writes: &[TxnWrite]) -> Result<(), Err
             validate_value(v)?;
         }
     }
-    for (i, w) in writes.iter().enumerate() {
-        Key::validate_user_key(w.key().as_bytes())?;
-        if let TxnWrite::Put { value, .. } = w {
-            validate_value(value)?;
+    let mut targets: Vec<Key> = Vec::with_capacity(writes.len());
+    for w in writes {
+        match w {
+            TxnWrite::Put { key, value } => {
+                Key::validate_user_key(key.as_bytes())?;
+                validate_value(value)?;
+            }
+            TxnWrite::Delete { key } => Key::validate_user_key(key.as_bytes())?,
+            TxnWrite::Push { key, element, .. } => {
+                lists::validate_list_key(key)?;
+                validate_value(element)?;
+            }
         }
-        if writes[..i].iter().any(|o| o.key() == w.key()) {
-            return Err(Error::invalid(format!("key {} is written twice in one transaction", w.key())));
+        let target = w.target();
+        if targets.contains(&target) {
+            return Err(Error::invalid(format!("key {target} is written twice in one transaction")));
         }
+        targets.push(target);
         bytes += w.bytes();
     }
     if bytes > TXN_PART_BYTES_MAX {

@@ -77,6 +77,7 @@ pub fn logged(w: &ampstore_common::txn::TxnWrite) -> LoggedWrite {
     let op = match w {
         TxnWrite::Put { key, value } => LoggedOp::Put { key: key.clone(), value: value.clone() },
         TxnWrite::Delete { key } => LoggedOp::Delete { key: key.clone() },
+        TxnWrite::Push { element, .. } => LoggedOp::Put { key: w.target(), value: element.clone() },
     };
     LoggedWrite { op, write_id: None }
 }

@@ -624,8 +624,8 @@ impl<W> RangeCore<W> {
         if self.split.is_some() || self.merge_closed.is_some() {
             return Err(Error::RangeLoading { retry_after_ms: 20 });
         }
-        for key in checks.iter().map(|c| &c.key).chain(writes.iter().map(TxnWrite::key)) {
-            self.check_key(key)?;
+        for key in checks.iter().map(|c| c.key.clone()).chain(writes.iter().map(TxnWrite::target)) {
+            self.check_key(&key)?;
         }
         for c in checks {
             let current = self.data.get(&c.key);
