@@ -17,7 +17,9 @@ async fn pushes_are_ordered_paged_and_applied_once_through_retries_and_a_node_ki
     let root = dir.path();
     let store = root.join("store");
     let master = MasterProc::start(&root.join("m"), &store);
-    let f = fast_node_flags();
+    // A small split size: the lists split (split keys inside the reserved namespace).
+    let mut f = fast_node_flags();
+    f.extend(["--set".to_string(), "node.split_bytes=16384".to_string()]);
     let f: Vec<&str> = f.iter().map(String::as_str).collect();
     let mut nodes: Vec<NodeProc> = (0..2).map(|i| NodeProc::start(&root.join(format!("n{i}")), &store, &f)).collect();
     let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
@@ -92,4 +94,6 @@ async fn pushes_are_ordered_paged_and_applied_once_through_retries_and_a_node_ki
     assert_eq!(all.len() as u64, PUSHES, "every push once");
     assert_eq!(all.iter().collect::<BTreeSet<_>>().len() as u64, PUSHES);
     assert_eq!(all, pushed, "in push-id order");
+    let ranges = client.master_status().await.unwrap().ranges.len();
+    assert!(ranges >= 4, "the lists split: {ranges} ranges");
 }

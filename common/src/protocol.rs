@@ -325,7 +325,7 @@ impl Op {
             }
             Op::CommitMerge { left_id, left_start, right_id, right_start, merged_id, .. } => {
                 Key::validate_bound(left_start.as_bytes())?;
-                Key::validate_user_key(right_start.as_bytes())?;
+                Key::validate_bound(right_start.as_bytes())?;
                 if right_start <= left_start {
                     return Err(Error::invalid("the right range must start above the left one"));
                 }
@@ -335,8 +335,9 @@ impl Op {
                 Ok(())
             }
             Op::SplitRange { parent_start, split_key, .. } => {
+                // Split keys may lie in the reserved namespace (lists, queues).
                 Key::validate_bound(parent_start.as_bytes())?;
-                Key::validate_user_key(split_key.as_bytes())?;
+                Key::validate_bound(split_key.as_bytes())?;
                 if split_key <= parent_start {
                     return Err(Error::invalid("split key must be above the range start"));
                 }

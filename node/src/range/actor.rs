@@ -123,6 +123,11 @@ pub struct TxnResolveMsg {
     pub reply: Responder,
 }
 
+/// Prepares that may wait for one range.
+const TXN_WAITING_MAX: usize = 1024;
+/// How long a participant's prepare waits for a busy range before it is refused.
+const TXN_PARTICIPANT_WAIT: Duration = Duration::from_millis(50);
+
 /// Transactions this range resolved lately, for a coordinator that asks again.
 const TXN_OUTCOMES_KEPT: usize = 1024;
 
@@ -154,7 +159,9 @@ pub struct RangeActor {
     hot_since: Option<Instant>,
     merging: Option<Merging>,
     /// A prepare waiting for the append in flight.
-    txn_waiting: Option<TxnPrepareMsg>,
+    /// Prepares waiting for the range (held by another transaction, or an append in
+    /// flight), each with the time it stops waiting.
+    txn_waiting: std::collections::VecDeque<(TxnPrepareMsg, Instant)>,
     /// The abort of the held transaction is being appended.
     txn_resolving: bool,
     /// Callers waiting for the held transaction to be resolved.
@@ -190,7 +197,7 @@ impl RangeActor {
             writes_since_check: 0,
             hot_since: None,
             merging: None,
-            txn_waiting: None,
+            txn_waiting: std::collections::VecDeque::new(),
             txn_resolving: false,
             txn_resolve_waiters: Vec::new(),
             txn_outcomes: std::collections::VecDeque::new(),
@@ -245,11 +252,11 @@ impl RangeActor {
                     self.start_merge_entry(ctx);
                     return;
                 }
-                if let Some(msg) = self.txn_waiting.take() {
-                    self.run_prepare(msg, ctx);
-                    if self.core.txn_held().is_some() {
-                        return;
-                    }
+                // Transactions and plain writes take turns: a waiting prepare goes first after
+                // an append; the writes queued meanwhile go after it.
+                self.run_waiting(ctx);
+                if self.core.txn_held().is_some() {
+                    return;
                 }
                 if self.should_split() {
                     self.start_split(ctx);
@@ -291,7 +298,7 @@ impl RangeActor {
             && !self.splitting
             && self.merging.is_none()
             && self.core.txn_held().is_none()
-            && self.txn_waiting.is_none()
+            && self.txn_waiting.is_empty()
             && !self.snapshot_running
             && self.releasing.is_none()
             && !self.core.append_in_flight()
@@ -541,6 +548,30 @@ impl RangeActor {
             return;
         }
         self.pump(ctx);
+        self.run_waiting(ctx);
+    }
+
+    /// Starts the next waiting prepare when the range is free; answers those that waited
+    /// too long.
+    fn run_waiting(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        while let Some((_, deadline)) = self.txn_waiting.front() {
+            if *deadline <= now {
+                if let Some((msg, _)) = self.txn_waiting.pop_front() {
+                    let _ = msg.reply.send(Err(Error::unavailable(format!(
+                        "{} is held by another transaction",
+                        self.core.range_id()
+                    ))));
+                }
+                continue;
+            }
+            if self.core.txn_held().is_some() || self.core.append_in_flight() || self.releasing.is_some() {
+                return;
+            }
+            if let Some((msg, _)) = self.txn_waiting.pop_front() {
+                self.run_prepare(msg, ctx);
+            }
+        }
     }
 
     fn start_snapshot(&mut self, ctx: &mut Context<Self>) {
@@ -800,7 +831,7 @@ impl Handler<MergeCloseMsg> for RangeActor {
             || self.snapshot_running
             || self.core.split_state().is_some()
             || self.core.txn_held().is_some()
-            || self.txn_waiting.is_some()
+            || !self.txn_waiting.is_empty()
         {
             let _ = msg.reply.send(Err(Error::unavailable(
                 "the range is busy (splitting, merging, snapshotting or in a transaction)",
@@ -827,14 +858,20 @@ impl Handler<TxnPrepareMsg> for RangeActor {
         }
         self.last_used = Instant::now();
         let held_by_other = self.core.txn_held().is_some_and(|h| h.txn_id != msg.txn_id);
-        if held_by_other || self.txn_waiting.is_some() {
-            let _ = msg
-                .reply
-                .send(Err(Error::unavailable(format!("{} is held by another transaction", self.core.range_id()))));
-            return;
-        }
-        if self.core.append_in_flight() {
-            self.txn_waiting = Some(msg);
+        if held_by_other || self.core.append_in_flight() || !self.txn_waiting.is_empty() {
+            if self.txn_waiting.len() >= TXN_WAITING_MAX {
+                let _ = msg.reply.send(Err(Error::unavailable(format!(
+                    "{} has {TXN_WAITING_MAX} transactions waiting",
+                    self.core.range_id()
+                ))));
+                return;
+            }
+            // A transaction of this range alone waits its turn; a participant of several
+            // waits only briefly, so transactions holding ranges in opposite orders do not
+            // wait on each other for a whole hold time.
+            let wait = if msg.local { Duration::from_millis(msg.hold_ms) } else { TXN_PARTICIPANT_WAIT };
+            self.txn_waiting.push_back((msg, Instant::now() + wait));
+            ctx.run_later(wait, |act, ctx| act.run_waiting(ctx));
             return;
         }
         self.run_prepare(msg, ctx);

@@ -68,10 +68,23 @@ pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoi
     let size = bytes.len();
     let name = blob_name(range_id, seq, &owner);
     let bytes = Bytes::from(bytes);
-    match backend.blobs.put_if_absent(&name, bytes.clone()).await {
+    match backend.blobs.put_if_absent(&name, bytes).await {
         Ok(()) => {}
-        // Ours from an earlier attempt whose answer was lost: fine if identical.
-        Err(StoreError::AlreadyExists { .. }) if backend.blobs.get(&name).await?.as_ref() == Some(&bytes) => {}
+        // Ours from an earlier attempt (a split or merge repeated by the same owner, or a
+        // lost answer): fine if it holds the same data (its header's creation time differs).
+        Err(StoreError::AlreadyExists { .. }) => {
+            let existing =
+                backend.blobs.get(&name).await?.ok_or_else(|| Error::unavailable("snapshot blob vanished"))?;
+            let same = tokio::task::spawn_blocking(move || {
+                ampstore_common::snapshot::Snapshot::decode(&existing)
+                    .is_ok_and(|s| s.merkle_root == root && s.header.seq == seq && s.header.range_id == range_id)
+            })
+            .await
+            .unwrap_or(false);
+            if !same {
+                return Err(Error::conflict(format!("snapshot blob {name} exists with other data")));
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     Ok((Checkpoint { seq, blob: name, merkle_root: root.to_vec() }, size))
