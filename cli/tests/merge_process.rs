@@ -27,26 +27,6 @@ fn node_flags() -> Vec<String> {
     f
 }
 
-/// The ranges cover the key space once: sorted, no gap, no overlap, open at the end.
-fn assert_contiguous(ranges: &[RangeView]) {
-    let mut sorted: Vec<&RangeView> = ranges.iter().collect();
-    sorted.sort_by(|a, b| a.range.start.cmp(&b.range.start));
-    assert!(sorted[0].range.start.is_empty(), "first range starts at {}", sorted[0].range.start);
-    for w in sorted.windows(2) {
-        assert_eq!(w[0].range.end.as_ref(), Some(&w[1].range.start), "gap or overlap: {} {}", w[0].range, w[1].range);
-    }
-    assert_eq!(sorted.last().unwrap().range.end, None);
-}
-
-async fn full_scan(client: &Client) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut s = client.scanner("", None, false);
-    while let Some(item) = s.next().await.unwrap() {
-        keys.push(item.key.to_string());
-    }
-    keys
-}
-
 async fn client_for(master: &MasterProc) -> Client {
     let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
     cfg.call_deadline = Duration::from_secs(20);

@@ -9,36 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ampstore_client::{Client, ClientConfig, Key};
-use ampstore_common::protocol::RangeView;
 use support::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The ranges cover the key space once: sorted, no gap, no overlap, open at the end.
-fn assert_contiguous(ranges: &[RangeView]) {
-    let mut sorted: Vec<&RangeView> = ranges.iter().collect();
-    sorted.sort_by(|a, b| a.range.start.cmp(&b.range.start));
-    assert!(sorted[0].range.start.is_empty(), "first range starts at {}", sorted[0].range.start);
-    for w in sorted.windows(2) {
-        assert_eq!(
-            w[0].range.end.as_ref(),
-            Some(&w[1].range.start),
-            "gap or overlap between {} and {}",
-            w[0].range,
-            w[1].range
-        );
-    }
-    assert_eq!(sorted.last().unwrap().range.end, None);
-}
-
-async fn full_scan(client: &Client) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut s = client.scanner("", None, false);
-    while let Some(item) = s.next().await.unwrap() {
-        keys.push(item.key.to_string());
-    }
-    keys
-}
 
 fn split_flags(split_bytes: u64) -> Vec<String> {
     let mut f = fast_node_flags();

@@ -553,3 +553,31 @@ pub async fn owners(store: &Backend) -> Vec<(RangeId, Option<String>)> {
         .map(|d| (d.record.range_id, d.record.owner.map(|o| o.node_id.to_string())))
         .collect()
 }
+
+/// The ranges cover the key space once: sorted, no gap, no overlap, open at the end.
+#[allow(dead_code)]
+pub fn assert_contiguous(ranges: &[ampstore_common::protocol::RangeView]) {
+    let mut sorted: Vec<&ampstore_common::protocol::RangeView> = ranges.iter().collect();
+    sorted.sort_by(|a, b| a.range.start.cmp(&b.range.start));
+    assert!(sorted[0].range.start.is_empty(), "first range starts at {}", sorted[0].range.start);
+    for w in sorted.windows(2) {
+        assert_eq!(
+            w[0].range.end.as_ref(),
+            Some(&w[1].range.start),
+            "gap or overlap between {} and {}",
+            w[0].range,
+            w[1].range
+        );
+    }
+    assert_eq!(sorted.last().unwrap().range.end, None);
+}
+
+#[allow(dead_code)]
+pub async fn full_scan(client: &ampstore_client::Client) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut s = client.scanner("", None, false);
+    while let Some(item) = s.next().await.unwrap() {
+        keys.push(item.key.to_string());
+    }
+    keys
+}
