@@ -1,0 +1,254 @@
+//! Per-key linearizability of a read/write register (the algorithm of Wing & Gong as
+//! Porcupine runs it): search for an order of the operations, consistent with real time,
+//! in which every read returns the latest write. Keys are independent, so each is checked
+//! alone. A failed operation took no effect and is left out; an unknown read says nothing
+//! and is left out; an unknown write may take effect at any time after its invocation (its
+//! completion is at infinity, so it may also linearize after everything, i.e. never).
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::Verdict;
+use crate::history::{Event, Op, Outcome};
+
+/// Operations of one key the search will take on.
+pub const OPS_PER_KEY_MAX: usize = 4096;
+/// Search steps per key before giving up with `Unknown`.
+pub const STEPS_PER_KEY_MAX: u64 = 5_000_000;
+
+#[derive(Clone, Copy, Debug)]
+enum RegOp {
+    Read(Option<u64>),
+    Write(u64),
+}
+
+pub fn check(history: &[Event]) -> Verdict {
+    let mut by_key: BTreeMap<&str, Vec<(u64, u64, RegOp)>> = BTreeMap::new();
+    for e in history {
+        let (key, op) = match (&e.op, e.outcome) {
+            (_, Outcome::Fail) => continue,
+            (Op::Read { .. }, Outcome::Unknown) => continue,
+            (Op::Read { key, value }, Outcome::Ok) => (key, RegOp::Read(*value)),
+            (Op::Write { key, value }, _) => (key, RegOp::Write(*value)),
+            _ => continue,
+        };
+        let completed = if e.outcome == Outcome::Unknown { u64::MAX } else { e.completed_ns };
+        by_key.entry(key.as_str()).or_default().push((e.invoked_ns, completed, op));
+    }
+    let mut unknown = Vec::new();
+    for (key, ops) in by_key {
+        match check_key(&ops) {
+            Verdict::Valid => {}
+            Verdict::Invalid(why) => return Verdict::Invalid(format!("key {key}: {why}")),
+            Verdict::Unknown(why) => unknown.push(format!("key {key}: {why}")),
+        }
+    }
+    if unknown.is_empty() { Verdict::Valid } else { Verdict::Unknown(unknown.join("; ")) }
+}
+
+/// One entry of the time line: an operation's call or return.
+struct Entry {
+    time: u64,
+    op: usize,
+    call: bool,
+}
+
+fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
+    if ops.len() > OPS_PER_KEY_MAX {
+        return Verdict::Unknown(format!("{} operations, over the {OPS_PER_KEY_MAX} the search takes", ops.len()));
+    }
+    let mut entries: Vec<Entry> = Vec::with_capacity(ops.len() * 2);
+    for (i, (call, ret, _)) in ops.iter().enumerate() {
+        entries.push(Entry { time: *call, op: i, call: true });
+        entries.push(Entry { time: *ret, op: i, call: false });
+    }
+    // Calls before returns at equal times: operations that touch are concurrent.
+    entries.sort_by_key(|e| (e.time, !e.call));
+    let n = entries.len();
+    // A doubly linked list over entry indices, with a head sentinel at `n`.
+    let mut next: Vec<usize> = (1..=n).collect();
+    next.push(0);
+    let mut prev: Vec<usize> = vec![n; n + 1];
+    for i in 1..n {
+        prev[i] = i - 1;
+    }
+    next[n] = if n == 0 { n } else { 0 };
+    if n > 0 {
+        prev[0] = n;
+        next[n - 1] = n;
+    }
+    let mut ret_of = vec![0usize; ops.len()];
+    for (idx, e) in entries.iter().enumerate() {
+        if !e.call {
+            ret_of[e.op] = idx;
+        }
+    }
+    let words = ops.len().div_ceil(64);
+    let mut linearized = vec![0u64; words];
+    let mut cache: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
+    let mut stack: Vec<(usize, Option<u64>)> = Vec::new();
+    let mut state: Option<u64> = None;
+    let mut cur = next[n];
+    let mut steps = 0u64;
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
+        let (p, nx) = (prev[i], next[i]);
+        next[p] = nx;
+        prev[nx] = p;
+    };
+    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
+        let (p, nx) = (prev[i], next[i]);
+        next[p] = i;
+        prev[nx] = i;
+    };
+    while next[n] != n {
+        steps += 1;
+        if steps > STEPS_PER_KEY_MAX {
+            return Verdict::Unknown(format!("no verdict within {STEPS_PER_KEY_MAX} search steps"));
+        }
+        if cur == n {
+            // Scanned past the end with calls left that cannot go next: backtrack.
+            let Some((call_idx, before)) = stack.pop() else {
+                return Verdict::Invalid(describe(ops, &entries, next[n]));
+            };
+            let op = entries[call_idx].op;
+            linearized[op / 64] &= !(1 << (op % 64));
+            state = before;
+            relink(&mut next, &mut prev, ret_of[op]);
+            relink(&mut next, &mut prev, call_idx);
+            cur = next[call_idx];
+            continue;
+        }
+        let e = &entries[cur];
+        if e.call {
+            let op = e.op;
+            let after = match ops[op].2 {
+                RegOp::Write(v) => Some(Some(v)),
+                RegOp::Read(seen) => (seen == state).then_some(state),
+            };
+            if let Some(after) = after {
+                let mut lin = linearized.clone();
+                lin[op / 64] |= 1 << (op % 64);
+                if cache.insert((lin.clone(), after)) {
+                    stack.push((cur, state));
+                    linearized = lin;
+                    state = after;
+                    unlink(&mut next, &mut prev, ret_of[op]);
+                    unlink(&mut next, &mut prev, cur);
+                    cur = next[n];
+                    continue;
+                }
+            }
+            cur = next[cur];
+        } else {
+            // An operation returned before being linearized: undo the last choice.
+            let Some((call_idx, before)) = stack.pop() else {
+                return Verdict::Invalid(describe(ops, &entries, cur));
+            };
+            let op = entries[call_idx].op;
+            linearized[op / 64] &= !(1 << (op % 64));
+            state = before;
+            relink(&mut next, &mut prev, ret_of[op]);
+            relink(&mut next, &mut prev, call_idx);
+            cur = next[call_idx];
+        }
+    }
+    Verdict::Valid
+}
+
+fn describe(ops: &[(u64, u64, RegOp)], entries: &[Entry], at: usize) -> String {
+    match entries.get(at).map(|e| (e.op, ops[e.op])) {
+        Some((i, (call, ret, op))) => {
+            format!(
+                "no linearization: operation {i} ({op:?}, invoked at {call} ns, completed at {ret} ns) cannot be placed"
+            )
+        }
+        None => "no linearization".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(process: u32, from: u64, to: u64, outcome: Outcome, op: Op) -> Event {
+        Event { process, invoked_ns: from, completed_ns: to, outcome, op }
+    }
+    fn w(p: u32, from: u64, to: u64, v: u64) -> Event {
+        ev(p, from, to, Outcome::Ok, Op::Write { key: "k".into(), value: v })
+    }
+    fn r(p: u32, from: u64, to: u64, v: Option<u64>) -> Event {
+        ev(p, from, to, Outcome::Ok, Op::Read { key: "k".into(), value: v })
+    }
+
+    #[test]
+    fn sequential_and_concurrent_histories_that_are_linearizable_pass() {
+        assert_eq!(check(&[]), Verdict::Valid);
+        assert_eq!(check(&[r(1, 0, 1, None), w(1, 2, 3, 1), r(2, 4, 5, Some(1))]), Verdict::Valid);
+        // Overlapping write and read: the read may see either.
+        assert_eq!(check(&[w(1, 0, 10, 1), r(2, 5, 6, None)]), Verdict::Valid);
+        assert_eq!(check(&[w(1, 0, 10, 1), r(2, 5, 6, Some(1))]), Verdict::Valid);
+        // Two concurrent writes, then reads agreeing on the second.
+        let h = [w(1, 0, 10, 1), w(2, 0, 10, 2), r(3, 11, 12, Some(1)), r(3, 13, 14, Some(1))];
+        assert_eq!(check(&h), Verdict::Valid);
+        // An unknown write may have happened...
+        let unknown = ev(1, 0, 5, Outcome::Unknown, Op::Write { key: "k".into(), value: 7 });
+        assert_eq!(check(&[unknown.clone(), r(2, 20, 21, Some(7))]), Verdict::Valid);
+        // ...or not.
+        assert_eq!(check(&[unknown, r(2, 20, 21, None)]), Verdict::Valid);
+        // A failed write never happened.
+        let failed = ev(1, 0, 5, Outcome::Fail, Op::Write { key: "k".into(), value: 8 });
+        assert!(check(&[failed, r(2, 20, 21, Some(8))]).is_violation());
+    }
+
+    #[test]
+    fn a_stale_read_a_lost_write_and_a_read_from_nowhere_are_caught() {
+        // Stale read: after the write completed, a read still sees the old value.
+        let h = [w(1, 0, 1, 1), w(1, 2, 3, 2), r(2, 4, 5, Some(1))];
+        assert!(check(&h).is_violation(), "{:?}", check(&h));
+        // Lost write: acknowledged, then read as absent.
+        let h = [w(1, 0, 1, 1), r(2, 2, 3, None)];
+        assert!(check(&h).is_violation());
+        // A value nobody wrote.
+        assert!(check(&[r(1, 0, 1, Some(99))]).is_violation());
+        // Reads going back in time: 2 then 1, after both writes completed in that order.
+        let h = [w(1, 0, 1, 1), w(1, 2, 3, 2), r(2, 4, 5, Some(2)), r(2, 6, 7, Some(1))];
+        assert!(check(&h).is_violation());
+        // Another key's history is independent.
+        let other = ev(3, 0, 1, Outcome::Ok, Op::Read { key: "j".into(), value: None });
+        assert_eq!(check(&[w(1, 0, 1, 1), other]), Verdict::Valid);
+    }
+
+    /// Histories made by a real register (each operation takes effect at a point inside
+    /// its interval) are always accepted, whatever the overlap; changing one read's value
+    /// to one never written is always caught.
+    #[test]
+    fn generated_linearizable_histories_pass_and_corrupted_ones_fail() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..200 {
+            let mut value: Option<u64> = None;
+            let mut events = Vec::new();
+            let mut t = 0u64;
+            for i in 0..(5 + rand(30)) {
+                // The effect happens at `t`; the interval stretches around it.
+                t += 1 + rand(5);
+                let (from, to) = (t.saturating_sub(rand(20)), t + rand(20));
+                if rand(2) == 0 {
+                    value = Some(round * 1000 + i);
+                    events.push(w((i % 4) as u32, from, to, round * 1000 + i));
+                } else {
+                    events.push(r((i % 4) as u32, from, to, value));
+                }
+            }
+            assert_eq!(check(&events), Verdict::Valid, "round {round}: {events:?}");
+            if let Some(i) = events.iter().position(|e| matches!(e.op, Op::Read { .. })) {
+                events[i].op = Op::Read { key: "k".into(), value: Some(u64::MAX) };
+                assert!(check(&events).is_violation(), "round {round}");
+            }
+        }
+    }
+}
