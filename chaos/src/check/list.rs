@@ -16,10 +16,8 @@ pub fn check(history: &[Event], final_lists: &BTreeMap<String, Vec<u64>>) -> Ver
     }
     for e in history.iter().filter(|e| e.outcome == Outcome::Ok) {
         match &e.op {
-            Op::Append { key, id } => {
-                if !final_lists.get(key).unwrap_or(&empty).contains(id) {
-                    return Verdict::Invalid(format!("list {key}: acknowledged element {id} is lost"));
-                }
+            Op::Append { key, id } if !final_lists.get(key).unwrap_or(&empty).contains(id) => {
+                return Verdict::Invalid(format!("list {key}: acknowledged element {id} is lost"));
             }
             Op::ReadList { key, ids } => {
                 let last = final_lists.get(key).unwrap_or(&empty);

@@ -65,17 +65,18 @@ fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
     entries.sort_by_key(|e| (e.time, !e.call));
     let n = entries.len();
     // A doubly linked list over entry indices, with a head sentinel at `n`.
-    let mut next: Vec<usize> = (1..=n).collect();
-    next.push(0);
-    let mut prev: Vec<usize> = vec![n; n + 1];
-    for i in 1..n {
-        prev[i] = i - 1;
-    }
-    next[n] = if n == 0 { n } else { 0 };
-    if n > 0 {
-        prev[0] = n;
-        next[n - 1] = n;
-    }
+    let mut next: Vec<usize> = (0..=n).map(|i| if i == n { if n == 0 { n } else { 0 } } else { i + 1 }).collect();
+    let mut prev: Vec<usize> = (0..=n)
+        .map(|i| {
+            if i == 0 {
+                n
+            } else if i == n {
+                n - 1
+            } else {
+                i - 1
+            }
+        })
+        .collect();
     let mut ret_of = vec![0usize; ops.len()];
     for (idx, e) in entries.iter().enumerate() {
         if !e.call {
