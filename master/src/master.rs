@@ -42,6 +42,10 @@ const STATS_DEADLINE: Duration = Duration::from_secs(3);
 /// Deadline of an assign (the node loads the range before answering) or a release (it
 /// snapshots first).
 const HANDOFF_DEADLINE: Duration = Duration::from_secs(30);
+/// How long balance moves leave the children of a split where they are (a range still
+/// growing splits again within seconds; moving it in between costs a snapshot, a release
+/// and a load each time).
+const FRESH_SPLIT_HOLD: Duration = Duration::from_secs(3);
 /// How long merges pause after one failed (the node may be dying, or the pair busy).
 const MERGE_BACKOFF: Duration = Duration::from_secs(2);
 /// How often the active master re-reads every range descriptor (nodes change owners on
@@ -70,6 +74,9 @@ struct State {
     gossip_down: HashSet<NodeId>,
     /// No merge starts before this (set after a failed merge).
     merges_paused_until: Option<Instant>,
+    /// Ranges (by start) that just came out of a split, and until when balance moves leave
+    /// them where they are.
+    fresh: HashMap<Key, Instant>,
 }
 
 impl State {
@@ -836,6 +843,13 @@ impl Master {
         ];
         self.write(&term, ops).await?;
         tracing::info!(parent = %parent_id, left = %left.0, right = %right.0, %split_key, "split committed");
+        {
+            let mut st = self.lock();
+            let now = Instant::now();
+            st.fresh.retain(|_, until| now < *until);
+            st.fresh.insert(parent_start.clone(), now + FRESH_SPLIT_HOLD);
+            st.fresh.insert(split_key.clone(), now + FRESH_SPLIT_HOLD);
+        }
         self.reshape_routing(std::slice::from_ref(&parent_start), &[parent_start.clone(), split_key]).await?;
         Ok(done)
     }
@@ -1033,20 +1047,28 @@ fn node_loads(st: &State, a: &Active, now: Instant, ignore_budget: bool) -> Vec<
         .into_iter()
         .map(|id| {
             let w = st.nodes.get(&id);
-            let ranges = a
-                .routing
-                .owned_by(&id)
-                .filter(|d| d.record.owner.as_ref().is_some_and(|o| !epoch_over(&st.nodes, o)))
-                .map(|d| {
-                    let bytes = w.and_then(|w| w.load.range_bytes.get(&d.record.range_id).copied()).unwrap_or(0);
-                    (d.record.range.start.clone(), d.record.range_id, placement::range_score(bytes))
-                })
-                .collect();
+            let draining = w.is_some_and(|w| w.is_draining());
+            let mut ranges = Vec::new();
+            let mut pinned_score = 0;
+            for d in
+                a.routing.owned_by(&id).filter(|d| d.record.owner.as_ref().is_some_and(|o| !epoch_over(&st.nodes, o)))
+            {
+                let bytes = w.and_then(|w| w.load.range_bytes.get(&d.record.range_id).copied()).unwrap_or(0);
+                let score = placement::range_score(bytes);
+                // A range that just split may split again at once: moving it now would be
+                // wasted work (a drain moves it anyway).
+                if !draining && st.fresh.get(&d.record.range.start).is_some_and(|until| now < *until) {
+                    pinned_score += score;
+                } else {
+                    ranges.push((d.record.range.start.clone(), d.record.range_id, score));
+                }
+            }
             NodeLoad {
                 accepts: st.nodes.accepts(now, &id, ignore_budget) && !st.gossip_down.contains(&id),
-                draining: w.is_some_and(|w| w.is_draining()),
+                draining,
                 node_id: id,
                 ranges,
+                pinned_score,
             }
         })
         .collect()

@@ -162,6 +162,7 @@ mod tests {
                     .filter(|f| f.owner.as_ref() == Some(&n(id)))
                     .map(|f| (f.start.clone(), f.range_id, placement::range_score(f.data_bytes)))
                     .collect(),
+                pinned_score: 0,
             })
             .collect()
     }

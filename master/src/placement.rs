@@ -20,13 +20,16 @@ pub struct NodeLoad {
     /// May receive ranges (live, reachable, not draining, under its memory budget).
     pub accepts: bool,
     pub draining: bool,
-    /// The ranges it owns: start key, id, score.
+    /// The ranges it owns that may move: start key, id, score.
     pub ranges: Vec<(Key, RangeId, u64)>,
+    /// The score of the ranges it owns that stay put for now (just split): they count as
+    /// load but do not move.
+    pub pinned_score: u64,
 }
 
 impl NodeLoad {
     pub fn score(&self) -> u64 {
-        self.ranges.iter().map(|r| r.2).sum()
+        self.ranges.iter().map(|r| r.2).sum::<u64>() + self.pinned_score
     }
 }
 
@@ -123,6 +126,7 @@ mod tests {
                 .iter()
                 .map(|&(rid, bytes)| (Key::from(format!("k{rid:03}").as_str()), RangeId(rid), range_score(bytes)))
                 .collect(),
+            pinned_score: 0,
         }
     }
 
@@ -221,5 +225,19 @@ mod tests {
         assert_eq!(plan_moves(&nodes, 2, 10).len(), 2);
         // Nowhere to go: nothing planned.
         assert!(plan_moves(&[node("a", false, true, &[(1, 0)])], 10, 10).is_empty());
+    }
+
+    #[test]
+    fn pinned_ranges_count_as_load_but_do_not_move() {
+        let mut a = node("a", true, false, &[(1, 0)]);
+        a.pinned_score = 10 * range_score(0);
+        let b = node("b", true, false, &[]);
+        let moves = plan_moves(&[a.clone(), b.clone()], 4, 10);
+        assert_eq!(moves.len(), 1, "only the movable range moves: {moves:?}");
+        assert_eq!(moves[0].range_id, RangeId(1));
+        a.ranges.clear();
+        assert!(plan_moves(&[a.clone(), b.clone()], 4, 10).is_empty());
+        // New ranges still go where the load (pinned included) is lowest.
+        assert_eq!(least_loaded(&[a, b]), Some(NodeId::new("b").unwrap()));
     }
 }
