@@ -82,15 +82,22 @@ pub fn plan_moves(nodes: &[NodeLoad], moves_max: usize, tolerance_pct: u64) -> V
         if hi_score * 100 <= lo_score * (100 + tolerance_pct) {
             break;
         }
-        // The range whose move leaves the pair most even; only moves that take at least
-        // half the tolerance off the most loaded node (smaller ones are churn, not balance).
-        let min_gain = hi_score * tolerance_pct / 200;
+        // The range whose move leaves the pair most even. A move must narrow the gap, and
+        // one that overshoots the middle must close at least a quarter of it (moves of a
+        // range that barely fits are churn, not balance). Many small ranges move one by one
+        // (each closes its own size of the gap), so a node holding hundreds of them still
+        // sheds them.
+        let gap = hi_score - lo_score;
         let best = nodes[hi]
             .ranges
             .iter()
             .enumerate()
             .filter(|(_, r)| {
-                lo_score + r.2 < hi_score && hi_score - (hi_score - r.2).max(lo_score + r.2) >= min_gain.max(1)
+                if lo_score + r.2 >= hi_score {
+                    return false;
+                }
+                let gain = hi_score - (hi_score - r.2).max(lo_score + r.2);
+                gain >= r.2.min(gap / 4).max(1)
             })
             .min_by_key(|(_, r)| ((hi_score - r.2).max(lo_score + r.2), r.1))
             .map(|(i, _)| i);
@@ -239,5 +246,23 @@ mod tests {
         assert!(plan_moves(&[a.clone(), b.clone()], 4, 10).is_empty());
         // New ranges still go where the load (pinned included) is lowest.
         assert_eq!(least_loaded(&[a, b]), Some(NodeId::new("b").unwrap()));
+    }
+
+    #[test]
+    fn hundreds_of_small_ranges_on_one_node_spread_out() {
+        let ranges: Vec<(u64, u64)> = (0..261).map(|i| (i, 40_000)).collect();
+        let mut nodes = vec![node("a", true, false, &ranges), node("b", true, false, &[]), node("c", true, false, &[])];
+        let mut rounds = 0;
+        loop {
+            let moves = plan_moves(&nodes, 2, 10);
+            if moves.is_empty() {
+                break;
+            }
+            apply(&mut nodes, &moves);
+            rounds += 1;
+            assert!(rounds < 1000, "no convergence");
+        }
+        let counts: Vec<usize> = nodes.iter().map(|n| n.ranges.len()).collect();
+        assert!(counts.iter().all(|&c| (80..=95).contains(&c)), "{counts:?}");
     }
 }
