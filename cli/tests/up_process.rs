@@ -80,10 +80,20 @@ async fn up_keeps_secrets_private_and_the_cli_finds_the_cluster() {
     let mut c = TestClient::connect_with_token(node_rpc, Some(&token)).await.unwrap();
     assert_eq!(c.call(Op::Ping).await.unwrap(), Reply::Pong);
 
-    // The ops commands find the cluster (and its token) through --data.
-    let out = ampstore(&data, &["members", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let members: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // The ops commands find the cluster (and its token) through --data. Membership can
+    // converge a moment before every member's role and addresses have spread (they travel
+    // as a separate broadcast): give them a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let members: Vec<Value> = loop {
+        let out = ampstore(&data, &["members", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let members: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let complete = members.len() == 4 && members.iter().all(|m| !m["role"].is_null() && !m["rpc"].is_null());
+        if complete || std::time::Instant::now() >= deadline {
+            break members;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(members.len(), 4, "{members:?}");
     for m in &members {
         for field in ["id", "role", "state", "rpc", "gossip", "bump"] {
