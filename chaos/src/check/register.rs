@@ -105,22 +105,8 @@ fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
         if steps > STEPS_PER_KEY_MAX {
             return Verdict::Unknown(format!("no verdict within {STEPS_PER_KEY_MAX} search steps"));
         }
-        if cur == n {
-            // Scanned past the end with calls left that cannot go next: backtrack.
-            let Some((call_idx, before)) = stack.pop() else {
-                return Verdict::Invalid(describe(ops, &entries, next[n]));
-            };
-            let op = entries[call_idx].op;
-            linearized[op / 64] &= !(1 << (op % 64));
-            state = before;
-            relink(&mut next, &mut prev, ret_of[op]);
-            relink(&mut next, &mut prev, call_idx);
-            cur = next[call_idx];
-            continue;
-        }
-        let e = &entries[cur];
-        if e.call {
-            let op = e.op;
+        if cur != n && entries[cur].call {
+            let op = entries[cur].op;
             let after = match ops[op].2 {
                 RegOp::Write(v) => Some(Some(v)),
                 RegOp::Read(seen) => (seen == state).then_some(state),
@@ -139,18 +125,19 @@ fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
                 }
             }
             cur = next[cur];
-        } else {
-            // An operation returned before being linearized: undo the last choice.
-            let Some((call_idx, before)) = stack.pop() else {
-                return Verdict::Invalid(describe(ops, &entries, cur));
-            };
-            let op = entries[call_idx].op;
-            linearized[op / 64] &= !(1 << (op % 64));
-            state = before;
-            relink(&mut next, &mut prev, ret_of[op]);
-            relink(&mut next, &mut prev, call_idx);
-            cur = next[call_idx];
+            continue;
         }
+        // An operation returned before being linearized (or the scan passed the end with
+        // calls that cannot go next): undo the last choice.
+        let Some((call_idx, before)) = stack.pop() else {
+            return Verdict::Invalid(describe(ops, &entries, if cur == n { next[n] } else { cur }));
+        };
+        let op = entries[call_idx].op;
+        linearized[op / 64] &= !(1 << (op % 64));
+        state = before;
+        relink(&mut next, &mut prev, ret_of[op]);
+        relink(&mut next, &mut prev, call_idx);
+        cur = next[call_idx];
     }
     Verdict::Valid
 }
