@@ -141,48 +141,22 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
         token: Some(token),
         children: vec![],
     };
-    let log_filter = args.log.as_str();
+    let start = ChildStart { exe: &exe, common: &common, dir: &dir, log_filter: args.log.as_str() };
     let mut seeds: Vec<String> = Vec::new();
     for i in 0..args.masters {
-        let name = format!("m{i}");
-        let mut a = common.clone();
-        a.extend(["--data".into(), dir.join("masters").join(&name).display().to_string(), "master".into()]);
-        a.extend(["--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip", "127.0.0.1:0"].map(String::from));
-        a.extend(backend.iter().cloned());
+        let mut extra = backend.clone();
         if !seeds.is_empty() {
-            a.extend(["--seeds".into(), seeds.join(",")]);
+            extra.extend(["--seeds".into(), seeds.join(",")]);
         }
-        let (child, words) = spawn(&exe, &a, &dir.join("logs").join(format!("master-{name}.log")), log_filter)
-            .map_err(|e| stop_on_error(&mut cluster, e))?;
-        // "ampstore master ID ready: rpc ADDR admin ADDR gossip ADDR"
-        let p = ClusterProcess {
-            id: words[2].clone(),
-            pid: child.id(),
-            rpc: words[5].clone(),
-            admin: words[7].clone(),
-            gossip: words[9].clone(),
-        };
+        let (child, p) = start.child("master", &format!("m{i}"), &extra).map_err(|e| stop_on_error(&mut cluster, e))?;
         seeds.push(p.gossip.clone());
         cluster.children.push((format!("master {}", p.id), child));
         cluster.file.masters.push(p);
     }
     for i in 0..args.nodes {
-        let name = format!("n{i}");
-        let mut a = common.clone();
-        a.extend(["--data".into(), dir.join("nodes").join(&name).display().to_string(), "node".into()]);
-        a.extend(["--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip", "127.0.0.1:0"].map(String::from));
-        a.extend(backend.iter().cloned());
-        a.extend(["--seeds".into(), seeds.join(",")]);
-        let (child, words) = spawn(&exe, &a, &dir.join("logs").join(format!("node-{name}.log")), log_filter)
-            .map_err(|e| stop_on_error(&mut cluster, e))?;
-        // "ampstore node ID ready: rpc ADDR epoch N admin ADDR gossip ADDR"
-        let p = ClusterProcess {
-            id: words[2].clone(),
-            pid: child.id(),
-            rpc: words[5].clone(),
-            admin: words[9].clone(),
-            gossip: words[11].clone(),
-        };
+        let mut extra = backend.clone();
+        extra.extend(["--seeds".into(), seeds.join(",")]);
+        let (child, p) = start.child("node", &format!("n{i}"), &extra).map_err(|e| stop_on_error(&mut cluster, e))?;
         cluster.children.push((format!("node {}", p.id), child));
         cluster.file.nodes.push(p);
     }
@@ -192,26 +166,13 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
     }
     let masters: Vec<String> = cluster.file.masters.iter().map(|m| m.rpc.clone()).collect();
     for i in 0..args.collectors {
-        let name = format!("c{i}");
-        let mut a = common.clone();
-        a.extend(["--data".into(), dir.join("collectors").join(&name).display().to_string(), "collector".into()]);
-        a.extend(["--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip", "127.0.0.1:0"].map(String::from));
-        a.extend(["--seeds".into(), seeds.join(","), "--masters".into(), masters.join(",")]);
-        let spawned = spawn(&exe, &a, &dir.join("logs").join(format!("collector-{name}.log")), log_filter);
-        let (child, words) = match spawned {
-            Ok(s) => s,
+        let extra = ["--seeds".into(), seeds.join(","), "--masters".into(), masters.join(",")];
+        let (child, p) = match start.child("collector", &format!("c{i}"), &extra) {
+            Ok(started) => started,
             Err(e) => {
                 cluster.stop().await;
                 return Err(e);
             }
-        };
-        // "ampstore collector ID ready: rpc ADDR admin ADDR gossip ADDR"
-        let p = ClusterProcess {
-            id: words[2].clone(),
-            pid: child.id(),
-            rpc: words[5].clone(),
-            admin: words[7].clone(),
-            gossip: words[9].clone(),
         };
         cluster.children.push((format!("collector {}", p.id), child));
         cluster.file.collectors.push(p);
@@ -230,8 +191,32 @@ fn stop_on_error(cluster: &mut LocalCluster, e: anyhow::Error) -> anyhow::Error 
     e
 }
 
-/// Starts one child and reads its ready line (split into words).
-fn spawn(exe: &Path, args: &[String], log: &Path, filter: &str) -> anyhow::Result<(Child, Vec<String>)> {
+/// What every child of `up` shares: the binary, the common flags, the cluster directory.
+struct ChildStart<'a> {
+    exe: &'a Path,
+    common: &'a [String],
+    dir: &'a Path,
+    log_filter: &'a str,
+}
+
+impl ChildStart<'_> {
+    /// Starts `ampstore ... KIND` (master, node, collector) named `name` on free loopback
+    /// ports, with its data in `DIR/KINDs/NAME` and its log in `DIR/logs/KIND-NAME.log`,
+    /// and reads its ready line.
+    fn child(&self, kind: &str, name: &str, extra: &[String]) -> anyhow::Result<(Child, ClusterProcess)> {
+        let mut args = self.common.to_vec();
+        let data = self.dir.join(format!("{kind}s")).join(name);
+        args.extend(["--data".into(), data.display().to_string(), kind.into()]);
+        args.extend(["--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip", "127.0.0.1:0"].map(String::from));
+        args.extend(extra.iter().cloned());
+        let log = self.dir.join("logs").join(format!("{kind}-{name}.log"));
+        spawn(self.exe, &args, &log, self.log_filter)
+    }
+}
+
+/// Starts one child and reads its ready line: "ampstore KIND ID ready: rpc ADDR ... admin
+/// ADDR gossip ADDR" (nodes also print their epoch).
+fn spawn(exe: &Path, args: &[String], log: &Path, filter: &str) -> anyhow::Result<(Child, ClusterProcess)> {
     let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = Command::new(exe)
         .args(args)
@@ -253,16 +238,21 @@ fn spawn(exe: &Path, args: &[String], log: &Path, filter: &str) -> anyhow::Resul
             anyhow::bail!("a child process failed to start ({}): {last}", log.display());
         }
     };
-    let words: Vec<String> = line.split_whitespace().map(String::from).collect();
-    // Masters print 10 words, nodes 12 (see their `run`).
-    let expected = if args.iter().any(|a| a == "node") { 12 } else { 10 };
-    if words.len() < expected || words[3] != "ready:" {
-        let _ = child.kill();
-        anyhow::bail!("unexpected ready line from a child: {line}");
-    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after =
+        |label: &str| words.iter().position(|w| *w == label).and_then(|i| words.get(i + 1)).map(|w| w.to_string());
+    let process = match (words.get(2), words.get(3), after("rpc"), after("admin"), after("gossip")) {
+        (Some(id), Some(&"ready:"), Some(rpc), Some(admin), Some(gossip)) => {
+            ClusterProcess { id: id.to_string(), pid: child.id(), rpc, admin, gossip }
+        }
+        _ => {
+            let _ = child.kill();
+            anyhow::bail!("unexpected ready line from a child: {line}");
+        }
+    };
     // Keep reading so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Ok((child, words))
+    Ok((child, process))
 }
 
 /// Waits until a master is active, sees every node live, and the first key is served.
