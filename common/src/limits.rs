@@ -165,3 +165,7 @@ pub const COLLECTOR_BATCH_BYTES_MAX: usize = LOG_ENTRY_BYTES_MAX;
 
 /// Most operations in one `Batch` request.
 pub const BATCH_OPS_MAX: usize = 10_000;
+
+/// Operations a collector holds for its batches at once; beyond it new ones are refused
+/// (`Unavailable`: the client tries another collector or goes direct).
+pub const COLLECTOR_WAITING_MAX: usize = 100_000;

@@ -33,6 +33,11 @@ impl<T> Batcher<T> {
         Batcher { window, bytes_max, items_max, open: HashMap::new() }
     }
 
+    /// Whether `waiting_max` items already wait (the caller refuses more).
+    pub fn is_full(&self, waiting_max: usize) -> bool {
+        self.waiting() >= waiting_max
+    }
+
     /// Adds an item; returns the destination's batch at once when it is full.
     pub fn add(&mut self, dest: Destination, item: T, bytes: usize, now: Instant) -> Option<(Destination, Vec<T>)> {
         let open = self.open.entry(dest.clone()).or_insert_with(|| Open { since: now, bytes: 0, items: Vec::new() });
@@ -103,6 +108,8 @@ mod tests {
         assert!(b.add(dest(1), 1, 1, t0).is_none());
         assert_eq!(b.add(dest(1), 2, 1, t0), Some((dest(1), vec![1, 2])));
         assert!(b.add(dest(1), 3, 1, t0).is_none());
+        assert!(b.is_full(1) && !b.is_full(2));
         assert_eq!(b.drain(), vec![(dest(1), vec![3])]);
+        assert!(!b.is_full(1));
     }
 }

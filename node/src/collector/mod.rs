@@ -20,7 +20,7 @@ use ampstore_common::config::Config;
 use ampstore_common::error::Error;
 use ampstore_common::gossip::{Gossip, GossipSettings, MemberState};
 use ampstore_common::identity;
-use ampstore_common::limits::BATCH_OPS_MAX;
+use ampstore_common::limits::{BATCH_OPS_MAX, COLLECTOR_WAITING_MAX};
 use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
 use ampstore_common::rpc_server::{self, Service};
@@ -142,12 +142,15 @@ impl Collector {
         let loc = self.client()?.locate_cached(&key).await?;
         let dest = Destination { node_addr: loc.node_addr, range_id: loc.range_id };
         let (tx, rx) = oneshot::channel();
-        let full = self.batcher.lock().unwrap_or_else(|p| p.into_inner()).add(
-            dest,
-            Waiting { op, reply: tx },
-            bytes,
-            Instant::now(),
-        );
+        let full = {
+            let mut batcher = self.batcher.lock().unwrap_or_else(|p| p.into_inner());
+            if batcher.is_full(COLLECTOR_WAITING_MAX) {
+                return Err(Error::unavailable(format!(
+                    "this collector holds {COLLECTOR_WAITING_MAX} operations already"
+                )));
+            }
+            batcher.add(dest, Waiting { op, reply: tx }, bytes, Instant::now())
+        };
         match full {
             Some((dest, items)) => {
                 tokio::spawn(self.clone().send(dest, items));
