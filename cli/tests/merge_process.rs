@@ -74,21 +74,27 @@ async fn small_idle_neighbours_on_two_nodes_merge_into_one_range() {
     let _nodes: Vec<NodeProc> =
         (0..2).map(|i| NodeProc::start(&root.join(format!("n{i}")), &store, &flag_refs)).collect();
     let client = client_for(&master).await;
-    // 260 keys of about 20 bytes: far under a quarter of the split size in total.
+    // 260 keys of about 20 bytes: far under a quarter of the split size in total. Written
+    // round-robin over the ranges, so none sits idle (and merges) while the others fill.
     let mut acked = BTreeSet::new();
-    for c in b'a'..=b'z' {
-        for i in 0..10 {
+    for i in 0..10 {
+        for c in b'a'..=b'z' {
             let k = format!("{}{i:03}", c as char);
             client.put(k.as_str(), k.as_bytes()).await.unwrap();
             acked.insert(k);
         }
     }
     let before = client.master_status().await.unwrap();
-    assert_eq!(before.ranges.len(), 6);
+    // On a slow machine a pair may have merged already; most are still apart.
+    assert!(before.ranges.len() >= 3, "{:?}", before.ranges);
     let owners: BTreeSet<_> = before.ranges.iter().filter_map(|r| r.owner.clone()).collect();
     assert_eq!(owners.len(), 2, "the ranges are spread over both nodes: {:?}", before.ranges);
     let took = wait_for_ranges(&client, 1, Duration::from_secs(60)).await;
-    println!("6 idle ranges on 2 nodes merged into 1 in {:.1} s (idle period {MERGE_IDLE_MS} ms)", took.as_secs_f64());
+    println!(
+        "{} idle ranges on 2 nodes merged into 1 in {:.1} s (idle period {MERGE_IDLE_MS} ms)",
+        before.ranges.len(),
+        took.as_secs_f64()
+    );
     let ranges = assert_all_keys("after merging", &client, &acked).await;
     assert!(ranges[0].generation > 1, "the merged range is a new generation");
     // The merged range takes writes, and the old routes in the client's cache recover.
