@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ampstore_client::{Client, ClientConfig};
+use ampstore_client::Client;
 use ampstore_common::protocol::RangeView;
 use support::*;
 
@@ -25,12 +25,6 @@ fn node_flags() -> Vec<String> {
     let mut f = fast_node_flags();
     f.extend(["--set".to_string(), format!("node.split_bytes={SPLIT_BYTES}")]);
     f
-}
-
-async fn client_for(master: &MasterProc) -> Client {
-    let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
-    cfg.call_deadline = Duration::from_secs(20);
-    Client::with_config(cfg).await.unwrap()
 }
 
 /// Every key of `acked` comes back once, in order, with nothing else; ranges contiguous.

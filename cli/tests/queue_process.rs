@@ -7,17 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ampstore_client::{Client, ClientConfig, Error};
+use ampstore_client::Error;
 use ampstore_common::queue::{QUEUE_SHARDS, shard_bounds};
 use support::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn client_for(master: &MasterProc) -> Client {
-    let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
-    cfg.call_deadline = Duration::from_secs(20);
-    Client::with_config(cfg).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_acks_nacks_and_redelivery() {

@@ -8,16 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ampstore_client::{Client, ClientConfig, Error, Key, Txn};
+use ampstore_client::{Error, Key, Txn};
 use support::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn client_for(master: &MasterProc) -> Client {
-    let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
-    cfg.call_deadline = Duration::from_secs(20);
-    Client::with_config(cfg).await.unwrap()
-}
 
 fn flags() -> Vec<String> {
     fast_node_flags()

@@ -137,6 +137,18 @@ mod tests {
         }
     }
 
+    /// Plans and applies moves (2 at a time) until there are none, in under `rounds_max`.
+    fn settle(nodes: &mut [NodeLoad], rounds_max: usize) {
+        for _ in 0..rounds_max {
+            let moves = plan_moves(nodes, 2, 10);
+            if moves.is_empty() {
+                return;
+            }
+            apply(nodes, &moves);
+        }
+        panic!("no convergence in {rounds_max} rounds");
+    }
+
     fn apply(nodes: &mut [NodeLoad], moves: &[Move]) {
         for m in moves {
             let from = nodes.iter_mut().find(|n| n.node_id == m.from).unwrap();
@@ -171,16 +183,7 @@ mod tests {
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|m| m.to.as_str() == "d"));
         apply(&mut nodes, &first);
-        let mut rounds = 0;
-        loop {
-            let moves = plan_moves(&nodes, 2, 10);
-            if moves.is_empty() {
-                break;
-            }
-            apply(&mut nodes, &moves);
-            rounds += 1;
-            assert!(rounds < 10, "does not converge");
-        }
+        settle(&mut nodes, 10);
         let scores: Vec<u64> = nodes.iter().map(|n| n.score()).collect();
         let (max, min) = (*scores.iter().max().unwrap(), *scores.iter().min().unwrap());
         assert!(max * 100 <= min * 110, "{scores:?}");
@@ -252,16 +255,7 @@ mod tests {
     fn hundreds_of_small_ranges_on_one_node_spread_out() {
         let ranges: Vec<(u64, u64)> = (0..261).map(|i| (i, 40_000)).collect();
         let mut nodes = vec![node("a", true, false, &ranges), node("b", true, false, &[]), node("c", true, false, &[])];
-        let mut rounds = 0;
-        loop {
-            let moves = plan_moves(&nodes, 2, 10);
-            if moves.is_empty() {
-                break;
-            }
-            apply(&mut nodes, &moves);
-            rounds += 1;
-            assert!(rounds < 1000, "no convergence");
-        }
+        settle(&mut nodes, 1000);
         let counts: Vec<usize> = nodes.iter().map(|n| n.ranges.len()).collect();
         assert!(counts.iter().all(|&c| (80..=95).contains(&c)), "{counts:?}");
     }

@@ -581,3 +581,12 @@ pub async fn full_scan(client: &ampstore_client::Client) -> Vec<String> {
     }
     keys
 }
+
+/// A client of the cluster behind `master` whose calls retry for up to 20 s (long enough
+/// to ride out a node's failover in the process tests).
+#[allow(dead_code)]
+pub async fn client_for(master: &MasterProc) -> ampstore_client::Client {
+    let mut cfg = ampstore_client::ClientConfig::new(&[master.rpc.as_str()]);
+    cfg.call_deadline = Duration::from_secs(20);
+    ampstore_client::Client::with_config(cfg).await.unwrap()
+}
