@@ -28,6 +28,10 @@ pub enum Op {
     Append { key: String, id: u64 },
     /// List workload: read the list at `key` (`ids`: what it returned).
     ReadList { key: String, ids: Vec<u64> },
+    /// Bank workload: the accounts were opened holding `total` between them.
+    BankOpen { total: i64 },
+    /// Bank workload: move `amount` from one account to another (one transaction).
+    Transfer { from: String, to: String, amount: i64 },
     /// Bank workload: a consistent read of every balance (`total`: their sum).
     ReadTotal { total: i64 },
     /// Queue workload: enqueue the task `id`.
@@ -35,6 +39,10 @@ pub enum Op {
     /// Queue workload: the task `id` was delivered to a consumer.
     Deliver { id: u64 },
 }
+
+/// The process that reads the final state after healing: its reads are the final lists,
+/// the final total and the final drain of the queue.
+pub const FINAL_PROCESS: u32 = u32::MAX;
 
 /// One line of a history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,10 +1,23 @@
-//! The chaos suite (DESIGN section 10): histories of concurrent operations recorded under
-//! injected faults, and the checkers that decide whether a history is allowed.
+//! The chaos suite (DESIGN section 10): a cluster of real processes under a checked
+//! workload while a nemesis kills, pauses and partitions them on a seeded schedule; the
+//! recorded history is then checked for the anomalies that must never happen.
 //!
-//! This crate holds the pure parts so far: the history format (`history`) and one checker
-//! per workload (`check`), each tested against hand-made histories with known anomalies.
+//! Pure parts: the history format (`history`), the checkers (`check`, `verdicts`), the
+//! schedule (`schedule`, `rng`). Parts with I/O: the network (`net`, `forward`), the
+//! processes (`cluster`), the faults (`nemesis`), the clients (`workload`, `recorder`) and
+//! the run itself (`run`). `docs/chaos.md` tells how to use it.
 
 pub use ampstore_common as common;
 
 pub mod check;
+pub mod cluster;
+pub mod forward;
 pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod recorder;
+pub mod rng;
+pub mod run;
+pub mod schedule;
+pub mod verdicts;
+pub mod workload;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod admin_http;
 mod bench_cmd;
+mod chaos_cmd;
 mod cluster_file;
 mod collector_cmd;
 mod data_cmd;
@@ -90,6 +91,9 @@ enum Command {
     Up(up_cmd::UpArgs),
     /// A guided tour on a temporary local cluster: writes, reads, scans, a node killed.
     Demo,
+    /// Fault-test a local cluster under checked workloads (kill, pause, partition,
+    /// master failover, splits); exit 1 on a violation. `--replay FILE` checks a history.
+    Chaos(chaos_cmd::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,13 +130,15 @@ fn main() -> ExitCode {
             Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
             Command::Up(args) => up_cmd::run(&cli.settings, args).await,
             Command::Demo => demo_cmd::run().await,
+            Command::Chaos(args) => chaos_cmd::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
             if e.downcast_ref::<data_cmd::KeyNotFound>().is_some()
-                || e.downcast_ref::<txn_cmd::NotCommitted>().is_some() =>
+                || e.downcast_ref::<txn_cmd::NotCommitted>().is_some()
+                || e.downcast_ref::<chaos_cmd::Violation>().is_some() =>
         {
             eprintln!("ampstore: {e}");
             ExitCode::from(1)

@@ -7,6 +7,9 @@ use ampstore_common::{Error, Key, Version};
 
 use crate::client::Client;
 
+/// How many times [`Client::push`] re-stamps a push that other pushes overtook.
+const PUSH_RESTAMPS_MAX: usize = 16;
+
 /// A page of a list: elements in push-id order, and where the next page starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListPage {
@@ -34,13 +37,29 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn push(&self, key: impl Into<Key>, element: impl Into<Vec<u8>>) -> Result<PushId, Error> {
-        let id = self.push_id();
-        self.push_with_id(key, element, id).await?;
-        Ok(id)
+        let (key, element) = (key.into(), element.into());
+        let mut id = self.push_id();
+        for _ in 0..PUSH_RESTAMPS_MAX {
+            match self.push_with_id(key.clone(), element.clone(), id).await {
+                Ok(_) => return Ok(id),
+                // Behind the list's last element (another client's clock is ahead): the
+                // range refused this id, so it can never land; push above that element.
+                Err(Error::Conflict { key: Some(last), .. }) => {
+                    let fresh = self.push_id();
+                    id = lists::restamp(&last, fresh.ms, fresh.client, fresh.n)
+                        .ok_or_else(|| Error::internal(format!("push refused with a non-element key {last}")))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::unavailable(format!("push to {key} was overtaken {PUSH_RESTAMPS_MAX} times in a row")))
     }
 
     /// Appends `element` with a push id the caller chose: pushing the same id again (from
-    /// any client, any number of times) leaves one element.
+    /// any client, any number of times) leaves one element. A list keeps the order its
+    /// pushes took effect in, so an id below the list's last element is refused with
+    /// `Error::Conflict` whose `key` is that element (unless this id is already stored).
+    /// [`Client::push`] handles that by re-stamping.
     pub async fn push_with_id(
         &self,
         key: impl Into<Key>,

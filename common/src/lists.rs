@@ -4,8 +4,16 @@
 //! `ff ff 'L' | len(key) u16 | key | id` (24 bytes, big-endian). So a list's elements sort
 //! by push id, a push is idempotent by construction (the same id writes the same key), and
 //! a client routes a push like any write. Push ids are picked by the client: its clock in
-//! milliseconds, its random client id, then its own counter, so one client's pushes keep
-//! their order and everyone's pushes are ordered by time to the millisecond.
+//! milliseconds, its random client id, then its own counter.
+//!
+//! Clocks alone would let a slow push land *before* an element someone already read, so
+//! the list's order would not be the order pushes took effect. The range enforces that
+//! order instead: a push whose id is not above every element of its list is refused with a
+//! `Conflict` naming the list's last element (unless that very id is already there: then
+//! it is a retry, and succeeds), and the client re-stamps it above that element. A list
+//! never straddles two ranges (split keys are moved out of list families, see
+//! [`split_point_outside`]), so one range sees the whole list. Reads therefore always
+//! return a prefix of every later read.
 
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +114,42 @@ pub fn push_id_of(key: &Key, element_key: &Key) -> Option<PushId> {
     element_key.as_bytes().strip_prefix(family(key).as_slice()).and_then(PushId::from_bytes)
 }
 
+/// The family prefix of an element key (`None` for any other key).
+pub fn family_of(element_key: &[u8]) -> Option<&[u8]> {
+    let rest = element_key.strip_prefix(&RESERVED_PREFIX)?.strip_prefix(&[LIST_TAG])?;
+    let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let family_len = RESERVED_PREFIX.len() + 1 + 2 + len;
+    (element_key.len() == family_len + PUSH_ID_BYTES).then(|| &element_key[..family_len])
+}
+
+/// A key above every element key of `family`, and below every other list's family that
+/// sorts after it.
+pub fn family_end(family: &[u8]) -> Key {
+    let mut k = family.to_vec();
+    k.extend_from_slice(&[0xFF; PUSH_ID_BYTES + 1]);
+    Key(k)
+}
+
+/// The push id a client re-stamps a push with after the range refused it because
+/// `last_element` (an element key) is already in the list: above it, and not before now.
+pub fn restamp(last_element: &Key, now_ms: u64, client: u64, n: u64) -> Option<PushId> {
+    let family = family_of(last_element.as_bytes())?;
+    let last = PushId::from_bytes(&last_element.as_bytes()[family.len()..])?;
+    Some(PushId { ms: now_ms.max(last.ms.saturating_add(1)), client, n })
+}
+
+/// Where a range may split near `candidate` so that no list straddles two ranges: the
+/// candidate itself when it is not an element key, else the start of its list's family
+/// when that is above `range_start`, else the end of the family (the caller checks that
+/// the range still has keys at or above it).
+pub fn split_point_outside(candidate: &Key, range_start: &Key) -> Key {
+    match family_of(candidate.as_bytes()) {
+        None => candidate.clone(),
+        Some(family) if family > range_start.as_bytes() => Key(family.to_vec()),
+        Some(family) => family_end(family),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +184,27 @@ mod tests {
         assert!(bounds(&longest, Some(PushId::default())).1.len() <= KEY_BYTES_MAX);
         assert!(validate_list_key(&Key::from("k".repeat(LIST_KEY_BYTES_MAX + 1))).is_err());
         assert!(validate_list_key(&Key::new(vec![0xFF, 0xFF, 1])).is_err(), "reserved");
+    }
+
+    #[test]
+    fn split_points_never_fall_inside_a_list() {
+        let list = Key::from("l");
+        let id = |ms| PushId { ms, client: 1, n: 0 };
+        let (e1, e2) = (element_key(&list, id(1)), element_key(&list, id(2)));
+        let fam = family(&list);
+        assert_eq!(family_of(e2.as_bytes()), Some(fam.as_slice()));
+        assert_eq!(family_of(fam.as_slice()), None, "the family prefix is not an element");
+        assert_eq!(family_of(b"user"), None);
+        // A user key stays; an element key moves to its family's start, or past its end
+        // when the family starts the range.
+        assert_eq!(split_point_outside(&Key::from("m"), &Key::from("a")), Key::from("m"));
+        assert_eq!(split_point_outside(&e2, &Key::from("a")), Key(fam.clone()));
+        let end = split_point_outside(&e2, &e1);
+        assert!(end > e2 && end > element_key(&list, PushId { ms: u64::MAX, client: u64::MAX, n: u64::MAX }));
+        assert!(end < family(&Key::from("m")).into(), "below the next list");
+        // Re-stamping lands above the last element, and not before now.
+        assert_eq!(restamp(&e2, 0, 7, 3), Some(PushId { ms: 3, client: 7, n: 3 }));
+        assert_eq!(restamp(&e2, 50, 7, 3), Some(PushId { ms: 50, client: 7, n: 3 }));
+        assert_eq!(restamp(&Key::from("x"), 50, 7, 3), None);
     }
 }

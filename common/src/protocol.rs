@@ -200,6 +200,13 @@ pub enum Op {
     Snapshot {
         range_id: RangeId,
     },
+    /// Admin: split a range at the key that halves its data (the chaos suite's forced
+    /// splits), now or as soon as what it is doing (an append, a transaction, a snapshot)
+    /// is done. Answers `Pong` once the split is requested; `Invalid` when the range has no
+    /// split key (one key, or one list).
+    Split {
+        range_id: RangeId,
+    },
     /// Admin: the node's ranges and their state.
     RangeStats,
     /// Master: where the range holding `key` is served. An unserved range is assigned on the
@@ -297,6 +304,7 @@ impl Op {
             Op::Ping
             | Op::Release { .. }
             | Op::Snapshot { .. }
+            | Op::Split { .. }
             | Op::RangeStats
             | Op::Drain { .. }
             | Op::MasterStatus => Ok(()),
@@ -441,6 +449,7 @@ impl Op {
             Op::Assign { .. } => "assign",
             Op::Release { .. } => "release",
             Op::Snapshot { .. } => "snapshot",
+            Op::Split { .. } => "split",
             Op::RangeStats => "range_stats",
             Op::Locate { .. } => "locate",
             Op::LocateRange { .. } => "locate_range",

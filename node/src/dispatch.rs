@@ -15,7 +15,9 @@ use ampstore_common::{Key, RangeId, Seq};
 use tokio::sync::oneshot;
 
 use crate::directory::Slot;
-use crate::range::actor::{RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, StatsMsg, TxnPrepareMsg, WriteMsg};
+use crate::range::actor::{
+    RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg, TxnPrepareMsg, WriteMsg,
+};
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
 use crate::range::load;
@@ -125,6 +127,10 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_owner())?;
             rx.await.map_err(|_| not_owner())?
         }
+        Op::Split { range_id } => {
+            let addr = serving(shared, range_id)?;
+            addr.send(SplitNowMsg).await.map_err(|_| not_owner())?.map(|()| Reply::Pong)
+        }
         Op::Snapshot { range_id } => {
             let addr = serving(shared, range_id)?;
             let (tx, rx) = oneshot::channel();
@@ -167,11 +173,15 @@ async fn batched(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
 
 async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) -> Result<Reply, Error> {
     // The element's key is a pure function of the list and the push id, so a retried push
-    // writes the same key with the same element: applied once, whatever happens.
+    // finds its element in place: applied once, whatever happens. `ListTail` keeps the
+    // list in the order pushes took effect.
     let element_key = ampstore_common::lists::element_key(&key, push_id);
     let addr = route_key(shared, &element_key)?;
-    let w =
-        Write { op: LoggedOp::Put { key: element_key, value: element }, condition: Condition::None, write_id: None };
+    let w = Write {
+        op: LoggedOp::Put { key: element_key, value: element },
+        condition: Condition::ListTail,
+        write_id: None,
+    };
     write(&addr, w).await
 }
 

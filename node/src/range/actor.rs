@@ -76,6 +76,11 @@ pub struct DropMsg;
 #[rtype(result = "RangeStats")]
 pub struct StatsMsg;
 
+/// Split now, whatever the range's size (admin `Split`).
+#[derive(Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct SplitNowMsg;
+
 /// Close the log for `plan` (after the append in flight) and hand over the data. Writes
 /// are refused with `RangeLoading` from now on; reads are still served.
 #[derive(Message)]
@@ -157,6 +162,8 @@ pub struct RangeActor {
     /// above the hot-split threshold.
     writes_since_check: u64,
     hot_since: Option<Instant>,
+    /// An admin `Split` asked for a split: done at the next moment the range may split.
+    split_requested: bool,
     merging: Option<Merging>,
     /// A prepare waiting for the append in flight.
     /// Prepares waiting for the range (held by another transaction, or an append in
@@ -196,6 +203,7 @@ impl RangeActor {
             splitting: false,
             writes_since_check: 0,
             hot_since: None,
+            split_requested: false,
             merging: None,
             txn_waiting: std::collections::VecDeque::new(),
             txn_resolving: false,
@@ -294,8 +302,12 @@ impl RangeActor {
         let cfg = &self.shared.cfg;
         let big = cfg.split_bytes > 0 && self.core.data_bytes() > cfg.split_bytes;
         let hot = self.hot_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.hot_split_ms));
-        (big || hot)
-            && !self.splitting
+        (big || hot || self.split_requested) && self.may_split()
+    }
+
+    /// Nothing else going on that a split would disturb.
+    fn may_split(&self) -> bool {
+        !self.splitting
             && self.merging.is_none()
             && self.core.txn_held().is_none()
             && self.txn_waiting.is_empty()
@@ -308,6 +320,7 @@ impl RangeActor {
     /// Closes the log with a split entry, then hands the children's data to the split
     /// procedure (`split.rs`) and stops: requests get `RangeLoading` until the children serve.
     fn start_split(&mut self, ctx: &mut Context<Self>) {
+        self.split_requested = false;
         let Some(split_key) = self.core.split_key() else { return };
         let (left, right) = split::child_ids();
         let plan = SplitPlan { split_key, left, right };
@@ -798,6 +811,23 @@ impl Handler<SnapshotMsg> for RangeActor {
         }
         self.snapshot_waiters.push((self.core.applied(), msg.reply));
         self.start_snapshot(ctx);
+    }
+}
+
+impl Handler<SplitNowMsg> for RangeActor {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, _msg: SplitNowMsg, ctx: &mut Context<Self>) -> Result<(), Error> {
+        self.may_serve()?;
+        if self.core.split_key().is_none() {
+            return Err(Error::invalid(format!("{} has no split key (one key, or one list)", self.core.range_id())));
+        }
+        // Busy (an append in flight, a transaction held): split once it is done.
+        self.split_requested = true;
+        if self.should_split() {
+            self.start_split(ctx);
+        }
+        Ok(())
     }
 }
 

@@ -90,6 +90,10 @@ pub enum Condition {
     None,
     /// The key's version must be this (`None`: the key must be absent).
     Version(Option<Version>),
+    /// A push (the key is a list element, `common::lists`): no element of the list may sort
+    /// above it, so the list's order is the order its pushes took effect. An element
+    /// already stored at the key means a retry: answered with its version, not written.
+    ListTail,
 }
 
 /// A write as submitted.
@@ -374,6 +378,14 @@ impl<W> RangeCore<W> {
                 break;
             }
             let Some(p) = self.pending.pop_front() else { break };
+            if p.write.condition == Condition::ListTail
+                && let LoggedOp::Put { key, .. } = &p.write.op
+                && let Some(early) = self.list_tail_check(key, &overlay)
+            {
+                self.finish_write_id(p.write.write_id, &early, &mut plan.early);
+                plan.early.push((p.waiter, early));
+                continue;
+            }
             if let Condition::Version(expected) = &p.write.condition {
                 let key = match &p.write.op {
                     LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => key,
@@ -429,6 +441,27 @@ impl<W> RangeCore<W> {
         self.in_flight = Some(InFlight { seq, entry: entry.clone(), writes: payload.writes, waiters });
         plan.append = Some((seq, entry));
         plan
+    }
+
+    /// Decides a push before it is batched: `None` to write it, or the answer at once (a
+    /// retry of a stored element, or a push behind the list's last element). Elements
+    /// written earlier in the same batch (`overlay`) count as present.
+    fn list_tail_check(&self, key: &Key, overlay: &HashMap<Key, Option<Version>>) -> Option<Result<Reply, Error>> {
+        let family = ampstore_common::lists::family_of(key.as_bytes())?;
+        if !overlay.contains_key(key)
+            && let Some(stored) = self.data.get(key)
+        {
+            return Some(Ok(Reply::Written { version: stored.version }));
+        }
+        let end = ampstore_common::lists::family_end(family);
+        let stored_above = self.data.range((Bound::Excluded(key), Bound::Excluded(&end))).next_back().map(|(k, _)| k);
+        let batched_above = overlay
+            .iter()
+            .filter(|(k, v)| v.is_some() && *k > key && k.as_bytes().starts_with(family))
+            .map(|(k, _)| k)
+            .max();
+        let last = stored_above.into_iter().chain(batched_above).max()?;
+        Some(Err(Error::conflict_on(last, "the push id is behind the list's last element; push again with a later id")))
     }
 
     /// The append in flight, to retry after a transient failure (same slot, same entry).
@@ -642,6 +675,14 @@ impl<W> RangeCore<W> {
                 ));
             }
         }
+        let no_overlay = HashMap::new();
+        for w in writes {
+            if let TxnWrite::Push { .. } = w
+                && let Some(Err(e)) = self.list_tail_check(&w.target(), &no_overlay)
+            {
+                return Err(e);
+            }
+        }
         let seq = (!writes.is_empty()).then_some(self.next_seq);
         self.txn_hold = Some(TxnHold { txn_id, seq, writes: writes.iter().map(batch::logged).collect() });
         Ok(seq)
@@ -714,7 +755,7 @@ impl<W> RangeCore<W> {
     }
 
     /// The key that halves the range's data, when it holds at least two keys.
-    pub fn split_key(&self) -> Option<Key> {
+    fn split_key_anywhere(&self) -> Option<Key> {
         let half = self.data_bytes / 2;
         let mut acc = 0u64;
         for (i, (k, v)) in self.data.iter().enumerate() {
@@ -725,6 +766,19 @@ impl<W> RangeCore<W> {
         }
         // The first keys hold most of the data: split before the last key.
         self.data.iter().nth(1).and_then(|_| self.data.get_max().map(|(k, _)| k.clone()))
+    }
+
+    /// [`Self::split_key_anywhere`], moved out of any list so that a list never straddles two
+    /// ranges (the push order check needs to see the whole list). `None` when the range is
+    /// one list and nothing else.
+    pub fn split_key(&self) -> Option<Key> {
+        let candidate = self.split_key_anywhere()?;
+        let key = ampstore_common::lists::split_point_outside(&candidate, &self.range.start);
+        let keeps_keys_on_both_sides = key > self.range.start
+            && self.range.contains(key.as_bytes())
+            && self.data.range(..&key).next().is_some()
+            && self.data.range(&key..).next().is_some();
+        keeps_keys_on_both_sides.then_some(key)
     }
 
     /// The log entry that closes the range for `plan`, at the next seq. Call with no append

@@ -532,3 +532,74 @@ fn an_aborted_transaction_gives_up_its_slot_and_a_read_only_one_reserves_none() 
     assert_eq!(r.keys(), 0);
     assert_eq!(r.next_seq(), seq.next());
 }
+
+fn push(list: &str, ms: u64, element: &str) -> Write {
+    let id = ampstore_common::lists::PushId { ms, client: 1, n: 0 };
+    Write {
+        op: LoggedOp::Put {
+            key: ampstore_common::lists::element_key(&Key::from(list), id),
+            value: element.as_bytes().to_vec(),
+        },
+        condition: Condition::ListTail,
+        write_id: None,
+    }
+}
+
+#[test]
+fn a_push_behind_the_lists_last_element_is_refused_and_a_retry_is_answered() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    c.submit(push("l", 10, "a"), 1);
+    c.submit(push("l", 20, "b"), 2);
+    c.submit(push("other", 5, "x"), 3);
+    // In one batch: behind an element of the same batch.
+    c.submit(push("l", 15, "late"), 4);
+    let out = drive(&mut c, &mut log);
+    let result = |w: u32| out.iter().find(|(id, _)| *id == w).map(|(_, r)| r.clone()).unwrap();
+    assert!(result(1).is_ok() && result(2).is_ok() && result(3).is_ok(), "another list does not interfere");
+    let last = ampstore_common::lists::element_key(
+        &Key::from("l"),
+        ampstore_common::lists::PushId { ms: 20, client: 1, n: 0 },
+    );
+    match result(4) {
+        Err(Error::Conflict { key: Some(k), .. }) => assert_eq!(k, last),
+        other => panic!("{other:?}"),
+    }
+    let applied = log.0.len();
+    // Behind a stored element: refused. A retry of a stored element: its version, no write.
+    c.submit(push("l", 12, "late"), 5);
+    c.submit(push("l", 10, "a"), 6);
+    c.submit(push("l", 21, "c"), 7);
+    let out = drive(&mut c, &mut log);
+    let result = |w: u32| out.iter().find(|(id, _)| *id == w).map(|(_, r)| r.clone()).unwrap();
+    assert!(matches!(result(5), Err(Error::Conflict { key: Some(ref k), .. }) if *k == last));
+    assert_eq!(result(6), Ok(Reply::Written { version: v(1, 0) }));
+    assert!(result(7).is_ok());
+    assert_eq!(log.0.len(), applied + 1, "only the new element was written");
+    // A transaction's push is held to the same rule.
+    let behind = TxnWrite::Push {
+        key: Key::from("l"),
+        element: b"t".to_vec(),
+        push_id: ampstore_common::lists::PushId { ms: 11, client: 1, n: 0 },
+    };
+    assert!(matches!(c.txn_prepare(wid(1), &[], &[behind]), Err(Error::Conflict { .. })));
+}
+
+#[test]
+fn a_split_never_cuts_a_list() {
+    let mut c = core_for("a", 1);
+    let mut log = Log::default();
+    for ms in 0..10 {
+        c.submit(push("l", ms, &"x".repeat(100)), ms as u32);
+    }
+    drive(&mut c, &mut log);
+    assert_eq!(c.split_key(), None, "one list and nothing else: no split");
+    c.submit(put("a", "small"), 20);
+    drive(&mut c, &mut log);
+    let family = ampstore_common::lists::family(&Key::from("l"));
+    assert_eq!(c.split_key(), Some(Key(family.clone())), "before the list");
+    c.submit(push("m", 1, "y"), 21);
+    drive(&mut c, &mut log);
+    let key = c.split_key().unwrap();
+    assert!(key == Key(family.clone()) || key > ampstore_common::lists::family_end(&family), "{key}");
+}

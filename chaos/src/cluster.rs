@@ -1,0 +1,247 @@
+//! The cluster under test: masters and nodes as processes of the `ampstore` binary, each at
+//! its own address (see `net`) on fixed ports so a restarted process comes back where it
+//! was. Kill, pause and restart act on real pids.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::net::Network;
+use crate::schedule::Proc;
+
+pub const RPC_PORT: u16 = 7300;
+pub const ADMIN_PORT: u16 = 7301;
+pub const GOSSIP_PORT: u16 = 7302;
+/// How long a process may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Failure detection tuned for a short run on a small machine (as in the process tests).
+pub const LIVENESS_MS: u64 = 1500;
+const HEARTBEAT_MS: u64 = 250;
+const LIVENESS_MARGIN_MS: u64 = 400;
+const LEASE_MS: u64 = 2000;
+
+/// How the processes store data.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded store in this directory.
+    Local(PathBuf),
+    /// DynamoDB and S3 at this endpoint (as the processes reach it), tables `{prefix}-*`.
+    Aws { endpoint: String, prefix: String, bucket: String },
+}
+
+pub struct Cluster {
+    pub net: Network,
+    exe: PathBuf,
+    dir: PathBuf,
+    backend: Backend,
+    masters: usize,
+    nodes: usize,
+    children: Vec<(Proc, Option<Child>)>,
+}
+
+impl Cluster {
+    pub fn start(
+        net: Network,
+        exe: &Path,
+        dir: &Path,
+        backend: Backend,
+        masters: usize,
+        nodes: usize,
+    ) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let mut cluster = Cluster {
+            net,
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            backend,
+            masters,
+            nodes,
+            children: Vec::new(),
+        };
+        let procs: Vec<Proc> = (0..masters).map(Proc::Master).chain((0..nodes).map(Proc::Node)).collect();
+        for p in procs {
+            cluster.children.push((p, None));
+            cluster.spawn(p)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn procs(&self) -> Vec<Proc> {
+        self.children.iter().map(|(p, _)| *p).collect()
+    }
+
+    pub fn rpc(&self, p: Proc) -> String {
+        format!("{}:{RPC_PORT}", self.net.ip(p))
+    }
+
+    pub fn master_rpcs(&self) -> Vec<String> {
+        (0..self.masters).map(|i| self.rpc(Proc::Master(i))).collect()
+    }
+
+    pub fn node_index_of_rpc(&self, rpc: &str) -> Option<usize> {
+        (0..self.nodes).find(|i| self.rpc(Proc::Node(*i)) == rpc)
+    }
+
+    pub fn pid(&self, p: Proc) -> Option<u32> {
+        self.children.iter().find(|(q, _)| *q == p).and_then(|(_, c)| c.as_ref()).map(Child::id)
+    }
+
+    /// Starts `p` (again) and waits for its ready line.
+    pub fn spawn(&mut self, p: Proc) -> anyhow::Result<()> {
+        let (kind, name) = match p {
+            Proc::Master(i) => ("master", format!("m{i}")),
+            Proc::Node(i) => ("node", format!("n{i}")),
+        };
+        let ip = self.net.ip(p);
+        let mut cmd = self.net.command(p, &self.exe);
+        cmd.arg("--data").arg(self.dir.join(&name));
+        if let Backend::Local(store) = &self.backend {
+            cmd.arg("--set").arg(format!("backend.local.dir={}", store.display()));
+        }
+        let seeds: Vec<String> = (0..self.masters)
+            .map(Proc::Master)
+            .filter(|m| *m != p)
+            .map(|m| format!("{}:{GOSSIP_PORT}", self.net.ip(m)))
+            .collect();
+        let mut settings = vec![format!("gossip.cluster_size={}", self.masters + self.nodes)];
+        match p {
+            Proc::Master(_) => settings.extend([
+                format!("master.lease_ms={LEASE_MS}"),
+                "master.renew_ms=250".into(),
+                "master.lease_margin_ms=500".into(),
+                "master.poll_ms=100".into(),
+                "master.stats_ms=300".into(),
+                "master.rebalance_interval_ms=1000".into(),
+            ]),
+            Proc::Node(_) => settings.extend([
+                format!("node.liveness_ms={LIVENESS_MS}"),
+                format!("node.heartbeat_ms={HEARTBEAT_MS}"),
+                format!("node.liveness_margin_ms={LIVENESS_MARGIN_MS}"),
+            ]),
+        }
+        for kv in settings {
+            cmd.arg("--set").arg(kv);
+        }
+        cmd.arg(kind);
+        cmd.args(["--rpc", &format!("{ip}:{RPC_PORT}"), "--admin", &format!("{ip}:{ADMIN_PORT}")]);
+        cmd.args(["--gossip", &format!("{ip}:{GOSSIP_PORT}")]);
+        if !seeds.is_empty() {
+            cmd.args(["--seeds", &seeds.join(",")]);
+        }
+        if let Backend::Aws { endpoint, prefix, bucket } = &self.backend {
+            cmd.args(["--backend", "aws", "--endpoint", endpoint, "--prefix", prefix, "--bucket", bucket]);
+        }
+        let log_path = self.dir.join("logs").join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut child = cmd
+            .env("RUST_LOG", "warn,ampstore_master=info,ampstore_node=info")
+            .env_remove("AMPSTORE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {p}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {} // keep the pipe drained
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Some(Ok(line))) if line.contains("ready:") => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("{p} did not start; the end of {}:\n{}", log_path.display(), tail(&log, 10));
+            }
+        }
+        if let Some(slot) = self.children.iter_mut().find(|(q, _)| *q == p) {
+            slot.1 = Some(child);
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, p: Proc) {
+        if let Some((_, slot)) = self.children.iter_mut().find(|(q, _)| *q == p)
+            && let Some(mut child) = slot.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pause(&self, p: Proc) {
+        self.signal(p, libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, p: Proc) {
+        self.signal(p, libc::SIGCONT);
+    }
+
+    fn signal(&self, p: Proc, sig: i32) {
+        if let Some(pid) = self.pid(p) {
+            unsafe {
+                libc::kill(pid as i32, sig);
+            }
+        }
+    }
+
+    /// Processes that exited on their own (a crash is a finding): their names and statuses.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (p, slot) in &mut self.children {
+            if let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                out.push(format!("{p} exited on its own ({status})"));
+                *slot = None;
+            }
+        }
+        out
+    }
+
+    /// Stops everything: SIGCONT (in case), SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        for (_, slot) in &mut self.children {
+            if let Some(child) = slot {
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGCONT);
+                    libc::kill(child.id() as i32, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for (_, slot) in &mut self.children {
+            if let Some(mut child) = slot.take() {
+                while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,239 @@
+//! The fault schedule: which fault starts when, and how long it lasts, drawn from a seed.
+//! Pure, so a run's faults can be reproduced (and tested) without a cluster. One fault at
+//! a time, each followed by a quiet gap for the cluster to recover in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::rng::Rng;
+
+/// A kind of fault (`--nemesis`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Nemesis {
+    /// SIGKILL a node, restart it later.
+    Kill,
+    /// SIGSTOP a node for longer than the liveness window, then SIGCONT.
+    Pause,
+    /// Cut the network between two groups of processes.
+    Partition,
+    /// SIGKILL the active master, restart it later.
+    Master,
+    /// Force a range to split.
+    Split,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 5] = [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Master, Nemesis::Split];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::Partition => "partition",
+            Nemesis::Master => "master",
+            Nemesis::Split => "split",
+        }
+    }
+}
+
+impl FromStr for Nemesis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Nemesis, String> {
+        Nemesis::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| format!("unknown nemesis {s:?}; choose from kill, pause, partition, master, split"))
+    }
+}
+
+/// A process of the cluster, by kind and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Proc {
+    Master(usize),
+    Node(usize),
+}
+
+impl fmt::Display for Proc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proc::Master(i) => write!(f, "m{i}"),
+            Proc::Node(i) => write!(f, "n{i}"),
+        }
+    }
+}
+
+/// One fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Fault {
+    KillNode {
+        node: usize,
+    },
+    PauseNode {
+        node: usize,
+    },
+    /// No traffic between any process of `a` and any process of `b` (clients still reach
+    /// everyone, so an isolated process keeps getting requests).
+    Partition {
+        a: Vec<Proc>,
+        b: Vec<Proc>,
+    },
+    /// Kill whichever master is active when the fault starts.
+    KillActiveMaster,
+    /// Split the range holding this workload key (`Split` needs no healing).
+    Split {
+        key_index: u64,
+    },
+}
+
+impl Fault {
+    pub fn nemesis(&self) -> Nemesis {
+        match self {
+            Fault::KillNode { .. } => Nemesis::Kill,
+            Fault::PauseNode { .. } => Nemesis::Pause,
+            Fault::Partition { .. } => Nemesis::Partition,
+            Fault::KillActiveMaster => Nemesis::Master,
+            Fault::Split { .. } => Nemesis::Split,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |ps: &[Proc]| ps.iter().map(Proc::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            Fault::KillNode { node } => write!(f, "kill n{node}"),
+            Fault::PauseNode { node } => write!(f, "pause n{node}"),
+            Fault::Partition { a, b } => write!(f, "partition {} | {}", names(a), names(b)),
+            Fault::KillActiveMaster => write!(f, "kill the active master"),
+            Fault::Split { key_index } => write!(f, "split (key #{key_index})"),
+        }
+    }
+}
+
+/// A fault and when: it starts `at_ms` after the workload starts and is healed `hold_ms`
+/// later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub at_ms: u64,
+    pub hold_ms: u64,
+    pub fault: Fault,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScheduleSpec {
+    pub duration_ms: u64,
+    pub nemeses: Vec<Nemesis>,
+    pub nodes: usize,
+    pub masters: usize,
+    /// The nodes' liveness window: a pause lasts longer than this.
+    pub liveness_ms: u64,
+}
+
+/// Faults start after this much quiet work, so every workload has done something.
+pub const WARMUP_MS: u64 = 2_000;
+/// The last fault is healed at least this long before the end.
+pub const COOLDOWN_MS: u64 = 3_000;
+
+pub fn schedule(spec: &ScheduleSpec, seed: u64) -> Vec<Step> {
+    let mut rng = Rng::new(seed ^ 0x5EED_F00D);
+    let mut steps = Vec::new();
+    if spec.nemeses.is_empty() || spec.nodes == 0 {
+        return steps;
+    }
+    let mut at = WARMUP_MS;
+    loop {
+        let nemesis = *rng.pick(&spec.nemeses);
+        let (fault, hold_ms) = match nemesis {
+            Nemesis::Kill => {
+                (Fault::KillNode { node: rng.below(spec.nodes as u64) as usize }, rng.between(1_000, 4_000))
+            }
+            Nemesis::Pause => (
+                Fault::PauseNode { node: rng.below(spec.nodes as u64) as usize },
+                spec.liveness_ms + rng.between(500, 2_000),
+            ),
+            Nemesis::Partition => (partition(spec, &mut rng), rng.between(2_000, 6_000)),
+            Nemesis::Master => (Fault::KillActiveMaster, rng.between(1_000, 3_000)),
+            Nemesis::Split => (Fault::Split { key_index: rng.next_u64() }, 0),
+        };
+        if at + hold_ms + COOLDOWN_MS > spec.duration_ms {
+            break;
+        }
+        steps.push(Step { at_ms: at, hold_ms, fault });
+        at += hold_ms + rng.between(1_500, 3_500);
+    }
+    steps
+}
+
+/// One node alone, the masters away from the nodes, or two random halves.
+fn partition(spec: &ScheduleSpec, rng: &mut Rng) -> Fault {
+    let masters: Vec<Proc> = (0..spec.masters).map(Proc::Master).collect();
+    let nodes: Vec<Proc> = (0..spec.nodes).map(Proc::Node).collect();
+    let everyone: Vec<Proc> = masters.iter().chain(&nodes).copied().collect();
+    match rng.below(3) {
+        0 => {
+            let alone = Proc::Node(rng.below(spec.nodes as u64) as usize);
+            Fault::Partition { a: vec![alone], b: everyone.into_iter().filter(|p| *p != alone).collect() }
+        }
+        1 if !masters.is_empty() => Fault::Partition { a: masters, b: nodes },
+        _ => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for p in everyone {
+                if rng.percent(50) { a.push(p) } else { b.push(p) }
+            }
+            if a.is_empty() || b.is_empty() {
+                // Degenerate draw: fall back to one node alone.
+                let alone = Proc::Node(0);
+                let rest = a.into_iter().chain(b).filter(|p| *p != alone).collect();
+                return Fault::Partition { a: vec![alone], b: rest };
+            }
+            Fault::Partition { a, b }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(nemeses: Vec<Nemesis>, duration_ms: u64) -> ScheduleSpec {
+        ScheduleSpec { duration_ms, nemeses, nodes: 3, masters: 2, liveness_ms: 1500 }
+    }
+
+    #[test]
+    fn a_seed_gives_one_schedule_of_non_overlapping_faults_inside_the_run() {
+        let s = spec(Nemesis::ALL.to_vec(), 600_000);
+        let steps = schedule(&s, 42);
+        assert_eq!(steps, schedule(&s, 42));
+        assert_ne!(steps, schedule(&s, 43));
+        assert!(steps[0].at_ms >= WARMUP_MS);
+        for w in steps.windows(2) {
+            assert!(w[0].at_ms + w[0].hold_ms < w[1].at_ms, "one fault at a time: {w:?}");
+        }
+        let last = steps.last().unwrap();
+        assert!(last.at_ms + last.hold_ms + COOLDOWN_MS <= s.duration_ms);
+        for n in Nemesis::ALL {
+            assert!(steps.iter().any(|st| st.fault.nemesis() == n), "{n:?} never drawn");
+        }
+        for st in &steps {
+            match &st.fault {
+                Fault::PauseNode { node } => assert!(st.hold_ms > s.liveness_ms && *node < 3),
+                Fault::KillNode { node } => assert!(*node < 3),
+                Fault::Partition { a, b } => {
+                    assert!(!a.is_empty() && !b.is_empty() && a.iter().all(|p| !b.contains(p)), "{a:?} {b:?}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_chosen_nemeses_and_none_in_a_run_too_short() {
+        let steps = schedule(&spec(vec![Nemesis::Pause], 60_000), 1);
+        assert!(!steps.is_empty() && steps.iter().all(|s| s.fault.nemesis() == Nemesis::Pause));
+        assert!(schedule(&spec(vec![Nemesis::Kill], WARMUP_MS + COOLDOWN_MS), 1).is_empty());
+        assert!(schedule(&spec(vec![], 60_000), 1).is_empty());
+        assert!("kill".parse::<Nemesis>().is_ok() && "nuke".parse::<Nemesis>().is_err());
+    }
+}
