@@ -14,8 +14,9 @@ use anyhow::{Context, bail};
 
 use crate::schedule::Proc;
 
-/// The subnet of the bridge; the caller's side is `.1`, processes from `.10` up.
-const SUBNET: [u8; 3] = [10, 213, 0];
+/// The bridge's subnet is `10.213.X.0/24` for a free X; the caller's side is `.1`,
+/// processes from `.10` up.
+const SUBNET_PREFIX: [u8; 2] = [10, 213];
 const LOOPBACK_NET: [u8; 3] = [127, 0, 213];
 const FIRST_HOST: u8 = 10;
 
@@ -31,6 +32,7 @@ pub struct Namespaces {
     procs: usize,
     /// Blackhole routes in place: (namespace of, peer).
     cut: BTreeSet<(Proc, Proc)>,
+    subnet: [u8; 3],
 }
 
 impl Network {
@@ -46,7 +48,8 @@ impl Network {
             return Ok(Network::Loopback { masters });
         }
         let tag = format!("{:05}", std::process::id() % 100_000);
-        let ns = Namespaces { tag, masters, procs: masters + nodes, cut: BTreeSet::new() };
+        let subnet = free_subnet()?;
+        let ns = Namespaces { tag, masters, procs: masters + nodes, cut: BTreeSet::new(), subnet };
         ns.teardown();
         ns.setup().inspect_err(|_| ns.teardown())?;
         Ok(Network::Namespaces(ns))
@@ -54,7 +57,7 @@ impl Network {
 
     pub fn ip(&self, p: Proc) -> Ipv4Addr {
         match self {
-            Network::Namespaces(ns) => host(SUBNET, ns.index(p)),
+            Network::Namespaces(ns) => host(ns.subnet, ns.index(p)),
             Network::Loopback { masters } => host(LOOPBACK_NET, index(*masters, p)),
         }
     }
@@ -64,7 +67,7 @@ impl Network {
     /// this network already.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         match self {
-            Network::Namespaces(_) => Some(Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1)),
+            Network::Namespaces(ns) => Some(Ipv4Addr::new(ns.subnet[0], ns.subnet[1], ns.subnet[2], 1)),
             Network::Loopback { .. } => None,
         }
     }
@@ -143,7 +146,8 @@ impl Namespaces {
     fn setup(&self) -> anyhow::Result<()> {
         let br = self.bridge();
         ip(&["link", "add", &br, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{}/24", Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1)), "dev", &br])?;
+        let [a, b, c] = self.subnet;
+        ip(&["addr", "add", &format!("{}/24", Ipv4Addr::new(a, b, c, 1)), "dev", &br])?;
         ip(&["link", "set", &br, "up"])?;
         for i in 0..self.procs {
             let ns = format!("ampc{}-{i}", self.tag);
@@ -158,7 +162,7 @@ impl Namespaces {
                 ip(&all)
             };
             inside(&["link", "set", "lo", "up"])?;
-            inside(&["addr", "add", &format!("{}/24", host(SUBNET, i)), "dev", &inner])?;
+            inside(&["addr", "add", &format!("{}/24", host(self.subnet, i)), "dev", &inner])?;
             inside(&["link", "set", &inner, "up"])?;
         }
         Ok(())
@@ -166,7 +170,7 @@ impl Namespaces {
 
     fn route(&self, from: Proc, to: Proc, verb: &str) -> anyhow::Result<()> {
         let ns = self.netns(from);
-        let peer = format!("{}/32", host(SUBNET, self.index(to)));
+        let peer = format!("{}/32", host(self.subnet, self.index(to)));
         ip(&["netns", "exec", &ns, "ip", "route", verb, "blackhole", &peer])
     }
 
@@ -178,6 +182,22 @@ impl Namespaces {
         }
         let _ = quiet(&["link", "del", &self.bridge()]);
     }
+}
+
+/// A `10.213.X.0/24` no interface here uses yet (so runs side by side do not collide),
+/// starting from one drawn from the pid.
+fn free_subnet() -> anyhow::Result<[u8; 3]> {
+    let out = Command::new("ip").args(["-4", "addr", "show"]).output().context("running ip (iproute2)")?;
+    let used = String::from_utf8_lossy(&out.stdout).into_owned();
+    let first = (std::process::id() % 250) as u8;
+    for k in 0..250u8 {
+        let x = first.wrapping_add(k) % 250;
+        let [a, b] = SUBNET_PREFIX;
+        if !used.contains(&format!("inet {a}.{b}.{x}.")) {
+            return Ok([a, b, x]);
+        }
+    }
+    bail!("no free 10.213.X.0/24 subnet for the chaos network")
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {

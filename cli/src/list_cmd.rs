@@ -14,7 +14,8 @@ pub struct PushArgs {
     /// The element.
     value: String,
     /// Push with this id (48 hex digits, as `push` printed it) instead of a fresh one:
-    /// pushing the same id again leaves one element.
+    /// pushing the same id again leaves one element (the first). An id below the list's
+    /// last element is refused (lists keep the order pushes took effect).
     #[arg(long, value_name = "ID")]
     id: Option<String>,
 }

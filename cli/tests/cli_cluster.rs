@@ -222,8 +222,9 @@ fn push_list_and_txn_commands() {
     let id1 = ok(&ampstore(&data, &["push", "events", "first"])).trim().to_string();
     assert_eq!(id1.len(), 48, "{id1}");
     ok(&ampstore(&data, &["push", "events", "second"]));
+    // Pushing a stored id again is a retry: answered, and the first element stays.
     ok(&ampstore(&data, &["push", "events", "first again", "--id", &id1]));
-    assert_eq!(ok(&ampstore(&data, &["list", "events"])), "first again\nsecond\n");
+    assert_eq!(ok(&ampstore(&data, &["list", "events"])), "first\nsecond\n");
     let items = json_lines(&ok(&ampstore(&data, &["list", "events", "--json"])));
     assert_eq!(items[0]["id"], id1.as_str());
     assert_eq!(items.len(), 2);
