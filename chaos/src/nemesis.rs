@@ -80,17 +80,23 @@ pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], ste
     let hold = Duration::from_millis(step.hold_ms);
     let started = Instant::now();
     match &step.fault {
-        Fault::KillNode { node } => {
-            cluster.kill(Proc::Node(*node));
+        Fault::KillNode { pick } => {
+            let node = serving_node(cluster, probe, keys, *pick).await;
+            report.fault = format!("kill {node}");
+            let started = Instant::now();
+            cluster.kill(node);
             report.failover_ms = measure_during(probe, keys, started, hold).await;
-            if let Err(e) = tokio::task::block_in_place(|| cluster.spawn(Proc::Node(*node))) {
+            if let Err(e) = tokio::task::block_in_place(|| cluster.spawn(node)) {
                 report.note = Some(format!("restart failed: {e:#}"));
             }
         }
-        Fault::PauseNode { node } => {
-            cluster.pause(Proc::Node(*node));
+        Fault::PauseNode { pick } => {
+            let node = serving_node(cluster, probe, keys, *pick).await;
+            report.fault = format!("pause {node}");
+            let started = Instant::now();
+            cluster.pause(node);
             report.failover_ms = measure_during(probe, keys, started, hold).await;
-            cluster.resume(Proc::Node(*node));
+            cluster.resume(node);
         }
         Fault::Partition { a, b } => {
             if let Err(e) = cluster.net.partition(a, b) {
@@ -146,6 +152,18 @@ async fn measure_during(probe: &Client, keys: &[Probe], started: Instant, hold: 
         }
         Err(_) => None,
     }
+}
+
+/// The node serving the range of probe key number `pick`, as the master sees it; a node
+/// by `pick` alone when the master does not answer or the range has no owner.
+async fn serving_node(cluster: &Cluster, probe: &Client, keys: &[Probe], pick: u64) -> Proc {
+    let nodes = cluster.procs().into_iter().filter(|p| matches!(p, Proc::Node(_))).count().max(1);
+    let fallback = Proc::Node((pick % nodes as u64) as usize);
+    let Some(key) = keys.get((pick % keys.len().max(1) as u64) as usize).map(Probe::key) else { return fallback };
+    let Ok(status) = probe.master_status().await else { return fallback };
+    let owner = status.ranges.iter().find(|r| r.range.contains(key.as_bytes())).and_then(|r| r.owner.clone());
+    let addr = owner.and_then(|o| status.nodes.iter().find(|n| n.node_id == o).map(|n| n.rpc_addr.clone()));
+    addr.and_then(|a| cluster.node_index_of_rpc(&a)).map_or(fallback, Proc::Node)
 }
 
 /// Splits the range holding `key`, found through the master (a client's cached route may
