@@ -103,6 +103,12 @@ pub struct ScanPage {
 }
 
 pub(crate) const BACKOFF_START: Duration = Duration::from_millis(10);
+/// One attempt on a node gets at most this share of the call deadline (and at least
+/// `ATTEMPT_MIN`), so a request stuck on a paused or cut-off node is sent again, within the
+/// same call, to wherever the master moved its range. Writes that cannot be retried safely
+/// (no write id) get the whole deadline.
+const ATTEMPT_SHARE: u32 = 4;
+const ATTEMPT_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 impl Client {
@@ -194,7 +200,8 @@ impl Client {
             let mut last_err = None;
             for ((_, addr), idx) in groups {
                 let op = Op::GetMany { keys: idx.iter().map(|&i| keys[i].clone()).collect() };
-                match self.node_call(&addr, op, deadline).await {
+                let attempt = self.attempt_deadline(&op, deadline);
+                match self.node_call(&addr, op, attempt).await {
                     Ok(Reply::Values(values)) if values.len() == idx.len() => {
                         for (i, v) in idx.into_iter().zip(values) {
                             out[i] = v;
@@ -362,7 +369,8 @@ impl Client {
                 self.route(&lo, deadline).await?
             };
             let op = Op::Scan { start: lo.clone(), end: hi.clone(), limit: want, reverse };
-            match self.node_call(&loc.node_addr, op, deadline).await {
+            let attempt = self.attempt_deadline(&op, deadline);
+            match self.node_call(&loc.node_addr, op, attempt).await {
                 Ok(Reply::ScanPage { items: page, resume }) => {
                     debug_assert!(page.len() <= want as usize);
                     items.extend(page);
@@ -495,7 +503,7 @@ impl Client {
         let mut backoff = BACKOFF_START;
         loop {
             let loc = self.route(key, deadline).await?;
-            match self.node_call(&loc.node_addr, op.clone(), deadline).await {
+            match self.node_call(&loc.node_addr, op.clone(), self.attempt_deadline(&op, deadline)).await {
                 Ok(r) => return Ok(r),
                 // A timed-out write without a write id might have landed: not ours to retry.
                 Err(Error::Timeout) if op.is_write() && !has_write_id(&op) => return Err(Error::Timeout),
@@ -521,6 +529,15 @@ impl Client {
         }
         tokio::time::sleep(pause).await;
         Ok(())
+    }
+
+    /// When one attempt of `op` gives up (see `ATTEMPT_SHARE`).
+    fn attempt_deadline(&self, op: &Op, deadline: Instant) -> Instant {
+        if op.is_write() && !has_write_id(op) {
+            return deadline;
+        }
+        let share = (self.inner.cfg.call_deadline / ATTEMPT_SHARE).max(ATTEMPT_MIN);
+        deadline.min(Instant::now() + share)
     }
 
     pub(crate) fn remaining(deadline: Instant) -> Result<Duration, Error> {

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,8 @@ pub struct Master {
     gossip: OnceLock<Gossip>,
     /// Wakes the control loop early (a gossip report that a node is down).
     wake: Notify,
+    /// A stats poll is under way (it runs beside the control loop, see `control_loop`).
+    stats_polling: AtomicBool,
 }
 
 /// Runs a master until `shutdown` resolves. Prints `ampstore master ID ready: rpc ADDR` to
@@ -119,6 +121,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         metrics: Metrics::new(),
         gossip: OnceLock::new(),
         wake: Notify::new(),
+        stats_polling: AtomicBool::new(false),
     });
     let settings =
         GossipSettings::from_config(&cfg, id.clone(), Role::Master, &cfg.master.gossip_addr, &rpc_addr, &admin_addr)?;
@@ -331,9 +334,18 @@ impl Master {
                 tracing::warn!(error = %e, "reading node records failed");
                 continue;
             }
-            if last_stats.elapsed() >= Duration::from_millis(self.cfg.stats_ms) {
+            // Stats are polled beside the loop: a paused node holds its poll for the whole
+            // STATS_DEADLINE, and the loop must go on ending epochs and placing ranges
+            // meanwhile (the chaos suite's pause nemesis found failovers waiting on it).
+            if last_stats.elapsed() >= Duration::from_millis(self.cfg.stats_ms)
+                && !self.stats_polling.swap(true, Ordering::AcqRel)
+            {
                 last_stats = Instant::now();
-                self.poll_stats().await;
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.poll_stats().await;
+                    me.stats_polling.store(false, Ordering::Release);
+                });
             }
             if last_refresh.elapsed() >= ROUTING_REFRESH {
                 last_refresh = Instant::now();
@@ -1153,6 +1165,7 @@ mod tests {
             metrics: Metrics::new(),
             gossip: OnceLock::new(),
             wake: Notify::new(),
+            stats_polling: AtomicBool::new(false),
         })
     }
 
