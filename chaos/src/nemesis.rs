@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ampstore_client::Client;
 use ampstore_client::connection::Connection;
-use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
 use serde::Serialize;
 
 use crate::cluster::Cluster;
@@ -54,17 +54,22 @@ async fn until_served(probe: &Client, keys: &[Probe], since: Instant) -> Option<
     None
 }
 
-/// The master that says it is active, if any answers so.
-pub async fn active_master(cluster: &Cluster) -> Option<Proc> {
+/// The master that says it is active, and what it says, if any answers so. Asks each
+/// master directly (a client's `master_status` gives up on a standby's answer).
+async fn active_status(cluster: &Cluster) -> Option<(Proc, MasterStatus)> {
     for p in cluster.procs().into_iter().filter(|p| matches!(p, Proc::Master(_))) {
         let Ok(conn) = Connection::connect(&cluster.rpc(p), Role::Client, "chaos", None).await else { continue };
         if let Ok(Reply::Master(s)) = conn.call(Op::MasterStatus, Duration::from_millis(500)).await
             && s.active_term.is_some()
         {
-            return Some(p);
+            return Some((p, s));
         }
     }
     None
+}
+
+pub async fn active_master(cluster: &Cluster) -> Option<Proc> {
+    active_status(cluster).await.map(|(p, _)| p)
 }
 
 pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], step: &Step, at_ms: u64) -> FaultReport {
@@ -81,7 +86,7 @@ pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], ste
     let started = Instant::now();
     match &step.fault {
         Fault::KillNode { pick } => {
-            let node = serving_node(cluster, probe, keys, *pick).await;
+            let node = serving_node(cluster, keys, *pick).await;
             report.fault = format!("kill {node}");
             let started = Instant::now();
             cluster.kill(node);
@@ -91,7 +96,7 @@ pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], ste
             }
         }
         Fault::PauseNode { pick } => {
-            let node = serving_node(cluster, probe, keys, *pick).await;
+            let node = serving_node(cluster, keys, *pick).await;
             report.fault = format!("pause {node}");
             let started = Instant::now();
             cluster.pause(node);
@@ -127,7 +132,7 @@ pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], ste
         },
         Fault::Split { key_index } => {
             report.note = match keys.get((*key_index % keys.len().max(1) as u64) as usize) {
-                Some(p) => split(probe, &p.key()).await.err(),
+                Some(p) => split(cluster, probe, &p.key()).await.err(),
                 None => Some("no key to split at".into()),
             };
             return report;
@@ -156,11 +161,11 @@ async fn measure_during(probe: &Client, keys: &[Probe], started: Instant, hold: 
 
 /// The node serving the range of probe key number `pick`, as the master sees it; a node
 /// by `pick` alone when the master does not answer or the range has no owner.
-async fn serving_node(cluster: &Cluster, probe: &Client, keys: &[Probe], pick: u64) -> Proc {
+async fn serving_node(cluster: &Cluster, keys: &[Probe], pick: u64) -> Proc {
     let nodes = cluster.procs().into_iter().filter(|p| matches!(p, Proc::Node(_))).count().max(1);
     let fallback = Proc::Node((pick % nodes as u64) as usize);
     let Some(key) = keys.get((pick % keys.len().max(1) as u64) as usize).map(Probe::key) else { return fallback };
-    let Ok(status) = probe.master_status().await else { return fallback };
+    let Some((_, status)) = active_status(cluster).await else { return fallback };
     let owner = status.ranges.iter().find(|r| r.range.contains(key.as_bytes())).and_then(|r| r.owner.clone());
     let addr = owner.and_then(|o| status.nodes.iter().find(|n| n.node_id == o).map(|n| n.rpc_addr.clone()));
     addr.and_then(|a| cluster.node_index_of_rpc(&a)).map_or(fallback, Proc::Node)
@@ -168,8 +173,8 @@ async fn serving_node(cluster: &Cluster, probe: &Client, keys: &[Probe], pick: u
 
 /// Splits the range holding `key`, found through the master (a client's cached route may
 /// be stale right after a fault).
-async fn split(probe: &Client, key: &ampstore_common::Key) -> Result<(), String> {
-    let status = probe.master_status().await.map_err(|e| format!("asking the master: {e}"))?;
+async fn split(cluster: &Cluster, probe: &Client, key: &ampstore_common::Key) -> Result<(), String> {
+    let (_, status) = active_status(cluster).await.ok_or("no master is active")?;
     let range = status.ranges.iter().find(|r| r.range.contains(key.as_bytes())).ok_or("no range holds the key")?;
     let owner = range.owner.as_ref().ok_or_else(|| format!("{} has no owner", range.range_id))?;
     let node = status.nodes.iter().find(|n| &n.node_id == owner).ok_or_else(|| format!("owner {owner} unknown"))?;

@@ -572,7 +572,9 @@ impl Client {
             let first = self.inner.master.load(Ordering::Relaxed) % masters.len();
             let mut last = Error::unavailable("no master answered");
             for i in (0..masters.len()).map(|k| (first + k) % masters.len()) {
-                match self.node_call(&masters[i], op.clone(), deadline).await {
+                // A hung master must not eat the whole deadline: the next one may be active.
+                let attempt = self.attempt_deadline(&op, deadline);
+                match self.node_call(&masters[i], op.clone(), attempt).await {
                     Ok(r) => {
                         self.inner.master.store(i, Ordering::Relaxed);
                         return Ok(r);

@@ -610,7 +610,13 @@ impl Master {
         let (term, desc, target) = {
             let st = self.lock();
             let now = Instant::now();
-            let a = st.active(now).ok_or_else(|| self.not_master())?;
+            // `not_master` takes the lock itself: never call it while holding `st` (a std
+            // mutex taken twice on one thread deadlocks the whole master; the chaos suite
+            // found this when a master lost its lease during an assignment).
+            let Some(a) = st.active(now) else {
+                drop(st);
+                return Err(self.not_master());
+            };
             let desc = a.routing.get(start).cloned().ok_or_else(|| Error::invalid(format!("no range at {start}")))?;
             if let Some(o) = &desc.record.owner
                 && !epoch_over(&st.nodes, o)
@@ -1233,5 +1239,35 @@ mod tests {
         assert_eq!(meta::list_ranges(meta_store.as_ref()).await.unwrap(), before, "routing unchanged");
         assert_eq!(a.writes_refused_on_term.load(Ordering::Relaxed), 2);
         assert!(a.acting_term().is_none(), "a refused write makes the master step down");
+    }
+
+    /// A master whose lease ran out by its own clock (renewals stalled) refuses an
+    /// assignment with `NotMaster`, and stays responsive: it used to take its state lock
+    /// twice on that path and hang for good.
+    #[tokio::test]
+    async fn an_assignment_after_the_lease_ran_out_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let meta_store = backend.meta.clone();
+        let a = master(backend, "a");
+        let term_a = TermRecord { term: ampstore_common::Term(1), holder: a.id.clone() };
+        meta_store.put(PK_MASTER, SK_TERM, &meta::encode(&term_a), Expect::Absent).await.unwrap();
+        let (routing, nodes) = a.take_over(&term_a).await.unwrap();
+        let start = routing.iter().next().unwrap().record.range.start.clone();
+        {
+            let mut st = a.lock();
+            st.active = Some(Active { term: term_a, valid_until: Instant::now(), routing, routing_changes: 0 });
+            st.nodes = nodes;
+        }
+        // On its own thread: a deadlock blocks the runtime it happens on, timers included.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = a.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = tx.send(rt.block_on(m.assign_inner(&start)));
+        });
+        let err = rx.recv_timeout(Duration::from_secs(10)).expect("the assignment hung").unwrap_err();
+        assert!(matches!(err, Error::NotMaster { .. }), "{err:?}");
+        assert!(a.acting_term().is_none());
     }
 }
