@@ -2,7 +2,7 @@
 //! `./scripts/test` starts): a shorter mixed run must find no violation. Processes in
 //! their network namespaces reach moto through the run's forwarder on the bridge.
 
-use std::process::Command;
+mod support;
 
 #[cfg(feature = "aws")]
 #[test]
@@ -14,15 +14,21 @@ fn a_chaos_run_on_the_aws_backend_finds_no_violation() {
     let run_dir = dir.path().join("run");
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_007;
     let seed = std::env::var("AMPSTORE_CHAOS_SEED").unwrap_or(seed.to_string());
-    let o = Command::new(env!("CARGO_BIN_EXE_ampstore"))
-        .args(["chaos", "--backend", "aws", "--endpoint", &endpoint, "--duration", "40", "--seed", &seed])
-        .arg("--dir")
-        .arg(&run_dir)
-        .env_remove("AMPSTORE_CONFIG")
-        .output()
-        .expect("run ampstore chaos");
-    let out = format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    eprintln!("{out}");
+    let dir_arg = run_dir.to_str().unwrap();
+    let o = support::ampstore_cli(&[
+        "chaos",
+        "--backend",
+        "aws",
+        "--endpoint",
+        &endpoint,
+        "--duration",
+        "40",
+        "--seed",
+        &seed,
+        "--dir",
+        dir_arg,
+    ]);
+    eprintln!("{}", support::output_text(&o));
     assert_eq!(o.status.code(), Some(0), "chaos run on aws with seed {seed} failed");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();

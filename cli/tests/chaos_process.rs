@@ -6,19 +6,9 @@
 //! root (as CI runs); without it the run fails with a clear error rather than skipping.
 //! `AMPSTORE_CHAOS_SEED` fixes the seed (it is printed either way).
 
-use std::process::{Command, Output};
+mod support;
 
-fn ampstore(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ampstore"))
-        .args(args)
-        .env_remove("AMPSTORE_CONFIG")
-        .output()
-        .expect("run ampstore")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use support::{ampstore_cli as ampstore, output_text as text};
 
 fn seed() -> String {
     std::env::var("AMPSTORE_CHAOS_SEED").unwrap_or_else(|_| {

@@ -2,15 +2,11 @@
 
 use ampstore_common::snapshot::{SnapshotHeader, SnapshotWriter};
 use ampstore_common::{KeyRange, RangeId, Seq, Version};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn ampstore(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ampstore"))
-        .args(args)
-        .env_remove("AMPSTORE_CONFIG")
-        .output()
-        .expect("run ampstore")
-}
+mod support;
+
+use support::ampstore_cli as ampstore;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

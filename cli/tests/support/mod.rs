@@ -590,3 +590,17 @@ pub async fn client_for(master: &MasterProc) -> ampstore_client::Client {
     cfg.call_deadline = Duration::from_secs(20);
     ampstore_client::Client::with_config(cfg).await.unwrap()
 }
+
+/// Runs the `ampstore` binary with `args` (no config from the environment) to completion.
+pub fn ampstore_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ampstore"))
+        .args(args)
+        .env_remove("AMPSTORE_CONFIG")
+        .output()
+        .expect("run ampstore")
+}
+
+/// A finished command's stdout and stderr, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
