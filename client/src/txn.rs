@@ -82,7 +82,9 @@ impl Txn {
     }
 
     /// Appends `element` to the list at `key` as part of the transaction, with push id `id`
-    /// (from [`Client::push_id`]; the same id again adds nothing).
+    /// (from [`Client::push_id`]; the same id again adds nothing). An id below the list's
+    /// last element fails the transaction with `Conflict` naming that element (lists keep
+    /// the order pushes took effect): take a fresh id and commit again.
     pub fn push(mut self, key: impl Into<Key>, element: impl Into<Vec<u8>>, id: ampstore_common::lists::PushId) -> Txn {
         self.writes.push(TxnWrite::Push { key: key.into(), element: element.into(), push_id: id });
         self
