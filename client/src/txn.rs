@@ -130,10 +130,13 @@ impl Client {
         }
         let deadline = self.deadline();
         let mut backoff = BACKOFF_START;
+        // One id for every attempt: a participant that already committed this transaction
+        // answers a retry with that outcome instead of applying it again.
+        let txn_id = self.write_id();
         loop {
             let parts = self.group(&txn, deadline).await?;
             let coordinator = parts[0].node_addr.clone();
-            let op = Op::Txn { txn_id: self.write_id(), parts: parts.clone(), hold_ms: TXN_HOLD_MS };
+            let op = Op::Txn { txn_id, parts: parts.clone(), hold_ms: TXN_HOLD_MS };
             op.validate()?;
             let sent = match self.conn(&coordinator).await {
                 Ok(conn) => conn.call_once(op, Self::remaining(deadline)?).await,
@@ -154,7 +157,7 @@ impl Client {
                 }
                 Ok(other) => return Err(Error::internal(format!("transaction answered {other:?}"))),
                 // Nothing was written (a refused prepare or an abandoned transaction), so a
-                // retry under a new transaction id is safe; a timeout is not.
+                // retry is safe; a timeout (outcome unknown) is the caller's to resolve.
                 Err(e) if e.is_retryable() && !matches!(e, Error::Timeout) => {
                     for part in &parts {
                         let key = part

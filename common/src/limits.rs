@@ -108,9 +108,27 @@ pub const SNAPSHOT_BLOCK_RAW_BYTES_MAX: usize = SNAPSHOT_BLOCK_BYTES_TARGET + KE
 /// Most payload bytes one `CommitLog::read` call returns (it returns at least one entry).
 pub const LOG_READ_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Write ids a range remembers (with their results) to answer a retried write without
-/// applying it twice.
-pub const RANGE_DEDUP_WRITES_MAX: usize = 10_000;
+/// How long a range remembers a write id (with its outcome) after applying it, so that a
+/// retry is answered with the original outcome instead of being applied again. At least
+/// the longest client call deadline (`CLIENT_CALL_DEADLINE_MS_MAX`), with room for the
+/// clocks of two nodes to differ (the records carry wall-clock times across moves).
+pub const WRITE_ID_RETENTION_MS: u64 = 90_000;
+
+/// Longest call deadline a client may set: every retry of a write falls inside it, so
+/// inside `WRITE_ID_RETENTION_MS`.
+pub const CLIENT_CALL_DEADLINE_MS_MAX: u64 = 60_000;
+
+/// What one remembered write counts against `RANGE_WRITE_IDS_BYTES_MAX` (its id, outcome and
+/// time as held in memory), plus the text of a conflict.
+pub const WRITE_ID_RECORD_BYTES_FIXED: usize = 64;
+
+/// Bytes of remembered writes one range keeps. Sized for a range written 20,000 times a
+/// second for all of `WRITE_ID_RETENTION_MS` (1.8 million records); beyond it the oldest
+/// records go first and a warning is logged (a hot range splits long before).
+pub const RANGE_WRITE_IDS_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Most records a snapshot's write-id section may hold (checked before allocating).
+pub const SNAPSHOT_WRITE_IDS_MAX: usize = RANGE_WRITE_IDS_BYTES_MAX / WRITE_ID_RECORD_BYTES_FIXED;
 
 /// Writes waiting in one range for the next batch; beyond it writes are refused (Unavailable).
 pub const RANGE_PENDING_WRITES_MAX: usize = 100_000;

@@ -593,6 +593,10 @@ pub enum Reply {
         /// The values of the prepare's `reads`, read while held.
         #[serde(default)]
         values: Vec<Option<Versioned>>,
+        /// This participant committed this transaction already (a retry of it): nothing is
+        /// held, `seq` is where its entry went. Absent from the encoding when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        committed: bool,
     },
     /// Answer to `Batch`: one result per operation, in order.
     Batch {

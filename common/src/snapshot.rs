@@ -7,11 +7,20 @@
 //! blocks  block 0 .. block n-1, each lz4-compressed or raw (whichever is smaller); a raw
 //!         block is a run of entries: key_len varint, key, value_len varint, value,
 //!         version seq varint, version index varint; keys strictly ascending in the file
+//! write ids  (format 2) the range's remembered writes (`crate::write_ids`), lz4-compressed
+//!         or raw like a block
 //! index   per block: offset u64 | stored_len u32 | raw_len u32 | codec u8 | entries u32
 //!         | crc32c(stored bytes) u32 | first_key (len u32, bytes)
 //! footer  index_offset u64 | index_len u32 | blocks u32 | entries u64 | merkle_root [32]
-//!         | crc32c(index) u32 | crc32c(footer fields) u32 | "AMPSEND\x01"
+//!         | crc32c(index) u32
+//!         | (format 2) write_ids_offset u64 | stored_len u32 | raw_len u32 | codec u8
+//!         | crc32c(write ids) u32
+//!         | crc32c(footer fields) u32 | "AMPSEND\x01" (format 1) or "AMPSEND\x02" (format 2)
 //! ```
+//!
+//! Format 2 (this build writes it) adds the write-id section; format 1 files (no write ids)
+//! still load. In format 2 the Merkle root has one more leaf after the blocks: the stored
+//! write-id section.
 //!
 //! Every byte of the file is covered by a checksum and the blocks must tile the space
 //! between header and index exactly, so a flipped or missing byte anywhere is reported as
@@ -22,15 +31,23 @@ use crate::error::Error;
 use crate::ids::{RangeId, Seq};
 use crate::key::{Key, KeyRange, Version};
 use crate::limits::{
-    KEY_BYTES_MAX, SNAPSHOT_BLOCK_BYTES_TARGET, SNAPSHOT_BLOCK_RAW_BYTES_MAX, SNAPSHOT_BLOCKS_MAX,
-    SNAPSHOT_ENTRIES_MAX, VALUE_BYTES_MAX,
+    KEY_BYTES_MAX, RANGE_WRITE_IDS_BYTES_MAX, SNAPSHOT_BLOCK_BYTES_TARGET, SNAPSHOT_BLOCK_RAW_BYTES_MAX,
+    SNAPSHOT_BLOCKS_MAX, SNAPSHOT_ENTRIES_MAX, SNAPSHOT_WRITE_IDS_MAX, VALUE_BYTES_MAX,
 };
+use crate::write_ids::WriteRecord;
 
 const HEADER_MAGIC: &[u8; 8] = b"AMPSNAP\x01";
-const FOOTER_MAGIC: &[u8; 8] = b"AMPSEND\x01";
-const FORMAT_VERSION: u16 = 1;
-/// index_offset + index_len + blocks + entries + merkle_root + index_crc + footer_crc + magic.
-const FOOTER_BYTES: usize = 8 + 4 + 4 + 8 + 32 + 4 + 4 + 8;
+const FOOTER_MAGIC_V1: &[u8; 8] = b"AMPSEND\x01";
+const FOOTER_MAGIC_V2: &[u8; 8] = b"AMPSEND\x02";
+/// The format this build writes.
+const FORMAT_VERSION: u16 = 2;
+/// Format 1: index_offset + index_len + blocks + entries + merkle_root + index_crc +
+/// footer_crc + magic.
+const FOOTER_BYTES_V1: usize = 8 + 4 + 4 + 8 + 32 + 4 + 4 + 8;
+/// Format 2 adds the write-id section's offset, stored and raw length, codec and crc.
+const FOOTER_BYTES_V2: usize = FOOTER_BYTES_V1 + 8 + 4 + 4 + 1 + 4;
+/// The raw write-id section of a range at its byte bound, with room for its encoding.
+const WRITE_IDS_RAW_BYTES_MAX: usize = 2 * RANGE_WRITE_IDS_BYTES_MAX;
 const HEADER_BODY_BYTES_MAX: usize = 2 + 8 + 8 + 8 + 4 + KEY_BYTES_MAX + 1 + 4 + KEY_BYTES_MAX;
 const INDEX_ENTRY_FIXED_BYTES: usize = 8 + 4 + 4 + 1 + 4 + 4 + 4;
 const CODEC_RAW: u8 = 0;
@@ -81,6 +98,8 @@ pub struct SnapshotEntry {
 pub struct Snapshot {
     pub header: SnapshotHeader,
     pub entries: Vec<SnapshotEntry>,
+    /// The range's remembered writes (none in a format 1 file).
+    pub write_ids: Vec<WriteRecord>,
     pub merkle_root: [u8; 32],
 }
 
@@ -119,6 +138,8 @@ pub struct SnapshotWriter {
     index: Vec<IndexEntry>,
     leaf_hashes: Vec<[u8; 32]>,
     entries: u64,
+    write_ids: Vec<WriteRecord>,
+    format: u16,
 }
 
 impl SnapshotWriter {
@@ -149,7 +170,32 @@ impl SnapshotWriter {
             index: Vec::new(),
             leaf_hashes: Vec::new(),
             entries: 0,
+            write_ids: Vec::new(),
+            format: FORMAT_VERSION,
         })
+    }
+
+    /// The range's remembered writes, stored in the write-id section.
+    pub fn set_write_ids(&mut self, records: Vec<WriteRecord>) -> Result<(), SnapshotError> {
+        if records.len() > SNAPSHOT_WRITE_IDS_MAX {
+            return Err(SnapshotError::Invalid(format!(
+                "{} write ids, over the limit of {SNAPSHOT_WRITE_IDS_MAX}",
+                records.len()
+            )));
+        }
+        self.write_ids = records;
+        Ok(())
+    }
+
+    /// A writer of the previous format (1: no write-id section), to test that such files
+    /// still load.
+    #[cfg(test)]
+    fn new_format_1(header: SnapshotHeader, block_bytes_target: usize) -> SnapshotWriter {
+        let mut w = Self::with_block_bytes(header.clone(), block_bytes_target).expect("valid header");
+        w.format = 1;
+        w.out.clear();
+        encode_header_format(&header, 1, &mut w.out).expect("valid header");
+        w
     }
 
     pub fn push(&mut self, key: &[u8], value: &[u8], version: Version) -> Result<(), SnapshotError> {
@@ -238,6 +284,18 @@ impl SnapshotWriter {
         if let Err(e) = self.close_block() {
             tracing::error!(error = %e, "snapshot block limit reached at finish");
         }
+        let mut write_ids = None;
+        if self.format >= 2 {
+            let mut raw = Vec::new();
+            crate::write_ids::encode(&self.write_ids, &mut raw);
+            let compressed = lz4_flex::block::compress(&raw);
+            let (codec, stored): (u8, &[u8]) =
+                if compressed.len() < raw.len() { (CODEC_LZ4, &compressed) } else { (CODEC_RAW, &raw) };
+            let offset = self.out.len() as u64;
+            self.out.extend_from_slice(stored);
+            self.leaf_hashes.push(leaf_hash(stored));
+            write_ids = Some((offset, stored.len() as u32, raw.len() as u32, codec, crc32c::crc32c(stored)));
+        }
         let index_offset = self.out.len() as u64;
         for e in &self.index {
             self.out.extend_from_slice(&e.offset.to_be_bytes());
@@ -259,20 +317,30 @@ impl SnapshotWriter {
         self.out.extend_from_slice(&self.entries.to_be_bytes());
         self.out.extend_from_slice(&root);
         self.out.extend_from_slice(&index_crc.to_be_bytes());
+        if let Some((offset, stored_len, raw_len, codec, crc)) = write_ids {
+            self.out.extend_from_slice(&offset.to_be_bytes());
+            self.out.extend_from_slice(&stored_len.to_be_bytes());
+            self.out.extend_from_slice(&raw_len.to_be_bytes());
+            self.out.push(codec);
+            self.out.extend_from_slice(&crc.to_be_bytes());
+        }
         let footer_crc = crc32c::crc32c(&self.out[footer_start..]);
         self.out.extend_from_slice(&footer_crc.to_be_bytes());
-        self.out.extend_from_slice(FOOTER_MAGIC);
-        debug_assert_eq!(self.out.len() - footer_start, FOOTER_BYTES);
+        self.out.extend_from_slice(if self.format >= 2 { FOOTER_MAGIC_V2 } else { FOOTER_MAGIC_V1 });
         (self.out, root)
     }
 }
 
 fn encode_header(h: &SnapshotHeader, out: &mut Vec<u8>) -> Result<(), String> {
+    encode_header_format(h, FORMAT_VERSION, out)
+}
+
+fn encode_header_format(h: &SnapshotHeader, format: u16, out: &mut Vec<u8>) -> Result<(), String> {
     if h.range.start.len() > KEY_BYTES_MAX || h.range.end.as_ref().is_some_and(|e| e.len() > KEY_BYTES_MAX) {
         return Err("range bound over the key limit".into());
     }
     let mut body = Vec::with_capacity(64);
-    body.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    body.extend_from_slice(&format.to_be_bytes());
     body.extend_from_slice(&h.range_id.0.to_be_bytes());
     body.extend_from_slice(&h.seq.0.to_be_bytes());
     body.extend_from_slice(&h.created_unix_ms.to_be_bytes());
@@ -358,21 +426,25 @@ impl<'a> Cursor<'a> {
 impl Snapshot {
     /// Decodes and verifies a whole snapshot file.
     pub fn decode(file: &[u8]) -> Result<Snapshot, SnapshotError> {
-        // Footer.
-        if file.len() < HEADER_MAGIC.len() + 4 + 4 + FOOTER_BYTES {
+        // Footer: its end marker says the format, and so the footer's length.
+        if file.len() < HEADER_MAGIC.len() + 4 + 4 + FOOTER_BYTES_V1 {
             return Err(corrupt("file", format!("{} bytes is too short to be a snapshot", file.len())));
         }
-        let footer_start = file.len() - FOOTER_BYTES;
+        let (format, footer_bytes) = match &file[file.len() - 8..] {
+            m if m == FOOTER_MAGIC_V1 => (1u16, FOOTER_BYTES_V1),
+            m if m == FOOTER_MAGIC_V2 && file.len() >= HEADER_MAGIC.len() + 4 + 4 + FOOTER_BYTES_V2 => {
+                (2u16, FOOTER_BYTES_V2)
+            }
+            _ => return Err(corrupt("footer", "end marker missing (truncated or not a snapshot)")),
+        };
+        let footer_start = file.len() - footer_bytes;
         let footer = &file[footer_start..];
-        if &footer[FOOTER_BYTES - 8..] != FOOTER_MAGIC {
-            return Err(corrupt("footer", "end marker missing (truncated or not a snapshot)"));
-        }
         let stored_footer_crc =
-            u32::from_be_bytes(footer[FOOTER_BYTES - 12..FOOTER_BYTES - 8].try_into().unwrap_or_default());
-        if crc32c::crc32c(&footer[..FOOTER_BYTES - 12]) != stored_footer_crc {
+            u32::from_be_bytes(footer[footer_bytes - 12..footer_bytes - 8].try_into().unwrap_or_default());
+        if crc32c::crc32c(&footer[..footer_bytes - 12]) != stored_footer_crc {
             return Err(corrupt("footer", "checksum mismatch"));
         }
-        let mut f = Cursor::new(&footer[..FOOTER_BYTES - 12], "footer");
+        let mut f = Cursor::new(&footer[..footer_bytes - 12], "footer");
         let index_offset = f.u64()?;
         let index_len = f.u32()? as u64;
         let block_count = f.u32()?;
@@ -380,6 +452,24 @@ impl Snapshot {
         let mut merkle = [0u8; 32];
         merkle.copy_from_slice(f.take(32)?);
         let index_crc = f.u32()?;
+        // Format 2: the write-id section, which ends where the index starts.
+        let write_ids = if format >= 2 {
+            let offset = f.u64()?;
+            let stored_len = f.u32()?;
+            let raw_len = f.u32()?;
+            let codec = f.u8()?;
+            let crc = f.u32()?;
+            if offset.checked_add(u64::from(stored_len)) != Some(index_offset)
+                || raw_len as usize > WRITE_IDS_RAW_BYTES_MAX
+                || codec > CODEC_LZ4
+                || (codec == CODEC_RAW && stored_len != raw_len)
+            {
+                return Err(corrupt("footer", "write-id section has impossible sizes or codec"));
+            }
+            Some((offset, stored_len, raw_len, codec, crc))
+        } else {
+            None
+        };
         if index_offset.checked_add(index_len) != Some(footer_start as u64) {
             return Err(corrupt("footer", "index position does not match the file length"));
         }
@@ -406,7 +496,14 @@ impl Snapshot {
         if crc32c::crc32c(&file[..12 + body_len]) != stored_header_crc {
             return Err(corrupt("header", "checksum mismatch"));
         }
-        let header = decode_header_body(&file[12..12 + body_len])?;
+        let (header, header_format) = decode_header_body(&file[12..12 + body_len])?;
+        if header_format != format {
+            return Err(corrupt("header", format!("format {header_format} but the footer is of format {format}")));
+        }
+        let blocks_end = write_ids.map_or(index_offset, |(offset, ..)| offset);
+        if header_end as u64 > blocks_end {
+            return Err(corrupt("footer", "write-id section starts inside the header"));
+        }
 
         if u64::from(block_count) * INDEX_ENTRY_FIXED_BYTES as u64 > index_len {
             return Err(corrupt("block index", format!("too short for {block_count} blocks")));
@@ -438,8 +535,8 @@ impl Snapshot {
         if !ix.done() {
             return Err(corrupt("block index", "unexpected bytes after the last entry"));
         }
-        if expected_offset != index_offset {
-            return Err(corrupt("block index", "blocks do not end where the index starts"));
+        if expected_offset != blocks_end {
+            return Err(corrupt("block index", "blocks do not end where the write ids or the index start"));
         }
 
         // Blocks.
@@ -512,17 +609,40 @@ impl Snapshot {
         if entries.len() as u64 != entry_count {
             return Err(corrupt("footer", format!("entry count {entry_count} but blocks hold {}", entries.len())));
         }
+        let mut records = Vec::new();
+        if let Some((offset, stored_len, raw_len, codec, crc)) = write_ids {
+            let part = "write ids";
+            let stored = &file[offset as usize..index_offset as usize];
+            debug_assert_eq!(stored.len(), stored_len as usize);
+            if crc32c::crc32c(stored) != crc {
+                return Err(corrupt(part, "checksum mismatch"));
+            }
+            leaf_hashes.push(leaf_hash(stored));
+            let body: Vec<u8> = if codec == CODEC_LZ4 {
+                let mut raw = vec![0u8; raw_len as usize];
+                let n = lz4_flex::block::decompress_into(stored, &mut raw)
+                    .map_err(|err| corrupt(part, format!("does not decompress: {err}")))?;
+                if n != raw_len as usize {
+                    return Err(corrupt(part, format!("decompressed to {n} bytes, footer says {raw_len}")));
+                }
+                raw
+            } else {
+                stored.to_vec()
+            };
+            records = crate::write_ids::decode(&body, SNAPSHOT_WRITE_IDS_MAX).map_err(|e| corrupt(part, e.0))?;
+        }
         if merkle_root(&leaf_hashes) != merkle {
             return Err(corrupt("footer", "merkle root does not match the blocks"));
         }
-        Ok(Snapshot { header, entries, merkle_root: merkle })
+        Ok(Snapshot { header, entries, write_ids: records, merkle_root: merkle })
     }
 }
 
-fn decode_header_body(body: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
+/// The header and its format version (1 or 2).
+fn decode_header_body(body: &[u8]) -> Result<(SnapshotHeader, u16), SnapshotError> {
     let mut c = Cursor::new(body, "header");
     let format = c.u16()?;
-    if format != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&format) {
         return Err(corrupt("header", format!("format version {format} is not supported")));
     }
     let range_id = RangeId(c.u64()?);
@@ -542,7 +662,7 @@ fn decode_header_body(body: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
         return Err(corrupt("header", "unexpected bytes after the range"));
     }
     let range = KeyRange::new(start, end).map_err(|e| corrupt("header", e.to_string()))?;
-    Ok(SnapshotHeader { range_id, range, seq, created_unix_ms })
+    Ok((SnapshotHeader { range_id, range, seq, created_unix_ms }, format))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -595,11 +715,86 @@ mod tests {
     }
 
     fn build(entries: &[(Vec<u8>, Vec<u8>, Version)], range: KeyRange, block_bytes: usize) -> Vec<u8> {
+        build_with(entries, range, block_bytes, sample_write_ids(40))
+    }
+
+    fn build_with(
+        entries: &[(Vec<u8>, Vec<u8>, Version)],
+        range: KeyRange,
+        block_bytes: usize,
+        write_ids: Vec<WriteRecord>,
+    ) -> Vec<u8> {
         let mut w = SnapshotWriter::with_block_bytes(header(range), block_bytes).unwrap();
         for (k, v, ver) in entries {
             w.push(k, v, *ver).unwrap();
         }
+        w.set_write_ids(write_ids).unwrap();
         w.finish()
+    }
+
+    fn sample_write_ids(n: u64) -> Vec<WriteRecord> {
+        use crate::write_ids::{WriteKey, WriteOutcome};
+        (0..n)
+            .map(|i| WriteRecord {
+                key: WriteKey::Write(crate::protocol::WriteId { client: 77, n: i }),
+                outcome: if i % 5 == 4 {
+                    WriteOutcome::Conflict { reason: format!("condition {i} failed"), key: None }
+                } else {
+                    WriteOutcome::Written { version: Version { seq: Seq(i + 1), index: 0 } }
+                },
+                at_unix_ms: 1_700_000_000_000 + i,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn write_ids_travel_in_the_snapshot() {
+        let ids = sample_write_ids(1000);
+        let bytes = build_with(&sample_entries(20), KeyRange::full(), 512, ids.clone());
+        let snap = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(snap.write_ids, ids);
+        assert_eq!(snap.entries.len(), 20);
+        let none = build_with(&sample_entries(20), KeyRange::full(), 512, Vec::new());
+        assert!(Snapshot::decode(&none).unwrap().write_ids.is_empty());
+        // The root covers the write ids too.
+        let other = build_with(&sample_entries(20), KeyRange::full(), 512, sample_write_ids(999));
+        assert_ne!(Snapshot::decode(&other).unwrap().merkle_root, snap.merkle_root);
+    }
+
+    #[test]
+    fn the_write_id_limit_is_checked_by_the_writer() {
+        let mut w = SnapshotWriter::new(header(KeyRange::full())).unwrap();
+        let one = sample_write_ids(1).remove(0);
+        assert!(w.set_write_ids(vec![one.clone(); SNAPSHOT_WRITE_IDS_MAX + 1]).is_err());
+        w.set_write_ids(vec![one; SNAPSHOT_WRITE_IDS_MAX]).unwrap();
+    }
+
+    /// Files of format 1 (before write ids travelled in snapshots) still load, with no write
+    /// ids, and keep their root.
+    #[test]
+    fn format_1_files_still_load() {
+        let entries = sample_entries(100);
+        let mut w = SnapshotWriter::new_format_1(header(KeyRange::full()), 512);
+        for (k, v, ver) in &entries {
+            w.push(k, v, *ver).unwrap();
+        }
+        let (bytes, root) = w.finish_with_root();
+        assert_eq!(&bytes[bytes.len() - 8..], FOOTER_MAGIC_V1);
+        let snap = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(snap.entries.len(), 100);
+        assert!(snap.write_ids.is_empty());
+        assert_eq!(snap.merkle_root, root);
+        // A format 1 header with a format 2 footer (or the reverse) is damage.
+        let mut mixed = bytes.clone();
+        let n = mixed.len();
+        mixed[n - 1] = 2;
+        assert!(Snapshot::decode(&mixed).is_err());
+        // A format 1 file's every flipped byte is caught as well.
+        for i in (0..bytes.len()).step_by(3) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(Snapshot::decode(&bad).is_err(), "flip at {i} of a format 1 file went unnoticed");
+        }
     }
 
     fn sample_entries(n: usize) -> Vec<(Vec<u8>, Vec<u8>, Version)> {
@@ -676,7 +871,7 @@ mod tests {
                 }
             }
         }
-        for expected in ["header", "block", "footer"] {
+        for expected in ["header", "block", "footer", "write"] {
             assert!(parts.contains(expected), "no corruption reported in {expected}: {parts:?}");
         }
     }

@@ -11,6 +11,7 @@ use ampstore_common::meta;
 use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeStats, Reply, Role, ServerInfo};
 use ampstore_common::rpc_server::Service;
+use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, RangeId, Seq};
 use tokio::sync::oneshot;
 
@@ -72,10 +73,12 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         }
         Op::Put { key, value, write_id } => {
             let addr = route_key(shared, &key)?;
+            let write_id = write_id.map(WriteKey::Write);
             write(&addr, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
         }
         Op::PutIfVersion { key, value, expected, write_id } => {
             let addr = route_key(shared, &key)?;
+            let write_id = write_id.map(WriteKey::Write);
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
             write(&addr, w).await
         }
@@ -109,10 +112,12 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
         Op::Delete { key, write_id } => {
             let addr = route_key(shared, &key)?;
+            let write_id = write_id.map(WriteKey::Write);
             write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
         }
         Op::DeleteRange { start, end, write_id } => {
             let addr = route_key(shared, &start)?;
+            let write_id = write_id.map(WriteKey::Write);
             write(&addr, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
         }
         Op::Scan { start, end, limit, reverse } => {
@@ -180,7 +185,7 @@ async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) 
     let w = Write {
         op: LoggedOp::Put { key: element_key, value: element },
         condition: Condition::ListTail,
-        write_id: None,
+        write_id: Some(WriteKey::Push(push_id)),
     };
     write(&addr, w).await
 }
@@ -217,8 +222,12 @@ pub(crate) async fn read(addr: &Addr<RangeActor>, msg: ReadMsg) -> Result<Reply,
 
 pub(crate) async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
     let (tx, rx) = oneshot::channel();
+    // Not delivered: the range stopped before it saw the write, so nothing was written.
     addr.send(WriteMsg { write, reply: tx }).await.map_err(|_| not_owner())?;
-    rx.await.map_err(|_| not_owner())?
+    // Delivered but never answered: the range stopped with the write somewhere on its way to
+    // the log (the range answers what it knows; this is what it could not), so the outcome
+    // is unknown.
+    rx.await.map_err(|_| Error::Timeout)?
 }
 
 pub(crate) async fn assign(
@@ -261,6 +270,7 @@ pub(crate) async fn assign(
                 plan: plan.clone(),
                 left,
                 right,
+                write_ids: loaded.core.write_ids().clone(),
                 owner: loaded.owner,
             };
             let done = split::complete(shared, job).await;

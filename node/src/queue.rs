@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ampstore_common::error::Error;
 use ampstore_common::lists::PushId;
 use ampstore_common::protocol::Reply;
+use ampstore_common::write_ids::WriteKey;
 use ampstore_common::queue::{self, Task, TaskRecord, TaskRef};
 use ampstore_common::{Key, Seq, Version};
 
@@ -39,7 +40,7 @@ pub async fn enqueue(
     let w = Write {
         op: LoggedOp::Put { key, value: record.encode() },
         condition: Condition::Version(None),
-        write_id: None,
+        write_id: Some(WriteKey::Push(id)),
     };
     match write(&addr, w).await {
         // Already there: a retried enqueue.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use ampstore_client::connection::Connection;
 use ampstore_common::error::Error;
 use ampstore_common::protocol::{Op, Reply, Role, Versioned, WriteId};
-use ampstore_common::store::{AppendSlot, EntryKind, LogEntry, StoreError};
+use ampstore_common::store::{AppendSlot, EntryKind, LogEntry};
 use ampstore_common::txn::{TxnDecision, TxnPart};
 use ampstore_common::{Epoch, NodeId, RangeId, Seq, Version};
 use bytes::Bytes;
@@ -41,6 +41,8 @@ struct Prepared {
     writer: NodeId,
     epoch: Epoch,
     values: Vec<Option<Versioned>>,
+    /// The participant had committed this transaction already (a retry): nothing held.
+    committed: bool,
 }
 
 pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
@@ -76,8 +78,8 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
     let mut failure: Option<Error> = None;
     for r in results {
         match r {
-            Ok(Reply::TxnPrepared { seq, writer, epoch, values }) => {
-                prepared.push(Some(Prepared { seq, writer, epoch, values }))
+            Ok(Reply::TxnPrepared { seq, writer, epoch, values, committed }) => {
+                prepared.push(Some(Prepared { seq, writer, epoch, values, committed }))
             }
             Ok(other) => {
                 prepared.push(None);
@@ -96,6 +98,18 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
         resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
         return Err(e);
     }
+    // A retry of a transaction that committed: every participant remembers it (the outcome
+    // travels with the range), so answer it again without writing anything.
+    let already: Vec<bool> = prepared.iter().flatten().map(|p| p.committed).collect();
+    if already.iter().any(|c| *c) {
+        if already.iter().all(|c| *c) {
+            return Ok(committed_reply(&parts, &prepared));
+        }
+        // Some participants remember it committed and others do not (they forgot it, past
+        // the retention): give the holds back and say the outcome is unknown.
+        resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
+        return Err(Error::Timeout);
+    }
     crash_point("txn:prepared");
     let slots: Vec<AppendSlot> = parts
         .iter()
@@ -113,29 +127,24 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
             Some(AppendSlot { range: part.range_id, seq, entry })
         })
         .collect();
-    let committed = if slots.is_empty() {
-        true // nothing to write: every check held while all were held
-    } else {
-        match shared.backend.log.append_atomic(&slots).await {
-            Ok(()) => true,
-            Err(StoreError::SlotsTaken { .. }) => false,
-            Err(e) => {
-                // The append may have landed: the participants find out from their slots.
-                tracing::warn!(?txn_id, error = %e, "transaction append failed; resolving from the log");
-                let outcomes = resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
-                return match (outcomes.iter().all(|o| *o == Some(true)), outcomes.iter().all(|o| *o == Some(false))) {
-                    (true, _) => Ok(committed_reply(&parts, &prepared)),
-                    (_, true) => Err(Error::unavailable(format!("transaction not committed: {e}"))),
-                    _ => Err(Error::Timeout),
-                };
-            }
-        }
-    };
-    crash_point("txn:appended");
-    if !committed {
-        resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
-        return Err(Error::unavailable("a participant gave up the transaction before it was written; retry"));
+    if !slots.is_empty()
+        && let Err(e) = shared.backend.log.append_atomic(&slots).await
+    {
+        // Not written by this call, or maybe written (an error after the store acted, or
+        // slots taken by this transaction's own earlier attempt): the participants decide
+        // from their slots. Only when every one of them is sure it did not commit may the
+        // client retry; when any is unsure the outcome is unknown.
+        tracing::info!(?txn_id, error = %e, "transaction append did not succeed; resolving from the log");
+        let outcomes = resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Resolve).await;
+        let decided: Vec<Option<bool>> =
+            outcomes.into_iter().zip(&prepared).filter(|(_, p)| p.is_some()).map(|(o, _)| o).collect();
+        return match (decided.iter().all(|o| *o == Some(true)), decided.iter().all(|o| *o == Some(false))) {
+            (true, _) => Ok(committed_reply(&parts, &prepared)),
+            (_, true) => Err(Error::unavailable(format!("transaction not committed ({e}); retry"))),
+            _ => Err(Error::Timeout),
+        };
     }
+    crash_point("txn:appended");
     // Participants that miss this resolve themselves from their slots.
     resolve_all(shared, txn_id, &parts, &prepared, TxnDecision::Commit).await;
     Ok(committed_reply(&parts, &prepared))
@@ -231,7 +240,12 @@ pub async fn resolve(
     let found = shared.backend.log.read(range_id, seq, 1).await?;
     let committed = match found.into_iter().next() {
         Some((s, e)) if s == seq && e.kind == EntryKind::Txn => batch::decode_txn(&e.payload)?.txn_id == txn_id,
-        _ => false,
+        Some((s, _)) if s == seq => false,
+        // The log is dense, so a later entry means the slot was filled and then truncated by
+        // a checkpoint: what it held is not known here (the range's remembered outcomes,
+        // asked above, did not have it). Unknown, never "not committed".
+        Some(_) => return Err(Error::Timeout),
+        None => false,
     };
     Ok(Reply::TxnResolved { committed })
 }
@@ -245,7 +259,8 @@ async fn send_to_range(
     match shared.directory.get(range_id) {
         Some(Slot::Serving { addr, .. }) => {
             send(&addr);
-            rx.await.map_err(|_| Error::NotOwner { hint: None })?
+            // The range stopped with the transaction on its way to the log: outcome unknown.
+            rx.await.map_err(|_| Error::Timeout)?
         }
         Some(Slot::Loading { .. }) => Err(Error::RangeLoading { retry_after_ms: 50 }),
         _ => Err(Error::NotOwner { hint: None }),

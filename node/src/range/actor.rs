@@ -25,6 +25,7 @@ use super::core::{Memtable, MergePlan, Outcome, RangeCore, SplitPlan, Write};
 use super::load;
 use super::snapshot::{self, SnapshotJob};
 use super::split::{self, SplitJob};
+use super::write_ids::WriteIdTable;
 use crate::directory::Slot;
 use crate::shared::NodeShared;
 
@@ -94,6 +95,7 @@ pub struct MergeCloseMsg {
 pub struct MergeClosed {
     pub seq: Seq,
     pub data: Memtable,
+    pub write_ids: WriteIdTable,
     pub range: KeyRange,
     pub owner: Owner,
 }
@@ -133,9 +135,6 @@ const TXN_WAITING_MAX: usize = 1024;
 /// How long a participant's prepare waits for a busy range before it is refused.
 const TXN_PARTICIPANT_WAIT: Duration = Duration::from_millis(50);
 
-/// Transactions this range resolved lately, for a coordinator that asks again.
-const TXN_OUTCOMES_KEPT: usize = 1024;
-
 enum Merging {
     /// Waiting for the append in flight to finish before the merge entry goes in.
     Closing(MergePlan, oneshot::Sender<Result<MergeClosed, Error>>),
@@ -173,7 +172,6 @@ pub struct RangeActor {
     txn_resolving: bool,
     /// Callers waiting for the held transaction to be resolved.
     txn_resolve_waiters: Vec<Responder>,
-    txn_outcomes: std::collections::VecDeque<(WriteId, bool)>,
 }
 
 fn deliver(outcomes: Vec<Outcome<Responder>>) {
@@ -185,6 +183,11 @@ fn deliver(outcomes: Vec<Outcome<Responder>>) {
 
 fn not_owner() -> Error {
     Error::NotOwner { hint: None }
+}
+
+/// The wall clock in unix ms: remembered write ids carry it across nodes.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RangeActor {
@@ -208,7 +211,6 @@ impl RangeActor {
             txn_waiting: std::collections::VecDeque::new(),
             txn_resolving: false,
             txn_resolve_waiters: Vec::new(),
-            txn_outcomes: std::collections::VecDeque::new(),
         }
     }
 
@@ -227,6 +229,7 @@ impl RangeActor {
         if self.core.append_in_flight() || self.releasing.is_some() {
             return;
         }
+        self.core.set_clock(unix_now_ms());
         let plan = self.core.next_batch();
         deliver(plan.early);
         if let Some((seq, entry)) = plan.append {
@@ -249,6 +252,7 @@ impl RangeActor {
         match result {
             Ok(()) => {
                 self.append_failures = 0;
+                self.core.set_clock(unix_now_ms());
                 let done = self.core.on_appended(seq);
                 self.shared.metrics.log_append(done.len(), bytes);
                 deliver(done);
@@ -350,11 +354,15 @@ impl RangeActor {
     fn split_appended(&mut self, seq: Seq, plan: SplitPlan, ctx: &mut Context<Self>) {
         self.core.on_split_appended(seq, plan.clone());
         let (left, right) = self.core.divide(&plan.split_key);
+        // Both children remember every write id of the parent (an O(1) clone each): a retry
+        // of a parent's write reaches whichever child holds its key.
+        let write_ids = self.core.write_ids().clone();
         let (parent_id, parent_range) = (self.core.range_id(), self.core.range().clone());
         // The parent stops serving now (even reads: the children will take writes); its slot
         // answers `RangeLoading` until the children serve.
         self.shared.directory.insert(parent_id, Slot::Loading { range: parent_range.clone() });
-        let job = SplitJob { parent_id, parent_range, split_seq: seq, plan, left, right, owner: self.owner.clone() };
+        let job =
+            SplitJob { parent_id, parent_range, split_seq: seq, plan, left, right, write_ids, owner: self.owner.clone() };
         let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Err(e) = split::complete(&shared, job).await {
@@ -381,9 +389,14 @@ impl RangeActor {
                 Ok(()) => {
                     act.core.on_merge_appended(seq, plan);
                     act.merging = Some(Merging::Closed);
-                    let (_, data, _) = act.core.snapshot_view();
-                    let closed =
-                        MergeClosed { seq, data, range: act.core.range().clone(), owner: act.owner.clone() };
+                    let (_, data, write_ids, _) = act.core.snapshot_view();
+                    let closed = MergeClosed {
+                        seq,
+                        data,
+                        write_ids,
+                        range: act.core.range().clone(),
+                        owner: act.owner.clone(),
+                    };
                     tracing::info!(range = %act.core.range_id(), %seq, "closed for a merge");
                     let _ = reply.send(Ok(closed));
                 }
@@ -404,6 +417,34 @@ impl RangeActor {
 
     fn run_prepare(&mut self, msg: TxnPrepareMsg, ctx: &mut Context<Self>) {
         let TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local, reply } = msg;
+        // A retry of a transaction this range committed: answered, never applied again.
+        if let Some((true, seq)) = self.core.txn_outcome(txn_id) {
+            let values: Result<Vec<_>, Error> = reads.iter().map(|key| self.core.get(key)).collect();
+            let values = match values {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let answer = if local {
+                let versions = match seq {
+                    Some(seq) => (0..writes.len()).map(|i| ampstore_common::Version { seq, index: i as u32 }).collect(),
+                    None => Vec::new(),
+                };
+                Reply::TxnCommitted { versions: vec![versions], values: vec![values] }
+            } else {
+                Reply::TxnPrepared {
+                    seq,
+                    writer: self.owner.node_id.clone(),
+                    epoch: self.owner.epoch,
+                    values,
+                    committed: true,
+                }
+            };
+            let _ = reply.send(Ok(answer));
+            return;
+        }
         let seq = match self.core.txn_prepare(txn_id, &checks, &writes) {
             Ok(seq) => seq,
             Err(e) => {
@@ -431,6 +472,7 @@ impl RangeActor {
                 writer: self.owner.node_id.clone(),
                 epoch: self.owner.epoch,
                 values,
+                committed: false,
             }));
             ctx.run_later(Duration::from_millis(hold_ms), move |act, ctx| {
                 if act.core.txn_held().is_some_and(|h| h.txn_id == txn_id) {
@@ -453,7 +495,7 @@ impl RangeActor {
             match result {
                 Ok(()) => {
                     let versions = act.core.txn_commit();
-                    act.remember_txn(txn_id, true);
+                    act.remember_txn(txn_id, true, Some(seq));
                     let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![versions], values: vec![values] }));
                     act.after_txn(ctx);
                 }
@@ -485,7 +527,7 @@ impl RangeActor {
         }
         let Some((seq, entry)) = self.core.txn_abort_entry() else {
             self.core.txn_release();
-            self.finish_txn(Some((hold.txn_id, false)), ctx);
+            self.finish_txn(Some((hold.txn_id, false, None)), ctx);
             return;
         };
         self.txn_resolving = true;
@@ -514,11 +556,11 @@ impl RangeActor {
                 match result {
                     Ok(true) => {
                         act.core.txn_commit();
-                        act.finish_txn(Some((hold.txn_id, true)), ctx);
+                        act.finish_txn(Some((hold.txn_id, true, Some(seq))), ctx);
                     }
                     Ok(false) => {
                         act.core.txn_aborted();
-                        act.finish_txn(Some((hold.txn_id, false)), ctx);
+                        act.finish_txn(Some((hold.txn_id, false, None)), ctx);
                     }
                     Err(Error::Fenced) => {
                         tracing::warn!(range = %act.core.range_id(), %seq, "transaction slot taken by a newer owner: range fenced");
@@ -537,16 +579,16 @@ impl RangeActor {
         );
     }
 
-    fn remember_txn(&mut self, txn_id: WriteId, committed: bool) {
-        self.txn_outcomes.push_back((txn_id, committed));
-        if self.txn_outcomes.len() > TXN_OUTCOMES_KEPT {
-            self.txn_outcomes.pop_front();
-        }
+    /// Remembers a transaction's outcome in the range's write-id table, which travels in its
+    /// snapshots: a coordinator asking after a checkpoint or a move still gets the answer.
+    fn remember_txn(&mut self, txn_id: WriteId, committed: bool, seq: Option<Seq>) {
+        self.core.set_clock(unix_now_ms());
+        self.core.remember_txn(txn_id, committed, seq);
     }
 
-    fn finish_txn(&mut self, outcome: Option<(WriteId, bool)>, ctx: &mut Context<Self>) {
-        if let Some((id, committed)) = outcome {
-            self.remember_txn(id, committed);
+    fn finish_txn(&mut self, outcome: Option<(WriteId, bool, Option<Seq>)>, ctx: &mut Context<Self>) {
+        if let Some((id, committed, seq)) = outcome {
+            self.remember_txn(id, committed, seq);
             for tx in self.txn_resolve_waiters.drain(..) {
                 let _ = tx.send(Ok(Reply::TxnResolved { committed }));
             }
@@ -591,7 +633,7 @@ impl RangeActor {
         if self.snapshot_running || self.splitting || self.merging.is_some() || self.core.split_state().is_some() {
             return;
         }
-        let (seq, data, log_bytes) = self.core.snapshot_view();
+        let (seq, data, write_ids, log_bytes) = self.core.snapshot_view();
         if seq <= self.core.checkpoint_seq() {
             self.snapshot_done(Ok(seq), ctx);
             return;
@@ -603,6 +645,7 @@ impl RangeActor {
             range: self.core.range().clone(),
             seq,
             data,
+            write_ids,
             owner: self.owner.clone(),
         };
         let backend = self.shared.backend.clone();
@@ -705,6 +748,8 @@ impl RangeActor {
     }
 
     fn stop_serving(&mut self, ctx: &mut Context<Self>) {
+        // An append still in flight may land after we stop: its writers learn "unknown".
+        deliver(self.core.abandon_in_flight());
         deliver(self.core.refuse_pending(not_owner()));
         self.shared.directory.remove_instance(self.core.range_id(), self.instance);
         self.shared.directory.departed(self.core.range(), None);
@@ -794,6 +839,7 @@ impl Handler<WriteMsg> for RangeActor {
         }
         self.last_used = Instant::now();
         self.writes_since_check += 1;
+        self.core.set_clock(unix_now_ms());
         if let Some((tx, result)) = self.core.submit(msg.write, msg.reply) {
             let _ = tx.send(result);
         }
@@ -922,7 +968,7 @@ impl Handler<TxnResolveMsg> for RangeActor {
                     } else {
                         self.core.txn_release();
                     }
-                    self.remember_txn(h.txn_id, committed);
+                    self.remember_txn(h.txn_id, committed, h.seq);
                     let _ = msg.reply.send(Ok(Reply::TxnResolved { committed }));
                     self.after_txn(ctx);
                 }
@@ -932,7 +978,7 @@ impl Handler<TxnResolveMsg> for RangeActor {
                 }
             },
             _ => {
-                let known = self.txn_outcomes.iter().rev().find(|(id, _)| *id == msg.txn_id).map(|(_, c)| *c);
+                let known = self.core.txn_outcome(msg.txn_id).map(|(committed, _)| committed);
                 let _ = msg.reply.send(match known {
                     Some(committed) => Ok(Reply::TxnResolved { committed }),
                     None => Err(Error::invalid("this range holds no such transaction")),

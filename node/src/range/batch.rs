@@ -3,7 +3,9 @@
 
 use ampstore_common::Key;
 use ampstore_common::error::Error;
+use ampstore_common::lists::PushId;
 use ampstore_common::protocol::WriteId;
+use ampstore_common::write_ids::WriteKey;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,12 +28,34 @@ pub enum LoggedOp {
 pub struct LoggedWrite {
     pub op: LoggedOp,
     pub write_id: Option<WriteId>,
+    /// A push's or enqueue's id, so that a range rebuilding its write-id table from the log
+    /// knows it (absent from the encoding otherwise: entries without it decode as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_id: Option<PushId>,
 }
 
 impl LoggedWrite {
+    /// The write as logged, with its id.
+    pub fn new(op: LoggedOp, id: Option<WriteKey>) -> LoggedWrite {
+        let (write_id, push_id) = match id {
+            Some(WriteKey::Write(w)) => (Some(w), None),
+            Some(WriteKey::Push(p)) => (None, Some(p)),
+            Some(WriteKey::Txn(_)) | None => (None, None),
+        };
+        LoggedWrite { op, write_id, push_id }
+    }
+
+    /// The id the write is remembered by.
+    pub fn id(&self) -> Option<WriteKey> {
+        self.write_id.map(WriteKey::Write).or(self.push_id.map(WriteKey::Push))
+    }
+
     /// Upper bound of this write's share of an encoded batch, in bytes.
     pub fn encoded_bytes_max(&self) -> usize {
+        // A push id adds a field name and a map of three u64s: at most 8 + 1 + 3 * (2 + 9) bytes.
+        let push_id_bytes = if self.push_id.is_some() { 48 } else { 0 };
         ampstore_common::limits::LOGGED_WRITE_OVERHEAD_BYTES
+            + push_id_bytes
             + match &self.op {
                 LoggedOp::Put { key, value } => key.len() + value.len(),
                 LoggedOp::Delete { key } => key.len(),
@@ -79,5 +103,5 @@ pub fn logged(w: &ampstore_common::txn::TxnWrite) -> LoggedWrite {
         TxnWrite::Delete { key } => LoggedOp::Delete { key: key.clone() },
         TxnWrite::Push { element, .. } => LoggedOp::Put { key: w.target(), value: element.clone() },
     };
-    LoggedWrite { op, write_id: None }
+    LoggedWrite { op, write_id: None, push_id: None }
 }

@@ -12,15 +12,17 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 
 use ampstore_common::error::Error;
-use ampstore_common::limits::{RANGE_DEDUP_WRITES_MAX, RANGE_PENDING_WRITES_MAX, SCAN_PAGE_BYTES_MAX};
+use ampstore_common::limits::{RANGE_PENDING_WRITES_MAX, SCAN_PAGE_BYTES_MAX};
 use ampstore_common::protocol::{Reply, ScanItem, Versioned, WriteId};
 use ampstore_common::store::{EntryKind, LogEntry};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnWrite};
+use ampstore_common::write_ids::{WriteKey, WriteOutcome};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Version};
 use bytes::Bytes;
 use imbl::OrdMap;
 
 use super::batch::{self, BatchPayload, LoggedOp, LoggedWrite};
+use super::write_ids::WriteIdTable;
 
 /// One stored value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +103,9 @@ pub enum Condition {
 pub struct Write {
     pub op: LoggedOp,
     pub condition: Condition,
-    pub write_id: Option<WriteId>,
+    /// The id a retry of this write carries (a write id, or a push's or enqueue's id): the
+    /// write is applied once per id, and a retry gets the first outcome.
+    pub write_id: Option<WriteKey>,
 }
 
 pub type Outcome<W> = (W, Result<Reply, Error>);
@@ -124,13 +128,12 @@ pub struct BatchPlan<W> {
     pub early: Vec<Outcome<W>>,
 }
 
-#[derive(Default)]
 struct Dedup<W> {
-    done: HashMap<WriteId, Result<Reply, Error>>,
-    order: VecDeque<WriteId>,
+    /// Outcomes of applied writes, by id, for `WRITE_ID_RETENTION_MS`.
+    done: WriteIdTable,
     /// Callers that sent a write id already pending or in flight: answered with it.
-    followers: HashMap<WriteId, Vec<W>>,
-    pending: std::collections::HashSet<WriteId>,
+    followers: HashMap<WriteKey, Vec<W>>,
+    pending: std::collections::HashSet<WriteKey>,
 }
 
 pub struct RangeCore<W> {
@@ -156,6 +159,8 @@ pub struct RangeCore<W> {
     /// The merge entry that closed the log (until a fence reopens it).
     merge_closed: Option<(Seq, MergePlan)>,
     txn_hold: Option<TxnHold>,
+    /// The wall clock (unix ms) as the driver last set it: when outcomes are remembered.
+    now_unix_ms: u64,
 }
 
 impl<W> RangeCore<W> {
@@ -182,12 +187,7 @@ impl<W> RangeCore<W> {
             pending: VecDeque::new(),
             in_flight: None,
             fenced: false,
-            dedup: Dedup {
-                done: HashMap::new(),
-                order: VecDeque::new(),
-                followers: HashMap::new(),
-                pending: Default::default(),
-            },
+            dedup: Dedup { done: WriteIdTable::default(), followers: HashMap::new(), pending: Default::default() },
             batch_bytes_max,
             log_bytes_total: 0,
             checkpoint_seq,
@@ -196,7 +196,40 @@ impl<W> RangeCore<W> {
             split: None,
             merge_closed: None,
             txn_hold: None,
+            now_unix_ms: 0,
         }
+    }
+
+    /// The write ids this range remembers from before it was loaded (its snapshot's, or a
+    /// split or merge parent's).
+    pub fn with_write_ids(mut self, table: WriteIdTable) -> Self {
+        self.dedup.done = table;
+        self
+    }
+
+    /// Sets the clock (unix ms) that outcomes remembered from now on are stamped with, and
+    /// drops those past their retention.
+    pub fn set_clock(&mut self, now_unix_ms: u64) {
+        self.now_unix_ms = now_unix_ms;
+        self.dedup.done.expire(now_unix_ms);
+    }
+
+    /// The remembered outcomes (an O(1) clone).
+    pub fn write_ids(&self) -> &WriteIdTable {
+        &self.dedup.done
+    }
+
+    /// The outcome of transaction `txn_id` in this range, when it is remembered.
+    pub fn txn_outcome(&self, txn_id: WriteId) -> Option<(bool, Option<Seq>)> {
+        match self.dedup.done.get(&WriteKey::Txn(txn_id)) {
+            Some(WriteOutcome::Txn { committed, seq }) => Some((*committed, *seq)),
+            _ => None,
+        }
+    }
+
+    /// Remembers a transaction's outcome here (with the slot of its entry when it wrote).
+    pub fn remember_txn(&mut self, txn_id: WriteId, committed: bool, seq: Option<Seq>) {
+        self.dedup.done.remember(WriteKey::Txn(txn_id), WriteOutcome::Txn { committed, seq }, self.now_unix_ms);
     }
 
     pub fn range_id(&self) -> RangeId {
@@ -340,7 +373,7 @@ impl<W> RangeCore<W> {
         }
         if let Some(id) = write.write_id {
             if let Some(done) = self.dedup.done.get(&id) {
-                return Some((waiter, done.clone()));
+                return Some((waiter, done.to_result()));
             }
             if self.dedup.pending.contains(&id) {
                 self.dedup.followers.entry(id).or_default().push(waiter);
@@ -372,7 +405,7 @@ impl<W> RangeCore<W> {
         let mut waiters = Vec::new();
         let mut bytes = 0usize;
         while let Some(p) = self.pending.front() {
-            let logged = LoggedWrite { op: p.write.op.clone(), write_id: p.write.write_id };
+            let logged = LoggedWrite::new(p.write.op.clone(), p.write.write_id);
             let size = logged.encoded_bytes_max();
             if !writes.is_empty() && bytes + size > self.batch_bytes_max {
                 break;
@@ -481,7 +514,7 @@ impl<W> RangeCore<W> {
         for (i, (w, waiter)) in f.writes.iter().zip(f.waiters).enumerate() {
             let reply = self.apply(&w.op, Version { seq, index: i as u32 });
             let result = Ok(reply);
-            self.finish_write_id(w.write_id, &result, &mut out);
+            self.finish_write_id(w.id(), &result, &mut out);
             out.push((waiter, result));
         }
         self.log_bytes_total += f.entry.payload.len() as u64;
@@ -506,6 +539,24 @@ impl<W> RangeCore<W> {
         out
     }
 
+    /// The range stops with an append in flight (its node's epoch ended): the append may
+    /// still land, so its writers (and callers following their write ids) are answered
+    /// `Timeout`, "outcome unknown", never a "not written" error a caller would retry blindly.
+    pub fn abandon_in_flight(&mut self) -> Vec<Outcome<W>> {
+        let mut out = Vec::new();
+        let Some(f) = self.in_flight.take() else { return out };
+        for (w, waiter) in f.writes.iter().zip(f.waiters) {
+            if let Some(id) = w.id() {
+                self.dedup.pending.remove(&id);
+                if let Some(followers) = self.dedup.followers.remove(&id) {
+                    out.extend(followers.into_iter().map(|x| (x, Err(Error::Timeout))));
+                }
+            }
+            out.push((waiter, Err(Error::Timeout)));
+        }
+        out
+    }
+
     /// Refuses every queued write with `err` (the range is being released or lost its
     /// liveness); an append in flight is left to finish.
     pub fn refuse_pending(&mut self, err: Error) -> Vec<Outcome<W>> {
@@ -522,7 +573,7 @@ impl<W> RangeCore<W> {
         out
     }
 
-    fn finish_write_id(&mut self, id: Option<WriteId>, result: &Result<Reply, Error>, out: &mut Vec<Outcome<W>>) {
+    fn finish_write_id(&mut self, id: Option<WriteKey>, result: &Result<Reply, Error>, out: &mut Vec<Outcome<W>>) {
         let Some(id) = id else { return };
         self.dedup.pending.remove(&id);
         if let Some(followers) = self.dedup.followers.remove(&id) {
@@ -531,14 +582,9 @@ impl<W> RangeCore<W> {
         self.remember(id, result.clone());
     }
 
-    fn remember(&mut self, id: WriteId, result: Result<Reply, Error>) {
-        if self.dedup.done.insert(id, result).is_none() {
-            self.dedup.order.push_back(id);
-            if self.dedup.order.len() > RANGE_DEDUP_WRITES_MAX
-                && let Some(old) = self.dedup.order.pop_front()
-            {
-                self.dedup.done.remove(&old);
-            }
+    fn remember(&mut self, id: WriteKey, result: Result<Reply, Error>) {
+        if let Some(outcome) = WriteOutcome::of(&result) {
+            self.dedup.done.remember(id, outcome, self.now_unix_ms);
         }
     }
 
@@ -604,7 +650,7 @@ impl<W> RangeCore<W> {
                 let payload = batch::decode(&entry.payload)?;
                 for (i, w) in payload.writes.iter().enumerate() {
                     let reply = self.apply(&w.op, Version { seq, index: i as u32 });
-                    if let Some(id) = w.write_id {
+                    if let Some(id) = w.id() {
                         self.remember(id, Ok(reply));
                     }
                 }
@@ -615,6 +661,7 @@ impl<W> RangeCore<W> {
                 for (i, w) in payload.writes.iter().enumerate() {
                     self.apply(&w.op, Version { seq, index: i as u32 });
                 }
+                self.remember_txn(payload.txn_id, true, Some(seq));
             }
             EntryKind::Split => {
                 let plan = SplitPlan::decode(&entry.payload)?;
@@ -848,9 +895,10 @@ impl<W> RangeCore<W> {
         (self.next_seq, entry)
     }
 
-    /// An O(1) frozen view for a snapshot: the applied seq and the data at it.
-    pub fn snapshot_view(&self) -> (Seq, Memtable, u64) {
-        (self.applied, self.data.clone(), self.log_bytes_total)
+    /// An O(1) frozen view for a snapshot: the applied seq, the data and the remembered
+    /// write ids at it, and the log bytes so far.
+    pub fn snapshot_view(&self) -> (Seq, Memtable, WriteIdTable, u64) {
+        (self.applied, self.data.clone(), self.dedup.done.clone(), self.log_bytes_total)
     }
 
     /// A snapshot at `seq` (taken when `log_bytes_total` was `log_bytes`) is the checkpoint.

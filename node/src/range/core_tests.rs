@@ -230,7 +230,7 @@ fn replay_after_a_fence_by_another_owner() {
 fn retried_write_ids_apply_once() {
     let mut core = core_for("a", 1);
     let mut log = Log::default();
-    let id = WriteId { client: 7, n: 1 };
+    let id = WriteKey::Write(WriteId { client: 7, n: 1 });
     let w = Write { write_id: Some(id), ..put("k", "1") };
     assert!(core.submit(w.clone(), 1).is_none());
     // The retry arrives while the first is pending: it follows the first's outcome.
@@ -245,6 +245,93 @@ fn retried_write_ids_apply_once() {
     let mut b = core_for("b", 1);
     b.replay(Seq(1), &log.0[&1]).unwrap();
     assert_eq!(b.submit(w, 4), Some((4, Ok(Reply::Written { version: v(1, 0) }))));
+}
+
+/// S3: the write-id table travels in the snapshot. A write applied, overwritten by a later
+/// write, then checkpointed (log truncated) and loaded elsewhere: the retry is answered with
+/// the first outcome and does not overwrite the later write.
+#[test]
+fn a_retry_after_a_checkpoint_and_a_move_is_answered_not_applied() {
+    let mut a = core_for("a", 1);
+    a.set_clock(1_000);
+    let mut log = Log::default();
+    let first = Write { write_id: Some(WriteKey::Write(WriteId { client: 7, n: 1 })), ..put("k", "first") };
+    let second = Write { write_id: Some(WriteKey::Write(WriteId { client: 8, n: 1 })), ..put("k", "second") };
+    let del = Write {
+        op: LoggedOp::Delete { key: Key::from("gone") },
+        condition: Condition::None,
+        write_id: Some(WriteKey::Write(WriteId { client: 7, n: 2 })),
+    };
+    let cond = Write { write_id: Some(WriteKey::Write(WriteId { client: 7, n: 3 })), ..put_if("c", "x", Some(v(9, 9))) };
+    a.submit(put("gone", "1"), 0);
+    drive(&mut a, &mut log);
+    a.submit(first.clone(), 1);
+    drive(&mut a, &mut log);
+    a.submit(second, 2);
+    a.submit(del.clone(), 3);
+    a.submit(cond.clone(), 4);
+    let replies = drive(&mut a, &mut log);
+    let conflict = replies.iter().find(|(w, _)| *w == 4).map(|(_, r)| r.clone()).unwrap();
+    assert!(matches!(conflict, Err(Error::Conflict { .. })));
+    // Snapshot at the applied seq; the log below it is gone.
+    let (seq, data, write_ids, _) = a.snapshot_view();
+    let records = write_ids.records();
+    log.0.retain(|s, _| *s > seq.0);
+    let mut b = RangeCore::<u32>::new(RangeId(1), KeyRange::full(), node("b"), Epoch(1), data, seq, 64 * 1024)
+        .with_write_ids(super::super::write_ids::WriteIdTable::from_records(records, 2_000));
+    b.set_clock(2_000);
+    assert_eq!(b.submit(first, 5), Some((5, Ok(Reply::Written { version: v(2, 0) }))));
+    assert_eq!(b.get(&Key::from("k")).unwrap().unwrap().value, b"second".to_vec(), "the retry did not overwrite");
+    assert_eq!(b.submit(del, 6), Some((6, Ok(Reply::Deleted { removed: 1, version: v(3, 1) }))));
+    assert_eq!(b.submit(cond, 7), Some((7, conflict)), "a conflict is answered as it was");
+    // Past the retention the id is forgotten (and the retry would be a new write).
+    b.set_clock(2_000 + ampstore_common::limits::WRITE_ID_RETENTION_MS + 1);
+    assert_eq!(b.write_ids().len(), 0);
+}
+
+/// S3 on a hot range: far more writes than the old 10,000-id cap, then a retry of the first.
+#[test]
+fn a_hot_range_remembers_every_write_id_of_the_retention() {
+    let mut core = core_for("a", 1);
+    core.set_clock(1);
+    let mut log = Log::default();
+    let first = Write { write_id: Some(WriteKey::Write(WriteId { client: 1, n: 0 })), ..put("k", "first") };
+    core.submit(first.clone(), 0);
+    drive(&mut core, &mut log);
+    for n in 1..=50_000u64 {
+        let w = Write { write_id: Some(WriteKey::Write(WriteId { client: 2, n })), ..put("k", "later") };
+        core.submit(w, 1);
+        if n % 500 == 0 {
+            drive(&mut core, &mut log);
+        }
+    }
+    drive(&mut core, &mut log);
+    assert_eq!(core.submit(first, 2), Some((2, Ok(Reply::Written { version: v(1, 0) }))));
+    assert_eq!(core.get(&Key::from("k")).unwrap().unwrap().value, b"later".to_vec());
+}
+
+/// A push's id is logged with it, so a range that rebuilds its table from the log tail
+/// knows it (the element may be gone by then, e.g. a queue task acked).
+#[test]
+fn push_ids_are_rebuilt_from_the_log() {
+    let mut a = core_for("a", 1);
+    let mut log = Log::default();
+    let pid = ampstore_common::lists::PushId { ms: 5, client: 6, n: 7 };
+    let push = Write {
+        op: LoggedOp::Put { key: Key::from("task"), value: b"t".to_vec() },
+        condition: Condition::Version(None),
+        write_id: Some(WriteKey::Push(pid)),
+    };
+    a.submit(push.clone(), 1);
+    drive(&mut a, &mut log);
+    a.submit(Write { op: LoggedOp::Delete { key: Key::from("task") }, condition: Condition::None, write_id: None }, 2);
+    drive(&mut a, &mut log);
+    let mut b = core_for("b", 1);
+    for (s, e) in &log.0 {
+        b.replay(Seq(*s), e).unwrap();
+    }
+    assert_eq!(b.submit(push, 3), Some((3, Ok(Reply::Written { version: v(1, 0) }))));
+    assert!(b.get(&Key::from("task")).unwrap().is_none(), "the acked task did not come back");
 }
 
 #[test]
@@ -305,7 +392,7 @@ fn snapshot_view_is_frozen_while_writes_continue() {
     let mut log = Log::default();
     core.submit(put("k", "1"), 1);
     drive(&mut core, &mut log);
-    let (seq, view, bytes) = core.snapshot_view();
+    let (seq, view, _, bytes) = core.snapshot_view();
     core.submit(put("k", "2"), 2);
     core.submit(put("j", "2"), 3);
     drive(&mut core, &mut log);
@@ -441,8 +528,8 @@ fn merged_data_is_the_union_and_keeps_versions() {
         right.submit(put(&format!("y{i}"), "r"), i);
         drive(&mut right, &mut rl);
     }
-    let (_, l, _) = left.snapshot_view();
-    let (_, r, _) = right.snapshot_view();
+    let (_, l, _, _) = left.snapshot_view();
+    let (_, r, _, _) = right.snapshot_view();
     let merged = l.clone().union(r.clone());
     assert_eq!(merged.len(), 15);
     assert!(merged.iter().all(|(k, s)| l.get(k).or_else(|| r.get(k)) == Some(s)));

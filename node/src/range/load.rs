@@ -14,6 +14,8 @@ use ampstore_common::{Key, NodeId, RangeId, Seq};
 use bytes::Bytes;
 
 use super::core::{Memtable, RangeCore, Stored};
+use super::write_ids::WriteIdTable;
+use ampstore_common::write_ids::WriteRecord;
 
 const FENCE_ATTEMPTS_MAX: usize = 100;
 const CLAIM_ATTEMPTS_MAX: usize = 10;
@@ -42,8 +44,8 @@ pub async fn load<W>(
     {
         return Err(Error::internal(format!("{range_id}: descriptor checkpoint seq {} is corrupt", cp.seq)));
     }
-    let (data, checkpoint_seq) = match &desc.checkpoint {
-        None => (Memtable::new(), Seq(0)),
+    let (data, write_ids, checkpoint_seq) = match &desc.checkpoint {
+        None => (Memtable::new(), Vec::new(), Seq(0)),
         Some(cp) => {
             let blob = backend
                 .blobs
@@ -52,10 +54,10 @@ pub async fn load<W>(
                 .ok_or_else(|| Error::internal(format!("{range_id}: snapshot blob {} is missing", cp.blob)))?;
             let seq = cp.seq;
             let cp = cp.clone();
-            let data = tokio::task::spawn_blocking(move || decode_snapshot(range_id, &cp, &blob))
+            let (data, write_ids) = tokio::task::spawn_blocking(move || decode_snapshot(range_id, &cp, &blob))
                 .await
                 .map_err(|e| Error::internal(format!("snapshot decode task: {e}")))??;
-            (data, seq)
+            (data, write_ids, seq)
         }
     };
     let mut core = RangeCore::new(
@@ -66,7 +68,10 @@ pub async fn load<W>(
         data,
         checkpoint_seq,
         batch_bytes_max,
-    );
+    )
+    .with_write_ids(WriteIdTable::from_records(write_ids, unix_now_ms()));
+    // Writes replayed from the log are remembered as of now: at least as long as needed.
+    core.set_clock(unix_now_ms());
     replay_from(backend, &mut core).await?;
     let fence = LogEntry { kind: EntryKind::Fence, writer: me.node_id.clone(), epoch: me.epoch, payload: Bytes::new() };
     for _ in 0..FENCE_ATTEMPTS_MAX {
@@ -100,7 +105,16 @@ async fn replay_from<W>(backend: &Backend, core: &mut RangeCore<W>) -> Result<()
     }
 }
 
-fn decode_snapshot(range_id: RangeId, cp: &meta::Checkpoint, blob: &[u8]) -> Result<Memtable, Error> {
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The snapshot's data and remembered write ids, once it is verified against its checkpoint.
+fn decode_snapshot(
+    range_id: RangeId,
+    cp: &meta::Checkpoint,
+    blob: &[u8],
+) -> Result<(Memtable, Vec<WriteRecord>), Error> {
     let snap = Snapshot::decode(blob).map_err(|e| Error::internal(format!("{range_id}: snapshot {}: {e}", cp.blob)))?;
     if snap.header.range_id != range_id || snap.header.seq != cp.seq || snap.merkle_root.as_slice() != cp.merkle_root {
         return Err(Error::internal(format!(
@@ -112,7 +126,7 @@ fn decode_snapshot(range_id: RangeId, cp: &meta::Checkpoint, blob: &[u8]) -> Res
     for e in snap.entries {
         data.insert(e.key, Stored { value: Bytes::from(e.value), version: e.version });
     }
-    Ok(data)
+    Ok((data, snap.write_ids))
 }
 
 async fn claim_or_check(

@@ -41,6 +41,10 @@ const COMMIT_RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long giving up an abandoned merge's ranges keeps retrying.
 const ABANDON_RETRY_FOR: Duration = Duration::from_secs(30);
 
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 struct Parent {
     id: RangeId,
     range: KeyRange,
@@ -74,9 +78,12 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     // Disjoint key sets: the union is a concatenation, O(log n) on the persistent maps.
     let data = left_closed.data.clone().union(right_closed.data.clone());
     let keys = data.len();
+    // The merged range remembers the write ids of both parents.
+    let mut write_ids = left_closed.write_ids.clone();
+    write_ids.extend(right_closed.write_ids.records(), unix_now_ms());
     let stored = snapshot::store_blob(
         &shared.backend,
-        SnapshotJob { range_id: plan.merged, range: merged_range.clone(), seq, data, owner: owner.clone() },
+        SnapshotJob { range_id: plan.merged, range: merged_range.clone(), seq, data, write_ids, owner: owner.clone() },
     )
     .await;
     let (checkpoint, bytes) = match stored {

@@ -8,3 +8,4 @@ pub mod merge;
 pub mod reshape;
 pub mod snapshot;
 pub mod split;
+pub mod write_ids;

@@ -17,12 +17,15 @@ use ampstore_common::{Key, KeyRange, RangeId, Seq};
 use bytes::Bytes;
 
 use super::core::Memtable;
+use super::write_ids::WriteIdTable;
 
 pub struct SnapshotJob {
     pub range_id: RangeId,
     pub range: KeyRange,
     pub seq: Seq,
     pub data: Memtable,
+    /// The write ids remembered at `seq`: they travel in the snapshot.
+    pub write_ids: WriteIdTable,
     pub owner: Owner,
 }
 
@@ -54,13 +57,14 @@ pub async fn write(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, u
 /// Steps 1 and 2: encodes the view and stores it as a blob; returns the checkpoint it makes
 /// (not yet recorded anywhere) and the file size. Splits use it for the children.
 pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, usize), Error> {
-    let SnapshotJob { range_id, range, seq, data, owner } = job;
+    let SnapshotJob { range_id, range, seq, data, write_ids, owner } = job;
     let header = SnapshotHeader { range_id, range, seq, created_unix_ms: now_unix_ms() };
     let (bytes, root) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, [u8; 32]), Error> {
         let mut w = SnapshotWriter::new(header)?;
         for (k, v) in data.iter() {
             w.push(k.as_bytes(), &v.value, v.version)?;
         }
+        w.set_write_ids(write_ids.records())?;
         Ok(w.finish_with_root())
     })
     .await

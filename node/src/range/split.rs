@@ -22,6 +22,7 @@ use ampstore_common::protocol::{Op, Reply};
 use ampstore_common::{KeyRange, RangeId, Seq};
 
 use super::core::{Memtable, SplitPlan};
+use super::write_ids::WriteIdTable;
 use super::reshape;
 use super::snapshot::{self, SnapshotJob};
 use crate::shared::NodeShared;
@@ -42,25 +43,41 @@ pub struct SplitJob {
     pub plan: SplitPlan,
     pub left: Memtable,
     pub right: Memtable,
+    /// The parent's remembered write ids: both children get them all.
+    pub write_ids: WriteIdTable,
     pub owner: Owner,
 }
 
 /// Steps 1-4. Returns once both children serve here (or with the error that stopped it).
 pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Error> {
-    let SplitJob { parent_id, parent_range, split_seq, plan, left, right, owner } = job;
+    let SplitJob { parent_id, parent_range, split_seq, plan, left, right, write_ids, owner } = job;
     let started = std::time::Instant::now();
     reshape::crash_point("split:entry");
     let left_range = KeyRange::new(parent_range.start.clone(), Some(plan.split_key.clone()))?;
     let right_range = KeyRange::new(plan.split_key.clone(), parent_range.end.clone())?;
     let (left_cp, left_bytes) = snapshot::store_blob(
         &shared.backend,
-        SnapshotJob { range_id: plan.left, range: left_range, seq: split_seq, data: left, owner: owner.clone() },
+        SnapshotJob {
+            range_id: plan.left,
+            range: left_range,
+            seq: split_seq,
+            data: left,
+            write_ids: write_ids.clone(),
+            owner: owner.clone(),
+        },
     )
     .await?;
     reshape::crash_point("split:left");
     let (right_cp, right_bytes) = snapshot::store_blob(
         &shared.backend,
-        SnapshotJob { range_id: plan.right, range: right_range, seq: split_seq, data: right, owner: owner.clone() },
+        SnapshotJob {
+            range_id: plan.right,
+            range: right_range,
+            seq: split_seq,
+            data: right,
+            write_ids,
+            owner: owner.clone(),
+        },
     )
     .await?;
     reshape::crash_point("split:right");

@@ -1,0 +1,213 @@
+//! A range's table of recent writes (write id -> outcome), bounded by time and by bytes.
+//!
+//! A record is kept for at least `WRITE_ID_RETENTION_MS` after its outcome was decided, unless
+//! the range's records pass `RANGE_WRITE_IDS_BYTES_MAX`, when the oldest go first (and the
+//! count of such early evictions is kept, to be reported). The table is persistent
+//! (`imbl`): cloning it for a snapshot or for a split's two children is O(1).
+//!
+//! Time comes in from the caller (unix ms), so the table is tested without a clock.
+
+use ampstore_common::limits::{RANGE_WRITE_IDS_BYTES_MAX, WRITE_ID_RETENTION_MS};
+use ampstore_common::write_ids::{WriteKey, WriteOutcome, WriteRecord};
+
+#[derive(Clone)]
+pub struct WriteIdTable {
+    records: imbl::HashMap<WriteKey, (WriteOutcome, u64)>,
+    /// Keys in the order they were remembered, with their time.
+    order: imbl::Vector<(u64, WriteKey)>,
+    bytes: usize,
+    bytes_max: usize,
+    retention_ms: u64,
+    /// Records dropped before their retention ran out (the byte bound).
+    evicted_early: u64,
+}
+
+impl Default for WriteIdTable {
+    fn default() -> Self {
+        WriteIdTable::with_limits(RANGE_WRITE_IDS_BYTES_MAX, WRITE_ID_RETENTION_MS)
+    }
+}
+
+impl WriteIdTable {
+    pub fn with_limits(bytes_max: usize, retention_ms: u64) -> Self {
+        WriteIdTable {
+            records: imbl::HashMap::new(),
+            order: imbl::Vector::new(),
+            bytes: 0,
+            bytes_max,
+            retention_ms,
+            evicted_early: 0,
+        }
+    }
+
+    /// A table holding `records` (from a snapshot, in any order) that are still within the
+    /// retention at `now_unix_ms`.
+    pub fn from_records(records: Vec<WriteRecord>, now_unix_ms: u64) -> Self {
+        let mut t = WriteIdTable::default();
+        t.extend(records, now_unix_ms);
+        t
+    }
+
+    /// Adds `records` (a merge's other parent, a snapshot), oldest first; a key already
+    /// present keeps its record.
+    pub fn extend(&mut self, records: Vec<WriteRecord>, now_unix_ms: u64) {
+        let mut all = self.records();
+        all.extend(records.into_iter().filter(|r| !self.records.contains_key(&r.key)));
+        // Rebuilt in time order, so that expiry (which looks at the oldest) stays exact.
+        all.sort_by_key(|r| r.at_unix_ms);
+        let evicted_early = self.evicted_early;
+        *self = WriteIdTable::with_limits(self.bytes_max, self.retention_ms);
+        self.evicted_early = evicted_early;
+        for r in all {
+            if !self.records.contains_key(&r.key) {
+                self.insert(r.key, r.outcome, r.at_unix_ms);
+            }
+        }
+        self.expire(now_unix_ms);
+    }
+
+    pub fn get(&self, key: &WriteKey) -> Option<&WriteOutcome> {
+        self.records.get(key).map(|(o, _)| o)
+    }
+
+    /// Remembers `outcome` for `key` at `now_unix_ms` (a key already present keeps its first
+    /// outcome), then drops what is past the retention or over the byte bound.
+    pub fn remember(&mut self, key: WriteKey, outcome: WriteOutcome, now_unix_ms: u64) {
+        if self.records.contains_key(&key) {
+            return;
+        }
+        self.insert(key, outcome, now_unix_ms);
+        self.expire(now_unix_ms);
+    }
+
+    fn insert(&mut self, key: WriteKey, outcome: WriteOutcome, at: u64) {
+        self.bytes += outcome.accounted_bytes();
+        self.records.insert(key, (outcome, at));
+        self.order.push_back((at, key));
+        while self.bytes > self.bytes_max {
+            if !self.pop_oldest() {
+                break;
+            }
+            self.evicted_early += 1;
+        }
+    }
+
+    /// Drops records older than the retention.
+    pub fn expire(&mut self, now_unix_ms: u64) {
+        while let Some((at, _)) = self.order.front() {
+            if at.saturating_add(self.retention_ms) >= now_unix_ms {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) -> bool {
+        let Some((at, key)) = self.order.pop_front() else { return false };
+        // The order may name a key whose record came back later (`extend` of an older
+        // record): only remove the record with this time.
+        if self.records.get(&key).is_some_and(|(_, t)| *t == at)
+            && let Some((outcome, _)) = self.records.remove(&key)
+        {
+            self.bytes -= outcome.accounted_bytes();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn evicted_early(&self) -> u64 {
+        self.evicted_early
+    }
+
+    /// Every record, oldest first (for a snapshot).
+    pub fn records(&self) -> Vec<WriteRecord> {
+        self.order
+            .iter()
+            .filter_map(|(at, key)| {
+                let (outcome, t) = self.records.get(key)?;
+                (t == at).then(|| WriteRecord { key: *key, outcome: outcome.clone(), at_unix_ms: *at })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ampstore_common::limits::WRITE_ID_RECORD_BYTES_FIXED;
+    use ampstore_common::protocol::WriteId;
+    use ampstore_common::{Seq, Version};
+
+    fn id(n: u64) -> WriteKey {
+        WriteKey::Write(WriteId { client: 1, n })
+    }
+
+    fn written(seq: u64) -> WriteOutcome {
+        WriteOutcome::Written { version: Version { seq: Seq(seq), index: 0 } }
+    }
+
+    #[test]
+    fn records_live_exactly_the_retention() {
+        let mut t = WriteIdTable::with_limits(usize::MAX, 1000);
+        t.remember(id(1), written(1), 10_000);
+        t.remember(id(2), written(2), 10_500);
+        t.expire(11_000);
+        assert!(t.get(&id(1)).is_some(), "at the retention's end it is still there");
+        t.expire(11_001);
+        assert!(t.get(&id(1)).is_none(), "one ms later it is gone");
+        assert!(t.get(&id(2)).is_some());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.bytes(), WRITE_ID_RECORD_BYTES_FIXED);
+    }
+
+    #[test]
+    fn the_byte_bound_drops_the_oldest_first_and_counts_it() {
+        let per = WRITE_ID_RECORD_BYTES_FIXED;
+        let mut t = WriteIdTable::with_limits(3 * per, u64::MAX / 2);
+        for n in 1..=3 {
+            t.remember(id(n), written(n), n);
+        }
+        assert_eq!((t.len(), t.bytes(), t.evicted_early()), (3, 3 * per, 0), "at the bound: all kept");
+        t.remember(id(4), written(4), 4);
+        assert_eq!((t.len(), t.bytes(), t.evicted_early()), (3, 3 * per, 1), "one over: the oldest goes");
+        assert!(t.get(&id(1)).is_none() && t.get(&id(4)).is_some());
+    }
+
+    #[test]
+    fn a_retry_keeps_the_first_outcome() {
+        let mut t = WriteIdTable::with_limits(usize::MAX, 1000);
+        t.remember(id(1), written(1), 1);
+        t.remember(id(1), written(2), 2);
+        assert_eq!(t.get(&id(1)), Some(&written(1)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn records_round_trip_and_merge() {
+        let mut a = WriteIdTable::with_limits(usize::MAX, 1000);
+        a.remember(id(1), written(1), 100);
+        a.remember(id(2), written(2), 200);
+        assert_eq!(WriteIdTable::from_records(a.records(), 300).records(), a.records());
+        let mut b = WriteIdTable::with_limits(usize::MAX, 1000);
+        b.extend(a.records(), 300);
+        assert_eq!(b.records(), a.records());
+        // A merge: the other parent's records join, oldest first; stale ones are dropped.
+        let other = vec![
+            WriteRecord { key: id(3), outcome: written(3), at_unix_ms: 150 },
+            WriteRecord { key: id(1), outcome: written(9), at_unix_ms: 50 },
+        ];
+        b.extend(other, 300);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get(&id(1)), Some(&written(1)), "a key present keeps its record");
+        b.expire(1_160);
+        assert_eq!(b.len(), 1, "records at 100 and 150 expired at 1160");
+        assert!(b.get(&id(2)).is_some());
+    }
+}
