@@ -187,3 +187,8 @@ pub const BATCH_OPS_MAX: usize = 10_000;
 /// Operations a collector holds for its batches at once; beyond it new ones are refused
 /// (`Unavailable`: the client tries another collector or goes direct).
 pub const COLLECTOR_WAITING_MAX: usize = 100_000;
+
+/// Attempts, in all, at one conditional meta write whose earlier attempts had an unknown
+/// outcome (`store::own_write`): enough to ride out one lost response, few enough that a
+/// heartbeat or lease renewal still finishes within its period.
+pub const OWN_WRITE_ATTEMPTS_MAX: u32 = 3;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Epoch, NodeId, RangeId, Seq, Term};
 use crate::key::{Key, KeyRange};
-use crate::store::{Expect, MetaItem, MetaOp, MetaStore, StoreError, StoreResult};
+use crate::store::{Expect, MetaItem, MetaOp, MetaStore, StoreError, StoreResult, own_write};
 
 pub const PK_MASTER: &str = "master";
 pub const SK_LEASE: &[u8] = b"lease";
@@ -132,8 +132,11 @@ pub async fn get_range(meta: &dyn MetaStore, start: &Key) -> StoreResult<Option<
 }
 
 /// Writes a range descriptor conditional on `expect` (its sort key is the range start).
+/// A retry that finds exactly this descriptor stored counts as written ([`own_write::put`]):
+/// checkpoints and owner changes are unique to their writer, and a descriptor already in
+/// the state this write wants overwrites nobody's change.
 pub async fn put_range(meta: &dyn MetaStore, desc: &RangeDescriptor, expect: Expect) -> StoreResult<u64> {
-    meta.put(PK_RANGE, desc.range.start.as_bytes(), &encode(desc), expect).await
+    own_write::put(meta, PK_RANGE, desc.range.start.as_bytes(), &encode(desc), expect).await
 }
 
 /// Every range descriptor, in key order.

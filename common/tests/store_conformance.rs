@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
                 blobs,
                 concurrent_blob_puts_have_one_winner,
                 oversize_refused,
+                meta_own_writes_survive_lost_responses,
             );
         }
     };

@@ -8,12 +8,14 @@
 //! lease_ms - margin_ms`, so a paused master stops acting before anyone can take over.
 //!
 //! [`LeaseCore`] is the decision logic, with time passed in (tested deterministically);
-//! [`tick`] is one round against the meta store.
+//! [`tick`] is one round against the meta store. Its writes go through `own_write`: a retry
+//! that fails its condition on the lease this very round wrote (same fresh `rvn`) keeps the
+//! lease; only someone else's lease loses it.
 
 use std::time::{Duration, Instant};
 
 use ampstore_common::meta::{self, LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM, TermRecord, Versioned};
-use ampstore_common::store::{Expect, MetaOp, MetaStore, StoreError};
+use ampstore_common::store::{Expect, MetaOp, MetaStore, StoreError, own_write};
 use ampstore_common::{NodeId, Term};
 
 /// What to write next.
@@ -158,7 +160,7 @@ pub async fn tick(
     let sent_at = Instant::now();
     let renewal = matches!(expect, Expect::Version(_)) && core.active_term(sent_at).is_some();
     let written = if renewal {
-        meta_store.put(PK_MASTER, SK_LEASE, &meta::encode(&record), expect).await
+        own_write::put(meta_store, PK_MASTER, SK_LEASE, &meta::encode(&record), expect).await
     } else {
         // A new term: the lease and the term item change together, so a deposed master's
         // routing writes (which check the term item) fail from this moment on.
@@ -172,7 +174,7 @@ pub async fn tick(
                 expect: Expect::Any,
             },
         ];
-        match meta_store.transact(&ops).await {
+        match own_write::transact(meta_store, &ops).await {
             Ok(()) => meta_store
                 .get(PK_MASTER, SK_LEASE)
                 .await?
@@ -197,6 +199,7 @@ mod tests {
     use super::*;
     use ampstore_common::config::LocalConfig;
     use ampstore_common::store::local::LocalStore;
+    use ampstore_common::store::lost_responses::ResponseLosingMeta;
 
     fn lease(holder: &str, term: u64, rvn: u64, version: u64) -> Versioned<LeaseRecord> {
         Versioned {
@@ -286,5 +289,54 @@ mod tests {
         assert_eq!(a.active_term(Instant::now()), None);
         assert_eq!(tick(b.meta.as_ref(), &mut a, "a:1").await.unwrap(), None);
         assert_eq!(tick(b.meta.as_ref(), &mut s, "s:1").await.unwrap(), Some(Term(2)));
+    }
+
+    #[tokio::test]
+    async fn lease_renewal_whose_response_was_lost_keeps_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+        let meta = wrapped.meta.as_ref();
+        let mut a = LeaseCore::new(NodeId::new("a").unwrap(), 3000, 500);
+        assert_eq!(tick(meta, &mut a, "a:1").await, Ok(Some(Term(1))));
+        losing.answer_unavailable_after_next_commits(1);
+        assert_eq!(tick(meta, &mut a, "a:1").await, Ok(Some(Term(1))), "the renewal whose response was lost");
+        losing.resend_after_next_commits(1);
+        assert_eq!(tick(meta, &mut a, "a:1").await, Ok(Some(Term(1))), "the renewal resent after a lost response");
+        assert_eq!(losing.responses_lost(), 2);
+        assert_eq!(tick(meta, &mut a, "a:1").await, Ok(Some(Term(1))), "the next renewal");
+    }
+
+    #[tokio::test]
+    async fn lease_creation_whose_response_was_lost_takes_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+        let meta = wrapped.meta.as_ref();
+        let mut a = LeaseCore::new(NodeId::new("a").unwrap(), 3000, 500);
+        losing.answer_unavailable_after_next_commits(1);
+        assert_eq!(tick(meta, &mut a, "a:1").await, Ok(Some(Term(1))));
+        assert_eq!(losing.responses_lost(), 1);
+        assert_eq!(tick(meta, &mut a, "a:1").await, Ok(Some(Term(1))), "the next renewal");
+        assert_eq!(meta::get_term(meta).await.unwrap().map(|t| t.term), Some(Term(1)));
+    }
+
+    #[tokio::test]
+    async fn renewal_whose_condition_fails_on_another_masters_lease_is_still_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let mut a = LeaseCore::new(NodeId::new("a").unwrap(), 3000, 500);
+        assert_eq!(tick(b.meta.as_ref(), &mut a, "a:1").await, Ok(Some(Term(1))));
+        // Another master wrote the lease after our read: the read-back finds its value, not ours.
+        let cur = meta::get_lease(b.meta.as_ref()).await.unwrap().unwrap();
+        let theirs = LeaseRecord { holder: NodeId::new("s").unwrap(), term: Term(2), rvn: 1, ..cur.record.clone() };
+        b.meta.put(PK_MASTER, SK_LEASE, &meta::encode(&theirs), Expect::Version(cur.version)).await.unwrap();
+        let step = a.next_step(Instant::now(), Some(&cur));
+        assert_eq!(step, Step::Renew { version: cur.version, term: Term(1) });
+        let mine = LeaseRecord { holder: a.me.clone(), term: Term(1), rvn: 2, rpc_addr: "a:1".into(), lease_ms: 3000 };
+        let written =
+            own_write::put(b.meta.as_ref(), PK_MASTER, SK_LEASE, &meta::encode(&mine), Expect::Version(cur.version))
+                .await;
+        assert!(matches!(written, Err(StoreError::ConditionFailed { .. })), "{written:?}");
     }
 }

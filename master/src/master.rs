@@ -25,7 +25,7 @@ use ampstore_common::protocol::{
     MasterStatus, NodeView, Op, PROTOCOL_VERSION, RangeLocation, RangeView, Reply, Role, ServerInfo,
 };
 use ampstore_common::rpc_server::{self, Service};
-use ampstore_common::store::{Backend, Expect, MetaOp, StoreError};
+use ampstore_common::store::{Backend, Expect, MetaOp, StoreError, own_write};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, identity};
 use tokio::sync::{Notify, watch};
 
@@ -234,7 +234,7 @@ impl Master {
                 value: meta::encode(&first),
                 expect: Expect::Absent,
             };
-            match self.meta().transact(&[term.check(), put]).await {
+            match own_write::transact(self.meta(), &[term.check(), put]).await {
                 Ok(()) => tracing::info!("empty store: created the first range"),
                 Err(StoreError::ConditionFailed { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -254,12 +254,13 @@ impl Master {
     }
 
     /// Applies `ops` after the term check. A failed term check counts and reports
-    /// `NotMaster`; another failed condition is `Conflict`.
+    /// `NotMaster`; another failed condition is `Conflict`. A retry after a lost response
+    /// that finds every put of `ops` in place counts as applied (`own_write::transact`).
     async fn write(&self, term: &TermRecord, ops: Vec<MetaOp>) -> Result<(), Error> {
         let mut all = Vec::with_capacity(ops.len() + 1);
         all.push(term.check());
         all.extend(ops);
-        match self.meta().transact(&all).await {
+        match own_write::transact(self.meta(), &all).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed { op_index: Some(0), .. }) => {
                 self.writes_refused_on_term.fetch_add(1, Ordering::Relaxed);

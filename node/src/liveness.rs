@@ -6,6 +6,10 @@
 //! nothing after that. If a heartbeat's condition fails, the master bumped the epoch: every
 //! range is dropped at once and the node registers again in a new epoch.
 //!
+//! Both writes go through [`own_write::put`]: a retry (ours or the store client's) that fails
+//! its condition on the record this very call wrote (same fresh `rvn`) is a success, not an
+//! ended epoch. The window still runs from the send time of the first attempt.
+//!
 //! [`Liveness`] is the clock (shared, lock-free, read on every request); [`register`] and
 //! [`heartbeat_once`] are the storage steps; `node.rs` runs them on a timer.
 
@@ -13,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ampstore_common::meta::{self, NodeRecord, PK_NODE};
-use ampstore_common::store::{Expect, MetaStore, StoreError};
+use ampstore_common::store::{Expect, MetaStore, StoreError, own_write};
 use ampstore_common::{Epoch, NodeId};
 
 /// The node's view of its own liveness.
@@ -104,10 +108,8 @@ pub async fn register(
             Some(v) => (Epoch(v.record.epoch.0 + 1), Expect::Version(v.version)),
         };
         let sent_at = Instant::now();
-        match meta_store
-            .put(PK_NODE, node.as_str().as_bytes(), &record(epoch, rpc_addr, liveness.liveness_ms()), expect)
-            .await
-        {
+        let value = record(epoch, rpc_addr, liveness.liveness_ms());
+        match own_write::put(meta_store, PK_NODE, node.as_str().as_bytes(), &value, expect).await {
             Ok(version) => {
                 liveness.renewed(epoch, sent_at);
                 return Ok(Registration { epoch, version });
@@ -139,7 +141,7 @@ pub async fn heartbeat_once(
 ) -> Beat {
     let sent_at = Instant::now();
     let value = record(reg.epoch, rpc_addr, liveness.liveness_ms());
-    match meta_store.put(PK_NODE, node.as_str().as_bytes(), &value, Expect::Version(reg.version)).await {
+    match own_write::put(meta_store, PK_NODE, node.as_str().as_bytes(), &value, Expect::Version(reg.version)).await {
         Ok(version) => {
             liveness.renewed(reg.epoch, sent_at);
             Beat::Renewed(version)
@@ -157,6 +159,7 @@ mod tests {
     use super::*;
     use ampstore_common::config::LocalConfig;
     use ampstore_common::store::local::LocalStore;
+    use ampstore_common::store::lost_responses::ResponseLosingMeta;
 
     #[test]
     fn window_runs_from_send_time() {
@@ -196,5 +199,59 @@ mod tests {
         assert_eq!(again.epoch, Epoch(3));
         assert!(l.is_valid());
         assert_eq!(l.epoch(), Epoch(3));
+    }
+
+    /// Registers `n1` through `meta_store` and returns its registration and liveness.
+    async fn registered(meta_store: &dyn MetaStore) -> (NodeId, Registration, Liveness) {
+        let node = NodeId::new("n1").unwrap();
+        let l = Liveness::new(2000, 500);
+        let reg = register(meta_store, &node, "127.0.0.1:1", &l).await.unwrap();
+        (node, reg, l)
+    }
+
+    /// Beats once more after `first` and checks the node is still live in its epoch.
+    async fn beats_on(meta_store: &dyn MetaStore, node: &NodeId, first: Beat, reg: &Registration, l: &Liveness) {
+        let Beat::Renewed(version) = first else { panic!("the heartbeat's own write was read as {first:?}") };
+        assert!(l.is_valid(), "liveness revoked");
+        assert_eq!(l.epoch(), reg.epoch);
+        let next = Registration { epoch: reg.epoch, version };
+        let again = heartbeat_once(meta_store, node, "127.0.0.1:1", &next, l).await;
+        assert!(matches!(again, Beat::Renewed(v) if v == version + 1), "the next heartbeat: {again:?}");
+    }
+
+    #[tokio::test]
+    async fn heartbeat_whose_response_was_lost_keeps_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+        let (node, reg, l) = registered(wrapped.meta.as_ref()).await;
+        losing.answer_unavailable_after_next_commits(1);
+        let beat = heartbeat_once(wrapped.meta.as_ref(), &node, "127.0.0.1:1", &reg, &l).await;
+        assert_eq!(losing.responses_lost(), 1);
+        beats_on(wrapped.meta.as_ref(), &node, beat, &reg, &l).await;
+    }
+
+    #[tokio::test]
+    async fn heartbeat_retried_by_the_store_client_after_a_lost_response_keeps_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+        let (node, reg, l) = registered(wrapped.meta.as_ref()).await;
+        losing.resend_after_next_commits(1);
+        let beat = heartbeat_once(wrapped.meta.as_ref(), &node, "127.0.0.1:1", &reg, &l).await;
+        assert_eq!(losing.responses_lost(), 1);
+        beats_on(wrapped.meta.as_ref(), &node, beat, &reg, &l).await;
+    }
+
+    #[tokio::test]
+    async fn registration_whose_response_was_lost_keeps_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+        losing.resend_after_next_commits(1);
+        let (_, reg, l) = registered(wrapped.meta.as_ref()).await;
+        assert_eq!(losing.responses_lost(), 1);
+        assert_eq!(reg, Registration { epoch: Epoch(1), version: 1 }, "one registration, not two");
+        assert!(l.is_valid());
     }
 }

@@ -16,6 +16,8 @@ use crate::ids::{Epoch, NodeId, RangeId, Seq};
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod local;
+pub mod lost_responses;
+pub mod own_write;
 pub mod validate;
 
 /// What a log entry records.

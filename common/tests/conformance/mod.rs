@@ -414,3 +414,41 @@ pub async fn oversize_refused(b: &Backend) {
     b.meta.transact(&ops).await.unwrap();
     assert_eq!(b.meta.query(&pk, b"t", 1000).await.unwrap().len(), META_TRANSACT_OPS_MAX);
 }
+
+/// A conditional write whose response was lost, then retried, counts as written when the
+/// item holds exactly its value; someone else's value is still a failed condition
+/// (`store::own_write`, DESIGN section 4).
+pub async fn meta_own_writes_survive_lost_responses(b: &Backend) {
+    use ampstore_common::store::lost_responses::ResponseLosingMeta;
+    use ampstore_common::store::own_write;
+
+    let pk = fresh_partition();
+    let (wrapped, losing) = ResponseLosingMeta::wrap_backend(b);
+    let m = wrapped.meta.as_ref();
+    assert_eq!(own_write::put(m, &pk, b"k", b"v1", Expect::Absent).await, Ok(1));
+    // The response is lost and we retry: the retry's condition fails on our own write.
+    losing.answer_unavailable_after_next_commits(1);
+    assert_eq!(own_write::put(m, &pk, b"k", b"v2", Expect::Version(1)).await, Ok(2));
+    // The store client resends by itself (the AWS SDK's retry): same.
+    losing.resend_after_next_commits(1);
+    assert!(matches!(m.put(&pk, b"k", b"v3", Expect::Version(2)).await, Err(StoreError::ConditionFailed { .. })));
+    losing.resend_after_next_commits(1);
+    assert_eq!(own_write::put(m, &pk, b"k", b"v4", Expect::Version(3)).await, Ok(4));
+    assert_eq!(losing.responses_lost(), 3);
+    // Someone else's write in between is still a failure, even when our retry follows a lost
+    // response.
+    assert_eq!(b.meta.put(&pk, b"k", b"theirs", Expect::Version(4)).await, Ok(5));
+    let err = own_write::put(m, &pk, b"k", b"v6", Expect::Version(4)).await.unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { op_index: None, .. }), "{err:?}");
+    // Transactions: a retry after a lost response finds every put in place.
+    let ops = [
+        MetaOp::Put { pk: pk.clone(), sk: b"k".to_vec(), value: b"t1".to_vec(), expect: Expect::Version(5) },
+        MetaOp::Put { pk: pk.clone(), sk: b"j".to_vec(), value: b"t1".to_vec(), expect: Expect::Absent },
+    ];
+    losing.answer_unavailable_after_next_commits(1);
+    assert_eq!(own_write::transact(m, &ops).await, Ok(()));
+    assert_eq!(b.meta.get(&pk, b"k").await.unwrap().map(|i| i.version), Some(6));
+    // ...but a transaction whose condition fails at once is not read back as ours.
+    let err = own_write::transact(m, &ops).await.unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { op_index: Some(_), .. }), "{err:?}");
+}

@@ -194,3 +194,33 @@ pub async fn clear_owner(backend: &Backend, range_id: RangeId, start: &Key, me: 
     }
     Err(Error::unavailable("descriptor keeps changing while releasing it"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ampstore_common::config::LocalConfig;
+    use ampstore_common::store::local::LocalStore;
+    use ampstore_common::store::lost_responses::ResponseLosingMeta;
+    use ampstore_common::{Epoch, KeyRange};
+
+    #[tokio::test]
+    async fn owner_clear_whose_response_was_lost_counts_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let me = Owner { node_id: NodeId::new("n1").unwrap(), epoch: Epoch(1) };
+        let desc = RangeDescriptor {
+            range_id: RangeId(1),
+            range: KeyRange::full(),
+            generation: 1,
+            owner: Some(me.clone()),
+            checkpoint: None,
+        };
+        meta::put_range(b.meta.as_ref(), &desc, Expect::Absent).await.unwrap();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+        losing.answer_unavailable_after_next_commits(1);
+        clear_owner(&wrapped, RangeId(1), &Key::default(), &me).await.expect("the owner clear whose response was lost");
+        assert_eq!(losing.responses_lost(), 1);
+        let stored = meta::get_range(b.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
+        assert_eq!(stored.record.owner, None);
+    }
+}

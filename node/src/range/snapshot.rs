@@ -124,3 +124,51 @@ async fn set_checkpoint(
     }
     Err(Error::unavailable("range descriptor keeps changing while checkpointing"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ampstore_common::config::LocalConfig;
+    use ampstore_common::meta::RangeDescriptor;
+    use ampstore_common::store::local::LocalStore;
+    use ampstore_common::store::lost_responses::ResponseLosingMeta;
+    use ampstore_common::{Epoch, NodeId};
+
+    #[tokio::test]
+    async fn checkpoint_whose_response_was_lost_counts_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let owner = Owner { node_id: NodeId::new("n1").unwrap(), epoch: Epoch(1) };
+        let range_id = RangeId(1);
+        let desc = RangeDescriptor {
+            range_id,
+            range: KeyRange::full(),
+            generation: 1,
+            owner: Some(owner.clone()),
+            checkpoint: None,
+        };
+        meta::put_range(b.meta.as_ref(), &desc, Expect::Absent).await.unwrap();
+        let job = |seq| SnapshotJob {
+            range_id,
+            range: KeyRange::full(),
+            seq: Seq(seq),
+            data: Default::default(),
+            owner: owner.clone(),
+        };
+        let (first, _) = write(&b, job(5)).await.unwrap();
+        let (wrapped, losing) = ResponseLosingMeta::wrap_backend(&b);
+
+        losing.answer_unavailable_after_next_commits(1);
+        let (second, _) = write(&wrapped, job(9)).await.expect("the checkpoint whose response was lost");
+        let stored = meta::get_range(b.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
+        assert_eq!(stored.record.checkpoint.as_ref(), Some(&second));
+        assert_eq!(b.blobs.get(&first.blob).await.unwrap(), None, "the snapshot it replaced is deleted");
+
+        losing.resend_after_next_commits(1);
+        let (third, _) = write(&wrapped, job(12)).await.expect("the checkpoint resent after a lost response");
+        let stored = meta::get_range(b.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
+        assert_eq!(stored.record.checkpoint.as_ref(), Some(&third));
+        assert_eq!(b.blobs.get(&second.blob).await.unwrap(), None, "the snapshot it replaced is deleted");
+        assert_eq!(losing.responses_lost(), 2);
+    }
+}
