@@ -153,6 +153,7 @@ mod tests {
             range: KeyRange::full(),
             seq: Seq(seq),
             data: Default::default(),
+            write_ids: Default::default(),
             owner: owner.clone(),
         };
         let (first, _) = write(&b, job(5)).await.unwrap();
