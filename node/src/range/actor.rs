@@ -491,8 +491,14 @@ impl RangeActor {
         };
         let log = self.shared.backend.log.clone();
         let range = self.core.range_id();
-        ctx.spawn(async move { log.append(range, seq, &entry).await }.into_actor(self).map(move |result, act, ctx| {
-            match result {
+        ctx.spawn(
+            async move {
+                let appended = log.append(range, seq, &entry).await;
+                super::reshape::pause_once("txn:appended-unanswered").await;
+                appended
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
                 Ok(()) => {
                     let versions = act.core.txn_commit();
                     act.remember_txn(txn_id, true, Some(seq));
@@ -511,8 +517,8 @@ impl RangeActor {
                     let _ = reply.send(Err(Error::Timeout));
                     act.resolve_txn_here(ctx);
                 }
-            }
-        }));
+            }),
+        );
     }
 
     /// Resolves the held transaction from the log: an `Abort` at the reserved slot ends it,

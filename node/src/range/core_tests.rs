@@ -690,3 +690,23 @@ fn a_split_never_cuts_a_list() {
     let key = c.split_key().unwrap();
     assert!(key == Key(family.clone()) || key > ampstore_common::lists::family_end(&family), "{key}");
 }
+
+/// S6: a range that stops with an append in flight answers its writers (and the callers
+/// following their ids) `Timeout`, outcome unknown; queued writes were not written.
+#[test]
+fn stopping_with_an_append_in_flight_answers_unknown() {
+    let mut core = core_for("a", 1);
+    let id = WriteKey::Write(WriteId { client: 1, n: 1 });
+    core.submit(Write { write_id: Some(id), ..put("k", "1") }, 1);
+    assert!(core.next_batch().append.is_some());
+    core.submit(Write { write_id: Some(id), ..put("k", "1") }, 2);
+    core.submit(put("q", "queued"), 3);
+    let mut out = core.abandon_in_flight();
+    out.extend(core.refuse_pending(Error::NotOwner { hint: None }));
+    out.sort_by_key(|(w, _)| *w);
+    assert_eq!(
+        out,
+        vec![(1, Err(Error::Timeout)), (2, Err(Error::Timeout)), (3, Err(Error::NotOwner { hint: None }))]
+    );
+    assert!(!core.has_work());
+}

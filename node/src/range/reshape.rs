@@ -46,6 +46,28 @@ pub fn fail_once(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Test-only pause points (`AMPSTORE_TEST_PAUSE_AT=<point>:<ms>`): the first time the
+/// process reaches the point it waits that long (say, between a durable append and its
+/// answer); compiled out of release builds.
+pub async fn pause_once(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let ms = std::env::var("AMPSTORE_TEST_PAUSE_AT").ok().and_then(|v| {
+            let (point, ms) = v.rsplit_once(':')?;
+            (point == name).then(|| ms.parse::<u64>().ok()).flatten()
+        });
+        if let Some(ms) = ms
+            && !PAUSED.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!(point = name, ms, "test pause point reached: waiting");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// A fresh range id, far from the small ids the master gives the first ranges.
 pub fn fresh_range_id() -> RangeId {
     RangeId((rand::random::<u64>() >> 2) | (1 << 32))
