@@ -103,6 +103,20 @@ pub struct ScanPage {
 }
 
 pub(crate) const BACKOFF_START: Duration = Duration::from_millis(10);
+/// A call deadline must fit inside the window in which nodes remember a write id
+/// (`WRITE_ID_RETENTION_MS`): every retry of a write then reaches a node that still knows
+/// whether the write was applied.
+fn check_call_deadline(deadline: Duration) -> Result<(), Error> {
+    let max = Duration::from_millis(ampstore_common::limits::CLIENT_CALL_DEADLINE_MS_MAX);
+    if deadline.is_zero() || deadline > max {
+        return Err(Error::invalid(format!(
+            "call_deadline must be more than 0 and at most {} ms (the window in which a retried write is recognised)",
+            max.as_millis()
+        )));
+    }
+    Ok(())
+}
+
 /// One attempt on a node gets at most this share of the call deadline (and at least
 /// `ATTEMPT_MIN`), so a request stuck on a paused or cut-off node is sent again, within the
 /// same call, to wherever the master moved its range. Writes that cannot be retried safely
@@ -138,6 +152,7 @@ impl Client {
         if cfg.masters.is_empty() {
             return Err(Error::invalid("no master address given"));
         }
+        check_call_deadline(cfg.call_deadline)?;
         let collectors = RwLock::new(cfg.collectors.clone());
         let client = Client {
             inner: Arc::new(Inner {
@@ -757,4 +772,20 @@ fn written(reply: Reply) -> Result<Version, Error> {
 
 fn unexpected(what: &str, reply: &Reply) -> Error {
     Error::internal(format!("{what} answered with an unexpected reply: {reply:?}"))
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use ampstore_common::limits::{CLIENT_CALL_DEADLINE_MS_MAX, WRITE_ID_RETENTION_MS};
+
+    #[test]
+    fn the_call_deadline_fits_inside_the_write_id_retention() {
+        let max = Duration::from_millis(CLIENT_CALL_DEADLINE_MS_MAX);
+        assert!(check_call_deadline(max).is_ok());
+        assert!(check_call_deadline(max + Duration::from_millis(1)).is_err());
+        assert!(check_call_deadline(Duration::ZERO).is_err());
+        assert!(check_call_deadline(ClientConfig::new(&["x"]).call_deadline).is_ok(), "the default is allowed");
+        assert!(CLIENT_CALL_DEADLINE_MS_MAX <= WRITE_ID_RETENTION_MS && WRITE_ID_RETENTION_MS >= 60_000);
+    }
 }
