@@ -410,7 +410,8 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     assert!(s.ranges.iter().all(|r| r.owner.as_ref().is_some_and(|o| o.as_str() != target)));
     // The node itself serves nothing.
     let node = c.nodes.iter().find(|n| n.node_id == target).unwrap();
-    let mut tc = TestClient::connect(&node.rpc).await.unwrap();
+    // Range stats are an operator's view (role admin; this cluster has no tokens).
+    let mut tc = TestClient::connect_as(&node.rpc, ampstore_common::protocol::Role::Admin, None).await.unwrap();
     let Ok(Reply::Stats(stats)) = tc.call(Op::RangeStats).await else { panic!("stats") };
     assert!(stats.ranges.iter().all(|r| r.state != "serving"), "{:?}", stats.ranges);
     let acked = acked.lock().unwrap().clone();
