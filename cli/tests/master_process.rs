@@ -384,10 +384,15 @@ async fn drain_empties_a_node_while_a_writer_runs() {
         master.status().await.unwrap().nodes.iter().any(|n| n.ops_per_sec > 0 && n.resident_bytes > 0)
     })
     .await;
+    // The operator's own data directory (no secrets: this cluster has no tokens), so no
+    // stray `./ampstore-data` decides the credential.
+    let operator = c.root.join("operator");
     let out = tokio::task::spawn_blocking({
-        let (master_rpc, target) = (master.rpc.clone(), target.clone());
+        let (master_rpc, target, operator) = (master.rpc.clone(), target.clone(), operator.clone());
         move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+                .arg("--data")
+                .arg(&operator)
                 .args(["drain", &target, "--master", &master_rpc, "--timeout", "60"])
                 .output()
                 .unwrap()
@@ -424,6 +429,8 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     check_acked(&router, &acked).await;
     // Undo: the node accepts ranges again.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+        .arg("--data")
+        .arg(&operator)
         .args(["drain", &target, "--master", &master.rpc, "--undo"])
         .output()
         .unwrap();
