@@ -39,7 +39,7 @@ fn write_secrets(data_dir: &Path) {
 }
 
 struct Cluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     master: MasterProc,
     node: NodeProc,
     others: Vec<NodeProc>,
@@ -61,7 +61,7 @@ async fn start_cluster(nodes: usize) -> Cluster {
         })
         .collect();
     let node = started.remove(0);
-    Cluster { _dir: dir, master, node, others: started }
+    Cluster { dir, master, node, others: started }
 }
 
 /// Connects and sends a hello with `role` and `token` (frames written by the test itself):
@@ -248,9 +248,9 @@ async fn user_writes_cannot_touch_the_reserved_namespace() {
     assert!(matches!(enqueued, Ok(Reply::Written { .. })), "{enqueued:?}");
 
     let reserved = Key::user_end();
-    let write_id = || Some(WriteId { client: 3, n: rand_n() });
+    let write_id = || Some(WriteId { client: 3, n: next_n() });
     let txn_on = |range_id: RangeId, checks: Vec<TxnCheck>, writes: Vec<TxnWrite>| Op::Txn {
-        txn_id: WriteId { client: 3, n: rand_n() },
+        txn_id: WriteId { client: 3, n: next_n() },
         parts: vec![TxnPart { range_id, node_addr: c.node.rpc.clone(), checks, writes, reads: vec![] }],
         hold_ms: 1000,
     };
@@ -316,7 +316,7 @@ async fn a_transaction_connects_only_to_live_nodes() {
     let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let elsewhere_addr = elsewhere.local_addr().unwrap().to_string();
     let txn = |right_addr: &str| Op::Txn {
-        txn_id: WriteId { client: 4, n: rand_n() },
+        txn_id: WriteId { client: 4, n: next_n() },
         parts: vec![
             TxnPart {
                 range_id: left.range_id,
@@ -347,7 +347,72 @@ async fn a_transaction_connects_only_to_live_nodes() {
     assert!(matches!(committed, Ok(Reply::TxnCommitted { .. })), "{committed:?}");
 }
 
-fn rand_n() -> u64 {
+/// A collector process with both tokens in its data directory.
+struct CollectorProc {
+    child: std::process::Child,
+    rpc: String,
+}
+
+impl CollectorProc {
+    fn start(data_dir: &Path, master: &MasterProc) -> CollectorProc {
+        use std::io::BufRead;
+        write_secrets(data_dir);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+            .arg("--data")
+            .arg(data_dir)
+            .args(["collector", "--rpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
+            .args(["--seeds", master.gossip.as_str(), "--masters", master.rpc.as_str()])
+            .env_remove("AMPSTORE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start collector");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("collector printed nothing").unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words.len() >= 6 && words[3] == "ready:", "{line}");
+        let rpc = words[5].to_string();
+        std::thread::spawn(move || for _ in lines {});
+        CollectorProc { child, rpc }
+    }
+}
+
+impl Drop for CollectorProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An app server holding only the cluster token pushes through a collector; the collector
+/// sends the batches to the node in its own role with the admin token, and the node takes
+/// them as batches (none refused, none sent again one by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_batches_for_an_app_server_holding_only_the_cluster_token() {
+    use ampstore_common::metrics::{parse_text, sum};
+    let _serial = SERIAL.lock().await;
+    let c = start_cluster(1).await;
+    let collector = CollectorProc::start(&c.dir.path().join("c0"), &c.master);
+    let mut cfg = ampstore_client::ClientConfig::new(&[c.master.rpc.as_str()]);
+    cfg.token = Some(CLUSTER_TOKEN.into());
+    cfg.collectors = vec![collector.rpc.clone()];
+    cfg.call_deadline = Duration::from_secs(20);
+    let client = ampstore_client::Client::with_config(cfg).await.expect("the cluster token is enough for a client");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(client.push("through", format!("e{i}")).await.unwrap());
+    }
+    let page = client.list("through", None, 100).await.unwrap();
+    assert_eq!(page.elements.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    let samples = parse_text(&http_get_text(&c.node.admin, "/metrics").await).unwrap();
+    let batches = |outcome: &str| sum(&samples, "ampstore_requests_total", &[("op", "batch"), ("outcome", outcome)]);
+    assert!(batches("ok") > 0.0, "the node took the collector's batches");
+    assert_eq!(batches("unauthorized"), 0.0, "no batch was refused");
+    assert_eq!(sum(&samples, "ampstore_requests_total", &[("op", "push")]), 0.0, "nothing went one by one");
+}
+
+fn next_n() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
     N.fetch_add(1, Ordering::Relaxed)

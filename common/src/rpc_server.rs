@@ -200,7 +200,7 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
             let op_name = req.op.name();
             let result = match req.op.allowed_for(role) {
                 Err(e) => {
-                    tracing::warn!(%peer, %role, op = op_name, "refused: operation not allowed for the role");
+                    tracing::info!(%peer, %role, op = op_name, "refused: operation not allowed for the role");
                     Err(e)
                 }
                 Ok(()) => {
