@@ -15,6 +15,8 @@ use crate::workload::Probe;
 /// How long a probe waits for the cluster to serve again before reporting it did not.
 const RECOVERY_MAX: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How long a forced split may take to be requested.
+const SPLIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What happened to one fault.
 #[derive(Clone, Debug, Serialize)]
@@ -132,7 +134,7 @@ pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], ste
         },
         Fault::Split { key_index } => {
             report.note = match keys.get((*key_index % keys.len().max(1) as u64) as usize) {
-                Some(p) => split(cluster, probe, &p.key()).await.err(),
+                Some(p) => split(cluster, &p.key()).await.err(),
                 None => Some("no key to split at".into()),
             };
             return report;
@@ -173,12 +175,17 @@ async fn serving_node(cluster: &Cluster, keys: &[Probe], pick: u64) -> Proc {
 
 /// Splits the range holding `key`, found through the master (a client's cached route may
 /// be stale right after a fault).
-async fn split(cluster: &Cluster, probe: &Client, key: &ampstore_common::Key) -> Result<(), String> {
+async fn split(cluster: &Cluster, key: &ampstore_common::Key) -> Result<(), String> {
     let (_, status) = active_status(cluster).await.ok_or("no master is active")?;
     let range = status.ranges.iter().find(|r| r.range.contains(key.as_bytes())).ok_or("no range holds the key")?;
     let owner = range.owner.as_ref().ok_or_else(|| format!("{} has no owner", range.range_id))?;
     let node = status.nodes.iter().find(|n| &n.node_id == owner).ok_or_else(|| format!("owner {owner} unknown"))?;
-    match probe.call_node(&node.rpc_addr, Op::Split { range_id: range.range_id }).await {
+    // A forced split is an operator's command (role admin); the chaos cluster runs without
+    // tokens, so the role is taken as declared.
+    let conn = Connection::connect(&node.rpc_addr, Role::Admin, "chaos", None)
+        .await
+        .map_err(|e| format!("split of {}: cannot reach {}: {e}", range.range_id, node.rpc_addr))?;
+    match conn.call(Op::Split { range_id: range.range_id }, SPLIT_DEADLINE).await {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("split of {} refused: {e}", range.range_id)),
     }

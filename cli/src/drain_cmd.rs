@@ -7,7 +7,7 @@ use ampstore_common::NodeId;
 use ampstore_common::protocol::{Op, Reply};
 use clap::Args;
 
-use crate::master_link::{call_master, master_addrs};
+use crate::master_link::{call_master, master_addrs, operator_credential};
 use crate::settings::{self, BackendArgs, SettingsArgs};
 
 #[derive(Args)]
@@ -35,9 +35,9 @@ pub async fn run(settings: &SettingsArgs, args: DrainArgs) -> anyhow::Result<()>
     let node_id = NodeId::new(&args.node_id).map_err(|e| anyhow::anyhow!("node id {:?}: {e}", args.node_id))?;
     let cfg = settings::load(settings, &args.backend)?;
     let addrs = master_addrs(&args.master, &cfg).await?;
-    let token = cfg.cluster.token()?;
+    let credential = operator_credential(&cfg)?;
     let op = Op::Drain { node_id: node_id.clone(), undo: args.undo };
-    let Reply::Draining { ranges_left, .. } = call_master(&addrs, token.clone(), op.clone()).await? else {
+    let Reply::Draining { ranges_left, .. } = call_master(&addrs, credential.clone(), op.clone()).await? else {
         anyhow::bail!("the master answered drain with another reply");
     };
     if args.undo {
@@ -58,7 +58,7 @@ pub async fn run(settings: &SettingsArgs, args: DrainArgs) -> anyhow::Result<()>
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Reply::Draining { ranges_left, .. } = call_master(&addrs, token.clone(), op.clone()).await? else {
+        let Reply::Draining { ranges_left, .. } = call_master(&addrs, credential.clone(), op.clone()).await? else {
             anyhow::bail!("the master answered drain with another reply");
         };
         bar.set_position(total.saturating_sub(ranges_left));

@@ -26,8 +26,22 @@ pub async fn master_addrs(explicit: &[String], cfg: &Config) -> anyhow::Result<V
     }
 }
 
-/// Sends `op` to the active master, following `NotMaster` hints.
-pub async fn call_master(addrs: &[String], token: Option<String>, op: Op) -> anyhow::Result<Reply> {
+/// The role and credential an operator command connects with: the admin role and
+/// `admin.token` where it is available (the cluster's own machines); else, on a machine that
+/// holds only `cluster.token` (an app server), the client role with it, which allows the
+/// data operations and status but not drain. With no tokens at all (development) the admin
+/// role is taken as declared.
+pub fn operator_credential(cfg: &Config) -> anyhow::Result<(Role, Option<String>)> {
+    Ok(match cfg.cluster.tokens()? {
+        (_, Some(admin)) => (Role::Admin, Some(admin)),
+        (Some(cluster), None) => (Role::Client, Some(cluster)),
+        (None, None) => (Role::Admin, None),
+    })
+}
+
+/// Sends `op` to the active master, following `NotMaster` hints, connecting with `role` and
+/// its `token`.
+pub async fn call_master(addrs: &[String], (role, token): (Role, Option<String>), op: Op) -> anyhow::Result<Reply> {
     let mut queue: Vec<String> = addrs.to_vec();
     let mut last = None;
     let mut tried = 0;
@@ -37,7 +51,7 @@ pub async fn call_master(addrs: &[String], token: Option<String>, op: Op) -> any
         if tried > 8 {
             break;
         }
-        let conn = match Connection::connect(&addr, Role::Client, "ampstore-cli", token.clone()).await {
+        let conn = match Connection::connect(&addr, role, "ampstore-cli", token.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 last = Some(e);

@@ -236,16 +236,14 @@ fn role_rank(role: Option<Role>) -> u8 {
         Some(Role::Node) => 1,
         Some(Role::Collector) => 2,
         Some(Role::Client) => 3,
-        None => 4,
+        Some(Role::Admin) => 4,
+        None => 5,
     }
 }
 
 fn role_str(role: Option<Role>) -> &'static str {
     match role {
-        Some(Role::Master) => "master",
-        Some(Role::Node) => "node",
-        Some(Role::Collector) => "collector",
-        Some(Role::Client) => "client",
+        Some(role) => role.as_str(),
         None => "-",
     }
 }

@@ -84,12 +84,17 @@ pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Co
     }
     let mut cfg = loader.load()?;
     // The secrets `ampstore up` keeps in its data directory apply unless set otherwise.
-    let (token, key) = ampstore_common::secrets::find(&cfg.data_dir);
+    // On an app server the directory holds only `cluster.token`; `admin.token` is there only
+    // where the cluster's own processes and operators run.
+    let found = ampstore_common::secrets::find(&cfg.data_dir);
     if cfg.cluster.token.is_none() && cfg.cluster.token_file.is_none() {
-        cfg.cluster.token_file = token;
+        cfg.cluster.token_file = found.token;
+    }
+    if cfg.cluster.admin_token.is_none() && cfg.cluster.admin_token_file.is_none() {
+        cfg.cluster.admin_token_file = found.admin_token;
     }
     if cfg.cluster.gossip_key.is_none() && cfg.cluster.gossip_key_file.is_none() {
-        cfg.cluster.gossip_key_file = key;
+        cfg.cluster.gossip_key_file = found.gossip_key;
     }
     cfg.validate()?;
     Ok(cfg)

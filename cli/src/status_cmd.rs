@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster_file::resolve_admin_addrs;
+use crate::master_link::operator_credential;
 use crate::members_cmd::{align, fetch_members, human_bytes};
 use crate::settings::{self, BackendArgs, SettingsArgs};
 
@@ -75,9 +76,9 @@ struct NodeLine {
 
 pub async fn run(settings: &SettingsArgs, args: StatusArgs) -> anyhow::Result<()> {
     let addrs = resolve_admin_addrs(&args.admin, settings)?;
-    let token = settings::load(settings, &BackendArgs::default())?.cluster.token()?;
+    let credential = operator_credential(&settings::load(settings, &BackendArgs::default())?)?;
     let fetched = fetch_members(&addrs).await?;
-    let active = find_active_master(&fetched.members, token).await;
+    let active = find_active_master(&fetched.members, credential).await;
     let report = summarize(&fetched.members, active.as_ref().map(|(rpc, s)| (rpc.as_str(), s)));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -90,13 +91,16 @@ pub async fn run(settings: &SettingsArgs, args: StatusArgs) -> anyhow::Result<()
 /// Asks every alive master with an RPC address for its status (all at once); the one
 /// reporting an active term is active (the highest term, should two claim it). Masters
 /// that do not answer are reported on stderr.
-async fn find_active_master(members: &[MemberView], token: Option<String>) -> Option<(String, MasterStatus)> {
+async fn find_active_master(
+    members: &[MemberView],
+    credential: (Role, Option<String>),
+) -> Option<(String, MasterStatus)> {
     let mut calls = tokio::task::JoinSet::new();
     for m in members {
         let (Some(Role::Master), MemberState::Alive, Some(rpc)) = (m.role, m.state, &m.rpc) else { continue };
-        let (id, rpc, token) = (m.id.to_string(), rpc.clone(), token.clone());
+        let (id, rpc, credential) = (m.id.to_string(), rpc.clone(), credential.clone());
         calls.spawn(async move {
-            let status = master_status(&rpc, token).await;
+            let status = master_status(&rpc, credential).await;
             (id, rpc, status)
         });
     }
@@ -116,8 +120,8 @@ async fn find_active_master(members: &[MemberView], token: Option<String>) -> Op
     best
 }
 
-async fn master_status(rpc: &str, token: Option<String>) -> anyhow::Result<MasterStatus> {
-    let conn = Connection::connect(rpc, Role::Client, "ampstore-cli", token).await?;
+async fn master_status(rpc: &str, (role, token): (Role, Option<String>)) -> anyhow::Result<MasterStatus> {
+    let conn = Connection::connect(rpc, role, "ampstore-cli", token).await?;
     match conn.call(Op::MasterStatus, CALL_DEADLINE).await? {
         Reply::Master(s) => Ok(s),
         _ => anyhow::bail!("answered MasterStatus with another reply"),
@@ -141,7 +145,7 @@ fn summarize(members: &[MemberView], active: Option<(&str, &MasterStatus)>) -> S
             Some(Role::Master) => roles.master += 1,
             Some(Role::Node) => roles.node += 1,
             Some(Role::Collector) => roles.collector += 1,
-            Some(Role::Client) | None => {}
+            Some(Role::Client | Role::Admin) | None => {}
         }
     }
     let Some((rpc, status)) = active else {
@@ -349,6 +353,6 @@ ranges: unknown (no active master)
                 m.rpc = Some(addr.clone());
             }
         }
-        assert!(find_active_master(&members, None).await.is_none());
+        assert!(find_active_master(&members, (Role::Admin, None)).await.is_none());
     }
 }

@@ -2,8 +2,8 @@
 //! and nodes sharing one store under the data directory — until SIGINT or SIGTERM.
 //!
 //! Layout of DIR: `store/` (the embedded backend), `masters/mI/` and `nodes/nI/` (each
-//! process's id), `logs/` (their stderr), the cluster secrets (`cluster.token`, `gossip.key`,
-//! mode 0600) and, while it runs, `cluster.json`. Running `up` again on the same DIR brings
+//! process's id), `logs/` (their stderr), the cluster secrets (`cluster.token` for app servers,
+//! `admin.token` for the cluster's own processes and operators, `gossip.key`; mode 0600) and, while it runs, `cluster.json`. Running `up` again on the same DIR brings
 //! back the same processes (same ids) and the same data.
 
 use std::io::{BufRead, BufReader};
@@ -59,7 +59,10 @@ pub struct UpArgs {
 pub struct LocalCluster {
     pub dir: PathBuf,
     pub file: ClusterFile,
+    /// What app servers get (data operations only).
     pub token: Option<String>,
+    /// What the cluster's processes and operator commands use.
+    pub admin_token: Option<String>,
     children: Vec<(String, Child)>,
 }
 
@@ -101,14 +104,16 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
     {
         anyhow::bail!("a cluster is already running on {} (see {FILE_NAME}); stop it first", dir.display());
     }
-    let (token_file, key_file) = ampstore_common::secrets::ensure(&dir)?;
-    let token = std::fs::read_to_string(&token_file)?.trim().to_string();
+    let secrets = ampstore_common::secrets::ensure(&dir)?;
+    let token = std::fs::read_to_string(&secrets.token)?.trim().to_string();
+    let admin_token = std::fs::read_to_string(&secrets.admin_token)?.trim().to_string();
     let exe = std::env::current_exe().context("finding the ampstore binary")?;
 
     let mut common: Vec<String> = Vec::new();
     let mut set = |kv: String| common.extend(["--set".to_string(), kv]);
-    set(format!("cluster.token_file={}", token_file.display()));
-    set(format!("cluster.gossip_key_file={}", key_file.display()));
+    set(format!("cluster.token_file={}", secrets.token.display()));
+    set(format!("cluster.admin_token_file={}", secrets.admin_token.display()));
+    set(format!("cluster.gossip_key_file={}", secrets.gossip_key.display()));
     set(format!("gossip.cluster_size={}", args.nodes + args.masters));
     if let Some(bytes) = args.split_bytes {
         set(format!("node.split_bytes={bytes}"));
@@ -139,6 +144,7 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
         dir: dir.clone(),
         file: ClusterFile { masters: vec![], nodes: vec![], collectors: vec![] },
         token: Some(token),
+        admin_token: Some(admin_token),
         children: vec![],
     };
     let start = ChildStart { exe: &exe, common: &common, dir: &dir, log_filter: args.log.as_str() };
@@ -261,7 +267,9 @@ async fn wait_serving(cluster: &LocalCluster, nodes: usize) -> anyhow::Result<()
     let mut last = String::from("no master answered");
     while started.elapsed() < READY_TIMEOUT {
         for m in &cluster.file.masters {
-            let Ok(conn) = Connection::connect(&m.rpc, Role::Client, "ampstore-up", cluster.token.clone()).await else {
+            // An operator's check: the admin role sees the master's status like `ampstore status`.
+            let Ok(conn) = Connection::connect(&m.rpc, Role::Admin, "ampstore-up", cluster.admin_token.clone()).await
+            else {
                 continue;
             };
             match conn.call(Op::MasterStatus, Duration::from_secs(5)).await {

@@ -141,6 +141,9 @@ async fn scans_return_every_key_once_while_ranges_move() {
     let node_ids: Vec<String> = status.nodes.iter().map(|n| n.node_id.to_string()).collect();
     // Move ranges around the whole time: drain each node in turn, then undo.
     let stop = Arc::new(AtomicBool::new(false));
+    // The operator's own data directory (no secrets: this cluster has no tokens), so no
+    // stray `./ampstore-data` decides the credential.
+    let operator = root.join("operator");
     let mover = {
         let (stop, rpc) = (stop.clone(), master.rpc.clone());
         tokio::spawn(async move {
@@ -149,6 +152,8 @@ async fn scans_return_every_key_once_while_ranges_move() {
                 for id in &node_ids {
                     for undo in [false, true] {
                         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+                            .arg("--data")
+                            .arg(&operator)
                             .args(["drain", id, "--master", &rpc, "--no-wait"])
                             .args(undo.then_some("--undo"))
                             .output()

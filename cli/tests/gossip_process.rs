@@ -238,10 +238,13 @@ async fn rpc_needs_the_cluster_token_when_one_is_configured() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut flags = fast_node_flags();
-    flags.extend(["--set".to_string(), "cluster.token=s3cret-token".to_string()]);
+    // A server with the cluster token needs the admin token too (the master reaches the
+    // node with it).
+    let secrets = ["--set", "cluster.token=s3cret-token", "--set", "cluster.admin_token=s3cret-admin"];
+    flags.extend(secrets.map(String::from));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let node = NodeProc::start(&dir.path().join("n"), &store, &flags);
-    let master = MasterProc::start_with(&dir.path().join("m"), &store, &["--set", "cluster.token=s3cret-token"]);
+    let master = MasterProc::start_with(&dir.path().join("m"), &store, &secrets);
     for (what, addr) in [("node", &node.rpc), ("master", &master.rpc)] {
         for token in [None, Some("wrong"), Some("s3cret-tokem")] {
             let err = TestClient::connect_with_token(addr, token)
@@ -254,7 +257,7 @@ async fn rpc_needs_the_cluster_token_when_one_is_configured() {
         let mut ok = TestClient::connect_with_token(addr, Some("s3cret-token")).await.unwrap();
         assert_eq!(ok.call(Op::Ping).await.unwrap(), Reply::Pong, "{what}");
     }
-    // The master talks to the node with the token too: ranges get served.
+    // The master talks to the node with the admin token: ranges get served.
     let conn = ampstore_client::connection::Connection::connect(
         &master.rpc,
         ampstore_common::protocol::Role::Client,

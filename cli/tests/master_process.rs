@@ -384,10 +384,15 @@ async fn drain_empties_a_node_while_a_writer_runs() {
         master.status().await.unwrap().nodes.iter().any(|n| n.ops_per_sec > 0 && n.resident_bytes > 0)
     })
     .await;
+    // The operator's own data directory (no secrets: this cluster has no tokens), so no
+    // stray `./ampstore-data` decides the credential.
+    let operator = c.root.join("operator");
     let out = tokio::task::spawn_blocking({
-        let (master_rpc, target) = (master.rpc.clone(), target.clone());
+        let (master_rpc, target, operator) = (master.rpc.clone(), target.clone(), operator.clone());
         move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+                .arg("--data")
+                .arg(&operator)
                 .args(["drain", &target, "--master", &master_rpc, "--timeout", "60"])
                 .output()
                 .unwrap()
@@ -410,7 +415,8 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     assert!(s.ranges.iter().all(|r| r.owner.as_ref().is_some_and(|o| o.as_str() != target)));
     // The node itself serves nothing.
     let node = c.nodes.iter().find(|n| n.node_id == target).unwrap();
-    let mut tc = TestClient::connect(&node.rpc).await.unwrap();
+    // Range stats are an operator's view (role admin; this cluster has no tokens).
+    let mut tc = TestClient::connect_as(&node.rpc, ampstore_common::protocol::Role::Admin, None).await.unwrap();
     let Ok(Reply::Stats(stats)) = tc.call(Op::RangeStats).await else { panic!("stats") };
     assert!(stats.ranges.iter().all(|r| r.state != "serving"), "{:?}", stats.ranges);
     let acked = acked.lock().unwrap().clone();
@@ -423,6 +429,8 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     check_acked(&router, &acked).await;
     // Undo: the node accepts ranges again.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
+        .arg("--data")
+        .arg(&operator)
         .args(["drain", &target, "--master", &master.rpc, "--undo"])
         .output()
         .unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
 use ampstore_common::meta::{self, NodeRecord, PK_NODE};
-use ampstore_common::protocol::{Op, Reply, Versioned};
+use ampstore_common::protocol::{Op, Reply, Role, Versioned};
 use ampstore_common::store::{Backend, Expect};
 use ampstore_common::{Epoch, Key, RangeId, Seq, Version};
 use support::{LIVENESS_MS, NodeProc, TestClient, open_store};
@@ -63,8 +63,9 @@ impl Cluster {
     }
 }
 
+/// A connection in the master's role: the test plays the master (assigns, snapshots).
 async fn client(n: &NodeProc) -> TestClient {
-    TestClient::connect(&n.rpc).await.unwrap()
+    TestClient::connect_as(&n.rpc, Role::Master, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ampstore_common::Error;
-use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::protocol::{Op, Reply, Role};
 use serde_json::Value;
 use support::*;
 
@@ -67,11 +67,13 @@ async fn up_keeps_secrets_private_and_the_cli_finds_the_cluster() {
         }
         assert!(p["pid"].as_u64().unwrap() > 0);
     }
-    for f in ["cluster.token", "gossip.key"] {
+    for f in ["cluster.token", "admin.token", "gossip.key"] {
         let mode = std::fs::metadata(data.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
     let token = std::fs::read_to_string(data.join("cluster.token")).unwrap().trim().to_string();
+    let admin_token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+    assert_ne!(token, admin_token, "app servers' token is not the admin token");
 
     // RPC needs the token.
     let node_rpc = nodes[0]["rpc"].as_str().unwrap();
@@ -79,6 +81,11 @@ async fn up_keeps_secrets_private_and_the_cli_finds_the_cluster() {
     assert!(matches!(err.get_ref().and_then(|e| e.downcast_ref::<Error>()), Some(Error::Unauthorized { .. })), "{err}");
     let mut c = TestClient::connect_with_token(node_rpc, Some(&token)).await.unwrap();
     assert_eq!(c.call(Op::Ping).await.unwrap(), Reply::Pong);
+    // The processes of the cluster use the admin token: an operator's connection gets range
+    // stats, which the cluster token does not.
+    assert!(matches!(c.call(Op::RangeStats).await, Err(Error::Unauthorized { .. })));
+    let mut ops = TestClient::connect_as(node_rpc, Role::Admin, Some(&admin_token)).await.unwrap();
+    assert!(matches!(ops.call(Op::RangeStats).await, Ok(Reply::Stats(_))));
 
     // The ops commands find the cluster (and its token) through --data. Membership can
     // converge a moment before every member's role and addresses have spread (they travel

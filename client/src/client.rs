@@ -30,8 +30,13 @@ use crate::connection::Connection;
 pub struct ClientConfig {
     /// RPC addresses of the masters (any of them; the client finds the active one).
     pub masters: Vec<String>,
-    /// The cluster token, when the cluster has one.
+    /// The credential of `role`: for an application (role `Client`) the cluster token
+    /// (`cluster.token`), when the cluster has one.
     pub token: Option<String>,
+    /// The role every hello declares. Applications keep `Client`, which allows the data
+    /// operations; the cluster's own processes that use this client (a collector) set their
+    /// role and the admin token.
+    pub role: Role,
     /// How long one call (with all its retries) may take.
     pub call_deadline: Duration,
     /// Shown in server logs.
@@ -47,6 +52,7 @@ impl ClientConfig {
         ClientConfig {
             masters: masters.iter().map(|m| m.as_ref().to_string()).collect(),
             token: None,
+            role: Role::Client,
             call_deadline: Duration::from_secs(10),
             name: "ampstore-client".into(),
             collectors: Vec::new(),
@@ -571,7 +577,7 @@ impl Client {
             return Ok(c.clone());
         }
         let c = Arc::new(
-            Connection::connect(addr, Role::Client, &self.inner.cfg.name, self.inner.cfg.token.clone()).await?,
+            Connection::connect(addr, self.inner.cfg.role, &self.inner.cfg.name, self.inner.cfg.token.clone()).await?,
         );
         self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
         Ok(c)

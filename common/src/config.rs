@@ -115,36 +115,60 @@ impl Default for GossipConfig {
     }
 }
 
-/// Cluster secrets: the RPC token and the gossip key. Each may be given directly or as a
+/// Cluster secrets: the RPC tokens and the gossip key. Each may be given directly or as a
 /// file (which `ampstore up` writes with mode 0600); a direct value wins.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// Every RPC connection must present this token in its hello.
+    /// What app servers get: a hello with role `client` must present it; it allows data
+    /// operations only.
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// What masters, nodes, collectors and operator commands present (every role but
+    /// `client`); it allows the internal and admin operations. Required with `token`.
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
     /// 32 bytes as 64 hex digits: gossip packets are sealed with XChaCha20-Poly1305 under it.
     pub gossip_key: Option<String>,
     pub gossip_key_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
-    /// The RPC token, if the cluster has one.
+    /// The cluster (data) token, if the cluster has one.
     pub fn token(&self) -> Result<Option<String>, Error> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => Some(read_secret(path)?),
-            (None, None) => None,
-        };
-        if let Some(t) = &token
-            && (t.is_empty() || t.len() > crate::limits::AUTH_TOKEN_BYTES_MAX)
+        token_from(&self.token, &self.token_file, "cluster token")
+    }
+
+    /// The admin token, if the cluster has one.
+    pub fn admin_token(&self) -> Result<Option<String>, Error> {
+        token_from(&self.admin_token, &self.admin_token_file, "admin token")
+    }
+
+    /// Both tokens, each checked; they must differ (else the data credential would open the
+    /// internal operations).
+    pub fn tokens(&self) -> Result<(Option<String>, Option<String>), Error> {
+        let (cluster, admin) = (self.token()?, self.admin_token()?);
+        if let (Some(c), Some(a)) = (&cluster, &admin)
+            && c == a
         {
-            return Err(Error::invalid(format!(
-                "cluster token must be 1 to {} bytes",
-                crate::limits::AUTH_TOKEN_BYTES_MAX
-            )));
+            return Err(Error::invalid(
+                "cluster.admin_token must differ from cluster.token (app servers hold that one)",
+            ));
         }
-        Ok(token)
+        Ok((cluster, admin))
+    }
+
+    /// The tokens a server (master, node, collector) checks hellos against and connects
+    /// with. A server with a cluster token needs the admin token too: without it no master,
+    /// node or collector could reach it. (An app server's CLI holds only the cluster token.)
+    pub fn server_tokens(&self) -> Result<(Option<String>, Option<String>), Error> {
+        match self.tokens()? {
+            (Some(_), None) => Err(Error::invalid(
+                "cluster.token is set but cluster.admin_token is not: masters, nodes and collectors need the \
+                 admin token (ampstore up writes admin.token next to cluster.token)",
+            )),
+            tokens => Ok(tokens),
+        }
     }
 
     /// The gossip key, if the cluster has one.
@@ -156,6 +180,20 @@ impl ClusterConfig {
         };
         parse_key_hex(&hex).map(Some)
     }
+}
+
+fn token_from(value: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<Option<String>, Error> {
+    let token = match (value, file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(read_secret(path)?),
+        (None, None) => None,
+    };
+    if let Some(t) = &token
+        && (t.is_empty() || t.len() > crate::limits::AUTH_TOKEN_BYTES_MAX)
+    {
+        return Err(Error::invalid(format!("{what} must be 1 to {} bytes", crate::limits::AUTH_TOKEN_BYTES_MAX)));
+    }
+    Ok(token)
 }
 
 fn read_secret(path: &Path) -> Result<String, Error> {
@@ -426,7 +464,7 @@ impl Config {
         if g.seeds.len() > crate::limits::GOSSIP_SEEDS_MAX {
             return Err(Error::invalid(format!("gossip.seeds lists more than {}", crate::limits::GOSSIP_SEEDS_MAX)));
         }
-        self.cluster.token()?;
+        self.cluster.tokens()?;
         self.cluster.gossip_key()?;
         if m.poll_ms == 0 || m.stats_ms == 0 || m.moves_in_flight_max == 0 {
             return Err(Error::invalid(
@@ -692,6 +730,46 @@ mod tests {
         let cfg =
             ConfigLoader::new().env_vars(vec![]).flag("cluster.token_file", dir.path().join("token")).load().unwrap();
         assert_eq!(cfg.cluster.token().unwrap().as_deref(), Some("s3cret"));
+    }
+
+    /// The admin token is set like the cluster token (value, file, environment, flag),
+    /// validated the same way, and required with it.
+    #[test]
+    fn admin_token_is_set_like_the_cluster_token_and_required_with_it() {
+        let long = "t".repeat(crate::limits::AUTH_TOKEN_BYTES_MAX + 1);
+        let err = ConfigLoader::new().env_vars(vec![]).flag("cluster.admin_token", long.as_str()).load().unwrap_err();
+        assert!(err.to_string().contains("admin token"), "{err}");
+        assert!(ConfigLoader::new().env_vars(vec![]).flag("cluster.admin_token", "").load().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin"), "ops\n").unwrap();
+        let cfg = ConfigLoader::new()
+            .env_vars(vec![])
+            .flag("cluster.token", "app")
+            .flag("cluster.admin_token_file", dir.path().join("admin"))
+            .load()
+            .unwrap();
+        assert_eq!(cfg.cluster.tokens().unwrap(), (Some("app".into()), Some("ops".into())));
+        let cfg = ConfigLoader::new()
+            .env_vars(env(&[("AMPSTORE_CLUSTER__ADMIN_TOKEN", "ops"), ("AMPSTORE_CLUSTER__TOKEN", "app")]))
+            .load()
+            .unwrap();
+        assert_eq!(cfg.cluster.admin_token().unwrap().as_deref(), Some("ops"));
+        // A cluster token alone is an app server's configuration, not a server's: there
+        // would be no credential for the internal processes.
+        let app = ConfigLoader::new().env_vars(vec![]).flag("cluster.token", "app").load().unwrap();
+        assert_eq!(app.cluster.tokens().unwrap(), (Some("app".into()), None));
+        let err = app.cluster.server_tokens().unwrap_err();
+        assert!(err.to_string().contains("admin_token"), "{err}");
+        let err = ConfigLoader::new()
+            .env_vars(vec![])
+            .flag("cluster.token", "same")
+            .flag("cluster.admin_token", "same")
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("differ"), "{err}");
+        // An admin token alone is fine: open data plane, closed control plane.
+        let cfg = ConfigLoader::new().env_vars(vec![]).flag("cluster.admin_token", "ops").load().unwrap();
+        assert_eq!(cfg.cluster.server_tokens().unwrap(), (None, Some("ops".into())));
     }
 }
 

@@ -54,7 +54,9 @@ pub enum Error {
     /// A dependency (storage backend, peer) cannot be reached right now; retry.
     #[error("unavailable: {reason}")]
     Unavailable { reason: String },
-    /// The connection did not present the cluster token.
+    /// The hello did not present its role's credential (the cluster token for clients, the
+    /// admin token for every other role), or the connection's role may not send this
+    /// operation (`Op::allowed_for`).
     #[error("unauthorized: {reason}")]
     Unauthorized { reason: String },
     /// A bug or an unexpected state on the server side.

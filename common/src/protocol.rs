@@ -20,7 +20,9 @@ use crate::txn::{self, TxnCheck, TxnDecision, TxnPart, TxnWrite};
 /// with `Invalid` and closes the connection.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// What kind of process a peer is.
+/// What kind of process a peer is. In a hello it also says which credential the peer
+/// presents: `Client` the cluster token, every other role the admin token (DESIGN §4,
+/// "Authorization"); [`Op::allowed_for`] says which operations each role may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -28,6 +30,32 @@ pub enum Role {
     Node,
     Collector,
     Client,
+    /// An operator's command (`ampstore drain`, `status`, tools): never gossips.
+    Admin,
+}
+
+impl Role {
+    /// The role's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Node => "node",
+            Role::Collector => "collector",
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// True for the roles that must present the admin token (every role but `Client`).
+    pub fn needs_admin_token(self) -> bool {
+        self != Role::Client
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// First frame on every connection, from the caller.
@@ -37,7 +65,8 @@ pub struct Hello {
     pub role: Role,
     /// Free text for logs (a program name).
     pub client_name: String,
-    /// The cluster token, when the cluster has one.
+    /// The credential for `role`: the cluster token for `Client`, the admin token for every
+    /// other role (when the server has tokens configured).
     pub auth_token: Option<String>,
 }
 
@@ -409,14 +438,12 @@ impl Op {
                 Key::validate_user_key(key.as_bytes())?;
                 validate_value(value)
             }
-            Op::DeleteRange { start, end, .. } | Op::Scan { start, end, .. } | Op::LocateRange { start, end } => {
-                Key::validate_bound(start.as_bytes())?;
-                if let Some(end) = end {
-                    Key::validate_bound(end.as_bytes())?;
-                    if end <= start {
-                        return Err(Error::invalid(format!("range end {end} must be greater than start {start}")));
-                    }
-                }
+            Op::DeleteRange { start, end, .. } => {
+                validate_span(start, end.as_ref())?;
+                validate_user_span(start, end.as_ref())
+            }
+            Op::Scan { start, end, .. } | Op::LocateRange { start, end } => {
+                validate_span(start, end.as_ref())?;
                 if let Op::Scan { limit, .. } = self
                     && (*limit == 0 || *limit as usize > SCAN_PAGE_KEYS_MAX)
                 {
@@ -425,6 +452,52 @@ impl Op {
                 Ok(())
             }
         }
+    }
+
+    /// Whether a connection whose hello proved `role` may send this operation (DESIGN §4,
+    /// "Authorization"). Data operations are open to every role; the internal and admin
+    /// ones only to the processes that send them, so the cluster token an app server holds
+    /// can never move, release, split or merge ranges, or take part in a transaction's
+    /// two-phase protocol. Refusals are `Unauthorized`. The server checks it for every
+    /// request before acting.
+    pub fn allowed_for(&self, role: Role) -> Result<(), Error> {
+        let allowed: &[Role] = match self {
+            Op::Ping
+            | Op::Get { .. }
+            | Op::GetMany { .. }
+            | Op::Put { .. }
+            | Op::PutIfVersion { .. }
+            | Op::Delete { .. }
+            | Op::DeleteRange { .. }
+            | Op::Scan { .. }
+            | Op::Push { .. }
+            | Op::Enqueue { .. }
+            | Op::Dequeue { .. }
+            | Op::TaskAck { .. }
+            | Op::TaskNack { .. }
+            | Op::TaskExtend { .. }
+            | Op::Txn { .. }
+            | Op::Locate { .. }
+            | Op::LocateRange { .. }
+            | Op::MasterStatus
+            | Op::Members => return Ok(()),
+            // A batch's operations skip the per-operation path (one log entry for many).
+            Op::Batch { .. } => &[Role::Collector],
+            // Placement is the active master's alone: anyone else would bypass its term.
+            Op::Assign { .. } | Op::Release { .. } | Op::Merge { .. } => &[Role::Master],
+            Op::Snapshot { .. } | Op::Split { .. } | Op::RangeStats => &[Role::Master, Role::Admin],
+            Op::Drain { .. } => &[Role::Admin],
+            // Only the range's owner commits its split or merge, and only a coordinating
+            // node prepares and resolves (a forged commit replaces a live owner's range).
+            Op::SplitRange { .. } | Op::CommitMerge { .. } | Op::TxnPrepare { .. } | Op::TxnResolve { .. } => {
+                &[Role::Node]
+            }
+        };
+        if allowed.contains(&role) {
+            return Ok(());
+        }
+        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        Err(Error::Unauthorized { reason: format!("{} is for role {}, not {role}", self.name(), names.join(" or ")) })
     }
 
     /// The operation's name in snake case (metrics labels, logs).
@@ -481,6 +554,41 @@ impl Op {
                 | Op::TaskNack { .. }
                 | Op::TaskExtend { .. }
         )
+    }
+}
+
+/// Checks the bounds of `[start, end)` (`end = None`: no upper bound).
+fn validate_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
+    Key::validate_bound(start.as_bytes())?;
+    if let Some(end) = end {
+        Key::validate_bound(end.as_bytes())?;
+        if end <= start {
+            return Err(Error::invalid(format!("range end {end} must be greater than start {start}")));
+        }
+    }
+    Ok(())
+}
+
+/// A user write over `[start, end)` must stay below the reserved `ff ff` namespace: lists
+/// and queues change only through their own operations (a raw delete over it would lose
+/// acknowledged tasks). So the end must be given and at most `ff ff`; the product client
+/// clips every delete there.
+fn validate_user_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
+    let reserved = Key::user_end();
+    if start >= &reserved {
+        return Err(Error::invalid(format!(
+            "delete_range start {start} is in the reserved namespace (keys from ff ff: lists, queues)"
+        )));
+    }
+    match end {
+        Some(end) if end <= &reserved => Ok(()),
+        Some(end) => Err(Error::invalid(format!(
+            "delete_range end {end} reaches into the reserved namespace (keys from ff ff: lists, queues); \
+             end at ff ff at most"
+        ))),
+        None => Err(Error::invalid(
+            "delete_range needs an end at most ff ff: no end would reach the reserved namespace (lists, queues)",
+        )),
     }
 }
 
@@ -794,6 +902,190 @@ mod tests {
         assert!(scan(0).validate().is_err());
         let inverted = Op::Scan { start: Key::from("b"), end: Some(Key::from("a")), limit: 1, reverse: false };
         assert!(inverted.validate().is_err());
+    }
+
+    /// One operation of every kind, for tables over all of them.
+    fn one_of_each() -> Vec<Op> {
+        use crate::meta::Checkpoint;
+        use crate::queue::TaskRef;
+        let k = || Key::from("k");
+        let id = WriteId { client: 1, n: 1 };
+        let cp = || Checkpoint { seq: Seq(0), blob: "b".into(), merkle_root: vec![] };
+        let node = || NodeId::new("n1").unwrap();
+        let task = TaskRef { shard: 0, id: PushId::default(), lease: 1 };
+        vec![
+            Op::Ping,
+            Op::Get { key: k() },
+            Op::GetMany { keys: vec![k()] },
+            Op::Put { key: k(), value: vec![], write_id: None },
+            Op::PutIfVersion { key: k(), value: vec![], expected: None, write_id: None },
+            Op::Delete { key: k(), write_id: None },
+            Op::Push { key: k(), element: vec![], push_id: PushId::default() },
+            Op::Enqueue { queue: "q".into(), shard: 0, task_id: PushId::default(), payload: vec![] },
+            Op::Dequeue { queue: "q".into(), shard: 0, start: k(), max: 1, visibility_ms: 1000 },
+            Op::TaskAck { queue: "q".into(), task: task.clone() },
+            Op::TaskNack { queue: "q".into(), task: task.clone() },
+            Op::TaskExtend { queue: "q".into(), task, visibility_ms: 1000 },
+            Op::Batch { ops: vec![] },
+            Op::Members,
+            Op::DeleteRange { start: k(), end: Some(Key::from("l")), write_id: None },
+            Op::Scan { start: k(), end: None, limit: 1, reverse: false },
+            Op::Assign { range_id: RangeId(1), start: Key::from(""), claim: true },
+            Op::Release { range_id: RangeId(1) },
+            Op::Snapshot { range_id: RangeId(1) },
+            Op::Split { range_id: RangeId(1) },
+            Op::RangeStats,
+            Op::Locate { key: k() },
+            Op::LocateRange { start: k(), end: None },
+            Op::Drain { node_id: node(), undo: false },
+            Op::MasterStatus,
+            Op::SplitRange {
+                parent_id: RangeId(1),
+                parent_start: Key::from(""),
+                split_key: k(),
+                owner_node: node(),
+                owner_epoch: Epoch(1),
+                left_id: RangeId(2),
+                left_checkpoint: cp(),
+                right_id: RangeId(3),
+                right_checkpoint: cp(),
+            },
+            Op::Merge { left_id: RangeId(1), right_id: RangeId(2) },
+            Op::CommitMerge {
+                left_id: RangeId(1),
+                left_start: Key::from(""),
+                right_id: RangeId(2),
+                right_start: k(),
+                owner_node: node(),
+                owner_epoch: Epoch(1),
+                merged_id: RangeId(3),
+                merged_checkpoint: cp(),
+            },
+            Op::Txn { txn_id: id, parts: vec![], hold_ms: 1000 },
+            Op::TxnPrepare {
+                txn_id: id,
+                range_id: RangeId(1),
+                checks: vec![],
+                writes: vec![],
+                reads: vec![],
+                hold_ms: 1,
+            },
+            Op::TxnResolve { txn_id: id, range_id: RangeId(1), seq: None, decision: TxnDecision::Resolve },
+        ]
+    }
+
+    /// DESIGN §4: which role may send which operation. Every operation is listed, so a new
+    /// one fails here until it is placed.
+    #[test]
+    fn operations_are_authorized_by_role() {
+        use Role::*;
+        let all = [Client, Master, Node, Collector, Admin];
+        let table: &[(&str, &[Role])] = &[
+            ("ping", &all),
+            ("get", &all),
+            ("get_many", &all),
+            ("put", &all),
+            ("put_if_version", &all),
+            ("delete", &all),
+            ("push", &all),
+            ("enqueue", &all),
+            ("dequeue", &all),
+            ("task_ack", &all),
+            ("task_nack", &all),
+            ("task_extend", &all),
+            ("batch", &[Collector]),
+            ("members", &all),
+            ("delete_range", &all),
+            ("scan", &all),
+            ("assign", &[Master]),
+            ("release", &[Master]),
+            ("snapshot", &[Master, Admin]),
+            ("split", &[Master, Admin]),
+            ("range_stats", &[Master, Admin]),
+            ("locate", &all),
+            ("locate_range", &all),
+            ("drain", &[Admin]),
+            ("master_status", &all),
+            ("split_range", &[Node]),
+            ("merge", &[Master]),
+            ("commit_merge", &[Node]),
+            ("txn", &all),
+            ("txn_prepare", &[Node]),
+            ("txn_resolve", &[Node]),
+        ];
+        let ops = one_of_each();
+        assert_eq!(ops.len(), table.len(), "every operation has a row");
+        for op in &ops {
+            let (_, allowed) = table.iter().find(|(name, _)| *name == op.name()).expect("a row for every operation");
+            for role in all {
+                let got = op.allowed_for(role);
+                if allowed.contains(&role) {
+                    assert!(got.is_ok(), "{} from {role}: {got:?}", op.name());
+                } else {
+                    let err = got.expect_err(&format!("{} from {role} must be refused", op.name()));
+                    assert_eq!(err.code(), ErrorCode::Unauthorized, "{} from {role}", op.name());
+                    assert!(err.to_string().contains(op.name()), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn roles_are_lowercase_on_the_wire() {
+        for role in [Role::Client, Role::Master, Role::Node, Role::Collector, Role::Admin] {
+            let bytes = rmp_serde::to_vec_named(&role).unwrap();
+            assert_eq!(rmp_serde::from_slice::<String>(&bytes).unwrap(), role.as_str());
+            assert_eq!(rmp_serde::from_slice::<Role>(&bytes).unwrap(), role);
+        }
+        assert!(!Role::Client.needs_admin_token());
+        assert!(Role::Admin.needs_admin_token() && Role::Node.needs_admin_token());
+    }
+
+    /// A6: no user write reaches the reserved `ff ff` namespace (lists and queues change only
+    /// through their own operations).
+    #[test]
+    fn user_writes_never_touch_the_reserved_namespace() {
+        use crate::txn::{TxnCheck, TxnCondition, TxnPart, TxnWrite};
+        let reserved = Key::new(vec![0xff, 0xff, 1, b'q']);
+        let id = WriteId { client: 1, n: 1 };
+        let txn_part = |checks: Vec<TxnCheck>, writes: Vec<TxnWrite>| Op::Txn {
+            txn_id: id,
+            parts: vec![TxnPart {
+                range_id: RangeId(1),
+                node_addr: "127.0.0.1:1".into(),
+                checks,
+                writes,
+                reads: vec![],
+            }],
+            hold_ms: 1000,
+        };
+        let refused = [
+            Op::Put { key: reserved.clone(), value: vec![1], write_id: None },
+            Op::PutIfVersion { key: reserved.clone(), value: vec![1], expected: None, write_id: None },
+            Op::Delete { key: reserved.clone(), write_id: None },
+            Op::DeleteRange { start: Key::user_end(), end: None, write_id: None },
+            Op::DeleteRange { start: reserved.clone(), end: Some(Key::new(vec![0xff, 0xff, 2])), write_id: None },
+            Op::DeleteRange { start: Key::from("a"), end: None, write_id: None },
+            Op::DeleteRange { start: Key::from("a"), end: Some(Key::new(vec![0xff, 0xff, 0])), write_id: None },
+            Op::DeleteRange { start: Key::from(""), end: None, write_id: None },
+            txn_part(vec![], vec![TxnWrite::Put { key: reserved.clone(), value: vec![1] }]),
+            txn_part(vec![], vec![TxnWrite::Delete { key: reserved.clone() }]),
+            txn_part(vec![TxnCheck { key: reserved.clone(), condition: TxnCondition::Absent }], vec![]),
+        ];
+        for op in refused {
+            let err = op.validate().expect_err(&format!("{op:?} must be refused"));
+            assert_eq!(err.code(), ErrorCode::Invalid, "{op:?}");
+            assert!(err.to_string().contains("reserved"), "names the reserved namespace: {err}");
+        }
+        // What the product client sends: every delete clipped at `ff ff`.
+        let allowed = [
+            Op::DeleteRange { start: Key::from(""), end: Some(Key::user_end()), write_id: None },
+            Op::DeleteRange { start: Key::from("a"), end: Some(Key::from("b")), write_id: None },
+            Op::DeleteRange { start: Key::new(vec![0xff, 0xfe]), end: Some(Key::user_end()), write_id: None },
+        ];
+        for op in allowed {
+            assert!(op.validate().is_ok(), "{op:?}");
+        }
     }
 
     #[test]

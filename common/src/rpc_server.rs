@@ -24,7 +24,7 @@ use crate::frame::{FrameError, decode_body, encode_frame, read_frame};
 use crate::ids::RequestId;
 use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
 use crate::metrics::Metrics;
-use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, ServerInfo};
+use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role, ServerInfo};
 
 /// What a server does with requests.
 pub trait Service: Send + Sync + 'static {
@@ -34,8 +34,15 @@ pub trait Service: Send + Sync + 'static {
     /// Answers one request; called concurrently for pipelined requests.
     fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send;
 
-    /// The token every connection must present in its hello (none: no check).
-    fn auth_token(&self) -> Option<&str> {
+    /// The token a hello with role `Client` must present (app servers hold it). With neither
+    /// token set, no hello is checked (development and tests); roles still limit operations.
+    fn cluster_token(&self) -> Option<&str> {
+        None
+    }
+
+    /// The token a hello with any other role must present (masters, nodes, collectors,
+    /// operators; never handed to clients).
+    fn admin_token(&self) -> Option<&str> {
         None
     }
 
@@ -58,12 +65,34 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_token(expected: Option<&str>, given: Option<&str>) -> Result<(), Error> {
+/// The tokens a server checks hellos against.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tokens<'a> {
+    cluster: Option<&'a str>,
+    admin: Option<&'a str>,
+}
+
+/// Whether a hello's token is the credential of its role: the cluster token for `Client`,
+/// the admin token for every other role. A server with only a cluster token accepts no
+/// other role (configuration requires both; this keeps a half-configured server closed).
+fn check_hello_token(tokens: Tokens<'_>, role: Role, given: Option<&str>) -> Result<(), Error> {
+    let (expected, which) = if role.needs_admin_token() {
+        match (tokens.admin, tokens.cluster) {
+            (None, Some(_)) => {
+                return Err(Error::Unauthorized {
+                    reason: format!("role {role} needs the admin token and this server has none"),
+                });
+            }
+            (admin, _) => (admin, "admin token"),
+        }
+    } else {
+        (tokens.cluster, "cluster token")
+    };
     match (expected, given) {
         (None, _) => Ok(()),
-        (Some(_), None) => Err(Error::Unauthorized { reason: "this cluster requires a token in the hello".into() }),
+        (Some(_), None) => Err(Error::Unauthorized { reason: format!("role {role} must present the {which}") }),
         (Some(e), Some(g)) if same_secret(e.as_bytes(), g.as_bytes()) => Ok(()),
-        (Some(_), Some(_)) => Err(Error::Unauthorized { reason: "wrong cluster token".into() }),
+        (Some(_), Some(_)) => Err(Error::Unauthorized { reason: format!("wrong {which} for role {role}") }),
     }
 }
 
@@ -118,10 +147,13 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
             }
         },
     };
-    if let Err(e) = hello.validate().and_then(|()| check_token(service.auth_token(), hello.auth_token.as_deref())) {
+    let tokens = Tokens { cluster: service.cluster_token(), admin: service.admin_token() };
+    if let Err(e) = hello.validate().and_then(|()| check_hello_token(tokens, hello.role, hello.auth_token.as_deref())) {
         tracing::warn!(%peer, error = %e, "closing: hello refused");
         return reject_hello(&mut wr, e, &mut scratch).await;
     }
+    // From here the role is proved (or, with no tokens configured, taken as declared).
+    let role = hello.role;
     let info = service.server_info();
     debug_assert_eq!(info.protocol_version, PROTOCOL_VERSION);
     scratch.clear();
@@ -166,12 +198,20 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let op_name = req.op.name();
-            let work = service.handle(req.op);
-            let result = match req.deadline_ms {
-                Some(ms) => {
-                    tokio::time::timeout(Duration::from_millis(ms.into()), work).await.unwrap_or(Err(Error::Timeout))
+            let result = match req.op.allowed_for(role) {
+                Err(e) => {
+                    tracing::info!(%peer, %role, op = op_name, "refused: operation not allowed for the role");
+                    Err(e)
                 }
-                None => work.await,
+                Ok(()) => {
+                    let work = service.handle(req.op);
+                    match req.deadline_ms {
+                        Some(ms) => tokio::time::timeout(Duration::from_millis(ms.into()), work)
+                            .await
+                            .unwrap_or(Err(Error::Timeout)),
+                        None => work.await,
+                    }
+                }
             };
             if let Some(m) = service.metrics() {
                 let outcome = match &result {
@@ -228,11 +268,40 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_only_when_configured() {
-        assert!(check_token(None, None).is_ok());
-        assert!(check_token(None, Some("x")).is_ok());
-        assert!(check_token(Some("s3cret"), Some("s3cret")).is_ok());
-        assert!(matches!(check_token(Some("s3cret"), None), Err(Error::Unauthorized { .. })));
-        assert!(matches!(check_token(Some("s3cret"), Some("s3creT")), Err(Error::Unauthorized { .. })));
-        assert!(matches!(check_token(Some("s3cret"), Some("s3cret2")), Err(Error::Unauthorized { .. })));
+        let none = Tokens::default();
+        for role in [Role::Client, Role::Node, Role::Admin] {
+            assert!(check_hello_token(none, role, None).is_ok());
+            assert!(check_hello_token(none, role, Some("x")).is_ok());
+        }
+        let cluster_only = Tokens { cluster: Some("s3cret"), admin: None };
+        assert!(check_hello_token(cluster_only, Role::Client, Some("s3cret")).is_ok());
+        let unauthorized = |r: Result<(), Error>| matches!(r, Err(Error::Unauthorized { .. }));
+        assert!(unauthorized(check_hello_token(cluster_only, Role::Client, None)));
+        assert!(unauthorized(check_hello_token(cluster_only, Role::Client, Some("s3creT"))));
+        assert!(unauthorized(check_hello_token(cluster_only, Role::Client, Some("s3cret2"))));
+        // No admin token: no internal role gets in, whatever it presents.
+        assert!(unauthorized(check_hello_token(cluster_only, Role::Master, Some("s3cret"))));
+        assert!(unauthorized(check_hello_token(cluster_only, Role::Admin, None)));
+    }
+
+    /// The role must match the credential: the cluster token never opens an internal role,
+    /// and the admin token is not a client's credential.
+    #[test]
+    fn the_role_must_match_its_credential() {
+        let both = Tokens { cluster: Some("app"), admin: Some("ops") };
+        let unauthorized = |r: Result<(), Error>| matches!(r, Err(Error::Unauthorized { .. }));
+        assert!(check_hello_token(both, Role::Client, Some("app")).is_ok());
+        assert!(unauthorized(check_hello_token(both, Role::Client, Some("ops"))));
+        assert!(unauthorized(check_hello_token(both, Role::Client, None)));
+        for role in [Role::Master, Role::Node, Role::Collector, Role::Admin] {
+            assert!(check_hello_token(both, role, Some("ops")).is_ok(), "{role}");
+            assert!(unauthorized(check_hello_token(both, role, Some("app"))), "{role} with the cluster token");
+            assert!(unauthorized(check_hello_token(both, role, None)), "{role} without a token");
+        }
+        // Only an admin token: data connections are open, internal roles are not.
+        let admin_only = Tokens { cluster: None, admin: Some("ops") };
+        assert!(check_hello_token(admin_only, Role::Client, None).is_ok());
+        assert!(unauthorized(check_hello_token(admin_only, Role::Node, None)));
+        assert!(check_hello_token(admin_only, Role::Node, Some("ops")).is_ok());
     }
 }

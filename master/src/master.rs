@@ -93,7 +93,10 @@ pub struct Master {
     state: Mutex<State>,
     conns: Mutex<HashMap<String, Arc<Connection>>>,
     writes_refused_on_term: AtomicU64,
-    auth_token: Option<String>,
+    /// A client's hello must present it, when set (`cluster.token`).
+    cluster_token: Option<String>,
+    /// Every other role's hello must present it; the master presents it to nodes.
+    admin_token: Option<String>,
     metrics: Arc<Metrics>,
     gossip: OnceLock<Gossip>,
     /// Wakes the control loop early (a gossip report that a node is down).
@@ -109,6 +112,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let backend = Backend::open(&cfg).await?;
     let (listener, rpc_addr) = rpc_server::bind(&cfg.master.rpc_addr).await?;
     let (admin_listener, admin_addr) = rpc_server::bind(&cfg.master.admin_addr).await?;
+    let tokens = cfg.cluster.server_tokens()?;
     let master = Arc::new(Master {
         id: id.clone(),
         rpc_addr: rpc_addr.clone(),
@@ -117,7 +121,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         state: Mutex::default(),
         conns: Mutex::default(),
         writes_refused_on_term: AtomicU64::new(0),
-        auth_token: cfg.cluster.token()?,
+        cluster_token: tokens.0,
+        admin_token: tokens.1,
         metrics: Metrics::new(),
         gossip: OnceLock::new(),
         wake: Notify::new(),
@@ -734,7 +739,7 @@ impl Master {
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(Connection::connect(addr, Role::Master, "master", self.auth_token.clone()).await?);
+        let c = Arc::new(Connection::connect(addr, Role::Master, "master", self.admin_token.clone()).await?);
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -1143,8 +1148,12 @@ impl Service for Master {
         }
     }
 
-    fn auth_token(&self) -> Option<&str> {
-        self.auth_token.as_deref()
+    fn cluster_token(&self) -> Option<&str> {
+        self.cluster_token.as_deref()
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     fn metrics(&self) -> Option<&Metrics> {
@@ -1168,7 +1177,8 @@ mod tests {
             state: Mutex::default(),
             conns: Mutex::default(),
             writes_refused_on_term: AtomicU64::new(0),
-            auth_token: None,
+            cluster_token: None,
+            admin_token: None,
             metrics: Metrics::new(),
             gossip: OnceLock::new(),
             wake: Notify::new(),

@@ -38,8 +38,12 @@ impl Service for NodeShared {
         handle(self, op)
     }
 
-    fn auth_token(&self) -> Option<&str> {
-        self.auth_token.as_deref()
+    fn cluster_token(&self) -> Option<&str> {
+        self.cluster_token.as_deref()
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     fn metrics(&self) -> Option<&Metrics> {

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod liveness;
 pub mod node;
+pub mod peers;
 pub mod queue;
 pub mod range;
 pub mod shared;

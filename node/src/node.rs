@@ -35,9 +35,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         n => n as usize,
     };
     let (arbiters, system) = start_actix(arbiters_count)?;
-    let token = cfg.cluster.token()?;
+    let tokens = cfg.cluster.server_tokens()?;
     let shared =
-        Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters, token));
+        Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters, tokens));
     let reg = liveness::register(shared.backend.meta.as_ref(), &node_id, &rpc_addr, &shared.liveness).await?;
     let settings =
         GossipSettings::from_config(&cfg, node_id.clone(), Role::Node, &cfg.node.gossip_addr, &rpc_addr, &admin_addr)?;

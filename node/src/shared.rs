@@ -28,14 +28,19 @@ pub struct NodeShared {
     /// Requests handled since start (reported to the master for ops/s).
     pub ops_total: AtomicU64,
     pub metrics: Arc<Metrics>,
-    /// Every RPC connection must present it, when set.
-    pub auth_token: Option<String>,
+    /// A client's hello must present it, when set (`cluster.token`).
+    pub cluster_token: Option<String>,
+    /// Every other role's hello must present it, and this node presents it to masters and
+    /// peers (`cluster.admin_token`).
+    pub admin_token: Option<String>,
     /// Set once gossip runs (after the ports are bound).
     pub gossip: OnceLock<Gossip>,
     /// The last connection to the active master (split and merge commits), by address.
     pub master_link: Mutex<Option<(String, Arc<Connection>)>>,
     /// Connections to other nodes (transaction participants), by address.
     pub peers: Mutex<std::collections::HashMap<String, Arc<Connection>>>,
+    /// The live nodes' addresses: the only ones a transaction may make this node connect to.
+    pub live_node_addrs: crate::peers::LiveNodeAddrs,
     instances: AtomicU64,
 }
 
@@ -46,7 +51,7 @@ impl NodeShared {
         cfg: NodeConfig,
         backend: Backend,
         arbiters: Vec<ArbiterHandle>,
-        auth_token: Option<String>,
+        (cluster_token, admin_token): (Option<String>, Option<String>),
     ) -> NodeShared {
         let liveness = Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms);
         NodeShared {
@@ -59,10 +64,12 @@ impl NodeShared {
             arbiters,
             ops_total: AtomicU64::new(0),
             metrics: Metrics::new(),
-            auth_token,
+            cluster_token,
+            admin_token,
             gossip: OnceLock::new(),
             master_link: Mutex::new(None),
             peers: Mutex::default(),
+            live_node_addrs: Default::default(),
             instances: AtomicU64::new(1),
         }
     }

@@ -59,6 +59,8 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
         };
         return send_to_range(shared, part.range_id, |addr| addr.do_send(msg), rx).await;
     }
+    // The parts' addresses come from the client: connect only to live nodes.
+    shared.live_node_addrs.check_parts(shared, &parts).await?;
     let prepares = parts
         .iter()
         .map(|p| {
@@ -286,7 +288,7 @@ async fn call_peer(shared: &NodeShared, addr: &str, op: Op, deadline: Duration) 
         Some(c) if !c.is_closed() => c,
         _ => {
             let c = Arc::new(
-                Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.auth_token.clone()).await?,
+                Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.admin_token.clone()).await?,
             );
             shared.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
             c

@@ -32,12 +32,18 @@ impl TestClient {
     /// Connects presenting `token` in the hello; a refused hello is an error holding the
     /// server's `Error`.
     pub async fn connect_with_token(addr: &str, token: Option<&str>) -> std::io::Result<TestClient> {
+        TestClient::connect_as(addr, Role::Client, token).await
+    }
+
+    /// Connects as `role` (a test that stands in for a master, or an operator, sends the
+    /// operations only that role may send), presenting `token`.
+    pub async fn connect_as(addr: &str, role: Role, token: Option<&str>) -> std::io::Result<TestClient> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut scratch = Vec::new();
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
-            role: Role::Client,
+            role,
             client_name: "test".into(),
             auth_token: token.map(String::from),
         };

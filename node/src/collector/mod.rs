@@ -42,7 +42,10 @@ pub struct Collector {
     client: OnceLock<Client>,
     batcher: Mutex<Batcher<Waiting>>,
     wake: Notify,
-    auth_token: Option<String>,
+    /// A client's hello must present it, when set (`cluster.token`).
+    cluster_token: Option<String>,
+    /// Every other role's hello must present it; the collector presents it to nodes.
+    admin_token: Option<String>,
     metrics: Arc<Metrics>,
     gossip: OnceLock<Gossip>,
 }
@@ -54,6 +57,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (listener, rpc_addr) = rpc_server::bind(&cfg.collector.rpc_addr).await?;
     let (admin_listener, admin_addr) = rpc_server::bind(&cfg.collector.admin_addr).await?;
     let c = &cfg.collector;
+    let tokens = cfg.cluster.server_tokens()?;
     let collector = Arc::new(Collector {
         id: id.clone(),
         client: OnceLock::new(),
@@ -63,7 +67,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             BATCH_OPS_MAX,
         )),
         wake: Notify::new(),
-        auth_token: cfg.cluster.token()?,
+        cluster_token: tokens.0.clone(),
+        admin_token: tokens.1.clone(),
         metrics: Metrics::new(),
         gossip: OnceLock::new(),
     });
@@ -74,7 +79,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let _ = collector.gossip.set(gossip);
     let masters = if c.masters.is_empty() { collector.masters_from_gossip().await? } else { c.masters.clone() };
     let mut client_cfg = ClientConfig::new(&masters);
-    client_cfg.token = cfg.cluster.token()?;
+    // Batches are an internal operation: the collector's role and the admin token (also for
+    // locating, which any role may do).
+    client_cfg.role = Role::Collector;
+    client_cfg.token = tokens.1;
     client_cfg.name = format!("collector {id}");
     let client = Client::with_config(client_cfg).await?;
     let _ = collector.client.set(client);
@@ -243,8 +251,12 @@ impl Service for Collector {
         }
     }
 
-    fn auth_token(&self) -> Option<&str> {
-        self.auth_token.as_deref()
+    fn cluster_token(&self) -> Option<&str> {
+        self.cluster_token.as_deref()
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     fn metrics(&self) -> Option<&Metrics> {

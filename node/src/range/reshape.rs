@@ -109,8 +109,9 @@ async fn master_conn(shared: &NodeShared, addr: &str) -> Result<Arc<Connection>,
     {
         return Ok(c);
     }
+    // Split and merge commits are internal operations: the node's role, the admin token.
     let conn =
-        Arc::new(Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.auth_token.clone()).await?);
+        Arc::new(Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.admin_token.clone()).await?);
     *shared.master_link.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr.to_string(), conn.clone()));
     Ok(conn)
 }
