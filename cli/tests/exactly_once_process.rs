@@ -22,8 +22,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const QUEUE: &str = "jobs";
 const LIST: &str = "events";
 
-/// A role that may send admin operations (drain, snapshot, split) in a test cluster.
-const ADMIN_ROLE: Role = Role::Master;
+/// The operator's role: it may send drain, snapshot and split.
+const ADMIN_ROLE: Role = Role::Admin;
 
 async fn admin_call(addr: &str, op: Op) -> Result<Reply, ampstore_client::Error> {
     let conn = Connection::connect(addr, ADMIN_ROLE, "exactly-once-test", None).await?;

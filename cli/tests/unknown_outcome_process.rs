@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
 use ampstore_common::meta::{self, NodeRecord, PK_NODE};
-use ampstore_common::protocol::{Op, Reply, WriteId};
+use ampstore_common::protocol::{Op, Reply, Role, WriteId};
 use ampstore_common::store::{Backend, EntryKind, Expect};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnDecision, TxnPart, TxnWrite};
 use ampstore_common::{Epoch, Key, RangeId, Seq};
@@ -32,7 +32,7 @@ async fn end_epoch(backend: &Backend, node_id: &str) {
 async fn claim(node: &NodeProc, range_id: RangeId, start: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = match TestClient::connect(&node.rpc).await {
+        let r = match TestClient::connect_as(&node.rpc, Role::Master, None).await {
             Ok(mut c) => c.call(Op::Assign { range_id, start: Key::from(start), claim: true }).await,
             Err(e) => Err(Error::unavailable(e.to_string())),
         };
@@ -164,7 +164,7 @@ async fn a_participant_that_checkpointed_and_restarted_still_knows_the_transacti
         .map(|(s, _)| s)
         .expect("the transaction's entry is in the participant's log");
     // A checkpoint truncates the log below it, slot included; then the participant restarts.
-    let mut c = TestClient::connect(&b.rpc).await.unwrap();
+    let mut c = TestClient::connect_as(&b.rpc, Role::Admin, None).await.unwrap();
     assert!(matches!(c.call(Op::Snapshot { range_id: right }).await, Ok(Reply::Snapshotted { .. })));
     // Something after the slot, so the checkpoint lies past it.
     c.call(Op::Put { key: Key::from("y"), value: b"1".to_vec(), write_id: None }).await.unwrap();
@@ -175,7 +175,7 @@ async fn a_participant_that_checkpointed_and_restarted_still_knows_the_transacti
     let b = NodeProc::start(&root.join("b"), &store, &[]);
     claim(&b, right, "m").await;
     // A coordinator asking now (a restarted one, resolving from the slot it was given).
-    let resolved = TestClient::connect(&b.rpc)
+    let resolved = TestClient::connect_as(&b.rpc, Role::Node, None)
         .await
         .unwrap()
         .call(Op::TxnResolve { txn_id, range_id: right, seq: Some(slot), decision: TxnDecision::Resolve })
