@@ -172,6 +172,8 @@ pub struct RangeActor {
     txn_resolving: bool,
     /// Callers waiting for the held transaction to be resolved.
     txn_resolve_waiters: Vec<Responder>,
+    /// Write ids dropped before their retention ran out, as last reported.
+    write_ids_evicted_reported: u64,
 }
 
 fn deliver(outcomes: Vec<Outcome<Responder>>) {
@@ -211,6 +213,7 @@ impl RangeActor {
             txn_waiting: std::collections::VecDeque::new(),
             txn_resolving: false,
             txn_resolve_waiters: Vec::new(),
+            write_ids_evicted_reported: 0,
         }
     }
 
@@ -797,6 +800,16 @@ impl Actor for RangeActor {
             }
             if act.should_split() {
                 act.start_split(ctx);
+            }
+            let evicted = act.core.write_ids().evicted_early();
+            if evicted > act.write_ids_evicted_reported {
+                tracing::warn!(
+                    range = %act.core.range_id(),
+                    evicted = evicted - act.write_ids_evicted_reported,
+                    bytes = act.core.write_ids().bytes(),
+                    "write ids dropped before their retention ran out (RANGE_WRITE_IDS_BYTES_MAX): a retry of those writes could apply them again"
+                );
+                act.write_ids_evicted_reported = evicted;
             }
         });
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
