@@ -146,8 +146,14 @@ pub const TXN_RANGES_MAX: usize = APPEND_ATOMIC_SLOTS_MAX;
 /// Checks and writes in one transaction, over all its ranges.
 pub const TXN_OPS_MAX: usize = 1000;
 
-/// Encoding overhead of one write in a log entry, at most (field names, headers, ids).
-pub const LOGGED_WRITE_OVERHEAD_BYTES: usize = 64;
+/// Encoding overhead of one write in a log entry, at most (field names, headers, ids): 75
+/// bytes for the largest shape (a `DeleteRange` with both bounds and a write id whose
+/// numbers take 9 bytes each), rounded up. A push id adds its own 48 (`batch.rs`).
+pub const LOGGED_WRITE_OVERHEAD_BYTES: usize = 96;
+
+/// Encoding overhead of a log batch around its writes, at most (a map, the field name, an
+/// array header).
+pub const LOG_BATCH_HEADER_BYTES_MAX: usize = 16;
 
 /// Bytes of keys and values a transaction writes in one range: its log entry, with room
 /// for the encoding of up to `TXN_OPS_MAX` writes.

@@ -290,6 +290,23 @@ impl RangeActor {
                 self.learn_new_owner(seq, ctx);
                 self.stop_serving(ctx);
             }
+            Err(e @ (StoreError::TooLarge { .. } | StoreError::Invalid(_))) => {
+                // The store refuses this entry for good: retrying the same entry at the same
+                // slot would wedge the range. Fail the batch (nothing was written) and go on.
+                tracing::error!(range = %self.core.range_id(), %seq, error = %e, "the store refused a log batch; failing its writes");
+                self.append_failures = 0;
+                deliver(self.core.on_append_refused(e.into()));
+                if self.releasing.is_some() {
+                    self.continue_release(ctx);
+                    return;
+                }
+                if matches!(self.merging, Some(Merging::Closing(..))) {
+                    self.start_merge_entry(ctx);
+                    return;
+                }
+                self.run_waiting(ctx);
+                self.pump(ctx);
+            }
             Err(e) => {
                 // Not written (or, on AWS, read back and found ours): retry the same slot.
                 self.append_failures += 1;

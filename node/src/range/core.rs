@@ -403,11 +403,14 @@ impl<W> RangeCore<W> {
         let mut cleared: Vec<(Key, Option<Key>)> = Vec::new();
         let mut writes = Vec::new();
         let mut waiters = Vec::new();
-        let mut bytes = 0usize;
+        // Sizes are upper bounds of the encoding, so the batch fits the store's entry limit
+        // whatever the configured batch size (checked again after encoding).
+        let bytes_max = self.batch_bytes_max.min(ampstore_common::limits::LOG_ENTRY_BYTES_MAX);
+        let mut bytes = ampstore_common::limits::LOG_BATCH_HEADER_BYTES_MAX;
         while let Some(p) = self.pending.front() {
             let logged = LoggedWrite::new(p.write.op.clone(), p.write.write_id);
             let size = logged.encoded_bytes_max();
-            if !writes.is_empty() && bytes + size > self.batch_bytes_max {
+            if !writes.is_empty() && bytes + size > bytes_max {
                 break;
             }
             let Some(p) = self.pending.pop_front() else { break };
@@ -464,7 +467,22 @@ impl<W> RangeCore<W> {
         }
         let payload = BatchPayload { writes };
         batch::encode(&payload, &mut self.scratch);
-        debug_assert!(self.scratch.len() <= ampstore_common::limits::LOG_ENTRY_BYTES_MAX);
+        if self.scratch.len() > ampstore_common::limits::LOG_ENTRY_BYTES_MAX {
+            // The size bounds above are wrong (a bug): the store would refuse this entry
+            // forever. Fail the batch (nothing is written) rather than wedge the range.
+            let err = Error::internal(format!(
+                "{}: a batch encoded to {} bytes, over the log entry limit; not written",
+                self.range_id,
+                self.scratch.len()
+            ));
+            tracing::error!(error = %err, "log batch over the entry limit");
+            for (w, waiter) in payload.writes.iter().zip(waiters) {
+                let result = Err(err.clone());
+                self.finish_write_id_unremembered(w.id(), &result, &mut plan.early);
+                plan.early.push((waiter, result));
+            }
+            return plan;
+        }
         let entry = LogEntry {
             kind: EntryKind::Batch,
             writer: self.writer.clone(),
@@ -539,6 +557,24 @@ impl<W> RangeCore<W> {
         out
     }
 
+    /// The store refused the append in flight for good (too large, invalid: a retry of the
+    /// same entry would be refused again). Nothing was written: its writers (and callers
+    /// following their ids) get `err`, and the slot stays free for the next batch.
+    pub fn on_append_refused(&mut self, err: Error) -> Vec<Outcome<W>> {
+        let mut out = Vec::new();
+        let Some(f) = self.in_flight.take() else { return out };
+        for (w, waiter) in f.writes.iter().zip(f.waiters) {
+            if let Some(id) = w.id() {
+                self.dedup.pending.remove(&id);
+                if let Some(followers) = self.dedup.followers.remove(&id) {
+                    out.extend(followers.into_iter().map(|x| (x, Err(err.clone()))));
+                }
+            }
+            out.push((waiter, Err(err.clone())));
+        }
+        out
+    }
+
     /// The range stops with an append in flight (its node's epoch ended): the append may
     /// still land, so its writers (and callers following their write ids) are answered
     /// `Timeout`, "outcome unknown", never a "not written" error a caller would retry blindly.
@@ -571,6 +607,21 @@ impl<W> RangeCore<W> {
             out.push((p.waiter, Err(err.clone())));
         }
         out
+    }
+
+    /// Like `finish_write_id` for a write that failed without effect: its followers get the
+    /// same answer, nothing is remembered (a retry may try again).
+    fn finish_write_id_unremembered(
+        &mut self,
+        id: Option<WriteKey>,
+        result: &Result<Reply, Error>,
+        out: &mut Vec<Outcome<W>>,
+    ) {
+        let Some(id) = id else { return };
+        self.dedup.pending.remove(&id);
+        if let Some(followers) = self.dedup.followers.remove(&id) {
+            out.extend(followers.into_iter().map(|w| (w, result.clone())));
+        }
     }
 
     fn finish_write_id(&mut self, id: Option<WriteKey>, result: &Result<Reply, Error>, out: &mut Vec<Outcome<W>>) {

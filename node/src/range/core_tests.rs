@@ -107,9 +107,9 @@ fn batches_are_bounded_by_bytes() {
     }
     let replies = drive(&mut core, &mut log);
     assert_eq!(replies.len(), 10);
-    assert!(log.0.len() >= 4, "10 writes of ~364 bytes in batches of at most 1000: {} batches", log.0.len());
+    assert!(log.0.len() >= 4, "10 writes of ~400 bytes in batches of at most 1000: {} batches", log.0.len());
     for e in log.0.values() {
-        assert!(e.payload.len() <= 1000 + 64);
+        assert!(e.payload.len() <= 1000, "a batch of {} bytes: the size bounds must hold", e.payload.len());
     }
     // A single write bigger than the batch limit still goes through, alone.
     assert!(core.submit(put("big", &"y".repeat(5000)), 50).is_none());
@@ -709,4 +709,68 @@ fn stopping_with_an_append_in_flight_answers_unknown() {
         vec![(1, Err(Error::Timeout)), (2, Err(Error::Timeout)), (3, Err(Error::NotOwner { hint: None }))]
     );
     assert!(!core.has_work());
+}
+
+/// A1: at the default batch size (the store's entry limit), a batch of DeleteRanges with
+/// write ids whose `n` is large and 0.5 KB keys, and of pushes with large values, encodes to
+/// at most `LOG_ENTRY_BYTES_MAX`.
+#[test]
+fn a_batch_never_exceeds_the_log_entry_limit_at_the_default_batch_size() {
+    use ampstore_common::limits::LOG_ENTRY_BYTES_MAX;
+    let mut core =
+        RangeCore::<u32>::new(RangeId(1), KeyRange::full(), node("a"), Epoch(1), Memtable::new(), Seq(0), LOG_ENTRY_BYTES_MAX);
+    let mut log = Log::default();
+    for i in 0..2000u64 {
+        let start = Key::from(format!("{i:0>500}"));
+        let end = Key::from(format!("{i:0>500}~"));
+        let w = Write {
+            op: LoggedOp::DeleteRange { start, end: Some(end) },
+            condition: Condition::None,
+            write_id: Some(WriteKey::Write(WriteId { client: u64::MAX, n: u64::MAX - i })),
+        };
+        assert!(core.submit(w, i as u32).is_none());
+    }
+    for i in 0..40u64 {
+        let pid = ampstore_common::lists::PushId { ms: u64::MAX, client: u64::MAX, n: u64::MAX - i };
+        let w = Write {
+            op: LoggedOp::Put { key: Key::from(format!("p{i:0>900}")), value: vec![7; 40_000 + i as usize] },
+            condition: Condition::None,
+            write_id: Some(WriteKey::Push(pid)),
+        };
+        assert!(core.submit(w, 10_000 + i as u32).is_none());
+    }
+    let mut batches = 0;
+    loop {
+        let plan = core.next_batch();
+        let Some((seq, entry)) = plan.append else { break };
+        assert!(
+            entry.payload.len() <= LOG_ENTRY_BYTES_MAX,
+            "batch {batches} is {} bytes, over the store's limit of {LOG_ENTRY_BYTES_MAX}",
+            entry.payload.len()
+        );
+        assert!(log.append(seq, entry));
+        core.on_appended(seq);
+        batches += 1;
+    }
+    assert!(batches >= 3 && !core.has_work());
+}
+
+/// A1: a store that refuses an entry for good (too large, invalid) fails that batch's
+/// writers with the store's error instead of retrying the same slot forever; the next
+/// batch goes to the same slot.
+#[test]
+fn a_refused_append_fails_its_batch_and_the_range_goes_on() {
+    let mut core = core_for("a", 1);
+    let id = WriteKey::Write(WriteId { client: 1, n: 1 });
+    core.submit(Write { write_id: Some(id), ..put("k", "1") }, 1);
+    let (seq, _) = core.next_batch().append.unwrap();
+    core.submit(Write { write_id: Some(id), ..put("k", "1") }, 2);
+    let err = Error::too_large("log entry", 400_000, 358_400);
+    let mut out = core.on_append_refused(err.clone());
+    out.sort_by_key(|(w, _)| *w);
+    assert_eq!(out, vec![(1, Err(err.clone())), (2, Err(err))]);
+    assert!(core.write_ids().get(&id).is_none(), "a refused write is not remembered: a retry may try again");
+    core.submit(put("k", "2"), 3);
+    let (next, _) = core.next_batch().append.unwrap();
+    assert_eq!(next, seq, "the refused slot is still free");
 }
