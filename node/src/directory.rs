@@ -42,12 +42,37 @@ const DEPARTED_MAX: usize = 4096;
 #[derive(Default)]
 pub struct Directory {
     by_id: DashMap<RangeId, Slot>,
+    /// Ranges an assign is loading right now (at most one assign per range).
+    assigning: std::sync::Arc<DashMap<RangeId, ()>>,
     by_start: RwLock<BTreeMap<Key, RangeId>>,
     /// Ranges that left this node, by start key, with who took them when known.
     departed: RwLock<BTreeMap<Key, (KeyRange, Option<OwnerHint>)>>,
 }
 
+/// Held while an assign loads a range; the next assign of it may start once it is dropped.
+pub struct AssignGuard {
+    assigning: std::sync::Arc<DashMap<RangeId, ()>>,
+    id: RangeId,
+}
+
+impl Drop for AssignGuard {
+    fn drop(&mut self) {
+        self.assigning.remove(&self.id);
+    }
+}
+
 impl Directory {
+    /// Starts an assign of `id`, atomically: `None` while another assign of it runs.
+    pub fn begin_assign(&self, id: RangeId) -> Option<AssignGuard> {
+        match self.assigning.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(_) => None,
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(());
+                Some(AssignGuard { assigning: self.assigning.clone(), id })
+            }
+        }
+    }
+
     pub fn insert(&self, id: RangeId, slot: Slot) {
         let start = slot.range().start.clone();
         if let Some(old) = self.by_id.insert(id, slot)

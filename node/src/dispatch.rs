@@ -234,23 +234,49 @@ pub(crate) async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply
     rx.await.map_err(|_| Error::Timeout)?
 }
 
-pub(crate) async fn assign(
-    shared: &Arc<NodeShared>,
-    range_id: RangeId,
-    start: Key,
-    claim: bool,
-) -> Result<Reply, Error> {
+/// A boxed `Send` future: assigning can lead back to assigning (a split completed on load
+/// loads its children here), and a named type breaks that cycle for the compiler.
+pub(crate) type AssignFuture = std::pin::Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+
+/// Loads and serves the range at `start` (see `assign_inner`).
+pub(crate) fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> AssignFuture {
+    let shared = shared.clone();
+    Box::pin(async move { assign_inner(&shared, range_id, start, claim).await })
+}
+
+async fn assign_inner(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> Result<Reply, Error> {
     if !shared.liveness.is_valid() {
         return Err(Error::unavailable("this node is not live (no valid heartbeat)"));
     }
+    // One load of a range at a time on this node, taken before any await: two assigns of
+    // one range must never both load it (two instances, one of which would later clear the
+    // owner the other serves under).
+    let Some(guard) = shared.directory.begin_assign(range_id) else {
+        return Err(Error::RangeLoading { retry_after_ms: LOADING_RETRY_MS });
+    };
     match shared.directory.get(range_id) {
         Some(Slot::Serving { addr, .. }) => {
+            drop(guard);
             let stats = addr.send(StatsMsg).await.map_err(|_| not_owner())?;
             return Ok(Reply::Assigned { range_id, serving_from: stats.applied_seq });
         }
         Some(Slot::Loading { .. }) => return Err(Error::RangeLoading { retry_after_ms: LOADING_RETRY_MS }),
         Some(Slot::Failed { .. }) | None => {}
     }
+    // The load runs in a task of its own that the caller's deadline cannot cancel: a load
+    // dropped half-way would leave the range `Loading` for good (and a split completion
+    // half-done). The caller only waits for it.
+    let shared = shared.clone();
+    let task = tokio::spawn(async move {
+        let result = load_and_serve(&shared, range_id, start, claim).await;
+        drop(guard);
+        result
+    });
+    task.await.unwrap_or_else(|e| Err(Error::internal(format!("{range_id}: the load task failed: {e}"))))
+}
+
+/// Loads the range and starts serving it (or completes the split its log ends in).
+async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> Result<Reply, Error> {
     let desc = meta::get_range(shared.backend.meta.as_ref(), &start)
         .await?
         .ok_or_else(|| Error::invalid(format!("no range starts at {start}")))?

@@ -1,0 +1,75 @@
+//! No stuck ranges on assign (issue 14 item 1, review S1 and A3), with a real node process;
+//! the test plays the master (it creates the range and assigns it with a claim).
+//!
+//! - Two concurrent assigns of one range to one node load it once: one fence in the log,
+//!   one instance.
+//! - An assign whose caller gives up (a deadline shorter than the load) still finishes: the
+//!   range serves, instead of staying `Loading` for good.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ampstore_common::ids::RequestId;
+use ampstore_common::meta;
+use ampstore_common::protocol::{Op, Reply, Request, Role};
+use ampstore_common::store::EntryKind;
+use ampstore_common::{Key, Seq};
+use support::{NodeProc, TestClient, open_store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_assigns_of_one_range_load_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
+    let node = NodeProc::start(&dir.path().join("a"), &store, &[]);
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    let assign = Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true };
+    // Pipelined: both are in the node at once.
+    let answers = c.pipeline(vec![assign.clone(), assign.clone(), assign.clone()]).await;
+    println!("answers: {answers:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(c.call(assign.clone()).await, Ok(Reply::Assigned { .. })) {
+        assert!(Instant::now() < deadline, "the range never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fences = backend
+        .log
+        .read(meta::FIRST_RANGE_ID, Seq(1), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == EntryKind::Fence)
+        .count();
+    assert_eq!(fences, 1, "concurrent assigns loaded the range {fences} times (one instance per range per node)");
+    let Ok(Reply::Stats(stats)) = c.call(Op::RangeStats).await else { panic!("stats") };
+    assert_eq!(stats.ranges.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assign_whose_caller_gave_up_still_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
+    let node = NodeProc::start(&dir.path().join("a"), &store, &[]);
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    let assign = Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true };
+    // A deadline far shorter than a load: the server gives up on the caller's behalf.
+    let hurried = Request { id: RequestId(900), deadline_ms: Some(1), op: assign.clone() };
+    let first = c.raw_message(&hurried).await;
+    println!("hurried assign: {first:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.call(assign.clone()).await {
+            Ok(Reply::Assigned { .. }) => break,
+            other => {
+                assert!(Instant::now() < deadline, "the range is stuck after a cancelled assign: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let put = Op::Put { key: Key::from("k"), value: b"v".to_vec(), write_id: None };
+    assert!(matches!(c.call(put).await, Ok(Reply::Written { .. })));
+}
