@@ -73,3 +73,54 @@ async fn an_assign_whose_caller_gave_up_still_finishes() {
     let put = Op::Put { key: Key::from("k"), value: b"v".to_vec(), write_id: None };
     assert!(matches!(c.call(put).await, Ok(Reply::Written { .. })));
 }
+
+/// A merge whose caller gives up after both parents closed their logs still finishes: the
+/// merged range serves (instead of both parents refusing writes for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_whose_caller_gave_up_still_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    support::create_ranges(&backend, &["m"]).await;
+    // A master places both ranges on the node and commits the merge.
+    let master = support::MasterProc::start(&dir.path().join("m"), &store);
+    let node = NodeProc::start_with_env(
+        &dir.path().join("a"),
+        &store,
+        &[],
+        &[("AMPSTORE_TEST_PAUSE_AT", "merge:closed:1500")],
+    );
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    // Ranges are placed on demand: a write to each.
+    let client = support::client_for(&master).await;
+    client.put("a", "1").await.unwrap();
+    client.put("x", "1").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Reply::Stats(s)) = c.call(Op::RangeStats).await
+            && s.ranges.iter().filter(|r| r.state == "serving").count() == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the master never placed both ranges");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let merge = Op::Merge { left_id: ampstore_common::RangeId(1), right_id: ampstore_common::RangeId(2) };
+    // The caller gives up while the merge waits with both parents closed.
+    let hurried = Request { id: RequestId(901), deadline_ms: Some(500), op: merge };
+    let first = c.raw_message(&hurried).await;
+    println!("hurried merge: {first:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let put = Op::Put { key: Key::from("x"), value: b"v".to_vec(), write_id: None };
+        match c.call(put).await {
+            Ok(Reply::Written { .. }) => break,
+            other => {
+                assert!(Instant::now() < deadline, "writes to a parent are refused for good after a cancelled merge: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let Ok(Reply::Stats(stats)) = c.call(Op::RangeStats).await else { panic!("stats") };
+    assert_eq!(stats.ranges.len(), 1, "the merged range serves: {:?}", stats.ranges);
+}

@@ -147,7 +147,15 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             rx.await.map_err(|_| not_owner())?
         }
         Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
-        Op::Merge { left_id, right_id } => crate::range::merge::run(shared, left_id, right_id).await,
+        Op::Merge { left_id, right_id } => {
+            // In a task of its own: a merge dropped after closing both parents' logs would
+            // leave them refusing writes for good. The caller only waits for it.
+            let shared = shared.clone();
+            let merge: AssignFuture = Box::pin(async move { crate::range::merge::run(&shared, left_id, right_id).await });
+            tokio::spawn(merge)
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
+        }
         Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
         Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
             let addr = serving(shared, range_id)?;

@@ -72,6 +72,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         }
     };
     reshape::crash_point("merge:left");
+    reshape::pause_once("merge:closed").await;
     let owner = left_closed.owner.clone();
     debug_assert_eq!(owner, right_closed.owner, "both parents are this node's, in this epoch");
     let seq: Seq = left_closed.seq.max(right_closed.seq);
