@@ -27,6 +27,15 @@ use crate::shared::NodeShared;
 
 /// How soon a client should retry a range that is loading.
 const LOADING_RETRY_MS: u64 = 50;
+/// Attempts at loading a range that fails on transient store errors, and the pause before
+/// the second (then four times longer each time: 0.1 + 0.4 + 1.6 s in all).
+const LOAD_ATTEMPTS_MAX: u32 = 4;
+const LOAD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An error that may go away by itself (the store was unreachable or slow).
+fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { .. } | Error::Timeout)
+}
 
 impl Service for NodeShared {
     fn server_info(&self) -> ServerInfo {
@@ -292,7 +301,22 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
     let range = desc.range.clone();
     shared.directory.insert(range_id, Slot::Loading { range: range.clone() });
     let batch_bytes = shared.cfg.batch_bytes as usize;
-    match load::load(&shared.backend, range_id, &start, shared.owner(), claim, batch_bytes).await {
+    // A transient store error (unavailable, timed out) is retried with backoff; corruption
+    // is not (it will not go away).
+    let mut backoff = LOAD_RETRY_FIRST;
+    let mut attempt = 1;
+    let loaded = loop {
+        match load::load(&shared.backend, range_id, &start, shared.owner(), claim, batch_bytes).await {
+            Err(e) if is_transient(&e) && attempt < LOAD_ATTEMPTS_MAX => {
+                tracing::warn!(%range_id, attempt, error = %e, ?backoff, "range load failed on a transient error; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 4;
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    match loaded {
         Ok(loaded) if loaded.core.split_state().is_some() => {
             // The log ends in a split: finish it (children serve here), never serve the parent
             // (its slot stays `Loading` meanwhile).
@@ -335,7 +359,17 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
                 Error::NotOwner { .. } | Error::Conflict { .. } | Error::Invalid { .. } => {
                     shared.directory.remove(range_id)
                 }
-                // Ours but unreadable (corrupt snapshot, store down): not served, and says why.
+                // The store kept failing: give the range back (clear our ownership) so that a
+                // master places it elsewhere, rather than hold it unserved.
+                e if is_transient(e) => {
+                    shared.directory.remove(range_id);
+                    let me = shared.owner();
+                    match load::clear_owner(&shared.backend, range_id, &start, &me).await {
+                        Ok(()) => tracing::warn!(%range_id, error = %e, "range load kept failing: gave the range back"),
+                        Err(clear) => tracing::error!(%range_id, error = %e, clear_error = %clear, "range load kept failing and the range could not be given back"),
+                    }
+                }
+                // Ours but unreadable (a corrupt or missing snapshot): not served, and says why.
                 _ => {
                     tracing::error!(%range_id, error = %e, "range failed to load; not serving it");
                     shared.directory.insert(range_id, Slot::Failed { range, error: e.to_string() });

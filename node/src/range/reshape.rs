@@ -46,6 +46,29 @@ pub fn fail_once(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Test-only failure points that fail several times (`AMPSTORE_TEST_FAIL_AT=<point>:<times>`):
+/// the first `times` times the process reaches the point it returns an `Unavailable` error
+/// (a transient store failure); compiled out of release builds.
+pub fn fail_times(name: &str) -> Result<(), Error> {
+    #[cfg(debug_assertions)]
+    {
+        static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let times = std::env::var("AMPSTORE_TEST_FAIL_AT").ok().and_then(|v| {
+            let (point, times) = v.rsplit_once(':')?;
+            (point == name).then(|| times.parse::<u64>().ok()).flatten()
+        });
+        if let Some(times) = times
+            && FAILED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < times
+        {
+            tracing::warn!(point = name, "test failure point reached: failing");
+            return Err(Error::unavailable(format!("test failure point {name}")));
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+    Ok(())
+}
+
 /// Test-only pause points (`AMPSTORE_TEST_PAUSE_AT=<point>:<ms>`): the first time the
 /// process reaches the point it waits that long (say, between a durable append and its
 /// answer); compiled out of release builds.

@@ -1,0 +1,61 @@
+//! A load that fails on a transient store error (issue 14 item 1, review A2), with a real
+//! node process; the test plays the master. The node retries the load with backoff, and
+//! when the store keeps failing it gives the range back (clears its owner) so that a master
+//! places it elsewhere. Only corruption leaves a range `Failed`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ampstore_common::meta;
+use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_common::Key;
+use support::{NodeProc, TestClient, open_store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_failed_on_a_transient_error_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
+    let node = NodeProc::start_with_env(&dir.path().join("a"), &store, &[], &[("AMPSTORE_TEST_FAIL_AT", "load:read:2")]);
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    // One assign, as a master sends it; nobody sends another.
+    let assigned = c.call(Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true }).await;
+    println!("assign: {assigned:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.call(Op::Put { key: Key::from("k"), value: b"v".to_vec(), write_id: None }).await {
+            Ok(Reply::Written { .. }) => break,
+            other => {
+                assert!(Instant::now() < deadline, "the range is not served after a transient load error: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_keeps_failing_gives_the_range_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
+    let node =
+        NodeProc::start_with_env(&dir.path().join("a"), &store, &[], &[("AMPSTORE_TEST_FAIL_AT", "load:read:1000")]);
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    // Record this node as the owner first (as a master does before it assigns).
+    let id = ampstore_common::NodeId::new(&node.node_id).unwrap();
+    let epoch = meta::get_node(backend.meta.as_ref(), &id).await.unwrap().unwrap().record.epoch;
+    let cur = meta::get_range(backend.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
+    let mut desc = cur.record.clone();
+    desc.owner = Some(meta::Owner { node_id: id.clone(), epoch });
+    meta::put_range(backend.meta.as_ref(), &desc, ampstore_common::store::Expect::Version(cur.version)).await.unwrap();
+    let assigned = c.call(Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: false }).await;
+    assert!(matches!(assigned, Err(ampstore_common::error::Error::Unavailable { .. })), "{assigned:?}");
+    // Given back: no owner, so a master places it elsewhere; and not held here as `Failed`.
+    let owner = meta::get_range(backend.meta.as_ref(), &Key::default()).await.unwrap().unwrap().record.owner;
+    assert_eq!(owner, None, "the node gave the range back");
+    let Ok(Reply::Stats(stats)) = c.call(Op::RangeStats).await else { panic!("stats") };
+    assert!(stats.ranges.is_empty(), "nothing held here: {:?}", stats.ranges);
+}
