@@ -59,3 +59,44 @@ async fn a_load_that_keeps_failing_gives_the_range_back() {
     let Ok(Reply::Stats(stats)) = c.call(Op::RangeStats).await else { panic!("stats") };
     assert!(stats.ranges.is_empty(), "nothing held here: {:?}", stats.ranges);
 }
+
+/// A4: the node's epoch ends while a range loads. The instance loaded in the old epoch
+/// must never be reported as serving; the master's next assign (in the new epoch) serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_loss_during_a_load_leaves_no_instance_of_the_old_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
+    let node =
+        NodeProc::start_with_env(&dir.path().join("a"), &store, &[], &[("AMPSTORE_TEST_PAUSE_AT", "assign:loaded:1500")]);
+    let assign = Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true };
+    let pending = {
+        let (addr, assign) = (node.rpc.clone(), assign.clone());
+        tokio::spawn(async move { TestClient::connect_as(&addr, Role::Master, None).await.unwrap().call(assign).await })
+    };
+    // The load is done and waits; end the node's epoch meanwhile (a master found it dead).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = ampstore_common::NodeId::new(&node.node_id).unwrap();
+    let cur = meta::get_node(backend.meta.as_ref(), &id).await.unwrap().unwrap();
+    let ended = meta::NodeRecord { epoch: ampstore_common::Epoch(cur.record.epoch.0 + 1), ended: true, ..cur.record };
+    backend
+        .meta
+        .put(meta::PK_NODE, node.node_id.as_bytes(), &meta::encode(&ended), ampstore_common::store::Expect::Version(cur.version))
+        .await
+        .unwrap();
+    println!("first assign: {:?}", pending.await.unwrap());
+    // The master assigns the range again once the node registered a new epoch.
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = c.call(assign.clone()).await;
+        match c.call(Op::Put { key: Key::from("k"), value: b"v".to_vec(), write_id: None }).await {
+            Ok(Reply::Written { .. }) => break,
+            other => {
+                assert!(Instant::now() < deadline, "the range is not served in the new epoch: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -20,6 +20,8 @@ pub enum Slot {
         range: KeyRange,
         addr: Addr<RangeActor>,
         instance: u64,
+        /// The node epoch the instance was loaded in: it serves only in that epoch.
+        epoch: ampstore_common::Epoch,
     },
     /// Loading failed: the range is not served, and requests are told why.
     Failed {

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::directory::Slot;
 use crate::range::actor::{
-    RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg, TxnPrepareMsg, WriteMsg,
+    DropMsg, RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg, TxnPrepareMsg, WriteMsg,
 };
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
@@ -272,6 +272,13 @@ async fn assign_inner(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, c
         return Err(Error::RangeLoading { retry_after_ms: LOADING_RETRY_MS });
     };
     match shared.directory.get(range_id) {
+        Some(Slot::Serving { addr, instance, epoch, .. }) if epoch != shared.liveness.epoch() => {
+            // An instance of an ended epoch refuses every request: never report it as
+            // serving. Stop it and load the range afresh in this epoch.
+            tracing::warn!(%range_id, old_epoch = epoch.0, "an instance of an ended epoch was still in the directory: reloading");
+            shared.directory.remove_instance(range_id, instance);
+            addr.do_send(DropMsg);
+        }
         Some(Slot::Serving { addr, .. }) => {
             drop(guard);
             let stats = addr.send(StatsMsg).await.map_err(|_| not_owner())?;
@@ -344,13 +351,29 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
             )))
         }
         Ok(loaded) => {
+            crate::range::reshape::pause_once("assign:loaded").await;
+            let epoch = loaded.owner.epoch;
+            let epoch_ended = || epoch != shared.liveness.epoch() || !shared.liveness.is_valid();
+            if epoch_ended() {
+                // The node's epoch ended while the range loaded: an instance of it would
+                // refuse every request. The master assigns it again in the new epoch.
+                shared.directory.remove(range_id);
+                return Err(Error::NotOwner { hint: None });
+            }
             let serving_from: Seq = loaded.core.next_seq();
             let instance = shared.next_instance();
             let (core, owner, actor_shared) = (loaded.core, loaded.owner, shared.clone());
             let addr = RangeActor::start_in_arbiter(shared.arbiter_for(range_id), move |_| {
                 RangeActor::new(core, owner, actor_shared, instance)
             });
-            shared.directory.insert(range_id, Slot::Serving { range, addr, instance });
+            shared.directory.insert(range_id, Slot::Serving { range, addr: addr.clone(), instance, epoch });
+            if epoch_ended() {
+                // The epoch ended between the check and the insert (the directory was
+                // cleared before it): take the instance out again.
+                shared.directory.remove_instance(range_id, instance);
+                addr.do_send(DropMsg);
+                return Err(Error::NotOwner { hint: None });
+            }
             Ok(Reply::Assigned { range_id, serving_from })
         }
         Err(e) => {
