@@ -100,3 +100,30 @@ async fn an_epoch_loss_during_a_load_leaves_no_instance_of_the_old_epoch() {
         }
     }
 }
+
+/// A5: an append lands but its answer is lost; the retry finds the slot taken by that very
+/// entry. That is success, not a fence: the range goes on serving (on the old code it
+/// dropped itself while still owned by this live node, unserved until a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_answer_was_lost_is_not_taken_for_a_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
+    let node = NodeProc::start_with_env(
+        &dir.path().join("a"),
+        &store,
+        &[],
+        &[("AMPSTORE_TEST_FAIL_ONCE_AT", "append:answer-lost")],
+    );
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    let assign = Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true };
+    assert!(matches!(c.call(assign).await, Ok(Reply::Assigned { .. })));
+    let put = |k: &str| Op::Put { key: Key::from(k), value: b"v".to_vec(), write_id: None };
+    let first = c.call(put("first")).await;
+    assert!(matches!(first, Ok(Reply::Written { .. })), "the write whose answer was lost: {first:?}");
+    let second = c.call(put("second")).await;
+    assert!(matches!(second, Ok(Reply::Written { .. })), "the range still serves: {second:?}");
+    let entries = backend.log.read(meta::FIRST_RANGE_ID, ampstore_common::Seq(1), 100).await.unwrap();
+    assert_eq!(entries.len(), 3, "fence, first, second: each written once");
+}

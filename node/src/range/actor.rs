@@ -245,9 +245,29 @@ impl RangeActor {
         let range = self.core.range_id();
         let bytes = entry.payload.len();
         ctx.spawn(
-            async move { log.append(range, seq, &entry).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| act.appended(seq, bytes, result, ctx)),
+            async move {
+                let result = match log.append(range, seq, &entry).await {
+                    // Test hook: the append landed but its answer is lost.
+                    Ok(()) => super::reshape::fail_once("append:answer-lost")
+                        .map_err(|e| StoreError::Unavailable(e.to_string())),
+                    other => other,
+                };
+                match result {
+                    // Taken by whom? By this very entry (an earlier attempt of this append
+                    // whose answer was lost, then retried) is success, not a fence: giving
+                    // up the range would leave it owned by this live node and unserved.
+                    Err(StoreError::SlotTaken { .. }) => match log.read(range, seq, 1).await {
+                        Ok(found) if found.first().is_some_and(|(s, e)| *s == seq && *e == entry) => {
+                            tracing::info!(%range, %seq, "log slot taken by our own earlier attempt: appended");
+                            Ok(())
+                        }
+                        _ => result,
+                    },
+                    other => other,
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| act.appended(seq, bytes, result, ctx)),
         );
     }
 
