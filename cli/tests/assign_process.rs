@@ -124,3 +124,64 @@ async fn a_merge_whose_caller_gave_up_still_finishes() {
     let Ok(Reply::Stats(stats)) = c.call(Op::RangeStats).await else { panic!("stats") };
     assert_eq!(stats.ranges.len(), 1, "the merged range serves: {:?}", stats.ranges);
 }
+
+/// S2: once the merged range serves, no parent answers reads any more: a delete across
+/// both halves taken by the merged range is never followed by a parent's stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_parent_answers_reads_once_the_merged_range_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let backend = open_store(&store);
+    support::create_ranges(&backend, &["m"]).await;
+    let master = support::MasterProc::start(&dir.path().join("m"), &store);
+    let node = NodeProc::start_with_env(
+        &dir.path().join("a"),
+        &store,
+        &[],
+        &[("AMPSTORE_TEST_PAUSE_AT", "merge:merged-serving:2000")],
+    );
+    let client = support::client_for(&master).await;
+    client.put("a", "1").await.unwrap();
+    client.put("x", "1").await.unwrap();
+    let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Reply::Stats(s)) = c.call(Op::RangeStats).await
+            && s.ranges.iter().filter(|r| r.state == "serving").count() == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the master never placed both ranges");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let merging = {
+        let addr = node.rpc.clone();
+        tokio::spawn(async move {
+            let mut m = TestClient::connect_as(&addr, Role::Master, None).await.unwrap();
+            m.call(Op::Merge { left_id: ampstore_common::RangeId(1), right_id: ampstore_common::RangeId(2) }).await
+        })
+    };
+    // Delete across both halves as soon as the merged range takes it.
+    let delete = Op::DeleteRange { start: Key::from(""), end: Some(Key::from(vec![0xff, 0xff])), write_id: None };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.call(delete.clone()).await {
+            Ok(Reply::Deleted { removed: 2, .. }) => break,
+            other => {
+                assert!(Instant::now() < deadline, "the merged range never took the delete: {other:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // Reads of the right half while the parents are not yet stopped: never the old value.
+    for _ in 0..10 {
+        match c.call(Op::Get { key: Key::from("x") }).await {
+            Ok(Reply::Value(Some(v))) => panic!("a parent answered a stale read after the merged range deleted it: {v:?}"),
+            Ok(Reply::Value(None)) | Err(ampstore_common::error::Error::RangeLoading { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(merging.await.unwrap(), Ok(Reply::MergeDone { .. })));
+    assert!(matches!(c.call(Op::Get { key: Key::from("x") }).await, Ok(Reply::Value(None))));
+}

@@ -120,10 +120,20 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         return Err(e);
     }
     reshape::crash_point("merge:commit");
-    reshape::load_here(shared, plan.merged, merged_range.start.clone()).await?;
+    // The parents stop answering before the merged range serves: once it takes a write
+    // (a delete across both halves, say), a parent's read would be stale. Their slots answer
+    // `RangeLoading` meanwhile.
     for p in [&left, &right] {
+        shared.directory.insert(p.id, Slot::Loading { range: p.range.clone() });
+    }
+    let loaded = reshape::load_here(shared, plan.merged, merged_range.start.clone()).await;
+    reshape::pause_once("merge:merged-serving").await;
+    // The merge is committed whatever the load did: the parents are obsolete here.
+    for p in [&left, &right] {
+        shared.directory.remove(p.id);
         let _ = p.addr.send(MergeEndMsg).await;
     }
+    loaded?;
     tracing::info!(
         left = %left_id, right = %right_id, merged = %plan.merged, range = %merged_range, keys, bytes,
         ms = started.elapsed().as_millis() as u64, "merge complete: merged range serving"
