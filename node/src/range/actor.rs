@@ -775,6 +775,20 @@ impl RangeActor {
         let start = self.core.range().start.clone();
         let owner = self.owner.clone();
         let range_id = self.core.range_id();
+        // Only the instance the directory routes to may give the range up: another instance
+        // of it on this node (same owner) would otherwise lose its ownership under it.
+        let is_current = matches!(
+            self.shared.directory.get(range_id),
+            Some(Slot::Serving { instance, .. }) if instance == self.instance
+        );
+        if !is_current {
+            tracing::warn!(range = %range_id, instance = self.instance, "not the range's current instance: stopping without clearing the owner");
+            for tx in self.releasing.take().into_iter().flatten() {
+                let _ = tx.send(Ok(Reply::Released { range_id }));
+            }
+            self.stop_serving(ctx);
+            return;
+        }
         ctx.spawn(async move { load::clear_owner(&backend, range_id, &start, &owner).await }.into_actor(self).map(
             |result, act, ctx| {
                 let range_id = act.core.range_id();
