@@ -279,6 +279,9 @@ impl RangeActor {
                 let done = self.core.on_appended(seq);
                 self.shared.metrics.log_append(done.len(), bytes);
                 deliver(done);
+                if self.stop_if_broken(ctx) {
+                    return;
+                }
                 if self.releasing.is_some() {
                     self.continue_release(ctx);
                     return;
@@ -539,12 +542,18 @@ impl RangeActor {
             }
             .into_actor(self)
             .map(move |result, act, ctx| match result {
-                Ok(()) => {
-                    let versions = act.core.txn_commit();
-                    act.remember_txn(txn_id, true, Some(seq));
-                    let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![versions], values: vec![values] }));
-                    act.after_txn(ctx);
-                }
+                Ok(()) => match act.core.txn_commit() {
+                    Ok(versions) => {
+                        act.remember_txn(txn_id, true, Some(seq));
+                        let _ = reply.send(Ok(Reply::TxnCommitted { versions: vec![versions], values: vec![values] }));
+                        act.after_txn(ctx);
+                    }
+                    Err(_) => {
+                        // In the log but not applied here: the next owner replays it.
+                        let _ = reply.send(Err(Error::Timeout));
+                        act.stop_if_broken(ctx);
+                    }
+                },
                 Err(StoreError::SlotTaken { .. }) => {
                     let _ = reply.send(Err(Error::Fenced));
                     deliver(act.core.on_fenced());
@@ -601,7 +610,10 @@ impl RangeActor {
                 act.txn_resolving = false;
                 match result {
                     Ok(true) => {
-                        act.core.txn_commit();
+                        if act.core.txn_commit().is_err() {
+                            act.stop_if_broken(ctx);
+                            return;
+                        }
                         act.finish_txn(Some((hold.txn_id, true, Some(seq))), ctx);
                     }
                     Ok(false) => {
@@ -805,6 +817,27 @@ impl RangeActor {
                 }
             },
         ));
+    }
+
+    /// A safety invariant did not hold (`RangeCore::broken`): stop the range with the reason
+    /// (requests are told it; `RangeStats` shows it), never panic the arbiter thread.
+    fn stop_if_broken(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(reason) = self.core.broken().map(str::to_string) else { return false };
+        deliver(self.core.abandon_in_flight());
+        deliver(self.core.refuse_pending(Error::internal(reason.clone())));
+        for (_, tx) in self.snapshot_waiters.drain(..) {
+            let _ = tx.send(Err(Error::internal(reason.clone())));
+        }
+        for tx in self.releasing.take().into_iter().flatten().chain(self.txn_resolve_waiters.drain(..)) {
+            let _ = tx.send(Err(Error::internal(reason.clone())));
+        }
+        let range_id = self.core.range_id();
+        if matches!(self.shared.directory.get(range_id), Some(Slot::Serving { instance, .. }) if instance == self.instance)
+        {
+            self.shared.directory.insert(range_id, Slot::Failed { range: self.core.range().clone(), error: reason });
+        }
+        ctx.stop();
+        true
     }
 
     fn stop_serving(&mut self, ctx: &mut Context<Self>) {
@@ -1034,7 +1067,11 @@ impl Handler<TxnResolveMsg> for RangeActor {
                 TxnDecision::Commit => {
                     let committed = h.seq.is_some();
                     if committed {
-                        self.core.txn_commit();
+                        if self.core.txn_commit().is_err() {
+                            let _ = msg.reply.send(Err(Error::Timeout));
+                            self.stop_if_broken(ctx);
+                            return;
+                        }
                     } else {
                         self.core.txn_release();
                     }

@@ -161,6 +161,9 @@ pub struct RangeCore<W> {
     txn_hold: Option<TxnHold>,
     /// The wall clock (unix ms) as the driver last set it: when outcomes are remembered.
     now_unix_ms: u64,
+    /// A safety invariant did not hold (a bug): the range takes no more writes, and its
+    /// driver stops it and reports why.
+    broken: Option<String>,
 }
 
 impl<W> RangeCore<W> {
@@ -197,7 +200,28 @@ impl<W> RangeCore<W> {
             merge_closed: None,
             txn_hold: None,
             now_unix_ms: 0,
+            broken: None,
         }
+    }
+
+    /// Why the range stopped, when a safety invariant did not hold.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// Checks a safety invariant (in release builds too: they are cheap). A violation
+    /// stops the range: it is recorded, logged, and every later write is refused.
+    fn invariant(&mut self, holds: bool, what: impl FnOnce() -> String) -> bool {
+        if !holds && self.broken.is_none() {
+            let why = format!("{}: safety invariant violated: {}", self.range_id, what());
+            tracing::error!(reason = %why, "range stopped");
+            self.broken = Some(why);
+        }
+        holds
+    }
+
+    fn broken_error(&self) -> Error {
+        Error::internal(self.broken.clone().unwrap_or_default())
     }
 
     /// The write ids this range remembers from before it was loaded (its snapshot's, or a
@@ -368,6 +392,9 @@ impl<W> RangeCore<W> {
         if let Err(e) = key_check {
             return Some((waiter, Err(e)));
         }
+        if self.broken.is_some() {
+            return Some((waiter, Err(self.broken_error())));
+        }
         if self.fenced {
             return Some((waiter, Err(Error::Fenced)));
         }
@@ -395,7 +422,12 @@ impl<W> RangeCore<W> {
     /// earlier writes of the same batch.
     pub fn next_batch(&mut self) -> BatchPlan<W> {
         let mut plan = BatchPlan { append: None, early: Vec::new() };
-        if self.fenced || self.in_flight.is_some() || self.pending.is_empty() || self.txn_hold.is_some() {
+        if self.fenced
+            || self.broken.is_some()
+            || self.in_flight.is_some()
+            || self.pending.is_empty()
+            || self.txn_hold.is_some()
+        {
             return plan;
         }
         let seq = self.next_seq;
@@ -523,11 +555,22 @@ impl<W> RangeCore<W> {
     /// The append of `seq` is durable: apply it and answer its writers.
     pub fn on_appended(&mut self, seq: Seq) -> Vec<Outcome<W>> {
         let Some(f) = self.in_flight.take() else {
-            debug_assert!(false, "on_appended without an append in flight");
+            self.invariant(false, || format!("append of seq {seq} reported with no append in flight"));
             return Vec::new();
         };
-        debug_assert_eq!(f.seq, seq, "appended seq differs from the one in flight");
-        debug_assert_eq!(seq, self.next_seq);
+        let (in_flight, next) = (f.seq, self.next_seq);
+        if !self.invariant(in_flight == seq && seq == next, || {
+            format!("seq continuity: append of seq {seq} reported, {in_flight} in flight, next seq {next}")
+        }) {
+            // Nothing applied; whether the entry is in the log is not known here.
+            let err = self.broken_error();
+            let mut out = Vec::new();
+            for (w, waiter) in f.writes.iter().zip(f.waiters) {
+                self.finish_write_id_unremembered(w.id(), &Err(err.clone()), &mut out);
+                out.push((waiter, Err(err.clone())));
+            }
+            return out;
+        }
         let mut out = Vec::with_capacity(f.waiters.len());
         for (i, (w, waiter)) in f.writes.iter().zip(f.waiters).enumerate() {
             let reply = self.apply(&w.op, Version { seq, index: i as u32 });
@@ -805,11 +848,15 @@ impl<W> RangeCore<W> {
 
     /// The held transaction's entry is in the log at its slot: apply its writes. Returns
     /// their versions.
-    pub fn txn_commit(&mut self) -> Vec<Version> {
-        let Some(h) = self.txn_hold.take() else { return Vec::new() };
-        let Some(seq) = h.seq else { return Vec::new() };
-        debug_assert_eq!(seq, self.next_seq, "the reserved slot is the next one");
-        debug_assert!(self.in_flight.is_none());
+    pub fn txn_commit(&mut self) -> Result<Vec<Version>, Error> {
+        let Some(h) = self.txn_hold.take() else { return Ok(Vec::new()) };
+        let Some(seq) = h.seq else { return Ok(Vec::new()) };
+        let (next, in_flight) = (self.next_seq, self.in_flight.is_some());
+        if !self.invariant(seq == next && !in_flight, || {
+            format!("reserved slot = next seq: transaction slot {seq}, next seq {next}, append in flight: {in_flight}")
+        }) {
+            return Err(self.broken_error());
+        }
         let mut versions = Vec::with_capacity(h.writes.len());
         for (i, w) in h.writes.iter().enumerate() {
             let version = Version { seq, index: i as u32 };
@@ -819,7 +866,7 @@ impl<W> RangeCore<W> {
         self.log_bytes_total += h.writes.iter().map(|w| w.encoded_bytes_max() as u64).sum::<u64>();
         self.applied = seq;
         self.next_seq = seq.next();
-        versions
+        Ok(versions)
     }
 
     /// The entry that gives up the held transaction's slot.
@@ -833,7 +880,10 @@ impl<W> RangeCore<W> {
     /// The abort entry is in the reserved slot: the transaction is over, writes continue.
     pub fn txn_aborted(&mut self) {
         if let Some(TxnHold { seq: Some(seq), .. }) = self.txn_hold.take() {
-            debug_assert_eq!(seq, self.next_seq);
+            let next = self.next_seq;
+            if !self.invariant(seq == next, || format!("reserved slot = next seq: abort at {seq}, next seq {next}")) {
+                return;
+            }
             self.applied = seq;
             self.next_seq = seq.next();
         }
@@ -891,7 +941,10 @@ impl<W> RangeCore<W> {
 
     /// The split entry is durable at `seq`: the log is closed.
     pub fn on_split_appended(&mut self, seq: Seq, plan: SplitPlan) {
-        debug_assert_eq!(seq, self.next_seq);
+        let next = self.next_seq;
+        if !self.invariant(seq == next, || format!("seq continuity: split entry at {seq}, next seq {next}")) {
+            return;
+        }
         self.split = Some((seq, plan));
         self.applied = seq;
         self.next_seq = seq.next();
@@ -909,7 +962,12 @@ impl<W> RangeCore<W> {
     /// Records that a fence (ours) was written at `seq`, during load or to abandon a merge:
     /// a log closed by a merge entry is open again. Returns the abandoned merge, if any.
     pub fn fenced_at(&mut self, seq: Seq) -> Option<MergePlan> {
-        debug_assert_eq!(seq, self.next_seq);
+        let (next, applied) = (self.next_seq, self.applied);
+        if !self.invariant(seq == next && seq > applied, || {
+            format!("fence above applied: fence at {seq}, next seq {next}, applied {applied}")
+        }) {
+            return None;
+        }
         self.applied = seq;
         self.next_seq = seq.next();
         self.merge_closed.take().map(|(_, plan)| plan)
@@ -932,7 +990,10 @@ impl<W> RangeCore<W> {
 
     /// The merge entry is durable at `seq`: the log is closed until a fence reopens it.
     pub fn on_merge_appended(&mut self, seq: Seq, plan: MergePlan) {
-        debug_assert_eq!(seq, self.next_seq);
+        let next = self.next_seq;
+        if !self.invariant(seq == next, || format!("seq continuity: merge entry at {seq}, next seq {next}")) {
+            return;
+        }
         self.merge_closed = Some((seq, plan));
         self.applied = seq;
         self.next_seq = seq.next();

@@ -577,7 +577,7 @@ fn a_prepared_transaction_holds_the_range_and_commits_at_its_slot() {
     assert_eq!(Some(eseq), seq);
     assert_eq!(entry.kind, EntryKind::Txn);
     assert!(log.append(eseq, entry));
-    let versions = c.txn_commit();
+    let versions = c.txn_commit().unwrap();
     assert_eq!(versions, vec![v(eseq.0, 0), v(eseq.0, 1)]);
     assert!(c.get(&Key::from("x")).unwrap().is_none());
     assert_eq!(c.get(&Key::from("y")).unwrap().unwrap().version, v(eseq.0, 0));
@@ -773,4 +773,32 @@ fn a_refused_append_fails_its_batch_and_the_range_goes_on() {
     core.submit(put("k", "2"), 3);
     let (next, _) = core.next_batch().append.unwrap();
     assert_eq!(next, seq, "the refused slot is still free");
+}
+
+/// Issue 14 item 4: a violated safety invariant (an append reported at another seq than the
+/// one in flight; a transaction committed at a slot that is not the next one) stops the
+/// range with an error, in release builds too: no panic, nothing applied, writes refused.
+#[test]
+fn a_violated_invariant_stops_the_range_without_panicking() {
+    let mut core = core_for("a", 1);
+    core.submit(put("k", "1"), 1);
+    let (seq, _) = core.next_batch().append.unwrap();
+    let out = core.on_appended(seq.next());
+    assert!(matches!(out.as_slice(), [(1, Err(Error::Internal { .. }))]), "{out:?}");
+    assert!(core.broken().is_some_and(|r| r.contains("seq")), "{:?}", core.broken());
+    assert!(core.get(&Key::from("k")).unwrap().is_none(), "nothing applied");
+    assert!(matches!(core.submit(put("k", "2"), 2), Some((2, Err(Error::Internal { .. })))));
+    assert!(core.next_batch().append.is_none());
+
+    // Reserved slot = next seq.
+    let mut t = core_for("a", 1);
+    let id = WriteId { client: 1, n: 1 };
+    t.txn_prepare(id, &[], &[ampstore_common::txn::TxnWrite::Put { key: Key::from("t"), value: b"v".to_vec() }])
+        .unwrap();
+    // Something moved the next seq under the hold (a bug): the commit must not apply at a
+    // slot that is not the reserved one.
+    t.next_seq = t.next_seq.next();
+    assert!(t.txn_commit().is_err());
+    assert!(t.broken().is_some());
+    assert!(t.get(&Key::from("t")).unwrap().is_none());
 }
