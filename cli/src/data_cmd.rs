@@ -215,7 +215,11 @@ pub async fn scan(settings: &SettingsArgs, cluster: &ClusterArgs, args: ScanArgs
 
 /// `ampstore scan | head` closes the pipe early: that is the reader being done, not an error.
 fn ignore_closed_pipe(e: std::io::Error) -> anyhow::Result<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(anyhow::Error::new(e).context("writing the keys")) }
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(anyhow::Error::new(e).context("writing the keys"))
+    }
 }
 
 fn write_item(out: &mut impl std::io::Write, item: &ScanItem, json: bool) -> std::io::Result<()> {
