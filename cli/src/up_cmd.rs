@@ -525,11 +525,11 @@ impl LocalCluster {
 
     /// [`Self::supervise`] for child `i`; returns whether its entry in `cluster.json` changed.
     fn supervise_one(&mut self, i: usize, now: Instant) -> bool {
-        let (kind, id, pid) = {
+        let (kind_name, id, pid) = {
             let p = self.process(i);
             (self.children[i].kind.command(), p.id.clone(), p.pid)
         };
-        let log = self.dir.join("logs").join(format!("{kind}-{}.log", self.children[i].dir_name));
+        let log = self.dir.join("logs").join(format!("{kind_name}-{}.log", self.children[i].dir_name));
         let restart = self.restart;
         let s = &mut self.children[i];
 
@@ -542,7 +542,7 @@ impl LocalCluster {
                     match parse_ready(&line, pid) {
                         Some(got) => {
                             println!(
-                                "{kind} {id} restarted: pid {pid}, rpc {} (down {:.1} s)",
+                                "{kind_name} {id} restarted: pid {pid}, rpc {} (down {:.1} s)",
                                 got.rpc,
                                 now.saturating_duration_since(down_since).as_secs_f64()
                             );
@@ -555,7 +555,9 @@ impl LocalCluster {
                             }
                         }
                         None => {
-                            eprintln!("ampstore: warning: unexpected ready line from {kind} {id}: {line}; stopping it");
+                            eprintln!(
+                                "ampstore: warning: unexpected ready line from {kind_name} {id}: {line}; stopping it"
+                            );
                             if let Some(child) = &mut s.child {
                                 let _ = child.kill();
                             }
@@ -564,7 +566,7 @@ impl LocalCluster {
                 }
                 Err(mpsc::TryRecvError::Empty) if now.saturating_duration_since(since) > READY_TIMEOUT => {
                     eprintln!(
-                        "ampstore: warning: {kind} {id} (pid {pid}) printed no ready line within {READY_TIMEOUT:?}; \
+                        "ampstore: warning: {kind_name} {id} (pid {pid}) printed no ready line within {READY_TIMEOUT:?}; \
                          killing it (log: {})",
                         log.display()
                     );
@@ -585,8 +587,7 @@ impl LocalCluster {
                 Err(e) => format!("could not be waited for ({e})"),
             };
             s.child = None;
-            // A process that never became ready counts from its start; `Down` cannot have a
-            // child, so it does not occur here.
+            // A process that never became ready counts from its start (`Down` has no child).
             let (ran, ready) = match s.phase {
                 Phase::Starting { since, .. } => (now.saturating_duration_since(since), false),
                 Phase::Running { since } => (now.saturating_duration_since(since), true),
@@ -602,12 +603,14 @@ impl LocalCluster {
                 s.restart_delay = next_restart_delay(wait);
                 s.phase = Phase::Down { since: now, restart_at: Some(now + wait) };
                 eprintln!(
-                    "ampstore: warning: {kind} {id} (pid {pid}) {status} {when}{why}; restarting it in {:.1} s",
+                    "ampstore: warning: {kind_name} {id} (pid {pid}) {status} {when}{why}; restarting it in {:.1} s",
                     wait.as_secs_f64()
                 );
             } else {
                 s.phase = Phase::Down { since: now, restart_at: None };
-                eprintln!("ampstore: warning: {kind} {id} (pid {pid}) {status} {when}{why}; left down (--no-restart)");
+                eprintln!(
+                    "ampstore: warning: {kind_name} {id} (pid {pid}) {status} {when}{why}; left down (--no-restart)"
+                );
             }
             return false;
         }
@@ -618,18 +621,18 @@ impl LocalCluster {
         if now < at {
             return false;
         }
-        let (kind_enum, index) = (s.kind, s.index);
+        let (kind, index) = (s.kind, s.index);
         let seeds: Vec<String> =
             self.file.masters.iter().chain(&self.file.nodes).filter(|p| p.id != id).map(|p| p.gossip.clone()).collect();
-        let process = kind_enum.list(&self.file)[index].clone();
+        let process = kind.list(&self.file)[index].clone();
         let s = &self.children[i];
-        match self.launcher.launch(kind_enum, &s.dir_name, Listen::Same(&process), &seeds, &s.extra) {
+        match self.launcher.launch(kind, &s.dir_name, Listen::Same(&process), &seeds, &s.extra) {
             Ok((child, ready)) => {
                 let new_pid = child.id();
                 let s = &mut self.children[i];
                 s.child = Some(child);
                 s.phase = Phase::Starting { since: now, down_since, ready };
-                kind_enum.list_mut(&mut self.file)[index].pid = new_pid;
+                kind.list_mut(&mut self.file)[index].pid = new_pid;
                 true
             }
             Err(e) => {
@@ -638,7 +641,7 @@ impl LocalCluster {
                 s.restart_delay = next_restart_delay(wait);
                 s.phase = Phase::Down { since: down_since, restart_at: Some(now + wait) };
                 eprintln!(
-                    "ampstore: warning: cannot restart {kind} {id}: {e:#}; trying again in {:.1} s",
+                    "ampstore: warning: cannot restart {kind_name} {id}: {e:#}; trying again in {:.1} s",
                     wait.as_secs_f64()
                 );
                 false
@@ -727,6 +730,112 @@ mod tests {
             delay = next_restart_delay(delay);
         }
         assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    /// A cluster of one "node" that is `sh -c 'exit 3'`: it dies at once at every start.
+    fn crashing_cluster(dir: &Path) -> LocalCluster {
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let launcher = Launcher {
+            exe: PathBuf::from("/bin/sh"),
+            common: vec!["-c".into(), "exit 3".into()],
+            dir: dir.to_path_buf(),
+            log_filter: "warn".into(),
+        };
+        let process = ClusterProcess {
+            id: "n-crash".into(),
+            pid: 0,
+            rpc: "127.0.0.1:1".into(),
+            admin: "127.0.0.1:2".into(),
+            gossip: "127.0.0.1:3".into(),
+        };
+        let (child, _) = launcher.launch(ProcessKind::Node, "n0", Listen::AnyPort, &[], &[]).unwrap();
+        LocalCluster {
+            dir: dir.to_path_buf(),
+            file: ClusterFile {
+                masters: vec![],
+                nodes: vec![ClusterProcess { pid: child.id(), ..process }],
+                collectors: vec![],
+            },
+            token: None,
+            admin_token: None,
+            children: vec![Supervised {
+                kind: ProcessKind::Node,
+                index: 0,
+                dir_name: "n0".into(),
+                extra: vec![],
+                child: Some(child),
+                phase: Phase::Running { since: Instant::now() },
+                restart_delay: RESTART_DELAY_FIRST,
+            }],
+            launcher,
+            restart: true,
+        }
+    }
+
+    /// Waits until the child has exited (without reaping it: `try_wait` keeps the status).
+    fn until_exited(cluster: &mut LocalCluster) {
+        let child = cluster.children[0].child.as_mut().expect("a running child");
+        while child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The restart the supervisor scheduled, as a wait from `now`.
+    fn scheduled_wait(cluster: &LocalCluster, now: Instant) -> Option<Duration> {
+        match cluster.children[0].phase {
+            Phase::Down { restart_at, .. } => restart_at.map(|at| at - now),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_process_that_keeps_dying_waits_longer_each_time_until_it_runs_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = crashing_cluster(dir.path());
+        let first_pid = cluster.file.nodes[0].pid;
+        // Time is passed in, so the test steps through the schedule without sleeping it.
+        let mut now = Instant::now() + STABLE_RUN;
+        until_exited(&mut cluster);
+        assert!(!cluster.supervise_one(0, now));
+        assert_eq!(scheduled_wait(&cluster, now), Some(RESTART_DELAY_FIRST), "it had run a while: 1 s");
+        assert!(!cluster.supervise_one(0, now + Duration::from_millis(500)), "not due yet");
+        let log = dir.path().join("logs/node-n0.log");
+        std::fs::write(&log, "the run that died\n").unwrap();
+        let mut waits = vec![];
+        for _ in 0..6 {
+            now += scheduled_wait(&cluster, now).unwrap();
+            assert!(cluster.supervise_one(0, now), "a restart changes the pid in cluster.json");
+            assert!(matches!(cluster.children[0].phase, Phase::Starting { .. }));
+            assert_ne!(cluster.file.nodes[0].pid, first_pid);
+            until_exited(&mut cluster);
+            now += Duration::from_millis(100);
+            cluster.supervise_one(0, now);
+            waits.push(scheduled_wait(&cluster, now).unwrap().as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 30, 30], "doubling while it dies before it is ready");
+        // Run long enough, then die: back to the first delay.
+        now += scheduled_wait(&cluster, now).unwrap();
+        cluster.supervise_one(0, now);
+        cluster.children[0].phase = Phase::Running { since: now };
+        until_exited(&mut cluster);
+        now += STABLE_RUN;
+        cluster.supervise_one(0, now);
+        assert_eq!(scheduled_wait(&cluster, now), Some(RESTART_DELAY_FIRST));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text, "the run that died\n", "a restart appends to the log of the run before");
+    }
+
+    #[test]
+    fn no_restart_leaves_it_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = crashing_cluster(dir.path());
+        cluster.restart = false;
+        until_exited(&mut cluster);
+        let now = Instant::now();
+        cluster.supervise_one(0, now);
+        assert!(matches!(cluster.children[0].phase, Phase::Down { restart_at: None, .. }));
+        assert!(!cluster.supervise_one(0, now + RESTART_DELAY_MAX * 2));
+        assert!(cluster.children[0].child.is_none());
     }
 
     #[test]
