@@ -156,13 +156,16 @@ pub async fn delete(settings: &SettingsArgs, cluster: &ClusterArgs, args: Delete
 
 #[derive(Args)]
 pub struct ScanArgs {
-    /// First key (inclusive).
+    /// First key (inclusive); default: the first key.
+    #[arg(default_value = "")]
     start: String,
-    /// End key (exclusive); an empty string means no upper bound.
+    /// End key (exclusive); default or an empty string: no upper bound.
+    #[arg(default_value = "")]
     end: String,
-    /// Most keys to print.
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
+    /// Most keys to print (default: every key in the span). When more remain, stderr says
+    /// after which key.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
     /// Descending order (from END down to START).
     #[arg(long)]
     reverse: bool,
@@ -172,36 +175,58 @@ pub struct ScanArgs {
 }
 
 pub async fn scan(settings: &SettingsArgs, cluster: &ClusterArgs, args: ScanArgs) -> anyhow::Result<()> {
+    use std::io::Write;
     let end = (!args.end.is_empty()).then(|| Key::from(args.end.as_str()));
     let client = client(settings, cluster).await?;
-    let mut printed = 0;
-    let mut start = Key::from(args.start.as_str());
-    let mut hi = end.clone();
-    while printed < args.limit {
-        let want = (args.limit - printed).min(1000);
-        let page = if args.reverse {
-            client.scan(start.clone(), hi.clone(), want, true).await?
-        } else {
-            client.scan(start.clone(), end.clone(), want, false).await?
+    // The scanner fetches a page at a time and the output goes out as the buffer fills, so a
+    // span of any size streams in bounded memory.
+    let mut scanner = client.scanner(args.start.as_str(), end, args.reverse);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut printed: u64 = 0;
+    let mut last: Option<Key> = None;
+    loop {
+        let item = match scanner.next().await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = out.flush();
+                return Err(e.into());
+            }
         };
-        for item in &page.items {
-            print_item(item, args.json);
+        if args.limit.is_some_and(|limit| printed >= limit) {
+            // One item past the limit proves more remain; say so where scripts reading
+            // stdout do not see it.
+            if let Err(e) = out.flush() {
+                return ignore_closed_pipe(e);
+            }
+            let side = if args.reverse { "before" } else { "after" };
+            let key = last.as_ref().map(key_text).unwrap_or_default();
+            eprintln!("ampstore: ... more keys {side} {key} (use --limit or a narrower span)");
+            return Ok(());
         }
-        printed += page.items.len();
-        match page.resume {
-            None => break,
-            Some(r) if args.reverse => hi = Some(r),
-            Some(r) => start = r,
+        if let Err(e) = write_item(&mut out, &item, args.json) {
+            return ignore_closed_pipe(e);
         }
+        printed += 1;
+        last = Some(item.key);
     }
-    Ok(())
+    out.flush().or_else(ignore_closed_pipe)
 }
 
-fn print_item(item: &ScanItem, json: bool) {
-    if json {
-        println!("{}", item_json(&item.key, &item.value, item.version));
+/// `ampstore scan | head` closes the pipe early: that is the reader being done, not an error.
+fn ignore_closed_pipe(e: std::io::Error) -> anyhow::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
     } else {
-        println!("{}\t{}", key_text(&item.key), String::from_utf8_lossy(&item.value));
+        Err(anyhow::Error::new(e).context("writing the keys"))
+    }
+}
+
+fn write_item(out: &mut impl std::io::Write, item: &ScanItem, json: bool) -> std::io::Result<()> {
+    if json {
+        writeln!(out, "{}", item_json(&item.key, &item.value, item.version))
+    } else {
+        writeln!(out, "{}\t{}", key_text(&item.key), String::from_utf8_lossy(&item.value))
     }
 }
 

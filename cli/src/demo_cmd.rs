@@ -45,6 +45,8 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
         split_bytes: Some(16 * 1024),
         collectors: 0,
         log: "warn".into(),
+        // The demo shows a range served elsewhere after a kill, not the node coming back.
+        no_restart: true,
     };
     let mut cluster = up_cmd::start(&settings, &args).await?;
     println!("   up in {:.1} s", started.elapsed().as_secs_f64());

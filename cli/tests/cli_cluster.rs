@@ -260,3 +260,39 @@ fn push_list_and_txn_commands() {
     }
     assert_eq!(ampstore(&data, &["queue", "ack", "mail", "zz"]).status.code(), Some(2));
 }
+
+#[test]
+fn scan_prints_every_key_unless_limited_and_says_when_more_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _up = up(&data);
+    let file = dir.path().join("keys.jsonl");
+    let lines: String = (0..250).map(|i| format!("{{\"key\": \"scan:{i:03}\", \"value\": \"v{i}\"}}\n")).collect();
+    std::fs::write(&file, lines).unwrap();
+    assert!(ok(&ampstore(&data, &["import", file.to_str().unwrap()])).contains("imported 250 keys"));
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).to_string();
+
+    // No --limit: every key in the span, with no note.
+    for args in [vec!["scan", "", ""], vec!["scan"], vec!["scan", "scan:", "scan;"]] {
+        let o = ampstore(&data, &args);
+        let out = ok(&o);
+        assert_eq!(out.lines().count(), 250, "{args:?}");
+        assert_eq!(out.lines().next(), Some("scan:000\tv0"));
+        assert_eq!(out.lines().last(), Some("scan:249\tv249"));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+    // A limit that cuts the span off says where, on stderr only.
+    let o = ampstore(&data, &["scan", "--limit", "10"]);
+    assert_eq!(ok(&o).lines().count(), 10);
+    let note = stderr(&o);
+    assert!(note.contains("more keys after scan:009") && note.contains("--limit"), "{note}");
+    let o = ampstore(&data, &["scan", "scan:", "scan;", "--reverse", "--limit", "10", "--json"]);
+    assert_eq!(json_lines(&ok(&o)).len(), 10);
+    assert!(stderr(&o).contains("more keys before scan:240"), "{}", stderr(&o));
+    // A limit that fits says nothing.
+    let o = ampstore(&data, &["scan", "--limit", "250"]);
+    assert_eq!(ok(&o).lines().count(), 250);
+    assert_eq!(stderr(&o), "");
+    let o = ampstore(&data, &["scan", "--limit", "0"]);
+    assert_eq!(o.status.code(), Some(2), "a limit of 0 is refused: {}", stderr(&o));
+}

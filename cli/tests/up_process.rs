@@ -149,3 +149,206 @@ async fn up_keeps_secrets_private_and_the_cli_finds_the_cluster() {
     }
     stop(up);
 }
+
+/// `up` with its stdout and stderr in files (to read what it printed), stopped on drop.
+struct UpRun {
+    child: Child,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+impl UpRun {
+    fn start(data: &Path, args: &[&str]) -> UpRun {
+        std::fs::create_dir_all(data).unwrap();
+        let out = data.with_extension("stdout");
+        let err = data.with_extension("stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_ampstore"))
+            .arg("--data")
+            .arg(data)
+            .arg("up")
+            .args(args)
+            .env_remove("AMPSTORE_CONFIG")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start up");
+        UpRun { child, out, err }
+    }
+
+    fn printed(&self) -> String {
+        let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.err).unwrap_or_default();
+        format!("{out}{err}")
+    }
+
+    /// Panics (with what `up` printed) when `up` has exited.
+    fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("up exited ({status}) {when}; it printed:\n{}", self.printed());
+        }
+    }
+
+    /// Waits for `cluster.json` (failing at once when `up` exits first).
+    async fn wait_cluster_file(&mut self, data: &Path) -> Value {
+        let path = data.join("cluster.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.is_file() {
+            self.assert_running("before writing cluster.json");
+            assert!(Instant::now() < deadline, "no cluster.json within 60 s:\n{}", self.printed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    /// SIGTERM, then waits: `up` stops its cluster and exits 0.
+    fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "up exited with {status}:\n{}", self.printed());
+        started.elapsed()
+    }
+}
+
+impl Drop for UpRun {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn pid_of(cluster: &Value, kind: &str, id: &str) -> u64 {
+    let list = cluster[kind].as_array().unwrap();
+    let p = list.iter().find(|p| p["id"] == id).unwrap_or_else(|| panic!("{kind} {id} not in {cluster}"));
+    p["pid"].as_u64().unwrap()
+}
+
+fn read_cluster_file(data: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(data.join("cluster.json")).ok()?).ok()
+}
+
+fn alive(pid: u64) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_restarts_a_killed_node_and_the_active_master_on_their_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut up = UpRun::start(&data, &["--masters", "2", "--nodes", "2"]);
+    let cluster = up.wait_cluster_file(&data).await;
+    let token = std::fs::read_to_string(data.join("cluster.token")).unwrap().trim().to_string();
+    let masters: Vec<String> =
+        cluster["masters"].as_array().unwrap().iter().map(|m| m["rpc"].as_str().unwrap().to_string()).collect();
+    let mut cfg = ampstore_client::ClientConfig::new(&masters);
+    cfg.token = Some(token);
+    cfg.call_deadline = Duration::from_secs(2);
+    let client = ampstore_client::Client::with_config(cfg).await.unwrap();
+    client.put("restart:key", "kept").await.unwrap();
+
+    let owner = client.locate("restart:key").await.unwrap().node_id.to_string();
+    let status = ampstore(&data, &["status", "--json"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let active = status["active_master"]["id"].as_str().expect("an active master").to_string();
+    let (node_pid, master_pid) = (pid_of(&cluster, "nodes", &owner), pid_of(&cluster, "masters", &active));
+
+    // SAFETY: signalling processes of this test's cluster.
+    unsafe {
+        libc::kill(node_pid as i32, libc::SIGKILL);
+        libc::kill(master_pid as i32, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    let mut restarted_after = None;
+    let mut served_after = None;
+    let mut members_after = None;
+    while killed.elapsed() < Duration::from_secs(15) && members_after.is_none() {
+        up.assert_running("after a node and the active master were killed");
+        if restarted_after.is_none()
+            && let Some(now) = read_cluster_file(&data)
+        {
+            let (n, m) = (pid_of(&now, "nodes", &owner), pid_of(&now, "masters", &active));
+            if n != node_pid && m != master_pid && alive(n) && alive(m) {
+                restarted_after = Some(killed.elapsed());
+            }
+        }
+        if served_after.is_none()
+            && let Ok(Some(v)) = client.get("restart:key").await
+        {
+            assert_eq!(v.value, b"kept");
+            served_after = Some(killed.elapsed());
+        }
+        if restarted_after.is_some() && served_after.is_some() {
+            let out = ampstore(&data, &["members", "--json"]);
+            if out.status.success() {
+                let members: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+                if members.len() == 4 && members.iter().all(|m| m["state"] == "alive") {
+                    members_after = Some(killed.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let printed = up.printed();
+    let restarted = restarted_after.unwrap_or_else(|| panic!("no new pids in cluster.json within 15 s:\n{printed}"));
+    let served = served_after.unwrap_or_else(|| panic!("the key was not served within 15 s:\n{printed}"));
+    let members = members_after.unwrap_or_else(|| panic!("not every member alive within 15 s:\n{printed}"));
+    println!(
+        "after the kills: restarted (new pids) in {:.1} s, key served in {:.1} s, all 4 members alive in {:.1} s",
+        restarted.as_secs_f64(),
+        served.as_secs_f64(),
+        members.as_secs_f64()
+    );
+    for line in printed.lines().filter(|l| l.contains("restart")) {
+        println!("up: {line}");
+    }
+    // up said which processes died and how.
+    for id in [&owner, &active] {
+        assert!(printed.contains(&format!("{id} (pid")) && printed.contains("SIGKILL"), "{id} in:\n{printed}");
+    }
+    // The same addresses: the restarted processes took their old ports again.
+    let now = read_cluster_file(&data).unwrap();
+    for kind in ["masters", "nodes"] {
+        for (before, after) in cluster[kind].as_array().unwrap().iter().zip(now[kind].as_array().unwrap()) {
+            for field in ["id", "rpc", "admin", "gossip"] {
+                assert_eq!(before[field], after[field], "{kind} {field}");
+            }
+        }
+    }
+    up.assert_running("at the end of the test");
+    let took = up.stop();
+    println!("up stopped in {:.1} s", took.as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_no_restart_leaves_a_killed_node_down_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut up = UpRun::start(&data, &["--nodes", "2", "--no-restart"]);
+    let cluster = up.wait_cluster_file(&data).await;
+    let node = cluster["nodes"][0]["id"].as_str().unwrap().to_string();
+    let pid = pid_of(&cluster, "nodes", &node);
+    // SAFETY: signalling a process of this test's cluster.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    // Longer than the first restart delay (about a second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    up.assert_running("after a node was killed under --no-restart");
+    let now = read_cluster_file(&data).expect("cluster.json stays while up runs");
+    assert_eq!(pid_of(&now, "nodes", &node), pid, "no new process for {node}");
+    let printed = up.printed();
+    assert!(printed.contains(&format!("{node} (pid {pid})")) && printed.contains("left down"), "{printed}");
+    let others = cluster["nodes"][1]["pid"].as_u64().unwrap();
+    assert!(alive(others), "the other node keeps running");
+    up.stop();
+}
