@@ -321,9 +321,7 @@ impl Selection {
 
     fn selects(&self, name: &str) -> bool {
         let hit = |f: &String| if self.exact { name == f } else { name.contains(f.as_str()) };
-        !self.ignored_only
-            && (self.filters.is_empty() || self.filters.iter().any(hit))
-            && !self.skip.iter().any(hit)
+        !self.ignored_only && (self.filters.is_empty() || self.filters.iter().any(hit)) && !self.skip.iter().any(hit)
     }
 }
 
