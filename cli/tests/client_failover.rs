@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ampstore_client::{Client, ClientConfig, Key};
+use ampstore_common::{NodeId, RangeId};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +105,7 @@ async fn calls_succeed_through_a_node_kill_exactly_once() {
     let counter = client.get("counter").await.unwrap().unwrap();
     assert_eq!(String::from_utf8_lossy(&counter.value), n.to_string());
     // Nothing acknowledged is missing.
-    for i in acked {
+    for &i in &acked {
         let v = client.get(format!("w:{i:05}")).await.unwrap();
         assert_eq!(v.map(|v| v.value), Some(format!("after {i}").into_bytes()), "w:{i:05}");
     }
@@ -114,10 +115,16 @@ async fn calls_succeed_through_a_node_kill_exactly_once() {
     while let Some(item) = scanner.next().await.unwrap() {
         keys.push(item.key.to_string());
     }
-    let mut sorted = keys.clone();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(keys, sorted, "scan returned keys out of order or twice");
+    let expected: Vec<String> =
+        acked.iter().map(|i| format!("w:{i:05}")).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    assert_eq!(
+        keys.len(),
+        expected.len(),
+        "the scan returned {} keys for {} acknowledged puts",
+        keys.len(),
+        expected.len()
+    );
+    assert_eq!(keys, expected, "the scan returned keys out of order, twice, missing or never acknowledged");
     drop(master);
 }
 
@@ -168,6 +175,28 @@ async fn scans_return_every_key_once_while_ranges_move() {
             moves
         })
     };
+    // Watches the owners the master records while the scans run: the moves must be real.
+    let watcher = {
+        let (stop, client) = (stop.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut last: std::collections::HashMap<RangeId, NodeId> = std::collections::HashMap::new();
+            let mut moved = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(s) = client.master_status().await {
+                    for r in s.ranges {
+                        if let Some(owner) = r.owner
+                            && let Some(before) = last.insert(r.range_id, owner.clone())
+                            && before != owner
+                        {
+                            moved += 1;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            moved
+        })
+    };
     let started = Instant::now();
     let mut scans = 0;
     while started.elapsed() < Duration::from_secs(6) {
@@ -198,10 +227,13 @@ async fn scans_return_every_key_once_while_ranges_move() {
     }
     stop.store(true, Ordering::Relaxed);
     let moves = mover.await.unwrap();
+    let moved = watcher.await.unwrap();
     let after = client.master_status().await.unwrap();
     println!(
-        "{scans} full scans during {moves} drain/undrain steps; final owners {:?}",
+        "{scans} full scans during {moves} drain/undrain steps, {moved} ranges changed owner; final owners {:?}",
         after.nodes.iter().map(|n| n.ranges).collect::<Vec<_>>()
     );
     assert!(moves >= 4);
+    // 10 ranges over 3 nodes: each drain moves about 3, each undrain rebalances some back.
+    assert!(moved >= 10, "only {moved} ranges changed owner while the scans ran");
 }

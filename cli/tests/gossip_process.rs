@@ -338,9 +338,9 @@ async fn metrics_parse_and_move_with_requests() {
         c.call(Op::Ping).await.unwrap();
     }
     // Writes: log appends and batch sizes move too (the master places the range).
-    let router = Router::new(&[g.master.rpc.as_str()]);
+    let client = client_for(&g.master).await;
     for i in 0..20 {
-        router.put(&format!("key{i}"), b"value", None).await.unwrap();
+        client.put(format!("key{i}"), "value").await.unwrap();
     }
     let after = scrape(&node.admin).await;
     assert_eq!(pings(&after) - pings(&before), 7.0);

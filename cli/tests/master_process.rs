@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
+use ampstore_client::{Client, ClientConfig};
 use ampstore_common::Key;
 use ampstore_common::meta;
-use ampstore_common::protocol::{Op, Reply, WriteId};
+use ampstore_common::protocol::{Op, Reply};
 use support::*;
 
 /// The tests measure failover times: one cluster at a time on this machine.
@@ -68,27 +69,31 @@ fn key(i: u64) -> String {
     format!("k{:04}", (i * 7919) % 10_000)
 }
 
+/// The product client of the cluster behind `masters`, each call retrying for up to
+/// `deadline` (routing, retries and write ids are the client crate's own).
+async fn client_of(masters: &[&str], deadline: Duration) -> Client {
+    let mut cfg = ClientConfig::new(masters);
+    cfg.call_deadline = deadline;
+    Client::with_config(cfg).await.unwrap()
+}
+
 /// Puts keys until `stop`, recording every acknowledged one. Each put is one logical
-/// write (same write id across retries) with the router's retry deadline.
+/// write (the client keeps its write id across retries) within the client's call deadline.
 async fn writer(
-    router: Arc<Router>,
+    client: Client,
+    deadline: Duration,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<u64>>>,
     worst_ms: Arc<AtomicU64>,
-    client: u64,
+    first: u64,
 ) {
-    let mut i = 0u64;
+    let mut i = first;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let value = format!("v{i}");
-        match router.put(&key(i), value.as_bytes(), Some(WriteId { client, n: i })).await {
-            Ok(()) => acked.lock().unwrap().push(i),
-            Err(e) => panic!(
-                "write {} failed after {:?} (retry deadline {:?}): {e}",
-                key(i),
-                started.elapsed(),
-                router.deadline
-            ),
+        match client.put(key(i), value).await {
+            Ok(_) => acked.lock().unwrap().push(i),
+            Err(e) => panic!("write {} failed after {:?} (call deadline {deadline:?}): {e}", key(i), started.elapsed()),
         }
         worst_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         i += 1;
@@ -98,10 +103,10 @@ async fn writer(
 
 /// Every acknowledged write reads back with its value (later writes to the same key win:
 /// keys repeat every 10,000 writes, far beyond these tests).
-async fn check_acked(router: &Router, acked: &[u64]) {
+async fn check_acked(client: &Client, acked: &[u64]) {
     for &i in acked {
-        let got = router.get(&key(i)).await.unwrap_or_else(|e| panic!("read {}: {e}", key(i)));
-        assert_eq!(got.as_deref(), Some(format!("v{i}").as_bytes()), "acknowledged write {} lost", key(i));
+        let got = client.get(key(i)).await.unwrap_or_else(|e| panic!("read {}: {e}", key(i)));
+        assert_eq!(got.map(|v| v.value), Some(format!("v{i}").into_bytes()), "acknowledged write {} lost", key(i));
     }
 }
 
@@ -109,31 +114,33 @@ async fn check_acked(router: &Router, acked: &[u64]) {
 async fn killed_owner_is_replaced_within_3s_and_no_acknowledged_write_is_lost() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(1, 3, TEN_RANGES).await;
-    let router = Arc::new(Router::new(&c.master_addrs()));
+    let deadline = Duration::from_secs(10);
+    let client = client_of(&c.master_addrs(), deadline).await;
     // Load every range, then write while we kill the owner of one key.
     for i in 0..50 {
-        router.put(&key(i), format!("v{i}").as_bytes(), Some(WriteId { client: 1, n: i })).await.unwrap();
+        client.put(key(i), format!("v{i}")).await.unwrap();
     }
     let (stop, acked, worst) =
         (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new((0..50).collect())), Arc::new(AtomicU64::new(0)));
-    let w = tokio::spawn(writer(router.clone(), stop.clone(), acked.clone(), worst.clone(), 2));
+    let w = tokio::spawn(writer(client.clone(), deadline, stop.clone(), acked.clone(), worst.clone(), 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let probe = Key::from("k5000");
-    let owner = router.locate(&probe).await.unwrap();
+    let owner = client.locate(probe.clone()).await.unwrap();
     let victim = c.node_index(owner.node_id.as_str());
     c.nodes[victim].kill9();
     let killed_at = Instant::now();
-    // A fresh reader (no cached route) asks until the key is served again.
-    let fresh = Router::new(&c.master_addrs());
+    // A fresh reader (no cached route) asks until the key is served again (the client
+    // retries inside the call; a call that gives up is asked again).
+    let fresh = client_of(&c.master_addrs(), deadline).await;
     loop {
-        match fresh.call(&probe, Op::Get { key: probe.clone() }).await {
-            Ok(Reply::Value(_)) => break,
+        match fresh.get(probe.clone()).await {
+            Ok(_) => break,
             other => assert!(killed_at.elapsed() < Duration::from_secs(10), "never served again: {other:?}"),
         }
     }
     let took = killed_at.elapsed();
-    let new_owner = fresh.locate(&probe).await.unwrap();
+    let new_owner = fresh.locate(probe.clone()).await.unwrap();
     println!(
         "key served again by {} {:.0} ms after SIGKILL of {}",
         new_owner.node_id,
@@ -148,7 +155,7 @@ async fn killed_owner_is_replaced_within_3s_and_no_acknowledged_write_is_lost() 
     w.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     println!("{} writes acknowledged across the kill; slowest took {} ms", acked.len(), worst.load(Ordering::Relaxed));
-    check_acked(&router, &acked).await;
+    check_acked(&client, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,24 +163,24 @@ async fn standby_master_takes_over_and_cached_routes_never_notice() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(2, 3, TEN_RANGES).await;
     let store = open_store(&c.store_dir);
-    let router = Arc::new(Router::new(&c.master_addrs()));
+    let loader = client_of(&c.master_addrs(), Duration::from_secs(10)).await;
     for i in 0..100 {
-        router.put(&key(i), format!("v{i}").as_bytes(), None).await.unwrap();
+        loader.put(key(i), format!("v{i}")).await.unwrap();
     }
-    // Every range is served and cached by a client that will not relocate.
-    let mut cached = Router::new(&c.master_addrs());
-    for b in ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"] {
-        cached.locate(&Key::from(b)).await.unwrap();
-    }
-    // Any error at all fails the call: the client must not need the master.
-    cached.retry = false;
-    let cached = Arc::new(cached);
-    let before = owners(&store).await;
-    assert!(before.iter().all(|(_, o)| o.is_some()), "{before:?}");
-
     let refs: Vec<&MasterProc> = c.masters.iter().collect();
     let active = wait_active(&refs, Duration::from_secs(10)).await;
     let standby = 1 - active;
+    // Every range is served and cached by a client that knows only the active master: once
+    // that master is killed, any call that needs a master (to relocate after an error)
+    // fails, so an error-free run shows the cached routes carried every call.
+    let cached = client_of(&[c.masters[active].rpc.as_str()], Duration::from_secs(5)).await;
+    let routes = |locs: Vec<ampstore_client::RangeLocation>| {
+        locs.into_iter().map(|l| (l.range_id, l.start.to_string(), l.node_id.to_string())).collect::<Vec<_>>()
+    };
+    let cached_routes = routes(cached.ranges().await.unwrap());
+    assert_eq!(cached_routes.len(), 10, "{cached_routes:?}");
+    let before = owners(&store).await;
+    assert!(before.iter().all(|(_, o)| o.is_some()), "{before:?}");
     let (stop, errors, ops) =
         (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU64::new(0)));
     let client = {
@@ -183,9 +190,9 @@ async fn standby_master_takes_over_and_cached_routes_never_notice() {
             while !stop.load(Ordering::Relaxed) {
                 let k = key(i % 100);
                 let r = if i.is_multiple_of(2) {
-                    cached.get(&k).await.map(|_| ())
+                    cached.get(k.as_str()).await.map(|_| ())
                 } else {
-                    cached.put(&k, format!("v{}", i % 100).as_bytes(), None).await
+                    cached.put(k.as_str(), format!("v{}", i % 100)).await.map(|_| ())
                 };
                 if let Err(e) = r {
                     errors.lock().unwrap().push(format!("{k}: {e}"));
@@ -224,11 +231,9 @@ async fn standby_master_takes_over_and_cached_routes_never_notice() {
     assert!(errors.is_empty(), "clients noticed the master change: {:?}", &errors[..errors.len().min(5)]);
     assert_eq!(owners(&store).await, before, "a range changed owner because of the master change");
     // The new master answers locates with the same owners.
-    let fresh = Router::new(&[c.masters[standby].rpc.as_str()]);
-    for b in ["k0", "k5", "k9"] {
-        let loc = fresh.locate(&Key::from(b)).await.unwrap();
-        assert_eq!(Some(loc.node_id.to_string()), cached.cached(&Key::from(b)).map(|l| l.node_id.to_string()));
-    }
+    let fresh = client_of(&[c.masters[standby].rpc.as_str()], Duration::from_secs(10)).await;
+    assert_eq!(routes(fresh.ranges().await.unwrap()), cached_routes, "the new master routes differently");
+    check_acked(&fresh, &(0..100).collect::<Vec<_>>()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,9 +241,9 @@ async fn a_paused_master_cannot_change_routing_after_it_resumes() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(2, 3, TEN_RANGES).await;
     let store = open_store(&c.store_dir);
-    let router = Router::new(&c.master_addrs());
+    let client = client_of(&c.master_addrs(), Duration::from_secs(10)).await;
     for i in 0..50 {
-        router.put(&key(i), format!("v{i}").as_bytes(), None).await.unwrap();
+        client.put(key(i), format!("v{i}")).await.unwrap();
     }
     let refs: Vec<&MasterProc> = c.masters.iter().collect();
     let a = wait_active(&refs, Duration::from_secs(10)).await;
@@ -254,7 +259,8 @@ async fn a_paused_master_cannot_change_routing_after_it_resumes() {
     .await;
     println!("standby active {:.0} ms after the active master was paused", paused_at.elapsed().as_secs_f64() * 1000.0);
     // While A is paused, B changes routing: a node dies and B reassigns its ranges.
-    let victim_id = router.locate(&Key::from("k3")).await.unwrap().node_id.to_string();
+    // (The client may ask the paused master first: it gives up on it and asks B.)
+    let victim_id = client.locate("k3").await.unwrap().node_id.to_string();
     let victim = c.node_index(&victim_id);
     c.nodes[victim].kill9();
     wait_until("B to reassign the dead node's ranges", Duration::from_secs(10), async || {
@@ -298,19 +304,19 @@ async fn a_paused_master_cannot_change_routing_after_it_resumes() {
     );
     assert_eq!(meta::get_term(store.meta.as_ref()).await.unwrap().unwrap(), term_b, "the term item is B's");
     assert_eq!(owners(&store).await, routing_by_b, "routing changed after the paused master resumed");
-    check_acked(&router, &(0..50).collect::<Vec<_>>()).await;
+    check_acked(&client, &(0..50).collect::<Vec<_>>()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(1, 3, &["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k95", "l"]).await;
-    let router = Router::new(&c.master_addrs());
+    let client = client_of(&c.master_addrs(), Duration::from_secs(10)).await;
     let keys: Vec<u64> = (0..300).collect();
     for &i in &keys {
-        router.put(&key(i), format!("v{i}").as_bytes(), None).await.unwrap();
+        client.put(key(i), format!("v{i}")).await.unwrap();
     }
-    router.put("m-first-key-of-the-last-range", b"x", None).await.unwrap();
+    client.put("m-first-key-of-the-last-range", "x").await.unwrap();
     let counts = async |m: &MasterProc| {
         let s = m.status().await.unwrap();
         s.nodes.iter().filter(|n| n.state == "live").map(|n| (n.node_id.to_string(), n.ranges)).collect::<Vec<_>>()
@@ -350,20 +356,19 @@ async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
     assert_eq!(all.last().unwrap().end, None);
     let s = master.status().await.unwrap();
     assert_eq!(s.nodes.iter().find(|n| n.node_id.as_str() == joined).unwrap().ranges, 3);
-    check_acked(&router, &keys).await;
-    assert_eq!(router.get("m-first-key-of-the-last-range").await.unwrap().as_deref(), Some(&b"x"[..]));
+    check_acked(&client, &keys).await;
+    assert_eq!(client.get("m-first-key-of-the-last-range").await.unwrap().map(|v| v.value), Some(b"x".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_empties_a_node_while_a_writer_runs() {
     let _serial = SERIAL.lock().await;
     let c = Cluster::start(1, 3, TEN_RANGES).await;
-    let mut router = Router::new(&c.master_addrs());
-    // The retry deadline no write may exceed.
-    router.deadline = Duration::from_secs(5);
-    let router = Arc::new(router);
+    // The call deadline no write may exceed.
+    let deadline = Duration::from_secs(5);
+    let client = client_of(&c.master_addrs(), deadline).await;
     for i in 0..30 {
-        router.put(&key(i), format!("v{i}").as_bytes(), Some(WriteId { client: 1, n: i })).await.unwrap();
+        client.put(key(i), format!("v{i}")).await.unwrap();
     }
     let master = &c.masters[0];
     wait_until("every node to hold ranges", Duration::from_secs(10), async || {
@@ -377,7 +382,7 @@ async fn drain_empties_a_node_while_a_writer_runs() {
 
     let (stop, acked, worst) =
         (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new((0..30).collect())), Arc::new(AtomicU64::new(0)));
-    let w = tokio::spawn(writer(router.clone(), stop.clone(), acked.clone(), worst.clone(), 2));
+    let w = tokio::spawn(writer(client.clone(), deadline, stop.clone(), acked.clone(), worst.clone(), 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     wait_until("the master to see the writer's load", Duration::from_secs(5), async || {
@@ -421,12 +426,11 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     assert!(stats.ranges.iter().all(|r| r.state != "serving"), "{:?}", stats.ranges);
     let acked = acked.lock().unwrap().clone();
     println!(
-        "{} writes during the drain; slowest took {} ms (deadline {:?})",
+        "{} writes during the drain; slowest took {} ms (deadline {deadline:?})",
         acked.len(),
         worst.load(Ordering::Relaxed),
-        router.deadline
     );
-    check_acked(&router, &acked).await;
+    check_acked(&client, &acked).await;
     // Undo: the node accepts ranges again.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ampstore"))
         .arg("--data")
@@ -447,12 +451,12 @@ async fn nodes_release_idle_ranges_to_stay_under_their_memory_budget() {
     const BUDGET: u64 = 24 * 1024;
     let budget_flag = format!("node.memory_budget_bytes={BUDGET}");
     let c = Cluster::start_with(1, 2, TEN_RANGES, &["--set", &budget_flag, "--set", "node.budget_idle_ms=300"]).await;
-    let router = Router::new(&c.master_addrs());
+    let client = client_of(&c.master_addrs(), Duration::from_secs(10)).await;
     // 10 ranges x 4 keys x 2 KiB = 80 KiB of data for 2 nodes with 24 KiB each.
     let value = vec![b'x'; 2048];
     let keys: Vec<String> = (0..10).flat_map(|r| (0..4).map(move |i| format!("k{r}{i:03}"))).collect();
     for k in &keys {
-        router.put(k, &value, None).await.unwrap();
+        client.put(k.as_str(), value.clone()).await.unwrap();
     }
     let master = &c.masters[0];
     wait_until("both nodes to be back under their budget", Duration::from_secs(20), async || {
@@ -470,6 +474,6 @@ async fn nodes_release_idle_ranges_to_stay_under_their_memory_budget() {
     assert!(unowned > 0, "some ranges must have been released");
     // Released ranges come back on demand: every key reads back.
     for k in &keys {
-        assert_eq!(router.get(k).await.unwrap().as_deref(), Some(&value[..]), "{k}");
+        assert_eq!(client.get(k.as_str()).await.unwrap().map(|v| v.value), Some(value.clone()), "{k}");
     }
 }

@@ -120,10 +120,11 @@ async fn up_keeps_secrets_private_and_the_cli_finds_the_cluster() {
     assert!(table.starts_with("ID") && table.lines().count() == 5, "{table}");
 
     // Data written now is there after a restart of the whole cluster.
-    let mut router = Router::new(&[masters[0]["rpc"].as_str().unwrap()]);
-    router.token = Some(token.clone());
+    let mut cfg = ampstore_client::ClientConfig::new(&[masters[0]["rpc"].as_str().unwrap()]);
+    cfg.token = Some(token.clone());
+    let client = ampstore_client::Client::with_config(cfg).await.unwrap();
     for i in 0..20 {
-        router.put(&format!("user:{i}"), format!("v{i}").as_bytes(), None).await.unwrap();
+        client.put(format!("user:{i}"), format!("v{i}")).await.unwrap();
     }
     let took = stop(up);
     println!("up stopped gracefully in {:.1} s", took.as_secs_f64());
@@ -142,10 +143,12 @@ async fn up_keeps_secrets_private_and_the_cli_finds_the_cluster() {
         v
     };
     assert_eq!(ids(&again), ids(&cluster), "the same node ids come back");
-    let mut router = Router::new(&[again["masters"][0]["rpc"].as_str().unwrap()]);
-    router.token = Some(token);
+    let mut cfg = ampstore_client::ClientConfig::new(&[again["masters"][0]["rpc"].as_str().unwrap()]);
+    cfg.token = Some(token);
+    let client = ampstore_client::Client::with_config(cfg).await.unwrap();
     for i in 0..20 {
-        assert_eq!(router.get(&format!("user:{i}")).await.unwrap(), Some(format!("v{i}").into_bytes()));
+        let got = client.get(format!("user:{i}")).await.unwrap().map(|v| v.value);
+        assert_eq!(got, Some(format!("v{i}").into_bytes()));
     }
     stop(up);
 }

@@ -5,7 +5,10 @@
 //! - `processes_share_one_store`: three processes contend for the same slots of one
 //!   SQLite file; every slot has exactly one winner, whose entry is the one stored.
 //!
-//! The binary re-runs itself as the child when `AMPSTORE_CHILD_MODE` is set.
+//! The binary re-runs itself as the child when `AMPSTORE_CHILD_MODE` is set. It has no
+//! libtest harness, so `main` reads libtest's arguments itself (filters, `--skip`,
+//! `--exact`, `--list`; the values of `--test-threads` and the like are not filters), and
+//! checks that reading on every run (`libtest_arguments_select_the_right_tests`).
 
 use ampstore_common::config::LocalConfig;
 use ampstore_common::store::local::LocalStore;
@@ -201,17 +204,149 @@ fn main() {
         }
         return;
     }
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    // Checked on every run, whatever the filters: a broken parser cannot skip its own check.
+    libtest_arguments_select_the_right_tests();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sel = match Selection::parse(&args) {
+        Ok(sel) => sel,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(101);
+        }
+    };
     let tests: [(&str, fn()); 2] = [
         ("sigkill_loses_no_acknowledged_append", sigkill_loses_no_acknowledged_append),
         ("processes_share_one_store", processes_share_one_store),
     ];
-    for (name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
+    let names: Vec<&str> = tests.iter().map(|(n, _)| *n).collect();
+    let (chosen, skipped): (Vec<_>, Vec<_>) = tests.iter().partition(|(name, _)| sel.selects(name));
+    if sel.list {
+        for (name, _) in &chosen {
+            println!("{name}: test");
         }
+        println!("\n{} tests, 0 benchmarks", chosen.len());
+        return;
+    }
+    println!("\nrunning {} tests", chosen.len());
+    for (name, test) in &chosen {
         println!("test {name} ...");
         test();
         println!("test {name} ... ok");
     }
+    let skipped: Vec<&str> = skipped.iter().map(|(n, _)| *n).collect();
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out{}",
+        chosen.len(),
+        skipped.len(),
+        if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) }
+    );
+    // Like libtest this exits 0 (`cargo test NAME` filters every test binary, and most
+    // match nothing), but says so plainly rather than printing nothing.
+    if chosen.is_empty() {
+        println!(
+            "note: no test of local_processes matches the filters {:?}{}; the tests are: {}",
+            sel.filters,
+            if sel.skip.is_empty() { String::new() } else { format!(" (skipping {:?})", sel.skip) },
+            names.join(", ")
+        );
+    }
+}
+
+/// Which tests a libtest-style command line selects (this binary has `harness = false`,
+/// but `cargo test` passes it the arguments meant for libtest).
+#[derive(Debug, Default, PartialEq)]
+struct Selection {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    list: bool,
+    /// `--ignored`: only ignored tests, and none of these is.
+    ignored_only: bool,
+}
+
+/// libtest options followed by a value (`--name value` or `--name=value`).
+const OPTIONS_WITH_VALUE: &[&str] =
+    &["--test-threads", "--skip", "--logfile", "--format", "--color", "--shuffle-seed", "-Z"];
+/// libtest flags without a value.
+const FLAGS: &[&str] = &[
+    "--nocapture",
+    "--no-capture",
+    "--show-output",
+    "--quiet",
+    "-q",
+    "--include-ignored",
+    "--test",
+    "--bench",
+    "--force-run-in-process",
+    "--shuffle",
+    "--ensure-time",
+    "--fail-fast",
+    "--no-fail-fast",
+];
+
+impl Selection {
+    fn parse(args: &[String]) -> Result<Selection, String> {
+        let mut sel = Selection::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            if !arg.starts_with('-') || arg == "-" {
+                sel.filters.push(arg.clone());
+                continue;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (arg.as_str(), None),
+            };
+            match name {
+                "--exact" => sel.exact = true,
+                "--list" => sel.list = true,
+                "--ignored" => sel.ignored_only = true,
+                "--report-time" => {} // its value, if any, only in the `=` form
+                _ if OPTIONS_WITH_VALUE.contains(&name) => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => it.next().cloned().ok_or_else(|| format!("option {name} needs a value"))?,
+                    };
+                    if name == "--skip" {
+                        sel.skip.push(value);
+                    }
+                }
+                _ if FLAGS.contains(&name) => {}
+                _ if name.starts_with("-Z") => {} // `-Zunstable-options`
+                _ => return Err(format!("unrecognized option: {arg}")),
+            }
+        }
+        Ok(sel)
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let hit = |f: &String| if self.exact { name == f } else { name.contains(f.as_str()) };
+        !self.ignored_only && (self.filters.is_empty() || self.filters.iter().any(hit)) && !self.skip.iter().any(hit)
+    }
+}
+
+/// The options `cargo test -- ...` passes on do not become name filters (a plain
+/// `--test-threads 2` once made the filter "2", which matched nothing, and the binary
+/// passed without running anything).
+fn libtest_arguments_select_the_right_tests() {
+    let all = ["sigkill_loses_no_acknowledged_append", "processes_share_one_store"];
+    let selected = |args: &[&str]| -> Vec<&str> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let sel = Selection::parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        all.iter().copied().filter(|n| sel.selects(n)).collect()
+    };
+    assert_eq!(selected(&[]), all);
+    assert_eq!(selected(&["--test-threads", "2"]), all, "--test-threads 2");
+    assert_eq!(selected(&["--test-threads=2", "--nocapture"]), all);
+    assert_eq!(selected(&["--color", "never", "--format", "pretty", "-Z", "unstable-options"]), all);
+    assert_eq!(selected(&["-Zunstable-options", "--report-time", "--logfile=x"]), all);
+    assert_eq!(selected(&["--test-threads", "1", "sigkill"]), ["sigkill_loses_no_acknowledged_append"]);
+    assert_eq!(selected(&["--skip", "sigkill"]), ["processes_share_one_store"]);
+    assert_eq!(selected(&["--skip=share"]), ["sigkill_loses_no_acknowledged_append"]);
+    assert_eq!(selected(&["share", "--exact"]), Vec::<&str>::new());
+    assert_eq!(selected(&["processes_share_one_store", "--exact"]), ["processes_share_one_store"]);
+    assert_eq!(selected(&["--ignored"]), Vec::<&str>::new());
+    assert_eq!(selected(&["no_such_test"]), Vec::<&str>::new());
+    assert!(Selection::parse(&["--test-threads".to_string()]).is_err(), "a missing value is an error");
+    assert!(Selection::parse(&["--bogus".to_string()]).is_err(), "an unknown option is an error");
 }

@@ -275,10 +275,9 @@ pub async fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
 use ampstore_client::connection::Connection;
 use ampstore_common::Key;
 use ampstore_common::meta::{self, RangeDescriptor};
-use ampstore_common::protocol::{MasterStatus, RangeLocation};
+use ampstore_common::protocol::MasterStatus;
 use ampstore_common::store::Expect;
 use ampstore_common::{KeyRange, RangeId};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Timings of the master-level tests: fast failure detection on a busy 2-core machine.
@@ -413,124 +412,6 @@ pub async fn create_ranges_bytes(store: &Backend, splits: &[&[u8]]) {
             checkpoint: None,
         };
         meta::put_range(store.meta.as_ref(), &desc, Expect::Absent).await.unwrap();
-    }
-}
-
-/// A minimal routing client for tests (the client crate proper comes in step 5): locates
-/// ranges through the masters, caches the answers, and retries retryable errors until a
-/// per-call deadline.
-pub struct Router {
-    masters: Vec<String>,
-    cache: std::sync::Mutex<Vec<RangeLocation>>,
-    conns: std::sync::Mutex<HashMap<String, Arc<Connection>>>,
-    pub deadline: Duration,
-    /// When false, a call fails on the first error instead of relocating (to prove cached
-    /// routes keep working).
-    pub retry: bool,
-    pub token: Option<String>,
-}
-
-impl Router {
-    pub fn new(masters: &[&str]) -> Router {
-        Router {
-            masters: masters.iter().map(|s| s.to_string()).collect(),
-            cache: Default::default(),
-            conns: Default::default(),
-            deadline: Duration::from_secs(10),
-            retry: true,
-            token: None,
-        }
-    }
-
-    async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
-        if let Some(c) = self.conns.lock().unwrap().get(addr)
-            && !c.is_closed()
-        {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(Connection::connect(addr, Role::Client, "test-router", self.token.clone()).await?);
-        self.conns.lock().unwrap().insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
-    /// Asks the masters (each in turn) where `key` lives.
-    pub async fn locate(&self, key: &Key) -> Result<RangeLocation, Error> {
-        let mut last = Error::unavailable("no master");
-        for m in &self.masters {
-            let conn = match self.conn(m).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            match conn.call(Op::Locate { key: key.clone() }, Duration::from_secs(5)).await {
-                Ok(Reply::Location(loc)) => {
-                    let mut cache = self.cache.lock().unwrap();
-                    cache.retain(|l| l.range_id != loc.range_id && !l.contains(&loc.start));
-                    cache.push(loc.clone());
-                    return Ok(loc);
-                }
-                Ok(other) => return Err(Error::internal(format!("locate answered {other:?}"))),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    pub fn cached(&self, key: &Key) -> Option<RangeLocation> {
-        self.cache.lock().unwrap().iter().find(|l| l.contains(key)).cloned()
-    }
-
-    fn forget(&self, key: &Key) {
-        self.cache.lock().unwrap().retain(|l| !l.contains(key));
-    }
-
-    /// Sends a keyed op to the node owning `key`, relocating and retrying on retryable
-    /// errors until the deadline.
-    pub async fn call(&self, key: &Key, op: Op) -> Result<Reply, Error> {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(20);
-        loop {
-            let result = async {
-                let loc = match self.cached(key) {
-                    Some(l) => l,
-                    None => self.locate(key).await?,
-                };
-                let conn = self.conn(&loc.node_addr).await?;
-                conn.call(op.clone(), Duration::from_secs(3)).await
-            }
-            .await;
-            match result {
-                Ok(r) => return Ok(r),
-                Err(e) if self.retry && e.is_retryable() && started.elapsed() < self.deadline => {
-                    if !matches!(e, Error::RangeLoading { .. }) {
-                        self.forget(key);
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    pub async fn put(
-        &self,
-        key: &str,
-        value: &[u8],
-        write_id: Option<ampstore_common::protocol::WriteId>,
-    ) -> Result<(), Error> {
-        let k = Key::from(key);
-        self.call(&k, Op::Put { key: k.clone(), value: value.to_vec(), write_id }).await.map(|_| ())
-    }
-
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let k = Key::from(key);
-        match self.call(&k, Op::Get { key: k.clone() }).await? {
-            Reply::Value(v) => Ok(v.map(|v| v.value)),
-            other => Err(Error::internal(format!("get answered {other:?}"))),
-        }
     }
 }
 
