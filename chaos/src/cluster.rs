@@ -22,8 +22,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Failure detection tuned for a short run on a small machine (as in the process tests).
 pub const LIVENESS_MS: u64 = 1500;
 const HEARTBEAT_MS: u64 = 250;
-const LIVENESS_MARGIN_MS: u64 = 400;
-const LEASE_MS: u64 = 2000;
+pub const LIVENESS_MARGIN_MS: u64 = 400;
+pub const LEASE_MS: u64 = 2000;
 
 /// How the processes store data.
 #[derive(Clone, Debug)]

@@ -3,12 +3,13 @@
 //! recorded history is then checked for the anomalies that must never happen.
 //!
 //! Pure parts: the history format (`history`), the checkers (`check`, `verdicts`), the
-//! schedule (`schedule`, `rng`). Parts with I/O: the network (`net`, `forward`), the
-//! processes (`cluster`), the faults (`nemesis`), the clients (`workload`, `recorder`) and
-//! the run itself (`run`). `docs/chaos.md` tells how to use it.
+//! availability rule (`availability`), the schedule (`schedule`, `rng`). Parts with I/O:
+//! the network (`net`, `forward`), the processes (`cluster`), the faults (`nemesis`), the
+//! clients (`workload`, `recorder`) and the run itself (`run`). `docs/chaos.md` tells how to use it.
 
 pub use ampstore_common as common;
 
+pub mod availability;
 pub mod check;
 pub mod cluster;
 pub mod forward;

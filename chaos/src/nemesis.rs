@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ampstore_client::Client;
 use ampstore_client::connection::Connection;
 use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
 use crate::schedule::{Fault, Proc, Step};
@@ -19,11 +19,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 const SPLIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What happened to one fault.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FaultReport {
     /// Since the workload started.
     pub at_ms: u64,
-    pub nemesis: &'static str,
+    pub nemesis: String,
     pub fault: String,
     pub hold_ms: u64,
     /// From the fault until every probed key was served again (for a master kill: until
@@ -77,7 +77,7 @@ pub async fn active_master(cluster: &Cluster) -> Option<Proc> {
 pub async fn run_step(cluster: &mut Cluster, probe: &Client, keys: &[Probe], step: &Step, at_ms: u64) -> FaultReport {
     let mut report = FaultReport {
         at_ms,
-        nemesis: step.fault.nemesis().name(),
+        nemesis: step.fault.nemesis().name().to_string(),
         fault: step.fault.to_string(),
         hold_ms: step.hold_ms,
         failover_ms: None,

@@ -11,6 +11,7 @@ use ampstore_client::{Client, ClientConfig};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::availability::{self, Availability, FailoverBounds};
 use crate::cluster::{self, Backend, Cluster};
 use crate::history::{Event, Outcome};
 use crate::nemesis::{self, FaultReport};
@@ -69,13 +70,18 @@ pub struct Summary {
     pub ops: BTreeMap<String, Counts>,
     pub faults: Vec<FaultReport>,
     pub verdicts: Vec<WorkloadVerdict>,
+    /// Each fault's "serving again" judged against the failover time expected for its
+    /// kind (docs/chaos.md, "Availability").
+    pub availability: Availability,
     /// Processes that exited on their own, and steps that could not finish (final reads).
     pub problems: Vec<String>,
 }
 
 impl Summary {
     pub fn failed(&self) -> bool {
-        self.verdicts.iter().any(WorkloadVerdict::is_violation) || !self.problems.is_empty()
+        self.verdicts.iter().any(WorkloadVerdict::is_violation)
+            || self.availability.is_violation()
+            || !self.problems.is_empty()
     }
 }
 
@@ -202,10 +208,22 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Summary> {
         masters: spec.masters,
         history: history_path,
         ops: count_ops(&history),
+        availability: availability::check(&faults, &failover_bounds()),
         faults,
         verdicts: verdicts::check_all(&history),
         problems,
     })
+}
+
+/// The bounds of the availability rule, from the settings this run gives its processes.
+pub fn failover_bounds() -> FailoverBounds {
+    FailoverBounds {
+        liveness_ms: cluster::LIVENESS_MS,
+        liveness_margin_ms: cluster::LIVENESS_MARGIN_MS,
+        lease_ms: cluster::LEASE_MS,
+        range_load_ms: availability::RANGE_LOAD_MS,
+        margin_ms: availability::AVAILABILITY_MARGIN_MS,
+    }
 }
 
 fn start_workers(spec: &RunSpec, ctx: &Ctx, rng: &mut Rng) -> Vec<tokio::task::JoinHandle<()>> {
@@ -304,6 +322,9 @@ fn describe(r: &FaultReport) -> String {
     if let Some(note) = &r.note {
         line += &format!(" ({note})");
     }
+    if let Some(v) = availability::check(std::slice::from_ref(r), &failover_bounds()).violations.first() {
+        line += &format!(" AVAILABILITY VIOLATION: allowed {} ms", v.allowed_ms);
+    }
     line
 }
 
@@ -324,7 +345,7 @@ pub fn render(s: &Summary) -> String {
     }
     let mut by_kind: BTreeMap<&str, Vec<&FaultReport>> = BTreeMap::new();
     for f in &s.faults {
-        by_kind.entry(f.nemesis).or_default().push(f);
+        by_kind.entry(f.nemesis.as_str()).or_default().push(f);
     }
     out += &format!("faults: {}\n", s.faults.len());
     for (kind, fs) in &by_kind {
@@ -341,6 +362,7 @@ pub fn render(s: &Summary) -> String {
             if v.detail.is_empty() { String::new() } else { format!(": {}", v.detail) }
         );
     }
+    out += &s.availability.render();
     for p in &s.problems {
         out += &format!("problem: {p}\n");
     }

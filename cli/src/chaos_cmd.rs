@@ -2,7 +2,7 @@
 //! injects faults (see the `ampstore-chaos` crate and docs/chaos.md). Exits 1 when a
 //! checker finds a violation (or a process crashed), 2 when the run itself failed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ampstore_chaos::run::{BackendChoice, RunSpec};
@@ -42,7 +42,8 @@ pub struct ChaosArgs {
     /// Where the history, summary, data and logs go (default chaos-runs/SEED-TIME).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Check a saved history (history.jsonl of an earlier run) instead of running.
+    /// Check a saved history (history.jsonl of an earlier run) instead of running; the
+    /// availability rule is applied too when summary.json lies beside it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "dir", "endpoint"])]
     replay: Option<PathBuf>,
 }
@@ -102,7 +103,35 @@ fn replay(path: &PathBuf) -> anyhow::Result<()> {
         let detail = if v.detail.is_empty() { String::new() } else { format!(": {}", v.detail) };
         println!("  {:<12} {}{detail}", v.workload.name(), v.verdict);
     }
-    if verdicts.iter().any(|v| v.is_violation()) { Err(Violation.into()) } else { Ok(()) }
+    let availability = match replay_availability(path) {
+        Ok(a) => {
+            println!("availability: judged from the fault records in summary.json beside the history");
+            print!("{}", a.render());
+            a.is_violation()
+        }
+        Err(why) => {
+            println!("availability: SKIPPED ({why}; only this rule is skipped)");
+            false
+        }
+    };
+    if verdicts.iter().any(|v| v.is_violation()) || availability { Err(Violation.into()) } else { Ok(()) }
+}
+
+/// The fault records of a replayed run are not in its history: they are in the
+/// summary.json beside it, with the bounds the run used.
+fn replay_availability(history: &Path) -> Result<ampstore_chaos::availability::Availability, String> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        faults: Vec<ampstore_chaos::nemesis::FaultReport>,
+        availability: Option<ampstore_chaos::availability::Availability>,
+    }
+    let path = history.with_file_name("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("the faults are not in the history, and {} cannot be read: {e}", path.display()))?;
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| format!("{}: no fault records: {e}", path.display()))?;
+    // An older summary has no bounds: this build's settings are the run's.
+    let bounds = saved.availability.map_or_else(ampstore_chaos::run::failover_bounds, |a| a.bounds);
+    Ok(ampstore_chaos::availability::check(&saved.faults, &bounds))
 }
 
 fn parse_list<T: std::str::FromStr<Err = String> + PartialEq>(items: &[String]) -> anyhow::Result<Vec<T>> {

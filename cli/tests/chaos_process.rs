@@ -1,6 +1,7 @@
 //! The chaos suite on every change: a mixed run (every nemesis, every workload) against a
-//! cluster of real processes must find no violation; its history must replay through the
-//! checkers to the same verdicts, and a history with an anomaly added must fail the replay.
+//! cluster of real processes must find no violation (of safety or of availability); its
+//! history must replay through the checkers to the same verdicts, and a history with an
+//! anomaly added must fail the replay.
 //!
 //! The partition nemesis puts each process in its own network namespace, so this needs
 //! root (as CI runs); without it the run fails with a clear error rather than skipping.
@@ -36,6 +37,8 @@ fn a_mixed_chaos_run_finds_no_violation_and_its_history_replays() {
     for v in verdicts {
         assert_eq!(v["verdict"], "valid", "{v}");
     }
+    assert_eq!(summary["availability"]["verdict"], "ok", "{}", summary["availability"]);
+    assert!(out.contains("availability: ok"), "{out}");
     let faults = summary["faults"].as_array().unwrap();
     assert!(faults.len() >= 5, "a 75 s run injects many faults: {}", faults.len());
     for kind in ["Write", "Read", "Append", "ReadList", "Transfer", "ReadTotal", "Enqueue", "Deliver"] {
@@ -47,6 +50,7 @@ fn a_mixed_chaos_run_finds_no_violation_and_its_history_replays() {
     let o = ampstore(&["chaos", "--replay", history.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(text(&o).matches(" valid").count(), 4, "{}", text(&o));
+    assert!(text(&o).contains("availability: ok"), "{}", text(&o));
 
     // An acknowledged enqueue nobody received: the replay must fail with exit code 1.
     let mut lost = std::fs::read_to_string(&history).unwrap();
@@ -57,6 +61,8 @@ fn a_mixed_chaos_run_finds_no_violation_and_its_history_replays() {
     let o = ampstore(&["chaos", "--replay", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("never delivered"), "{}", text(&o));
+    // No summary.json beside that history: only the availability rule is skipped, said so.
+    assert!(text(&o).contains("availability: SKIPPED"), "{}", text(&o));
 }
 
 #[test]
