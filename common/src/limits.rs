@@ -134,6 +134,10 @@ pub const WRITE_ID_RECORD_BYTES_FIXED: usize = 64;
 /// records go first and a warning is logged (a hot range splits long before).
 pub const RANGE_WRITE_IDS_BYTES_MAX: usize = 128 * 1024 * 1024;
 
+/// Largest uncompressed write-id section of a snapshot: a range's remembered writes at
+/// their byte bound, with room for their encoding (checked before allocating).
+pub const SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX: usize = 2 * RANGE_WRITE_IDS_BYTES_MAX;
+
 /// Most records a snapshot's write-id section may hold (checked before allocating).
 pub const SNAPSHOT_WRITE_IDS_MAX: usize = RANGE_WRITE_IDS_BYTES_MAX / WRITE_ID_RECORD_BYTES_FIXED;
 
