@@ -26,10 +26,30 @@ impl Seq {
     /// Seq of the first entry of every log.
     pub const FIRST: Seq = Seq(1);
 
-    /// The following slot. Panics only on u64 overflow, which 2^64 appends cannot reach.
+    /// The following slot. Panics only on u64 overflow, which 2^64 appends cannot reach;
+    /// for a seq read from storage (where a damaged value can be `u64::MAX`) use
+    /// [`Seq::checked_next`].
     pub fn next(self) -> Seq {
         Seq(self.0.checked_add(1).expect("log seq overflow"))
     }
+
+    /// The following slot, or `Internal` when this is the last one: only a damaged stored
+    /// value gets there.
+    pub fn checked_next(self) -> Result<Seq, Error> {
+        self.0.checked_add(1).map(Seq).ok_or_else(|| overflow("log seq", self.0))
+    }
+}
+
+/// The error for a counter read from storage that cannot be bumped: only a damaged value
+/// (or one written by a bug) is at `u64::MAX`, so it is `Internal`, never a wrap to 0.
+fn overflow(what: &str, value: u64) -> Error {
+    Error::internal(format!("{what} {value} cannot be incremented (corrupt stored value?)"))
+}
+
+/// `value + 1` for a counter read from storage (a meta item's version, a generation), as
+/// `Internal` when it would overflow.
+pub fn checked_increment(what: &str, value: u64) -> Result<u64, Error> {
+    value.checked_add(1).ok_or_else(|| overflow(what, value))
 }
 
 impl fmt::Display for Seq {
@@ -44,6 +64,14 @@ impl fmt::Display for Seq {
 #[serde(transparent)]
 pub struct Epoch(pub u64);
 
+impl Epoch {
+    /// The following epoch (a node's next registration, or the master ending this one), or
+    /// `Internal` when the stored epoch is already the last.
+    pub fn next(self) -> Result<Epoch, Error> {
+        self.0.checked_add(1).map(Epoch).ok_or_else(|| overflow("epoch", self.0))
+    }
+}
+
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "e{}", self.0)
@@ -54,6 +82,14 @@ impl fmt::Display for Epoch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Term(pub u64);
+
+impl Term {
+    /// The following master term (a takeover), or `Internal` when the stored term is
+    /// already the last.
+    pub fn next(self) -> Result<Term, Error> {
+        self.0.checked_add(1).map(Term).ok_or_else(|| overflow("master term", self.0))
+    }
+}
 
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -113,6 +149,18 @@ impl fmt::Display for NodeId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn increments_of_stored_counters_fail_at_the_top_instead_of_wrapping() {
+        assert_eq!(Seq(u64::MAX - 1).checked_next().unwrap(), Seq(u64::MAX));
+        assert!(matches!(Seq(u64::MAX).checked_next(), Err(Error::Internal { .. })));
+        assert_eq!(Epoch(u64::MAX - 1).next().unwrap(), Epoch(u64::MAX));
+        assert!(matches!(Epoch(u64::MAX).next(), Err(Error::Internal { .. })));
+        assert_eq!(Term(u64::MAX - 1).next().unwrap(), Term(u64::MAX));
+        assert!(matches!(Term(u64::MAX).next(), Err(Error::Internal { .. })));
+        assert_eq!(checked_increment("version", u64::MAX - 1).unwrap(), u64::MAX);
+        assert!(matches!(checked_increment("version", u64::MAX), Err(Error::Internal { .. })));
+    }
 
     #[test]
     fn node_id_bounds() {

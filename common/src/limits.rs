@@ -12,6 +12,13 @@ pub const VALUE_BYTES_MAX: usize = 256 * 1024;
 /// Largest frame on the wire (the MessagePack body, without the 4-byte length prefix).
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Deepest nesting of MessagePack arrays and maps in one frame, checked before decoding
+/// (serde decodes nesting by recursion, so an unbounded depth could overflow the stack).
+/// The deepest message of the protocol nests 9 deep (a `Txn` request: its parts' checks
+/// with version conditions; `frame::tests` measures every deep shape), so this leaves room
+/// for fields added later. A `Batch` inside a `Batch` is refused by `Op::validate` anyway.
+pub const FRAME_NESTING_DEPTH_MAX: usize = 32;
+
 /// Largest payload of one commit-log entry (one batch). Chosen so that an entry plus its
 /// key attributes fits a DynamoDB item (400 KB).
 pub const LOG_ENTRY_BYTES_MAX: usize = 350 * 1024;
@@ -126,6 +133,10 @@ pub const WRITE_ID_RECORD_BYTES_FIXED: usize = 64;
 /// second for all of `WRITE_ID_RETENTION_MS` (1.8 million records); beyond it the oldest
 /// records go first and a warning is logged (a hot range splits long before).
 pub const RANGE_WRITE_IDS_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Largest uncompressed write-id section of a snapshot: a range's remembered writes at
+/// their byte bound, with room for their encoding (checked before allocating).
+pub const SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX: usize = 2 * RANGE_WRITE_IDS_BYTES_MAX;
 
 /// Most records a snapshot's write-id section may hold (checked before allocating).
 pub const SNAPSHOT_WRITE_IDS_MAX: usize = RANGE_WRITE_IDS_BYTES_MAX / WRITE_ID_RECORD_BYTES_FIXED;

@@ -31,8 +31,8 @@ use crate::error::Error;
 use crate::ids::{RangeId, Seq};
 use crate::key::{Key, KeyRange, Version};
 use crate::limits::{
-    KEY_BYTES_MAX, RANGE_WRITE_IDS_BYTES_MAX, SNAPSHOT_BLOCK_BYTES_TARGET, SNAPSHOT_BLOCK_RAW_BYTES_MAX,
-    SNAPSHOT_BLOCKS_MAX, SNAPSHOT_ENTRIES_MAX, SNAPSHOT_WRITE_IDS_MAX, VALUE_BYTES_MAX,
+    KEY_BYTES_MAX, SNAPSHOT_BLOCK_BYTES_TARGET, SNAPSHOT_BLOCK_RAW_BYTES_MAX, SNAPSHOT_BLOCKS_MAX,
+    SNAPSHOT_ENTRIES_MAX, SNAPSHOT_WRITE_IDS_MAX, SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX, VALUE_BYTES_MAX,
 };
 use crate::write_ids::WriteRecord;
 
@@ -46,8 +46,13 @@ const FORMAT_VERSION: u16 = 2;
 const FOOTER_BYTES_V1: usize = 8 + 4 + 4 + 8 + 32 + 4 + 4 + 8;
 /// Format 2 adds the write-id section's offset, stored and raw length, codec and crc.
 const FOOTER_BYTES_V2: usize = FOOTER_BYTES_V1 + 8 + 4 + 4 + 1 + 4;
-/// The raw write-id section of a range at its byte bound, with room for its encoding.
-const WRITE_IDS_RAW_BYTES_MAX: usize = 2 * RANGE_WRITE_IDS_BYTES_MAX;
+/// Most bytes one stored byte of an lz4 block decompresses to: a sequence of k+3 stored
+/// bytes (token, offset, k length bytes) yields a match of at most 19 + 255k bytes, and
+/// literals are one to one. A footer claiming more is damage, refused before allocating.
+const LZ4_EXPANSION_MAX: u64 = 255;
+/// Fewest bytes one entry takes in a raw block: four one-byte varints (key length, value
+/// length, version seq and index) around an empty key and value.
+const RAW_ENTRY_BYTES_MIN: u64 = 4;
 const HEADER_BODY_BYTES_MAX: usize = 2 + 8 + 8 + 8 + 4 + KEY_BYTES_MAX + 1 + 4 + KEY_BYTES_MAX;
 const INDEX_ENTRY_FIXED_BYTES: usize = 8 + 4 + 4 + 1 + 4 + 4 + 4;
 const CODEC_RAW: u8 = 0;
@@ -460,11 +465,23 @@ impl Snapshot {
             let codec = f.u8()?;
             let crc = f.u32()?;
             if offset.checked_add(u64::from(stored_len)) != Some(index_offset)
-                || raw_len as usize > WRITE_IDS_RAW_BYTES_MAX
                 || codec > CODEC_LZ4
                 || (codec == CODEC_RAW && stored_len != raw_len)
             {
                 return Err(corrupt("footer", "write-id section has impossible sizes or codec"));
+            }
+            // Both bound the buffer the section decompresses into, allocated below.
+            if raw_len as usize > SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX {
+                return Err(corrupt(
+                    "footer",
+                    format!("write-id section of {raw_len} raw bytes is over {SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX}"),
+                ));
+            }
+            if u64::from(raw_len) > u64::from(stored_len) * LZ4_EXPANSION_MAX {
+                return Err(corrupt(
+                    "footer",
+                    format!("write-id section of {stored_len} bytes cannot decompress to {raw_len}"),
+                ));
             }
             Some((offset, stored_len, raw_len, codec, crc))
         } else {
@@ -511,6 +528,7 @@ impl Snapshot {
         let mut ix = Cursor::new(index_bytes, "block index");
         let mut index = Vec::with_capacity(block_count.min(1024) as usize);
         let mut expected_offset = header_end as u64;
+        let mut index_entry_count = 0u64;
         for b in 0..block_count {
             let offset = ix.u64()?;
             let stored_len = ix.u32()?;
@@ -526,9 +544,15 @@ impl Snapshot {
                     format!("block {b} starts at {offset}, expected {expected_offset}"),
                 ));
             }
-            if raw_len as usize > SNAPSHOT_BLOCK_RAW_BYTES_MAX || entries == 0 || codec > CODEC_LZ4 {
+            if raw_len as usize > SNAPSHOT_BLOCK_RAW_BYTES_MAX
+                || entries == 0
+                || codec > CODEC_LZ4
+                || u64::from(entries) * RAW_ENTRY_BYTES_MIN > u64::from(raw_len)
+                || u64::from(raw_len) > u64::from(stored_len) * LZ4_EXPANSION_MAX
+            {
                 return Err(corrupt("block index", format!("block {b} has impossible sizes or codec")));
             }
+            index_entry_count += u64::from(entries);
             expected_offset += u64::from(stored_len);
             index.push(IndexEntry { offset, stored_len, raw_len, codec, entries, crc, first_key });
         }
@@ -539,8 +563,20 @@ impl Snapshot {
             return Err(corrupt("block index", "blocks do not end where the write ids or the index start"));
         }
 
-        // Blocks.
-        let mut entries = Vec::with_capacity(entry_count.min(1 << 20) as usize);
+        // Each block's entry count is bounded by its raw bytes above, and so the total: the
+        // footer's count must agree before it sizes anything.
+        if index_entry_count != entry_count {
+            return Err(corrupt(
+                "footer",
+                format!("entry count {entry_count} but the block index counts {index_entry_count}"),
+            ));
+        }
+
+        // Blocks. The capacity is a hint: at most one entry per RAW_ENTRY_BYTES_MIN bytes of
+        // the file, so a small file never reserves much (compressed blocks may hold more
+        // entries; the vector then grows with the entries actually decoded).
+        let capacity = entry_count.min(file.len() as u64 / RAW_ENTRY_BYTES_MIN);
+        let mut entries = Vec::with_capacity(capacity as usize);
         let mut leaf_hashes = Vec::with_capacity(index.len());
         let mut raw = Vec::new();
         for (b, e) in index.iter().enumerate() {
@@ -932,9 +968,151 @@ mod tests {
             }
         }
 
+        /// A valid file with bytes of its middle (blocks, write ids, block index) replaced,
+        /// and, half the time, every checksum recomputed so the damage gets past them into
+        /// the block and write-id decoders: the decode is an error or exactly the original
+        /// content, never a panic. (Random bytes, tried before, never got past the footer's
+        /// end marker.)
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let _ = Snapshot::decode(&bytes);
+        fn damage_inside_a_valid_file_is_an_error_or_the_original(
+            entries in arb_entries(),
+            write_ids in 0u64..50,
+            block_bytes in 64usize..2048,
+            edits in proptest::collection::vec((any::<usize>(), 1u8..=255), 1..5),
+            refresh in any::<bool>(),
+        ) {
+            let bytes = build_with(&entries, KeyRange::full(), block_bytes, sample_write_ids(write_ids));
+            let original = Snapshot::decode(&bytes).unwrap();
+            let (middle_start, middle_end) = middle(&bytes);
+            prop_assume!(middle_start < middle_end);
+            let mut bad = bytes.clone();
+            for (at, flip) in edits {
+                bad[middle_start + at % (middle_end - middle_start)] ^= flip;
+            }
+            if refresh {
+                refresh_checksums(&mut bad);
+            }
+            match Snapshot::decode(&bad) {
+                Ok(got) => prop_assert_eq!(got, original),
+                Err(SnapshotError::Corrupt { .. }) => {}
+                Err(e) => prop_assert!(false, "unexpected error {}", e),
+            }
         }
+    }
+
+    /// Where the header ends and the footer starts (format 2).
+    fn middle(file: &[u8]) -> (usize, usize) {
+        let body_len = u32::from_be_bytes(file[8..12].try_into().unwrap()) as usize;
+        (12 + body_len + 4, file.len() - FOOTER_BYTES_V2)
+    }
+
+    fn be_u32(b: &[u8], at: usize) -> u64 {
+        u64::from(u32::from_be_bytes(b[at..at + 4].try_into().unwrap()))
+    }
+
+    fn be_u64(b: &[u8], at: usize) -> u64 {
+        u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    /// Rewrites every checksum of a format 2 file (blocks, write ids, index, footer) to match
+    /// its bytes, as far as its index can still be walked: what damage that a checksum
+    /// happens to miss looks like to the decoders behind the checksums.
+    fn refresh_checksums(file: &mut [u8]) {
+        let footer = file.len() - FOOTER_BYTES_V2;
+        let index_offset = be_u64(file, footer) as usize;
+        let blocks = be_u32(file, footer + 12);
+        let mut pos = index_offset;
+        for _ in 0..blocks {
+            if pos + INDEX_ENTRY_FIXED_BYTES > footer {
+                break;
+            }
+            let (offset, stored_len) = (be_u64(file, pos) as usize, be_u32(file, pos + 8) as usize);
+            if offset.checked_add(stored_len).is_some_and(|end| end <= footer) {
+                let crc = crc32c::crc32c(&file[offset..offset + stored_len]);
+                file[pos + 21..pos + 25].copy_from_slice(&crc.to_be_bytes());
+            }
+            pos += INDEX_ENTRY_FIXED_BYTES + be_u32(file, pos + 25) as usize;
+        }
+        let (ids_offset, ids_stored) = (be_u64(file, footer + 60) as usize, be_u32(file, footer + 68) as usize);
+        if ids_offset.checked_add(ids_stored).is_some_and(|end| end <= footer) {
+            let crc = crc32c::crc32c(&file[ids_offset..ids_offset + ids_stored]);
+            file[footer + 77..footer + 81].copy_from_slice(&crc.to_be_bytes());
+        }
+        if index_offset <= footer {
+            let crc = crc32c::crc32c(&file[index_offset..footer]);
+            file[footer + 56..footer + 60].copy_from_slice(&crc.to_be_bytes());
+        }
+        refresh_footer_crc(file);
+    }
+
+    fn refresh_footer_crc(file: &mut [u8]) {
+        let footer = file.len() - FOOTER_BYTES_V2;
+        let crc = crc32c::crc32c(&file[footer..footer + FOOTER_BYTES_V2 - 12]);
+        file[footer + FOOTER_BYTES_V2 - 12..footer + FOOTER_BYTES_V2 - 8].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// A file whose footer (with a valid checksum) gives the write-id section `raw_len` raw
+    /// bytes, lz4-compressed; and the section's stored length.
+    fn with_write_ids_raw_len(raw_len: u32) -> (Vec<u8>, u64) {
+        let mut bytes = build(&sample_entries(20), KeyRange::full(), 512);
+        let footer = bytes.len() - FOOTER_BYTES_V2;
+        bytes[footer + 72..footer + 76].copy_from_slice(&raw_len.to_be_bytes());
+        bytes[footer + 76] = CODEC_LZ4;
+        refresh_footer_crc(&mut bytes);
+        let stored = be_u32(&bytes, footer + 68);
+        (bytes, stored)
+    }
+
+    fn footer_detail(bytes: &[u8]) -> String {
+        match Snapshot::decode(bytes) {
+            Err(SnapshotError::Corrupt { part, detail }) => format!("{part}: {detail}"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    /// The write-id section's raw length is bounded before its buffer is allocated: by
+    /// `SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX`, and by what its stored bytes can decompress to.
+    #[test]
+    fn write_id_section_sizes_are_bounded_before_allocating() {
+        let max = SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX as u32;
+        let over = footer_detail(&with_write_ids_raw_len(max + 1).0);
+        assert!(over.contains(&format!("{} raw bytes is over", max + 1)), "{over}");
+        let at = footer_detail(&with_write_ids_raw_len(max).0);
+        assert!(!at.contains("is over"), "{at}");
+        // The stored section is far smaller, so the limit itself is not what refuses it.
+        assert!(at.contains("cannot decompress to"), "{at}");
+
+        let (_, stored) = with_write_ids_raw_len(0);
+        let most = (stored * LZ4_EXPANSION_MAX) as u32;
+        let at = footer_detail(&with_write_ids_raw_len(most).0);
+        assert!(at.starts_with("write ids: "), "allowed, then found damaged when decompressed: {at}");
+        let over = footer_detail(&with_write_ids_raw_len(most + 1).0);
+        assert!(over.contains("cannot decompress to"), "{over}");
+
+        // The expansion bound holds for the most compressible input there is.
+        let zeros = vec![0u8; 4 * 1024 * 1024];
+        let packed = lz4_flex::block::compress(&zeros);
+        assert!(zeros.len() as u64 <= packed.len() as u64 * LZ4_EXPANSION_MAX, "{} from {}", zeros.len(), packed.len());
+    }
+
+    /// The footer's entry count must match the block index before it sizes the entries.
+    #[test]
+    fn entry_count_is_checked_against_the_index_before_allocating() {
+        let bytes = build(&sample_entries(30), KeyRange::full(), 512);
+        let footer = bytes.len() - FOOTER_BYTES_V2;
+        for claimed in [31, SNAPSHOT_ENTRIES_MAX, 29] {
+            let mut bad = bytes.clone();
+            bad[footer + 16..footer + 24].copy_from_slice(&claimed.to_be_bytes());
+            refresh_footer_crc(&mut bad);
+            let detail = footer_detail(&bad);
+            assert!(detail.contains("but the block index counts 30"), "{claimed}: {detail}");
+        }
+        // A block claiming more entries than its raw bytes can hold is damage in the index.
+        let mut bad = bytes.clone();
+        let index_offset = be_u64(&bad, footer) as usize;
+        bad[index_offset + 17..index_offset + 21].copy_from_slice(&u32::MAX.to_be_bytes());
+        refresh_checksums(&mut bad);
+        let detail = footer_detail(&bad);
+        assert!(detail.starts_with("block index: block 0 has impossible sizes"), "{detail}");
     }
 }

@@ -106,7 +106,15 @@ impl LeaseCore {
         match self.seen {
             Some((rvn, since)) if rvn == rec.rvn => {
                 if now.saturating_duration_since(since) >= self.lease {
-                    Step::TakeOver { version: cur.version, term: Term(rec.term.0 + 1) }
+                    match rec.term.next() {
+                        Ok(term) => Step::TakeOver { version: cur.version, term },
+                        // A damaged lease at the last term: no takeover can be ordered after
+                        // it, so nobody takes over (an operator must repair the record).
+                        Err(e) => {
+                            tracing::error!(error = %e, "the master lease cannot be taken over");
+                            Step::Wait
+                        }
+                    }
                 } else {
                     Step::Wait
                 }
@@ -229,6 +237,23 @@ mod tests {
         // Active only until send time + lease - margin.
         assert_eq!(a.active_term(t0 + Duration::from_millis(799)), Some(Term(1)));
         assert_eq!(a.active_term(t0 + Duration::from_millis(800)), None);
+    }
+
+    /// A lease damaged to the last term cannot be taken over (no term follows it): the
+    /// standby waits and logs, where it used to panic in debug builds or wrap to term 0.
+    #[test]
+    fn a_lease_at_the_last_term_is_not_taken_over() {
+        let t0 = Instant::now();
+        let mut b = core("b");
+        assert_eq!(b.next_step(t0, Some(&lease("a", u64::MAX, 5, 9))), Step::Wait);
+        let later = t0 + Duration::from_millis(5000);
+        assert_eq!(b.next_step(later, Some(&lease("a", u64::MAX, 5, 9))), Step::Wait);
+        // One below the last term still has a successor.
+        assert_eq!(b.next_step(later, Some(&lease("a", u64::MAX - 1, 6, 10))), Step::Wait);
+        assert_eq!(
+            b.next_step(later + Duration::from_millis(1000), Some(&lease("a", u64::MAX - 1, 6, 10))),
+            Step::TakeOver { version: 10, term: Term(u64::MAX) }
+        );
     }
 
     #[test]

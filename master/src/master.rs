@@ -388,7 +388,15 @@ impl Master {
             st.nodes.expired(now)
         };
         for (id, rec) in expired {
-            let ended = NodeRecord { epoch: Epoch(rec.record.epoch.0 + 1), ended: true, ..rec.record.clone() };
+            // A damaged record at the last epoch cannot be ended; it must not stop the others.
+            let epoch = match rec.record.epoch.next() {
+                Ok(epoch) => epoch,
+                Err(e) => {
+                    tracing::error!(node = %id, error = %e, "cannot end the node's epoch");
+                    continue;
+                }
+            };
+            let ended = NodeRecord { epoch, ended: true, ..rec.record.clone() };
             let put = MetaOp::Put {
                 pk: PK_NODE.into(),
                 sk: id.as_str().as_bytes().to_vec(),
@@ -398,8 +406,11 @@ impl Master {
             match self.write(term, vec![put]).await {
                 Ok(()) => {
                     tracing::warn!(node = %id, epoch = rec.record.epoch.0, "node silent for its liveness duration: epoch ended");
-                    let version = rec.version + 1;
-                    self.lock().nodes.observe(Instant::now(), &id, Versioned { version, record: ended });
+                    // The store just wrote the next version, so it exists; if it did not, the
+                    // next read of the records observes the node instead.
+                    if let Ok(version) = ampstore_common::ids::checked_increment("node record version", rec.version) {
+                        self.lock().nodes.observe(Instant::now(), &id, Versioned { version, record: ended });
+                    }
                 }
                 // It heartbeated just now: alive after all.
                 Err(Error::Conflict { .. }) => {}
@@ -842,10 +853,11 @@ impl Master {
         if !p.range.contains(split_key.as_bytes()) || split_key == p.range.start {
             return Err(Error::invalid(format!("split key {split_key} is not inside {}", p.range)));
         }
+        let generation = ampstore_common::ids::checked_increment("range generation", p.generation)?;
         let child = |id: RangeId, range: KeyRange, cp: Checkpoint| RangeDescriptor {
             range_id: id,
             range,
-            generation: p.generation + 1,
+            generation,
             owner: Some(owner.clone()),
             checkpoint: Some(cp),
         };
@@ -923,7 +935,7 @@ impl Master {
         let merged = RangeDescriptor {
             range_id: merged_id,
             range: KeyRange::new(l.range.start.clone(), r.range.end.clone())?,
-            generation: l.generation.max(r.generation) + 1,
+            generation: ampstore_common::ids::checked_increment("range generation", l.generation.max(r.generation))?,
             owner: Some(owner),
             checkpoint: Some(checkpoint),
         };

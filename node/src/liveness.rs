@@ -105,7 +105,10 @@ pub async fn register(
         let current = meta::get_node(meta_store, node).await?;
         let (epoch, expect) = match &current {
             None => (Epoch(1), Expect::Absent),
-            Some(v) => (Epoch(v.record.epoch.0 + 1), Expect::Version(v.version)),
+            Some(v) => {
+                let epoch = v.record.epoch.next().map_err(|e| StoreError::Corrupt(format!("node {node}: {e}")))?;
+                (epoch, Expect::Version(v.version))
+            }
         };
         let sent_at = Instant::now();
         let value = record(epoch, rpc_addr, liveness.liveness_ms());
@@ -217,6 +220,20 @@ mod tests {
         let next = Registration { epoch: reg.epoch, version };
         let again = heartbeat_once(meta_store, node, "127.0.0.1:1", &next, l).await;
         assert!(matches!(again, Beat::Renewed(v) if v == version + 1), "the next heartbeat: {again:?}");
+    }
+
+    /// A node record damaged to the last epoch: registering is a corruption error, where
+    /// `epoch + 1` used to panic in debug builds (or wrap to epoch 0 in release).
+    #[tokio::test]
+    async fn registering_past_the_last_epoch_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let node = NodeId::new("n1").unwrap();
+        b.meta.put(PK_NODE, b"n1", &record(Epoch(u64::MAX), "a", 2000), Expect::Absent).await.unwrap();
+        let l = Liveness::new(2000, 500);
+        let err = register(b.meta.as_ref(), &node, "127.0.0.1:1", &l).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(!l.is_valid());
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ampstore_common::error::Error;
 use ampstore_common::lists::PushId;
 use ampstore_common::protocol::Reply;
-use ampstore_common::write_ids::WriteKey;
 use ampstore_common::queue::{self, Task, TaskRecord, TaskRef};
+use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, Seq, Version};
 
 use crate::dispatch::{read, route_key, write};
@@ -94,7 +94,13 @@ pub async fn dequeue(
         }
         let Some((task_shard, id)) = queue::parse_task_key(queue, &item.key) else { continue };
         let lease = rand::random::<u64>() | 1;
-        let leased = TaskRecord { visible_at_ms: now + visibility_ms, lease, deliveries: rec.deliveries + 1, ..rec };
+        let Some(deliveries) = rec.deliveries.checked_add(1) else {
+            // Only a damaged record counts u32::MAX deliveries: skip it like one that does
+            // not decode, rather than wrap the count or panic.
+            tracing::warn!(key = ?item.key, "a task record counts u32::MAX deliveries; skipping it");
+            continue;
+        };
+        let leased = TaskRecord { visible_at_ms: now + visibility_ms, lease, deliveries, ..rec };
         let w = Write {
             op: LoggedOp::Put { key: item.key.clone(), value: leased.encode() },
             condition: Condition::Version(Some(item.version)),
