@@ -162,18 +162,23 @@ pub const TXN_OPS_MAX: usize = 1000;
 /// numbers take 9 bytes each), rounded up. A push id adds its own 48 (`batch.rs`).
 pub const LOGGED_WRITE_OVERHEAD_BYTES: usize = 96;
 
+/// Encoding overhead of one write in a transaction's log entry, at most: such a write
+/// carries no write id or push id (about 40 bytes for the largest shape, a put with bin32
+/// key and value headers), rounded up.
+pub const LOGGED_TXN_WRITE_OVERHEAD_BYTES: usize = 64;
+
 /// Encoding overhead of a log batch around its writes, at most (a map, the field name, an
 /// array header).
 pub const LOG_BATCH_HEADER_BYTES_MAX: usize = 16;
 
 /// Bytes of keys and values a transaction writes in one range: its log entry, with room
 /// for the encoding of up to `TXN_OPS_MAX` writes.
-pub const TXN_PART_BYTES_MAX: usize = LOG_ENTRY_BYTES_MAX - TXN_OPS_MAX * LOGGED_WRITE_OVERHEAD_BYTES - 1024;
+pub const TXN_PART_BYTES_MAX: usize = LOG_ENTRY_BYTES_MAX - TXN_OPS_MAX * LOGGED_TXN_WRITE_OVERHEAD_BYTES - 1024;
 
 /// Bytes of keys and values a transaction writes in all: its entries go into one
 /// `append_atomic`.
 pub const TXN_BYTES_MAX: usize =
-    APPEND_ATOMIC_BYTES_MAX - TXN_OPS_MAX * LOGGED_WRITE_OVERHEAD_BYTES - TXN_RANGES_MAX * 1024;
+    APPEND_ATOMIC_BYTES_MAX - TXN_OPS_MAX * LOGGED_TXN_WRITE_OVERHEAD_BYTES - TXN_RANGES_MAX * 1024;
 
 /// The longest a participant holds a transaction (its reserved slot) before it resolves
 /// the transaction itself.

@@ -802,3 +802,32 @@ fn a_violated_invariant_stops_the_range_without_panicking() {
     assert!(t.broken().is_some());
     assert!(t.get(&Key::from("t")).unwrap().is_none());
 }
+
+/// A transaction entry at the transaction limits (most writes, most bytes per range, the
+/// largest ids) fits one log entry: `LOGGED_TXN_WRITE_OVERHEAD_BYTES` bounds a write's
+/// encoding in it.
+#[test]
+fn a_transaction_entry_at_the_limits_fits_one_log_entry() {
+    use ampstore_common::limits::{LOG_ENTRY_BYTES_MAX, TXN_OPS_MAX, TXN_PART_BYTES_MAX};
+    let ops = TXN_OPS_MAX;
+    let per_write = TXN_PART_BYTES_MAX / ops;
+    let writes: Vec<LoggedWrite> = (0..ops)
+        .map(|i| {
+            let key = format!("{i:0>8}");
+            LoggedWrite::new(
+                LoggedOp::Put { key: Key::from(key.as_str()), value: vec![1; per_write - key.len()] },
+                None,
+            )
+        })
+        .collect();
+    let payload = batch::TxnPayload { txn_id: WriteId { client: u64::MAX, n: u64::MAX }, writes };
+    let bytes = batch::encode_txn(&payload).len();
+    assert!(bytes <= LOG_ENTRY_BYTES_MAX, "{bytes} bytes, over {LOG_ENTRY_BYTES_MAX}");
+    // And one write of a whole part (one big value).
+    let big = vec![LoggedWrite::new(
+        LoggedOp::Put { key: Key::from(vec![7u8; 1024]), value: vec![1; TXN_PART_BYTES_MAX - 1024] },
+        None,
+    )];
+    let payload = batch::TxnPayload { txn_id: WriteId { client: u64::MAX, n: u64::MAX }, writes: big };
+    assert!(batch::encode_txn(&payload).len() <= LOG_ENTRY_BYTES_MAX);
+}
