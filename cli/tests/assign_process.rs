@@ -116,7 +116,10 @@ async fn a_merge_whose_caller_gave_up_still_finishes() {
         match c.call(put).await {
             Ok(Reply::Written { .. }) => break,
             other => {
-                assert!(Instant::now() < deadline, "writes to a parent are refused for good after a cancelled merge: {other:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes to a parent are refused for good after a cancelled merge: {other:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -176,7 +179,9 @@ async fn no_parent_answers_reads_once_the_merged_range_serves() {
     // Reads of the right half while the parents are not yet stopped: never the old value.
     for _ in 0..10 {
         match c.call(Op::Get { key: Key::from("x") }).await {
-            Ok(Reply::Value(Some(v))) => panic!("a parent answered a stale read after the merged range deleted it: {v:?}"),
+            Ok(Reply::Value(Some(v))) => {
+                panic!("a parent answered a stale read after the merged range deleted it: {v:?}")
+            }
             Ok(Reply::Value(None)) | Err(ampstore_common::error::Error::RangeLoading { .. }) => {}
             other => panic!("unexpected {other:?}"),
         }

@@ -43,7 +43,9 @@ async fn call_owner(client: &Client, key: &Key, op: Op) -> Result<Reply, ampstor
             Err(e) => Err(e),
         };
         match result {
-            Err(e) if e.is_retryable() && !matches!(e, ampstore_client::Error::Timeout) && Instant::now() < deadline => {
+            Err(e)
+                if e.is_retryable() && !matches!(e, ampstore_client::Error::Timeout) && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => return other,
@@ -86,7 +88,8 @@ async fn first_writes(client: &Client, prefix: &str) -> Firsts {
     assert!(matches!(r, Ok(Reply::Deleted { removed: 1, .. })), "first delete: {r:?}");
     ops.push(("delete", k_del.clone(), del, r));
 
-    let cond = Op::PutIfVersion { key: k_cond.clone(), value: b"first".to_vec(), expected: None, write_id: Some(wid(3)) };
+    let cond =
+        Op::PutIfVersion { key: k_cond.clone(), value: b"first".to_vec(), expected: None, write_id: Some(wid(3)) };
     let r = call_owner(client, &k_cond, cond.clone()).await;
     assert!(matches!(r, Ok(Reply::Written { .. })), "first conditional put: {r:?}");
     ops.push(("conditional put", k_cond.clone(), cond, r));
@@ -251,7 +254,8 @@ async fn a_retry_on_a_hot_range_after_5_s_of_writes_is_answered_not_applied() {
     let c = cluster(&[], &[]).await;
     let key = Key::from("hot-first");
     let client_id = id(0).client;
-    let first = Op::Put { key: key.clone(), value: b"first".to_vec(), write_id: Some(WriteId { client: client_id, n: 0 }) };
+    let first =
+        Op::Put { key: key.clone(), value: b"first".to_vec(), write_id: Some(WriteId { client: client_id, n: 0 }) };
     let answer = call_owner(&c.client, &key, first.clone()).await;
     assert!(matches!(answer, Ok(Reply::Written { .. })), "{answer:?}");
     c.client.put(key.clone(), "second").await.unwrap();

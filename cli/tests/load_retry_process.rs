@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use ampstore_common::Key;
 use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply, Role};
-use ampstore_common::Key;
 use support::{NodeProc, TestClient, open_store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,7 +18,8 @@ async fn a_load_that_failed_on_a_transient_error_is_retried() {
     let store = dir.path().join("store");
     let backend = open_store(&store);
     meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
-    let node = NodeProc::start_with_env(&dir.path().join("a"), &store, &[], &[("AMPSTORE_TEST_FAIL_AT", "load:read:2")]);
+    let node =
+        NodeProc::start_with_env(&dir.path().join("a"), &store, &[], &[("AMPSTORE_TEST_FAIL_AT", "load:read:2")]);
     let mut c = TestClient::connect_as(&node.rpc, Role::Master, None).await.unwrap();
     // One assign, as a master sends it; nobody sends another.
     let assigned = c.call(Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true }).await;
@@ -68,8 +69,12 @@ async fn an_epoch_loss_during_a_load_leaves_no_instance_of_the_old_epoch() {
     let store = dir.path().join("store");
     let backend = open_store(&store);
     meta::ensure_first_range(backend.meta.as_ref()).await.unwrap();
-    let node =
-        NodeProc::start_with_env(&dir.path().join("a"), &store, &[], &[("AMPSTORE_TEST_PAUSE_AT", "assign:loaded:1500")]);
+    let node = NodeProc::start_with_env(
+        &dir.path().join("a"),
+        &store,
+        &[],
+        &[("AMPSTORE_TEST_PAUSE_AT", "assign:loaded:1500")],
+    );
     let assign = Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: true };
     let pending = {
         let (addr, assign) = (node.rpc.clone(), assign.clone());
@@ -82,7 +87,12 @@ async fn an_epoch_loss_during_a_load_leaves_no_instance_of_the_old_epoch() {
     let ended = meta::NodeRecord { epoch: ampstore_common::Epoch(cur.record.epoch.0 + 1), ended: true, ..cur.record };
     backend
         .meta
-        .put(meta::PK_NODE, node.node_id.as_bytes(), &meta::encode(&ended), ampstore_common::store::Expect::Version(cur.version))
+        .put(
+            meta::PK_NODE,
+            node.node_id.as_bytes(),
+            &meta::encode(&ended),
+            ampstore_common::store::Expect::Version(cur.version),
+        )
         .await
         .unwrap();
     println!("first assign: {:?}", pending.await.unwrap());

@@ -71,7 +71,8 @@ async fn an_epoch_loss_with_a_transaction_append_in_flight_answers_timeout_and_a
     );
     claim(&a, range, "").await;
     let mut c = TestClient::connect(&a.rpc).await.unwrap();
-    let Reply::Written { version } = c.call(Op::Put { key: Key::from("acct"), value: b"0".to_vec(), write_id: None }).await.unwrap()
+    let Reply::Written { version } =
+        c.call(Op::Put { key: Key::from("acct"), value: b"0".to_vec(), write_id: None }).await.unwrap()
     else {
         panic!("put")
     };
@@ -170,7 +171,11 @@ async fn a_participant_that_checkpointed_and_restarted_still_knows_the_transacti
     c.call(Op::Put { key: Key::from("y"), value: b"1".to_vec(), write_id: None }).await.unwrap();
     assert!(matches!(c.call(Op::Snapshot { range_id: right }).await, Ok(Reply::Snapshotted { .. })));
     let head = backend.log.read(right, Seq(1), 100).await.unwrap();
-    assert!(head.iter().all(|(s, _)| *s > slot), "the slot is truncated: {:?}", head.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+    assert!(
+        head.iter().all(|(s, _)| *s > slot),
+        "the slot is truncated: {:?}",
+        head.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+    );
     b.kill9();
     let b = NodeProc::start(&root.join("b"), &store, &[]);
     claim(&b, right, "m").await;

@@ -160,10 +160,9 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             // In a task of its own: a merge dropped after closing both parents' logs would
             // leave them refusing writes for good. The caller only waits for it.
             let shared = shared.clone();
-            let merge: AssignFuture = Box::pin(async move { crate::range::merge::run(&shared, left_id, right_id).await });
-            tokio::spawn(merge)
-                .await
-                .unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
+            let merge: AssignFuture =
+                Box::pin(async move { crate::range::merge::run(&shared, left_id, right_id).await });
+            tokio::spawn(merge).await.unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
         }
         Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
         Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
@@ -389,7 +388,9 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
                     let me = shared.owner();
                     match load::clear_owner(&shared.backend, range_id, &start, &me).await {
                         Ok(()) => tracing::warn!(%range_id, error = %e, "range load kept failing: gave the range back"),
-                        Err(clear) => tracing::error!(%range_id, error = %e, clear_error = %clear, "range load kept failing and the range could not be given back"),
+                        Err(clear) => {
+                            tracing::error!(%range_id, error = %e, clear_error = %clear, "range load kept failing and the range could not be given back")
+                        }
                     }
                 }
                 // Ours but unreadable (a corrupt or missing snapshot): not served, and says why.

@@ -404,8 +404,16 @@ impl RangeActor {
         // The parent stops serving now (even reads: the children will take writes); its slot
         // answers `RangeLoading` until the children serve.
         self.shared.directory.insert(parent_id, Slot::Loading { range: parent_range.clone() });
-        let job =
-            SplitJob { parent_id, parent_range, split_seq: seq, plan, left, right, write_ids, owner: self.owner.clone() };
+        let job = SplitJob {
+            parent_id,
+            parent_range,
+            split_seq: seq,
+            plan,
+            left,
+            right,
+            write_ids,
+            owner: self.owner.clone(),
+        };
         let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Err(e) = split::complete(&shared, job).await {

@@ -262,7 +262,8 @@ fn a_retry_after_a_checkpoint_and_a_move_is_answered_not_applied() {
         condition: Condition::None,
         write_id: Some(WriteKey::Write(WriteId { client: 7, n: 2 })),
     };
-    let cond = Write { write_id: Some(WriteKey::Write(WriteId { client: 7, n: 3 })), ..put_if("c", "x", Some(v(9, 9))) };
+    let cond =
+        Write { write_id: Some(WriteKey::Write(WriteId { client: 7, n: 3 })), ..put_if("c", "x", Some(v(9, 9))) };
     a.submit(put("gone", "1"), 0);
     drive(&mut a, &mut log);
     a.submit(first.clone(), 1);
@@ -704,10 +705,7 @@ fn stopping_with_an_append_in_flight_answers_unknown() {
     let mut out = core.abandon_in_flight();
     out.extend(core.refuse_pending(Error::NotOwner { hint: None }));
     out.sort_by_key(|(w, _)| *w);
-    assert_eq!(
-        out,
-        vec![(1, Err(Error::Timeout)), (2, Err(Error::Timeout)), (3, Err(Error::NotOwner { hint: None }))]
-    );
+    assert_eq!(out, vec![(1, Err(Error::Timeout)), (2, Err(Error::Timeout)), (3, Err(Error::NotOwner { hint: None }))]);
     assert!(!core.has_work());
 }
 
@@ -717,8 +715,15 @@ fn stopping_with_an_append_in_flight_answers_unknown() {
 #[test]
 fn a_batch_never_exceeds_the_log_entry_limit_at_the_default_batch_size() {
     use ampstore_common::limits::LOG_ENTRY_BYTES_MAX;
-    let mut core =
-        RangeCore::<u32>::new(RangeId(1), KeyRange::full(), node("a"), Epoch(1), Memtable::new(), Seq(0), LOG_ENTRY_BYTES_MAX);
+    let mut core = RangeCore::<u32>::new(
+        RangeId(1),
+        KeyRange::full(),
+        node("a"),
+        Epoch(1),
+        Memtable::new(),
+        Seq(0),
+        LOG_ENTRY_BYTES_MAX,
+    );
     let mut log = Log::default();
     for i in 0..2000u64 {
         let start = Key::from(format!("{i:0>500}"));

@@ -22,9 +22,9 @@ use ampstore_common::protocol::{Op, Reply};
 use ampstore_common::{KeyRange, RangeId, Seq};
 
 use super::core::{Memtable, SplitPlan};
-use super::write_ids::WriteIdTable;
 use super::reshape;
 use super::snapshot::{self, SnapshotJob};
+use super::write_ids::WriteIdTable;
 use crate::shared::NodeShared;
 
 /// How long a split keeps asking for the master's commit before giving up (the parent
