@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod snapshot;
 pub mod store;
 pub mod txn;
+pub mod varint;
 pub mod write_ids;
 
 pub use error::{Error, ErrorCode};

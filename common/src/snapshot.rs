@@ -402,18 +402,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, SnapshotError> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8()?;
-            if i == 9 && b > 1 {
-                break;
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(corrupt(self.part, format!("bad varint before offset {}", self.pos)))
+        crate::varint::read(self.buf, &mut self.pos)
+            .ok_or_else(|| corrupt(self.part, format!("bad varint before offset {}", self.pos)))
     }
 
     fn key(&mut self, what: &str, len: u64) -> Result<&'a [u8], SnapshotError> {
@@ -701,12 +691,8 @@ fn decode_header_body(body: &[u8]) -> Result<(SnapshotHeader, u16), SnapshotErro
     Ok((SnapshotHeader { range_id, range, seq, created_unix_ms }, format))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    crate::varint::put(out, v);
 }
 
 fn leaf_hash(stored_block: &[u8]) -> [u8; 32] {

@@ -4,7 +4,7 @@
 //! A record names a write by its id (a plain write's [`WriteId`], a push's or enqueue's
 //! [`PushId`], or a transaction's id) and keeps its outcome and when it was decided (unix
 //! ms). Records live for at least [`WRITE_ID_RETENTION_MS`](crate::limits::WRITE_ID_RETENTION_MS)
-//! and travel in the range's snapshot (see `crate::snapshot`), so a retry that reaches the
+//! and travel in the range's snapshot file, so a retry that reaches the
 //! range after a snapshot, a move, a failover, a split or a merge still finds them.
 //!
 //! This file holds the records and their binary encoding; the range's table (bounded by time
@@ -96,12 +96,8 @@ const OUT_DELETED: u8 = 1;
 const OUT_CONFLICT: u8 = 2;
 const OUT_TXN: u8 = 3;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    crate::varint::put(out, v);
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -181,18 +177,8 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8()?;
-            if i == 9 && b > 1 {
-                break;
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError(format!("bad varint before offset {}", self.pos)))
+        crate::varint::read(self.buf, &mut self.pos)
+            .ok_or_else(|| DecodeError(format!("bad or cut varint before offset {}", self.pos)))
     }
 
     fn bytes(&mut self, what: &str, max: usize) -> Result<&'a [u8], DecodeError> {

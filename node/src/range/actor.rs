@@ -187,11 +187,6 @@ fn not_owner() -> Error {
     Error::NotOwner { hint: None }
 }
 
-/// The wall clock in unix ms: remembered write ids carry it across nodes.
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl RangeActor {
     pub fn new(core: RangeCore<Responder>, owner: Owner, shared: Arc<NodeShared>, instance: u64) -> RangeActor {
         RangeActor {
@@ -232,7 +227,7 @@ impl RangeActor {
         if self.core.append_in_flight() || self.releasing.is_some() {
             return;
         }
-        self.core.set_clock(unix_now_ms());
+        self.core.set_clock(super::write_ids::unix_now_ms());
         let plan = self.core.next_batch();
         deliver(plan.early);
         if let Some((seq, entry)) = plan.append {
@@ -275,37 +270,14 @@ impl RangeActor {
         match result {
             Ok(()) => {
                 self.append_failures = 0;
-                self.core.set_clock(unix_now_ms());
+                self.core.set_clock(super::write_ids::unix_now_ms());
                 let done = self.core.on_appended(seq);
                 self.shared.metrics.log_append(done.len(), bytes);
                 deliver(done);
                 if self.stop_if_broken(ctx) {
                     return;
                 }
-                if self.releasing.is_some() {
-                    self.continue_release(ctx);
-                    return;
-                }
-                if matches!(self.merging, Some(Merging::Closing(..))) {
-                    self.start_merge_entry(ctx);
-                    return;
-                }
-                // Transactions and plain writes take turns: a waiting prepare goes first after
-                // an append; the writes queued meanwhile go after it.
-                self.run_waiting(ctx);
-                if self.core.txn_held().is_some() {
-                    return;
-                }
-                if self.should_split() {
-                    self.start_split(ctx);
-                    return;
-                }
-                if !self.snapshot_running
-                    && self.core.log_bytes_since_checkpoint() >= self.shared.cfg.snapshot_log_bytes
-                {
-                    self.start_snapshot(ctx);
-                }
-                self.pump(ctx);
+                self.append_finished(ctx);
             }
             Err(StoreError::SlotTaken { .. }) => {
                 tracing::warn!(range = %self.core.range_id(), %seq, "log slot taken by a newer owner: range fenced, dropping it");
@@ -319,16 +291,7 @@ impl RangeActor {
                 tracing::error!(range = %self.core.range_id(), %seq, error = %e, "the store refused a log batch; failing its writes");
                 self.append_failures = 0;
                 deliver(self.core.on_append_refused(e.into()));
-                if self.releasing.is_some() {
-                    self.continue_release(ctx);
-                    return;
-                }
-                if matches!(self.merging, Some(Merging::Closing(..))) {
-                    self.start_merge_entry(ctx);
-                    return;
-                }
-                self.run_waiting(ctx);
-                self.pump(ctx);
+                self.append_finished(ctx);
             }
             Err(e) => {
                 // Not written (or, on AWS, read back and found ours): retry the same slot.
@@ -342,6 +305,32 @@ impl RangeActor {
                 });
             }
         }
+    }
+
+    /// The append in flight is over (applied or refused): whatever waited for it goes on.
+    fn append_finished(&mut self, ctx: &mut Context<Self>) {
+        if self.releasing.is_some() {
+            self.continue_release(ctx);
+            return;
+        }
+        if matches!(self.merging, Some(Merging::Closing(..))) {
+            self.start_merge_entry(ctx);
+            return;
+        }
+        // Transactions and plain writes take turns: a waiting prepare goes first after
+        // an append; the writes queued meanwhile go after it.
+        self.run_waiting(ctx);
+        if self.core.txn_held().is_some() {
+            return;
+        }
+        if self.should_split() {
+            self.start_split(ctx);
+            return;
+        }
+        if !self.snapshot_running && self.core.log_bytes_since_checkpoint() >= self.shared.cfg.snapshot_log_bytes {
+            self.start_snapshot(ctx);
+        }
+        self.pump(ctx);
     }
 
     /// Over the split size, or hot for long enough, with nothing else going on.
@@ -648,7 +637,7 @@ impl RangeActor {
     /// Remembers a transaction's outcome in the range's write-id table, which travels in its
     /// snapshots: a coordinator asking after a checkpoint or a move still gets the answer.
     fn remember_txn(&mut self, txn_id: WriteId, committed: bool, seq: Option<Seq>) {
-        self.core.set_clock(unix_now_ms());
+        self.core.set_clock(super::write_ids::unix_now_ms());
         self.core.remember_txn(txn_id, committed, seq);
     }
 
@@ -950,7 +939,7 @@ impl Handler<WriteMsg> for RangeActor {
         }
         self.last_used = Instant::now();
         self.writes_since_check += 1;
-        self.core.set_clock(unix_now_ms());
+        self.core.set_clock(super::write_ids::unix_now_ms());
         if let Some((tx, result)) = self.core.submit(msg.write, msg.reply) {
             let _ = tx.send(result);
         }

@@ -508,11 +508,7 @@ impl<W> RangeCore<W> {
                 self.scratch.len()
             ));
             tracing::error!(error = %err, "log batch over the entry limit");
-            for (w, waiter) in payload.writes.iter().zip(waiters) {
-                let result = Err(err.clone());
-                self.finish_write_id_unremembered(w.id(), &result, &mut plan.early);
-                plan.early.push((waiter, result));
-            }
+            self.fail_writes(&payload.writes, waiters, &err, &mut plan.early);
             return plan;
         }
         let entry = LogEntry {
@@ -565,10 +561,7 @@ impl<W> RangeCore<W> {
             // Nothing applied; whether the entry is in the log is not known here.
             let err = self.broken_error();
             let mut out = Vec::new();
-            for (w, waiter) in f.writes.iter().zip(f.waiters) {
-                self.finish_write_id_unremembered(w.id(), &Err(err.clone()), &mut out);
-                out.push((waiter, Err(err.clone())));
-            }
+            self.fail_writes(&f.writes, f.waiters, &err, &mut out);
             return out;
         }
         let mut out = Vec::with_capacity(f.waiters.len());
@@ -604,36 +597,33 @@ impl<W> RangeCore<W> {
     /// same entry would be refused again). Nothing was written: its writers (and callers
     /// following their ids) get `err`, and the slot stays free for the next batch.
     pub fn on_append_refused(&mut self, err: Error) -> Vec<Outcome<W>> {
-        let mut out = Vec::new();
-        let Some(f) = self.in_flight.take() else { return out };
-        for (w, waiter) in f.writes.iter().zip(f.waiters) {
-            if let Some(id) = w.id() {
-                self.dedup.pending.remove(&id);
-                if let Some(followers) = self.dedup.followers.remove(&id) {
-                    out.extend(followers.into_iter().map(|x| (x, Err(err.clone()))));
-                }
-            }
-            out.push((waiter, Err(err.clone())));
-        }
-        out
+        self.fail_in_flight(err)
     }
 
     /// The range stops with an append in flight (its node's epoch ended): the append may
     /// still land, so its writers (and callers following their write ids) are answered
     /// `Timeout`, "outcome unknown", never a "not written" error a caller would retry blindly.
     pub fn abandon_in_flight(&mut self) -> Vec<Outcome<W>> {
+        self.fail_in_flight(Error::Timeout)
+    }
+
+    /// Answers the append in flight's writers (and followers of their ids) with `err`,
+    /// remembering nothing.
+    fn fail_in_flight(&mut self, err: Error) -> Vec<Outcome<W>> {
         let mut out = Vec::new();
-        let Some(f) = self.in_flight.take() else { return out };
-        for (w, waiter) in f.writes.iter().zip(f.waiters) {
-            if let Some(id) = w.id() {
-                self.dedup.pending.remove(&id);
-                if let Some(followers) = self.dedup.followers.remove(&id) {
-                    out.extend(followers.into_iter().map(|x| (x, Err(Error::Timeout))));
-                }
-            }
-            out.push((waiter, Err(Error::Timeout)));
+        if let Some(f) = self.in_flight.take() {
+            self.fail_writes(&f.writes, f.waiters, &err, &mut out);
         }
         out
+    }
+
+    /// Answers `writes` (with their `waiters`) and the followers of their ids with `err`,
+    /// remembering nothing: a retry may try again.
+    fn fail_writes(&mut self, writes: &[LoggedWrite], waiters: Vec<W>, err: &Error, out: &mut Vec<Outcome<W>>) {
+        for (w, waiter) in writes.iter().zip(waiters) {
+            self.finish_write_id_unremembered(w.id(), &Err(err.clone()), out);
+            out.push((waiter, Err(err.clone())));
+        }
     }
 
     /// Refuses every queued write with `err` (the range is being released or lost its

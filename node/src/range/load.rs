@@ -70,9 +70,9 @@ pub async fn load<W>(
         checkpoint_seq,
         batch_bytes_max,
     )
-    .with_write_ids(WriteIdTable::from_records(write_ids, unix_now_ms()));
+    .with_write_ids(WriteIdTable::from_records(write_ids, super::write_ids::unix_now_ms()));
     // Writes replayed from the log are remembered as of now: at least as long as needed.
-    core.set_clock(unix_now_ms());
+    core.set_clock(super::write_ids::unix_now_ms());
     replay_from(backend, &mut core).await?;
     let fence = LogEntry { kind: EntryKind::Fence, writer: me.node_id.clone(), epoch: me.epoch, payload: Bytes::new() };
     for _ in 0..FENCE_ATTEMPTS_MAX {
@@ -104,10 +104,6 @@ async fn replay_from<W>(backend: &Backend, core: &mut RangeCore<W>) -> Result<()
             core.replay(*seq, entry)?;
         }
     }
-}
-
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The snapshot's data and remembered write ids, once it is verified against its checkpoint.

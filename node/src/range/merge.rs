@@ -41,10 +41,6 @@ const COMMIT_RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long giving up an abandoned merge's ranges keeps retrying.
 const ABANDON_RETRY_FOR: Duration = Duration::from_secs(30);
 
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 struct Parent {
     id: RangeId,
     range: KeyRange,
@@ -81,7 +77,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     let keys = data.len();
     // The merged range remembers the write ids of both parents.
     let mut write_ids = left_closed.write_ids.clone();
-    write_ids.extend(right_closed.write_ids.records(), unix_now_ms());
+    write_ids.extend(right_closed.write_ids.records(), super::write_ids::unix_now_ms());
     let stored = snapshot::store_blob(
         &shared.backend,
         SnapshotJob { range_id: plan.merged, range: merged_range.clone(), seq, data, write_ids, owner: owner.clone() },

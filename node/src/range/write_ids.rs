@@ -10,6 +10,11 @@
 use ampstore_common::limits::{RANGE_WRITE_IDS_BYTES_MAX, WRITE_ID_RETENTION_MS};
 use ampstore_common::write_ids::{WriteKey, WriteOutcome, WriteRecord};
 
+/// The wall clock in unix ms: remembered writes carry it, so it means the same on every node.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 #[derive(Clone)]
 pub struct WriteIdTable {
     records: imbl::HashMap<WriteKey, (WriteOutcome, u64)>,
