@@ -350,7 +350,7 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
             )))
         }
         Ok(loaded) => {
-            crate::range::reshape::pause_once("assign:loaded").await;
+            crate::test_points::pause_once("assign:loaded").await;
             let epoch = loaded.owner.epoch;
             let epoch_ended = || epoch != shared.liveness.epoch() || !shared.liveness.is_valid();
             if epoch_ended() {

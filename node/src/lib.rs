@@ -11,4 +11,5 @@ pub mod peers;
 pub mod queue;
 pub mod range;
 pub mod shared;
+pub mod test_points;
 pub mod txn;

@@ -17,7 +17,7 @@ use ampstore_common::error::Error;
 use ampstore_common::meta;
 use ampstore_common::txn::TxnPart;
 
-use crate::shared::NodeShared;
+use ampstore_common::store::MetaStore;
 
 /// How long a read of the node records is used for addresses it lists.
 const LIVE_ADDRS_TTL: Duration = Duration::from_secs(2);
@@ -58,9 +58,9 @@ impl LiveNodeAddrs {
     /// `Ok` when every part's address is this node or a live node's current RPC address;
     /// else `NotOwner` (nothing was sent anywhere: the client locates the ranges again and
     /// retries, which is what a stale route needs).
-    pub async fn check_parts(&self, shared: &NodeShared, parts: &[TxnPart]) -> Result<(), Error> {
+    pub async fn check_parts(&self, own_addr: &str, meta: &dyn MetaStore, parts: &[TxnPart]) -> Result<(), Error> {
         for part in parts {
-            if part.node_addr != shared.rpc_addr && !self.is_live(shared, &part.node_addr).await? {
+            if part.node_addr != own_addr && !self.is_live(meta, &part.node_addr).await? {
                 tracing::info!(addr = %part.node_addr, range = %part.range_id, "transaction names no live node");
                 return Err(Error::NotOwner { hint: None });
             }
@@ -68,7 +68,7 @@ impl LiveNodeAddrs {
         Ok(())
     }
 
-    async fn is_live(&self, shared: &NodeShared, addr: &str) -> Result<bool, Error> {
+    async fn is_live(&self, meta: &dyn MetaStore, addr: &str) -> Result<bool, Error> {
         let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match decide(cached.as_ref(), addr, Instant::now()) {
             Decision::Known => return Ok(true),
@@ -76,7 +76,7 @@ impl LiveNodeAddrs {
             Decision::ReadAgain => {}
         }
         let read_at = Instant::now();
-        let addrs: HashSet<String> = meta::list_nodes(shared.backend.meta.as_ref())
+        let addrs: HashSet<String> = meta::list_nodes(meta)
             .await?
             .into_iter()
             .filter(|(_, n)| !n.record.ended)

@@ -30,8 +30,8 @@ use tokio::sync::oneshot;
 use crate::directory::Slot;
 use crate::range::actor::{TxnPrepareMsg, TxnResolveMsg};
 use crate::range::batch::{self, TxnPayload};
-use crate::range::reshape::crash_point;
 use crate::shared::NodeShared;
+use crate::test_points::crash_point;
 
 /// Deadline of a resolve call to a participant (it may append an abort first).
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
         return send_to_range(shared, part.range_id, |addr| addr.do_send(msg), rx).await;
     }
     // The parts' addresses come from the client: connect only to live nodes.
-    shared.live_node_addrs.check_parts(shared, &parts).await?;
+    shared.live_node_addrs.check_parts(&shared.rpc_addr, shared.backend.meta.as_ref(), &parts).await?;
     let prepares = parts
         .iter()
         .map(|p| {

@@ -243,7 +243,7 @@ impl RangeActor {
             async move {
                 let result = match log.append(range, seq, &entry).await {
                     // Test hook: the append landed but its answer is lost.
-                    Ok(()) => super::reshape::fail_once("append:answer-lost")
+                    Ok(()) => crate::test_points::fail_once("append:answer-lost")
                         .map_err(|e| StoreError::Unavailable(e.to_string())),
                     other => other,
                 };
@@ -534,7 +534,7 @@ impl RangeActor {
         ctx.spawn(
             async move {
                 let appended = log.append(range, seq, &entry).await;
-                super::reshape::pause_once("txn:appended-unanswered").await;
+                crate::test_points::pause_once("txn:appended-unanswered").await;
                 appended
             }
             .into_actor(self)

@@ -36,7 +36,7 @@ pub async fn load<W>(
     claim: bool,
     batch_bytes_max: usize,
 ) -> Result<Loaded<W>, Error> {
-    super::reshape::fail_times("load:read")?;
+    crate::test_points::fail_times("load:read")?;
     let desc = claim_or_check(backend, range_id, start, &me, claim).await?;
     // Seqs live in 1..=i64::MAX (the stores refuse others); a descriptor saying otherwise is
     // damaged, and must not reach `Seq::next`.

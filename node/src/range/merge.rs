@@ -57,9 +57,9 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     }
     let merged_range = KeyRange::new(left.range.start.clone(), right.range.end.clone())?;
     let plan = MergePlan { merged: reshape::fresh_range_id(), left: left_id, right: right_id };
-    reshape::crash_point("merge:entry");
+    crate::test_points::crash_point("merge:entry");
     let right_closed = close(&right, &plan).await?;
-    reshape::crash_point("merge:right");
+    crate::test_points::crash_point("merge:right");
     let left_closed = match close(&left, &plan).await {
         Ok(c) => c,
         Err(e) => {
@@ -67,8 +67,8 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
             return Err(e);
         }
     };
-    reshape::crash_point("merge:left");
-    reshape::pause_once("merge:closed").await;
+    crate::test_points::crash_point("merge:left");
+    crate::test_points::pause_once("merge:closed").await;
     let owner = left_closed.owner.clone();
     debug_assert_eq!(owner, right_closed.owner, "both parents are this node's, in this epoch");
     let seq: Seq = left_closed.seq.max(right_closed.seq);
@@ -90,7 +90,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
             return Err(e);
         }
     };
-    reshape::crash_point("merge:snapshot");
+    crate::test_points::crash_point("merge:snapshot");
     let op = Op::CommitMerge {
         left_id,
         left_start: left.range.start.clone(),
@@ -101,10 +101,12 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         merged_id: plan.merged,
         merged_checkpoint: checkpoint,
     };
-    let committed = match reshape::fail_once("merge:refused") {
+    let committed = match crate::test_points::fail_once("merge:refused") {
         Err(e) => Err(e),
         Ok(()) => match reshape::ask_master(shared, op, COMMIT_RETRY_FOR).await {
-            Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => reshape::fail_once("merge:answer-lost"),
+            Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => {
+                crate::test_points::fail_once("merge:answer-lost")
+            }
             Ok(other) => Err(Error::internal(format!("merge commit answered {other:?}"))),
             Err(e) => Err(e),
         },
@@ -115,7 +117,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     {
         return Err(e);
     }
-    reshape::crash_point("merge:commit");
+    crate::test_points::crash_point("merge:commit");
     // The parents stop answering before the merged range serves: once it takes a write
     // (a delete across both halves, say), a parent's read would be stale. Their slots answer
     // `RangeLoading` meanwhile.
@@ -123,7 +125,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         shared.directory.insert(p.id, Slot::Loading { range: p.range.clone() });
     }
     let loaded = reshape::load_here(shared, plan.merged, merged_range.start.clone()).await;
-    reshape::pause_once("merge:merged-serving").await;
+    crate::test_points::pause_once("merge:merged-serving").await;
     // The merge is committed whatever the load did: the parents are obsolete here.
     for p in [&left, &right] {
         shared.directory.remove(p.id);

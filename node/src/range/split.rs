@@ -52,7 +52,7 @@ pub struct SplitJob {
 pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Error> {
     let SplitJob { parent_id, parent_range, split_seq, plan, left, right, write_ids, owner } = job;
     let started = std::time::Instant::now();
-    reshape::crash_point("split:entry");
+    crate::test_points::crash_point("split:entry");
     let left_range = KeyRange::new(parent_range.start.clone(), Some(plan.split_key.clone()))?;
     let right_range = KeyRange::new(plan.split_key.clone(), parent_range.end.clone())?;
     let (left_cp, left_bytes) = snapshot::store_blob(
@@ -67,7 +67,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         },
     )
     .await?;
-    reshape::crash_point("split:left");
+    crate::test_points::crash_point("split:left");
     let (right_cp, right_bytes) = snapshot::store_blob(
         &shared.backend,
         SnapshotJob {
@@ -80,7 +80,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         },
     )
     .await?;
-    reshape::crash_point("split:right");
+    crate::test_points::crash_point("split:right");
     let stored_ms = started.elapsed().as_millis() as u64;
     let op = Op::SplitRange {
         parent_id,
@@ -106,7 +106,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         }
         return Err(e);
     }
-    reshape::crash_point("split:commit");
+    crate::test_points::crash_point("split:commit");
     let committed_ms = started.elapsed().as_millis() as u64;
     let (left_loaded, right_loaded) = tokio::join!(
         reshape::load_here(shared, plan.left, parent_range.start.clone()),
