@@ -170,6 +170,20 @@ async fn standby_master_takes_over_and_cached_routes_never_notice() {
     let refs: Vec<&MasterProc> = c.masters.iter().collect();
     let active = wait_active(&refs, Duration::from_secs(10)).await;
     let standby = 1 - active;
+    // The ranges were just placed on demand; let the balancer finish spreading them first
+    // (owners unchanged over three balance intervals), so that only the master change can
+    // move a range in the window this test watches.
+    let settled_by = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = owners(&store).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = owners(&store).await;
+        if now == seen {
+            break;
+        }
+        assert!(std::time::Instant::now() < settled_by, "the ranges never settled: {now:?}");
+        seen = now;
+    }
     // Every range is served and cached by a client that knows only the active master: once
     // that master is killed, any call that needs a master (to relocate after an error)
     // fails, so an error-free run shows the cached routes carried every call.
