@@ -18,7 +18,7 @@ use crate::nemesis::{self, FaultReport};
 use crate::net::Network;
 use crate::recorder::Recorder;
 use crate::rng::Rng;
-use crate::schedule::{self, Nemesis, ScheduleSpec};
+use crate::schedule::{self, Nemesis, ScheduleSpec, Step};
 use crate::verdicts::{self, WorkloadVerdict};
 use crate::workload::{self, Ctx, Workload};
 
@@ -50,6 +50,8 @@ pub struct RunSpec {
     pub dir: PathBuf,
     /// The `ampstore` binary.
     pub exe: PathBuf,
+    /// Faults given explicitly (`--schedule FILE`) instead of drawn from the seed.
+    pub schedule: Option<Vec<Step>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -89,7 +91,11 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Summary> {
     anyhow::ensure!((3..=5).contains(&spec.nodes), "--nodes must be 3 to 5");
     anyhow::ensure!(!spec.workloads.is_empty(), "choose at least one workload");
     std::fs::create_dir_all(&spec.dir).with_context(|| format!("creating {}", spec.dir.display()))?;
-    let net = Network::create(spec.masters, spec.nodes, spec.nemeses.contains(&Nemesis::Partition))?;
+    let partitions = match &spec.schedule {
+        Some(steps) => steps.iter().any(|s| s.fault.nemesis() == Nemesis::Partition),
+        None => spec.nemeses.contains(&Nemesis::Partition),
+    };
+    let net = Network::create(spec.masters, spec.nodes, partitions)?;
     let backend = match &spec.backend {
         BackendChoice::Local => Backend::Local(spec.dir.join("store")),
         BackendChoice::Aws { endpoint } => aws_backend(spec, &net, endpoint).await?,
@@ -127,16 +133,19 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Summary> {
     let workers = start_workers(spec, &ctx, &mut rng);
 
     let probe_keys: Vec<workload::Probe> = spec.workloads.iter().flat_map(|w| w.probes()).collect();
-    let steps = schedule::schedule(
-        &ScheduleSpec {
-            duration_ms: spec.duration.as_millis() as u64,
-            nemeses: spec.nemeses.clone(),
-            nodes: spec.nodes,
-            masters: spec.masters,
-            liveness_ms: cluster::LIVENESS_MS,
-        },
-        spec.seed,
-    );
+    let steps = match &spec.schedule {
+        Some(steps) => steps.clone(),
+        None => schedule::schedule(
+            &ScheduleSpec {
+                duration_ms: spec.duration.as_millis() as u64,
+                nemeses: spec.nemeses.clone(),
+                nodes: spec.nodes,
+                masters: spec.masters,
+                liveness_ms: cluster::LIVENESS_MS,
+            },
+            spec.seed,
+        ),
+    };
     let began = Instant::now();
     let mut faults = Vec::new();
     for step in &steps {

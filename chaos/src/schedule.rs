@@ -182,6 +182,96 @@ fn partition(spec: &ScheduleSpec, rng: &mut Rng) -> Fault {
     }
 }
 
+/// The longest schedule file `--schedule` reads.
+pub const SCHEDULE_FILE_BYTES_MAX: usize = 1 << 20;
+
+/// Reads an explicit schedule (`ampstore chaos --schedule FILE`): one fault a line, as
+/// `AT_MS HOLD_MS FAULT`, where FAULT is written the way a run prints it (`kill the node
+/// serving key #3`, `pause the node serving key #0`, `partition m0,m1 | n0,n1,n2`,
+/// `kill the active master`, `split (key #7)`). Blank lines and lines starting with `#` are
+/// skipped.
+/// Steps must start in order and not overlap, and every process named must exist.
+pub fn parse_steps(text: &str, masters: usize, nodes: usize) -> Result<Vec<Step>, String> {
+    if text.len() > SCHEDULE_FILE_BYTES_MAX {
+        return Err(format!("the schedule is over {SCHEDULE_FILE_BYTES_MAX} bytes"));
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        // Whole-line comments only: `#` also appears in `key #N`.
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let step = parse_step(line, masters, nodes).map_err(|e| format!("schedule line {}: {e}: {raw:?}", i + 1))?;
+        if let Some(prev) = steps.last()
+            && prev.at_ms + prev.hold_ms > step.at_ms
+        {
+            return Err(format!("schedule line {}: starts before the fault above is healed", i + 1));
+        }
+        steps.push(step);
+    }
+    if steps.is_empty() {
+        return Err("the schedule has no faults".into());
+    }
+    Ok(steps)
+}
+
+fn parse_step(line: &str, masters: usize, nodes: usize) -> Result<Step, String> {
+    let mut words = line.splitn(3, char::is_whitespace);
+    let number = |w: Option<&str>, what: &str| -> Result<u64, String> {
+        let w = w.ok_or_else(|| format!("no {what}"))?;
+        w.parse::<u64>().map_err(|_| format!("{what} {w:?} is not a number of milliseconds"))
+    };
+    let at_ms = number(words.next(), "AT_MS")?;
+    let hold_ms = number(words.next(), "HOLD_MS")?;
+    let fault = parse_fault(words.next().unwrap_or("").trim(), masters, nodes)?;
+    if matches!(fault, Fault::Split { .. }) && hold_ms != 0 {
+        return Err("a split is not healed: its HOLD_MS must be 0".into());
+    }
+    Ok(Step { at_ms, hold_ms, fault })
+}
+
+fn parse_fault(text: &str, masters: usize, nodes: usize) -> Result<Fault, String> {
+    let key = |rest: &str| rest.trim().parse::<u64>().map_err(|_| format!("key number {rest:?} is not a number"));
+    if let Some(rest) = text.strip_prefix("kill the node serving key #") {
+        return Ok(Fault::KillNode { pick: key(rest)? });
+    }
+    if let Some(rest) = text.strip_prefix("pause the node serving key #") {
+        return Ok(Fault::PauseNode { pick: key(rest)? });
+    }
+    if text == "kill the active master" {
+        return Ok(Fault::KillActiveMaster);
+    }
+    if let Some(rest) = text.strip_prefix("split (key #").and_then(|r| r.strip_suffix(')')) {
+        return Ok(Fault::Split { key_index: key(rest)? });
+    }
+    if let Some(rest) = text.strip_prefix("partition ") {
+        let (a, b) = rest.split_once('|').ok_or("a partition is `partition A,B | C,D`")?;
+        let group = |g: &str| -> Result<Vec<Proc>, String> {
+            g.split(',').map(|p| parse_proc(p.trim(), masters, nodes)).collect()
+        };
+        let (a, b) = (group(a)?, group(b)?);
+        if a.iter().any(|p| b.contains(p)) {
+            return Err("a process is on both sides of the partition".into());
+        }
+        return Ok(Fault::Partition { a, b });
+    }
+    Err("unknown fault (see docs/chaos.md for the forms)".into())
+}
+
+fn parse_proc(name: &str, masters: usize, nodes: usize) -> Result<Proc, String> {
+    let (kind, count) = match name.split_at_checked(1) {
+        Some(("m", _)) => (Proc::Master as fn(usize) -> Proc, masters),
+        Some(("n", _)) => (Proc::Node as fn(usize) -> Proc, nodes),
+        _ => return Err(format!("process {name:?} is not mN or nN")),
+    };
+    let index: usize = name[1..].parse().map_err(|_| format!("process {name:?} is not mN or nN"))?;
+    if index >= count {
+        return Err(format!("process {name:?} does not exist (indices start at 0)"));
+    }
+    Ok(kind(index))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +313,37 @@ mod tests {
         assert!(schedule(&spec(vec![Nemesis::Kill], WARMUP_MS + COOLDOWN_MS), 1).is_empty());
         assert!(schedule(&spec(vec![], 60_000), 1).is_empty());
         assert!("kill".parse::<Nemesis>().is_ok() && "nuke".parse::<Nemesis>().is_err());
+    }
+
+    #[test]
+    fn a_schedule_file_reads_back_what_a_run_prints() {
+        let steps = schedule(&spec(Nemesis::ALL.to_vec(), 120_000), 9);
+        let text: String = steps.iter().map(|s| format!("{} {} {}\n", s.at_ms, s.hold_ms, s.fault)).collect();
+        let text = format!("# a comment\n\n{text}");
+        let back = parse_steps(&text, 2, 3).unwrap();
+        assert_eq!(back.len(), steps.len());
+        for (a, b) in back.iter().zip(&steps) {
+            assert_eq!((a.at_ms, a.hold_ms, a.fault.to_string()), (b.at_ms, b.hold_ms, b.fault.to_string()));
+        }
+    }
+
+    #[test]
+    fn a_bad_schedule_file_is_refused_with_its_line() {
+        let bad = [
+            ("", "no faults"),
+            ("1000 x kill the active master", "HOLD_MS"),
+            ("1000 2000 nuke everything", "unknown fault"),
+            ("1000 2000 partition m0 | n3", "does not exist"),
+            ("1000 2000 partition m0,n1 | n1", "both sides"),
+            ("1000 2000 split (key #1)", "HOLD_MS must be 0"),
+            ("1000 5000 kill the active master\n3000 1000 kill the active master", "line 2"),
+        ];
+        for (text, want) in bad {
+            let e = parse_steps(text, 2, 3).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        assert!(parse_steps(&" ".repeat(SCHEDULE_FILE_BYTES_MAX + 1), 2, 3).unwrap_err().contains("bytes"));
+        let ok = parse_steps("2000 3500 partition m0,m1 | n0,n1,n2\n9000 3000 kill the node serving key #0", 2, 3);
+        assert_eq!(ok.unwrap()[1].fault, Fault::KillNode { pick: 0 });
     }
 }

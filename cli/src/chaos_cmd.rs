@@ -42,6 +42,11 @@ pub struct ChaosArgs {
     /// Where the history, summary, data and logs go (default chaos-runs/SEED-TIME).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Run these faults instead of drawing them from the seed: one a line, `AT_MS HOLD_MS
+    /// FAULT`, FAULT written as a run prints it (see docs/chaos.md); the seed still drives
+    /// the workloads.
+    #[arg(long, value_name = "FILE", conflicts_with = "nemesis")]
+    schedule: Option<PathBuf>,
     /// Check a saved history (history.jsonl of an earlier run) instead of running; the
     /// availability rule is applied too when summary.json lies beside it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "dir", "endpoint"])]
@@ -74,6 +79,29 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_007)
     });
+    let schedule = match &args.schedule {
+        None => None,
+        Some(path) => {
+            let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+            if meta.len() > ampstore_chaos::schedule::SCHEDULE_FILE_BYTES_MAX as u64 {
+                anyhow::bail!("{}: over {} bytes", path.display(), ampstore_chaos::schedule::SCHEDULE_FILE_BYTES_MAX);
+            }
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let steps = ampstore_chaos::schedule::parse_steps(&text, 2, args.nodes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if let Some(last) = steps.last()
+                && last.at_ms + last.hold_ms + ampstore_chaos::schedule::COOLDOWN_MS > args.duration * 1000
+            {
+                anyhow::bail!(
+                    "{}: the last fault ends after the run (--duration {} s; faults must heal {} ms before the end)",
+                    path.display(),
+                    args.duration,
+                    ampstore_chaos::schedule::COOLDOWN_MS
+                );
+            }
+            Some(steps)
+        }
+    };
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("chaos-runs").join(format!("{seed}-{now_s}")));
     let spec = RunSpec {
         duration: Duration::from_secs(args.duration),
@@ -85,12 +113,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         backend,
         dir: dir.clone(),
         exe: std::env::current_exe().context("finding the ampstore binary")?,
+        schedule,
     };
     let summary = ampstore_chaos::run::run(&spec).await?;
     print!("{}", ampstore_chaos::run::render(&summary));
     std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     println!("summary: {}", dir.join("summary.json").display());
-    println!("again: ampstore chaos --seed {seed} --duration {} --nodes {}", args.duration, args.nodes);
+    let schedule_arg = args.schedule.as_ref().map_or(String::new(), |p| format!(" --schedule {}", p.display()));
+    println!("again: ampstore chaos --seed {seed} --duration {} --nodes {}{schedule_arg}", args.duration, args.nodes);
     if summary.failed() { Err(Violation.into()) } else { Ok(()) }
 }
 

@@ -76,3 +76,63 @@ fn bad_chaos_arguments_are_refused_clearly() {
     let o = ampstore(&["chaos", "--backend", "aws"]);
     assert!(text(&o).contains("needs --endpoint"), "{}", text(&o));
 }
+
+/// A partition that cuts the masters off every node (long enough for the masters' gossip to
+/// declare every node down), then a node killed for 20 s, then one paused for 8 s: each
+/// failure must fail over to the other nodes within the availability rule, not wait for
+/// the failed node to come back. Before the fix the killed node's ranges waited the whole
+/// 20 s (`serving again after 20376 ms`): the masters still took every node for down
+/// because gossip had said so once, and placed nothing.
+#[test]
+fn failovers_after_the_masters_were_cut_off_from_the_nodes_stay_within_the_availability_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let schedule = dir.path().join("schedule.txt");
+    std::fs::write(
+        &schedule,
+        "# at_ms hold_ms fault\n\
+         2000 6500 partition m0,m1 | n0,n1,n2\n\
+         11000 20000 kill the node serving key #0\n\
+         34000 8000 pause the node serving key #1\n",
+    )
+    .unwrap();
+    let seed = seed();
+    let o = ampstore(&[
+        "chaos",
+        "--duration",
+        "46",
+        "--seed",
+        &seed,
+        "--schedule",
+        schedule.to_str().unwrap(),
+        "--dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    eprintln!("{out}");
+    assert_eq!(o.status.code(), Some(0), "chaos run with seed {seed} failed; logs in {}", run_dir.display());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    let faults = summary["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 3, "every scheduled fault ran");
+    for f in &faults[1..] {
+        // Failed over while the node was still down, not when it came back.
+        let (failover, hold) = (f["failover_ms"].as_u64(), f["hold_ms"].as_u64().unwrap());
+        assert!(failover.is_some_and(|ms| ms < hold), "{}: served again only after {failover:?} ms", f["fault"]);
+    }
+    assert_eq!(summary["availability"]["verdict"], "ok", "{}", summary["availability"]);
+}
+
+#[test]
+fn a_bad_schedule_file_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.txt");
+    std::fs::write(&schedule, "2000 3500 partition m0,m1 | n7\n").unwrap();
+    let o = ampstore(&["chaos", "--schedule", schedule.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("schedule line 1") && text(&o).contains("does not exist"), "{}", text(&o));
+    std::fs::write(&schedule, "58000 3000 kill the active master\n").unwrap();
+    let o = ampstore(&["chaos", "--duration", "60", "--schedule", schedule.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("ends after the run"), "{}", text(&o));
+}

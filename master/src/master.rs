@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,10 @@ const STATS_DEADLINE: Duration = Duration::from_secs(3);
 /// Deadline of an assign (the node loads the range before answering) or a release (it
 /// snapshots first).
 const HANDOFF_DEADLINE: Duration = Duration::from_secs(30);
+/// Unavailable assignments are logged at most this often.
+const UNPLACEABLE_WARN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a call to a node checks that the node's epoch is still live.
+const EPOCH_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// How long balance moves leave the children of a split where they are (a range still
 /// growing splits again within seconds; moving it in between costs a snapshot, a release
 /// and a load each time).
@@ -70,8 +74,10 @@ struct State {
     busy: HashSet<Key>,
     moves_in_flight: usize,
     holder: Option<(NodeId, String)>,
-    /// Nodes gossip reports down: no new ranges go there (a hint only).
-    gossip_down: HashSet<NodeId>,
+    /// When an assignment that found no node to take the range was last logged.
+    unplaceable_warned_at: Option<Instant>,
+    /// Nodes whose stats poll is under way (one per node at a time).
+    stats_polling: HashSet<NodeId>,
     /// No merge starts before this (set after a failed merge).
     merges_paused_until: Option<Instant>,
     /// Ranges (by start) that just came out of a split, and until when balance moves leave
@@ -101,8 +107,6 @@ pub struct Master {
     gossip: OnceLock<Gossip>,
     /// Wakes the control loop early (a gossip report that a node is down).
     wake: Notify,
-    /// A stats poll is under way (it runs beside the control loop, see `control_loop`).
-    stats_polling: AtomicBool,
 }
 
 /// Runs a master until `shutdown` resolves. Prints `ampstore master ID ready: rpc ADDR` to
@@ -126,7 +130,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         metrics: Metrics::new(),
         gossip: OnceLock::new(),
         wake: Notify::new(),
-        stats_polling: AtomicBool::new(false),
     });
     let settings =
         GossipSettings::from_config(&cfg, id.clone(), Role::Master, &cfg.master.gossip_addr, &rpc_addr, &admin_addr)?;
@@ -289,11 +292,11 @@ impl Master {
             match events.recv().await {
                 Ok(MemberEvent::Down(id)) => {
                     tracing::info!(node = %id, "gossip reports a member down: looking now");
-                    self.lock().gossip_down.insert(id);
+                    self.lock().nodes.gossip_report(Instant::now(), &id, false);
                     self.wake.notify_one();
                 }
                 Ok(MemberEvent::Up(id)) => {
-                    self.lock().gossip_down.remove(&id);
+                    self.lock().nodes.gossip_report(Instant::now(), &id, true);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -340,18 +343,14 @@ impl Master {
                 tracing::warn!(error = %e, "reading node records failed");
                 continue;
             }
-            // Stats are polled beside the loop: a paused node holds its poll for the whole
-            // STATS_DEADLINE, and the loop must go on ending epochs and placing ranges
-            // meanwhile (the chaos suite's pause nemesis found failovers waiting on it).
-            if last_stats.elapsed() >= Duration::from_millis(self.cfg.stats_ms)
-                && !self.stats_polling.swap(true, Ordering::AcqRel)
-            {
+            // Stats are polled beside the loop, each node on its own: a paused or cut-off
+            // node holds its own poll for up to STATS_DEADLINE, and neither the loop (ending
+            // epochs, placing ranges) nor the other nodes' polls may wait for it (the chaos
+            // suite found failovers waiting on it, then healthy nodes whose stats went stale
+            // behind one paused node's poll, so that no node accepted ranges).
+            if last_stats.elapsed() >= Duration::from_millis(self.cfg.stats_ms) {
                 last_stats = Instant::now();
-                let me = self.clone();
-                tokio::spawn(async move {
-                    me.poll_stats().await;
-                    me.stats_polling.store(false, Ordering::Release);
-                });
+                self.poll_stats();
             }
             if last_refresh.elapsed() >= ROUTING_REFRESH {
                 last_refresh = Instant::now();
@@ -420,31 +419,32 @@ impl Master {
         Ok(())
     }
 
-    async fn poll_stats(self: &Arc<Self>) {
+    /// Starts a stats poll of every node whose last one has ended.
+    fn poll_stats(self: &Arc<Self>) {
         let targets: Vec<(NodeId, String)> = {
-            let st = self.lock();
-            st.nodes
-                .iter()
-                .filter(|(_, w)| !w.record.record.ended)
-                .map(|(id, w)| (id.clone(), w.record.record.rpc_addr.clone()))
-                .collect()
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let live = st.nodes.iter().filter(|(_, w)| !w.record.record.ended);
+            let all: Vec<(NodeId, String)> = live.map(|(id, w)| (id.clone(), w.record.record.rpc_addr.clone())).collect();
+            all.into_iter().filter(|(id, _)| st.stats_polling.insert(id.clone())).collect()
         };
-        let mut polls = tokio::task::JoinSet::new();
         for (id, addr) in targets {
             let me = self.clone();
-            polls.spawn(async move {
-                let reply = match me.conn(&addr).await {
-                    Ok(c) => c.call(Op::RangeStats, STATS_DEADLINE).await,
-                    Err(e) => Err(e),
-                };
-                if let Ok(Reply::Stats(stats)) = reply
+            tokio::spawn(async move {
+                // The deadline covers the connect too (a cut-off node's connect hangs).
+                let reply = tokio::time::timeout(STATS_DEADLINE, async {
+                    me.conn(&addr).await?.call(Op::RangeStats, STATS_DEADLINE).await
+                })
+                .await;
+                let mut st = me.lock();
+                if let Ok(Ok(Reply::Stats(stats))) = reply
                     && stats.node_id == id
                 {
-                    me.lock().nodes.set_stats(Instant::now(), &id, &stats);
+                    st.nodes.set_stats(Instant::now(), &id, &stats);
                 }
+                st.stats_polling.remove(&id);
             });
         }
-        while polls.join_next().await.is_some() {}
     }
 
     async fn refresh_routing(&self) -> Result<(), Error> {
@@ -599,10 +599,11 @@ impl Master {
         if let Some(m) = &pick.colocate {
             self.move_inner(m).await?;
         }
-        let addr = self.lock().nodes.get(&pick.node).map(|w| w.record.record.rpc_addr.clone());
-        let addr = addr.ok_or_else(|| Error::internal("merging on an unknown node"))?;
+        let node = self.lock().nodes.get(&pick.node).map(|w| (w.record.record.rpc_addr.clone(), w.record.record.epoch));
+        let (addr, epoch) = node.ok_or_else(|| Error::internal("merging on an unknown node"))?;
         let op = Op::Merge { left_id: pick.left_id, right_id: pick.right_id };
-        match self.conn(&addr).await?.call(op, HANDOFF_DEADLINE).await? {
+        let owner = Owner { node_id: pick.node.clone(), epoch };
+        match self.call_while_live(&owner, &addr, op, HANDOFF_DEADLINE).await? {
             // The commit updated the routing table already.
             Reply::MergeDone { merged_id } => Ok(merged_id),
             other => Err(Error::internal(format!("merge answered {other:?}"))),
@@ -618,7 +619,20 @@ impl Master {
             return;
         }
         if let Err(e) = self.assign_inner(&start).await {
-            tracing::warn!(range_start = ?start, error = %e, "assignment failed");
+            // The orphan sweep retries every round: with no node to take it, say so once a
+            // second, not once a round per range.
+            let quiet = matches!(&e, Error::Unavailable { .. }) && {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let recent = st.unplaceable_warned_at.is_some_and(|t| now.saturating_duration_since(t) < UNPLACEABLE_WARN_INTERVAL);
+                if !recent {
+                    st.unplaceable_warned_at = Some(now);
+                }
+                recent
+            };
+            if !quiet {
+                tracing::warn!(range_start = ?start, error = %e, "assignment failed (retried every round)");
+            }
         }
         self.lock().busy.remove(&start);
     }
@@ -688,8 +702,8 @@ impl Master {
         let (Some(addr), Some(range_id)) = (addr, range_id) else {
             return Err(Error::internal("assigned to a node or range the master does not know"));
         };
-        let conn = self.conn(&addr).await?;
-        match conn.call(Op::Assign { range_id, start: start.clone(), claim: false }, HANDOFF_DEADLINE).await {
+        let op = Op::Assign { range_id, start: start.clone(), claim: false };
+        match self.call_while_live(owner, &addr, op, HANDOFF_DEADLINE).await {
             Ok(_) => {
                 tracing::info!(%range_id, node = %owner.node_id, "range assigned and serving");
                 Ok(())
@@ -713,9 +727,10 @@ impl Master {
     }
 
     async fn move_inner(self: &Arc<Self>, m: &placement::Move) -> Result<(), Error> {
-        let from_addr = self.lock().nodes.get(&m.from).map(|w| w.record.record.rpc_addr.clone());
-        let from_addr = from_addr.ok_or_else(|| Error::internal("moving off an unknown node"))?;
-        match self.conn(&from_addr).await?.call(Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE).await {
+        let from = self.lock().nodes.get(&m.from).map(|w| (w.record.record.rpc_addr.clone(), w.record.record.epoch));
+        let (from_addr, from_epoch) = from.ok_or_else(|| Error::internal("moving off an unknown node"))?;
+        let from_owner = Owner { node_id: m.from.clone(), epoch: from_epoch };
+        match self.call_while_live(&from_owner, &from_addr, Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE).await {
             Ok(_) | Err(Error::NotOwner { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -742,6 +757,31 @@ impl Master {
         }
         self.set_owner(&term, desc, Some(target.clone())).await?;
         self.load_on(&target, &m.range_start).await
+    }
+
+    /// Calls a node in its epoch `node.epoch`, and stops waiting as soon as that epoch is
+    /// over by this master's clock: a paused or cut-off node must not keep a range busy
+    /// (unplaceable) for the whole `deadline`. What the node does with the request after
+    /// that no longer matters: its epoch is over, so it serves nothing, and whoever loads
+    /// the range next fences the log.
+    async fn call_while_live(&self, node: &Owner, addr: &str, op: Op, deadline: Duration) -> Result<Reply, Error> {
+        let call = async { self.conn(addr).await?.call(op, deadline).await };
+        let epoch_ends = async {
+            loop {
+                tokio::time::sleep(EPOCH_WATCH_INTERVAL).await;
+                let st = self.lock();
+                if epoch_over(&st.nodes, node) || !st.nodes.is_live(Instant::now(), &node.node_id, node.epoch) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            reply = call => reply,
+            () = epoch_ends => Err(Error::unavailable(format!(
+                "node {} is no longer live in epoch {}: stopped waiting for its answer",
+                node.node_id, node.epoch.0
+            ))),
+        }
     }
 
     async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
@@ -1100,7 +1140,7 @@ fn node_loads(st: &State, a: &Active, now: Instant, ignore_budget: bool) -> Vec<
                 }
             }
             NodeLoad {
-                accepts: st.nodes.accepts(now, &id, ignore_budget) && !st.gossip_down.contains(&id),
+                accepts: st.nodes.accepts(now, &id, ignore_budget),
                 draining,
                 node_id: id,
                 ranges,
@@ -1194,8 +1234,7 @@ mod tests {
             metrics: Metrics::new(),
             gossip: OnceLock::new(),
             wake: Notify::new(),
-            stats_polling: AtomicBool::new(false),
-        })
+            })
     }
 
     /// A master that believes it is active (as one paused mid-action would, before it looks

@@ -42,6 +42,11 @@ pub struct Watched {
     ops_total: Option<(u64, Instant)>,
     /// The epoch a drain was requested in (a drain ends with the epoch).
     pub drain_epoch: Option<Epoch>,
+    /// When gossip last reported the node down. Only a hint: the node gets no new ranges
+    /// until it answers a stats poll after the report (or gossip sees it up again), so a
+    /// report that is never followed by an `Up` (a partition that healed before gossip
+    /// noticed) cannot keep the node unplaceable.
+    gossip_down_at: Option<Instant>,
 }
 
 impl Watched {
@@ -67,6 +72,7 @@ impl NodeWatch {
                     stats_at: None,
                     ops_total: None,
                     drain_epoch: None,
+                    gossip_down_at: None,
                 };
                 self.nodes.insert(id.clone(), w);
             }
@@ -90,6 +96,13 @@ impl NodeWatch {
     pub fn set_drain(&mut self, id: &NodeId, epoch: Option<Epoch>) {
         if let Some(w) = self.nodes.get_mut(id) {
             w.drain_epoch = epoch;
+        }
+    }
+
+    /// Gossip reports the node down (`up == false`) or up again.
+    pub fn gossip_report(&mut self, now: Instant, id: &NodeId, up: bool) {
+        if let Some(w) = self.nodes.get_mut(id) {
+            w.gossip_down_at = if up { None } else { Some(now) };
         }
     }
 
@@ -117,11 +130,14 @@ impl NodeWatch {
             .map_or(0, |w| liveness(w).saturating_sub(now.saturating_duration_since(w.rvn_since)).as_millis() as u64)
     }
 
-    /// Live, reachable (recent stats) nodes: the ones ranges may be placed on or moved off.
+    /// Live, reachable (recent stats, and none of them older than a gossip report of the
+    /// node down) nodes: the ones ranges may be placed on or moved off.
     pub fn reachable(&self, now: Instant) -> impl Iterator<Item = (&NodeId, &Watched)> {
         self.nodes.iter().filter(move |(id, w)| {
             self.is_live(now, id, w.record.record.epoch)
-                && w.stats_at.is_some_and(|t| now.saturating_duration_since(t) < STATS_STALE)
+                && w.stats_at.is_some_and(|t| {
+                    now.saturating_duration_since(t) < STATS_STALE && w.gossip_down_at.is_none_or(|d| t > d)
+                })
         })
     }
 
@@ -177,7 +193,7 @@ impl NodeWatch {
         let Some(w) = self.nodes.get(id) else { return "unknown" };
         if !self.is_live(now, id, w.record.record.epoch) {
             "dead"
-        } else if w.stats_at.is_some_and(|t| now.saturating_duration_since(t) < STATS_STALE) {
+        } else if self.reachable(now).any(|(i, _)| i == id) {
             "live"
         } else {
             "unreachable"
@@ -274,5 +290,37 @@ mod tests {
         assert!(!w.accepts(t0, &n, false), "at its memory budget");
         assert!(w.accepts(t0, &n, true), "...unless every node is");
         assert!(!w.accepts(t0 + STATS_STALE + Duration::from_millis(600), &n, true), "stats too old");
+    }
+
+    #[test]
+    fn a_gossip_report_of_a_node_down_holds_only_until_the_node_answers_again() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let n = NodeId::new("n1").unwrap();
+        let mut w = NodeWatch::default();
+        let stats = NodeStats {
+            node_id: n.clone(),
+            epoch: Epoch(1),
+            liveness_ms_left: 500,
+            ranges: vec![],
+            resident_bytes: 1,
+            ops_total: 0,
+            memory_budget_bytes: 0,
+            split_bytes: 0,
+        };
+        w.observe(ms(0), &n, rec(1, 1, 1, false));
+        w.set_stats(ms(0), &n, &stats);
+        assert!(w.accepts(ms(10), &n, false));
+        w.gossip_report(ms(100), &n, false);
+        assert!(!w.accepts(ms(100), &n, false), "reported down: no new ranges");
+        assert_eq!(w.state(ms(100), &n), "unreachable");
+        // No `Up` ever comes (the partition healed before gossip noticed): the node's own
+        // answer is enough.
+        w.observe(ms(400), &n, rec(1, 2, 2, false));
+        w.set_stats(ms(400), &n, &stats);
+        assert!(w.accepts(ms(400), &n, false), "answered after the report");
+        w.gossip_report(ms(500), &n, false);
+        w.gossip_report(ms(600), &n, true);
+        assert!(w.accepts(ms(600), &n, false), "gossip sees it up again");
     }
 }

@@ -120,6 +120,15 @@ pub fn foca_config(cluster_size: u64, suspicion_ms: u64) -> FocaConfig {
     if let Some(a) = cfg.periodic_announce.as_mut() {
         a.frequency = a.frequency.min(Duration::from_millis(suspicion_ms * 2));
     }
+    // After a partition heals, the two sides have each declared the other down and no
+    // longer probe it; only an announce to down members brings them back (every renewed
+    // identity is then news). foca's LAN default is one member every 65 s, which left
+    // the masters taking every node for down for up to a minute after a 5 s partition
+    // (chaos seed 2026). Every down member, every suspicion window, costs one packet each.
+    if let Some(a) = cfg.periodic_announce_to_down_members.as_mut() {
+        a.frequency = Duration::from_millis(suspicion_ms);
+        a.num_members = NonZeroUsize::new(cluster_size.clamp(1, u32::MAX as u64) as usize).unwrap_or(NonZeroUsize::MIN);
+    }
     cfg
 }
 
