@@ -42,6 +42,9 @@ pub struct Cluster {
     masters: usize,
     nodes: usize,
     children: Vec<(Proc, Option<Child>)>,
+    /// The store process of the local backend (never faulted: it stands for DynamoDB), and
+    /// the address the others reach it at.
+    store: Option<(Child, String)>,
 }
 
 impl Cluster {
@@ -62,7 +65,12 @@ impl Cluster {
             masters,
             nodes,
             children: Vec::new(),
+            store: None,
         };
+        if let Backend::Local(store_dir) = &cluster.backend {
+            let store_dir = store_dir.clone();
+            cluster.store = Some(cluster.start_store(&store_dir)?);
+        }
         let procs: Vec<Proc> = (0..masters).map(Proc::Master).chain((0..nodes).map(Proc::Node)).collect();
         for p in procs {
             cluster.children.push((p, None));
@@ -91,6 +99,44 @@ impl Cluster {
         self.children.iter().find(|(q, _)| *q == p).and_then(|(_, c)| c.as_ref()).map(Child::id)
     }
 
+    /// Starts `ampstore store` on the embedded store in `store_dir`: the one process that
+    /// opens its SQLite file, so a paused master or node never holds the file's write lock
+    /// (which froze every other process for the length of the pause). It listens where
+    /// every namespace reaches it and is never faulted, as DynamoDB would not be.
+    fn start_store(&self, store_dir: &Path) -> anyhow::Result<(Child, String)> {
+        let ip = self.net.gateway().map_or_else(|| "127.0.0.1".to_string(), |gw| gw.to_string());
+        let log_path = self.dir.join("logs").join("store.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut child = std::process::Command::new(&self.exe)
+            .arg("--data")
+            .arg(self.dir.join("store-process"))
+            .arg("--set")
+            .arg(format!("backend.local.dir={}", store_dir.display()))
+            .args(["store", "--listen", &format!("{ip}:0")])
+            .env("RUST_LOG", "warn,ampstore_common=info")
+            .env_remove("AMPSTORE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting the store process")?;
+        let line = first_line(&mut child);
+        // "ampstore store ready: listen ADDR dir DIR"
+        let addr = line.as_deref().and_then(|l| l.split("listen ").nth(1)).and_then(|r| r.split_whitespace().next());
+        match addr {
+            Some(addr) => {
+                let addr = addr.to_string();
+                Ok((child, addr))
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("the store process did not start; the end of {}:\n{}", log_path.display(), tail(&log, 10));
+            }
+        }
+    }
+
     /// Starts `p` (again) and waits for its ready line.
     pub fn spawn(&mut self, p: Proc) -> anyhow::Result<()> {
         let (kind, name) = match p {
@@ -102,6 +148,9 @@ impl Cluster {
         cmd.arg("--data").arg(self.dir.join(&name));
         if let Backend::Local(store) = &self.backend {
             cmd.arg("--set").arg(format!("backend.local.dir={}", store.display()));
+        }
+        if let Some((_, addr)) = &self.store {
+            cmd.arg("--set").arg(format!("backend.local.server={addr}"));
         }
         let seeds: Vec<String> = (0..self.masters)
             .map(Proc::Master)
@@ -146,15 +195,8 @@ impl Cluster {
             .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("starting {p}"))?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {} // keep the pipe drained
-        });
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Some(Ok(line))) if line.contains("ready:") => {}
+        match first_line(&mut child) {
+            Some(line) if line.contains("ready:") => {}
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -205,6 +247,12 @@ impl Cluster {
                 *slot = None;
             }
         }
+        if let Some((child, _)) = &mut self.store
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            out.push(format!("the store process exited on its own ({status})"));
+            self.store = None;
+        }
         out
     }
 
@@ -230,6 +278,21 @@ impl Cluster {
         }
     }
 
+    /// Stops the store process last (the others may still be writing until they exit).
+    fn stop_store(&mut self) {
+        if let Some((mut child, _)) = self.store.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.dir.join("logs")
     }
@@ -238,6 +301,23 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+        self.stop_store();
+    }
+}
+
+/// The child's first stdout line (its ready line), waiting at most `READY_TIMEOUT`; the
+/// rest of its output is drained so the child never blocks on a full pipe.
+fn first_line(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {} // keep the pipe drained
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(Some(Ok(line))) => Some(line),
+        _ => None,
     }
 }
 

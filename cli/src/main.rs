@@ -24,6 +24,7 @@ mod queue_cmd;
 mod settings;
 mod snapshot_cmd;
 mod status_cmd;
+mod store_cmd;
 mod txn_cmd;
 mod up_cmd;
 
@@ -78,6 +79,9 @@ enum Command {
     Collector(collector_cmd::CollectorArgs),
     /// Run a master: active while it holds the lease, standby otherwise.
     Master(master_cmd::MasterArgs),
+    /// Run the embedded store's process: the one process that opens its SQLite file, for
+    /// masters, nodes and collectors set to `backend.local.server`.
+    Store(store_cmd::StoreArgs),
     /// Move every range off a node (before a rolling restart).
     Drain(drain_cmd::DrainArgs),
     /// Show the cluster's members as gossip sees them.
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Node(args) => node_cmd::run(&cli.settings, args).await,
             Command::Master(args) => master_cmd::run(&cli.settings, args).await,
             Command::Collector(args) => collector_cmd::run(&cli.settings, args).await,
+            Command::Store(args) => store_cmd::run(&cli.settings, args).await,
             Command::Drain(args) => drain_cmd::run(&cli.settings, args).await,
             Command::Members(args) => members_cmd::run(&cli.settings, args).await,
             Command::Status(args) => status_cmd::run(&cli.settings, args).await,

@@ -1,5 +1,6 @@
 //! `ampstore up`: a local cluster of child processes of this binary on 127.0.0.1 — masters
-//! and nodes sharing one store under the data directory — until SIGINT or SIGTERM. A child
+//! and nodes sharing one store under the data directory, which `up` itself opens and serves
+//! to them (`backend.local.server`) — until SIGINT or SIGTERM. A child
 //! that dies is restarted on its addresses (unless `--no-restart`), so `up` outlives any one
 //! of its processes.
 //!
@@ -154,6 +155,36 @@ pub struct LocalCluster {
     launcher: Launcher,
     /// Whether a child that dies is started again (`up` without `--no-restart`).
     restart: bool,
+    /// The embedded store, served from this process (see [`serve_store`]).
+    store: Option<StoreTask>,
+}
+
+/// The embedded store served by `up` itself.
+struct StoreTask {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the embedded store in `store_dir` in this process and serves it on a loopback port:
+/// `up`'s masters and nodes reach it there (`backend.local.server`) instead of each opening
+/// the SQLite file, so a stopped or slow process never holds the file's write lock over the
+/// others (see `ampstore_common::store::remote`). Returns the address.
+async fn serve_store(
+    cfg: &ampstore_common::config::Config,
+    store_dir: &Path,
+    admin_token: &str,
+) -> anyhow::Result<(StoreTask, String)> {
+    let store = ampstore_common::store::local::LocalStore::open(store_dir, &cfg.backend.local)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listening for the store")?;
+    let addr = listener.local_addr()?.to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(ampstore_common::store::remote::serve(
+        listener,
+        store.backend(),
+        Some(admin_token.to_string()),
+        stopped,
+    ));
+    Ok((StoreTask { stop, task }, addr))
 }
 
 pub async fn run(settings: &SettingsArgs, args: UpArgs) -> anyhow::Result<()> {
@@ -216,6 +247,7 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
         common.extend(["--config".to_string(), cfg_file.display().to_string()]);
     }
     let mut backend: Vec<String> = Vec::new();
+    let mut store = None;
     match args.backend {
         Some(BackendArg::Aws) => {
             backend.extend(["--backend".into(), "aws".into()]);
@@ -228,6 +260,11 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
                 anyhow::bail!("--endpoint needs --backend aws");
             }
             common.extend(["--set".into(), format!("backend.local.dir={}", dir.join("store").display())]);
+            if cfg.backend.local.server.is_none() {
+                let (task, addr) = serve_store(&cfg, &dir.join("store"), &admin_token).await?;
+                common.extend(["--set".into(), format!("backend.local.server={addr}")]);
+                store = Some(task);
+            }
         }
     }
 
@@ -239,6 +276,7 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
         children: vec![],
         launcher: Launcher { exe, common, dir: dir.clone(), log_filter: args.log.clone() },
         restart: !args.no_restart,
+        store,
     };
     let mut seeds: Vec<String> = Vec::new();
     for i in 0..args.masters {
@@ -691,6 +729,11 @@ impl LocalCluster {
                 }
             }
         }
+        // Last: the processes above may write until they exit.
+        if let Some(store) = self.store.take() {
+            let _ = store.stop.send(true);
+            let _ = store.task.await;
+        }
     }
 
     /// Kills one node with SIGKILL and leaves it down (the demo shows failover with it).
@@ -769,6 +812,7 @@ mod tests {
             }],
             launcher,
             restart: true,
+            store: None,
         }
     }
 

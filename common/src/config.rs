@@ -365,11 +365,16 @@ pub struct LocalConfig {
     pub synchronous: SyncMode,
     /// How long a writer waits for another process's SQLite write lock.
     pub busy_timeout_ms: u64,
+    /// The address of the store process (`ampstore store`) that alone opens the SQLite
+    /// file; this process then reaches the commit log and meta over TCP (blobs stay files
+    /// in `dir`). Unset: this process opens the file itself (see docs/operations.md for why
+    /// several processes sharing the file is for tests only).
+    pub server: Option<String>,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { dir: None, synchronous: SyncMode::Full, busy_timeout_ms: 10_000 }
+        LocalConfig { dir: None, synchronous: SyncMode::Full, busy_timeout_ms: 10_000, server: None }
     }
 }
 

@@ -96,6 +96,19 @@ pub const SNAPSHOT_BLOCKS_MAX: u32 = 1_000_000;
 /// Queue depth of the embedded backend's writer task (requests waiting for a commit).
 pub const LOCAL_WRITER_QUEUE_DEPTH: usize = 4096;
 
+/// How long a call to the store process (`backend.local.server`) may take before it is
+/// `Unavailable` (outcome unknown). As long as the embedded store's own `busy_timeout`
+/// default: a call never gives up sooner than the file lock would have.
+pub const STORE_CALL_DEADLINE_MS: u64 = 10_000;
+
+/// Most connections one process keeps to the store process (one per call in flight).
+pub const STORE_CLIENT_CONNECTIONS_MAX: usize = 64;
+
+/// Most key and value bytes in one answer to a meta query from the store process; a longer
+/// answer is cut after the item that crosses it and continued by the client (well under
+/// `FRAME_BYTES_MAX`, which a page of 1,000 items of up to `META_VALUE_BYTES_MAX` would pass).
+pub const STORE_QUERY_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Most payload bytes the embedded writer commits in one SQLite transaction.
 pub const LOCAL_WRITER_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 

@@ -61,7 +61,7 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, String), Error> {
 }
 
 /// Compares without an early exit, so response time does not reveal a matching prefix.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

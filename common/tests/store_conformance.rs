@@ -29,6 +29,26 @@ async fn local_backend() -> TestBackend {
     TestBackend { backend: store.backend(), _guard: Box::new(dir) }
 }
 
+/// The embedded store behind a store process's protocol: served in this test process on a
+/// loopback port, reached through `RemoteStore` exactly as masters and nodes reach it.
+async fn remote_backend() -> TestBackend {
+    use ampstore_common::store::remote::{RemoteStore, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(listener, store.backend(), Some("admin-secret".into()), stopped));
+    let remote = RemoteStore::new(&addr, Some("admin-secret".into()));
+    remote.check().await.unwrap();
+    let backend = Backend {
+        log: std::sync::Arc::new(remote.clone()),
+        meta: std::sync::Arc::new(remote),
+        blobs: store.backend().blobs,
+    };
+    TestBackend { backend, _guard: Box::new((dir, stop)) }
+}
+
 #[cfg(feature = "aws")]
 pub fn aws_test_endpoint() -> String {
     std::env::var("AMPSTORE_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
@@ -94,6 +114,8 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(local, local_backend);
+
+conformance_suite!(remote, remote_backend);
 
 #[cfg(feature = "aws")]
 conformance_suite!(aws, aws_backend);

@@ -425,7 +425,8 @@ impl Master {
             let mut guard = self.lock();
             let st = &mut *guard;
             let live = st.nodes.iter().filter(|(_, w)| !w.record.record.ended);
-            let all: Vec<(NodeId, String)> = live.map(|(id, w)| (id.clone(), w.record.record.rpc_addr.clone())).collect();
+            let all: Vec<(NodeId, String)> =
+                live.map(|(id, w)| (id.clone(), w.record.record.rpc_addr.clone())).collect();
             all.into_iter().filter(|(id, _)| st.stats_polling.insert(id.clone())).collect()
         };
         for (id, addr) in targets {
@@ -624,7 +625,9 @@ impl Master {
             let quiet = matches!(&e, Error::Unavailable { .. }) && {
                 let mut st = self.lock();
                 let now = Instant::now();
-                let recent = st.unplaceable_warned_at.is_some_and(|t| now.saturating_duration_since(t) < UNPLACEABLE_WARN_INTERVAL);
+                let recent = st
+                    .unplaceable_warned_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < UNPLACEABLE_WARN_INTERVAL);
                 if !recent {
                     st.unplaceable_warned_at = Some(now);
                 }
@@ -730,7 +733,10 @@ impl Master {
         let from = self.lock().nodes.get(&m.from).map(|w| (w.record.record.rpc_addr.clone(), w.record.record.epoch));
         let (from_addr, from_epoch) = from.ok_or_else(|| Error::internal("moving off an unknown node"))?;
         let from_owner = Owner { node_id: m.from.clone(), epoch: from_epoch };
-        match self.call_while_live(&from_owner, &from_addr, Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE).await {
+        match self
+            .call_while_live(&from_owner, &from_addr, Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE)
+            .await
+        {
             Ok(_) | Err(Error::NotOwner { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -1139,13 +1145,7 @@ fn node_loads(st: &State, a: &Active, now: Instant, ignore_budget: bool) -> Vec<
                     ranges.push((d.record.range.start.clone(), d.record.range_id, score));
                 }
             }
-            NodeLoad {
-                accepts: st.nodes.accepts(now, &id, ignore_budget),
-                draining,
-                node_id: id,
-                ranges,
-                pinned_score,
-            }
+            NodeLoad { accepts: st.nodes.accepts(now, &id, ignore_budget), draining, node_id: id, ranges, pinned_score }
         })
         .collect()
 }
@@ -1234,7 +1234,7 @@ mod tests {
             metrics: Metrics::new(),
             gossip: OnceLock::new(),
             wake: Notify::new(),
-            })
+        })
     }
 
     /// A master that believes it is active (as one paused mid-action would, before it looks

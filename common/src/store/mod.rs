@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::config::{BackendKind, Config};
@@ -18,10 +19,11 @@ pub mod aws;
 pub mod local;
 pub mod lost_responses;
 pub mod own_write;
+pub mod remote;
 pub mod validate;
 
 /// What a log entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryKind {
     /// A batch of writes (group commit).
     Batch,
@@ -64,17 +66,18 @@ impl EntryKind {
 }
 
 /// One commit-log entry. The payload is opaque to the store (the node encodes batches).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     pub kind: EntryKind,
     /// The node that wrote it, in which epoch: tells a reader whose fence or batch it is.
     pub writer: NodeId,
     pub epoch: Epoch,
+    /// Serialised as MessagePack bin (the `bytes` crate's serde), not an array of numbers.
     pub payload: Bytes,
 }
 
 /// One slot of an atomic multi-range append.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendSlot {
     pub range: RangeId,
     pub seq: Seq,
@@ -82,14 +85,15 @@ pub struct AppendSlot {
 }
 
 /// A meta item: an opaque value with a version that every write bumps (1 on creation).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaItem {
     pub version: u64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
 /// The condition a meta write (or check) requires of the item's current state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expect {
     /// No condition.
     Any,
@@ -98,26 +102,30 @@ pub enum Expect {
     /// The item must exist with this version.
     Version(u64),
     /// The item must exist with this exact value.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One step of a transactional meta update.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaOp {
     Put {
         pk: String,
+        #[serde(with = "serde_bytes")]
         sk: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         expect: Expect,
     },
     Delete {
         pk: String,
+        #[serde(with = "serde_bytes")]
         sk: Vec<u8>,
         expect: Expect,
     },
     /// Writes nothing; the transaction fails unless the condition holds.
     Check {
         pk: String,
+        #[serde(with = "serde_bytes")]
         sk: Vec<u8>,
         expect: Expect,
     },
@@ -137,7 +145,7 @@ impl MetaOp {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
     /// `append` found its slot already written (by a fence or another writer).
     #[error("log slot {range}/{seq} is already taken")]
@@ -261,11 +269,42 @@ impl Backend {
     /// the AWS backend expects its tables and bucket (`ampstore init`).
     pub async fn open(cfg: &Config) -> Result<Backend, Error> {
         match cfg.backend.kind {
-            BackendKind::Local => {
-                let store = local::LocalStore::open(&cfg.local_dir(), &cfg.backend.local)?;
-                Ok(store.backend())
-            }
+            BackendKind::Local => match &cfg.backend.local.server {
+                None => Ok(local::LocalStore::open(&cfg.local_dir(), &cfg.backend.local)?.backend()),
+                Some(addr) => {
+                    let (_, admin_token) = cfg.cluster.tokens()?;
+                    let remote = remote::RemoteStore::new(addr, admin_token);
+                    wait_for_store(&remote, addr).await?;
+                    Ok(Backend {
+                        log: Arc::new(remote.clone()),
+                        meta: Arc::new(remote),
+                        blobs: Arc::new(local::FileBlobStore::open(&local::blob_dir(&cfg.local_dir()))?),
+                    })
+                }
+            },
             BackendKind::Aws => open_aws(cfg).await,
+        }
+    }
+}
+
+/// How long a process waits at start for the store process (started beside it by `up` or
+/// the chaos suite) to accept connections.
+const STORE_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn wait_for_store(remote: &remote::RemoteStore, addr: &str) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match remote.check().await {
+            Ok(()) => return Ok(()),
+            // A refused hello (wrong token or version) does not get better by waiting.
+            Err(StoreError::Invalid(why)) => return Err(Error::invalid(why)),
+            Err(e) if started.elapsed() >= STORE_START_WAIT => {
+                return Err(Error::unavailable(format!(
+                    "the store process at {addr} (backend.local.server) did not answer within {} s: {e}",
+                    STORE_START_WAIT.as_secs()
+                )));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
 }

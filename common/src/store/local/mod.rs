@@ -71,6 +71,11 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
+/// Where the blobs of the embedded store in `dir` live.
+pub fn blob_dir(dir: &Path) -> PathBuf {
+    dir.join(BLOB_DIR)
+}
+
 impl LocalStore {
     /// Opens (creating if needed) the store in `dir` and starts this process's writer thread.
     pub fn open(dir: &Path, cfg: &LocalConfig) -> Result<LocalStore, Error> {
