@@ -1332,4 +1332,142 @@ mod tests {
         assert!(matches!(err, Error::NotMaster { .. }), "{err:?}");
         assert!(a.acting_term().is_none());
     }
+
+    /// A node that accepts requests and never answers them (a stopped process whose
+    /// connection is already open).
+    struct Stuck;
+
+    impl Service for Stuck {
+        fn server_info(&self) -> ServerInfo {
+            ServerInfo {
+                protocol_version: PROTOCOL_VERSION,
+                server_id: NodeId::new("stuck").unwrap(),
+                role: Role::Node,
+            }
+        }
+
+        async fn handle(self: &Arc<Self>, _op: Op) -> Result<Reply, Error> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_assignment_to_a_node_that_stops_answering_ends_with_its_epoch_not_the_handoff_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let a = master(backend, "a");
+        let (listener, addr) = rpc_server::bind("127.0.0.1:0").await.unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(rpc_server::serve(listener, Arc::new(Stuck), stopped));
+        let node = NodeId::new("n1").unwrap();
+        let record = |epoch: u64, ended: bool| Versioned {
+            version: epoch,
+            record: ampstore_common::meta::NodeRecord {
+                epoch: Epoch(epoch),
+                rvn: 1,
+                rpc_addr: addr.clone(),
+                liveness_ms: 60_000,
+                ended,
+            },
+        };
+        let routing = RoutingTable::load(vec![Versioned {
+            version: 1,
+            record: RangeDescriptor {
+                range_id: RangeId(7),
+                range: KeyRange::full(),
+                generation: 1,
+                owner: Some(Owner { node_id: node.clone(), epoch: Epoch(1) }),
+                checkpoint: None,
+            },
+        }])
+        .unwrap();
+        {
+            let mut st = a.lock();
+            st.nodes.observe(Instant::now(), &node, record(1, false));
+            let term = TermRecord { term: ampstore_common::Term(1), holder: a.id.clone() };
+            st.active = Some(Active {
+                term,
+                valid_until: Instant::now() + Duration::from_secs(60),
+                routing,
+                routing_changes: 0,
+            });
+        }
+        let owner = Owner { node_id: node.clone(), epoch: Epoch(1) };
+        let m = a.clone();
+        let started = Instant::now();
+        let load = tokio::spawn(async move { m.load_on(&owner, &Key::default()).await });
+        // Live: the master keeps waiting for the answer.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!load.is_finished(), "gave up on a live node");
+        // The node's epoch is ended (what `watch_nodes` does once it stays silent).
+        a.lock().nodes.observe(Instant::now(), &node, record(2, true));
+        let result =
+            tokio::time::timeout(Duration::from_secs(5), load).await.expect("still waiting on a dead node").unwrap();
+        let err = result.unwrap_err();
+        assert!(matches!(&err, Error::Unavailable { reason } if reason.contains("no longer live")), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    /// A node that answers stats polls at once.
+    struct Answers(NodeId);
+
+    impl Service for Answers {
+        fn server_info(&self) -> ServerInfo {
+            ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: self.0.clone(), role: Role::Node }
+        }
+
+        async fn handle(self: &Arc<Self>, _op: Op) -> Result<Reply, Error> {
+            Ok(Reply::Stats(ampstore_common::protocol::NodeStats {
+                node_id: self.0.clone(),
+                epoch: Epoch(1),
+                liveness_ms_left: 60_000,
+                ranges: vec![],
+                resident_bytes: 0,
+                ops_total: 0,
+                memory_budget_bytes: 0,
+                split_bytes: 0,
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_never_answers_its_stats_poll_does_not_make_the_others_unplaceable() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let a = master(backend, "a");
+        let (_stop, stopped) = watch::channel(false);
+        let (stuck_listener, stuck_addr) = rpc_server::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(rpc_server::serve(stuck_listener, Arc::new(Stuck), stopped.clone()));
+        let healthy = NodeId::new("healthy").unwrap();
+        let (listener, healthy_addr) = rpc_server::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(rpc_server::serve(listener, Arc::new(Answers(healthy.clone())), stopped));
+        let stuck = NodeId::new("stuck").unwrap();
+        for (id, addr) in [(&stuck, &stuck_addr), (&healthy, &healthy_addr)] {
+            let record = ampstore_common::meta::NodeRecord {
+                epoch: Epoch(1),
+                rvn: 1,
+                rpc_addr: addr.clone(),
+                liveness_ms: 60_000,
+                ended: false,
+            };
+            a.lock().nodes.observe(Instant::now(), id, Versioned { version: 1, record });
+        }
+        // The control loop's rhythm: a poll round every 300 ms, for longer than STATS_STALE.
+        let until = Instant::now() + crate::nodes::STATS_STALE + Duration::from_secs(2);
+        let mut stale_at = None;
+        while Instant::now() < until {
+            a.poll_stats();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = Instant::now();
+            if stale_at.is_none()
+                && now > until - Duration::from_secs(3)
+                && !a.lock().nodes.accepts(now, &healthy, false)
+            {
+                stale_at = Some(now);
+            }
+        }
+        assert_eq!(stale_at, None, "the healthy node's stats went stale behind the stuck node's poll");
+        assert!(!a.lock().nodes.accepts(Instant::now(), &stuck, false), "the stuck node never answered");
+        assert_eq!(a.lock().stats_polling.len(), 1, "one poll of the stuck node at a time");
+    }
 }

@@ -1,8 +1,6 @@
 //! Test-only hooks (crash, failure and pause points) that process tests switch on through
 //! environment variables; every one is compiled out of release builds.
 
-use std::time::Duration;
-
 use ampstore_common::error::Error;
 
 /// Test-only crash points (`AMPSTORE_TEST_CRASH_AT=split:<point>` or `merge:<point>`);
@@ -74,7 +72,7 @@ pub async fn pause_once(name: &str) {
             && !PAUSED.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             tracing::warn!(point = name, ms, "test pause point reached: waiting");
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
     }
     #[cfg(not(debug_assertions))]

@@ -438,3 +438,18 @@ impl Ord for TimerBox {
         std::cmp::Ordering::Equal
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_members_are_asked_back_every_suspicion_window_all_of_them() {
+        let cfg = foca_config(5, 5000);
+        let a = cfg.periodic_announce_to_down_members.expect("announces to down members");
+        assert_eq!(a.frequency, Duration::from_millis(5000));
+        assert_eq!(a.num_members.get(), 5);
+        // Never zero members, whatever the configured size.
+        assert_eq!(foca_config(0, 5000).periodic_announce_to_down_members.unwrap().num_members.get(), 1);
+    }
+}
