@@ -178,6 +178,11 @@ impl<W> RangeCore<W> {
         batch_bytes_max: usize,
     ) -> Self {
         let data_bytes = data.iter().map(|(k, v)| (k.len() + v.value.len()) as u64).sum();
+        // Only a damaged checkpoint seq has no slot after it: the range starts stopped.
+        let (next_seq, broken) = match checkpoint_seq.checked_next() {
+            Ok(next) => (next, None),
+            Err(e) => (checkpoint_seq, Some(format!("{range_id}: no log slot after the checkpoint: {e}"))),
+        };
         RangeCore {
             range_id,
             range,
@@ -186,7 +191,7 @@ impl<W> RangeCore<W> {
             data,
             data_bytes,
             applied: checkpoint_seq,
-            next_seq: checkpoint_seq.next(),
+            next_seq,
             pending: VecDeque::new(),
             in_flight: None,
             fenced: false,
@@ -200,7 +205,7 @@ impl<W> RangeCore<W> {
             merge_closed: None,
             txn_hold: None,
             now_unix_ms: 0,
-            broken: None,
+            broken,
         }
     }
 
@@ -218,6 +223,19 @@ impl<W> RangeCore<W> {
             self.broken = Some(why);
         }
         holds
+    }
+
+    /// `seq` is applied: the next entry goes to the slot after it. The last slot of a log
+    /// (`u64::MAX`) has no next one; only a damaged stored seq gets there, and the range
+    /// stops instead of panicking.
+    fn advance_to(&mut self, seq: Seq) {
+        self.applied = seq;
+        match seq.checked_next() {
+            Ok(next) => self.next_seq = next,
+            Err(e) => {
+                self.invariant(false, || format!("no log slot after {seq}: {e}"));
+            }
+        }
     }
 
     fn broken_error(&self) -> Error {
@@ -572,8 +590,7 @@ impl<W> RangeCore<W> {
             out.push((waiter, result));
         }
         self.log_bytes_total += f.entry.payload.len() as u64;
-        self.applied = seq;
-        self.next_seq = seq.next();
+        self.advance_to(seq);
         out
     }
 
@@ -759,8 +776,7 @@ impl<W> RangeCore<W> {
             }
         }
         self.log_bytes_total += entry.payload.len() as u64;
-        self.applied = seq;
-        self.next_seq = seq.next();
+        self.advance_to(seq);
         Ok(())
     }
 
@@ -854,8 +870,7 @@ impl<W> RangeCore<W> {
             versions.push(version);
         }
         self.log_bytes_total += h.writes.iter().map(|w| w.encoded_bytes_max() as u64).sum::<u64>();
-        self.applied = seq;
-        self.next_seq = seq.next();
+        self.advance_to(seq);
         Ok(versions)
     }
 
@@ -874,8 +889,7 @@ impl<W> RangeCore<W> {
             if !self.invariant(seq == next, || format!("reserved slot = next seq: abort at {seq}, next seq {next}")) {
                 return;
             }
-            self.applied = seq;
-            self.next_seq = seq.next();
+            self.advance_to(seq);
         }
     }
 
@@ -936,8 +950,7 @@ impl<W> RangeCore<W> {
             return;
         }
         self.split = Some((seq, plan));
-        self.applied = seq;
-        self.next_seq = seq.next();
+        self.advance_to(seq);
     }
 
     /// The children's data: keys below the split key, and the rest.
@@ -958,8 +971,7 @@ impl<W> RangeCore<W> {
         }) {
             return None;
         }
-        self.applied = seq;
-        self.next_seq = seq.next();
+        self.advance_to(seq);
         self.merge_closed.take().map(|(_, plan)| plan)
     }
 
@@ -985,8 +997,7 @@ impl<W> RangeCore<W> {
             return;
         }
         self.merge_closed = Some((seq, plan));
-        self.applied = seq;
-        self.next_seq = seq.next();
+        self.advance_to(seq);
     }
 
     /// The fence that reopens a merge-closed log, at the next seq (the merge was abandoned).

@@ -808,6 +808,26 @@ fn a_violated_invariant_stops_the_range_without_panicking() {
     assert!(t.get(&Key::from("t")).unwrap().is_none());
 }
 
+/// The last slot of a log has no next one: a range whose checkpoint or last entry sits
+/// there (only a damaged stored seq does) stops with an error instead of panicking.
+#[test]
+fn a_log_at_its_last_slot_stops_the_range_instead_of_panicking() {
+    let at_end = |seq: u64| {
+        RangeCore::new(RangeId(1), KeyRange::full(), node("a"), Epoch(1), Memtable::new(), Seq(seq), 64 * 1024)
+    };
+    let core = at_end(u64::MAX);
+    assert!(core.broken().is_some_and(|r| r.contains("no log slot after")), "{:?}", core.broken());
+    let mut core = at_end(u64::MAX - 1);
+    assert!(core.broken().is_none());
+    core.submit(put("k", "1"), 1);
+    let (seq, _) = core.next_batch().append.unwrap();
+    assert_eq!(seq, Seq(u64::MAX));
+    let out = core.on_appended(seq);
+    assert!(matches!(out.as_slice(), [(1, Ok(_))]), "the write at the last slot is applied: {out:?}");
+    assert!(core.broken().is_some_and(|r| r.contains("no log slot after")), "{:?}", core.broken());
+    assert!(matches!(core.submit(put("k", "2"), 2), Some((2, Err(Error::Internal { .. })))));
+}
+
 /// A transaction entry at the transaction limits (most writes, most bytes per range, the
 /// largest ids) fits one log entry: `LOGGED_TXN_WRITE_OVERHEAD_BYTES` bounds a write's
 /// encoding in it.
