@@ -101,6 +101,12 @@ pub const LOCAL_WRITER_QUEUE_DEPTH: usize = 4096;
 /// default: a call never gives up sooner than the file lock would have.
 pub const STORE_CALL_DEADLINE_MS: u64 = 10_000;
 
+/// Most buffer bytes a pooled connection to the store process keeps between calls (for the
+/// request it encodes and the answer it reads): a log read of up to `LOG_READ_BYTES_MAX`
+/// must not leave 8 MiB behind in each of up to `STORE_CLIENT_CONNECTIONS_MAX` connections.
+/// Above a node's largest append batch (`LOG_ENTRY_BYTES_MAX`), so appends reuse theirs.
+pub const STORE_CONN_BUFFER_BYTES_KEPT: usize = 512 * 1024;
+
 /// Most connections one process keeps to the store process (one per call in flight).
 pub const STORE_CLIENT_CONNECTIONS_MAX: usize = 64;
 

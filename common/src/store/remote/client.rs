@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 use super::{STORE_PROTOCOL_VERSION, StoreHello, StoreReply, StoreRequest, StoreResponse};
 use crate::frame::{decode_body, read_frame, write_frame};
 use crate::ids::{RangeId, Seq};
-use crate::limits::{META_QUERY_ITEMS_MAX, STORE_CALL_DEADLINE_MS, STORE_CLIENT_CONNECTIONS_MAX};
+use crate::limits::{
+    META_QUERY_ITEMS_MAX, STORE_CALL_DEADLINE_MS, STORE_CLIENT_CONNECTIONS_MAX, STORE_CONN_BUFFER_BYTES_KEPT,
+};
 use crate::store::{
     AppendSlot, CommitLog, Expect, LogEntry, MetaItem, MetaOp, MetaStore, StoreError, StoreResult, validate,
 };
@@ -72,6 +74,15 @@ impl Conn {
                 .map_err(|e| StoreError::Unavailable(format!("the store at {addr} sent a malformed answer: {e}"))),
             Ok(false) => Err(StoreError::Unavailable(format!("the store at {addr} closed the connection"))),
             Err(e) => Err(lost(addr, e)),
+        }
+    }
+
+    /// Drops buffers grown past `STORE_CONN_BUFFER_BYTES_KEPT` by a large request or answer.
+    fn trim(&mut self) {
+        for buf in [&mut self.body, &mut self.scratch] {
+            if buf.capacity() > STORE_CONN_BUFFER_BYTES_KEPT {
+                *buf = Vec::new();
+            }
         }
     }
 
@@ -146,7 +157,8 @@ impl RemoteStore {
                 inner.deadline.as_millis()
             ))),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((conn, answer))) => {
+            Ok(Ok((mut conn, answer))) => {
+                conn.trim();
                 self.put_back(conn);
                 answer
             }
@@ -265,5 +277,46 @@ impl MetaStore for RemoteStore {
                 return Ok(out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LocalConfig;
+    use crate::ids::{Epoch, NodeId};
+    use crate::limits::LOG_ENTRY_BYTES_MAX;
+    use crate::store::EntryKind;
+    use crate::store::local::LocalStore;
+
+    #[tokio::test]
+    async fn a_pooled_connection_keeps_at_most_the_kept_buffer_bytes() {
+        const { assert!(STORE_CONN_BUFFER_BYTES_KEPT > LOG_ENTRY_BYTES_MAX) };
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(super::super::serve(listener, store.backend(), None, stopped));
+        let remote = RemoteStore::new(&addr, None);
+        let entry = |bytes: usize| LogEntry {
+            kind: EntryKind::Batch,
+            writer: NodeId::new("n1").unwrap(),
+            epoch: Epoch(1),
+            payload: bytes::Bytes::from(vec![7u8; bytes]),
+        };
+        // Entries of the largest size, read back in answers of several MiB.
+        for seq in 1..=8u64 {
+            remote.append(RangeId(1), Seq(seq), &entry(LOG_ENTRY_BYTES_MAX)).await.unwrap();
+        }
+        let pooled = |r: &RemoteStore| {
+            let idle = r.inner.idle.lock().unwrap();
+            idle.iter().map(|c| c.body.capacity().max(c.scratch.capacity())).max().unwrap_or(0)
+        };
+        // An append of the largest size keeps its buffer (the next append reuses it).
+        assert!(pooled(&remote) >= LOG_ENTRY_BYTES_MAX, "{}", pooled(&remote));
+        let read = remote.read(RangeId(1), Seq(1), 100).await.unwrap();
+        assert_eq!(read.len(), 8);
+        assert!(pooled(&remote) <= STORE_CONN_BUFFER_BYTES_KEPT, "{}", pooled(&remote));
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::{QueryItem, STORE_PROTOCOL_VERSION, StoreHello, StoreReply, StoreRequest, StoreResponse};
 use crate::frame::{decode_body, read_frame, write_frame};
-use crate::limits::{FRAME_BYTES_MAX, META_QUERY_ITEMS_MAX, STORE_QUERY_REPLY_BYTES_MAX};
+use crate::limits::{FRAME_BYTES_MAX, META_QUERY_ITEMS_MAX, STORE_CONN_BUFFER_BYTES_KEPT, STORE_QUERY_REPLY_BYTES_MAX};
 use crate::store::{Backend, StoreError};
 
 /// A connection must say hello within this long.
@@ -105,6 +105,12 @@ async fn connection(
         };
         write_frame(&mut writer, &answer, &mut scratch).await.map_err(|e| e.to_string())?;
         writer.flush().await.map_err(|e| e.to_string())?;
+        // An idle connection keeps no large buffer (a log read answers up to 8 MiB).
+        for buf in [&mut body, &mut scratch] {
+            if buf.capacity() > STORE_CONN_BUFFER_BYTES_KEPT {
+                *buf = Vec::new();
+            }
+        }
     }
 }
 
