@@ -161,7 +161,7 @@ async fn handle(b: &Backend, request: StoreRequest) -> StoreResponse {
                 bytes += size;
                 items.push(QueryItem { sk, item });
             }
-            debug_assert!(STORE_QUERY_REPLY_BYTES_MAX < FRAME_BYTES_MAX);
+            const { assert!(STORE_QUERY_REPLY_BYTES_MAX < FRAME_BYTES_MAX) };
             StoreReply::Items { items, more }
         }
     })
