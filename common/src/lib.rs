@@ -15,6 +15,7 @@ pub mod limits;
 pub mod lists;
 pub mod meta;
 pub mod metrics;
+pub mod ownership;
 pub mod protocol;
 pub mod queue;
 pub mod rpc_server;

@@ -1112,13 +1112,10 @@ impl Master {
     }
 }
 
-/// An owner's epoch is over when its node record moved to a later epoch, or the master
-/// ended that epoch, or the node is unknown.
+/// Whether `owner`'s epoch is over by this master's view of its node record (the rule is
+/// `common::ownership::owner_epoch_over`).
 fn epoch_over(nodes: &NodeWatch, owner: &Owner) -> bool {
-    nodes.get(&owner.node_id).is_none_or(|w| {
-        let r = &w.record.record;
-        r.epoch > owner.epoch || (r.epoch == owner.epoch && r.ended)
-    })
+    ampstore_common::ownership::owner_epoch_over(nodes.get(&owner.node_id).map(|w| &w.record.record), owner)
 }
 
 /// Load figures of the nodes placement may use: reachable ones, and any node that owns

@@ -9,6 +9,7 @@ use ampstore_common::limits::FRAME_BYTES_MAX;
 use ampstore_common::lists::PushId;
 use ampstore_common::meta;
 use ampstore_common::metrics::Metrics;
+use ampstore_common::ownership;
 use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeStats, Reply, Role, ServerInfo};
 use ampstore_common::rpc_server::Service;
 use ampstore_common::write_ids::WriteKey;
@@ -352,7 +353,8 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
         Ok(loaded) => {
             crate::test_points::pause_once("assign:loaded").await;
             let epoch = loaded.owner.epoch;
-            let epoch_ended = || epoch != shared.liveness.epoch() || !shared.liveness.is_valid();
+            let epoch_ended =
+                || !ownership::instance_may_serve(epoch, shared.liveness.epoch(), shared.liveness.is_valid());
             if epoch_ended() {
                 // The node's epoch ended while the range loaded: an instance of it would
                 // refuse every request. The master assigns it again in the new epoch.

@@ -14,6 +14,7 @@ use actix::prelude::*;
 use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
 use ampstore_common::meta::Owner;
+use ampstore_common::ownership;
 use ampstore_common::protocol::{RangeStats, Reply, WriteId};
 use ampstore_common::store::{EntryKind, StoreError};
 use ampstore_common::txn::{TxnCheck, TxnDecision, TxnWrite};
@@ -212,9 +213,10 @@ impl RangeActor {
         }
     }
 
-    /// The serving rule (DESIGN section 4), checked on every request.
+    /// The serving rule (DESIGN section 4, `common::ownership`), checked on every request.
     fn may_serve(&self) -> Result<(), Error> {
-        if !self.shared.liveness.is_valid() || self.shared.liveness.epoch() != self.owner.epoch {
+        let (node_epoch, heartbeat_valid) = (self.shared.liveness.epoch(), self.shared.liveness.is_valid());
+        if !ownership::instance_may_serve(self.owner.epoch, node_epoch, heartbeat_valid) {
             return Err(not_owner());
         }
         if self.core.is_fenced() || self.releasing.is_some() {

@@ -167,10 +167,12 @@ async fn claim_or_check(
     Err(Error::unavailable(format!("{range_id}: descriptor keeps changing while claiming it")))
 }
 
-/// An owner's epoch is current while its node record still shows that epoch.
+/// Whether `owner` still holds the range by its node record as stored now (the rule is
+/// `common::ownership::owner_epoch_over`).
 async fn owner_is_live(backend: &Backend, owner: &Owner) -> Result<bool, Error> {
     let node: &NodeId = &owner.node_id;
-    Ok(meta::get_node(backend.meta.as_ref(), node).await?.is_some_and(|n| n.record.epoch == owner.epoch))
+    let record = meta::get_node(backend.meta.as_ref(), node).await?;
+    Ok(!ampstore_common::ownership::owner_epoch_over(record.as_ref().map(|n| &n.record), owner))
 }
 
 /// Clears `me` as the owner of range `range_id` at `start` (after a release). Nothing to do
