@@ -163,7 +163,7 @@ fn summarize(members: &[MemberView], active: Option<(&str, &MasterStatus)>) -> S
         .iter()
         .map(|n| NodeLine {
             id: n.node_id.to_string(),
-            state: n.state.clone(),
+            state: n.state.to_string(),
             ranges: n.ranges,
             data_bytes: n.data_bytes,
             resident_bytes: n.resident_bytes,
@@ -252,7 +252,7 @@ mod tests {
             node_id: NodeId::new(id).unwrap(),
             rpc_addr: "127.0.0.1:1".into(),
             epoch: Epoch(1),
-            state: state.into(),
+            state: ampstore_common::protocol::NodeState::from(state.to_string()),
             draining,
             ranges,
             data_bytes: ranges * 1_300_000,

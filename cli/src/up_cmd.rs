@@ -408,7 +408,7 @@ async fn wait_serving(cluster: &LocalCluster, nodes: usize) -> anyhow::Result<()
             };
             match conn.call(Op::MasterStatus, Duration::from_secs(5)).await {
                 Ok(Reply::Master(s)) if s.active_term.is_some() => {
-                    let live = s.nodes.iter().filter(|n| n.state == "live").count();
+                    let live = s.nodes.iter().filter(|n| n.state == ampstore_common::protocol::NodeState::Live).count();
                     if live < nodes {
                         last = format!("{live} of {nodes} nodes live");
                         continue;

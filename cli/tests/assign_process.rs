@@ -98,7 +98,7 @@ async fn a_merge_whose_caller_gave_up_still_finishes() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Reply::Stats(s)) = c.call(Op::RangeStats).await
-            && s.ranges.iter().filter(|r| r.state == "serving").count() == 2
+            && s.ranges.iter().filter(|r| r.state == ampstore_common::protocol::RangeState::Serving).count() == 2
         {
             break;
         }
@@ -150,7 +150,7 @@ async fn no_parent_answers_reads_once_the_merged_range_serves() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Reply::Stats(s)) = c.call(Op::RangeStats).await
-            && s.ranges.iter().filter(|r| r.state == "serving").count() == 2
+            && s.ranges.iter().filter(|r| r.state == ampstore_common::protocol::RangeState::Serving).count() == 2
         {
             break;
         }

@@ -333,7 +333,11 @@ async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
     client.put("m-first-key-of-the-last-range", "x").await.unwrap();
     let counts = async |m: &MasterProc| {
         let s = m.status().await.unwrap();
-        s.nodes.iter().filter(|n| n.state == "live").map(|n| (n.node_id.to_string(), n.ranges)).collect::<Vec<_>>()
+        s.nodes
+            .iter()
+            .filter(|n| n.state == ampstore_common::protocol::NodeState::Live)
+            .map(|n| (n.node_id.to_string(), n.ranges))
+            .collect::<Vec<_>>()
     };
     println!("before the join: {:?}", counts(&c.masters[0]).await);
     let joined = c.add_node().node_id.clone();
@@ -341,7 +345,12 @@ async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
     let started = Instant::now();
     wait_until("the new node to get its share (3 of 12 ranges)", Duration::from_secs(30), async || {
         let s = master.status().await.unwrap();
-        let per_node: Vec<u64> = s.nodes.iter().filter(|n| n.state == "live").map(|n| n.ranges).collect();
+        let per_node: Vec<u64> = s
+            .nodes
+            .iter()
+            .filter(|n| n.state == ampstore_common::protocol::NodeState::Live)
+            .map(|n| n.ranges)
+            .collect();
         per_node.len() == 4 && per_node.iter().all(|&r| r == 3)
     })
     .await;
@@ -437,7 +446,11 @@ async fn drain_empties_a_node_while_a_writer_runs() {
     // Range stats are an operator's view (role admin; this cluster has no tokens).
     let mut tc = TestClient::connect_as(&node.rpc, ampstore_common::protocol::Role::Admin, None).await.unwrap();
     let Ok(Reply::Stats(stats)) = tc.call(Op::RangeStats).await else { panic!("stats") };
-    assert!(stats.ranges.iter().all(|r| r.state != "serving"), "{:?}", stats.ranges);
+    assert!(
+        stats.ranges.iter().all(|r| r.state != ampstore_common::protocol::RangeState::Serving),
+        "{:?}",
+        stats.ranges
+    );
     let acked = acked.lock().unwrap().clone();
     println!(
         "{} writes during the drain; slowest took {} ms (deadline {deadline:?})",

@@ -247,7 +247,7 @@ async fn corrupt_snapshot_is_not_served() {
     let r = cl.call(get("k001")).await;
     assert!(matches!(&r, Err(Error::Unavailable { reason }) if reason.contains("corrupt")), "{r:?}");
     let Ok(Reply::Stats(stats)) = cl.call(Op::RangeStats).await else { panic!() };
-    assert_eq!(stats.ranges[0].state, "failed");
+    assert_eq!(stats.ranges[0].state, ampstore_common::protocol::RangeState::Failed);
     println!("load refused: {err}");
 }
 

@@ -500,7 +500,7 @@ mod tests {
                         node_id: node.clone(),
                         rpc_addr: "a".into(),
                         epoch: Epoch(2),
-                        state: "live".into(),
+                        state: crate::protocol::NodeState::Live,
                         draining: false,
                         ranges: 1,
                         data_bytes: 1,

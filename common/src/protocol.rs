@@ -763,9 +763,7 @@ pub struct NodeView {
     pub node_id: NodeId,
     pub rpc_addr: String,
     pub epoch: Epoch,
-    /// live, dead (epoch ended, waiting to re-register) or unreachable (live record, but the
-    /// master cannot reach it).
-    pub state: String,
+    pub state: NodeState,
     pub draining: bool,
     pub ranges: u64,
     pub data_bytes: u64,
@@ -810,12 +808,87 @@ pub struct NodeStats {
     pub split_bytes: u64,
 }
 
+/// Defines a state enum that travels as its lowercase name, a plain string on the wire and
+/// in JSON, exactly as when it was a `String`; a name this build does not know reads as
+/// `Unknown` (a newer process may report a new state), never as a decode error.
+macro_rules! wire_state {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(from = "String", into = "&'static str")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+            /// A state this build does not know.
+            Unknown,
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                    $name::Unknown => "unknown",
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> $name {
+                match s.as_str() {
+                    $($text => $name::$variant,)*
+                    _ => $name::Unknown,
+                }
+            }
+        }
+
+        impl From<$name> for &'static str {
+            fn from(s: $name) -> &'static str {
+                s.as_str()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_state! {
+    /// What a node is doing with a range (`RangeStats::state`).
+    RangeState {
+        /// Reading its snapshot and log.
+        Loading => "loading",
+        Serving => "serving",
+        /// Snapshotting before it lets go.
+        Releasing => "releasing",
+        /// Closing its log into a merge.
+        Merging => "merging",
+        /// Not served, with the reason in `RangeStats::error`.
+        Failed => "failed",
+        /// Let go while the stats were gathered.
+        Released => "released",
+    }
+}
+
+wire_state! {
+    /// What the master knows of a node (`NodeView::state`).
+    NodeState {
+        Live => "live",
+        /// Its epoch ended (or it is silent): waiting for it to register again.
+        Dead => "dead",
+        /// A live record, but the master cannot reach it (no recent stats).
+        Unreachable => "unreachable",
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeStats {
     pub range_id: RangeId,
     pub range: KeyRange,
-    /// loading, serving, failed or released.
-    pub state: String,
+    pub state: RangeState,
     pub keys: u64,
     /// Bytes of keys and values held.
     pub data_bytes: u64,
@@ -832,6 +905,24 @@ pub struct RangeStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_travel_as_the_strings_they_were_and_unknown_names_are_not_errors() {
+        for &state in RangeState::ALL {
+            let as_enum = rmp_serde::to_vec_named(&state).unwrap();
+            let as_string = rmp_serde::to_vec_named(state.as_str()).unwrap();
+            assert_eq!(as_enum, as_string, "{state}");
+            assert_eq!(rmp_serde::from_slice::<RangeState>(&as_string).unwrap(), state);
+        }
+        for &state in NodeState::ALL {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(serde_json::from_str::<NodeState>(&json).unwrap(), state);
+        }
+        let newer = rmp_serde::to_vec_named("rebalancing").unwrap();
+        assert_eq!(rmp_serde::from_slice::<RangeState>(&newer).unwrap(), RangeState::Unknown);
+        assert_eq!(serde_json::from_str::<NodeState>("\"suspect\"").unwrap(), NodeState::Unknown);
+    }
     use crate::ErrorCode;
     use crate::limits::KEY_BYTES_MAX;
 

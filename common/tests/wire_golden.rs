@@ -347,7 +347,7 @@ fn replies() -> Vec<Reply> {
             ranges: vec![RangeStats {
                 range_id: RangeId(12),
                 range: KeyRange { start: key("m"), end: Some(key("s")) },
-                state: "failed".into(),
+                state: ampstore_common::protocol::RangeState::Failed,
                 keys: 1_000,
                 data_bytes: 123_456,
                 applied_seq: Seq(150),
@@ -373,7 +373,7 @@ fn replies() -> Vec<Reply> {
                 node_id: node("node-1"),
                 rpc_addr: "10.0.0.1:7000".into(),
                 epoch: Epoch(5),
-                state: "live".into(),
+                state: ampstore_common::protocol::NodeState::Live,
                 draining: true,
                 ranges: 7,
                 data_bytes: 1 << 20,

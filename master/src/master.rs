@@ -1090,7 +1090,7 @@ impl Master {
                 node_id: id.clone(),
                 rpc_addr: w.record.record.rpc_addr.clone(),
                 epoch: w.record.record.epoch,
-                state: st.nodes.state(now, id).to_string(),
+                state: st.nodes.state(now, id),
                 draining: w.is_draining(),
                 ranges: owned.get(id).copied().unwrap_or(0),
                 data_bytes: w.load.data_bytes,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ampstore_common::meta::{NodeRecord, Versioned};
-use ampstore_common::protocol::NodeStats;
+use ampstore_common::protocol::{NodeState, NodeStats, RangeState};
 use ampstore_common::{Epoch, NodeId, RangeId};
 
 /// A stats answer older than this makes a node unreachable for placement.
@@ -164,7 +164,7 @@ impl NodeWatch {
             range_idle_ms: stats
                 .ranges
                 .iter()
-                .filter(|r| r.state == "serving")
+                .filter(|r| r.state == RangeState::Serving)
                 .map(|r| (r.range_id, r.idle_ms))
                 .collect(),
             split_bytes: stats.split_bytes,
@@ -189,14 +189,14 @@ impl NodeWatch {
     }
 
     /// `live`, `dead` (epoch ended or no heartbeat) or `unreachable` (no recent stats).
-    pub fn state(&self, now: Instant, id: &NodeId) -> &'static str {
-        let Some(w) = self.nodes.get(id) else { return "unknown" };
+    pub fn state(&self, now: Instant, id: &NodeId) -> NodeState {
+        let Some(w) = self.nodes.get(id) else { return NodeState::Unknown };
         if !self.is_live(now, id, w.record.record.epoch) {
-            "dead"
+            NodeState::Dead
         } else if self.reachable(now).any(|(i, _)| i == id) {
-            "live"
+            NodeState::Live
         } else {
-            "unreachable"
+            NodeState::Unreachable
         }
     }
 }
@@ -265,7 +265,7 @@ mod tests {
         };
         w.set_stats(t0, &n, &stats);
         assert!(w.accepts(t0, &n, false));
-        assert_eq!(w.state(t0, &n), "live");
+        assert_eq!(w.state(t0, &n), NodeState::Live);
         stats.ops_total = 600;
         w.set_stats(t0 + Duration::from_millis(500), &n, &stats);
         assert_eq!(w.get(&n).unwrap().load.ops_per_sec, 1000);
@@ -277,7 +277,7 @@ mod tests {
         stats.ranges = vec![ampstore_common::protocol::RangeStats {
             range_id: RangeId(1),
             range: ampstore_common::KeyRange::full(),
-            state: "serving".into(),
+            state: RangeState::Serving,
             keys: 1,
             data_bytes: 100,
             applied_seq: ampstore_common::Seq(1),
@@ -313,7 +313,7 @@ mod tests {
         assert!(w.accepts(ms(10), &n, false));
         w.gossip_report(ms(100), &n, false);
         assert!(!w.accepts(ms(100), &n, false), "reported down: no new ranges");
-        assert_eq!(w.state(ms(100), &n), "unreachable");
+        assert_eq!(w.state(ms(100), &n), NodeState::Unreachable);
         // No `Up` ever comes (the partition healed before gossip noticed): the node's own
         // answer is enough.
         w.observe(ms(400), &n, rec(1, 2, 2, false));

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ampstore_common::protocol::RangeStats;
+use ampstore_common::protocol::{RangeState, RangeStats};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -34,7 +34,7 @@ fn range_json(r: &RangeStats) -> Value {
         "range_id": r.range_id.0,
         "start": r.range.start.to_string(),
         "end": r.range.end.as_ref().map(|e| e.to_string()),
-        "state": r.state,
+        "state": r.state.as_str(),
         "keys": r.keys,
         "data_bytes": r.data_bytes,
         "applied_seq": r.applied_seq.0,
@@ -46,7 +46,7 @@ fn range_json(r: &RangeStats) -> Value {
 
 async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
     let stats = dispatch::stats(&shared).await;
-    let count = |state: &str| stats.ranges.iter().filter(|r| r.state == state).count();
+    let count = |state: RangeState| stats.ranges.iter().filter(|r| r.state == state).count();
     axum::Json(json!({
         "role": "node",
         "id": stats.node_id.to_string(),
@@ -55,10 +55,10 @@ async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
         "live": shared.liveness.is_valid(),
         "liveness_ms_left": stats.liveness_ms_left,
         "ranges": {
-            "serving": count("serving"),
-            "loading": count("loading"),
-            "failed": count("failed"),
-            "releasing": count("releasing"),
+            "serving": count(RangeState::Serving),
+            "loading": count(RangeState::Loading),
+            "failed": count(RangeState::Failed),
+            "releasing": count(RangeState::Releasing),
         },
         "gossip": shared.gossip.get().map(|g| g.local_addr().to_string()),
         "gossip_dropped_packets": shared.metrics.gossip_drops_total(),

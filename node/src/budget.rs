@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ampstore_common::RangeId;
-use ampstore_common::protocol::RangeStats;
+use ampstore_common::protocol::{RangeState, RangeStats};
 
 use crate::directory::Slot;
 use crate::dispatch;
@@ -25,7 +25,7 @@ pub fn ranges_to_release(ranges: &[RangeStats], budget_bytes: u64, idle_min_ms: 
         return Vec::new();
     }
     let mut candidates: Vec<&RangeStats> =
-        ranges.iter().filter(|r| r.state == "serving" && r.idle_ms >= idle_min_ms).collect();
+        ranges.iter().filter(|r| r.state == RangeState::Serving && r.idle_ms >= idle_min_ms).collect();
     candidates.sort_by(|a, b| b.idle_ms.cmp(&a.idle_ms).then(a.range_id.cmp(&b.range_id)));
     let mut out = Vec::new();
     for r in candidates {
@@ -67,11 +67,11 @@ mod tests {
     use super::*;
     use ampstore_common::{KeyRange, Seq};
 
-    fn range(id: u64, data_bytes: u64, idle_ms: u64, state: &str) -> RangeStats {
+    fn range(id: u64, data_bytes: u64, idle_ms: u64, state: RangeState) -> RangeStats {
         RangeStats {
             range_id: RangeId(id),
             range: KeyRange::full(),
-            state: state.into(),
+            state,
             keys: 1,
             data_bytes,
             applied_seq: Seq(1),
@@ -85,11 +85,11 @@ mod tests {
     #[test]
     fn releases_least_recently_used_idle_ranges_until_under_budget() {
         let ranges = vec![
-            range(1, 400, 10_000, "serving"),
-            range(2, 400, 50_000, "serving"),
-            range(3, 400, 90_000, "loading"),
-            range(4, 400, 40_000, "serving"),
-            range(5, 400, 100, "serving"),
+            range(1, 400, 10_000, RangeState::Serving),
+            range(2, 400, 50_000, RangeState::Serving),
+            range(3, 400, 90_000, RangeState::Loading),
+            range(4, 400, 40_000, RangeState::Serving),
+            range(5, 400, 100, RangeState::Serving),
         ];
         // 2000 bytes held. At the budget exactly: nothing to do.
         assert!(ranges_to_release(&ranges, 2000, 1000).is_empty());

@@ -10,7 +10,7 @@ use ampstore_common::lists::PushId;
 use ampstore_common::meta;
 use ampstore_common::metrics::Metrics;
 use ampstore_common::ownership;
-use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeStats, Reply, Role, ServerInfo};
+use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeState, RangeStats, Reply, Role, ServerInfo};
 use ampstore_common::rpc_server::Service;
 use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, RangeId, Seq};
@@ -432,7 +432,7 @@ pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
             None => RangeStats {
                 range_id,
                 range,
-                state: "released".into(),
+                state: RangeState::Released,
                 keys: 0,
                 data_bytes: 0,
                 applied_seq: Seq(0),
@@ -444,10 +444,10 @@ pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
         });
     }
     for (range_id, slot) in others {
-        let blank = |state: &str, error: Option<String>, range| RangeStats {
+        let blank = |state: RangeState, error: Option<String>, range| RangeStats {
             range_id,
             range,
-            state: state.into(),
+            state,
             keys: 0,
             data_bytes: 0,
             applied_seq: Seq(0),
@@ -459,10 +459,10 @@ pub async fn stats(shared: &Arc<NodeShared>) -> NodeStats {
         ranges.push(match slot {
             Slot::Serving { addr, range, .. } => match addr.send(StatsMsg).await {
                 Ok(s) => s,
-                Err(_) => blank("released", None, range),
+                Err(_) => blank(RangeState::Released, None, range),
             },
-            Slot::Loading { range } => blank("loading", None, range),
-            Slot::Failed { range, error } => blank("failed", Some(error), range),
+            Slot::Loading { range } => blank(RangeState::Loading, None, range),
+            Slot::Failed { range, error } => blank(RangeState::Failed, Some(error), range),
         });
     }
     ranges.sort_by(|a, b| a.range.start.cmp(&b.range.start));

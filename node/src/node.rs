@@ -8,7 +8,7 @@ use actix::{Arbiter, ArbiterHandle, System};
 use ampstore_common::config::Config;
 use ampstore_common::error::Error;
 use ampstore_common::gossip::{Gossip, GossipLoad, GossipSettings};
-use ampstore_common::protocol::Role;
+use ampstore_common::protocol::{RangeState, Role};
 use ampstore_common::store::Backend;
 use tokio::sync::watch;
 
@@ -153,11 +153,11 @@ async fn report_load(shared: Arc<NodeShared>) {
     loop {
         tick.tick().await;
         let stats = crate::dispatch::stats(&shared).await;
-        let count = |state: &str| stats.ranges.iter().filter(|r| r.state == state).count() as i64;
+        let count = |state: RangeState| stats.ranges.iter().filter(|r| r.state == state).count() as i64;
         shared.metrics.set_ranges(&[
-            ("serving", count("serving")),
-            ("loading", count("loading")),
-            ("failed", count("failed")),
+            ("serving", count(RangeState::Serving)),
+            ("loading", count(RangeState::Loading)),
+            ("failed", count(RangeState::Failed)),
         ]);
         let now = std::time::Instant::now();
         let ops_per_sec = match last_ops {

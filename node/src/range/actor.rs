@@ -15,7 +15,7 @@ use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
 use ampstore_common::meta::Owner;
 use ampstore_common::ownership;
-use ampstore_common::protocol::{RangeStats, Reply, WriteId};
+use ampstore_common::protocol::{RangeState, RangeStats, Reply, WriteId};
 use ampstore_common::store::{EntryKind, StoreError};
 use ampstore_common::txn::{TxnCheck, TxnDecision, TxnWrite};
 use ampstore_common::{Key, Seq};
@@ -1107,16 +1107,16 @@ impl Handler<StatsMsg> for RangeActor {
 
     fn handle(&mut self, _msg: StatsMsg, _ctx: &mut Context<Self>) -> Self::Result {
         let state = if self.releasing.is_some() {
-            "releasing"
+            RangeState::Releasing
         } else if self.merging.is_some() {
-            "merging"
+            RangeState::Merging
         } else {
-            "serving"
+            RangeState::Serving
         };
         MessageResult(RangeStats {
             range_id: self.core.range_id(),
             range: self.core.range().clone(),
-            state: state.into(),
+            state,
             keys: self.core.keys(),
             data_bytes: self.core.data_bytes(),
             applied_seq: self.core.applied(),
