@@ -15,6 +15,8 @@ pub mod limits;
 pub mod lists;
 pub mod meta;
 pub mod metrics;
+#[cfg(any(test, feature = "test-util"))]
+pub mod metrics_text;
 pub mod ownership;
 pub mod protocol;
 pub mod queue;
