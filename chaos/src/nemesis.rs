@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ampstore_client::Client;
-use ampstore_client::connection::Connection;
+use ampstore_common::connection::Connection;
 use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
 use serde::{Deserialize, Serialize};
 

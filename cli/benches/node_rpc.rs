@@ -12,13 +12,13 @@
 //! with the embedded backend in a fresh temp dir; its log goes to stderr (`RUST_LOG`,
 //! default `warn`). Without `--bench` (`cargo test --all-targets`) it runs a tiny version.
 
-use ampstore_common::config::LocalConfig;
 use ampstore_common::frame::{decode_body, encode_frame, read_frame};
 use ampstore_common::ids::RequestId;
-use ampstore_common::meta::{FIRST_RANGE_ID, ensure_first_range};
 use ampstore_common::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, RangeStats, Reply, Request, Response, Role};
-use ampstore_common::store::local::LocalStore;
 use ampstore_common::{Error, Key};
+use ampstore_server::config::LocalConfig;
+use ampstore_store::local::LocalStore;
+use ampstore_store::meta::{FIRST_RANGE_ID, ensure_first_range};
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -22,6 +22,6 @@ pub async fn run(settings: &SettingsArgs, args: CollectorArgs) -> anyhow::Result
         settings.set.push(format!("collector.masters={m}"));
     }
     let cfg = args.serve.load(&settings, "collector")?;
-    ampstore_node::collector::run(cfg, shutdown_signal()).await?;
+    ampstore_collector::run(cfg, shutdown_signal()).await?;
     Ok(())
 }

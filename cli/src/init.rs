@@ -1,7 +1,7 @@
 //! `ampstore init`: create what the configured backend needs.
 
-use ampstore_common::config::BackendKind;
-use ampstore_common::store::local::{BLOB_DIR, DB_FILE, LocalStore};
+use ampstore_server::config::BackendKind;
+use ampstore_store::local::{BLOB_DIR, DB_FILE, LocalStore};
 use clap::Args;
 
 use crate::settings::{self, BackendArgs, SettingsArgs};
@@ -26,13 +26,13 @@ pub async fn run(settings: &SettingsArgs, args: InitArgs) -> anyhow::Result<()> 
 }
 
 #[cfg(feature = "aws")]
-async fn init_aws(cfg: &ampstore_common::config::Config) -> anyhow::Result<()> {
-    let report = ampstore_common::store::aws::AwsStore::init(&cfg.backend.aws).await?;
+async fn init_aws(cfg: &ampstore_server::config::Config) -> anyhow::Result<()> {
+    let report = ampstore_store::aws::AwsStore::init(&cfg.backend.aws).await?;
     println!("{report}");
     Ok(())
 }
 
 #[cfg(not(feature = "aws"))]
-async fn init_aws(_cfg: &ampstore_common::config::Config) -> anyhow::Result<()> {
+async fn init_aws(_cfg: &ampstore_server::config::Config) -> anyhow::Result<()> {
     anyhow::bail!("this build has no AWS backend: rebuild with `--features aws`")
 }

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use ampstore_client::connection::Connection;
-use ampstore_common::config::Config;
+use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply, Role};
-use ampstore_common::store::Backend;
+use ampstore_server::config::Config;
+use ampstore_store::meta;
 
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -19,7 +18,7 @@ pub async fn master_addrs(explicit: &[String], cfg: &Config) -> anyhow::Result<V
     if !listed.is_empty() {
         return Ok(listed);
     }
-    let backend = Backend::open(cfg).await?;
+    let backend = ampstore_server::open_backend(cfg).await?;
     match meta::get_lease(backend.meta.as_ref()).await? {
         Some(lease) => Ok(vec![lease.record.rpc_addr]),
         None => anyhow::bail!("no master has ever run on this store; pass --master ADDR"),

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ampstore_common::gossip::MemberView;
 use ampstore_common::protocol::Role;
+use ampstore_server::gossip::MemberView;
 use clap::Args;
 use serde_json::Value;
 
@@ -286,7 +286,7 @@ pub fn human_bytes(n: u64) -> String {
 pub(crate) mod tests {
     use super::*;
     use ampstore_common::NodeId;
-    use ampstore_common::gossip::{GossipLoad, MemberState};
+    use ampstore_server::gossip::{GossipLoad, MemberState};
 
     pub(crate) const NOW: u64 = 1_700_000_000_000;
 

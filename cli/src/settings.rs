@@ -1,7 +1,7 @@
 //! Flags shared by every command, turned into a [`Config`] with the precedence
 //! defaults < config file < `AMPSTORE_*` environment < flags.
 
-use ampstore_common::config::{BackendKind, Config, ConfigLoader, is_numeric_key};
+use ampstore_server::config::{BackendKind, Config, ConfigLoader, is_numeric_key};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -86,7 +86,7 @@ pub fn load(settings: &SettingsArgs, backend: &BackendArgs) -> anyhow::Result<Co
     // The secrets `ampstore up` keeps in its data directory apply unless set otherwise.
     // On an app server the directory holds only `cluster.token`; `admin.token` is there only
     // where the cluster's own processes and operators run.
-    let found = ampstore_common::secrets::find(&cfg.data_dir);
+    let found = ampstore_server::secrets::find(&cfg.data_dir);
     if cfg.cluster.token.is_none() && cfg.cluster.token_file.is_none() {
         cfg.cluster.token_file = found.token;
     }

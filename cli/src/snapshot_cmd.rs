@@ -1,6 +1,6 @@
 //! `ampstore snapshot verify FILE`: check a snapshot file and summarise it.
 
-use ampstore_common::snapshot::Snapshot;
+use ampstore_store::snapshot::Snapshot;
 use anyhow::Context;
 use clap::Subcommand;
 use std::path::PathBuf;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use ampstore_client::connection::Connection;
-use ampstore_common::gossip::{MemberState, MemberView};
+use ampstore_common::connection::Connection;
 use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
+use ampstore_server::gossip::{MemberState, MemberView};
 use clap::Args;
 use serde::Serialize;
 

@@ -1,6 +1,6 @@
 //! `ampstore store`: the one process that opens the embedded store's SQLite file, serving
 //! its commit log and meta to masters, nodes and collectors configured with
-//! `backend.local.server` (see `ampstore_common::store::remote` for why). Runs until SIGINT
+//! `backend.local.server` (see `ampstore_store::remote` for why). Runs until SIGINT
 //! or SIGTERM.
 
 use anyhow::Context;
@@ -23,7 +23,7 @@ pub struct StoreArgs {
 
 pub async fn run(settings: &SettingsArgs, args: StoreArgs) -> anyhow::Result<()> {
     let mut cfg = crate::settings::load(settings, &args.backend)?;
-    if cfg.backend.kind != ampstore_common::config::BackendKind::Local {
+    if cfg.backend.kind != ampstore_server::config::BackendKind::Local {
         anyhow::bail!(
             "ampstore store serves the embedded (local) backend only; with --backend aws, point every process at DynamoDB and S3 directly"
         );
@@ -32,7 +32,7 @@ pub async fn run(settings: &SettingsArgs, args: StoreArgs) -> anyhow::Result<()>
         tracing::info!("ignoring backend.local.server: this process is the store");
     }
     let dir = cfg.local_dir();
-    let store = ampstore_common::store::local::LocalStore::open(&dir, &cfg.backend.local)?;
+    let store = ampstore_store::local::LocalStore::open(&dir, &cfg.backend.local)?;
     let (_, admin_token) = cfg.cluster.tokens()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -40,7 +40,7 @@ pub async fn run(settings: &SettingsArgs, args: StoreArgs) -> anyhow::Result<()>
     let addr = listener.local_addr()?;
     println!("ampstore store ready: listen {addr} dir {}", dir.display());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(ampstore_common::store::remote::serve(listener, store.backend(), admin_token, stop_rx));
+    let server = tokio::spawn(ampstore_store::remote::serve(listener, store.backend(), admin_token, stop_rx));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = server.await;

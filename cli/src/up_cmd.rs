@@ -15,8 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ampstore_client::connection::Connection;
 use ampstore_common::Key;
+use ampstore_common::connection::Connection;
 use ampstore_common::protocol::{Op, Reply, Role};
 use anyhow::Context;
 use clap::Args;
@@ -168,22 +168,18 @@ struct StoreTask {
 /// Opens the embedded store in `store_dir` in this process and serves it on a loopback port:
 /// `up`'s masters and nodes reach it there (`backend.local.server`) instead of each opening
 /// the SQLite file, so a stopped or slow process never holds the file's write lock over the
-/// others (see `ampstore_common::store::remote`). Returns the address.
+/// others (see `ampstore_store::remote`). Returns the address.
 async fn serve_store(
-    cfg: &ampstore_common::config::Config,
+    cfg: &ampstore_server::config::Config,
     store_dir: &Path,
     admin_token: &str,
 ) -> anyhow::Result<(StoreTask, String)> {
-    let store = ampstore_common::store::local::LocalStore::open(store_dir, &cfg.backend.local)?;
+    let store = ampstore_store::local::LocalStore::open(store_dir, &cfg.backend.local)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listening for the store")?;
     let addr = listener.local_addr()?.to_string();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(ampstore_common::store::remote::serve(
-        listener,
-        store.backend(),
-        Some(admin_token.to_string()),
-        stopped,
-    ));
+    let task =
+        tokio::spawn(ampstore_store::remote::serve(listener, store.backend(), Some(admin_token.to_string()), stopped));
     Ok((StoreTask { stop, task }, addr))
 }
 
@@ -226,7 +222,7 @@ pub async fn start(settings: &SettingsArgs, args: &UpArgs) -> anyhow::Result<Loc
     {
         anyhow::bail!("a cluster is already running on {} (see {FILE_NAME}); stop it first", dir.display());
     }
-    let secrets = ampstore_common::secrets::ensure(&dir)?;
+    let secrets = ampstore_server::secrets::ensure(&dir)?;
     let token = std::fs::read_to_string(&secrets.token)?.trim().to_string();
     let admin_token = std::fs::read_to_string(&secrets.admin_token)?.trim().to_string();
     let exe = std::env::current_exe().context("finding the ampstore binary")?;

@@ -11,10 +11,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ampstore_common::ids::RequestId;
-use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply, Request, Role};
-use ampstore_common::store::EntryKind;
 use ampstore_common::{Key, Seq};
+use ampstore_store::EntryKind;
+use ampstore_store::meta;
 use support::{NodeProc, TestClient, open_store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,11 +15,11 @@ use std::time::Duration;
 use ampstore_common::error::Error;
 use ampstore_common::ids::{Epoch, NodeId, RangeId};
 use ampstore_common::lists::PushId;
-use ampstore_common::meta::Checkpoint;
 use ampstore_common::protocol::{Op, RangeLocation, Reply, Role, WriteId};
 use ampstore_common::queue;
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnDecision, TxnPart, TxnWrite};
 use ampstore_common::{ErrorCode, Key};
+use ampstore_store::meta::Checkpoint;
 use support::*;
 
 const CLUSTER_TOKEN: &str = "app-servers-get-this-token";
@@ -390,7 +390,7 @@ impl Drop for CollectorProc {
 /// them as batches (none refused, none sent again one by one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_batches_for_an_app_server_holding_only_the_cluster_token() {
-    use ampstore_common::metrics::{parse_text, sum};
+    use ampstore_server::metrics::{parse_text, sum};
     let _serial = SERIAL.lock().await;
     let c = start_cluster(1).await;
     let collector = CollectorProc::start(&c.dir.path().join("c0"), &c.master);

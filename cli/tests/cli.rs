@@ -1,7 +1,7 @@
 //! The `ampstore` binary as users and scripts call it.
 
-use ampstore_common::snapshot::{SnapshotHeader, SnapshotWriter};
 use ampstore_common::{KeyRange, RangeId, Seq, Version};
+use ampstore_store::snapshot::{SnapshotHeader, SnapshotWriter};
 use std::process::Output;
 
 mod support;

@@ -29,7 +29,7 @@ impl CollectorProc {
             .args(["--seeds", master.gossip.as_str()])
             .args(["--set", &format!("collector.window_ms={window_ms}")])
             .env_remove("AMPSTORE_CONFIG")
-            .env("RUST_LOG", "warn,ampstore_node::collector=info")
+            .env("RUST_LOG", "warn,ampstore_collector=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -130,8 +130,8 @@ async fn pushes_go_through_collectors_and_survive_a_collector_kill() {
     // other ("push to stream was overtaken 16 times in a row", with or without the kill),
     // which is not what this test is about.
     let c2_pushes = async || {
-        let m = ampstore_common::metrics::parse_text(&http_get_text(&c2.admin, "/metrics").await).unwrap();
-        ampstore_common::metrics::sum(&m, "ampstore_requests_total", &[("op", "push"), ("outcome", "ok")])
+        let m = ampstore_server::metrics::parse_text(&http_get_text(&c2.admin, "/metrics").await).unwrap();
+        ampstore_server::metrics::sum(&m, "ampstore_requests_total", &[("op", "push"), ("outcome", "ok")])
     };
     let c2_before = c2_pushes().await;
     let stop = Arc::new(AtomicBool::new(false));

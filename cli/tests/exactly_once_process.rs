@@ -10,8 +10,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ampstore_client::connection::Connection;
 use ampstore_client::{Client, Key};
+use ampstore_common::connection::Connection;
 use ampstore_common::lists::PushId;
 use ampstore_common::protocol::{Op, RangeLocation, Reply, Role, WriteId};
 use ampstore_common::queue;

@@ -6,8 +6,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ampstore_common::Error;
-use ampstore_common::metrics::{parse_text, sum};
 use ampstore_common::protocol::{Op, Reply};
+use ampstore_server::metrics::{parse_text, sum};
 use serde_json::Value;
 use support::*;
 
@@ -258,7 +258,7 @@ async fn rpc_needs_the_cluster_token_when_one_is_configured() {
         assert_eq!(ok.call(Op::Ping).await.unwrap(), Reply::Pong, "{what}");
     }
     // The master talks to the node with the admin token: ranges get served.
-    let conn = ampstore_client::connection::Connection::connect(
+    let conn = ampstore_common::connection::Connection::connect(
         &master.rpc,
         ampstore_common::protocol::Role::Client,
         "t",
@@ -330,7 +330,7 @@ async fn metrics_parse_and_move_with_requests() {
     let scrape =
         async |admin: &str| parse_text(&http_get_text(admin, "/metrics").await).unwrap_or_else(|e| panic!("{e}"));
     let before = scrape(&node.admin).await;
-    let pings = |s: &[ampstore_common::metrics::Sample]| {
+    let pings = |s: &[ampstore_server::metrics::Sample]| {
         sum(s, "ampstore_requests_total", &[("op", "ping"), ("outcome", "ok")])
     };
     let mut c = TestClient::connect(&node.rpc).await.unwrap();

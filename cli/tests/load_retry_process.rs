@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ampstore_common::Key;
-use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_store::meta;
 use support::{NodeProc, TestClient, open_store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,7 @@ async fn a_load_that_keeps_failing_gives_the_range_back() {
     let cur = meta::get_range(backend.meta.as_ref(), &Key::default()).await.unwrap().unwrap();
     let mut desc = cur.record.clone();
     desc.owner = Some(meta::Owner { node_id: id.clone(), epoch });
-    meta::put_range(backend.meta.as_ref(), &desc, ampstore_common::store::Expect::Version(cur.version)).await.unwrap();
+    meta::put_range(backend.meta.as_ref(), &desc, ampstore_store::Expect::Version(cur.version)).await.unwrap();
     let assigned = c.call(Op::Assign { range_id: meta::FIRST_RANGE_ID, start: Key::default(), claim: false }).await;
     assert!(matches!(assigned, Err(ampstore_common::error::Error::Unavailable { .. })), "{assigned:?}");
     // Given back: no owner, so a master places it elsewhere; and not held here as `Failed`.
@@ -91,7 +91,7 @@ async fn an_epoch_loss_during_a_load_leaves_no_instance_of_the_old_epoch() {
             meta::PK_NODE,
             node.node_id.as_bytes(),
             &meta::encode(&ended),
-            ampstore_common::store::Expect::Version(cur.version),
+            ampstore_store::Expect::Version(cur.version),
         )
         .await
         .unwrap();

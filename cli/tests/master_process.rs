@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use ampstore_client::{Client, ClientConfig};
 use ampstore_common::Key;
-use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply};
+use ampstore_store::meta;
 use support::*;
 
 /// The tests measure failover times: one cluster at a time on this machine.
@@ -301,7 +301,7 @@ async fn a_paused_master_cannot_change_routing_after_it_resumes() {
     let status_a = c.masters[a].status().await.unwrap();
     assert_eq!(status_a.active_term, None, "a deposed master must be a standby");
     assert_eq!(status_a.lease_holder.map(|h| h.to_string()), Some(c.masters[b].id.clone()));
-    let err = ampstore_client::connection::Connection::connect(
+    let err = ampstore_common::connection::Connection::connect(
         &c.masters[a].rpc,
         ampstore_common::protocol::Role::Client,
         "t",
@@ -356,7 +356,7 @@ async fn a_joining_node_receives_ranges_and_every_key_reads_back() {
     .await;
     println!("after the join ({:.1} s): {:?}", started.elapsed().as_secs_f64(), counts(master).await);
     // A scan's view: the ranges covering a span, contiguous, in key order, each served.
-    let conn = ampstore_client::connection::Connection::connect(
+    let conn = ampstore_common::connection::Connection::connect(
         &master.rpc,
         ampstore_common::protocol::Role::Client,
         "t",

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
-use ampstore_common::meta::{self, NodeRecord, PK_NODE};
 use ampstore_common::protocol::{Op, Reply, Role, Versioned};
-use ampstore_common::store::{Backend, Expect};
 use ampstore_common::{Epoch, Key, RangeId, Seq, Version};
+use ampstore_store::meta::{self, NodeRecord, PK_NODE};
+use ampstore_store::{Backend, Expect};
 use support::{LIVENESS_MS, NodeProc, TestClient, open_store};
 
 const RANGE: RangeId = meta::FIRST_RANGE_ID;

@@ -14,11 +14,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
-use ampstore_common::meta::{self, NodeRecord, PK_NODE};
 use ampstore_common::protocol::{Op, Reply, Role, WriteId};
-use ampstore_common::store::{Backend, EntryKind, Expect};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnDecision, TxnPart, TxnWrite};
 use ampstore_common::{Epoch, Key, RangeId, Seq};
+use ampstore_store::meta::{self, NodeRecord, PK_NODE};
+use ampstore_store::{Backend, EntryKind, Expect};
 use support::{NodeProc, TestClient, create_ranges, open_store};
 
 async fn end_epoch(backend: &Backend, node_id: &str) {

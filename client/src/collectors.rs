@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ampstore_common::gossip::MemberState;
+use ampstore_common::member::MemberState;
 use ampstore_common::protocol::{Op, RangeLocation, Reply, Role};
 use ampstore_common::{Error, ErrorCode, Key};
 

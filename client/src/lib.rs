@@ -23,7 +23,7 @@ pub use ampstore_common::{Error, ErrorCode, Key, Version};
 
 pub mod client;
 pub mod collectors;
-pub mod connection;
+pub use ampstore_common::connection;
 pub mod lists;
 pub mod queue;
 pub mod txn;

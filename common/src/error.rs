@@ -185,6 +185,24 @@ impl Error {
     }
 }
 
+impl From<crate::ids::IdError> for Error {
+    fn from(e: crate::ids::IdError) -> Error {
+        match e {
+            crate::ids::IdError::Invalid(reason) => Error::invalid(reason),
+            overflow @ crate::ids::IdError::Overflow { .. } => Error::internal(overflow.to_string()),
+        }
+    }
+}
+
+impl From<crate::key::KeyError> for Error {
+    fn from(e: crate::key::KeyError) -> Error {
+        match e {
+            crate::key::KeyError::Invalid(reason) => Error::invalid(reason),
+            crate::key::KeyError::TooLarge { what, size, max } => Error::too_large(what, size, max),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

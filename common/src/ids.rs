@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::error::Error;
 use crate::limits::NODE_ID_BYTES_MAX;
 
 /// Identity of one key range. Never reused: a split creates two new ids.
@@ -35,20 +34,31 @@ impl Seq {
 
     /// The following slot, or `Internal` when this is the last one: only a damaged stored
     /// value gets there.
-    pub fn checked_next(self) -> Result<Seq, Error> {
+    pub fn checked_next(self) -> Result<Seq, IdError> {
         self.0.checked_add(1).map(Seq).ok_or_else(|| overflow("log seq", self.0))
     }
 }
 
-/// The error for a counter read from storage that cannot be bumped: only a damaged value
-/// (or one written by a bug) is at `u64::MAX`, so it is `Internal`, never a wrap to 0.
-fn overflow(what: &str, value: u64) -> Error {
-    Error::internal(format!("{what} {value} cannot be incremented (corrupt stored value?)"))
+/// Why an identifier could not be made: its own small type, so this module needs nothing
+/// from `error` (which names identifiers); it converts into [`crate::Error`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Not a valid identifier (becomes `Invalid`).
+    #[error("{0}")]
+    Invalid(String),
+    /// A counter read from storage that cannot be bumped: only a damaged value (or one
+    /// written by a bug) is at `u64::MAX`, so it becomes `Internal`, never a wrap to 0.
+    #[error("{what} {value} cannot be incremented (corrupt stored value?)")]
+    Overflow { what: String, value: u64 },
+}
+
+fn overflow(what: &str, value: u64) -> IdError {
+    IdError::Overflow { what: what.into(), value }
 }
 
 /// `value + 1` for a counter read from storage (a meta item's version, a generation), as
 /// `Internal` when it would overflow.
-pub fn checked_increment(what: &str, value: u64) -> Result<u64, Error> {
+pub fn checked_increment(what: &str, value: u64) -> Result<u64, IdError> {
     value.checked_add(1).ok_or_else(|| overflow(what, value))
 }
 
@@ -67,7 +77,7 @@ pub struct Epoch(pub u64);
 impl Epoch {
     /// The following epoch (a node's next registration, or the master ending this one), or
     /// `Internal` when the stored epoch is already the last.
-    pub fn next(self) -> Result<Epoch, Error> {
+    pub fn next(self) -> Result<Epoch, IdError> {
         self.0.checked_add(1).map(Epoch).ok_or_else(|| overflow("epoch", self.0))
     }
 }
@@ -86,7 +96,7 @@ pub struct Term(pub u64);
 impl Term {
     /// The following master term (a takeover), or `Internal` when the stored term is
     /// already the last.
-    pub fn next(self) -> Result<Term, Error> {
+    pub fn next(self) -> Result<Term, IdError> {
         self.0.checked_add(1).map(Term).ok_or_else(|| overflow("master term", self.0))
     }
 }
@@ -110,13 +120,13 @@ pub struct NodeId(String);
 
 impl NodeId {
     /// Validates `s` as a node id.
-    pub fn new(s: impl Into<String>) -> Result<NodeId, Error> {
+    pub fn new(s: impl Into<String>) -> Result<NodeId, IdError> {
         let s = s.into();
         if s.is_empty() || s.len() > NODE_ID_BYTES_MAX {
-            return Err(Error::invalid(format!("node id must be 1 to {NODE_ID_BYTES_MAX} bytes, got {}", s.len())));
+            return Err(IdError::Invalid(format!("node id must be 1 to {NODE_ID_BYTES_MAX} bytes, got {}", s.len())));
         }
         if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-            return Err(Error::invalid(format!(
+            return Err(IdError::Invalid(format!(
                 "node id may hold only letters, digits, '_', '-' and '.', found {bad:?}"
             )));
         }
@@ -153,13 +163,13 @@ mod tests {
     #[test]
     fn increments_of_stored_counters_fail_at_the_top_instead_of_wrapping() {
         assert_eq!(Seq(u64::MAX - 1).checked_next().unwrap(), Seq(u64::MAX));
-        assert!(matches!(Seq(u64::MAX).checked_next(), Err(Error::Internal { .. })));
+        assert!(matches!(Seq(u64::MAX).checked_next(), Err(IdError::Overflow { .. })));
         assert_eq!(Epoch(u64::MAX - 1).next().unwrap(), Epoch(u64::MAX));
-        assert!(matches!(Epoch(u64::MAX).next(), Err(Error::Internal { .. })));
+        assert!(matches!(Epoch(u64::MAX).next(), Err(IdError::Overflow { .. })));
         assert_eq!(Term(u64::MAX - 1).next().unwrap(), Term(u64::MAX));
-        assert!(matches!(Term(u64::MAX).next(), Err(Error::Internal { .. })));
+        assert!(matches!(Term(u64::MAX).next(), Err(IdError::Overflow { .. })));
         assert_eq!(checked_increment("version", u64::MAX - 1).unwrap(), u64::MAX);
-        assert!(matches!(checked_increment("version", u64::MAX), Err(Error::Internal { .. })));
+        assert!(matches!(checked_increment("version", u64::MAX), Err(IdError::Overflow { .. })));
     }
 
     #[test]

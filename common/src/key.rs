@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::error::Error;
 use crate::ids::Seq;
 use crate::limits::KEY_BYTES_MAX;
 
@@ -40,12 +39,12 @@ impl Key {
 
     /// Checks the limits a key written or read by a user must meet: 1 to
     /// [`KEY_BYTES_MAX`] bytes, not in the reserved namespace ([`RESERVED_PREFIX`]).
-    pub fn validate_user_key(bytes: &[u8]) -> Result<(), Error> {
+    pub fn validate_user_key(bytes: &[u8]) -> Result<(), KeyError> {
         if bytes.is_empty() {
-            return Err(Error::invalid("key must not be empty"));
+            return Err(KeyError::Invalid("key must not be empty".into()));
         }
         if bytes.starts_with(&RESERVED_PREFIX) {
-            return Err(Error::invalid("keys starting with bytes ff ff are reserved (lists, queues)"));
+            return Err(KeyError::Invalid("keys starting with bytes ff ff are reserved (lists, queues)".into()));
         }
         Self::validate_bound(bytes)
     }
@@ -57,12 +56,24 @@ impl Key {
     }
 
     /// Checks the limit a range boundary must meet (the empty key is allowed).
-    pub fn validate_bound(bytes: &[u8]) -> Result<(), Error> {
+    pub fn validate_bound(bytes: &[u8]) -> Result<(), KeyError> {
         if bytes.len() > KEY_BYTES_MAX {
-            return Err(Error::too_large("key", bytes.len(), KEY_BYTES_MAX));
+            return Err(KeyError::TooLarge { what: "key", size: bytes.len(), max: KEY_BYTES_MAX });
         }
         Ok(())
     }
+}
+
+/// Why a key or range bound was refused: its own small type, so this module needs nothing
+/// from `error` (which names keys); it converts into [`crate::Error`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Not allowed here (becomes `Invalid`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Over a size limit (becomes `TooLarge`).
+    #[error("{what} of {size} bytes is over the limit of {max}")]
+    TooLarge { what: &'static str, size: usize, max: usize },
 }
 
 impl fmt::Debug for Key {
@@ -133,12 +144,12 @@ impl KeyRange {
     }
 
     /// `[start, end)`; rejects an empty or inverted range and over-long bounds.
-    pub fn new(start: Key, end: Option<Key>) -> Result<KeyRange, Error> {
+    pub fn new(start: Key, end: Option<Key>) -> Result<KeyRange, KeyError> {
         Key::validate_bound(start.as_bytes())?;
         if let Some(end) = &end {
             Key::validate_bound(end.as_bytes())?;
             if end <= &start {
-                return Err(Error::invalid(format!("range end {end} must be greater than start {start}")));
+                return Err(KeyError::Invalid(format!("range end {end} must be greater than start {start}")));
             }
         }
         Ok(KeyRange { start, end })
@@ -156,9 +167,9 @@ impl KeyRange {
     }
 
     /// Splits at `at` into `[start, at)` and `[at, end)`; `at` must lie strictly inside.
-    pub fn split_at(&self, at: Key) -> Result<(KeyRange, KeyRange), Error> {
+    pub fn split_at(&self, at: Key) -> Result<(KeyRange, KeyRange), KeyError> {
         if at <= self.start || !self.contains(at.as_bytes()) {
-            return Err(Error::invalid(format!("split key {at} is not strictly inside {self}")));
+            return Err(KeyError::Invalid(format!("split key {at} is not strictly inside {self}")));
         }
         Ok((
             KeyRange { start: self.start.clone(), end: Some(at.clone()) },
@@ -257,7 +268,7 @@ mod tests {
     fn key_limit_boundary() {
         assert!(Key::validate_user_key(&vec![1u8; KEY_BYTES_MAX]).is_ok());
         let err = Key::validate_user_key(&vec![1u8; KEY_BYTES_MAX + 1]).unwrap_err();
-        assert_eq!(err.code(), crate::ErrorCode::TooLarge);
+        assert_eq!(crate::Error::from(err).code(), crate::ErrorCode::TooLarge);
         assert!(Key::validate_user_key(b"").is_err());
         assert!(Key::validate_bound(b"").is_ok());
     }

@@ -1,30 +1,31 @@
-//! Shared foundation of Ampstore: identifiers, keys and ranges, limits, the wire error type,
-//! the frame codec and protocol envelope, configuration, the snapshot file format and the
-//! storage traits with their backends (`store::local`, and `store::aws` behind feature `aws`).
+//! The vocabulary every Ampstore crate shares: identifiers, keys and ranges, limits, the wire
+//! error type, the data models (lists, queue, transactions, meta records, member views), the
+//! pure ownership rules and the wire (frame codec, protocol messages, one connection).
 //!
-//! See `docs/architecture.md` for how the pieces fit together.
+//! Rules of this crate:
+//! - it is the bottom of the workspace: it depends on no other Ampstore crate, and on no
+//!   storage, gossip, configuration or metrics library (no rusqlite, aws, foca, figment,
+//!   prometheus-client), so the client crate that depends on it alone stays small;
+//! - nothing here panics on input from the network: decoding returns a typed [`Error`];
+//! - every limit is a named constant in [`limits`] with a boundary test.
+//!
+//! See `docs/architecture.md` for how the crates fit together.
 
-pub mod config;
+pub mod auth;
+pub mod connection;
 pub mod error;
 pub mod frame;
-pub mod gossip;
-pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod limits;
 pub mod lists;
+pub mod member;
 pub mod meta;
-pub mod metrics;
-#[cfg(any(test, feature = "test-util"))]
-pub mod metrics_text;
 pub mod ownership;
 pub mod protocol;
 pub mod queue;
-pub mod rpc_server;
-pub mod secrets;
-pub mod snapshot;
-pub mod store;
 pub mod txn;
+pub mod value;
 pub mod varint;
 pub mod write_ids;
 

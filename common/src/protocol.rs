@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use crate::key::{Key, KeyRange, Version};
-use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
+use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
 use crate::lists::PushId;
 use crate::meta::Checkpoint;
 use crate::queue::{self, Task, TaskRef};
@@ -20,43 +20,7 @@ use crate::txn::{self, TxnCheck, TxnDecision, TxnPart, TxnWrite};
 /// with `Invalid` and closes the connection.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// What kind of process a peer is. In a hello it also says which credential the peer
-/// presents: `Client` the cluster token, every other role the admin token (DESIGN §4,
-/// "Authorization"); [`Op::allowed_for`] says which operations each role may send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Master,
-    Node,
-    Collector,
-    Client,
-    /// An operator's command (`ampstore drain`, `status`, tools): never gossips.
-    Admin,
-}
-
-impl Role {
-    /// The role's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Master => "master",
-            Role::Node => "node",
-            Role::Collector => "collector",
-            Role::Client => "client",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// True for the roles that must present the admin token (every role but `Client`).
-    pub fn needs_admin_token(self) -> bool {
-        self != Role::Client
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::member::Role;
 
 /// First frame on every connection, from the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,9 +345,9 @@ impl Op {
                 Ok(())
             }
             // Any bound may be located, including the empty key (the start of the key space).
-            Op::Locate { key } => Key::validate_bound(key.as_bytes()),
-            Op::Assign { start, .. } => Key::validate_bound(start.as_bytes()),
-            Op::Get { key } | Op::Delete { key, .. } => Key::validate_user_key(key.as_bytes()),
+            Op::Locate { key } => Ok(Key::validate_bound(key.as_bytes())?),
+            Op::Assign { start, .. } => Ok(Key::validate_bound(start.as_bytes())?),
+            Op::Get { key } | Op::Delete { key, .. } => Ok(Key::validate_user_key(key.as_bytes())?),
             Op::Enqueue { queue, shard, payload, .. } => {
                 queue::validate_queue(queue)?;
                 queue::validate_payload(payload)?;
@@ -432,7 +396,7 @@ impl Op {
                 if keys.len() > GET_MANY_KEYS_MAX {
                     return Err(Error::too_large("get_many key count", keys.len(), GET_MANY_KEYS_MAX));
                 }
-                keys.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))
+                Ok(keys.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?)
             }
             Op::Put { key, value, .. } | Op::PutIfVersion { key, value, .. } => {
                 Key::validate_user_key(key.as_bytes())?;
@@ -599,13 +563,7 @@ fn validate_shard(shard: u16) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a value against [`VALUE_BYTES_MAX`].
-pub fn validate_value(value: &[u8]) -> Result<(), Error> {
-    if value.len() > VALUE_BYTES_MAX {
-        return Err(Error::too_large("value", value.len(), VALUE_BYTES_MAX));
-    }
-    Ok(())
-}
+pub use crate::value::validate_value;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
@@ -711,7 +669,7 @@ pub enum Reply {
         results: Vec<Result<Reply, Error>>,
     },
     /// Answer to `Members`.
-    Members(Vec<crate::gossip::MemberView>),
+    Members(Vec<crate::member::MemberView>),
     /// Answer to `Dequeue`: the tasks leased, and where the shard goes on.
     Tasks {
         tasks: Vec<Task>,
@@ -905,6 +863,7 @@ pub struct RangeStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::VALUE_BYTES_MAX;
 
     #[test]
     fn states_travel_as_the_strings_they_were_and_unknown_names_are_not_errors() {

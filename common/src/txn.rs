@@ -13,7 +13,7 @@ use crate::ids::RangeId;
 use crate::key::{Key, Version};
 use crate::limits::{TXN_BYTES_MAX, TXN_HOLD_MS_MAX, TXN_OPS_MAX, TXN_PART_BYTES_MAX, TXN_RANGES_MAX};
 use crate::lists::{self, PushId};
-use crate::protocol::validate_value;
+use crate::value::validate_value;
 
 /// What a transaction requires of a key for it to commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,10 +20,10 @@ use std::fmt::Debug;
 
 use ampstore_common::error::{Error, OwnerHint};
 use ampstore_common::frame::{FRAME_HEADER_BYTES, decode_body, encode_frame};
-use ampstore_common::gossip::{GossipLoad, MemberState, MemberView};
 use ampstore_common::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use ampstore_common::key::{Key, KeyRange, Version};
 use ampstore_common::lists::PushId;
+use ampstore_common::member::{GossipLoad, MemberState, MemberView};
 use ampstore_common::meta::Checkpoint;
 use ampstore_common::protocol::{
     Hello, HelloReply, MasterStatus, NodeStats, NodeView, Op, PROTOCOL_VERSION, RangeLocation, RangeStats, RangeView,

@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use ampstore_common::meta::{self, LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM, TermRecord, Versioned};
-use ampstore_common::store::{Expect, MetaOp, MetaStore, StoreError, own_write};
 use ampstore_common::{NodeId, Term};
+use ampstore_store::meta::{self, LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM, TermRecord, Versioned};
+use ampstore_store::{Expect, MetaOp, MetaStore, StoreError, own_write};
 
 /// What to write next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,9 +205,9 @@ pub async fn tick(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ampstore_common::config::LocalConfig;
-    use ampstore_common::store::local::LocalStore;
-    use ampstore_common::store::lost_responses::ResponseLosingMeta;
+    use ampstore_server::config::LocalConfig;
+    use ampstore_store::local::LocalStore;
+    use ampstore_store::lost_responses::ResponseLosingMeta;
 
     fn lease(holder: &str, term: u64, rvn: u64, version: u64) -> Versioned<LeaseRecord> {
         Versioned {

@@ -11,22 +11,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use ampstore_client::connection::Connection;
-use ampstore_common::config::{Config, MasterConfig};
+use ampstore_common::connection::Connection;
 use ampstore_common::error::{Error, OwnerHint};
-use ampstore_common::gossip::{Gossip, GossipSettings, MemberEvent};
 use ampstore_common::limits::LOCATE_RANGES_MAX;
-use ampstore_common::meta::{
-    self, Checkpoint, DrainRecord, NodeRecord, Owner, PK_DRAIN, PK_NODE, PK_RANGE, RangeDescriptor, TermRecord,
-    Versioned,
-};
-use ampstore_common::metrics::Metrics;
 use ampstore_common::protocol::{
     MasterStatus, NodeView, Op, PROTOCOL_VERSION, RangeLocation, RangeView, Reply, Role, ServerInfo,
 };
-use ampstore_common::rpc_server::{self, Service};
-use ampstore_common::store::{Backend, Expect, MetaOp, StoreError, own_write};
-use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, identity};
+use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId};
+use ampstore_server::config::{Config, MasterConfig};
+use ampstore_server::gossip::{Gossip, GossipSettings, MemberEvent};
+use ampstore_server::identity;
+use ampstore_server::metrics::Metrics;
+use ampstore_server::rpc::{self, Service};
+use ampstore_store::meta::{
+    self, Checkpoint, DrainRecord, NodeRecord, Owner, PK_DRAIN, PK_NODE, PK_RANGE, RangeDescriptor, TermRecord,
+    Versioned,
+};
+use ampstore_store::{Backend, Expect, MetaOp, StoreError, own_write};
 use tokio::sync::{Notify, watch};
 
 use crate::lease::{self, LeaseCore};
@@ -113,9 +114,9 @@ pub struct Master {
 /// stdout once it listens (as a standby until it holds the lease).
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let id = identity::load_or_create(&cfg.data_dir)?;
-    let backend = Backend::open(&cfg).await?;
-    let (listener, rpc_addr) = rpc_server::bind(&cfg.master.rpc_addr).await?;
-    let (admin_listener, admin_addr) = rpc_server::bind(&cfg.master.admin_addr).await?;
+    let backend = ampstore_server::open_backend(&cfg).await?;
+    let (listener, rpc_addr) = rpc::bind(&cfg.master.rpc_addr).await?;
+    let (admin_listener, admin_addr) = rpc::bind(&cfg.master.admin_addr).await?;
     let tokens = cfg.cluster.server_tokens()?;
     let master = Arc::new(Master {
         id: id.clone(),
@@ -143,7 +144,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let control_task = tokio::spawn(master.clone().control_loop());
     let hints_task = tokio::spawn(master.clone().gossip_hints(events));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(rpc_server::serve(listener, master.clone(), stop_rx.clone()));
+    let server = tokio::spawn(rpc::serve(listener, master.clone(), stop_rx.clone()));
     let admin = tokio::spawn(crate::admin::serve(admin_listener, master.clone(), stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -164,7 +165,7 @@ impl Master {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn meta(&self) -> &dyn ampstore_common::store::MetaStore {
+    fn meta(&self) -> &dyn ampstore_store::MetaStore {
         self.backend.meta.as_ref()
     }
 
@@ -242,7 +243,7 @@ impl Master {
                 value: meta::encode(&first),
                 expect: Expect::Absent,
             };
-            match own_write::transact(self.meta(), &[term.check(), put]).await {
+            match own_write::transact(self.meta(), &[meta::term_check(term), put]).await {
                 Ok(()) => tracing::info!("empty store: created the first range"),
                 Err(StoreError::ConditionFailed { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -266,7 +267,7 @@ impl Master {
     /// that finds every put of `ops` in place counts as applied (`own_write::transact`).
     async fn write(&self, term: &TermRecord, ops: Vec<MetaOp>) -> Result<(), Error> {
         let mut all = Vec::with_capacity(ops.len() + 1);
-        all.push(term.check());
+        all.push(meta::term_check(term));
         all.extend(ops);
         match own_write::transact(self.meta(), &all).await {
             Ok(()) => Ok(()),
@@ -305,7 +306,7 @@ impl Master {
     }
 
     /// The member list as gossip sees it (for the admin port).
-    pub fn members(&self) -> Vec<ampstore_common::gossip::MemberView> {
+    pub fn members(&self) -> Vec<ampstore_server::gossip::MemberView> {
         self.gossip.get().map(|g| g.members()).unwrap_or_default()
     }
 
@@ -1213,9 +1214,9 @@ impl Service for Master {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ampstore_common::config::LocalConfig;
-    use ampstore_common::meta::{LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM};
-    use ampstore_common::store::local::LocalStore;
+    use ampstore_server::config::LocalConfig;
+    use ampstore_store::local::LocalStore;
+    use ampstore_store::meta::{LeaseRecord, PK_MASTER, SK_LEASE, SK_TERM};
 
     fn master(backend: Backend, id: &str) -> Arc<Master> {
         Arc::new(Master {
@@ -1353,13 +1354,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
         let a = master(backend, "a");
-        let (listener, addr) = rpc_server::bind("127.0.0.1:0").await.unwrap();
+        let (listener, addr) = rpc::bind("127.0.0.1:0").await.unwrap();
         let (_stop, stopped) = watch::channel(false);
-        tokio::spawn(rpc_server::serve(listener, Arc::new(Stuck), stopped));
+        tokio::spawn(rpc::serve(listener, Arc::new(Stuck), stopped));
         let node = NodeId::new("n1").unwrap();
         let record = |epoch: u64, ended: bool| Versioned {
             version: epoch,
-            record: ampstore_common::meta::NodeRecord {
+            record: ampstore_store::meta::NodeRecord {
                 epoch: Epoch(epoch),
                 rvn: 1,
                 rpc_addr: addr.clone(),
@@ -1433,14 +1434,14 @@ mod tests {
         let backend = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
         let a = master(backend, "a");
         let (_stop, stopped) = watch::channel(false);
-        let (stuck_listener, stuck_addr) = rpc_server::bind("127.0.0.1:0").await.unwrap();
-        tokio::spawn(rpc_server::serve(stuck_listener, Arc::new(Stuck), stopped.clone()));
+        let (stuck_listener, stuck_addr) = rpc::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(rpc::serve(stuck_listener, Arc::new(Stuck), stopped.clone()));
         let healthy = NodeId::new("healthy").unwrap();
-        let (listener, healthy_addr) = rpc_server::bind("127.0.0.1:0").await.unwrap();
-        tokio::spawn(rpc_server::serve(listener, Arc::new(Answers(healthy.clone())), stopped));
+        let (listener, healthy_addr) = rpc::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(rpc::serve(listener, Arc::new(Answers(healthy.clone())), stopped));
         let stuck = NodeId::new("stuck").unwrap();
         for (id, addr) in [(&stuck, &stuck_addr), (&healthy, &healthy_addr)] {
-            let record = ampstore_common::meta::NodeRecord {
+            let record = ampstore_store::meta::NodeRecord {
                 epoch: Epoch(1),
                 rvn: 1,
                 rpc_addr: addr.clone(),

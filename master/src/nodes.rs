@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ampstore_common::meta::{NodeRecord, Versioned};
 use ampstore_common::protocol::{NodeState, NodeStats, RangeState};
 use ampstore_common::{Epoch, NodeId, RangeId};
+use ampstore_store::meta::{NodeRecord, Versioned};
 
 /// A stats answer older than this makes a node unreachable for placement.
 pub const STATS_STALE: Duration = Duration::from_secs(3);

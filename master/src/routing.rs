@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use ampstore_common::meta::{RangeDescriptor, Versioned};
 use ampstore_common::{Key, NodeId, RangeId};
+use ampstore_store::meta::{RangeDescriptor, Versioned};
 
 #[derive(Default)]
 pub struct RoutingTable {

@@ -7,13 +7,13 @@ use actix::{Actor, Addr};
 use ampstore_common::error::Error;
 use ampstore_common::limits::FRAME_BYTES_MAX;
 use ampstore_common::lists::PushId;
-use ampstore_common::meta;
-use ampstore_common::metrics::Metrics;
 use ampstore_common::ownership;
 use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeState, RangeStats, Reply, Role, ServerInfo};
-use ampstore_common::rpc_server::Service;
 use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, RangeId, Seq};
+use ampstore_server::metrics::Metrics;
+use ampstore_server::rpc::Service;
+use ampstore_store::meta;
 use tokio::sync::oneshot;
 
 use crate::directory::Slot;

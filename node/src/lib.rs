@@ -2,7 +2,6 @@
 
 pub mod admin;
 pub mod budget;
-pub mod collector;
 pub mod directory;
 pub mod dispatch;
 pub mod liveness;

@@ -16,9 +16,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ampstore_common::meta::{self, NodeRecord, PK_NODE};
-use ampstore_common::store::{Expect, MetaStore, StoreError, own_write};
 use ampstore_common::{Epoch, NodeId};
+use ampstore_store::meta::{self, NodeRecord, PK_NODE};
+use ampstore_store::{Expect, MetaStore, StoreError, own_write};
 
 /// The node's view of its own liveness.
 pub struct Liveness {
@@ -160,9 +160,9 @@ pub async fn heartbeat_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ampstore_common::config::LocalConfig;
-    use ampstore_common::store::local::LocalStore;
-    use ampstore_common::store::lost_responses::ResponseLosingMeta;
+    use ampstore_server::config::LocalConfig;
+    use ampstore_store::local::LocalStore;
+    use ampstore_store::lost_responses::ResponseLosingMeta;
 
     #[test]
     fn window_runs_from_send_time() {

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Arbiter, ArbiterHandle, System};
-use ampstore_common::config::Config;
 use ampstore_common::error::Error;
-use ampstore_common::gossip::{Gossip, GossipLoad, GossipSettings};
 use ampstore_common::protocol::{RangeState, Role};
-use ampstore_common::store::Backend;
+use ampstore_server::config::Config;
+use ampstore_server::gossip::{Gossip, GossipLoad, GossipSettings};
 use tokio::sync::watch;
 
 use crate::admin;
@@ -17,8 +16,8 @@ use crate::directory::Slot;
 use crate::liveness::{self, Beat, Registration};
 use crate::range::actor::{DropMsg, ReleaseMsg};
 use crate::shared::NodeShared;
-use ampstore_common::identity;
-use ampstore_common::rpc_server;
+use ampstore_server::identity;
+use ampstore_server::rpc;
 
 /// How long a graceful shutdown waits for ranges to snapshot and release.
 const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
@@ -27,9 +26,9 @@ const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
 /// Prints one line `ampstore node ID ready: rpc ADDR epoch N admin ADDR` to stdout once serving.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let node_id = identity::load_or_create(&cfg.data_dir)?;
-    let backend = Backend::open(&cfg).await?;
-    let (listener, rpc_addr) = rpc_server::bind(&cfg.node.rpc_addr).await?;
-    let (admin_listener, admin_addr) = rpc_server::bind(&cfg.node.admin_addr).await?;
+    let backend = ampstore_server::open_backend(&cfg).await?;
+    let (listener, rpc_addr) = rpc::bind(&cfg.node.rpc_addr).await?;
+    let (admin_listener, admin_addr) = rpc::bind(&cfg.node.admin_addr).await?;
     let arbiters_count = match cfg.node.arbiters_count {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n as usize,
@@ -54,7 +53,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
     let budget = tokio::spawn(crate::budget::enforce_loop(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(rpc_server::serve(listener, shared.clone(), stop_rx.clone()));
+    let server = tokio::spawn(rpc::serve(listener, shared.clone(), stop_rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone(), stop_rx));
     shutdown.await;
     tracing::info!("shutting down: releasing ranges");

@@ -14,10 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
-use ampstore_common::meta;
 use ampstore_common::txn::TxnPart;
+use ampstore_store::meta;
 
-use ampstore_common::store::MetaStore;
+use ampstore_store::MetaStore;
 
 /// How long a read of the node records is used for addresses it lists.
 const LIVE_ADDRS_TTL: Duration = Duration::from_secs(2);

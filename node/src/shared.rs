@@ -3,16 +3,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ampstore_client::connection::Connection;
+use ampstore_common::connection::Connection;
 
-use ampstore_common::gossip::Gossip;
-use ampstore_common::metrics::Metrics;
+use ampstore_server::gossip::Gossip;
+use ampstore_server::metrics::Metrics;
 
 use actix::ArbiterHandle;
-use ampstore_common::config::NodeConfig;
-use ampstore_common::meta::Owner;
-use ampstore_common::store::Backend;
 use ampstore_common::{NodeId, RangeId};
+use ampstore_server::config::NodeConfig;
+use ampstore_store::Backend;
+use ampstore_store::meta::Owner;
 
 use crate::directory::Directory;
 use crate::liveness::Liveness;

@@ -18,12 +18,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ampstore_client::connection::Connection;
+use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
 use ampstore_common::protocol::{Op, Reply, Role, Versioned, WriteId};
-use ampstore_common::store::{AppendSlot, EntryKind, LogEntry};
 use ampstore_common::txn::{TxnDecision, TxnPart};
 use ampstore_common::{Epoch, NodeId, RangeId, Seq, Version};
+use ampstore_store::{AppendSlot, EntryKind, LogEntry};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 

@@ -1,13 +1,13 @@
 //! Shared by the process-level tests: a minimal protocol client and node processes.
 #![allow(dead_code)]
 
-use ampstore_common::config::LocalConfig;
 use ampstore_common::error::Error;
 use ampstore_common::frame::{decode_body, read_frame, write_frame};
 use ampstore_common::ids::RequestId;
 use ampstore_common::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role};
-use ampstore_common::store::Backend;
-use ampstore_common::store::local::LocalStore;
+use ampstore_server::config::LocalConfig;
+use ampstore_store::Backend;
+use ampstore_store::local::LocalStore;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -272,12 +272,12 @@ pub async fn http_get_json(addr: &str, path: &str) -> serde_json::Value {
 
 // ---- masters and routed calls ----------------------------------------------------------
 
-use ampstore_client::connection::Connection;
 use ampstore_common::Key;
-use ampstore_common::meta::{self, RangeDescriptor};
+use ampstore_common::connection::Connection;
 use ampstore_common::protocol::MasterStatus;
-use ampstore_common::store::Expect;
 use ampstore_common::{KeyRange, RangeId};
+use ampstore_store::Expect;
+use ampstore_store::meta::{self, RangeDescriptor};
 use std::time::Instant;
 
 /// Timings of the master-level tests: fast failure detection on a busy 2-core machine.

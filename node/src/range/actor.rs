@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
-use ampstore_common::meta::Owner;
 use ampstore_common::ownership;
 use ampstore_common::protocol::{RangeState, RangeStats, Reply, WriteId};
-use ampstore_common::store::{EntryKind, StoreError};
 use ampstore_common::txn::{TxnCheck, TxnDecision, TxnWrite};
 use ampstore_common::{Key, Seq};
+use ampstore_store::meta::Owner;
+use ampstore_store::{EntryKind, StoreError};
 use tokio::sync::oneshot;
 
 use super::batch;
@@ -237,7 +237,7 @@ impl RangeActor {
         }
     }
 
-    fn start_append(&mut self, seq: Seq, entry: ampstore_common::store::LogEntry, ctx: &mut Context<Self>) {
+    fn start_append(&mut self, seq: Seq, entry: ampstore_store::LogEntry, ctx: &mut Context<Self>) {
         let log = self.shared.backend.log.clone();
         let range = self.core.range_id();
         let bytes = entry.payload.len();
@@ -857,7 +857,7 @@ impl RangeActor {
         actix::spawn(async move {
             let Ok(entries) = backend.log.read(range_id, seq, 1).await else { return };
             let Some((_, entry)) = entries.into_iter().next() else { return };
-            if let Ok(Some(node)) = ampstore_common::meta::get_node(backend.meta.as_ref(), &entry.writer).await
+            if let Ok(Some(node)) = ampstore_store::meta::get_node(backend.meta.as_ref(), &entry.writer).await
                 && node.record.epoch == entry.epoch
             {
                 let hint = ampstore_common::error::OwnerHint { node_id: entry.writer, rpc_addr: node.record.rpc_addr };

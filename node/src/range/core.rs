@@ -14,10 +14,10 @@ use std::ops::Bound;
 use ampstore_common::error::Error;
 use ampstore_common::limits::{RANGE_PENDING_WRITES_MAX, SCAN_PAGE_BYTES_MAX};
 use ampstore_common::protocol::{Reply, ScanItem, Versioned, WriteId};
-use ampstore_common::store::{EntryKind, LogEntry};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnWrite};
 use ampstore_common::write_ids::{WriteKey, WriteOutcome};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Version};
+use ampstore_store::{EntryKind, LogEntry};
 use bytes::Bytes;
 use imbl::OrdMap;
 

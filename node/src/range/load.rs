@@ -7,10 +7,10 @@
 //! The fence also reopens a log that a merge entry closed (`core::MergePlan`).
 
 use ampstore_common::error::Error;
-use ampstore_common::meta::{self, Owner, RangeDescriptor};
-use ampstore_common::snapshot::Snapshot;
-use ampstore_common::store::{Backend, EntryKind, Expect, LogEntry, StoreError};
 use ampstore_common::{Key, NodeId, RangeId, Seq};
+use ampstore_store::meta::{self, Owner, RangeDescriptor};
+use ampstore_store::snapshot::Snapshot;
+use ampstore_store::{Backend, EntryKind, Expect, LogEntry, StoreError};
 use bytes::Bytes;
 
 use super::core::{Memtable, RangeCore, Stored};
@@ -197,10 +197,10 @@ pub async fn clear_owner(backend: &Backend, range_id: RangeId, start: &Key, me: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ampstore_common::config::LocalConfig;
-    use ampstore_common::store::local::LocalStore;
-    use ampstore_common::store::lost_responses::ResponseLosingMeta;
     use ampstore_common::{Epoch, KeyRange};
+    use ampstore_server::config::LocalConfig;
+    use ampstore_store::local::LocalStore;
+    use ampstore_store::lost_responses::ResponseLosingMeta;
 
     #[tokio::test]
     async fn owner_clear_whose_response_was_lost_counts_as_done() {

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use ampstore_common::error::Error;
-use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply};
 use ampstore_common::{KeyRange, RangeId, Seq};
+use ampstore_store::meta;
 use tokio::sync::oneshot;
 
 use super::actor::{MergeCloseMsg, MergeClosed, MergeEndMsg, RangeActor};

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ampstore_client::connection::Connection;
+use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::meta;
 use ampstore_common::protocol::{Op, Reply, Role};
 use ampstore_common::{Key, RangeId};
+use ampstore_store::meta;
 
 use crate::shared::NodeShared;
 

@@ -10,10 +10,10 @@
 //! A crash between steps leaves either an unused blob or an untruncated log: both harmless.
 
 use ampstore_common::error::Error;
-use ampstore_common::meta::{self, Checkpoint, Owner};
-use ampstore_common::snapshot::{SnapshotHeader, SnapshotWriter};
-use ampstore_common::store::{Backend, Expect, StoreError};
 use ampstore_common::{Key, KeyRange, RangeId, Seq};
+use ampstore_store::meta::{self, Checkpoint, Owner};
+use ampstore_store::snapshot::{SnapshotHeader, SnapshotWriter};
+use ampstore_store::{Backend, Expect, StoreError};
 use bytes::Bytes;
 
 use super::core::Memtable;
@@ -80,7 +80,7 @@ pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoi
             let existing =
                 backend.blobs.get(&name).await?.ok_or_else(|| Error::unavailable("snapshot blob vanished"))?;
             let same = tokio::task::spawn_blocking(move || {
-                ampstore_common::snapshot::Snapshot::decode(&existing)
+                ampstore_store::snapshot::Snapshot::decode(&existing)
                     .is_ok_and(|s| s.merkle_root == root && s.header.seq == seq && s.header.range_id == range_id)
             })
             .await
@@ -128,11 +128,11 @@ async fn set_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ampstore_common::config::LocalConfig;
-    use ampstore_common::meta::RangeDescriptor;
-    use ampstore_common::store::local::LocalStore;
-    use ampstore_common::store::lost_responses::ResponseLosingMeta;
     use ampstore_common::{Epoch, NodeId};
+    use ampstore_server::config::LocalConfig;
+    use ampstore_store::local::LocalStore;
+    use ampstore_store::lost_responses::ResponseLosingMeta;
+    use ampstore_store::meta::RangeDescriptor;
 
     #[tokio::test]
     async fn checkpoint_whose_response_was_lost_counts_as_written() {

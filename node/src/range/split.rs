@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ampstore_common::error::Error;
-use ampstore_common::meta::Owner;
 use ampstore_common::protocol::{Op, Reply};
 use ampstore_common::{KeyRange, RangeId, Seq};
+use ampstore_store::meta::Owner;
 
 use super::core::{Memtable, SplitPlan};
 use super::reshape;

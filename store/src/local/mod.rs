@@ -1,0 +1,308 @@
+//! The embedded backend: commit log and meta in one SQLite file, blobs as files.
+//!
+//! Several processes may open the same directory at once. SQLite runs in WAL mode with a
+//! `busy_timeout`; every write transaction starts with `BEGIN IMMEDIATE`, so waiting for the
+//! write lock happens up front rather than failing half-way. Each process has exactly one
+//! writer thread ([`writer`]) that commits the queued appends of many ranges, truncations
+//! and meta updates in one transaction (group commit at the storage layer). Reads use a
+//! small pool of read-only connections and see every committed write.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AppendSlot, Backend, CommitLog, EntryKind, Expect, LogEntry, MetaItem, MetaOp, MetaStore, StoreError, StoreResult,
+    validate,
+};
+use crate::config::{LocalConfig, SyncMode};
+use ampstore_common::error::Error;
+use ampstore_common::ids::{Epoch, NodeId, RangeId, Seq};
+use ampstore_common::limits::{
+    LOCAL_WRITER_QUEUE_DEPTH, LOG_READ_BYTES_MAX, LOG_READ_ENTRIES_MAX, META_QUERY_ITEMS_MAX,
+};
+
+mod blobs;
+mod writer;
+
+pub use blobs::FileBlobStore;
+use writer::{WriteOp, WriteRequest};
+
+/// File name of the database inside the store directory.
+pub const DB_FILE: &str = "store.db";
+/// Directory of the blobs inside the store directory.
+pub const BLOB_DIR: &str = "blobs";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    range_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    writer TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (range_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    pk TEXT NOT NULL,
+    sk BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+";
+
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+/// The embedded store: one SQLite database plus one blob directory.
+pub struct LocalStore {
+    inner: Arc<Inner>,
+    blobs: Arc<FileBlobStore>,
+}
+
+struct Inner {
+    db_path: PathBuf,
+    busy_timeout: Duration,
+    writer: mpsc::Sender<WriteRequest>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Where the blobs of the embedded store in `dir` live.
+pub fn blob_dir(dir: &Path) -> PathBuf {
+    dir.join(BLOB_DIR)
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store in `dir` and starts this process's writer thread.
+    pub fn open(dir: &Path, cfg: &LocalConfig) -> Result<LocalStore, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::unavailable(format!("cannot create store directory {}: {e}", dir.display())))?;
+        let db_path = dir.join(DB_FILE);
+        let busy_timeout = Duration::from_millis(cfg.busy_timeout_ms);
+        let conn = open_writer_connection(&db_path, busy_timeout, cfg.synchronous)
+            .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", db_path.display())))?;
+        let (tx, rx) = mpsc::channel(LOCAL_WRITER_QUEUE_DEPTH);
+        writer::spawn(conn, rx).map_err(|e| Error::internal(format!("cannot start the store writer thread: {e}")))?;
+        let blobs = FileBlobStore::open(&dir.join(BLOB_DIR))?;
+        Ok(LocalStore {
+            inner: Arc::new(Inner { db_path, busy_timeout, writer: tx, readers: Mutex::new(Vec::new()) }),
+            blobs: Arc::new(blobs),
+        })
+    }
+
+    /// The three stores as trait objects.
+    pub fn backend(&self) -> Backend {
+        Backend {
+            log: Arc::new(LocalLog(self.inner.clone())),
+            meta: Arc::new(LocalMeta(self.inner.clone())),
+            blobs: self.blobs.clone(),
+        }
+    }
+}
+
+fn open_writer_connection(path: &Path, busy_timeout: Duration, sync: SyncMode) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    // journal_mode needs the write lock when it changes the mode; busy_timeout covers that.
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}, WAL required")));
+    }
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        },
+    )?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    Ok(conn)
+}
+
+impl Inner {
+    async fn write(&self, op: WriteOp) -> StoreResult<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer thread has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the store writer thread dropped a request".into()))?
+    }
+
+    /// Runs `f` on a pooled read-only connection in the blocking pool.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map(|mut pool| pool.pop()).unwrap_or(None);
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.db_path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(sql_err)?;
+                    c.busy_timeout(inner.busy_timeout).map_err(sql_err)?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < 16
+            {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+/// Decodes one log row; anything unexpected on disk is `Corrupt`, never a panic.
+pub(crate) fn decode_log_row(kind: i64, writer: String, epoch: i64, payload: Vec<u8>) -> StoreResult<LogEntry> {
+    let kind = u8::try_from(kind)
+        .ok()
+        .and_then(EntryKind::from_u8)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown log entry kind {kind}")))?;
+    let writer = NodeId::new(writer).map_err(|e| StoreError::Corrupt(format!("log entry writer: {e}")))?;
+    let epoch = u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("negative epoch {epoch}")))?;
+    Ok(LogEntry { kind, writer, epoch: Epoch(epoch), payload: Bytes::from(payload) })
+}
+
+pub(crate) fn head_of(conn: &Connection, range: RangeId) -> StoreResult<Option<Seq>> {
+    let seq: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM log WHERE range_id = ?1", params![range.0 as i64], |r| r.get(0))
+        .map_err(sql_err)?;
+    Ok(seq.map(|s| Seq(s as u64)))
+}
+
+pub(crate) fn meta_get(conn: &Connection, pk: &str, sk: &[u8]) -> StoreResult<Option<MetaItem>> {
+    conn.query_row("SELECT version, value FROM meta WHERE pk = ?1 AND sk = ?2", params![pk, sk], |r| {
+        Ok(MetaItem { version: r.get::<_, i64>(0)? as u64, value: r.get(1)? })
+    })
+    .optional()
+    .map_err(sql_err)
+}
+
+struct LocalLog(Arc<Inner>);
+
+#[async_trait]
+impl CommitLog for LocalLog {
+    async fn append(&self, range: RangeId, seq: Seq, entry: &LogEntry) -> StoreResult<()> {
+        validate::slot(range, seq, entry)?;
+        self.0.write(WriteOp::Append(AppendSlot { range, seq, entry: entry.clone() })).await.map(|_| ())
+    }
+
+    async fn append_atomic(&self, slots: &[AppendSlot]) -> StoreResult<()> {
+        validate::append_atomic(slots)?;
+        self.0.write(WriteOp::AppendAtomic(slots.to_vec())).await.map(|_| ())
+    }
+
+    async fn head(&self, range: RangeId) -> StoreResult<Option<Seq>> {
+        validate::range_id(range)?;
+        self.0.read(move |c| head_of(c, range)).await
+    }
+
+    async fn read(&self, range: RangeId, from: Seq, limit: usize) -> StoreResult<Vec<(Seq, LogEntry)>> {
+        validate::range_id(range)?;
+        validate::seq(from)?;
+        let limit = limit.clamp(1, LOG_READ_ENTRIES_MAX);
+        self.0
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT seq, kind, writer, epoch, payload FROM log
+                         WHERE range_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .map_err(sql_err)?;
+                let mut rows = stmt.query(params![range.0 as i64, from.0 as i64, limit as i64]).map_err(sql_err)?;
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(row) = rows.next().map_err(sql_err)? {
+                    let seq: i64 = row.get(0).map_err(sql_err)?;
+                    let entry = decode_log_row(
+                        row.get(1).map_err(sql_err)?,
+                        row.get(2).map_err(sql_err)?,
+                        row.get(3).map_err(sql_err)?,
+                        row.get(4).map_err(sql_err)?,
+                    )?;
+                    bytes += entry.payload.len();
+                    out.push((Seq(seq as u64), entry));
+                    if bytes >= LOG_READ_BYTES_MAX {
+                        break;
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn truncate(&self, range: RangeId, upto: Seq) -> StoreResult<()> {
+        validate::range_id(range)?;
+        validate::seq(upto)?;
+        self.0.write(WriteOp::Truncate { range, upto }).await.map(|_| ())
+    }
+}
+
+struct LocalMeta(Arc<Inner>);
+
+#[async_trait]
+impl MetaStore for LocalMeta {
+    async fn get(&self, pk: &str, sk: &[u8]) -> StoreResult<Option<MetaItem>> {
+        validate::meta_key(pk, sk)?;
+        let (pk, sk) = (pk.to_string(), sk.to_vec());
+        self.0.read(move |c| meta_get(c, &pk, &sk)).await
+    }
+
+    async fn put(&self, pk: &str, sk: &[u8], value: &[u8], expect: Expect) -> StoreResult<u64> {
+        let op = MetaOp::Put { pk: pk.to_string(), sk: sk.to_vec(), value: value.to_vec(), expect };
+        validate::meta_transact(std::slice::from_ref(&op))?;
+        self.0.write(WriteOp::Meta { ops: vec![op], single: true }).await
+    }
+
+    async fn delete(&self, pk: &str, sk: &[u8], expect: Expect) -> StoreResult<()> {
+        let op = MetaOp::Delete { pk: pk.to_string(), sk: sk.to_vec(), expect };
+        validate::meta_transact(std::slice::from_ref(&op))?;
+        self.0.write(WriteOp::Meta { ops: vec![op], single: true }).await.map(|_| ())
+    }
+
+    async fn transact(&self, ops: &[MetaOp]) -> StoreResult<()> {
+        validate::meta_transact(ops)?;
+        self.0.write(WriteOp::Meta { ops: ops.to_vec(), single: false }).await.map(|_| ())
+    }
+
+    async fn query(&self, pk: &str, from: &[u8], limit: usize) -> StoreResult<Vec<(Vec<u8>, MetaItem)>> {
+        validate::meta_key(pk, from)?;
+        let limit = limit.clamp(1, META_QUERY_ITEMS_MAX);
+        let (pk, from) = (pk.to_string(), from.to_vec());
+        self.0
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT sk, version, value FROM meta WHERE pk = ?1 AND sk >= ?2 ORDER BY sk LIMIT ?3",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![pk, from, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            MetaItem { version: r.get::<_, i64>(1)? as u64, value: r.get(2)? },
+                        ))
+                    })
+                    .map_err(sql_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+            })
+            .await
+    }
+}

@@ -1,0 +1,220 @@
+//! The one writer thread of a process: group commit for every write to the SQLite file.
+//!
+//! It blocks for the first queued request, takes every other request already queued (up to
+//! `LOCAL_WRITER_BATCH_BYTES_MAX`), applies them in order inside one `BEGIN IMMEDIATE`
+//! transaction, commits (one fsync with `synchronous=FULL`), and only then answers each
+//! request. A condition failure (taken slot, failed meta condition) fails only its own
+//! request; an SQLite error fails the whole transaction and every request in it.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{head_of, meta_get, sql_err};
+use crate::{AppendSlot, Expect, MetaItem, MetaOp, StoreError, StoreResult};
+use ampstore_common::ids::{RangeId, Seq};
+use ampstore_common::limits::LOCAL_WRITER_BATCH_BYTES_MAX;
+
+pub(super) enum WriteOp {
+    Append(AppendSlot),
+    AppendAtomic(Vec<AppendSlot>),
+    Truncate {
+        range: RangeId,
+        upto: Seq,
+    },
+    /// `single`: a lone put or delete (errors carry no op index; a put returns its version).
+    Meta {
+        ops: Vec<MetaOp>,
+        single: bool,
+    },
+}
+
+impl WriteOp {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            WriteOp::Append(s) => s.entry.payload.len(),
+            WriteOp::AppendAtomic(slots) => slots.iter().map(|s| s.entry.payload.len()).sum(),
+            WriteOp::Truncate { .. } => 0,
+            WriteOp::Meta { ops, .. } => ops
+                .iter()
+                .map(|op| match op {
+                    MetaOp::Put { value, .. } => value.len(),
+                    _ => 0,
+                })
+                .sum(),
+        }
+    }
+}
+
+pub(super) struct WriteRequest {
+    pub op: WriteOp,
+    /// The new version for a single meta put, 0 otherwise.
+    pub reply: oneshot::Sender<StoreResult<u64>>,
+}
+
+pub(super) fn spawn(conn: Connection, rx: mpsc::Receiver<WriteRequest>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("ampstore-store-writer".into()).spawn(move || run(conn, rx))?;
+    Ok(())
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>) {
+    let mut batch: Vec<WriteRequest> = Vec::new();
+    // Ends when every sender (every handle of the store) is dropped.
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.op.payload_bytes();
+        batch.push(first);
+        while bytes < LOCAL_WRITER_BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(req) => {
+                    bytes += req.op.payload_bytes();
+                    batch.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, &mut batch);
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
+    let outcome = (|| -> rusqlite::Result<Vec<StoreResult<u64>>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for req in batch.iter() {
+            results.push(apply(&tx, &req.op)?);
+        }
+        tx.commit()?;
+        Ok(results)
+    })();
+    match outcome {
+        Ok(results) => {
+            debug_assert_eq!(results.len(), batch.len());
+            for (req, result) in batch.drain(..).zip(results) {
+                let _ = req.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, requests = batch.len(), "store commit failed");
+            let err = sql_err(e);
+            for req in batch.drain(..) {
+                let _ = req.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// Outer error: SQLite failed (abort the transaction). Inner: this request's own outcome.
+fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>> {
+    match op {
+        WriteOp::Append(slot) => {
+            if insert_slot(tx, slot)? {
+                Ok(Ok(0))
+            } else {
+                Ok(Err(StoreError::SlotTaken { range: slot.range, seq: slot.seq }))
+            }
+        }
+        WriteOp::AppendAtomic(slots) => {
+            let mut taken = Vec::new();
+            for s in slots {
+                if slot_exists(tx, s.range, s.seq)? {
+                    taken.push((s.range, s.seq));
+                }
+            }
+            if !taken.is_empty() {
+                return Ok(Err(StoreError::SlotsTaken { slots: taken }));
+            }
+            for s in slots {
+                let inserted = insert_slot(tx, s)?;
+                debug_assert!(inserted, "slot checked empty under the write lock");
+            }
+            Ok(Ok(0))
+        }
+        WriteOp::Truncate { range, upto } => {
+            let head = match head_of(tx, *range) {
+                Ok(h) => h.map_or(0, |s| s.0),
+                Err(e) => return Ok(Err(e)),
+            };
+            if upto.0 > head.max(1) {
+                return Ok(Err(StoreError::Invalid(format!(
+                    "cannot truncate {range} up to {upto}: the head is {head} and must stay"
+                ))));
+            }
+            tx.prepare_cached("DELETE FROM log WHERE range_id = ?1 AND seq < ?2")?
+                .execute(params![range.0 as i64, upto.0 as i64])?;
+            Ok(Ok(0))
+        }
+        WriteOp::Meta { ops, single } => apply_meta(tx, ops, *single),
+    }
+}
+
+fn insert_slot(tx: &Transaction<'_>, s: &AppendSlot) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO log (range_id, seq, kind, writer, epoch, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            s.range.0 as i64,
+            s.seq.0 as i64,
+            i64::from(s.entry.kind.as_u8()),
+            s.entry.writer.as_str(),
+            s.entry.epoch.0 as i64,
+            &s.entry.payload[..],
+        ])?;
+    Ok(n == 1)
+}
+
+fn slot_exists(tx: &Transaction<'_>, range: RangeId, seq: Seq) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM log WHERE range_id = ?1 AND seq = ?2")?
+        .exists(params![range.0 as i64, seq.0 as i64])
+}
+
+/// Explains why `expect` does not hold for `current`, or `None` when it holds.
+pub(crate) fn expect_mismatch(expect: &Expect, current: Option<&MetaItem>) -> Option<String> {
+    let found = || match current {
+        Some(item) => format!("found version {}", item.version),
+        None => "found no item".to_string(),
+    };
+    match (expect, current) {
+        (Expect::Any, _) => None,
+        (Expect::Absent, None) => None,
+        (Expect::Absent, Some(_)) => Some(format!("expected no item, {}", found())),
+        (Expect::Version(v), Some(item)) if item.version == *v => None,
+        (Expect::Version(v), _) => Some(format!("expected version {v}, {}", found())),
+        (Expect::Value(v), Some(item)) if &item.value == v => None,
+        (Expect::Value(_), _) => Some(format!("expected value differs, {}", found())),
+    }
+}
+
+fn apply_meta(tx: &Transaction<'_>, ops: &[MetaOp], single: bool) -> rusqlite::Result<StoreResult<u64>> {
+    // Check every condition first (we hold the write lock), then write: all or nothing.
+    let mut currents = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let (pk, sk) = op.key();
+        let current = match meta_get(tx, pk, sk) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(why) = expect_mismatch(op.expect(), current.as_ref()) {
+            return Ok(Err(StoreError::ConditionFailed {
+                op_index: if single { None } else { Some(i) },
+                detail: format!("{pk}/{}: {why}", String::from_utf8_lossy(sk)),
+            }));
+        }
+        currents.push(current.map(|c| c.version));
+    }
+    let mut last_version = 0;
+    for (op, current) in ops.iter().zip(currents) {
+        match op {
+            MetaOp::Put { pk, sk, value, .. } => {
+                let version = current.map_or(1, |v| v + 1);
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (pk, sk, version, value) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![pk, sk, version as i64, value])?;
+                last_version = version;
+            }
+            MetaOp::Delete { pk, sk, .. } => {
+                tx.prepare_cached("DELETE FROM meta WHERE pk = ?1 AND sk = ?2")?.execute(params![pk, sk])?;
+            }
+            MetaOp::Check { .. } => {}
+        }
+    }
+    Ok(Ok(if single { last_version } else { 0 }))
+}

@@ -1,0 +1,170 @@
+//! The store process's side: answers [`StoreRequest`]s from the one [`Backend`] it opened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::{QueryItem, STORE_PROTOCOL_VERSION, StoreHello, StoreReply, StoreRequest, StoreResponse};
+use crate::{Backend, StoreError};
+use ampstore_common::frame::{decode_body, read_frame, write_frame};
+use ampstore_common::limits::{
+    FRAME_BYTES_MAX, META_QUERY_ITEMS_MAX, STORE_CONN_BUFFER_BYTES_KEPT, STORE_QUERY_REPLY_BYTES_MAX,
+};
+
+/// A connection must say hello within this long.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` turns true. `admin_token`: the token every hello
+/// must carry (none: hellos are not checked, as for the other servers without tokens).
+pub async fn serve(
+    listener: TcpListener,
+    backend: Backend,
+    admin_token: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let token: Arc<Option<String>> = Arc::new(admin_token);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let (backend, token, stop) = (backend.clone(), token.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, backend, &token, stop).await {
+                            tracing::debug!(%peer, error = %e, "store connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "store accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    backend: Backend,
+    token: &Option<String>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut writer = BufWriter::new(write);
+    let (mut body, mut scratch) = (Vec::new(), Vec::new());
+    let hello: StoreHello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, &mut body)).await {
+        Err(_) => return Err("no hello in time".into()),
+        Ok(Ok(true)) => decode_body(&body).map_err(|e| e.to_string())?,
+        Ok(Ok(false)) => return Ok(()),
+        Ok(Err(e)) => return Err(e.to_string()),
+    };
+    let verdict: StoreResponse = if hello.version != STORE_PROTOCOL_VERSION {
+        Err(StoreError::Invalid(format!(
+            "store protocol version {} is not this store's {STORE_PROTOCOL_VERSION}",
+            hello.version
+        )))
+    } else if let Some(expected) = token.as_deref()
+        && !hello
+            .auth_token
+            .as_deref()
+            .is_some_and(|g| ampstore_common::auth::same_secret(expected.as_bytes(), g.as_bytes()))
+    {
+        Err(StoreError::Invalid("unauthorized: the store needs the cluster's admin token".into()))
+    } else {
+        Ok(StoreReply::Welcome)
+    };
+    let welcome = verdict.is_ok();
+    write_frame(&mut writer, &verdict, &mut scratch).await.map_err(|e| e.to_string())?;
+    writer.flush().await.map_err(|e| e.to_string())?;
+    if !welcome {
+        return Err("hello refused".into());
+    }
+    loop {
+        // A stopping store finishes the request in hand, then closes between requests.
+        let read = tokio::select! {
+            read = read_frame(&mut reader, &mut body) => read,
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let answer = match decode_body::<StoreRequest>(&body) {
+            Ok(request) => handle(&backend, request).await,
+            Err(e) => Err(StoreError::Invalid(format!("malformed store request: {e}"))),
+        };
+        write_frame(&mut writer, &answer, &mut scratch).await.map_err(|e| e.to_string())?;
+        writer.flush().await.map_err(|e| e.to_string())?;
+        // An idle connection keeps no large buffer (a log read answers up to 8 MiB).
+        for buf in [&mut body, &mut scratch] {
+            if buf.capacity() > STORE_CONN_BUFFER_BYTES_KEPT {
+                *buf = Vec::new();
+            }
+        }
+    }
+}
+
+async fn handle(b: &Backend, request: StoreRequest) -> StoreResponse {
+    Ok(match request {
+        StoreRequest::Append { slot } => {
+            b.log.append(slot.range, slot.seq, &slot.entry).await?;
+            StoreReply::Done
+        }
+        StoreRequest::AppendAtomic { slots } => {
+            b.log.append_atomic(&slots).await?;
+            StoreReply::Done
+        }
+        StoreRequest::Head { range } => StoreReply::Head(b.log.head(range).await?),
+        StoreRequest::Read { range, from, limit } => {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            StoreReply::Entries(b.log.read(range, from, limit).await?)
+        }
+        StoreRequest::Truncate { range, upto } => {
+            b.log.truncate(range, upto).await?;
+            StoreReply::Done
+        }
+        StoreRequest::MetaGet { pk, sk } => StoreReply::Item(b.meta.get(&pk, &sk).await?),
+        StoreRequest::MetaPut { pk, sk, value, expect } => {
+            StoreReply::Version(b.meta.put(&pk, &sk, &value, expect).await?)
+        }
+        StoreRequest::MetaDelete { pk, sk, expect } => {
+            b.meta.delete(&pk, &sk, expect).await?;
+            StoreReply::Done
+        }
+        StoreRequest::MetaTransact { ops } => {
+            b.meta.transact(&ops).await?;
+            StoreReply::Done
+        }
+        StoreRequest::MetaQuery { pk, from, limit } => {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX).clamp(1, META_QUERY_ITEMS_MAX);
+            let found = b.meta.query(&pk, &from, limit).await?;
+            // Meta values may be large; the answer must fit one frame. Stop early and say so.
+            let mut items = Vec::with_capacity(found.len());
+            let mut bytes = 0usize;
+            let mut more = false;
+            for (sk, item) in found {
+                let size = sk.len() + item.value.len() + 32;
+                if !items.is_empty() && bytes + size > STORE_QUERY_REPLY_BYTES_MAX {
+                    more = true;
+                    break;
+                }
+                bytes += size;
+                items.push(QueryItem { sk, item });
+            }
+            const { assert!(STORE_QUERY_REPLY_BYTES_MAX < FRAME_BYTES_MAX) };
+            StoreReply::Items { items, more }
+        }
+    })
+}

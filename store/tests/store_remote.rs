@@ -1,0 +1,135 @@
+//! The store process's protocol beyond the conformance suite: credentials, answers too big
+//! for one frame, a store that restarts under its clients, and one that stops answering.
+
+use std::time::{Duration, Instant};
+
+use ampstore_common::limits::{META_VALUE_BYTES_MAX, STORE_QUERY_REPLY_BYTES_MAX};
+use ampstore_common::{RangeId, Seq};
+use ampstore_store::config::LocalConfig;
+use ampstore_store::local::LocalStore;
+use ampstore_store::remote::{RemoteStore, serve};
+use ampstore_store::{CommitLog, Expect, MetaStore, StoreError};
+
+struct Served {
+    addr: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn serve_on(dir: &std::path::Path, addr: &str, token: Option<&str>) -> Served {
+    let store = LocalStore::open(dir, &LocalConfig::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve(listener, store.backend(), token.map(String::from), stopped));
+    Served { addr, stop, task }
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_admin_token_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_on(dir.path(), "127.0.0.1:0", Some("right")).await;
+    for token in [None, Some("wrong".to_string())] {
+        let err = RemoteStore::new(&s.addr, token.clone()).check().await.unwrap_err();
+        assert!(matches!(&err, StoreError::Invalid(m) if m.contains("unauthorized")), "{token:?}: {err:?}");
+        let err = RemoteStore::new(&s.addr, token).get("p", b"k").await.unwrap_err();
+        assert!(matches!(&err, StoreError::Invalid(m) if m.contains("unauthorized")), "{err:?}");
+    }
+    let ok = RemoteStore::new(&s.addr, Some("right".into()));
+    ok.check().await.unwrap();
+    assert_eq!(ok.get("p", b"k").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_answer_larger_than_one_reply_arrives_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_on(dir.path(), "127.0.0.1:0", None).await;
+    let store = RemoteStore::new(&s.addr, None);
+    // Just over two replies' worth of values at the largest size a meta value may have.
+    let count = 2 * STORE_QUERY_REPLY_BYTES_MAX / META_VALUE_BYTES_MAX + 3;
+    for i in 0..count {
+        store
+            .put("big", format!("k{i:04}").as_bytes(), &vec![i as u8; META_VALUE_BYTES_MAX], Expect::Any)
+            .await
+            .unwrap();
+    }
+    let items = store.query("big", b"", 1000).await.unwrap();
+    assert_eq!(items.len(), count);
+    for (i, (sk, item)) in items.iter().enumerate() {
+        assert_eq!(sk, format!("k{i:04}").as_bytes());
+        assert_eq!(item.value.len(), META_VALUE_BYTES_MAX);
+        assert_eq!(item.value[0], i as u8);
+    }
+    // The limit still holds across replies.
+    assert_eq!(store.query("big", b"", count - 1).await.unwrap().len(), count - 1);
+    assert_eq!(store.query("big", b"k0002", 1000).await.unwrap().len(), count - 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_carry_on_after_the_store_process_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_on(dir.path(), "127.0.0.1:0", None).await;
+    let store = RemoteStore::new(&s.addr, None);
+    let entry = |n: u8| ampstore_store::LogEntry {
+        kind: ampstore_store::EntryKind::Batch,
+        writer: ampstore_common::NodeId::new("n1").unwrap(),
+        epoch: ampstore_common::Epoch(1),
+        payload: bytes::Bytes::from(vec![n; 10]),
+    };
+    // Several pooled connections.
+    let mut appends = Vec::new();
+    for i in 1..=8u64 {
+        let store = store.clone();
+        appends.push(tokio::spawn(async move { store.append(RangeId(1), Seq(i), &entry(i as u8)).await }));
+    }
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    let addr = s.addr.clone();
+    let _ = s.stop.send(true);
+    s.task.await.unwrap();
+    // The listener is gone; the pooled connections' server side is closed when their tasks
+    // see the stop. Restart on the same address and the same files.
+    let s2 = loop {
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => {
+                drop(l);
+                break serve_on(dir.path(), &addr, None).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let mut ok = 0;
+    let started = Instant::now();
+    while ok < 3 && started.elapsed() < Duration::from_secs(10) {
+        match store.head(RangeId(1)).await {
+            Ok(head) => {
+                assert_eq!(head, Some(Seq(8)), "the restarted store has every acknowledged append");
+                ok += 1;
+            }
+            // At most the calls on connections that broke mid-call; then fresh connections.
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok, 3, "the client never reached the restarted store");
+    drop(s2);
+}
+
+#[tokio::test]
+async fn a_store_that_stops_answering_costs_a_call_its_deadline_not_forever() {
+    // Accepts connections and never answers (a stopped process: the kernel still accepts).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let _keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let store = RemoteStore::with_deadline(&addr, None, Duration::from_millis(300));
+    let started = Instant::now();
+    let err = store.get("p", b"k").await.unwrap_err();
+    assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("did not answer")), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
