@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::dispatch;
+use crate::ranges;
 use crate::shared::NodeShared;
 
 pub async fn serve(listener: TcpListener, shared: Arc<NodeShared>, mut shutdown: watch::Receiver<bool>) {
@@ -45,7 +45,7 @@ fn range_json(r: &RangeStats) -> Value {
 }
 
 async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
-    let stats = dispatch::stats(&shared).await;
+    let stats = ranges::stats(&shared).await;
     let count = |state: RangeState| stats.ranges.iter().filter(|r| r.state == state).count();
     axum::Json(json!({
         "role": "node",
@@ -68,7 +68,7 @@ async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
 }
 
 async fn ranges(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
-    let stats = dispatch::stats(&shared).await;
+    let stats = ranges::stats(&shared).await;
     axum::Json(Value::Array(stats.ranges.iter().map(range_json).collect()))
 }
 

@@ -10,7 +10,7 @@ use ampstore_common::RangeId;
 use ampstore_common::protocol::{RangeState, RangeStats};
 
 use crate::directory::Slot;
-use crate::dispatch;
+use crate::ranges;
 use crate::range::actor::ReleaseMsg;
 use crate::shared::NodeShared;
 
@@ -47,7 +47,7 @@ pub async fn enforce_loop(shared: Arc<NodeShared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let stats = dispatch::stats(&shared).await;
+        let stats = ranges::stats(&shared).await;
         for range_id in ranges_to_release(&stats.ranges, shared.cfg.memory_budget_bytes, shared.cfg.budget_idle_ms) {
             if let Some(Slot::Serving { addr, .. }) = shared.directory.get(range_id) {
                 tracing::info!(%range_id, budget = shared.cfg.memory_budget_bytes, "over the memory budget: releasing");

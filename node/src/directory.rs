@@ -9,7 +9,10 @@ use ampstore_common::error::OwnerHint;
 use ampstore_common::{Key, KeyRange, RangeId};
 use dashmap::DashMap;
 
+use tokio::sync::mpsc;
+
 use crate::range::actor::RangeActor;
+use crate::range::host::{RangeHost, SplitJob, SplitTask};
 
 #[derive(Clone)]
 pub enum Slot {
@@ -41,7 +44,6 @@ impl Slot {
 /// Most ranges remembered after they left this node (for `NotOwner` hints).
 const DEPARTED_MAX: usize = 4096;
 
-#[derive(Default)]
 pub struct Directory {
     by_id: DashMap<RangeId, Slot>,
     /// Ranges an assign is loading right now (at most one assign per range).
@@ -49,6 +51,9 @@ pub struct Directory {
     by_start: RwLock<BTreeMap<Key, RangeId>>,
     /// Ranges that left this node, by start key, with who took them when known.
     departed: RwLock<BTreeMap<Key, (KeyRange, Option<OwnerHint>)>>,
+    /// Where split jobs go (the node's reshaper). Unbounded: a job comes from a range that
+    /// stopped to split, so there is at most one per range of this node.
+    splits: mpsc::UnboundedSender<SplitTask>,
 }
 
 /// Held while an assign loads a range; the next assign of it may start once it is dropped.
@@ -64,6 +69,23 @@ impl Drop for AssignGuard {
 }
 
 impl Directory {
+    /// An empty directory whose split jobs go to `splits`.
+    pub fn new(splits: mpsc::UnboundedSender<SplitTask>) -> Directory {
+        Directory {
+            by_id: DashMap::new(),
+            assigning: Default::default(),
+            by_start: RwLock::default(),
+            departed: RwLock::default(),
+            splits,
+        }
+    }
+
+    /// Hands a split job to the reshaper; `done` hears the outcome. An error when the
+    /// reshaper is gone (the node is stopping).
+    pub fn queue_split(&self, task: SplitTask) -> Result<(), ampstore_common::error::Error> {
+        self.splits.send(task).map_err(|_| ampstore_common::error::Error::unavailable("the node is stopping"))
+    }
+
     /// Starts an assign of `id`, atomically: `None` while another assign of it runs.
     pub fn begin_assign(&self, id: RangeId) -> Option<AssignGuard> {
         match self.assigning.entry(id) {
@@ -173,6 +195,37 @@ impl Directory {
     }
 }
 
+impl RangeHost for Directory {
+    fn routes_to(&self, range_id: RangeId, instance: u64) -> bool {
+        matches!(self.get(range_id), Some(Slot::Serving { instance: i, .. }) if i == instance)
+    }
+
+    fn split_ready(&self, job: SplitJob) {
+        let parent_id = job.parent_id;
+        self.insert(parent_id, Slot::Loading { range: job.parent_range.clone() });
+        if self.queue_split(SplitTask { job, done: None }).is_err() {
+            // The node is stopping: the next owner's load finds the log ending in the split
+            // and completes it.
+            self.remove(parent_id);
+        }
+    }
+
+    fn failed(&self, range_id: RangeId, instance: u64, range: KeyRange, reason: String) {
+        if self.routes_to(range_id, instance) {
+            self.insert(range_id, Slot::Failed { range, error: reason });
+        }
+    }
+
+    fn stopped(&self, range_id: RangeId, instance: u64, range: &KeyRange) {
+        self.remove_instance(range_id, instance);
+        self.departed(range, None);
+    }
+
+    fn departed(&self, range: &KeyRange, hint: Option<OwnerHint>) {
+        Directory::departed(self, range, hint)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +237,7 @@ mod tests {
 
     #[test]
     fn lookups_route_by_start_key() {
-        let d = Directory::default();
+        let d = Directory::new(tokio::sync::mpsc::unbounded_channel().0);
         d.insert(RangeId(1), Slot::Loading { range: range("", Some("g")) });
         d.insert(RangeId(2), Slot::Failed { range: range("m", None), error: "x".into() });
         assert_eq!(d.lookup(&Key::from("a")).map(|(id, _)| id), Some(RangeId(1)));
@@ -202,7 +255,7 @@ mod tests {
 
     #[test]
     fn departed_ranges_give_hints() {
-        let d = Directory::default();
+        let d = Directory::new(tokio::sync::mpsc::unbounded_channel().0);
         let hint = OwnerHint { node_id: NodeId::new("b").unwrap(), rpc_addr: "127.0.0.1:9".into() };
         d.departed(&range("c", Some("f")), Some(hint.clone()));
         d.departed(&range("f", Some("k")), None);

@@ -3,7 +3,9 @@
 pub mod admin;
 pub mod budget;
 pub mod directory;
-pub mod dispatch;
+pub mod ranges;
+pub mod reshape;
+pub mod service;
 pub mod liveness;
 pub mod node;
 pub mod peers;

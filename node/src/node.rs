@@ -35,8 +35,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     let (arbiters, system) = start_actix(arbiters_count)?;
     let tokens = cfg.cluster.server_tokens()?;
-    let shared =
-        Arc::new(NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters, tokens));
+    let (shared, split_jobs) =
+        NodeShared::new(node_id.clone(), rpc_addr.clone(), cfg.node.clone(), backend, arbiters, tokens);
+    let shared = Arc::new(shared);
+    // Splits complete off the range actors, in the reshaper's tasks.
+    let reshaper = tokio::spawn(crate::reshape::run(shared.clone(), split_jobs));
     let reg = liveness::register(shared.backend.meta.as_ref(), &node_id, &rpc_addr, &shared.liveness).await?;
     let settings =
         GossipSettings::from_config(&cfg, node_id.clone(), Role::Node, &cfg.node.gossip_addr, &rpc_addr, &admin_addr)?;
@@ -67,6 +70,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     reporter.abort();
     heartbeat.abort();
     budget.abort();
+    reshaper.abort();
     system.stop();
     Ok(())
 }
@@ -151,7 +155,7 @@ async fn report_load(shared: Arc<NodeShared>) {
     let mut last_ops: Option<(u64, std::time::Instant)> = None;
     loop {
         tick.tick().await;
-        let stats = crate::dispatch::stats(&shared).await;
+        let stats = crate::ranges::stats(&shared).await;
         let count = |state: RangeState| stats.ranges.iter().filter(|r| r.state == state).count() as i64;
         shared.metrics.set_ranges(&[
             ("serving", count(RangeState::Serving)),

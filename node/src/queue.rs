@@ -11,7 +11,7 @@ use ampstore_common::queue::{self, Task, TaskRecord, TaskRef};
 use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, Seq, Version};
 
-use crate::dispatch::{read, route_key, write};
+use crate::ranges::{read, route_key, write};
 use crate::range::actor::ReadMsg;
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};

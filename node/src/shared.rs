@@ -14,16 +14,21 @@ use ampstore_server::config::NodeConfig;
 use ampstore_store::Backend;
 use ampstore_store::meta::Owner;
 
+use tokio::sync::mpsc;
+
 use crate::directory::Directory;
 use crate::liveness::Liveness;
+use crate::range::host::{RangeEnv, SplitTask};
 
 pub struct NodeShared {
     pub node_id: NodeId,
     pub rpc_addr: String,
     pub cfg: NodeConfig,
     pub backend: Backend,
-    pub liveness: Liveness,
-    pub directory: Directory,
+    pub liveness: Arc<Liveness>,
+    pub directory: Arc<Directory>,
+    /// What range actors see of the node (they never see this struct).
+    pub range_env: Arc<RangeEnv>,
     pub arbiters: Vec<ArbiterHandle>,
     /// Requests handled since start (reported to the master for ops/s).
     pub ops_total: AtomicU64,
@@ -52,18 +57,29 @@ impl NodeShared {
         backend: Backend,
         arbiters: Vec<ArbiterHandle>,
         (cluster_token, admin_token): (Option<String>, Option<String>),
-    ) -> NodeShared {
-        let liveness = Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms);
-        NodeShared {
+    ) -> (NodeShared, mpsc::UnboundedReceiver<SplitTask>) {
+        let liveness = Arc::new(Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms));
+        let (splits, split_jobs) = mpsc::unbounded_channel();
+        let directory = Arc::new(Directory::new(splits));
+        let metrics = Metrics::new();
+        let range_env = Arc::new(RangeEnv {
+            cfg: cfg.clone(),
+            backend: backend.clone(),
+            liveness: liveness.clone(),
+            metrics: metrics.clone(),
+            host: directory.clone(),
+        });
+        let shared = NodeShared {
             node_id,
             rpc_addr,
             cfg,
             backend,
             liveness,
-            directory: Directory::default(),
+            directory,
+            range_env,
             arbiters,
             ops_total: AtomicU64::new(0),
-            metrics: Metrics::new(),
+            metrics,
             cluster_token,
             admin_token,
             gossip: OnceLock::new(),
@@ -71,7 +87,8 @@ impl NodeShared {
             peers: Mutex::default(),
             live_node_addrs: Default::default(),
             instances: AtomicU64::new(1),
-        }
+        };
+        (shared, split_jobs)
     }
 
     /// This node as a range owner, in its current epoch.

@@ -21,8 +21,8 @@ use std::time::Duration;
 use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
 use ampstore_common::protocol::{Op, Reply, Role, Versioned, WriteId};
-use ampstore_common::txn::{TxnDecision, TxnPart};
-use ampstore_common::{Epoch, NodeId, RangeId, Seq, Version};
+use ampstore_common::txn::{TxnCheck, TxnDecision, TxnPart, TxnWrite};
+use ampstore_common::{Epoch, Key, NodeId, RangeId, Seq, Version};
 use ampstore_store::{AppendSlot, EntryKind, LogEntry};
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -269,17 +269,43 @@ async fn send_to_range(
     }
 }
 
-type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Error>> + Send>>;
+/// Sends `op` to the node at `addr`; a participant on this node is reached through its
+/// range directly (never back through the service).
+async fn call(shared: Arc<NodeShared>, addr: String, op: Op, deadline: Duration) -> Result<Reply, Error> {
+    if addr == shared.rpc_addr {
+        return call_local(&shared, op).await;
+    }
+    call_peer(&shared, &addr, op, deadline).await
+}
 
-/// Sends `op` to the node at `addr` (this one directly). Boxed as `Send` because the local
-/// path recurses into the dispatcher, which leads back here.
-fn call(shared: Arc<NodeShared>, addr: String, op: Op, deadline: Duration) -> CallFuture {
-    Box::pin(async move {
-        if addr == shared.rpc_addr {
-            return crate::dispatch::handle(&shared, op).await;
+/// A participant's side of a call to this node: what the service does for these two ops.
+async fn call_local(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
+    op.validate()?;
+    match op {
+        Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
+            prepare(shared, txn_id, range_id, checks, writes, reads, hold_ms).await
         }
-        call_peer(&shared, &addr, op, deadline).await
-    })
+        Op::TxnResolve { txn_id, range_id, seq, decision } => resolve(shared, txn_id, range_id, seq, decision).await,
+        other => Err(Error::internal(format!("a transaction does not send {}", other.name()))),
+    }
+}
+
+/// A participant's side of `TxnPrepare`: the range checks, holds itself and reserves its
+/// next log slot.
+pub async fn prepare(
+    shared: &NodeShared,
+    txn_id: WriteId,
+    range_id: RangeId,
+    checks: Vec<TxnCheck>,
+    writes: Vec<TxnWrite>,
+    reads: Vec<Key>,
+    hold_ms: u64,
+) -> Result<Reply, Error> {
+    let addr = crate::ranges::serving(shared, range_id)?;
+    let (tx, rx) = oneshot::channel();
+    let msg = TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local: false, reply: tx };
+    addr.send(msg).await.map_err(|_| crate::ranges::not_owner())?;
+    rx.await.map_err(|_| crate::ranges::not_owner())?
 }
 
 async fn call_peer(shared: &NodeShared, addr: &str, op: Op, deadline: Duration) -> Result<Reply, Error> {

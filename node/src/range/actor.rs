@@ -23,12 +23,10 @@ use tokio::sync::oneshot;
 
 use super::batch;
 use super::core::{Memtable, MergePlan, Outcome, RangeCore, SplitPlan, Write};
+use super::host::{self, RangeEnv, SplitJob};
 use super::load;
 use super::snapshot::{self, SnapshotJob};
-use super::split::{self, SplitJob};
 use super::write_ids::WriteIdTable;
-use crate::directory::Slot;
-use crate::shared::NodeShared;
 
 pub type Responder = oneshot::Sender<Result<Reply, Error>>;
 
@@ -147,7 +145,7 @@ enum Merging {
 pub struct RangeActor {
     core: RangeCore<Responder>,
     owner: Owner,
-    shared: Arc<NodeShared>,
+    env: Arc<RangeEnv>,
     instance: u64,
     snapshot_running: bool,
     /// Callers of `Snapshot`, each with the seq its snapshot must cover (applied when it asked).
@@ -189,11 +187,11 @@ fn not_owner() -> Error {
 }
 
 impl RangeActor {
-    pub fn new(core: RangeCore<Responder>, owner: Owner, shared: Arc<NodeShared>, instance: u64) -> RangeActor {
+    pub fn new(core: RangeCore<Responder>, owner: Owner, env: Arc<RangeEnv>, instance: u64) -> RangeActor {
         RangeActor {
             core,
             owner,
-            shared,
+            env,
             instance,
             snapshot_running: false,
             snapshot_waiters: Vec::new(),
@@ -215,7 +213,7 @@ impl RangeActor {
 
     /// The serving rule (DESIGN section 4, `common::ownership`), checked on every request.
     fn may_serve(&self) -> Result<(), Error> {
-        let (node_epoch, heartbeat_valid) = (self.shared.liveness.epoch(), self.shared.liveness.is_valid());
+        let (node_epoch, heartbeat_valid) = (self.env.liveness.epoch(), self.env.liveness.is_valid());
         if !ownership::instance_may_serve(self.owner.epoch, node_epoch, heartbeat_valid) {
             return Err(not_owner());
         }
@@ -238,7 +236,7 @@ impl RangeActor {
     }
 
     fn start_append(&mut self, seq: Seq, entry: ampstore_store::LogEntry, ctx: &mut Context<Self>) {
-        let log = self.shared.backend.log.clone();
+        let log = self.env.backend.log.clone();
         let range = self.core.range_id();
         let bytes = entry.payload.len();
         ctx.spawn(
@@ -274,7 +272,7 @@ impl RangeActor {
                 self.append_failures = 0;
                 self.core.set_clock(super::write_ids::unix_now_ms());
                 let done = self.core.on_appended(seq);
-                self.shared.metrics.log_append(done.len(), bytes);
+                self.env.metrics.log_append(done.len(), bytes);
                 deliver(done);
                 if self.stop_if_broken(ctx) {
                     return;
@@ -329,7 +327,7 @@ impl RangeActor {
             self.start_split(ctx);
             return;
         }
-        if !self.snapshot_running && self.core.log_bytes_since_checkpoint() >= self.shared.cfg.snapshot_log_bytes {
+        if !self.snapshot_running && self.core.log_bytes_since_checkpoint() >= self.env.cfg.snapshot_log_bytes {
             self.start_snapshot(ctx);
         }
         self.pump(ctx);
@@ -337,7 +335,7 @@ impl RangeActor {
 
     /// Over the split size, or hot for long enough, with nothing else going on.
     fn should_split(&self) -> bool {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.env.cfg;
         let big = cfg.split_bytes > 0 && self.core.data_bytes() > cfg.split_bytes;
         let hot = self.hot_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.hot_split_ms));
         (big || hot || self.split_requested) && self.may_split()
@@ -360,13 +358,13 @@ impl RangeActor {
     fn start_split(&mut self, ctx: &mut Context<Self>) {
         self.split_requested = false;
         let Some(split_key) = self.core.split_key() else { return };
-        let (left, right) = split::child_ids();
+        let (left, right) = host::child_ids();
         let plan = SplitPlan { split_key, left, right };
         self.splitting = true;
         deliver(self.core.refuse_pending(Error::RangeLoading { retry_after_ms: SPLIT_RETRY_MS }));
         let (seq, entry) = self.core.split_entry(&plan);
         tracing::info!(range = %self.core.range_id(), %seq, split_key = %plan.split_key, bytes = self.core.data_bytes(), "splitting");
-        let log = self.shared.backend.log.clone();
+        let log = self.env.backend.log.clone();
         let range = self.core.range_id();
         ctx.spawn(async move { log.append(range, seq, &entry).await }.into_actor(self).map(
             move |result, act, ctx| match result {
@@ -394,7 +392,6 @@ impl RangeActor {
         let (parent_id, parent_range) = (self.core.range_id(), self.core.range().clone());
         // The parent stops serving now (even reads: the children will take writes); its slot
         // answers `RangeLoading` until the children serve.
-        self.shared.directory.insert(parent_id, Slot::Loading { range: parent_range.clone() });
         let job = SplitJob {
             parent_id,
             parent_range,
@@ -405,14 +402,7 @@ impl RangeActor {
             write_ids,
             owner: self.owner.clone(),
         };
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = split::complete(&shared, job).await {
-                tracing::error!(range = %parent_id, error = %e, "split did not complete; the next load of the range completes it");
-            }
-            // Only the parent's own slot goes: a child may already hold its start key.
-            shared.directory.remove(parent_id);
-        });
+        self.env.host.split_ready(job);
         ctx.stop();
     }
 
@@ -424,7 +414,7 @@ impl RangeActor {
         let Some(Merging::Closing(plan, reply)) = self.merging.take() else { return };
         self.merging = Some(Merging::Appending);
         let (seq, entry) = self.core.merge_entry(&plan);
-        let log = self.shared.backend.log.clone();
+        let log = self.env.backend.log.clone();
         let range = self.core.range_id();
         ctx.spawn(async move { log.append(range, seq, &entry).await }.into_actor(self).map(
             move |result, act, ctx| match result {
@@ -531,7 +521,7 @@ impl RangeActor {
             self.pump(ctx);
             return;
         };
-        let log = self.shared.backend.log.clone();
+        let log = self.env.backend.log.clone();
         let range = self.core.range_id();
         ctx.spawn(
             async move {
@@ -585,7 +575,7 @@ impl RangeActor {
             return;
         };
         self.txn_resolving = true;
-        let log = self.shared.backend.log.clone();
+        let log = self.env.backend.log.clone();
         let range = self.core.range_id();
         ctx.spawn(
             async move {
@@ -705,13 +695,13 @@ impl RangeActor {
             write_ids,
             owner: self.owner.clone(),
         };
-        let backend = self.shared.backend.clone();
+        let backend = self.env.backend.clone();
         ctx.spawn(async move { snapshot::write(&backend, job).await }.into_actor(self).map(
             move |result, act, ctx| {
                 act.snapshot_running = false;
                 let result = result.map(|(cp, size)| {
                     tracing::info!(range = %act.core.range_id(), seq = %cp.seq, bytes = size, ms = started.elapsed().as_millis() as u64, "snapshot written");
-                    act.shared.metrics.snapshot(started.elapsed(), size);
+                    act.env.metrics.snapshot(started.elapsed(), size);
                     act.core.on_checkpoint(cp.seq, log_bytes);
                     cp.seq
                 });
@@ -782,16 +772,13 @@ impl RangeActor {
             }
             return;
         }
-        let backend = self.shared.backend.clone();
+        let backend = self.env.backend.clone();
         let start = self.core.range().start.clone();
         let owner = self.owner.clone();
         let range_id = self.core.range_id();
         // Only the instance the directory routes to may give the range up: another instance
         // of it on this node (same owner) would otherwise lose its ownership under it.
-        let is_current = matches!(
-            self.shared.directory.get(range_id),
-            Some(Slot::Serving { instance, .. }) if instance == self.instance
-        );
+        let is_current = self.env.host.routes_to(range_id, self.instance);
         if !is_current {
             tracing::warn!(range = %range_id, instance = self.instance, "not the range's current instance: stopping without clearing the owner");
             for tx in self.releasing.take().into_iter().flatten() {
@@ -831,10 +818,7 @@ impl RangeActor {
             let _ = tx.send(Err(Error::internal(reason.clone())));
         }
         let range_id = self.core.range_id();
-        if matches!(self.shared.directory.get(range_id), Some(Slot::Serving { instance, .. }) if instance == self.instance)
-        {
-            self.shared.directory.insert(range_id, Slot::Failed { range: self.core.range().clone(), error: reason });
-        }
+        self.env.host.failed(range_id, self.instance, self.core.range().clone(), reason);
         ctx.stop();
         true
     }
@@ -843,16 +827,15 @@ impl RangeActor {
         // An append still in flight may land after we stop: its writers learn "unknown".
         deliver(self.core.abandon_in_flight());
         deliver(self.core.refuse_pending(not_owner()));
-        self.shared.directory.remove_instance(self.core.range_id(), self.instance);
-        self.shared.directory.departed(self.core.range(), None);
+        self.env.host.stopped(self.core.range_id(), self.instance, self.core.range());
         ctx.stop();
     }
 
     /// The entry that took our slot names its writer: look up where it serves, so requests
     /// that still come here get a `NotOwner` hint. Runs detached (the actor is stopping).
     fn learn_new_owner(&self, seq: Seq, _ctx: &mut Context<Self>) {
-        let backend = self.shared.backend.clone();
-        let shared = self.shared.clone();
+        let backend = self.env.backend.clone();
+        let host = self.env.host.clone();
         let (range_id, range) = (self.core.range_id(), self.core.range().clone());
         actix::spawn(async move {
             let Ok(entries) = backend.log.read(range_id, seq, 1).await else { return };
@@ -861,7 +844,7 @@ impl RangeActor {
                 && node.record.epoch == entry.epoch
             {
                 let hint = ampstore_common::error::OwnerHint { node_id: entry.writer, rpc_addr: node.record.rpc_addr };
-                shared.directory.departed(&range, Some(hint));
+                host.departed(&range, Some(hint));
             }
         });
     }
@@ -873,7 +856,7 @@ impl Actor for RangeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_interval(HOT_CHECK, |act, ctx| {
-            let threshold = act.shared.cfg.hot_split_writes_per_sec;
+            let threshold = act.env.cfg.hot_split_writes_per_sec;
             let rate = act.writes_since_check * 1000 / HOT_CHECK.as_millis() as u64;
             act.writes_since_check = 0;
             if threshold == 0 || rate < threshold {
@@ -896,7 +879,7 @@ impl Actor for RangeActor {
             }
         });
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
-            let idle = Duration::from_millis(act.shared.cfg.idle_release_ms);
+            let idle = Duration::from_millis(act.env.cfg.idle_release_ms);
             if act.releasing.is_none()
                 && act.merging.is_none()
                 && act.core.txn_held().is_none()
@@ -907,7 +890,7 @@ impl Actor for RangeActor {
                 act.begin_release(None, ctx);
             }
             // Lost liveness with nothing to do: answer whatever waits and keep quiet.
-            if !act.shared.liveness.is_valid() {
+            if !act.env.liveness.is_valid() {
                 deliver(act.core.refuse_pending(not_owner()));
             }
         });

@@ -1,11 +1,13 @@
 //! Range actors: one per loaded range (DESIGN section 5).
+//!
+//! Nothing in here reaches up into the node: a range sees the node only through
+//! [`host::RangeEnv`] (settings, the store, liveness, metrics) and the [`host::RangeHost`]
+//! trait the node's range directory implements (routing changes, split hand-off).
 
 pub mod actor;
 pub mod batch;
 pub mod core;
+pub mod host;
 pub mod load;
-pub mod merge;
-pub mod reshape;
 pub mod snapshot;
-pub mod split;
 pub mod write_ids;

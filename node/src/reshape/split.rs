@@ -18,35 +18,16 @@ use std::time::Duration;
 
 use ampstore_common::error::Error;
 use ampstore_common::protocol::{Op, Reply};
-use ampstore_common::{KeyRange, RangeId, Seq};
-use ampstore_store::meta::Owner;
+use ampstore_common::KeyRange;
 
-use super::core::{Memtable, SplitPlan};
-use super::reshape;
-use super::snapshot::{self, SnapshotJob};
-use super::write_ids::WriteIdTable;
+use crate::range::host::SplitJob;
+use crate::range::snapshot::{self, SnapshotJob};
+use super::commit;
 use crate::shared::NodeShared;
 
 /// How long a split keeps asking for the master's commit before giving up (the parent
 /// stays closed; the next load of it retries).
 const COMMIT_RETRY_FOR: Duration = Duration::from_secs(120);
-
-/// Fresh, unique ids for two children.
-pub fn child_ids() -> (RangeId, RangeId) {
-    (reshape::fresh_range_id(), reshape::fresh_range_id())
-}
-
-pub struct SplitJob {
-    pub parent_id: RangeId,
-    pub parent_range: KeyRange,
-    pub split_seq: Seq,
-    pub plan: SplitPlan,
-    pub left: Memtable,
-    pub right: Memtable,
-    /// The parent's remembered write ids: both children get them all.
-    pub write_ids: WriteIdTable,
-    pub owner: Owner,
-}
 
 /// Steps 1-4. Returns once both children serve here (or with the error that stopped it).
 pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Error> {
@@ -93,7 +74,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         right_id: plan.right,
         right_checkpoint: right_cp,
     };
-    let committed = match reshape::ask_master(shared, op, COMMIT_RETRY_FOR).await {
+    let committed = match commit::ask_master(shared, op, COMMIT_RETRY_FOR).await {
         Ok(Reply::SplitDone { .. }) => Ok(()),
         Ok(other) => Err(Error::internal(format!("split commit answered {other:?}"))),
         Err(e) => Err(e),
@@ -101,7 +82,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
     if let Err(e) = committed {
         // Not recorded: give the parent up so the master places it again; its next owner
         // finds the log ending in the split and completes it.
-        if let Err(release) = super::load::clear_owner(&shared.backend, parent_id, &parent_range.start, &owner).await {
+        if let Err(release) = crate::range::load::clear_owner(&shared.backend, parent_id, &parent_range.start, &owner).await {
             tracing::warn!(range = %parent_id, error = %release, "could not give up the unsplit parent");
         }
         return Err(e);
@@ -109,8 +90,8 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
     crate::test_points::crash_point("split:commit");
     let committed_ms = started.elapsed().as_millis() as u64;
     let (left_loaded, right_loaded) = tokio::join!(
-        reshape::load_here(shared, plan.left, parent_range.start.clone()),
-        reshape::load_here(shared, plan.right, plan.split_key.clone())
+        commit::load_here(shared, plan.left, parent_range.start.clone()),
+        commit::load_here(shared, plan.right, plan.split_key.clone())
     );
     left_loaded?;
     right_loaded?;

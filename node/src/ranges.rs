@@ -1,29 +1,23 @@
-//! One request to the node: validate, route to the range actor, answer.
+//! The node's ranges: routing a key or id to its range actor, loading a range (`assign`),
+//! and their statistics. Below the service, the transaction coordinator, the queue and the
+//! reshaper, which all reach ranges through here and never back through the service.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix::{Actor, Addr};
 use ampstore_common::error::Error;
-use ampstore_common::limits::FRAME_BYTES_MAX;
-use ampstore_common::lists::PushId;
 use ampstore_common::ownership;
-use ampstore_common::protocol::{NodeStats, Op, PROTOCOL_VERSION, RangeState, RangeStats, Reply, Role, ServerInfo};
-use ampstore_common::write_ids::WriteKey;
+use ampstore_common::protocol::{NodeStats, RangeState, RangeStats, Reply};
 use ampstore_common::{Key, RangeId, Seq};
-use ampstore_server::metrics::Metrics;
-use ampstore_server::rpc::Service;
 use ampstore_store::meta;
 use tokio::sync::oneshot;
 
 use crate::directory::Slot;
-use crate::range::actor::{
-    DropMsg, RangeActor, ReadMsg, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg, TxnPrepareMsg, WriteMsg,
-};
-use crate::range::batch::LoggedOp;
-use crate::range::core::{Condition, Write};
+use crate::range::actor::{DropMsg, RangeActor, ReadMsg, StatsMsg, WriteMsg};
+use crate::range::core::Write;
+use crate::range::host::{SplitJob, SplitTask};
 use crate::range::load;
-use crate::range::split::{self, SplitJob};
 use crate::shared::NodeShared;
 
 /// How soon a client should retry a range that is loading.
@@ -38,192 +32,19 @@ fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Unavailable { .. } | Error::Timeout)
 }
 
-impl Service for NodeShared {
-    fn server_info(&self) -> ServerInfo {
-        ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: self.node_id.clone(), role: Role::Node }
-    }
-
-    fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
-        self.ops_total.fetch_add(1, Ordering::Relaxed);
-        handle(self, op)
-    }
-
-    fn cluster_token(&self) -> Option<&str> {
-        self.cluster_token.as_deref()
-    }
-
-    fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref()
-    }
-
-    fn metrics(&self) -> Option<&Metrics> {
-        Some(&self.metrics)
-    }
-}
-
-pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
-    op.validate()?;
-    match op {
-        Op::Ping => Ok(Reply::Pong),
-        Op::Get { key } => {
-            let addr = route_key(shared, &key)?;
-            read(&addr, ReadMsg::Get { key }).await
-        }
-        Op::GetMany { keys } => {
-            let mut values = Vec::with_capacity(keys.len());
-            let mut bytes = 0usize;
-            for key in keys {
-                let addr = route_key(shared, &key)?;
-                let Reply::Value(v) = read(&addr, ReadMsg::Get { key }).await? else {
-                    return Err(Error::internal("get answered with another reply"));
-                };
-                bytes += v.as_ref().map_or(0, |v| v.value.len() + 32);
-                if bytes > FRAME_BYTES_MAX - 64 * 1024 {
-                    return Err(Error::too_large("get_many response", bytes, FRAME_BYTES_MAX));
-                }
-                values.push(v);
-            }
-            Ok(Reply::Values(values))
-        }
-        Op::Put { key, value, write_id } => {
-            let addr = route_key(shared, &key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            write(&addr, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
-        }
-        Op::PutIfVersion { key, value, expected, write_id } => {
-            let addr = route_key(shared, &key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
-            write(&addr, w).await
-        }
-        Op::Batch { ops } => {
-            // All at once, so the writes to one range share its next log entries.
-            let mut tasks = tokio::task::JoinSet::new();
-            let n = ops.len();
-            for (i, op) in ops.into_iter().enumerate() {
-                let shared = shared.clone();
-                tasks.spawn(async move { (i, batched(&shared, op).await) });
-            }
-            let mut results: Vec<Result<Reply, Error>> = (0..n).map(|_| Err(Error::internal("not run"))).collect();
-            while let Some(done) = tasks.join_next().await {
-                if let Ok((i, r)) = done {
-                    results[i] = r;
-                }
-            }
-            Ok(Reply::Batch { results })
-        }
-        Op::Enqueue { queue, shard, task_id, payload } => {
-            crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
-        }
-        Op::Dequeue { queue, shard, start, max, visibility_ms } => {
-            crate::queue::dequeue(shared, &queue, shard, start, max, visibility_ms).await
-        }
-        Op::TaskAck { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Ack).await,
-        Op::TaskNack { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Nack).await,
-        Op::TaskExtend { queue, task, visibility_ms } => {
-            crate::queue::settle(shared, &queue, task, crate::queue::Settle::Extend { visibility_ms }).await
-        }
-        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
-        Op::Delete { key, write_id } => {
-            let addr = route_key(shared, &key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
-        }
-        Op::DeleteRange { start, end, write_id } => {
-            let addr = route_key(shared, &start)?;
-            let write_id = write_id.map(WriteKey::Write);
-            write(&addr, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
-        }
-        Op::Scan { start, end, limit, reverse } => {
-            let addr =
-                if reverse { route(shared.directory.lookup_below(end.as_ref()))? } else { route_key(shared, &start)? };
-            read(&addr, ReadMsg::Scan { start, end, limit: limit as usize, reverse }).await
-        }
-        Op::Assign { range_id, start, claim } => assign(shared, range_id, start, claim).await,
-        Op::Release { range_id } => {
-            let addr = serving(shared, range_id)?;
-            let (tx, rx) = oneshot::channel();
-            addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_owner())?;
-            rx.await.map_err(|_| not_owner())?
-        }
-        Op::Split { range_id } => {
-            let addr = serving(shared, range_id)?;
-            addr.send(SplitNowMsg).await.map_err(|_| not_owner())?.map(|()| Reply::Pong)
-        }
-        Op::Snapshot { range_id } => {
-            let addr = serving(shared, range_id)?;
-            let (tx, rx) = oneshot::channel();
-            addr.send(SnapshotMsg { reply: tx }).await.map_err(|_| not_owner())?;
-            rx.await.map_err(|_| not_owner())?
-        }
-        Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
-        Op::Merge { left_id, right_id } => {
-            // In a task of its own: a merge dropped after closing both parents' logs would
-            // leave them refusing writes for good. The caller only waits for it.
-            let shared = shared.clone();
-            let merge: AssignFuture =
-                Box::pin(async move { crate::range::merge::run(&shared, left_id, right_id).await });
-            tokio::spawn(merge).await.unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
-        }
-        Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
-        Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
-            let addr = serving(shared, range_id)?;
-            let (tx, rx) = oneshot::channel();
-            let msg = TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local: false, reply: tx };
-            addr.send(msg).await.map_err(|_| not_owner())?;
-            rx.await.map_err(|_| not_owner())?
-        }
-        Op::TxnResolve { txn_id, range_id, seq, decision } => {
-            crate::txn::resolve(shared, txn_id, range_id, seq, decision).await
-        }
-        Op::Locate { .. }
-        | Op::LocateRange { .. }
-        | Op::Drain { .. }
-        | Op::MasterStatus
-        | Op::SplitRange { .. }
-        | Op::CommitMerge { .. }
-        | Op::Members => Err(Error::invalid("this is a node; send routing requests to the master")),
-    }
-}
-
-/// One operation of a `Batch` (pushes and enqueues only; `Op::validate` checked that).
-async fn batched(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
-    match op {
-        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
-        Op::Enqueue { queue, shard, task_id, payload } => {
-            crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
-        }
-        other => Err(Error::invalid(format!("a batch cannot hold {}", other.name()))),
-    }
-}
-
-async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) -> Result<Reply, Error> {
-    // The element's key is a pure function of the list and the push id, so a retried push
-    // finds its element in place: applied once, whatever happens. `ListTail` keeps the
-    // list in the order pushes took effect.
-    let element_key = ampstore_common::lists::element_key(&key, push_id);
-    let addr = route_key(shared, &element_key)?;
-    let w = Write {
-        op: LoggedOp::Put { key: element_key, value: element },
-        condition: Condition::ListTail,
-        write_id: Some(WriteKey::Push(push_id)),
-    };
-    write(&addr, w).await
-}
-
-fn not_owner() -> Error {
+pub fn not_owner() -> Error {
     Error::NotOwner { hint: None }
 }
 
 /// Routes a key; a key this node does not serve gets `NotOwner` with a hint when known.
-pub(crate) fn route_key(shared: &NodeShared, key: &Key) -> Result<Addr<RangeActor>, Error> {
+pub fn route_key(shared: &NodeShared, key: &Key) -> Result<Addr<RangeActor>, Error> {
     match shared.directory.lookup(key) {
         None => Err(Error::NotOwner { hint: shared.directory.hint_for(key) }),
         slot => route(slot),
     }
 }
 
-fn route(slot: Option<(RangeId, Slot)>) -> Result<Addr<RangeActor>, Error> {
+pub fn route(slot: Option<(RangeId, Slot)>) -> Result<Addr<RangeActor>, Error> {
     match slot {
         None => Err(not_owner()),
         Some((_, Slot::Loading { .. })) => Err(Error::RangeLoading { retry_after_ms: LOADING_RETRY_MS }),
@@ -232,16 +53,16 @@ fn route(slot: Option<(RangeId, Slot)>) -> Result<Addr<RangeActor>, Error> {
     }
 }
 
-fn serving(shared: &NodeShared, range_id: RangeId) -> Result<Addr<RangeActor>, Error> {
+pub fn serving(shared: &NodeShared, range_id: RangeId) -> Result<Addr<RangeActor>, Error> {
     route(shared.directory.get(range_id).map(|s| (range_id, s)))
 }
 
-pub(crate) async fn read(addr: &Addr<RangeActor>, msg: ReadMsg) -> Result<Reply, Error> {
+pub async fn read(addr: &Addr<RangeActor>, msg: ReadMsg) -> Result<Reply, Error> {
     // A closed mailbox means the actor stopped (released or fenced) since routing.
     addr.send(msg).await.map_err(|_| not_owner())?
 }
 
-pub(crate) async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
+pub async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply, Error> {
     let (tx, rx) = oneshot::channel();
     // Not delivered: the range stopped before it saw the write, so nothing was written.
     addr.send(WriteMsg { write, reply: tx }).await.map_err(|_| not_owner())?;
@@ -251,17 +72,8 @@ pub(crate) async fn write(addr: &Addr<RangeActor>, write: Write) -> Result<Reply
     rx.await.map_err(|_| Error::Timeout)?
 }
 
-/// A boxed `Send` future: assigning can lead back to assigning (a split completed on load
-/// loads its children here), and a named type breaks that cycle for the compiler.
-pub(crate) type AssignFuture = std::pin::Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
-
-/// Loads and serves the range at `start` (see `assign_inner`).
-pub(crate) fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> AssignFuture {
-    let shared = shared.clone();
-    Box::pin(async move { assign_inner(&shared, range_id, start, claim).await })
-}
-
-async fn assign_inner(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> Result<Reply, Error> {
+/// Loads and serves the range at `start`, or answers how it serves already.
+pub async fn assign(shared: &Arc<NodeShared>, range_id: RangeId, start: Key, claim: bool) -> Result<Reply, Error> {
     if !shared.liveness.is_valid() {
         return Err(Error::unavailable("this node is not live (no valid heartbeat)"));
     }
@@ -342,9 +154,10 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
                 write_ids: loaded.core.write_ids().clone(),
                 owner: loaded.owner,
             };
-            let done = split::complete(shared, job).await;
-            shared.directory.remove(range_id);
-            done?;
+            // The reshaper completes it (and takes the parent's slot out after).
+            let (done_tx, done) = oneshot::channel();
+            shared.directory.queue_split(SplitTask { job, done: Some(done_tx) })?;
+            done.await.map_err(|_| Error::unavailable("the node stopped before the split completed"))??;
             Err(Error::conflict(format!(
                 "{range_id} had split into {} and {}; both serve here now",
                 plan.left, plan.right
@@ -363,9 +176,9 @@ async fn load_and_serve(shared: &Arc<NodeShared>, range_id: RangeId, start: Key,
             }
             let serving_from: Seq = loaded.core.next_seq();
             let instance = shared.next_instance();
-            let (core, owner, actor_shared) = (loaded.core, loaded.owner, shared.clone());
+            let (core, owner, env) = (loaded.core, loaded.owner, shared.range_env.clone());
             let addr = RangeActor::start_in_arbiter(shared.arbiter_for(range_id), move |_| {
-                RangeActor::new(core, owner, actor_shared, instance)
+                RangeActor::new(core, owner, env, instance)
             });
             shared.directory.insert(range_id, Slot::Serving { range, addr: addr.clone(), instance, epoch });
             if epoch_ended() {

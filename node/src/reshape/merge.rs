@@ -28,11 +28,11 @@ use ampstore_common::{KeyRange, RangeId, Seq};
 use ampstore_store::meta;
 use tokio::sync::oneshot;
 
-use super::actor::{MergeCloseMsg, MergeClosed, MergeEndMsg, RangeActor};
-use super::core::MergePlan;
-use super::reshape;
-use super::snapshot::{self, SnapshotJob};
 use crate::directory::Slot;
+use crate::range::actor::{MergeCloseMsg, MergeClosed, MergeEndMsg, RangeActor};
+use crate::range::core::MergePlan;
+use crate::range::snapshot::{self, SnapshotJob};
+use super::commit;
 use crate::shared::NodeShared;
 
 /// How long a merge keeps asking for the master's commit before abandoning it (both
@@ -56,7 +56,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         return Err(Error::invalid(format!("{} and {} are not adjacent", left.range, right.range)));
     }
     let merged_range = KeyRange::new(left.range.start.clone(), right.range.end.clone())?;
-    let plan = MergePlan { merged: reshape::fresh_range_id(), left: left_id, right: right_id };
+    let plan = MergePlan { merged: crate::range::host::fresh_range_id(), left: left_id, right: right_id };
     crate::test_points::crash_point("merge:entry");
     let right_closed = close(&right, &plan).await?;
     crate::test_points::crash_point("merge:right");
@@ -77,7 +77,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     let keys = data.len();
     // The merged range remembers the write ids of both parents.
     let mut write_ids = left_closed.write_ids.clone();
-    write_ids.extend(right_closed.write_ids.records(), super::write_ids::unix_now_ms());
+    write_ids.extend(right_closed.write_ids.records(), crate::range::write_ids::unix_now_ms());
     let stored = snapshot::store_blob(
         &shared.backend,
         SnapshotJob { range_id: plan.merged, range: merged_range.clone(), seq, data, write_ids, owner: owner.clone() },
@@ -103,7 +103,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     };
     let committed = match crate::test_points::fail_once("merge:refused") {
         Err(e) => Err(e),
-        Ok(()) => match reshape::ask_master(shared, op, COMMIT_RETRY_FOR).await {
+        Ok(()) => match commit::ask_master(shared, op, COMMIT_RETRY_FOR).await {
             Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => {
                 crate::test_points::fail_once("merge:answer-lost")
             }
@@ -124,7 +124,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     for p in [&left, &right] {
         shared.directory.insert(p.id, Slot::Loading { range: p.range.clone() });
     }
-    let loaded = reshape::load_here(shared, plan.merged, merged_range.start.clone()).await;
+    let loaded = commit::load_here(shared, plan.merged, merged_range.start.clone()).await;
     crate::test_points::pause_once("merge:merged-serving").await;
     // The merge is committed whatever the load did: the parents are obsolete here.
     for p in [&left, &right] {
@@ -164,7 +164,7 @@ async fn abandon(shared: &Arc<NodeShared>, closed: &[(&Parent, &MergeClosed)], m
     for (p, c) in closed {
         let deadline = Instant::now() + ABANDON_RETRY_FOR;
         loop {
-            match super::load::clear_owner(&shared.backend, p.id, &p.range.start, &c.owner).await {
+            match crate::range::load::clear_owner(&shared.backend, p.id, &p.range.start, &c.owner).await {
                 Ok(()) => break,
                 Err(e) if Instant::now() < deadline => {
                     tracing::warn!(range = %p.id, error = %e, "giving up a merge parent failed; retrying");
@@ -188,7 +188,7 @@ async fn abandon(shared: &Arc<NodeShared>, closed: &[(&Parent, &MergeClosed)], m
     }
     for (p, _) in closed {
         tracing::info!(range = %p.id, "merge abandoned: reloading the range");
-        if let Err(e) = Box::pin(crate::dispatch::assign(shared, p.id, p.range.start.clone(), true)).await {
+        if let Err(e) = crate::ranges::assign(shared, p.id, p.range.start.clone(), true).await {
             tracing::warn!(range = %p.id, error = %e, "reloading a merge parent failed; the master places it");
         }
     }

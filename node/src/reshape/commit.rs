@@ -1,5 +1,5 @@
-//! What splits and merges share: test-only crash points, fresh range ids, asking the
-//! active master to commit a routing change, and loading a new range on this node.
+//! What splits and merges share: asking the active master to commit a routing change, and
+//! loading a new range on this node.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +14,6 @@ use crate::shared::NodeShared;
 
 /// Deadline of one commit request to the master.
 const COMMIT_CALL_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A fresh range id, far from the small ids the master gives the first ranges.
-pub fn fresh_range_id() -> RangeId {
-    RangeId((rand::random::<u64>() >> 2) | (1 << 32))
-}
 
 /// Asks the active master (found through the lease record) to commit `op`, retrying
 /// retryable errors with backoff for up to `retry_for`. Commits are idempotent, so a retry
@@ -69,7 +64,7 @@ async fn master_conn(shared: &NodeShared, addr: &str) -> Result<Arc<Connection>,
 pub async fn load_here(shared: &Arc<NodeShared>, id: RangeId, start: Key) -> Result<(), Error> {
     let mut last = None;
     for _ in 0..20 {
-        match Box::pin(crate::dispatch::assign(shared, id, start.clone(), false)).await {
+        match crate::ranges::assign(shared, id, start.clone(), false).await {
             Ok(_) => return Ok(()),
             Err(Error::RangeLoading { .. }) => return Ok(()),
             Err(e @ (Error::NotOwner { .. } | Error::Invalid { .. } | Error::Conflict { .. })) => {

@@ -1,0 +1,73 @@
+//! What a range actor sees of its node: [`RangeEnv`] (settings, the store, liveness,
+//! metrics) and [`RangeHost`], the node's side of a range's lifecycle (its directory and
+//! the split queue). The node's directory implements `RangeHost`; a range never
+//! imports the node's modules, so the node's modules form a DAG above `range`.
+
+use std::sync::Arc;
+
+use ampstore_common::error::{Error, OwnerHint};
+use ampstore_common::{KeyRange, RangeId, Seq};
+use ampstore_server::config::NodeConfig;
+use ampstore_server::metrics::Metrics;
+use ampstore_store::Backend;
+use ampstore_store::meta::Owner;
+use tokio::sync::oneshot;
+
+use super::core::{Memtable, SplitPlan};
+use super::write_ids::WriteIdTable;
+use crate::liveness::Liveness;
+
+/// The node's resources a range actor uses.
+pub struct RangeEnv {
+    pub cfg: NodeConfig,
+    pub backend: Backend,
+    pub liveness: Arc<Liveness>,
+    pub metrics: Arc<Metrics>,
+    pub host: Arc<dyn RangeHost>,
+}
+
+/// The node's side of a range's lifecycle, called by the range actor.
+pub trait RangeHost: Send + Sync + 'static {
+    /// Whether `instance` is the instance the node routes `range_id` to (another instance
+    /// of the same range, same owner, must not give the range up under it).
+    fn routes_to(&self, range_id: RangeId, instance: u64) -> bool;
+    /// The range closed its log with a split entry and stopped: its slot answers
+    /// `RangeLoading` until the children serve; the split completes off the actor.
+    fn split_ready(&self, job: SplitJob);
+    /// A broken invariant stopped `instance`: its slot shows `reason`.
+    fn failed(&self, range_id: RangeId, instance: u64, range: KeyRange, reason: String);
+    /// `instance` stopped serving (released, fenced, its epoch over).
+    fn stopped(&self, range_id: RangeId, instance: u64, range: &KeyRange);
+    /// Where a range that left this node went (a `NotOwner` hint for requests still coming).
+    fn departed(&self, range: &KeyRange, hint: Option<OwnerHint>);
+}
+
+/// A split whose entry is in the parent's log: what completing it needs.
+pub struct SplitJob {
+    pub parent_id: RangeId,
+    pub parent_range: KeyRange,
+    pub split_seq: Seq,
+    pub plan: SplitPlan,
+    pub left: Memtable,
+    pub right: Memtable,
+    /// The parent's remembered write ids: both children get them all.
+    pub write_ids: WriteIdTable,
+    pub owner: Owner,
+}
+
+/// A split job on its way to the node's reshaper, with whom to tell when it is done
+/// (`None`: nobody waits; the outcome is logged).
+pub struct SplitTask {
+    pub job: SplitJob,
+    pub done: Option<oneshot::Sender<Result<(), Error>>>,
+}
+
+/// A fresh, unique range id, far from the small ids the master gives the first ranges.
+pub fn fresh_range_id() -> RangeId {
+    RangeId((rand::random::<u64>() >> 2) | (1 << 32))
+}
+
+/// Fresh, unique ids for a split's two children.
+pub fn child_ids() -> (RangeId, RangeId) {
+    (fresh_range_id(), fresh_range_id())
+}

@@ -1,0 +1,190 @@
+//! The node's RPC service: one request, validated, routed by audience to the ranges, the
+//! transaction coordinator, the queue or the reshaper, and answered. No logic of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ampstore_common::error::Error;
+use ampstore_common::limits::FRAME_BYTES_MAX;
+use ampstore_common::lists::PushId;
+use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
+use ampstore_common::write_ids::WriteKey;
+use ampstore_common::Key;
+use ampstore_server::metrics::Metrics;
+use ampstore_server::rpc::Service;
+use tokio::sync::oneshot;
+
+use crate::range::actor::{ReadMsg, ReleaseMsg, SnapshotMsg, SplitNowMsg};
+use crate::range::batch::LoggedOp;
+use crate::range::core::{Condition, Write};
+use crate::ranges::{assign, not_owner, read, route, route_key, serving, stats, write};
+use crate::shared::NodeShared;
+
+impl Service for NodeShared {
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: self.node_id.clone(), role: Role::Node }
+    }
+
+    fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.ops_total.fetch_add(1, Ordering::Relaxed);
+        handle(self, op)
+    }
+
+    fn cluster_token(&self) -> Option<&str> {
+        self.cluster_token.as_deref()
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        Some(&self.metrics)
+    }
+}
+
+pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
+    op.validate()?;
+    match op {
+        Op::Ping => Ok(Reply::Pong),
+        Op::Get { key } => {
+            let addr = route_key(shared, &key)?;
+            read(&addr, ReadMsg::Get { key }).await
+        }
+        Op::GetMany { keys } => {
+            let mut values = Vec::with_capacity(keys.len());
+            let mut bytes = 0usize;
+            for key in keys {
+                let addr = route_key(shared, &key)?;
+                let Reply::Value(v) = read(&addr, ReadMsg::Get { key }).await? else {
+                    return Err(Error::internal("get answered with another reply"));
+                };
+                bytes += v.as_ref().map_or(0, |v| v.value.len() + 32);
+                if bytes > FRAME_BYTES_MAX - 64 * 1024 {
+                    return Err(Error::too_large("get_many response", bytes, FRAME_BYTES_MAX));
+                }
+                values.push(v);
+            }
+            Ok(Reply::Values(values))
+        }
+        Op::Put { key, value, write_id } => {
+            let addr = route_key(shared, &key)?;
+            let write_id = write_id.map(WriteKey::Write);
+            write(&addr, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
+        }
+        Op::PutIfVersion { key, value, expected, write_id } => {
+            let addr = route_key(shared, &key)?;
+            let write_id = write_id.map(WriteKey::Write);
+            let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
+            write(&addr, w).await
+        }
+        Op::Batch { ops } => {
+            // All at once, so the writes to one range share its next log entries.
+            let mut tasks = tokio::task::JoinSet::new();
+            let n = ops.len();
+            for (i, op) in ops.into_iter().enumerate() {
+                let shared = shared.clone();
+                tasks.spawn(async move { (i, batched(&shared, op).await) });
+            }
+            let mut results: Vec<Result<Reply, Error>> = (0..n).map(|_| Err(Error::internal("not run"))).collect();
+            while let Some(done) = tasks.join_next().await {
+                if let Ok((i, r)) = done {
+                    results[i] = r;
+                }
+            }
+            Ok(Reply::Batch { results })
+        }
+        Op::Enqueue { queue, shard, task_id, payload } => {
+            crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
+        }
+        Op::Dequeue { queue, shard, start, max, visibility_ms } => {
+            crate::queue::dequeue(shared, &queue, shard, start, max, visibility_ms).await
+        }
+        Op::TaskAck { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Ack).await,
+        Op::TaskNack { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Nack).await,
+        Op::TaskExtend { queue, task, visibility_ms } => {
+            crate::queue::settle(shared, &queue, task, crate::queue::Settle::Extend { visibility_ms }).await
+        }
+        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
+        Op::Delete { key, write_id } => {
+            let addr = route_key(shared, &key)?;
+            let write_id = write_id.map(WriteKey::Write);
+            write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
+        }
+        Op::DeleteRange { start, end, write_id } => {
+            let addr = route_key(shared, &start)?;
+            let write_id = write_id.map(WriteKey::Write);
+            write(&addr, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
+        }
+        Op::Scan { start, end, limit, reverse } => {
+            let addr =
+                if reverse { route(shared.directory.lookup_below(end.as_ref()))? } else { route_key(shared, &start)? };
+            read(&addr, ReadMsg::Scan { start, end, limit: limit as usize, reverse }).await
+        }
+        Op::Assign { range_id, start, claim } => assign(shared, range_id, start, claim).await,
+        Op::Release { range_id } => {
+            let addr = serving(shared, range_id)?;
+            let (tx, rx) = oneshot::channel();
+            addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_owner())?;
+            rx.await.map_err(|_| not_owner())?
+        }
+        Op::Split { range_id } => {
+            let addr = serving(shared, range_id)?;
+            addr.send(SplitNowMsg).await.map_err(|_| not_owner())?.map(|()| Reply::Pong)
+        }
+        Op::Snapshot { range_id } => {
+            let addr = serving(shared, range_id)?;
+            let (tx, rx) = oneshot::channel();
+            addr.send(SnapshotMsg { reply: tx }).await.map_err(|_| not_owner())?;
+            rx.await.map_err(|_| not_owner())?
+        }
+        Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
+        Op::Merge { left_id, right_id } => {
+            // In a task of its own: a merge dropped after closing both parents' logs would
+            // leave them refusing writes for good. The caller only waits for it.
+            let shared = shared.clone();
+            tokio::spawn(async move { crate::reshape::merge::run(&shared, left_id, right_id).await })
+                .await.unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
+        }
+        Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
+        Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
+            crate::txn::prepare(shared, txn_id, range_id, checks, writes, reads, hold_ms).await
+        }
+        Op::TxnResolve { txn_id, range_id, seq, decision } => {
+            crate::txn::resolve(shared, txn_id, range_id, seq, decision).await
+        }
+        Op::Locate { .. }
+        | Op::LocateRange { .. }
+        | Op::Drain { .. }
+        | Op::MasterStatus
+        | Op::SplitRange { .. }
+        | Op::CommitMerge { .. }
+        | Op::Members => Err(Error::invalid("this is a node; send routing requests to the master")),
+    }
+}
+
+/// One operation of a `Batch` (pushes and enqueues only; `Op::validate` checked that).
+async fn batched(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
+    match op {
+        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
+        Op::Enqueue { queue, shard, task_id, payload } => {
+            crate::queue::enqueue(shared, &queue, shard, task_id, payload).await
+        }
+        other => Err(Error::invalid(format!("a batch cannot hold {}", other.name()))),
+    }
+}
+
+async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) -> Result<Reply, Error> {
+    // The element's key is a pure function of the list and the push id, so a retried push
+    // finds its element in place: applied once, whatever happens. `ListTail` keeps the
+    // list in the order pushes took effect.
+    let element_key = ampstore_common::lists::element_key(&key, push_id);
+    let addr = route_key(shared, &element_key)?;
+    let w = Write {
+        op: LoggedOp::Put { key: element_key, value: element },
+        condition: Condition::ListTail,
+        write_id: Some(WriteKey::Push(push_id)),
+    };
+    write(&addr, w).await
+}
+
