@@ -10,8 +10,8 @@ use ampstore_common::RangeId;
 use ampstore_common::protocol::{RangeState, RangeStats};
 
 use crate::directory::Slot;
-use crate::ranges;
 use crate::range::actor::ReleaseMsg;
+use crate::ranges;
 use crate::shared::NodeShared;
 
 /// How often the node compares its data with its budget.

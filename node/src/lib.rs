@@ -1,16 +1,34 @@
-//! The Ampstore node: range actors, liveness, and the RPC server.
+//! The Ampstore node: range actors, liveness, and the RPC service.
+//!
+//! Rules of this crate:
+//! - modules depend one way (`scripts/check-cycles`): `node` (the process) -> `service` ->
+//!   {`txn`, `queue`, `reshape`} -> `ranges` -> `directory` -> `range`, with `shared`,
+//!   `liveness`, `peers` and `test_points` below; a range actor sees the node only through
+//!   `range::host` (`RangeEnv`, the `RangeHost` trait);
+//! - it depends on `ampstore-common`, `ampstore-store` and `ampstore-server`, never on the
+//!   client crate;
+//! - only [`node::run`] is public: everything else is the crate's own;
+//! - a request that reaches the node never panics it: bad input gets a typed error, a
+//!   broken invariant stops the one range with an error.
+//!
+//! A put, step by step: `service::handle` validates the `Op::Put` and routes its key
+//! (`ranges::route_key`, one ordered lookup in the `directory`) to the range actor's address;
+//! `ranges::write` sends a `WriteMsg`; the actor (`range::actor`) checks the serving rule,
+//! queues the write in its `RangeCore`, and appends the next batch to the commit log (one
+//! append in flight: group commit); when the append lands, the core applies the batch to the
+//! memtable and answers `Written { version }`.
 
-pub mod admin;
-pub mod budget;
-pub mod directory;
-pub mod ranges;
-pub mod reshape;
-pub mod service;
-pub mod liveness;
+mod admin;
+mod budget;
+mod directory;
+mod liveness;
 pub mod node;
-pub mod peers;
-pub mod queue;
-pub mod range;
-pub mod shared;
-pub mod test_points;
-pub mod txn;
+mod peers;
+mod queue;
+mod range;
+mod ranges;
+mod reshape;
+mod service;
+mod shared;
+mod test_points;
+mod txn;

@@ -11,10 +11,10 @@ use ampstore_common::queue::{self, Task, TaskRecord, TaskRef};
 use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, Seq, Version};
 
-use crate::ranges::{read, route_key, write};
 use crate::range::actor::ReadMsg;
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
+use crate::ranges::{read, route_key, write};
 use crate::shared::NodeShared;
 
 /// The version answered for a retry of an enqueue or ack that had already taken effect.

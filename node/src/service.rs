@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ampstore_common::Key;
 use ampstore_common::error::Error;
 use ampstore_common::limits::FRAME_BYTES_MAX;
 use ampstore_common::lists::PushId;
 use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
 use ampstore_common::write_ids::WriteKey;
-use ampstore_common::Key;
 use ampstore_server::metrics::Metrics;
 use ampstore_server::rpc::Service;
 use tokio::sync::oneshot;
@@ -144,7 +144,8 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             // leave them refusing writes for good. The caller only waits for it.
             let shared = shared.clone();
             tokio::spawn(async move { crate::reshape::merge::run(&shared, left_id, right_id).await })
-                .await.unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
         }
         Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
         Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
@@ -187,4 +188,3 @@ async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) 
     };
     write(&addr, w).await
 }
-

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
 use ampstore_common::ownership;
 use ampstore_common::protocol::{RangeState, RangeStats, Reply, WriteId};
@@ -95,7 +94,6 @@ pub struct MergeClosed {
     pub seq: Seq,
     pub data: Memtable,
     pub write_ids: WriteIdTable,
-    pub range: KeyRange,
     pub owner: Owner,
 }
 
@@ -426,7 +424,6 @@ impl RangeActor {
                         seq,
                         data,
                         write_ids,
-                        range: act.core.range().clone(),
                         owner: act.owner.clone(),
                     };
                     tracing::info!(range = %act.core.range_id(), %seq, "closed for a merge");

@@ -123,10 +123,6 @@ impl WriteIdTable {
         self.records.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     pub fn bytes(&self) -> usize {
         self.bytes
     }

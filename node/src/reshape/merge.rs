@@ -28,11 +28,11 @@ use ampstore_common::{KeyRange, RangeId, Seq};
 use ampstore_store::meta;
 use tokio::sync::oneshot;
 
+use super::commit;
 use crate::directory::Slot;
 use crate::range::actor::{MergeCloseMsg, MergeClosed, MergeEndMsg, RangeActor};
 use crate::range::core::MergePlan;
 use crate::range::snapshot::{self, SnapshotJob};
-use super::commit;
 use crate::shared::NodeShared;
 
 /// How long a merge keeps asking for the master's commit before abandoning it (both

@@ -38,4 +38,3 @@ pub async fn run(shared: Arc<NodeShared>, mut jobs: mpsc::UnboundedReceiver<Spli
         });
     }
 }
-

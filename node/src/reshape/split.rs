@@ -16,13 +16,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
 use ampstore_common::protocol::{Op, Reply};
-use ampstore_common::KeyRange;
 
+use super::commit;
 use crate::range::host::SplitJob;
 use crate::range::snapshot::{self, SnapshotJob};
-use super::commit;
 use crate::shared::NodeShared;
 
 /// How long a split keeps asking for the master's commit before giving up (the parent
@@ -82,7 +82,9 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
     if let Err(e) = committed {
         // Not recorded: give the parent up so the master places it again; its next owner
         // finds the log ending in the split and completes it.
-        if let Err(release) = crate::range::load::clear_owner(&shared.backend, parent_id, &parent_range.start, &owner).await {
+        if let Err(release) =
+            crate::range::load::clear_owner(&shared.backend, parent_id, &parent_range.start, &owner).await
+        {
             tracing::warn!(range = %parent_id, error = %release, "could not give up the unsplit parent");
         }
         return Err(e);
