@@ -66,9 +66,11 @@ struct Node {
 impl Node {
     /// `settings`: extra `--set KEY=VALUE`s, after those of `AMPSTORE_BENCH_NODE_SET`.
     async fn start(settings: &[&str]) -> Node {
-        // Cargo names the binary it built for this bench profile; else the release build.
-        let bin = option_env!("CARGO_BIN_EXE_ampstore")
+        // `AMPSTORE_BENCH_BIN` (another build, for before/after figures in one run); else the
+        // binary Cargo built for this bench profile; else the release build.
+        let bin = std::env::var_os("AMPSTORE_BENCH_BIN")
             .map(PathBuf::from)
+            .or_else(|| option_env!("CARGO_BIN_EXE_ampstore").map(PathBuf::from))
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ampstore"));
         assert!(
             bin.exists(),
