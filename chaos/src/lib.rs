@@ -6,6 +6,11 @@
 //! availability rule (`availability`), the schedule (`schedule`, `rng`). Parts with I/O:
 //! the network (`net`, `forward`), the processes (`cluster`), the faults (`nemesis`), the
 //! clients (`workload`, `recorder`) and the run itself (`run`). `docs/chaos.md` tells how to use it.
+//!
+//! Rules of this crate: the cluster under test is real processes of the `ampstore` binary,
+//! reached only through the client crate and the wire (it depends on `ampstore-common` and
+//! `ampstore-client`, never on the node, master or store crates); the checkers are pure
+//! functions of a recorded history, so a verdict can be re-checked from the history file.
 
 pub use ampstore_common as common;
 

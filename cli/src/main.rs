@@ -2,6 +2,11 @@
 //!
 //! Exit codes: 0 on success, 1 when `get` finds no key, 2 on any error (a one-line message
 //! on stderr).
+//!
+//! Rules of this crate: it is the top of the workspace (it may use every crate); each
+//! command is a thin layer over a library crate (`*_cmd.rs` parses and prints, the work is
+//! in node, master, collector, store or the client); operator commands speak to the cluster
+//! with the admin token, never by opening the store behind a running master's back.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

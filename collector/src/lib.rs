@@ -6,6 +6,11 @@
 //! moved, the node died) are sent again one by one through the client's routing; they are
 //! idempotent (push ids, task ids), so nothing is applied twice.
 //!
+//! Rules of this crate: it depends on `ampstore-common`, `ampstore-server` and the client
+//! crate (whose routing it reuses), never on the node or the master; an operation is
+//! answered only once it is durable; every queue it keeps is bounded by a named limit
+//! (`common::limits`).
+//!
 //! It joins gossip with role `collector`, so clients find it (`Client::discover_collectors`),
 //! and finds the masters through gossip unless `collector.masters` names them.
 

@@ -70,7 +70,16 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     crate::test_points::crash_point("merge:left");
     crate::test_points::pause_once("merge:closed").await;
     let owner = left_closed.owner.clone();
-    debug_assert_eq!(owner, right_closed.owner, "both parents are this node's, in this epoch");
+    // Both parents were closed by this node in one epoch (`serving` found both here); were
+    // they not, the commit's ownership check would refuse it, but the merged snapshot must
+    // not be written under a mixed owner in the first place. Checked in release builds.
+    if owner != right_closed.owner {
+        abandon(shared, &[(&right, &right_closed), (&left, &left_closed)], plan.merged).await;
+        return Err(Error::internal(format!(
+            "merge parents closed under different owners ({} epoch {} and {} epoch {})",
+            owner.node_id, owner.epoch.0, right_closed.owner.node_id, right_closed.owner.epoch.0
+        )));
+    }
     let seq: Seq = left_closed.seq.max(right_closed.seq);
     // Disjoint key sets: the union is a concatenation, O(log n) on the persistent maps.
     let data = left_closed.data.clone().union(right_closed.data.clone());
