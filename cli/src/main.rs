@@ -5,8 +5,8 @@
 //!
 //! Rules of this crate: it is the top of the workspace (it may use every crate); each
 //! command is a thin layer over a library crate (`*_cmd.rs` parses and prints, the work is
-//! in node, master, collector, store or the client); operator commands speak to the cluster
-//! with the admin token, never by opening the store behind a running master's back.
+//! in node, master, collector, store or the client); operator commands that change the
+//! cluster (drain, assign, split) go to the active master or the node with the admin token.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
