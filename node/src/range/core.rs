@@ -976,6 +976,7 @@ impl<W> RangeCore<W> {
     }
 
     /// The merge entry that closed the log, while no fence has reopened it.
+    #[cfg(test)]
     pub fn merge_state(&self) -> Option<&(Seq, MergePlan)> {
         self.merge_closed.as_ref()
     }
@@ -1000,7 +1001,9 @@ impl<W> RangeCore<W> {
         self.advance_to(seq);
     }
 
-    /// The fence that reopens a merge-closed log, at the next seq (the merge was abandoned).
+    /// The fence that reopens a merge-closed log, at the next seq (as a loader's fence does
+    /// after an abandoned merge).
+    #[cfg(test)]
     pub fn reopen_entry(&self) -> (Seq, LogEntry) {
         debug_assert!(self.merge_closed.is_some() && self.in_flight.is_none());
         let entry =

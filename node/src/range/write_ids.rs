@@ -119,6 +119,7 @@ impl WriteIdTable {
         true
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.records.len()
     }
