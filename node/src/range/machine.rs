@@ -14,6 +14,7 @@
 
 mod closing;
 mod snapshots;
+mod stopping;
 mod txn_desk;
 
 use std::time::{Duration, Instant};
@@ -493,7 +494,7 @@ impl<W, M> RangeMachine<W, M> {
         match result {
             AppendResult::Ok | AppendResult::SlotTaken => {
                 self.append_failures = 0;
-                let bytes = self.core.in_flight_append().map_or(0, |(_, e)| e.payload.len());
+                let bytes = self.core.in_flight_payload_bytes();
                 let done = self.core.on_appended(seq);
                 out.push(Effect::BatchApplied { writes: done.len(), bytes });
                 reply_all(done, out);
@@ -607,79 +608,6 @@ impl<W, M> RangeMachine<W, M> {
             }
             Timer::ResolveRetry => self.resolve_txn_here(now, out),
         }
-    }
-
-    // ----- stopping -----
-
-    /// The one fencing reaction: a newer owner took a slot of ours (or the descriptor names
-    /// another owner). Every waiter is answered (writers `Fenced`: nothing of theirs was
-    /// written), and the range stops.
-    fn fence(&mut self, taken_seq: Option<Seq>, out: &mut Vec<Effect<W, M>>) {
-        reply_all(self.core.on_fenced(), out);
-        self.answer_waiters(Ending::Fenced, out);
-        if let Some(seq) = taken_seq {
-            out.push(Effect::LearnNewOwner { seq });
-        }
-        self.stop_serving(out);
-    }
-
-    /// Stops the range: an append still in flight may land after it, so its writers learn
-    /// "unknown" (`Timeout`); everything else waiting learns the range is gone.
-    fn stop_serving(&mut self, out: &mut Vec<Effect<W, M>>) {
-        reply_all(self.core.abandon_in_flight(), out);
-        reply_all(self.core.refuse_pending(not_owner()), out);
-        self.answer_waiters(Ending::Departed, out);
-        self.phase = Phase::Stopped;
-        out.push(Effect::Stop(StopHow::Departed));
-    }
-
-    /// A safety invariant did not hold (`RangeCore::broken`): stop the range with the reason
-    /// (requests are told it; the directory shows it), never panic.
-    fn stop_if_broken(&mut self, out: &mut Vec<Effect<W, M>>) -> bool {
-        let Some(reason) = self.core.broken().map(str::to_string) else { return false };
-        reply_all(self.core.abandon_in_flight(), out);
-        reply_all(self.core.refuse_pending(Error::internal(reason.clone())), out);
-        self.answer_waiters(Ending::Broken(reason.clone()), out);
-        self.phase = Phase::Stopped;
-        out.push(Effect::Stop(StopHow::Failed { reason }));
-        true
-    }
-
-    /// A lifecycle invariant of the machine itself did not hold (a bug): stop with it.
-    fn broken_invariant(&mut self, why: String, out: &mut Vec<Effect<W, M>>) {
-        let reason = format!("{}: lifecycle invariant violated: {why}", self.core.range_id());
-        tracing::error!(%reason, "range stopped");
-        reply_all(self.core.abandon_in_flight(), out);
-        reply_all(self.core.refuse_pending(Error::internal(reason.clone())), out);
-        self.answer_waiters(Ending::Broken(reason.clone()), out);
-        self.phase = Phase::Stopped;
-        out.push(Effect::Stop(StopHow::Failed { reason }));
-    }
-
-    /// Answers every lifecycle waiter at once. Each gets what its caller would have made of a
-    /// range that stopped without answering (a closed channel): `NotOwner` for snapshot,
-    /// release and merge callers and remote prepares, `Timeout` ("outcome unknown") for
-    /// transaction callers whose entry may be on its way; a fence and a broken invariant are
-    /// named where they decide the answer.
-    fn answer_waiters(&mut self, ending: Ending, out: &mut Vec<Effect<W, M>>) {
-        let gone = match &ending {
-            Ending::Broken(reason) => Error::internal(reason.clone()),
-            Ending::Fenced | Ending::Departed => not_owner(),
-        };
-        match std::mem::replace(&mut self.phase, Phase::Serving) {
-            Phase::Releasing { waiters, .. } | Phase::Splitting { release: Some(waiters), .. } => {
-                out.extend(waiters.into_iter().map(|w| Effect::Reply(w, Err(gone.clone()))));
-            }
-            Phase::MergeClosing { reply, .. } | Phase::MergeAppending { reply, .. } => {
-                let err = if matches!(ending, Ending::Fenced) { Error::Fenced } else { not_owner() };
-                out.push(Effect::ReplyMerge(reply, Err(err)));
-            }
-            other => self.phase = other,
-        }
-        for (_, w) in self.snapshots.waiters.drain(..) {
-            out.push(Effect::Reply(w, Err(gone.clone())));
-        }
-        self.txns.answer_all(&ending, out);
     }
 }
 
