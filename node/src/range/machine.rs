@@ -3,11 +3,11 @@
 //! them and feeds their completions back as inputs.
 //!
 //! The machine owns the [`RangeCore`] (what the range holds, the batches) and every piece of
-//! lifecycle state around it: the [`Phase`] (serving, splitting, merging, releasing,
+//! lifecycle state around it: the `Phase` (serving, splitting, merging, releasing,
 //! stopped), the snapshot desk (`snapshots.rs`), the transaction desk (`txn_desk.rs`) and the
 //! heat of the range (hot-split and idle bookkeeping). Which combinations are legal is
 //! decided here, once, and every way of losing the log (a `SlotTaken` answer to any append)
-//! ends in one fencing reaction, [`RangeMachine::fence`].
+//! ends in one fencing reaction (`fence`, in `machine/stopping.rs`).
 //!
 //! `W` answers a caller with `Result<Reply, Error>`, `M` answers a merge close with
 //! `Result<MergeClosed, Error>` (oneshot senders in the actor, plain ids in tests).
@@ -261,7 +261,7 @@ struct Heat {
     last_used: Instant,
 }
 
-/// Why waiters are answered all at once (see [`RangeMachine::answer_waiters`]).
+/// Why waiters are answered all at once (see `answer_waiters`).
 #[derive(Clone, Debug)]
 enum Ending {
     Fenced,

@@ -3,7 +3,7 @@
 //! an `Instant` the test advances.
 
 use super::*;
-use crate::range::batch::LoggedOp;
+use crate::range::batch::{self, LoggedOp};
 use crate::range::core::Condition;
 use ampstore_common::txn::TxnWrite;
 use ampstore_common::{NodeId, Version};
@@ -418,5 +418,76 @@ fn an_ended_epoch_refuses_requests_and_drop_stops_with_timeouts_for_the_append_i
     assert!(h.m.read_access(h.now, h.admission).is_err());
     let fx = h.step(Input::Drop);
     assert_eq!(reply_to(&fx, 1), Err(Error::Timeout), "the append may still land: outcome unknown");
+    assert_eq!(stops(&fx), [StopHow::Departed]);
+}
+
+#[test]
+fn a_release_during_a_split_entry_goes_on_when_the_split_entry_fails() {
+    let mut h = Harness::new();
+    commit(&mut h, &["a", "b"], 1);
+    let mut fx = Vec::new();
+    assert_eq!(h.m.split_now(h.now, h.admission, &mut fx), Ok(()));
+    assert_eq!(appends(&fx), [(3, Purpose::Split)]);
+    // The release waits for the split entry in flight.
+    assert!(h.step(Input::Release(Some(10))).is_empty());
+    assert_eq!(h.m.stats(h.now).state, RangeState::Releasing);
+    let fx = h.appended(3, Purpose::Split, AppendResult::Failed(Error::unavailable("store down")));
+    assert_eq!(snapshot_seqs(&fx), [2], "not split: the release goes on with its snapshot");
+    let fx = h.step(Input::SnapshotWritten(Ok(Seq(2))));
+    assert!(clears_owner(&fx));
+    let fx = h.step(Input::OwnerCleared(ClearOutcome::Cleared));
+    assert_eq!(reply_to(&fx, 10), Ok(Reply::Released { range_id: RangeId(1) }));
+    assert_eq!(stops(&fx), [StopHow::Departed]);
+}
+
+#[test]
+fn a_release_during_a_split_entry_learns_the_range_is_gone_when_it_splits() {
+    let mut h = Harness::new();
+    commit(&mut h, &["a", "b"], 1);
+    let mut fx = Vec::new();
+    assert_eq!(h.m.split_now(h.now, h.admission, &mut fx), Ok(()));
+    assert!(h.step(Input::Release(Some(10))).is_empty());
+    let fx = h.appended(3, Purpose::Split, AppendResult::Ok);
+    assert_eq!(reply_to(&fx, 10), Err(Error::NotOwner { hint: None }));
+    assert_eq!(stops(&fx), [StopHow::Split]);
+}
+
+#[test]
+fn an_abort_that_finds_the_transactions_own_entry_in_its_slot_commits_it() {
+    let mut h = Harness::new();
+    let fx = h.step(Input::Prepare(prepare(1, "t", false), 10));
+    assert!(matches!(reply_to(&fx, 10), Ok(Reply::TxnPrepared { seq: Some(Seq(1)), .. })));
+    let fx = h.step(Input::Resolve { txn_id: txn_id(1), decision: TxnDecision::Resolve, reply: 11 });
+    assert_eq!(appends(&fx), [(1, Purpose::Abort)]);
+    // The coordinator's atomic append got there first: not a fence.
+    let fx = h.appended(1, Purpose::Abort, AppendResult::SlotTaken);
+    assert!(stops(&fx).is_empty());
+    let [Effect::ReadSlot { seq: Seq(1) }] = fx[..] else { panic!("the slot is read back") };
+    let payload = batch::TxnPayload {
+        txn_id: txn_id(1),
+        writes: vec![batch::logged(&TxnWrite::Put { key: Key::from("t"), value: b"t".to_vec() })],
+    };
+    let entry = LogEntry {
+        kind: ampstore_common::store::EntryKind::Txn,
+        writer: node("coordinator"),
+        epoch: Epoch(3),
+        payload: bytes::Bytes::from(batch::encode_txn(&payload)),
+    };
+    let fx = h.step(Input::SlotRead { seq: Seq(1), found: Ok(Some((Seq(1), entry))) });
+    assert_eq!(reply_to(&fx, 11), Ok(Reply::TxnResolved { committed: true }));
+    assert_eq!(h.m.read_access(h.now, h.admission).unwrap().get(&Key::from("t")).unwrap().unwrap().value, b"t");
+    // Another writer's entry in the slot is a fence.
+    let mut h = Harness::new();
+    h.step(Input::Prepare(prepare(2, "t", false), 20));
+    h.step(Input::Resolve { txn_id: txn_id(2), decision: TxnDecision::Resolve, reply: 21 });
+    h.appended(1, Purpose::Abort, AppendResult::SlotTaken);
+    let fence = LogEntry {
+        kind: ampstore_common::store::EntryKind::Fence,
+        writer: node("b"),
+        epoch: Epoch(4),
+        payload: bytes::Bytes::new(),
+    };
+    let fx = h.step(Input::SlotRead { seq: Seq(1), found: Ok(Some((Seq(1), fence))) });
+    assert_eq!(reply_to(&fx, 21), Err(Error::Fenced));
     assert_eq!(stops(&fx), [StopHow::Departed]);
 }
