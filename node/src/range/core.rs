@@ -566,6 +566,11 @@ impl<W> RangeCore<W> {
         self.in_flight.as_ref().map(|f| (f.seq, f.entry.clone()))
     }
 
+    /// The payload bytes of the append in flight (0 without one).
+    pub fn in_flight_payload_bytes(&self) -> usize {
+        self.in_flight.as_ref().map_or(0, |f| f.entry.payload.len())
+    }
+
     /// The append of `seq` is durable: apply it and answer its writers.
     pub fn on_appended(&mut self, seq: Seq) -> Vec<Outcome<W>> {
         let Some(f) = self.in_flight.take() else {

@@ -26,6 +26,14 @@ pub struct RangeEnv {
     pub host: Arc<dyn RangeHost>,
 }
 
+impl RangeEnv {
+    /// Counts one durable batch in the node's metrics (`Effect::BatchApplied`). Here, not
+    /// in `actor.rs`, so that the actor's one log append stays its only append-shaped call.
+    pub fn count_batch(&self, writes: usize, bytes: usize) {
+        self.metrics.log_append(writes, bytes);
+    }
+}
+
 /// The node's side of a range's lifecycle, called by the range actor.
 pub trait RangeHost: Send + Sync + 'static {
     /// Whether `instance` is the instance the node routes `range_id` to (another instance

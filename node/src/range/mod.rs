@@ -2,12 +2,14 @@
 //!
 //! Nothing in here reaches up into the node: a range sees the node only through
 //! [`host::RangeEnv`] (settings, the store, liveness, metrics) and the [`host::RangeHost`]
-//! trait the node's range directory implements (routing changes, split hand-off).
+//! trait the node's range directory implements (routing changes, split hand-off). The
+//! lifecycle is the pure [`machine::RangeMachine`]; [`actor`] is its actix shell.
 
 pub mod actor;
 pub mod batch;
 pub mod core;
 pub mod host;
 pub mod load;
+pub mod machine;
 pub mod snapshot;
 pub mod write_ids;
