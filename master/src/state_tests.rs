@@ -11,7 +11,7 @@ use ampstore_common::store::{Expect, MetaOp};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Term};
 
 use super::*;
-use crate::nodes::STATS_STALE;
+use crate::nodes::{NodeWatch, STATS_STALE};
 use crate::routing::RoutingTable;
 
 /// Liveness duration of every node record here.
@@ -91,12 +91,13 @@ fn stats(node: &str, ranges: &[(u64, u64, u64)], split_bytes: u64) -> NodeStats 
 /// live in epoch 1 at `t0`, each with fresh (empty) stats.
 fn active(clock: &Clock, ranges: Vec<Versioned<RangeDescriptor>>) -> ControlState {
     let mut st = ControlState::default();
-    st.active = Some(Active {
+    let active = Active {
         term: TermRecord { term: Term(1), holder: id("m") },
         valid_until: clock.at(60_000),
         routing: RoutingTable::load(ranges).unwrap(),
         routing_changes: 0,
-    });
+    };
+    st.took_over(active, NodeWatch::default(), None);
     for n in ["n1", "n2", "n3"] {
         st.nodes.observe(clock.at(0), &id(n), rec(1, 1, 1, false));
         st.stats_done(clock.at(0), &id(n), Some(&stats(n, &[], 0)));
