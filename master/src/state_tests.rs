@@ -333,9 +333,9 @@ fn a_failed_merge_pauses_merges_and_places_both_ranges() {
     assert_eq!(st.next_actions(c.at(20), true, &cfg), Round::default());
     let place = st.merge_done(c.at(30), &pick.clone(), false);
     assert_eq!(place, vec![Key::from(""), Key::from("m")]);
-    heartbeat(&mut st, c.at(500), 2, &[]);
-    idle(&mut st, c.at(500));
     let paused_until = 30 + MERGE_BACKOFF.as_millis() as u64;
+    heartbeat(&mut st, c.at(paused_until - 100), 2, &[]);
+    idle(&mut st, c.at(paused_until - 100));
     assert!(st.next_actions(c.at(paused_until - 1), false, &cfg).actions.is_empty(), "merges pause");
     heartbeat(&mut st, c.at(paused_until), 3, &[]);
     idle(&mut st, c.at(paused_until));
