@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
 use ampstore_common::gossip::MemberEvent;
-use ampstore_common::meta::{self, PK_RANGE, RangeDescriptor, TermRecord};
+use ampstore_common::meta::{self, Owner, PK_RANGE, RangeDescriptor, TermRecord};
 use ampstore_common::protocol::{Op, Reply};
 use ampstore_common::store::{Expect, MetaOp, StoreError, own_write};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId};
@@ -287,7 +287,7 @@ impl Master {
         let node = self.with_state(|st| st.node_addr(&pick.node));
         let (addr, epoch) = node.ok_or_else(|| Error::internal("merging on an unknown node"))?;
         let op = Op::Merge { left_id: pick.left_id, right_id: pick.right_id };
-        let owner = ampstore_common::meta::Owner { node_id: pick.node.clone(), epoch };
+        let owner = Owner { node_id: pick.node.clone(), epoch };
         match self.call_while_live(&owner, &addr, op, HANDOFF_DEADLINE).await? {
             // The commit updated the routing table already.
             Reply::MergeDone { merged_id } => Ok(merged_id),
@@ -339,7 +339,7 @@ impl Master {
     async fn move_inner(self: &Arc<Self>, m: &Move) -> Result<(), Error> {
         let from = self.with_state(|st| st.node_addr(&m.from));
         let (from_addr, from_epoch) = from.ok_or_else(|| Error::internal("moving off an unknown node"))?;
-        let from_owner = ampstore_common::meta::Owner { node_id: m.from.clone(), epoch: from_epoch };
+        let from_owner = Owner { node_id: m.from.clone(), epoch: from_epoch };
         match self
             .call_while_live(&from_owner, &from_addr, Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE)
             .await

@@ -45,7 +45,7 @@ pub(crate) struct Master {
     /// A client's hello must present it, when set (`cluster.token`).
     pub(crate) cluster_token: Option<String>,
     /// Every other role's hello must present it; the master presents it to nodes.
-    admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) gossip: OnceLock<Gossip>,
     /// Wakes the control loop early (a gossip report that a node is down, a merge done).
@@ -221,9 +221,5 @@ impl Master {
 
     pub(crate) fn gossip_drops(&self) -> u64 {
         self.metrics.gossip_drops_total()
-    }
-
-    pub(crate) fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref()
     }
 }

@@ -160,7 +160,7 @@ impl Service for Master {
     }
 
     fn admin_token(&self) -> Option<&str> {
-        Master::admin_token(self)
+        self.admin_token.as_deref()
     }
 
     fn metrics(&self) -> Option<&Metrics> {
