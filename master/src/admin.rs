@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::master::Master;
+use crate::driver::Master;
 
-pub async fn serve(listener: TcpListener, master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(listener: TcpListener, master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))

@@ -20,7 +20,7 @@ use ampstore_store::{Expect, MetaOp, MetaStore, StoreError, own_write};
 
 /// What to write next.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing to write: someone else holds a lease that is still being renewed.
     Wait,
     /// No lease exists: create it in `term`.
@@ -37,7 +37,7 @@ enum Role {
     Active { term: Term, version: u64, valid_until: Instant },
 }
 
-pub struct LeaseCore {
+pub(crate) struct LeaseCore {
     me: NodeId,
     lease: Duration,
     margin: Duration,
@@ -48,7 +48,7 @@ pub struct LeaseCore {
 }
 
 impl LeaseCore {
-    pub fn new(me: NodeId, lease_ms: u64, margin_ms: u64) -> LeaseCore {
+    pub(crate) fn new(me: NodeId, lease_ms: u64, margin_ms: u64) -> LeaseCore {
         debug_assert!(margin_ms < lease_ms);
         LeaseCore {
             me,
@@ -61,7 +61,7 @@ impl LeaseCore {
     }
 
     /// The term we are active in at `now`, if any. Every routing write is conditional on it.
-    pub fn active_term(&self, now: Instant) -> Option<Term> {
+    pub(crate) fn active_term(&self, now: Instant) -> Option<Term> {
         match &self.role {
             Role::Active { term, valid_until, .. } if now < *valid_until => Some(*term),
             _ => None,
@@ -69,7 +69,7 @@ impl LeaseCore {
     }
 
     /// The term we hold and the instant (our clock) until which we may act in it.
-    pub fn active_until(&self) -> Option<(Term, Instant)> {
+    pub(crate) fn active_until(&self) -> Option<(Term, Instant)> {
         match &self.role {
             Role::Active { term, valid_until, .. } => Some((*term, *valid_until)),
             Role::Standby => None,
@@ -77,16 +77,12 @@ impl LeaseCore {
     }
 
     /// The lease holder and its RPC address as last read.
-    pub fn holder(&self) -> Option<&(NodeId, String)> {
+    pub(crate) fn holder(&self) -> Option<&(NodeId, String)> {
         self.holder.as_ref()
     }
 
-    pub fn me(&self) -> &NodeId {
-        &self.me
-    }
-
     /// Decides the next write from the lease item as just read.
-    pub fn next_step(&mut self, now: Instant, current: Option<&Versioned<LeaseRecord>>) -> Step {
+    pub(crate) fn next_step(&mut self, now: Instant, current: Option<&Versioned<LeaseRecord>>) -> Step {
         self.holder = current.map(|c| (c.record.holder.clone(), c.record.rpc_addr.clone()));
         let Some(cur) = current else {
             self.role = Role::Standby;
@@ -128,20 +124,20 @@ impl LeaseCore {
 
     /// A `Create`, `Renew` or `TakeOver` sent at `sent_at` succeeded: the item is now at
     /// `version` in `term`.
-    pub fn on_written(&mut self, term: Term, version: u64, sent_at: Instant) {
+    pub(crate) fn on_written(&mut self, term: Term, version: u64, sent_at: Instant) {
         self.seen = None;
         self.role = Role::Active { term, version, valid_until: sent_at + (self.lease - self.margin) };
     }
 
     /// A conditional write failed: someone else wrote the item. We are not active.
-    pub fn on_lost(&mut self) {
+    pub(crate) fn on_lost(&mut self) {
         self.role = Role::Standby;
         self.seen = None;
     }
 }
 
 /// One round: read the lease, decide, write. Returns the active term afterwards, if any.
-pub async fn tick(
+pub(crate) async fn tick(
     meta_store: &dyn MetaStore,
     core: &mut LeaseCore,
     rpc_addr: &str,

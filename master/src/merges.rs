@@ -13,32 +13,32 @@ use crate::placement::{self, Move, NodeLoad};
 
 /// One range as the merge policy sees it.
 #[derive(Clone, Debug)]
-pub struct RangeFacts {
-    pub start: Key,
-    pub end: Option<Key>,
-    pub range_id: RangeId,
+pub(crate) struct RangeFacts {
+    pub(crate) start: Key,
+    pub(crate) end: Option<Key>,
+    pub(crate) range_id: RangeId,
     /// The live owner, when its last stats cover this range (otherwise it never merges).
-    pub owner: Option<NodeId>,
-    pub data_bytes: u64,
-    pub idle_ms: u64,
+    pub(crate) owner: Option<NodeId>,
+    pub(crate) data_bytes: u64,
+    pub(crate) idle_ms: u64,
     /// The owner's split size (0: splits and merges off there).
-    pub split_bytes: u64,
+    pub(crate) split_bytes: u64,
 }
 
 /// A merge to run: the two ranges, the node that merges them, and the move that brings
 /// them together first (if they are on two nodes).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MergePick {
-    pub left_start: Key,
-    pub left_id: RangeId,
-    pub right_start: Key,
-    pub right_id: RangeId,
-    pub node: NodeId,
-    pub colocate: Option<Move>,
+pub(crate) struct MergePick {
+    pub(crate) left_start: Key,
+    pub(crate) left_id: RangeId,
+    pub(crate) right_start: Key,
+    pub(crate) right_id: RangeId,
+    pub(crate) node: NodeId,
+    pub(crate) colocate: Option<Move>,
 }
 
 /// The smallest eligible pair (`ranges` in key order), or none.
-pub fn pick_merge(
+pub(crate) fn pick_merge(
     ranges: &[RangeFacts],
     loads: &[NodeLoad],
     idle_ms_min: u64,

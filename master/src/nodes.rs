@@ -13,35 +13,35 @@ use ampstore_common::{Epoch, NodeId, RangeId};
 use ampstore_store::meta::{NodeRecord, Versioned};
 
 /// A stats answer older than this makes a node unreachable for placement.
-pub const STATS_STALE: Duration = Duration::from_secs(3);
+pub(crate) const STATS_STALE: Duration = Duration::from_secs(3);
 
 /// A node's load as it last reported it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Load {
-    pub ranges: u64,
-    pub data_bytes: u64,
-    pub resident_bytes: u64,
-    pub memory_budget_bytes: u64,
-    pub ops_per_sec: u64,
+pub(crate) struct Load {
+    pub(crate) ranges: u64,
+    pub(crate) data_bytes: u64,
+    pub(crate) resident_bytes: u64,
+    pub(crate) memory_budget_bytes: u64,
+    pub(crate) ops_per_sec: u64,
     /// Data bytes of each range the node serves.
-    pub range_bytes: BTreeMap<RangeId, u64>,
+    pub(crate) range_bytes: BTreeMap<RangeId, u64>,
     /// Log bytes since the checkpoint of each range the node serves.
-    pub range_log_bytes: BTreeMap<RangeId, u64>,
+    pub(crate) range_log_bytes: BTreeMap<RangeId, u64>,
     /// How long each range the node serves (state `serving`) has been without requests.
-    pub range_idle_ms: BTreeMap<RangeId, u64>,
+    pub(crate) range_idle_ms: BTreeMap<RangeId, u64>,
     /// The node's split size (0: splits and merges off).
-    pub split_bytes: u64,
+    pub(crate) split_bytes: u64,
 }
 
-pub struct Watched {
-    pub record: Versioned<NodeRecord>,
+pub(crate) struct Watched {
+    pub(crate) record: Versioned<NodeRecord>,
     /// When this master first saw the record's current nonce.
     rvn_since: Instant,
-    pub load: Load,
+    pub(crate) load: Load,
     stats_at: Option<Instant>,
     ops_total: Option<(u64, Instant)>,
     /// The epoch a drain was requested in (a drain ends with the epoch).
-    pub drain_epoch: Option<Epoch>,
+    pub(crate) drain_epoch: Option<Epoch>,
     /// When gossip last reported the node down. Only a hint: the node gets no new ranges
     /// until it answers a stats poll after the report (or gossip sees it up again), so a
     /// report that is never followed by an `Up` (a partition that healed before gossip
@@ -50,19 +50,19 @@ pub struct Watched {
 }
 
 impl Watched {
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.drain_epoch == Some(self.record.record.epoch)
     }
 }
 
 #[derive(Default)]
-pub struct NodeWatch {
+pub(crate) struct NodeWatch {
     nodes: BTreeMap<NodeId, Watched>,
 }
 
 impl NodeWatch {
     /// Records a node record as read from meta at `now`.
-    pub fn observe(&mut self, now: Instant, id: &NodeId, record: Versioned<NodeRecord>) {
+    pub(crate) fn observe(&mut self, now: Instant, id: &NodeId, record: Versioned<NodeRecord>) {
         match self.nodes.get_mut(id) {
             None => {
                 let w = Watched {
@@ -93,21 +93,21 @@ impl NodeWatch {
         }
     }
 
-    pub fn set_drain(&mut self, id: &NodeId, epoch: Option<Epoch>) {
+    pub(crate) fn set_drain(&mut self, id: &NodeId, epoch: Option<Epoch>) {
         if let Some(w) = self.nodes.get_mut(id) {
             w.drain_epoch = epoch;
         }
     }
 
     /// Gossip reports the node down (`up == false`) or up again.
-    pub fn gossip_report(&mut self, now: Instant, id: &NodeId, up: bool) {
+    pub(crate) fn gossip_report(&mut self, now: Instant, id: &NodeId, up: bool) {
         if let Some(w) = self.nodes.get_mut(id) {
             w.gossip_down_at = if up { None } else { Some(now) };
         }
     }
 
     /// Nodes whose live epoch has shown no heartbeat for their full liveness duration.
-    pub fn expired(&self, now: Instant) -> Vec<(NodeId, Versioned<NodeRecord>)> {
+    pub(crate) fn expired(&self, now: Instant) -> Vec<(NodeId, Versioned<NodeRecord>)> {
         self.nodes
             .iter()
             .filter(|(_, w)| !w.record.record.ended && now.saturating_duration_since(w.rvn_since) >= liveness(w))
@@ -116,7 +116,7 @@ impl NodeWatch {
     }
 
     /// Whether `id` is live in `epoch` by this master's clock.
-    pub fn is_live(&self, now: Instant, id: &NodeId, epoch: Epoch) -> bool {
+    pub(crate) fn is_live(&self, now: Instant, id: &NodeId, epoch: Epoch) -> bool {
         self.nodes.get(id).is_some_and(|w| {
             let r = &w.record.record;
             !r.ended && r.epoch == epoch && now.saturating_duration_since(w.rvn_since) < liveness(w)
@@ -124,7 +124,7 @@ impl NodeWatch {
     }
 
     /// How long `id`'s current epoch has left by this master's clock.
-    pub fn lease_ms_left(&self, now: Instant, id: &NodeId) -> u64 {
+    pub(crate) fn lease_ms_left(&self, now: Instant, id: &NodeId) -> u64 {
         self.nodes
             .get(id)
             .map_or(0, |w| liveness(w).saturating_sub(now.saturating_duration_since(w.rvn_since)).as_millis() as u64)
@@ -132,7 +132,7 @@ impl NodeWatch {
 
     /// Live, reachable (recent stats, and none of them older than a gossip report of the
     /// node down) nodes: the ones ranges may be placed on or moved off.
-    pub fn reachable(&self, now: Instant) -> impl Iterator<Item = (&NodeId, &Watched)> {
+    pub(crate) fn reachable(&self, now: Instant) -> impl Iterator<Item = (&NodeId, &Watched)> {
         self.nodes.iter().filter(move |(id, w)| {
             self.is_live(now, id, w.record.record.epoch)
                 && w.stats_at.is_some_and(|t| {
@@ -143,7 +143,7 @@ impl NodeWatch {
 
     /// Whether new ranges may go to this node: reachable, not draining, and (unless
     /// `ignore_budget`) under its memory budget.
-    pub fn accepts(&self, now: Instant, id: &NodeId, ignore_budget: bool) -> bool {
+    pub(crate) fn accepts(&self, now: Instant, id: &NodeId, ignore_budget: bool) -> bool {
         self.reachable(now).any(|(i, w)| {
             i == id
                 && !w.is_draining()
@@ -151,7 +151,7 @@ impl NodeWatch {
         })
     }
 
-    pub fn set_stats(&mut self, now: Instant, id: &NodeId, stats: &NodeStats) {
+    pub(crate) fn set_stats(&mut self, now: Instant, id: &NodeId, stats: &NodeStats) {
         let Some(w) = self.nodes.get_mut(id) else { return };
         let mut load = Load {
             ranges: stats.ranges.len() as u64,
@@ -180,16 +180,16 @@ impl NodeWatch {
         w.stats_at = Some(now);
     }
 
-    pub fn get(&self, id: &NodeId) -> Option<&Watched> {
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&Watched> {
         self.nodes.get(id)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Watched)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Watched)> {
         self.nodes.iter()
     }
 
     /// `live`, `dead` (epoch ended or no heartbeat) or `unreachable` (no recent stats).
-    pub fn state(&self, now: Instant, id: &NodeId) -> NodeState {
+    pub(crate) fn state(&self, now: Instant, id: &NodeId) -> NodeState {
         let Some(w) = self.nodes.get(id) else { return NodeState::Unknown };
         if !self.is_live(now, id, w.record.record.epoch) {
             NodeState::Dead

@@ -6,50 +6,50 @@ use ampstore_common::{Key, NodeId, RangeId};
 
 /// What one range weighs besides its data: an empty range still costs a log, an actor and
 /// a share of the node's attention.
-pub const RANGE_BASE_BYTES: u64 = 64 * 1024;
+pub(crate) const RANGE_BASE_BYTES: u64 = 64 * 1024;
 
 /// The weight of a range holding `data_bytes`.
-pub fn range_score(data_bytes: u64) -> u64 {
+pub(crate) fn range_score(data_bytes: u64) -> u64 {
     RANGE_BASE_BYTES + data_bytes
 }
 
 /// One node as placement sees it.
 #[derive(Clone, Debug)]
-pub struct NodeLoad {
-    pub node_id: NodeId,
+pub(crate) struct NodeLoad {
+    pub(crate) node_id: NodeId,
     /// May receive ranges (live, reachable, not draining, under its memory budget).
-    pub accepts: bool,
-    pub draining: bool,
+    pub(crate) accepts: bool,
+    pub(crate) draining: bool,
     /// The ranges it owns that may move: start key, id, score.
-    pub ranges: Vec<(Key, RangeId, u64)>,
+    pub(crate) ranges: Vec<(Key, RangeId, u64)>,
     /// The score of the ranges it owns that stay put for now (just split): they count as
     /// load but do not move.
-    pub pinned_score: u64,
+    pub(crate) pinned_score: u64,
 }
 
 impl NodeLoad {
-    pub fn score(&self) -> u64 {
+    pub(crate) fn score(&self) -> u64 {
         self.ranges.iter().map(|r| r.2).sum::<u64>() + self.pinned_score
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Move {
-    pub range_start: Key,
-    pub range_id: RangeId,
-    pub from: NodeId,
-    pub to: NodeId,
+pub(crate) struct Move {
+    pub(crate) range_start: Key,
+    pub(crate) range_id: RangeId,
+    pub(crate) from: NodeId,
+    pub(crate) to: NodeId,
 }
 
 /// The accepting node with the lowest score (ties by id, so the choice is deterministic).
-pub fn least_loaded(nodes: &[NodeLoad]) -> Option<NodeId> {
+pub(crate) fn least_loaded(nodes: &[NodeLoad]) -> Option<NodeId> {
     nodes.iter().filter(|n| n.accepts).min_by_key(|n| (n.score(), n.node_id.clone())).map(|n| n.node_id.clone())
 }
 
 /// Up to `moves_max` moves: first every range off draining nodes, then from the most to the
 /// least loaded node while the most loaded one is more than `tolerance_pct` above the least
 /// and a move narrows the gap.
-pub fn plan_moves(nodes: &[NodeLoad], moves_max: usize, tolerance_pct: u64) -> Vec<Move> {
+pub(crate) fn plan_moves(nodes: &[NodeLoad], moves_max: usize, tolerance_pct: u64) -> Vec<Move> {
     let mut nodes: Vec<NodeLoad> = nodes.to_vec();
     let mut moves = Vec::new();
     // Drains.

@@ -8,13 +8,13 @@ use ampstore_common::{Key, NodeId, RangeId};
 use ampstore_store::meta::{RangeDescriptor, Versioned};
 
 #[derive(Default)]
-pub struct RoutingTable {
+pub(crate) struct RoutingTable {
     by_start: BTreeMap<Key, Versioned<RangeDescriptor>>,
 }
 
 /// Why a set of descriptors is not a valid routing table.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RoutingError {
+pub(crate) enum RoutingError {
     #[error("no range starts at the beginning of the key space")]
     NoFirstRange,
     #[error("ranges {left} and {right} leave a gap or overlap at {at}")]
@@ -28,7 +28,7 @@ pub enum RoutingError {
 impl RoutingTable {
     /// Builds the table from every descriptor in meta, checking that the ranges cover the
     /// key space with no gap and no overlap.
-    pub fn load(descs: Vec<Versioned<RangeDescriptor>>) -> Result<RoutingTable, RoutingError> {
+    pub(crate) fn load(descs: Vec<Versioned<RangeDescriptor>>) -> Result<RoutingTable, RoutingError> {
         let by_start: BTreeMap<Key, Versioned<RangeDescriptor>> =
             descs.into_iter().map(|d| (d.record.range.start.clone(), d)).collect();
         let table = RoutingTable { by_start };
@@ -36,7 +36,7 @@ impl RoutingTable {
         Ok(table)
     }
 
-    pub fn check(&self) -> Result<(), RoutingError> {
+    pub(crate) fn check(&self) -> Result<(), RoutingError> {
         let mut prev: Option<&RangeDescriptor> = None;
         for (start, d) in &self.by_start {
             let d = &d.record;
@@ -59,22 +59,18 @@ impl RoutingTable {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_start.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_start.is_empty()
-    }
-
     /// The range holding `key`.
-    pub fn find(&self, key: &Key) -> Option<&Versioned<RangeDescriptor>> {
+    pub(crate) fn find(&self, key: &Key) -> Option<&Versioned<RangeDescriptor>> {
         let (_, d) = self.by_start.range::<Key, _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         d.record.range.contains(key.as_bytes()).then_some(d)
     }
 
     /// The ranges overlapping `[start, end)`, in key order, at most `max`.
-    pub fn covering(&self, start: &Key, end: Option<&Key>, max: usize) -> Vec<&Versioned<RangeDescriptor>> {
+    pub(crate) fn covering(&self, start: &Key, end: Option<&Key>, max: usize) -> Vec<&Versioned<RangeDescriptor>> {
         let first = self.find(start).map(|d| d.record.range.start.clone()).unwrap_or_else(|| start.clone());
         self.by_start
             .range::<Key, _>((Bound::Included(&first), Bound::Unbounded))
@@ -84,12 +80,12 @@ impl RoutingTable {
             .collect()
     }
 
-    pub fn get(&self, start: &Key) -> Option<&Versioned<RangeDescriptor>> {
+    pub(crate) fn get(&self, start: &Key) -> Option<&Versioned<RangeDescriptor>> {
         self.by_start.get(start)
     }
 
     /// Replaces one descriptor with a newer version of itself (bounds unchanged).
-    pub fn update(&mut self, desc: Versioned<RangeDescriptor>) {
+    pub(crate) fn update(&mut self, desc: Versioned<RangeDescriptor>) {
         let start = desc.record.range.start.clone();
         match self.by_start.get(&start) {
             Some(cur) if cur.version > desc.version => {} // a newer read already landed
@@ -103,7 +99,11 @@ impl RoutingTable {
 
     /// Replaces the descriptors at `removed` by `added` (a split or a merge), if the result
     /// still covers the key space once; otherwise leaves the table as it was.
-    pub fn replace(&mut self, removed: &[Key], added: Vec<Versioned<RangeDescriptor>>) -> Result<(), RoutingError> {
+    pub(crate) fn replace(
+        &mut self,
+        removed: &[Key],
+        added: Vec<Versioned<RangeDescriptor>>,
+    ) -> Result<(), RoutingError> {
         let mut next = self.by_start.clone();
         for start in removed {
             next.remove(start);
@@ -117,12 +117,15 @@ impl RoutingTable {
         Ok(())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Versioned<RangeDescriptor>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Versioned<RangeDescriptor>> {
         self.by_start.values()
     }
 
     /// The ranges whose recorded owner is `node` (in any epoch).
-    pub fn owned_by<'a>(&'a self, node: &'a NodeId) -> impl Iterator<Item = &'a Versioned<RangeDescriptor>> + 'a {
+    pub(crate) fn owned_by<'a>(
+        &'a self,
+        node: &'a NodeId,
+    ) -> impl Iterator<Item = &'a Versioned<RangeDescriptor>> + 'a {
         self.by_start.values().filter(move |d| d.record.owner.as_ref().is_some_and(|o| &o.node_id == node))
     }
 }
