@@ -259,10 +259,11 @@ mod tests {
     async fn a_refusal_comes_back_at_once_and_a_wrong_reply_is_typed() {
         let (m, calls) = master(Arc::new(|_| Err(Error::Unauthorized { reason: "no".into() }))).await;
         let (other, other_calls) = master(Arc::new(|_| Ok(Reply::Pong))).await;
-        let masters = ActiveMaster::new(vec![m, other], pool()).unwrap();
+        let masters = ActiveMaster::new(vec![m, other.clone()], pool()).unwrap();
         let err = masters.call_typed(Ping, soon()).await.unwrap_err();
         assert!(matches!(err, Error::Unauthorized { .. }));
         assert_eq!((calls.load(Ordering::SeqCst), other_calls.load(Ordering::SeqCst)), (1, 0));
+        let masters = ActiveMaster::new(vec![other], pool()).unwrap();
         let err = masters.call_typed(crate::wire::routing::Members, soon()).await.unwrap_err();
         assert_eq!(err, Error::internal("members answered with pong"));
     }

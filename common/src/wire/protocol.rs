@@ -891,7 +891,7 @@ pub struct RangeStats {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::limits::VALUE_BYTES_MAX;
 
@@ -985,7 +985,7 @@ mod tests {
     }
 
     /// One operation of every kind, for tables over all of them.
-    fn one_of_each() -> Vec<Op> {
+    pub(crate) fn one_of_each() -> Vec<Op> {
         use crate::meta::Checkpoint;
         use crate::queue::TaskRef;
         let k = || Key::from("k");
