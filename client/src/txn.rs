@@ -139,7 +139,7 @@ impl Client {
             let parts = self.group(&txn, deadline).await?;
             let coordinator = parts[0].node_addr.clone();
             let req = data::Txn { txn_id, parts: parts.clone(), hold_ms: TXN_HOLD_MS };
-            req.clone().into_op().validate()?;
+            req.validate()?;
             let sent = match self.conn(&coordinator).await {
                 Ok(conn) => conn.call_once_typed(req, Self::remaining(deadline)?).await,
                 Err(e) => Err(e),

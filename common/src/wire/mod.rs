@@ -49,6 +49,15 @@ pub trait Call: Sized {
     fn into_op(self) -> Op;
     /// The answer's payload; any other reply variant is `Internal`.
     fn reply(reply: Reply) -> Result<Self::Reply, Error>;
+
+    /// Checks the request's limits before it goes out: the checks of `Op::validate`, which
+    /// the server applies too.
+    fn validate(&self) -> Result<(), Error>
+    where
+        Self: Clone,
+    {
+        self.clone().into_op().validate()
+    }
 }
 
 /// The one error for a reply of the wrong variant: the server broke the protocol.
@@ -208,6 +217,18 @@ mod tests {
             names.insert(op.name());
         }
         assert_eq!(names.len(), 31, "one of each operation");
+    }
+
+    #[test]
+    fn a_request_is_validated_as_its_op() {
+        let huge = data::Put {
+            key: crate::Key::from("k"),
+            value: vec![0; crate::limits::VALUE_BYTES_MAX + 1],
+            write_id: None,
+        };
+        assert!(matches!(huge.validate(), Err(Error::TooLarge { .. })));
+        assert!(data::Put { key: crate::Key::from("k"), value: vec![0; 8], write_id: None }.validate().is_ok());
+        assert!(admin::Merge { left_id: crate::RangeId(1), right_id: crate::RangeId(1) }.validate().is_err());
     }
 
     #[test]
