@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use ampstore_client::Client;
 use ampstore_common::connection::Connection;
-use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
+use ampstore_common::protocol::{MasterStatus, Role};
+use ampstore_common::wire::admin::Split;
+use ampstore_common::wire::routing;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
@@ -61,7 +63,7 @@ async fn until_served(probe: &Client, keys: &[Probe], since: Instant) -> Option<
 async fn active_status(cluster: &Cluster) -> Option<(Proc, MasterStatus)> {
     for p in cluster.procs().into_iter().filter(|p| matches!(p, Proc::Master(_))) {
         let Ok(conn) = Connection::connect(&cluster.rpc(p), Role::Client, "chaos", None).await else { continue };
-        if let Ok(Reply::Master(s)) = conn.call(Op::MasterStatus, Duration::from_millis(500)).await
+        if let Ok(s) = conn.call_typed(routing::MasterStatus, Duration::from_millis(500)).await
             && s.active_term.is_some()
         {
             return Some((p, s));
@@ -185,7 +187,7 @@ async fn split(cluster: &Cluster, key: &ampstore_common::Key) -> Result<(), Stri
     let conn = Connection::connect(&node.rpc_addr, Role::Admin, "chaos", None)
         .await
         .map_err(|e| format!("split of {}: cannot reach {}: {e}", range.range_id, node.rpc_addr))?;
-    match conn.call(Op::Split { range_id: range.range_id }, SPLIT_DEADLINE).await {
+    match conn.call_typed(Split { range_id: range.range_id }, SPLIT_DEADLINE).await {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("split of {} refused: {e}", range.range_id)),
     }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ampstore_common::NodeId;
-use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::wire::routing::Drain;
 use clap::Args;
 
 use crate::master_link::{call_master, master_addrs, operator_credential};
@@ -36,10 +36,8 @@ pub async fn run(settings: &SettingsArgs, args: DrainArgs) -> anyhow::Result<()>
     let cfg = settings::load(settings, &args.backend)?;
     let addrs = master_addrs(&args.master, &cfg).await?;
     let credential = operator_credential(&cfg)?;
-    let op = Op::Drain { node_id: node_id.clone(), undo: args.undo };
-    let Reply::Draining { ranges_left, .. } = call_master(&addrs, credential.clone(), op.clone()).await? else {
-        anyhow::bail!("the master answered drain with another reply");
-    };
+    let req = Drain { node_id: node_id.clone(), undo: args.undo };
+    let ranges_left = call_master(&addrs, credential.clone(), req.clone()).await?;
     if args.undo {
         println!("{node_id}: drain stopped");
         return Ok(());
@@ -58,9 +56,7 @@ pub async fn run(settings: &SettingsArgs, args: DrainArgs) -> anyhow::Result<()>
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Reply::Draining { ranges_left, .. } = call_master(&addrs, credential.clone(), op.clone()).await? else {
-            anyhow::bail!("the master answered drain with another reply");
-        };
+        let ranges_left = call_master(&addrs, credential.clone(), req.clone()).await?;
         bar.set_position(total.saturating_sub(ranges_left));
         if ranges_left == 0 {
             bar.finish_and_clear();

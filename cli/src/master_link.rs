@@ -1,15 +1,20 @@
 //! Finding and calling the active master from the CLI: `--master ADDR` (repeatable), or
 //! else the lease holder's address recorded in the configured backend's meta store.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_common::protocol::Role;
+use ampstore_common::wire::Call;
+use ampstore_common::wire::masters::ActiveMaster;
+use ampstore_common::wire::pool::Pool;
 use ampstore_server::config::Config;
 use ampstore_store::meta;
 
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
+/// The call as a whole may ask this many masters (given and hinted) for `CALL_DEADLINE` each.
+const MASTERS_ASKED_MAX: u32 = 8;
 
 /// The addresses to try, in order.
 pub async fn master_addrs(explicit: &[String], cfg: &Config) -> anyhow::Result<Vec<String>> {
@@ -38,36 +43,21 @@ pub fn operator_credential(cfg: &Config) -> anyhow::Result<(Role, Option<String>
     })
 }
 
-/// Sends `op` to the active master, following `NotMaster` hints, connecting with `role` and
-/// its `token`.
-pub async fn call_master(addrs: &[String], (role, token): (Role, Option<String>), op: Op) -> anyhow::Result<Reply> {
-    let mut queue: Vec<String> = addrs.to_vec();
-    let mut last = None;
-    let mut tried = 0;
-    while let Some(addr) = queue.first().cloned() {
-        queue.remove(0);
-        tried += 1;
-        if tried > 8 {
-            break;
+/// Sends `req` to the active master, following `NotMaster` hints, connecting with `role`
+/// and its `token`: each master is asked at most once, each attempt within `CALL_DEADLINE`.
+pub async fn call_master<C: Call>(
+    addrs: &[String],
+    (role, token): (Role, Option<String>),
+    req: C,
+) -> anyhow::Result<C::Reply> {
+    let pool = Arc::new(Pool::new(role, "ampstore-cli", token));
+    let masters = ActiveMaster::new(addrs.to_vec(), pool)?.attempt_limit(CALL_DEADLINE).one_pass();
+    let deadline = Instant::now() + CALL_DEADLINE * MASTERS_ASKED_MAX;
+    match masters.call_typed(req, deadline).await {
+        Ok(r) => Ok(r),
+        Err(e @ (Error::NotMaster { .. } | Error::Unavailable { .. })) => {
+            Err(anyhow::anyhow!("no active master reachable at {}: {e}", addrs.join(", ")))
         }
-        let conn = match Connection::connect(&addr, role, "ampstore-cli", token.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                last = Some(e);
-                continue;
-            }
-        };
-        match conn.call(op.clone(), CALL_DEADLINE).await {
-            Err(Error::NotMaster { hint: Some(h) }) if !queue.contains(&h.rpc_addr) && h.rpc_addr != addr => {
-                queue.insert(0, h.rpc_addr);
-            }
-            Err(e @ Error::NotMaster { .. }) => last = Some(e),
-            Err(e) => return Err(e.into()),
-            Ok(r) => return Ok(r),
-        }
-    }
-    match last {
-        Some(e) => Err(anyhow::anyhow!("no active master reachable at {}: {e}", addrs.join(", "))),
-        None => Err(anyhow::anyhow!("no active master reachable at {}", addrs.join(", "))),
+        Err(e) => Err(e.into()),
     }
 }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use ampstore_common::connection::Connection;
-use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
+use ampstore_common::protocol::{MasterStatus, Role};
+use ampstore_common::wire::routing;
 use ampstore_server::gossip::{MemberState, MemberView};
 use clap::Args;
 use serde::Serialize;
@@ -122,10 +123,7 @@ async fn find_active_master(
 
 async fn master_status(rpc: &str, (role, token): (Role, Option<String>)) -> anyhow::Result<MasterStatus> {
     let conn = Connection::connect(rpc, role, "ampstore-cli", token).await?;
-    match conn.call(Op::MasterStatus, CALL_DEADLINE).await? {
-        Reply::Master(s) => Ok(s),
-        _ => anyhow::bail!("answered MasterStatus with another reply"),
-    }
+    Ok(conn.call_typed(routing::MasterStatus, CALL_DEADLINE).await?)
 }
 
 /// The report from the gossip member list and the active master's status, if any (with

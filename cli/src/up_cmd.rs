@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use ampstore_common::Key;
 use ampstore_common::connection::Connection;
-use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_common::protocol::Role;
+use ampstore_common::wire::routing::{self, Locate};
 use anyhow::Context;
 use clap::Args;
 
@@ -402,16 +403,15 @@ async fn wait_serving(cluster: &LocalCluster, nodes: usize) -> anyhow::Result<()
             else {
                 continue;
             };
-            match conn.call(Op::MasterStatus, Duration::from_secs(5)).await {
-                Ok(Reply::Master(s)) if s.active_term.is_some() => {
+            match conn.call_typed(routing::MasterStatus, Duration::from_secs(5)).await {
+                Ok(s) if s.active_term.is_some() => {
                     let live = s.nodes.iter().filter(|n| n.state == ampstore_common::protocol::NodeState::Live).count();
                     if live < nodes {
                         last = format!("{live} of {nodes} nodes live");
                         continue;
                     }
-                    match conn.call(Op::Locate { key: Key::from("a") }, Duration::from_secs(5)).await {
-                        Ok(Reply::Location(_)) => return Ok(()),
-                        Ok(_) => last = "unexpected locate answer".into(),
+                    match conn.call_typed(Locate { key: Key::from("a") }, Duration::from_secs(5)).await {
+                        Ok(_) => return Ok(()),
                         Err(e) => last = format!("first range: {e}"),
                     }
                 }

@@ -4,18 +4,22 @@
 //! connections, timeouts of writes that carry a write id) with bounded backoff until the
 //! call's deadline.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
 use ampstore_common::limits::{GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
 use ampstore_common::protocol::{MasterStatus, Op, RangeLocation, Reply, Role, ScanItem, Versioned, WriteId};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::connection::Connection;
+use ampstore_common::wire::data::{Delete, DeleteRange, Get, GetMany, Ping, Put, PutIfVersion, Scan};
+use ampstore_common::wire::masters::ActiveMaster;
+use ampstore_common::wire::pool::Pool;
+use ampstore_common::wire::routing::{self, Locate, LocateRange};
 use ampstore_common::{Key, Version};
-
-use crate::connection::Connection;
 
 /// How a [`Client`] behaves.
 ///
@@ -79,11 +83,10 @@ pub(crate) struct Inner {
     cfg: ClientConfig,
     /// Cached locations by range start.
     routes: RwLock<BTreeMap<Key, RangeLocation>>,
-    conns: Mutex<HashMap<String, Arc<Connection>>>,
-    /// Index in `masters` of the master that answered last.
-    master: AtomicUsize,
-    /// Extra master addresses learned from `NotMaster` hints.
-    learned_masters: Mutex<Vec<String>>,
+    /// Connections to nodes, masters and collectors, by address.
+    pool: Arc<Pool>,
+    /// The masters, the one that answered last first.
+    masters: ActiveMaster,
     client_id: u64,
     writes: AtomicU64,
     /// Collector addresses in use (see `ClientConfig::collectors`).
@@ -108,7 +111,7 @@ pub struct ScanPage {
     pub resume: Option<Key>,
 }
 
-pub(crate) const BACKOFF_START: Duration = Duration::from_millis(10);
+pub(crate) use ampstore_common::wire::masters::BACKOFF_START;
 /// A call deadline must fit inside the window in which nodes remember a write id
 /// (`WRITE_ID_RETENTION_MS`): every retry of a write then reaches a node that still knows
 /// whether the write was applied.
@@ -127,9 +130,7 @@ fn check_call_deadline(deadline: Duration) -> Result<(), Error> {
 /// `ATTEMPT_MIN`), so a request stuck on a paused or cut-off node is sent again, within the
 /// same call, to wherever the master moved its range. Writes that cannot be retried safely
 /// (no write id) get the whole deadline.
-const ATTEMPT_SHARE: u32 = 4;
-const ATTEMPT_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
+use ampstore_common::wire::masters::{ATTEMPT_MIN, ATTEMPT_SHARE, BACKOFF_MAX};
 
 impl Client {
     /// Connects to a cluster through its masters (at least one must answer).
@@ -160,20 +161,23 @@ impl Client {
         }
         check_call_deadline(cfg.call_deadline)?;
         let collectors = RwLock::new(cfg.collectors.clone());
+        let pool = Arc::new(Pool::new(cfg.role, cfg.name.clone(), cfg.token.clone()));
+        // A hung master must not eat the whole deadline: the next one may be active.
+        let masters = ActiveMaster::new(cfg.masters.clone(), pool.clone())?
+            .attempt_limit((cfg.call_deadline / ATTEMPT_SHARE).max(ATTEMPT_MIN));
         let client = Client {
             inner: Arc::new(Inner {
                 collectors,
                 collector: AtomicUsize::new(0),
                 cfg,
                 routes: RwLock::default(),
-                conns: Mutex::default(),
-                master: AtomicUsize::new(0),
-                learned_masters: Mutex::default(),
+                pool,
+                masters,
                 client_id: rand::random(),
                 writes: AtomicU64::new(0),
             }),
         };
-        client.master_call(Op::Ping, Instant::now() + client.inner.cfg.call_deadline).await?;
+        client.master_call(Ping, Instant::now() + client.inner.cfg.call_deadline).await?;
         Ok(client)
     }
 
@@ -188,10 +192,7 @@ impl Client {
     /// ```
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Versioned>, Error> {
         let key = key.into();
-        match self.keyed(&key, Op::Get { key: key.clone() }).await? {
-            Reply::Value(v) => Ok(v),
-            other => Err(unexpected("get", &other)),
-        }
+        self.keyed(&key, Get { key: key.clone() }).await
     }
 
     /// Several keys at once, across ranges; answers in the order of `keys`.
@@ -220,15 +221,21 @@ impl Client {
             let mut failed = Vec::new();
             let mut last_err = None;
             for ((_, addr), idx) in groups {
-                let op = Op::GetMany { keys: idx.iter().map(|&i| keys[i].clone()).collect() };
+                let op = GetMany { keys: idx.iter().map(|&i| keys[i].clone()).collect() }.into_op();
                 let attempt = self.attempt_deadline(&op, deadline);
-                match self.node_call(&addr, op, attempt).await {
-                    Ok(Reply::Values(values)) if values.len() == idx.len() => {
+                match self.node_call(&addr, op, attempt).await.and_then(GetMany::reply) {
+                    Ok(values) if values.len() == idx.len() => {
                         for (i, v) in idx.into_iter().zip(values) {
                             out[i] = v;
                         }
                     }
-                    Ok(other) => return Err(unexpected("get_many", &other)),
+                    Ok(values) => {
+                        return Err(Error::internal(format!(
+                            "get_many answered {} values for {} keys",
+                            values.len(),
+                            idx.len()
+                        )));
+                    }
                     Err(e) if e.is_retryable() => {
                         self.forget(&keys[idx[0]]);
                         failed.extend(idx);
@@ -255,8 +262,7 @@ impl Client {
     /// ```
     pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> Result<Version, Error> {
         let key = key.into();
-        let op = Op::Put { key: key.clone(), value: value.into(), write_id: Some(self.write_id()) };
-        written(self.keyed(&key, op).await?)
+        self.keyed(&key, Put { key: key.clone(), value: value.into(), write_id: Some(self.write_id()) }).await
     }
 
     /// Writes only if the key's version is `expected` (`None`: only if the key is absent);
@@ -275,8 +281,8 @@ impl Client {
         expected: Option<Version>,
     ) -> Result<Version, Error> {
         let key = key.into();
-        let op = Op::PutIfVersion { key: key.clone(), value: value.into(), expected, write_id: Some(self.write_id()) };
-        written(self.keyed(&key, op).await?)
+        let req = PutIfVersion { key: key.clone(), value: value.into(), expected, write_id: Some(self.write_id()) };
+        self.keyed(&key, req).await
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -288,10 +294,7 @@ impl Client {
     /// ```
     pub async fn delete(&self, key: impl Into<Key>) -> Result<bool, Error> {
         let key = key.into();
-        match self.keyed(&key, Op::Delete { key: key.clone(), write_id: Some(self.write_id()) }).await? {
-            Reply::Deleted { removed, .. } => Ok(removed > 0),
-            other => Err(unexpected("delete", &other)),
-        }
+        Ok(self.keyed(&key, Delete { key: key.clone(), write_id: Some(self.write_id()) }).await?.removed > 0)
     }
 
     /// Deletes every key in `[start, end)` (`end = None`: no upper bound), range by range
@@ -319,11 +322,8 @@ impl Client {
                 (Some(r), None) => Some(r.clone()),
                 (None, e) => e.clone(),
             };
-            let op = Op::DeleteRange { start: pos.clone(), end: piece_end.clone(), write_id: Some(self.write_id()) };
-            match self.keyed_until(&pos, op, deadline).await? {
-                Reply::Deleted { removed: n, .. } => removed += n,
-                other => return Err(unexpected("delete_range", &other)),
-            }
+            let req = DeleteRange { start: pos.clone(), end: piece_end.clone(), write_id: Some(self.write_id()) };
+            removed += DeleteRange::reply(self.keyed_until(&pos, req.into_op(), deadline).await?)?.removed;
             match (piece_end, &end) {
                 (Some(p), Some(e)) if &p < e => pos = p,
                 (Some(p), None) => pos = p,
@@ -389,10 +389,10 @@ impl Client {
             } else {
                 self.route(&lo, deadline).await?
             };
-            let op = Op::Scan { start: lo.clone(), end: hi.clone(), limit: want, reverse };
+            let op = Scan { start: lo.clone(), end: hi.clone(), limit: want, reverse }.into_op();
             let attempt = self.attempt_deadline(&op, deadline);
-            match self.node_call(&loc.node_addr, op, attempt).await {
-                Ok(Reply::ScanPage { items: page, resume }) => {
+            match self.node_call(&loc.node_addr, op, attempt).await.and_then(Scan::reply) {
+                Ok(ampstore_common::wire::data::Page { items: page, resume }) => {
                     debug_assert!(page.len() <= want as usize);
                     items.extend(page);
                     match resume {
@@ -401,7 +401,6 @@ impl Client {
                         Some(r) => lo = r,
                     }
                 }
-                Ok(other) => return Err(unexpected("scan", &other)),
                 Err(e) if e.is_retryable() => {
                     self.forget_range(&loc);
                     self.wait(&e, &mut backoff, deadline).await?;
@@ -464,8 +463,7 @@ impl Client {
         let mut out: Vec<RangeLocation> = Vec::new();
         let mut from = Key::default();
         loop {
-            let reply = self.master_call(Op::LocateRange { start: from.clone(), end: None }, deadline).await?;
-            let Reply::Locations(page) = reply else { return Err(unexpected("locate_range", &reply)) };
+            let page = self.master_call(LocateRange { start: from.clone(), end: None }, deadline).await?;
             let Some(last) = page.last().cloned() else { return Ok(out) };
             self.remember(&page);
             out.extend(page);
@@ -485,10 +483,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn master_status(&self) -> Result<MasterStatus, Error> {
-        match self.master_call(Op::MasterStatus, self.deadline()).await? {
-            Reply::Master(s) if s.active_term.is_some() => Ok(s),
-            Reply::Master(_) => Err(Error::NotMaster { hint: None }),
-            other => Err(unexpected("master_status", &other)),
+        match self.master_call(routing::MasterStatus, self.deadline()).await? {
+            s if s.active_term.is_some() => Ok(s),
+            _ => Err(Error::NotMaster { hint: None }),
         }
     }
 
@@ -502,12 +499,18 @@ impl Client {
         WriteId { client: self.inner.client_id, n: self.inner.writes.fetch_add(1, Ordering::Relaxed) }
     }
 
-    pub(crate) async fn keyed(&self, key: &Key, op: Op) -> Result<Reply, Error> {
-        self.keyed_until(key, op, self.deadline()).await
+    /// Sends `req` to the node serving `key`, re-routing and retrying until the call
+    /// deadline; answers its typed reply.
+    pub(crate) async fn keyed<C: Call>(&self, key: &Key, req: C) -> Result<C::Reply, Error> {
+        C::reply(self.keyed_until(key, req.into_op(), self.deadline()).await?)
     }
 
-    /// One attempt at `op` on the node serving `key`, within a tenth of the call deadline.
-    pub(crate) async fn keyed_once(&self, key: &Key, op: Op) -> Result<Reply, Error> {
+    /// One attempt at `req` on the node serving `key`, within a tenth of the call deadline.
+    pub(crate) async fn keyed_once<C: Call>(&self, key: &Key, req: C) -> Result<C::Reply, Error> {
+        C::reply(self.keyed_once_op(key, req.into_op()).await?)
+    }
+
+    async fn keyed_once_op(&self, key: &Key, op: Op) -> Result<Reply, Error> {
         op.validate()?;
         let deadline = Instant::now() + self.inner.cfg.call_deadline / 10;
         let loc = self.route(key, deadline).await?;
@@ -519,7 +522,7 @@ impl Client {
     }
 
     /// Sends `op` to the node serving `key`, re-routing and retrying until `deadline`.
-    async fn keyed_until(&self, key: &Key, op: Op, deadline: Instant) -> Result<Reply, Error> {
+    pub(crate) async fn keyed_until(&self, key: &Key, op: Op, deadline: Instant) -> Result<Reply, Error> {
         op.validate()?;
         let mut backoff = BACKOFF_START;
         loop {
@@ -571,49 +574,13 @@ impl Client {
     }
 
     pub(crate) async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
-        if let Some(c) = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).get(addr)
-            && !c.is_closed()
-        {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(
-            Connection::connect(addr, self.inner.cfg.role, &self.inner.cfg.name, self.inner.cfg.token.clone()).await?,
-        );
-        self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
-        Ok(c)
+        self.inner.pool.get(addr).await
     }
 
-    /// Sends `op` to the active master: the last one that answered first, then the others,
-    /// following `NotMaster` hints, until `deadline`.
-    pub(crate) async fn master_call(&self, op: Op, deadline: Instant) -> Result<Reply, Error> {
-        let mut backoff = BACKOFF_START;
-        loop {
-            let mut masters = self.inner.cfg.masters.clone();
-            masters.extend(self.inner.learned_masters.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
-            let first = self.inner.master.load(Ordering::Relaxed) % masters.len();
-            let mut last = Error::unavailable("no master answered");
-            for i in (0..masters.len()).map(|k| (first + k) % masters.len()) {
-                // A hung master must not eat the whole deadline: the next one may be active.
-                let attempt = self.attempt_deadline(&op, deadline);
-                match self.node_call(&masters[i], op.clone(), attempt).await {
-                    Ok(r) => {
-                        self.inner.master.store(i, Ordering::Relaxed);
-                        return Ok(r);
-                    }
-                    Err(Error::NotMaster { hint: Some(h) }) => {
-                        let mut learned = self.inner.learned_masters.lock().unwrap_or_else(|p| p.into_inner());
-                        if !masters.contains(&h.rpc_addr) && !learned.contains(&h.rpc_addr) && learned.len() < 16 {
-                            learned.push(h.rpc_addr.clone());
-                        }
-                        last = Error::NotMaster { hint: Some(h) };
-                    }
-                    Err(e) if e.is_retryable() => last = e,
-                    Err(e) => return Err(e),
-                }
-            }
-            // `RangeLoading` from a locate: the range is being placed; wait as hinted.
-            self.wait(&last, &mut backoff, deadline).await?;
-        }
+    /// Sends `req` to the active master (`ActiveMaster`: the last one that answered first,
+    /// then the others, following `NotMaster` hints) until `deadline`.
+    pub(crate) async fn master_call<C: Call>(&self, req: C, deadline: Instant) -> Result<C::Reply, Error> {
+        self.inner.masters.call_typed(req, deadline).await
     }
 
     /// The location of the range holding `key`: cached, else asked of the master.
@@ -621,13 +588,9 @@ impl Client {
         if let Some(loc) = self.cached(key) {
             return Ok(loc);
         }
-        match self.master_call(Op::Locate { key: key.clone() }, deadline).await? {
-            Reply::Location(loc) => {
-                self.remember(std::slice::from_ref(&loc));
-                Ok(loc)
-            }
-            other => Err(unexpected("locate", &other)),
-        }
+        let loc = self.master_call(Locate { key: key.clone() }, deadline).await?;
+        self.remember(std::slice::from_ref(&loc));
+        Ok(loc)
     }
 
     /// The location of the range holding the keys just below `end` (reverse scans).
@@ -648,16 +611,12 @@ impl Client {
                 return Ok(loc.clone());
             }
         }
-        match self.master_call(Op::LocateRange { start: start.clone(), end: end.cloned() }, deadline).await? {
-            Reply::Locations(locs) => {
-                self.remember(&locs);
-                // At most `LOCATE_RANGES_MAX` come back; the last one may not reach `end`.
-                match locs.last() {
-                    Some(l) if l.end.as_ref().is_none_or(|le| end.is_some_and(|e| le >= e)) => Ok(l.clone()),
-                    _ => self.route(&locs.last().and_then(|l| l.end.clone()).unwrap_or_default(), deadline).await,
-                }
-            }
-            other => Err(unexpected("locate_range", &other)),
+        let locs = self.master_call(LocateRange { start: start.clone(), end: end.cloned() }, deadline).await?;
+        self.remember(&locs);
+        // At most `LOCATE_RANGES_MAX` come back; the last one may not reach `end`.
+        match locs.last() {
+            Some(l) if l.end.as_ref().is_none_or(|le| end.is_some_and(|e| le >= e)) => Ok(l.clone()),
+            _ => self.route(&locs.last().and_then(|l| l.end.clone()).unwrap_or_default(), deadline).await,
         }
     }
 
@@ -767,17 +726,6 @@ fn check_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn written(reply: Reply) -> Result<Version, Error> {
-    match reply {
-        Reply::Written { version } => Ok(version),
-        other => Err(unexpected("put", &other)),
-    }
-}
-
-fn unexpected(what: &str, reply: &Reply) -> Error {
-    Error::internal(format!("{what} answered with an unexpected reply: {reply:?}"))
 }
 
 #[cfg(test)]

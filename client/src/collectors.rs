@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 
 use ampstore_common::member::MemberState;
 use ampstore_common::protocol::{Op, RangeLocation, Reply, Role};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::routing::Members;
 use ampstore_common::{Error, ErrorCode, Key};
 
 use crate::client::Client;
@@ -24,10 +26,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn discover_collectors(&self) -> Result<usize, Error> {
-        let members = match self.master_call(Op::Members, self.deadline()).await? {
-            Reply::Members(m) => m,
-            other => return Err(Error::internal(format!("members answered {other:?}"))),
-        };
+        let members = self.master_call(Members, self.deadline()).await?;
         let found: Vec<String> = members
             .into_iter()
             .filter(|m| m.role == Some(Role::Collector) && m.state == MemberState::Alive)
@@ -52,9 +51,9 @@ impl Client {
         self.route(key, self.deadline()).await
     }
 
-    /// `op` sent once to the node at `addr`, within the call deadline (no re-routing).
-    pub async fn call_node(&self, addr: &str, op: Op) -> Result<Reply, Error> {
-        self.node_call(addr, op, self.deadline()).await
+    /// `req` sent once to the node at `addr`, within the call deadline (no re-routing).
+    pub async fn call_node<C: Call>(&self, addr: &str, req: C) -> Result<C::Reply, Error> {
+        C::reply(self.node_call(addr, req.into_op(), self.deadline()).await?)
     }
 
     /// Sends an idempotent `op` through a collector if the client has any: `None` when

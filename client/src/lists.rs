@@ -2,7 +2,8 @@
 //! (`ampstore_common::lists` has the layout).
 
 use ampstore_common::lists::{self, PushId};
-use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::data::Push;
 use ampstore_common::{Error, Key, Version};
 
 use crate::client::Client;
@@ -67,16 +68,13 @@ impl Client {
         id: PushId,
     ) -> Result<Version, Error> {
         let key = key.into();
-        let op = Op::Push { key: key.clone(), element: element.into(), push_id: id };
+        let op = Push { key: key.clone(), element: element.into(), push_id: id }.into_op();
         op.validate()?;
         let reply = match self.via_collector(&op).await {
             Some(r) => r?,
-            None => self.keyed(&lists::element_key(&key, id), op).await?,
+            None => self.keyed_until(&lists::element_key(&key, id), op, self.deadline()).await?,
         };
-        match reply {
-            Reply::Written { version } => Ok(version),
-            other => Err(Error::internal(format!("push answered {other:?}"))),
-        }
+        Push::reply(reply)
     }
 
     /// Up to `limit` elements of the list at `key` after `after` (from the start with

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use ampstore_common::Error;
-use ampstore_common::protocol::{Op, Reply};
 use ampstore_common::queue::{self, QUEUE_SHARDS, Task, TaskRef};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::data::{Dequeue, Enqueue, TaskAck, TaskExtend, TaskNack};
 
 use crate::client::Client;
 
@@ -40,13 +41,13 @@ impl Client {
         id: ampstore_common::lists::PushId,
         payload: impl Into<Vec<u8>>,
     ) -> Result<(), Error> {
-        let op = Op::Enqueue { queue: queue.to_string(), shard, task_id: id, payload: payload.into() };
+        let op = Enqueue { queue: queue.to_string(), shard, task_id: id, payload: payload.into() }.into_op();
         op.validate()?;
-        if let Some(r) = self.via_collector(&op).await {
-            return r.map(|_| ());
-        }
-        self.keyed(&queue::task_key(queue, shard, id), op).await?;
-        Ok(())
+        let reply = match self.via_collector(&op).await {
+            Some(r) => r?,
+            None => self.keyed_until(&queue::task_key(queue, shard, id), op, self.deadline()).await?,
+        };
+        Enqueue::reply(reply).map(|_| ())
     }
 
     /// Leases up to `max` visible tasks of `queue` for `visibility`: until then nobody else
@@ -63,30 +64,24 @@ impl Client {
             let (mut start, _) = queue::shard_bounds(queue, shard);
             loop {
                 let want = max - tasks.len() as u32;
-                let op =
-                    Op::Dequeue { queue: queue.to_string(), shard, start: start.clone(), max: want, visibility_ms };
+                let req = Dequeue { queue: queue.to_string(), shard, start: start.clone(), max: want, visibility_ms };
                 // Leases run from when the server made them: with tasks in hand, a slow or
                 // failing shard must not hold them back (they would expire in our hands).
                 let answer = if tasks.is_empty() {
-                    self.keyed(&start, op).await?
+                    self.keyed(&start, req).await?
                 } else {
-                    match self.keyed_once(&start, op).await {
+                    match self.keyed_once(&start, req).await {
                         Ok(a) => a,
                         Err(_) => return Ok(tasks),
                     }
                 };
-                match answer {
-                    Reply::Tasks { tasks: got, resume } => {
-                        tasks.extend(got);
-                        if tasks.len() as u32 >= max {
-                            return Ok(tasks);
-                        }
-                        match resume {
-                            Some(r) => start = r,
-                            None => break,
-                        }
-                    }
-                    other => return Err(Error::internal(format!("dequeue answered {other:?}"))),
+                tasks.extend(answer.tasks);
+                if tasks.len() as u32 >= max {
+                    return Ok(tasks);
+                }
+                match answer.resume {
+                    Some(r) => start = r,
+                    None => break,
                 }
             }
         }
@@ -96,25 +91,29 @@ impl Client {
     /// Removes a delivered task for good. `Conflict` when its lease expired and it was
     /// delivered again (the new holder acks it).
     pub async fn ack(&self, queue: &str, task: TaskRef) -> Result<(), Error> {
-        self.settle(queue, Op::TaskAck { queue: queue.to_string(), task }, task).await
+        self.settle(queue, TaskAck { queue: queue.to_string(), task }, task).await
     }
 
     /// Gives a delivered task back: visible again at once.
     pub async fn nack(&self, queue: &str, task: TaskRef) -> Result<(), Error> {
-        self.settle(queue, Op::TaskNack { queue: queue.to_string(), task }, task).await
+        self.settle(queue, TaskNack { queue: queue.to_string(), task }, task).await
     }
 
     /// Keeps a delivered task invisible for `visibility` more from now.
     pub async fn extend(&self, queue: &str, task: TaskRef, visibility: Duration) -> Result<(), Error> {
         let visibility_ms = visibility.as_millis().min(u64::MAX as u128) as u64;
-        self.settle(queue, Op::TaskExtend { queue: queue.to_string(), task, visibility_ms }, task).await
+        self.settle(queue, TaskExtend { queue: queue.to_string(), task, visibility_ms }, task).await
     }
 
-    async fn settle(&self, queue: &str, op: Op, task: TaskRef) -> Result<(), Error> {
+    /// Acks, nacks or extends a task: each answers `Written`.
+    async fn settle<C: Call<Reply = ampstore_common::Version>>(
+        &self,
+        queue: &str,
+        req: C,
+        task: TaskRef,
+    ) -> Result<(), Error> {
+        let op = req.into_op();
         op.validate()?;
-        match self.keyed(&queue::task_key(queue, task.shard, task.id), op).await? {
-            Reply::Written { .. } => Ok(()),
-            other => Err(Error::internal(format!("task settle answered {other:?}"))),
-        }
+        C::reply(self.keyed_until(&queue::task_key(queue, task.shard, task.id), op, self.deadline()).await?).map(|_| ())
     }
 }

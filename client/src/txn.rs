@@ -8,8 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use ampstore_common::protocol::{Op, Reply, Versioned};
+use ampstore_common::protocol::Versioned;
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnPart, TxnWrite};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::data::{self, Committed};
 use ampstore_common::{Error, Key, RangeId, Version};
 
 use crate::client::{BACKOFF_START, Client};
@@ -136,14 +138,14 @@ impl Client {
         loop {
             let parts = self.group(&txn, deadline).await?;
             let coordinator = parts[0].node_addr.clone();
-            let op = Op::Txn { txn_id, parts: parts.clone(), hold_ms: TXN_HOLD_MS };
-            op.validate()?;
+            let req = data::Txn { txn_id, parts: parts.clone(), hold_ms: TXN_HOLD_MS };
+            req.validate()?;
             let sent = match self.conn(&coordinator).await {
-                Ok(conn) => conn.call_once(op, Self::remaining(deadline)?).await,
+                Ok(conn) => conn.call_once_typed(req, Self::remaining(deadline)?).await,
                 Err(e) => Err(e),
             };
             match sent {
-                Ok(Reply::TxnCommitted { versions, values }) => {
+                Ok(Committed { versions, values }) => {
                     let mut out = Vec::with_capacity(txn.writes.len());
                     for (part, vs) in parts.iter().zip(versions) {
                         out.extend(part.writes.iter().map(TxnWrite::target).zip(vs));
@@ -155,7 +157,6 @@ impl Client {
                     let values = txn.reads.iter().map(|k| (k.clone(), read.get(k).cloned().flatten())).collect();
                     return Ok(TxnOutcome { versions: out, values });
                 }
-                Ok(other) => return Err(Error::internal(format!("transaction answered {other:?}"))),
                 // Nothing was written (a refused prepare or an abandoned transaction), so a
                 // retry is safe; a timeout (outcome unknown) is the caller's to resolve.
                 Err(e) if e.is_retryable() && !matches!(e, Error::Timeout) => {

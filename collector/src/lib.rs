@@ -24,6 +24,7 @@ use ampstore_client::{Client, ClientConfig};
 use ampstore_common::error::Error;
 use ampstore_common::limits::{BATCH_OPS_MAX, COLLECTOR_WAITING_MAX};
 use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
+use ampstore_common::wire::data::Batch;
 use ampstore_common::{NodeId, lists, queue};
 use ampstore_server::config::Config;
 use ampstore_server::gossip::{Gossip, GossipSettings, MemberState};
@@ -197,10 +198,14 @@ impl Collector {
         let Ok(client) = self.client() else { return };
         let ops: Vec<Op> = items.iter().map(|w| w.op.clone()).collect();
         let n = ops.len();
-        let results = match client.call_node(&dest.node_addr, Op::Batch { ops }).await {
-            Ok(Reply::Batch { results }) if results.len() == n => results.into_iter().map(Some).collect(),
-            Ok(other) => {
-                tracing::warn!(reply = ?other, "a batch got an unexpected answer; sending its operations one by one");
+        let results = match client.call_node(&dest.node_addr, Batch { ops }).await {
+            Ok(results) if results.len() == n => results.into_iter().map(Some).collect(),
+            Ok(results) => {
+                tracing::warn!(
+                    results = results.len(),
+                    ops = n,
+                    "a batch got an answer of the wrong length; sending its operations one by one"
+                );
                 vec![None; n]
             }
             Err(e) => {

@@ -12,9 +12,7 @@
 //! See `docs/architecture.md` for how the crates fit together.
 
 pub mod auth;
-pub mod connection;
 pub mod error;
-pub mod frame;
 pub mod ids;
 pub mod key;
 pub mod limits;
@@ -22,12 +20,15 @@ pub mod lists;
 pub mod member;
 pub mod meta;
 pub mod ownership;
-pub mod protocol;
 pub mod queue;
 pub mod txn;
 pub mod value;
 pub mod varint;
+pub mod wire;
 pub mod write_ids;
+
+// The wire's modules keep their old paths (`common::protocol`, ...).
+pub use wire::{connection, frame, protocol};
 
 pub use error::{Error, ErrorCode};
 pub use ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};

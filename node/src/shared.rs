@@ -1,9 +1,10 @@
 //! What every part of a node shares: identity, config, backend, liveness, the directory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use ampstore_common::connection::Connection;
+use ampstore_common::protocol::Role;
+use ampstore_common::wire::pool::Pool;
 
 use ampstore_server::gossip::Gossip;
 use ampstore_server::metrics::Metrics;
@@ -40,10 +41,9 @@ pub struct NodeShared {
     pub admin_token: Option<String>,
     /// Set once gossip runs (after the ports are bound).
     pub gossip: OnceLock<Gossip>,
-    /// The last connection to the active master (split and merge commits), by address.
-    pub master_link: Mutex<Option<(String, Arc<Connection>)>>,
-    /// Connections to other nodes (transaction participants), by address.
-    pub peers: Mutex<std::collections::HashMap<String, Arc<Connection>>>,
+    /// Connections to other nodes (transaction participants) and to the active master
+    /// (split and merge commits), by address: role `Node`, the admin token.
+    pub pool: Pool,
     /// The live nodes' addresses: the only ones a transaction may make this node connect to.
     pub live_node_addrs: crate::peers::LiveNodeAddrs,
     instances: AtomicU64,
@@ -69,6 +69,7 @@ impl NodeShared {
             metrics: metrics.clone(),
             host: directory.clone(),
         });
+        let pool = Pool::new(Role::Node, node_id.as_str(), admin_token.clone());
         let shared = NodeShared {
             node_id,
             rpc_addr,
@@ -83,8 +84,7 @@ impl NodeShared {
             cluster_token,
             admin_token,
             gossip: OnceLock::new(),
-            master_link: Mutex::new(None),
-            peers: Mutex::default(),
+            pool,
             live_node_addrs: Default::default(),
             instances: AtomicU64::new(1),
         };

@@ -18,11 +18,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply, Role, Versioned, WriteId};
+use ampstore_common::protocol::{Op, Reply, WriteId};
 use ampstore_common::txn::{TxnCheck, TxnDecision, TxnPart, TxnWrite};
-use ampstore_common::{Epoch, Key, NodeId, RangeId, Seq, Version};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::peer::{Prepared, TxnPrepare, TxnResolve};
+use ampstore_common::{Key, RangeId, Seq, Version};
 use ampstore_store::{AppendSlot, EntryKind, LogEntry};
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -35,15 +36,6 @@ use crate::test_points::crash_point;
 
 /// Deadline of a resolve call to a participant (it may append an abort first).
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
-
-struct Prepared {
-    seq: Option<Seq>,
-    writer: NodeId,
-    epoch: Epoch,
-    values: Vec<Option<Versioned>>,
-    /// The participant had committed this transaction already (a retry): nothing held.
-    committed: bool,
-}
 
 pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
     if let [part] = parts.as_slice() {
@@ -64,7 +56,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
     let prepares = parts
         .iter()
         .map(|p| {
-            let op = Op::TxnPrepare {
+            let req = TxnPrepare {
                 txn_id,
                 range_id: p.range_id,
                 checks: p.checks.clone(),
@@ -72,7 +64,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
                 reads: p.reads.clone(),
                 hold_ms,
             };
-            Some((p.node_addr.clone(), op, Duration::from_millis(hold_ms)))
+            Some((p.node_addr.clone(), req, Duration::from_millis(hold_ms)))
         })
         .collect();
     let results = call_all(shared, prepares).await;
@@ -80,13 +72,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
     let mut failure: Option<Error> = None;
     for r in results {
         match r {
-            Ok(Reply::TxnPrepared { seq, writer, epoch, values, committed }) => {
-                prepared.push(Some(Prepared { seq, writer, epoch, values, committed }))
-            }
-            Ok(other) => {
-                prepared.push(None);
-                failure.get_or_insert(Error::internal(format!("prepare answered {other:?}")));
-            }
+            Ok(p) => prepared.push(Some(p)),
             Err(e) => {
                 prepared.push(None);
                 // The failed condition is the most useful answer.
@@ -179,8 +165,8 @@ async fn resolve_all(
         .zip(prepared)
         .map(|(part, p)| {
             let p = p.as_ref()?;
-            let op = Op::TxnResolve { txn_id, range_id: part.range_id, seq: p.seq, decision };
-            Some((part.node_addr.clone(), op, RESOLVE_DEADLINE))
+            let req = TxnResolve { txn_id, range_id: part.range_id, seq: p.seq, decision };
+            Some((part.node_addr.clone(), req, RESOLVE_DEADLINE))
         })
         .collect();
     call_all(shared, calls)
@@ -188,8 +174,7 @@ async fn resolve_all(
         .into_iter()
         .zip(parts)
         .map(|(r, part)| match r {
-            Ok(Reply::TxnResolved { committed }) => Some(committed),
-            Ok(_) => None,
+            Ok(committed) => Some(committed),
             Err(Error::Internal { reason }) if reason == NOT_CALLED => None,
             Err(e) => {
                 tracing::info!(?txn_id, range = %part.range_id, error = %e, "resolve not answered; the participant resolves itself");
@@ -201,16 +186,24 @@ async fn resolve_all(
 
 const NOT_CALLED: &str = "not called";
 
-/// Makes every call at once; answers in the order of `calls` (`None`: no call).
-async fn call_all(shared: &Arc<NodeShared>, calls: Vec<Option<(String, Op, Duration)>>) -> Vec<Result<Reply, Error>> {
+/// Makes every call at once; answers in the order of `calls` (`None`: no call), each
+/// checked for its reply type.
+async fn call_all<C>(
+    shared: &Arc<NodeShared>,
+    calls: Vec<Option<(String, C, Duration)>>,
+) -> Vec<Result<C::Reply, Error>>
+where
+    C: Call,
+    C::Reply: Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
     let n = calls.len();
     for (i, c) in calls.into_iter().enumerate() {
-        let Some((addr, op, deadline)) = c else { continue };
-        let fut = call(shared.clone(), addr, op, deadline);
-        tasks.spawn(async move { (i, fut.await) });
+        let Some((addr, req, deadline)) = c else { continue };
+        let fut = call(shared.clone(), addr, req.into_op(), deadline);
+        tasks.spawn(async move { (i, fut.await.and_then(C::reply)) });
     }
-    let mut out: Vec<Result<Reply, Error>> = (0..n).map(|_| Err(Error::internal(NOT_CALLED))).collect();
+    let mut out: Vec<Result<C::Reply, Error>> = (0..n).map(|_| Err(Error::internal(NOT_CALLED))).collect();
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok((i, r)) => out[i] = r,
@@ -309,16 +302,5 @@ pub async fn prepare(
 }
 
 async fn call_peer(shared: &NodeShared, addr: &str, op: Op, deadline: Duration) -> Result<Reply, Error> {
-    let cached = shared.peers.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
-    let conn = match cached {
-        Some(c) if !c.is_closed() => c,
-        _ => {
-            let c = Arc::new(
-                Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.admin_token.clone()).await?,
-            );
-            shared.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
-            c
-        }
-    };
-    conn.call(op, deadline).await
+    shared.pool.call(addr, op, deadline).await
 }

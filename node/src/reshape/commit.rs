@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply, Role};
+use ampstore_common::wire::Call;
 use ampstore_common::{Key, RangeId};
 use ampstore_store::meta;
 
@@ -15,10 +14,12 @@ use crate::shared::NodeShared;
 /// Deadline of one commit request to the master.
 const COMMIT_CALL_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Asks the active master (found through the lease record) to commit `op`, retrying
+/// Asks the active master (found through the lease record) to commit `req`, retrying
 /// retryable errors with backoff for up to `retry_for`. Commits are idempotent, so a retry
-/// after a lost answer is harmless.
-pub async fn ask_master(shared: &Arc<NodeShared>, op: Op, retry_for: Duration) -> Result<Reply, Error> {
+/// after a lost answer is harmless. The connection comes from the node's pool (role `Node`,
+/// the admin token), so a burst of splits connects once.
+pub async fn ask_master<C: Call>(shared: &Arc<NodeShared>, req: C, retry_for: Duration) -> Result<C::Reply, Error> {
+    let op = req.into_op();
     let deadline = Instant::now() + retry_for;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -26,11 +27,11 @@ pub async fn ask_master(shared: &Arc<NodeShared>, op: Op, retry_for: Duration) -
             let lease = meta::get_lease(shared.backend.meta.as_ref())
                 .await?
                 .ok_or_else(|| Error::unavailable("no master has ever run"))?;
-            master_conn(shared, &lease.record.rpc_addr).await?.call(op.clone(), COMMIT_CALL_DEADLINE).await
+            shared.pool.call(&lease.record.rpc_addr, op.clone(), COMMIT_CALL_DEADLINE).await
         }
         .await;
         match result {
-            Ok(reply) => return Ok(reply),
+            Ok(reply) => return C::reply(reply),
             Err(e) if e.is_retryable() && Instant::now() < deadline => {
                 tracing::info!(op = op.name(), error = %e, ?backoff, "commit not done yet; retrying");
                 tokio::time::sleep(backoff).await;
@@ -39,23 +40,6 @@ pub async fn ask_master(shared: &Arc<NodeShared>, op: Op, retry_for: Duration) -
             Err(e) => return Err(e),
         }
     }
-}
-
-/// The cached connection to the master at `addr`, or a new one (a burst of splits would
-/// otherwise connect once per split).
-async fn master_conn(shared: &NodeShared, addr: &str) -> Result<Arc<Connection>, Error> {
-    let cached = shared.master_link.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some((a, c)) = cached
-        && a == addr
-        && !c.is_closed()
-    {
-        return Ok(c);
-    }
-    // Split and merge commits are internal operations: the node's role, the admin token.
-    let conn =
-        Arc::new(Connection::connect(addr, Role::Node, shared.node_id.as_str(), shared.admin_token.clone()).await?);
-    *shared.master_link.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr.to_string(), conn.clone()));
-    Ok(conn)
 }
 
 /// Loads range `id` (starting at `start`, recorded as owned by this node) here. A range

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::protocol::Reply;
+use ampstore_common::wire::peer::CommitMerge;
 use ampstore_common::{KeyRange, RangeId, Seq};
 use ampstore_store::meta;
 use tokio::sync::oneshot;
@@ -100,7 +101,7 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
         }
     };
     crate::test_points::crash_point("merge:snapshot");
-    let op = Op::CommitMerge {
+    let req = CommitMerge {
         left_id,
         left_start: left.range.start.clone(),
         right_id,
@@ -112,11 +113,11 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     };
     let committed = match crate::test_points::fail_once("merge:refused") {
         Err(e) => Err(e),
-        Ok(()) => match commit::ask_master(shared, op, COMMIT_RETRY_FOR).await {
-            Ok(Reply::MergeDone { merged_id }) if merged_id == plan.merged => {
-                crate::test_points::fail_once("merge:answer-lost")
+        Ok(()) => match commit::ask_master(shared, req, COMMIT_RETRY_FOR).await {
+            Ok(merged_id) if merged_id == plan.merged => crate::test_points::fail_once("merge:answer-lost"),
+            Ok(other) => {
+                Err(Error::internal(format!("merge commit answered merged range {other}, not {}", plan.merged)))
             }
-            Ok(other) => Err(Error::internal(format!("merge commit answered {other:?}"))),
             Err(e) => Err(e),
         },
     };

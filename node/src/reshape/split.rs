@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ampstore_common::KeyRange;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::wire::peer::SplitRange;
 
 use super::commit;
 use crate::range::host::SplitJob;
@@ -63,7 +63,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
     .await?;
     crate::test_points::crash_point("split:right");
     let stored_ms = started.elapsed().as_millis() as u64;
-    let op = Op::SplitRange {
+    let req = SplitRange {
         parent_id,
         parent_start: parent_range.start.clone(),
         split_key: plan.split_key.clone(),
@@ -74,11 +74,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
         right_id: plan.right,
         right_checkpoint: right_cp,
     };
-    let committed = match commit::ask_master(shared, op, COMMIT_RETRY_FOR).await {
-        Ok(Reply::SplitDone { .. }) => Ok(()),
-        Ok(other) => Err(Error::internal(format!("split commit answered {other:?}"))),
-        Err(e) => Err(e),
-    };
+    let committed = commit::ask_master(shared, req, COMMIT_RETRY_FOR).await;
     if let Err(e) = committed {
         // Not recorded: give the parent up so the master places it again; its next owner
         // finds the log ending in the split and completes it.

@@ -15,6 +15,7 @@ use crate::frame::{decode_body, encode_frame, read_frame, write_frame};
 use crate::ids::RequestId;
 use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
 use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role, ServerInfo};
+use crate::wire::Call;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -29,11 +30,12 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Error>>>>>;
 /// A connection to one server. Cheap to share (`Arc`); calls may run concurrently.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), ampstore_client::Error> {
-/// use ampstore_client::common::protocol::{Op, Role};
-/// use ampstore_client::connection::Connection;
+/// # async fn demo() -> Result<(), ampstore_common::Error> {
+/// use ampstore_common::connection::Connection;
+/// use ampstore_common::protocol::Role;
+/// use ampstore_common::wire::data::Get;
 /// let conn = Connection::connect("127.0.0.1:7300", Role::Client, "my-app", None).await?;
-/// let reply = conn.call(Op::Ping, std::time::Duration::from_secs(1)).await?;
+/// let value = conn.call_typed(Get { key: "user:1".into() }, std::time::Duration::from_secs(1)).await?;
 /// # Ok(()) }
 /// ```
 pub struct Connection {
@@ -96,6 +98,17 @@ impl Connection {
     /// same deadline). `Timeout` means the operation may or may not have taken effect.
     pub async fn call(&self, op: Op, deadline: Duration) -> Result<Reply, Error> {
         self.call_inner(op, deadline, false).await
+    }
+
+    /// Sends a typed request and answers its typed reply: `call_typed(Get { key }, d)` is
+    /// `Result<Option<Versioned>, Error>`. A reply of another variant is `Internal`.
+    pub async fn call_typed<C: Call>(&self, req: C, deadline: Duration) -> Result<C::Reply, Error> {
+        C::reply(self.call(req.into_op(), deadline).await?)
+    }
+
+    /// [`Connection::call_once`] for a typed request.
+    pub async fn call_once_typed<C: Call>(&self, req: C, deadline: Duration) -> Result<C::Reply, Error> {
+        C::reply(self.call_once(req.into_op(), deadline).await?)
     }
 
     /// Like [`Connection::call`], for operations that must not be repeated blindly: a

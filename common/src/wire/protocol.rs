@@ -681,6 +681,36 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// The reply's name in snake case (errors, logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reply::Pong => "pong",
+            Reply::Value(_) => "value",
+            Reply::Values(_) => "values",
+            Reply::Written { .. } => "written",
+            Reply::Deleted { .. } => "deleted",
+            Reply::ScanPage { .. } => "scan_page",
+            Reply::Assigned { .. } => "assigned",
+            Reply::Released { .. } => "released",
+            Reply::Snapshotted { .. } => "snapshotted",
+            Reply::Stats(_) => "stats",
+            Reply::Location(_) => "location",
+            Reply::Locations(_) => "locations",
+            Reply::Draining { .. } => "draining",
+            Reply::Master(_) => "master",
+            Reply::SplitDone { .. } => "split_done",
+            Reply::MergeDone { .. } => "merge_done",
+            Reply::TxnCommitted { .. } => "txn_committed",
+            Reply::TxnPrepared { .. } => "txn_prepared",
+            Reply::Batch { .. } => "batch",
+            Reply::Members(_) => "members",
+            Reply::Tasks { .. } => "tasks",
+            Reply::TxnResolved { .. } => "txn_resolved",
+        }
+    }
+}
+
 /// Where one range is served, as the active master knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeLocation {
@@ -861,7 +891,7 @@ pub struct RangeStats {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::limits::VALUE_BYTES_MAX;
 
@@ -955,7 +985,7 @@ mod tests {
     }
 
     /// One operation of every kind, for tables over all of them.
-    fn one_of_each() -> Vec<Op> {
+    pub(crate) fn one_of_each() -> Vec<Op> {
         use crate::meta::Checkpoint;
         use crate::queue::TaskRef;
         let k = || Key::from("k");

@@ -1,0 +1,231 @@
+//! Data requests: what application servers (and collectors) send to the node serving a key.
+//! Validation stays in `Op::validate`, which both sides call.
+
+use crate::error::Error;
+use crate::key::{Key, Version};
+use crate::lists::PushId;
+use crate::queue::{Task, TaskRef};
+use crate::txn::TxnPart;
+use crate::wire::protocol::{Op, ScanItem, Versioned, WriteId};
+use crate::wire::request;
+
+/// The answer to [`Delete`] and [`DeleteRange`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// How many keys existed and were removed.
+    pub removed: u64,
+    pub version: Version,
+}
+
+/// The answer to [`Scan`]: one page that never crosses the end of the range that served it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<ScanItem>,
+    /// Where to continue (forward: the next `start`; reverse: the next `end`), `None` when
+    /// the span is exhausted.
+    pub resume: Option<Key>,
+}
+
+/// The answer to [`Dequeue`]: the tasks leased and where the shard goes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tasks {
+    pub tasks: Vec<Task>,
+    pub resume: Option<Key>,
+}
+
+/// The answer to [`Txn`]: the version of each write and the values of each part's reads,
+/// part by part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub versions: Vec<Vec<Version>>,
+    pub values: Vec<Vec<Option<Versioned>>>,
+}
+
+request! {
+    /// Is the server there? (Any role; masters answer it too.)
+    Ping as "ping" -> () { Reply::Pong => () }
+}
+
+request! {
+    /// The value and version at `key`, `None` when absent.
+    Get { key: Key } as "get" -> Option<Versioned> { Reply::Value(v) => v }
+}
+
+request! {
+    /// Several keys of one range, answered in order.
+    GetMany { keys: Vec<Key> } as "get_many" -> Vec<Option<Versioned>> { Reply::Values(v) => v }
+}
+
+request! {
+    /// Writes `value` at `key`; answers the write's version.
+    Put { key: Key, value: Vec<u8>, write_id: Option<WriteId> }
+    as "put" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Writes only if the key's version is `expected` (`None`: only if absent).
+    PutIfVersion { key: Key, value: Vec<u8>, expected: Option<Version>, write_id: Option<WriteId> }
+    as "put_if_version" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Deletes `key`.
+    Delete { key: Key, write_id: Option<WriteId> }
+    as "delete" -> Removed { Reply::Deleted { removed, version } => Removed { removed, version } }
+}
+
+request! {
+    /// Deletes `[start, end)` within one range.
+    DeleteRange { start: Key, end: Option<Key>, write_id: Option<WriteId> }
+    as "delete_range" -> Removed { Reply::Deleted { removed, version } => Removed { removed, version } }
+}
+
+request! {
+    /// One page of `[start, end)` within the range that serves it.
+    Scan { start: Key, end: Option<Key>, limit: u32, reverse: bool }
+    as "scan" -> Page { Reply::ScanPage { items, resume } => Page { items, resume } }
+}
+
+request! {
+    /// Appends an element to a list, idempotent by `push_id`.
+    Push { key: Key, element: Vec<u8>, push_id: PushId }
+    as "push" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Adds a task to a queue's shard, idempotent by `task_id`.
+    Enqueue { queue: String, shard: u16, task_id: PushId, payload: Vec<u8> }
+    as "enqueue" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Leases up to `max` visible tasks of one shard from `start` on.
+    Dequeue { queue: String, shard: u16, start: Key, max: u32, visibility_ms: u64 }
+    as "dequeue" -> Tasks { Reply::Tasks { tasks, resume } => Tasks { tasks, resume } }
+}
+
+request! {
+    /// Deletes a delivered task if its lease is still current.
+    TaskAck { queue: String, task: TaskRef } as "task_ack" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Makes a delivered task visible again at once.
+    TaskNack { queue: String, task: TaskRef } as "task_nack" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Keeps a delivered task invisible for `visibility_ms` more.
+    TaskExtend { queue: String, task: TaskRef, visibility_ms: u64 }
+    as "task_extend" -> Version { Reply::Written { version } => version }
+}
+
+request! {
+    /// Several pushes and enqueues of one range (a collector's batch): one result each.
+    Batch { ops: Vec<Op> } as "batch" -> Vec<Result<crate::wire::protocol::Reply, Error>> {
+        Reply::Batch { results } => results
+    }
+}
+
+request! {
+    /// A transaction, sent to the node serving `parts[0]`'s range, which coordinates it.
+    Txn { txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64 }
+    as "txn" -> Committed { Reply::TxnCommitted { versions, values } => Committed { versions, values } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Seq;
+    use crate::wire::protocol::Reply;
+    use crate::wire::test_util::check;
+
+    fn v(n: u64) -> Version {
+        Version { seq: Seq(n), index: 0 }
+    }
+
+    #[test]
+    fn each_request_sends_the_old_op_and_checks_its_reply() {
+        let wid = Some(WriteId { client: 7, n: 3 });
+        let k = Key::from("k");
+        check(Ping, Op::Ping, Reply::Pong);
+        let got = check(Get { key: k.clone() }, Op::Get { key: k.clone() }, Reply::Value(None));
+        assert_eq!(got, None);
+        check(GetMany { keys: vec![k.clone()] }, Op::GetMany { keys: vec![k.clone()] }, Reply::Values(vec![None]));
+        let put = Put { key: k.clone(), value: b"v".to_vec(), write_id: wid };
+        let version = check(
+            put,
+            Op::Put { key: k.clone(), value: b"v".to_vec(), write_id: wid },
+            Reply::Written { version: v(4) },
+        );
+        assert_eq!(version, v(4));
+        check(
+            PutIfVersion { key: k.clone(), value: b"v".to_vec(), expected: Some(v(1)), write_id: wid },
+            Op::PutIfVersion { key: k.clone(), value: b"v".to_vec(), expected: Some(v(1)), write_id: wid },
+            Reply::Written { version: v(2) },
+        );
+        let removed = check(
+            Delete { key: k.clone(), write_id: None },
+            Op::Delete { key: k.clone(), write_id: None },
+            Reply::Deleted { removed: 1, version: v(5) },
+        );
+        assert_eq!(removed, Removed { removed: 1, version: v(5) });
+        check(
+            DeleteRange { start: k.clone(), end: Some(Key::from("z")), write_id: wid },
+            Op::DeleteRange { start: k.clone(), end: Some(Key::from("z")), write_id: wid },
+            Reply::Deleted { removed: 0, version: v(5) },
+        );
+        let page = check(
+            Scan { start: k.clone(), end: None, limit: 10, reverse: true },
+            Op::Scan { start: k.clone(), end: None, limit: 10, reverse: true },
+            Reply::ScanPage { items: Vec::new(), resume: Some(Key::from("a")) },
+        );
+        assert_eq!(page, Page { items: Vec::new(), resume: Some(Key::from("a")) });
+        let push_id = PushId { ms: 1, client: 2, n: 3 };
+        check(
+            Push { key: k.clone(), element: b"e".to_vec(), push_id },
+            Op::Push { key: k.clone(), element: b"e".to_vec(), push_id },
+            Reply::Written { version: v(1) },
+        );
+        check(
+            Enqueue { queue: "q".into(), shard: 2, task_id: push_id, payload: b"p".to_vec() },
+            Op::Enqueue { queue: "q".into(), shard: 2, task_id: push_id, payload: b"p".to_vec() },
+            Reply::Written { version: v(1) },
+        );
+        check(
+            Dequeue { queue: "q".into(), shard: 1, start: k.clone(), max: 5, visibility_ms: 100 },
+            Op::Dequeue { queue: "q".into(), shard: 1, start: k.clone(), max: 5, visibility_ms: 100 },
+            Reply::Tasks { tasks: Vec::new(), resume: None },
+        );
+        let task = TaskRef { shard: 1, id: push_id, lease: 9 };
+        check(
+            TaskAck { queue: "q".into(), task },
+            Op::TaskAck { queue: "q".into(), task },
+            Reply::Written { version: v(1) },
+        );
+        check(
+            TaskNack { queue: "q".into(), task },
+            Op::TaskNack { queue: "q".into(), task },
+            Reply::Written { version: v(1) },
+        );
+        check(
+            TaskExtend { queue: "q".into(), task, visibility_ms: 5 },
+            Op::TaskExtend { queue: "q".into(), task, visibility_ms: 5 },
+            Reply::Written { version: v(1) },
+        );
+        let inner = Op::Push { key: k.clone(), element: b"e".to_vec(), push_id };
+        let results = check(
+            Batch { ops: vec![inner.clone()] },
+            Op::Batch { ops: vec![inner] },
+            Reply::Batch { results: vec![Ok(Reply::Written { version: v(1) })] },
+        );
+        assert_eq!(results.len(), 1);
+        let txn_id = WriteId { client: 1, n: 1 };
+        let committed = check(
+            Txn { txn_id, parts: Vec::new(), hold_ms: 100 },
+            Op::Txn { txn_id, parts: Vec::new(), hold_ms: 100 },
+            Reply::TxnCommitted { versions: vec![vec![v(3)]], values: Vec::new() },
+        );
+        assert_eq!(committed.versions, vec![vec![v(3)]]);
+    }
+}
