@@ -234,12 +234,12 @@ pub const COLLECTOR_WAITING_MAX: usize = 100_000;
 /// heartbeat or lease renewal still finishes within its period.
 pub const OWN_WRITE_ATTEMPTS_MAX: u32 = 3;
 
-/// Most open connections one [`crate::wire::pool::Pool`] keeps: a process talks to a few
+/// Most open connections one `Pool` (`wire::pool`) keeps: a process talks to a few
 /// masters and to the nodes of its cluster, far fewer than this. At the limit a closed
 /// connection is dropped first, then an arbitrary one (its callers keep their `Arc`).
 pub const POOL_CONNECTIONS_MAX: usize = 1024;
 
-/// Most master addresses an [`crate::wire::masters::ActiveMaster`] learns from `NotMaster`
+/// Most master addresses an `ActiveMaster` (`wire::masters`) learns from `NotMaster`
 /// hints beyond the ones it was given (a hint is a master's word, not a list to grow without
 /// bound).
 pub const MASTER_ADDRS_LEARNED_MAX: usize = 16;

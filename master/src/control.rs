@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{Op, Reply};
+use ampstore_common::wire::admin as node_ops;
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId};
 use ampstore_server::gossip::MemberEvent;
 use ampstore_store::meta::{self, Owner, PK_RANGE, RangeDescriptor, TermRecord};
@@ -235,11 +235,11 @@ impl Master {
             tokio::spawn(async move {
                 // The deadline covers the connect too (a cut-off node's connect hangs).
                 let reply = tokio::time::timeout(STATS_DEADLINE, async {
-                    me.conn(&addr).await?.call(Op::RangeStats, STATS_DEADLINE).await
+                    me.conn(&addr).await?.call_typed(node_ops::RangeStats, STATS_DEADLINE).await
                 })
                 .await;
                 let stats = match &reply {
-                    Ok(Ok(Reply::Stats(stats))) => Some(stats),
+                    Ok(Ok(stats)) => Some(stats),
                     _ => None,
                 };
                 me.with_state(|st| st.stats_done(Instant::now(), &id, stats));
@@ -286,13 +286,10 @@ impl Master {
         }
         let node = self.with_state(|st| st.node_addr(&pick.node));
         let (addr, epoch) = node.ok_or_else(|| Error::internal("merging on an unknown node"))?;
-        let op = Op::Merge { left_id: pick.left_id, right_id: pick.right_id };
+        let req = node_ops::Merge { left_id: pick.left_id, right_id: pick.right_id };
         let owner = Owner { node_id: pick.node.clone(), epoch };
-        match self.call_while_live(&owner, &addr, op, HANDOFF_DEADLINE).await? {
-            // The commit updated the routing table already.
-            Reply::MergeDone { merged_id } => Ok(merged_id),
-            other => Err(Error::internal(format!("merge answered {other:?}"))),
-        }
+        // The commit updated the routing table already.
+        self.call_while_live(&owner, &addr, req, HANDOFF_DEADLINE).await
     }
 
     // ---- assignment and moves ----------------------------------------------------------
@@ -341,7 +338,7 @@ impl Master {
         let (from_addr, from_epoch) = from.ok_or_else(|| Error::internal("moving off an unknown node"))?;
         let from_owner = Owner { node_id: m.from.clone(), epoch: from_epoch };
         match self
-            .call_while_live(&from_owner, &from_addr, Op::Release { range_id: m.range_id }, HANDOFF_DEADLINE)
+            .call_while_live(&from_owner, &from_addr, node_ops::Release { range_id: m.range_id }, HANDOFF_DEADLINE)
             .await
         {
             Ok(_) | Err(Error::NotOwner { .. }) => {}

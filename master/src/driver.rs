@@ -8,14 +8,16 @@
 //! master lost its lease during an assignment.) The loops are in `control.rs`, the request
 //! handlers in `service.rs`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ampstore_common::connection::Connection;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{MasterStatus, Op, Reply, Role};
+use ampstore_common::protocol::{MasterStatus, Role};
+use ampstore_common::wire::Call;
+use ampstore_common::wire::admin as node_ops;
+use ampstore_common::wire::pool::Pool;
 use ampstore_common::{Key, NodeId};
 use ampstore_server::config::MasterConfig;
 use ampstore_server::gossip::{Gossip, MemberView};
@@ -40,7 +42,8 @@ pub(crate) struct Master {
     /// The decisions' state. Only ever replaced whole or updated field by field, so the
     /// master keeps going after a panic while it was held.
     state: Mutex<ControlState>,
-    conns: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Connections to nodes (the master's role, the admin token).
+    nodes_pool: Pool,
     pub(crate) writes_refused_on_term: AtomicU64,
     /// A client's hello must present it, when set (`cluster.token`).
     pub(crate) cluster_token: Option<String>,
@@ -66,7 +69,7 @@ impl Master {
             cfg,
             backend,
             state: Mutex::default(),
-            conns: Mutex::default(),
+            nodes_pool: Pool::new(Role::Master, "master", admin_token.clone()),
             writes_refused_on_term: AtomicU64::new(0),
             cluster_token,
             admin_token,
@@ -151,8 +154,8 @@ impl Master {
         let Some((addr, range_id)) = self.with_state(|st| st.load_target(&owner.node_id, start)) else {
             return Err(Error::internal("assigned to a node or range the master does not know"));
         };
-        let op = Op::Assign { range_id, start: start.clone(), claim: false };
-        self.call_while_live(owner, &addr, op, HANDOFF_DEADLINE).await?;
+        let req = node_ops::Assign { range_id, start: start.clone(), claim: false };
+        self.call_while_live(owner, &addr, req, HANDOFF_DEADLINE).await?;
         tracing::info!(%range_id, node = %owner.node_id, "range assigned and serving");
         Ok(())
     }
@@ -162,14 +165,14 @@ impl Master {
     /// (unplaceable) for the whole `deadline`. What the node does with the request after
     /// that no longer matters: its epoch is over, so it serves nothing, and whoever loads
     /// the range next fences the log.
-    pub(crate) async fn call_while_live(
+    pub(crate) async fn call_while_live<C: Call>(
         &self,
         node: &Owner,
         addr: &str,
-        op: Op,
+        req: C,
         deadline: Duration,
-    ) -> Result<Reply, Error> {
-        let call = async { self.conn(addr).await?.call(op, deadline).await };
+    ) -> Result<C::Reply, Error> {
+        let call = async { self.conn(addr).await?.call_typed(req, deadline).await };
         let epoch_ends = async {
             loop {
                 tokio::time::sleep(EPOCH_WATCH_INTERVAL).await;
@@ -188,15 +191,7 @@ impl Master {
     }
 
     pub(crate) async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {
-        let cached = self.conns.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
-        if let Some(c) = cached
-            && !c.is_closed()
-        {
-            return Ok(c);
-        }
-        let c = Arc::new(Connection::connect(addr, Role::Master, "master", self.admin_token.clone()).await?);
-        self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
-        Ok(c)
+        self.nodes_pool.get(addr).await
     }
 
     // ---- what the admin port shows ------------------------------------------------------
