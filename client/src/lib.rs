@@ -5,6 +5,11 @@
 //! `RangeLoading`, `NotMaster` and lost connections with bounded backoff under a per-call
 //! deadline. Every write carries a write id, so a retried write is applied once.
 //!
+//! Rules of this crate: it depends on `ampstore-common` alone (an application server that
+//! links it compiles no SQLite, AWS SDK, gossip or metrics library); every call has a
+//! deadline; it talks to the cluster only through the typed requests of
+//! `ampstore_common::wire`, the one `Pool` of connections and the one `ActiveMaster`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), ampstore_client::Error> {
 //! use ampstore_client::Client;
