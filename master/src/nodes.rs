@@ -78,14 +78,17 @@ impl NodeWatch {
             }
             Some(w) => {
                 let cur = &w.record.record;
+                // Epochs never go back: a newer record version with an older epoch is damage
+                // (or a bug), and believing it could resurrect an ended owner. Checked in
+                // release builds: the record is ignored and the fault logged.
+                if record.version >= w.record.version && record.record.epoch < cur.epoch {
+                    tracing::error!(node = %id, seen = cur.epoch.0, read = record.record.epoch.0, "a node record went back in epoch: ignored");
+                    return;
+                }
                 if cur.rvn != record.record.rvn || cur.epoch != record.record.epoch || cur.ended != record.record.ended
                 {
                     w.rvn_since = now;
                 }
-                debug_assert!(
-                    record.record.epoch >= cur.epoch || record.version < w.record.version,
-                    "epochs never go back"
-                );
                 if record.version >= w.record.version {
                     w.record = record;
                 }
@@ -244,6 +247,19 @@ mod tests {
         w.observe(ms(3000), &n, rec(3, 16, 8, false));
         assert!(w.is_live(ms(3000), &n, Epoch(3)));
         assert!(!w.is_live(ms(3000), &n, Epoch(1)), "an older epoch is never live");
+    }
+
+    /// Checked in release builds too (it was a debug assertion): a newer record version
+    /// with an older epoch is ignored, so an ended owner is never believed live again.
+    #[test]
+    fn a_record_that_goes_back_in_epoch_is_ignored() {
+        let t0 = Instant::now();
+        let n = NodeId::new("n1").unwrap();
+        let mut w = NodeWatch::default();
+        w.observe(t0, &n, rec(3, 1, 5, false));
+        w.observe(t0, &n, rec(2, 2, 6, false));
+        assert!(w.is_live(t0, &n, Epoch(3)));
+        assert!(!w.is_live(t0, &n, Epoch(2)), "the older epoch must not come back");
     }
 
     #[test]

@@ -736,7 +736,9 @@ impl<W> RangeCore<W> {
                 self.range_id, self.next_seq
             )));
         }
-        debug_assert!(self.in_flight.is_none() && self.pending.is_empty(), "replay only while loading");
+        if !self.invariant(self.in_flight.is_none() && self.pending.is_empty(), || "replay only while loading".into()) {
+            return Err(Error::internal("replay while serving"));
+        }
         match entry.kind {
             EntryKind::Batch | EntryKind::Split | EntryKind::Merge | EntryKind::Txn if self.split.is_some() => {
                 return Err(Error::internal(format!("{}: log entry {seq} follows the split", self.range_id)));
@@ -796,7 +798,9 @@ impl<W> RangeCore<W> {
         checks: &[TxnCheck],
         writes: &[TxnWrite],
     ) -> Result<Option<Seq>, Error> {
-        debug_assert!(self.in_flight.is_none(), "prepare with an append in flight");
+        if !self.invariant(self.in_flight.is_none(), || "prepare with an append in flight".into()) {
+            return Err(Error::internal("prepare with an append in flight"));
+        }
         if let Some(h) = &self.txn_hold {
             if h.txn_id == txn_id {
                 return Ok(h.seq);
@@ -900,7 +904,8 @@ impl<W> RangeCore<W> {
 
     /// Ends a hold that reserved no slot (a transaction with no writes here).
     pub fn txn_release(&mut self) {
-        debug_assert!(self.txn_hold.as_ref().is_none_or(|h| h.seq.is_none()), "a reserved slot must be resolved");
+        let unresolved = self.txn_hold.as_ref().is_some_and(|h| h.seq.is_some());
+        self.invariant(!unresolved, || "a held transaction's reserved slot released unresolved".into());
         if self.txn_hold.as_ref().is_some_and(|h| h.seq.is_none()) {
             self.txn_hold = None;
         }
@@ -941,8 +946,12 @@ impl<W> RangeCore<W> {
     /// The log entry that closes the range for `plan`, at the next seq. Call with no append
     /// in flight and nothing pending (the driver refuses writes while splitting).
     pub fn split_entry(&mut self, plan: &SplitPlan) -> (Seq, LogEntry) {
-        debug_assert!(self.in_flight.is_none() && self.pending.is_empty());
-        debug_assert!(self.range.contains(plan.split_key.as_bytes()) && plan.split_key != self.range.start);
+        // Checked in release builds: a failure breaks the range, which stops after this step.
+        let idle = self.in_flight.is_none() && self.pending.is_empty();
+        self.invariant(idle, || "split entry with an append in flight or writes pending".into());
+        let inside = self.range.contains(plan.split_key.as_bytes()) && plan.split_key != self.range.start;
+        let range = self.range.clone();
+        self.invariant(inside, || format!("split key {} not strictly inside {range}", plan.split_key));
         let entry =
             LogEntry { kind: EntryKind::Split, writer: self.writer.clone(), epoch: self.epoch, payload: plan.encode() };
         (self.next_seq, entry)
@@ -988,9 +997,12 @@ impl<W> RangeCore<W> {
 
     /// The log entry that closes the range for a merge, at the next seq. Call with no
     /// append in flight and nothing pending (the driver refuses writes while merging).
-    pub fn merge_entry(&self, plan: &MergePlan) -> (Seq, LogEntry) {
-        debug_assert!(self.in_flight.is_none() && self.pending.is_empty());
-        debug_assert!(self.split.is_none() && self.merge_closed.is_none());
+    pub fn merge_entry(&mut self, plan: &MergePlan) -> (Seq, LogEntry) {
+        // Checked in release builds: a failure breaks the range, which stops after this step.
+        let idle = self.in_flight.is_none() && self.pending.is_empty();
+        self.invariant(idle, || "merge entry with an append in flight or writes pending".into());
+        let open = self.split.is_none() && self.merge_closed.is_none();
+        self.invariant(open, || "merge entry on a log closed by a split or merge".into());
         let entry =
             LogEntry { kind: EntryKind::Merge, writer: self.writer.clone(), epoch: self.epoch, payload: plan.encode() };
         (self.next_seq, entry)
@@ -1024,7 +1036,10 @@ impl<W> RangeCore<W> {
 
     /// A snapshot at `seq` (taken when `log_bytes_total` was `log_bytes`) is the checkpoint.
     pub fn on_checkpoint(&mut self, seq: Seq, log_bytes: u64) {
-        debug_assert!(seq <= self.applied);
+        let applied = self.applied;
+        if !self.invariant(seq <= applied, || format!("checkpoint at {seq} beyond applied {applied}")) {
+            return;
+        }
         if seq > self.checkpoint_seq {
             self.checkpoint_seq = seq;
             self.log_bytes_at_checkpoint = log_bytes;

@@ -856,3 +856,29 @@ fn a_transaction_entry_at_the_limits_fits_one_log_entry() {
     let payload = batch::TxnPayload { txn_id: WriteId { client: u64::MAX, n: u64::MAX }, writes: big };
     assert!(batch::encode_txn(&payload).len() <= LOG_ENTRY_BYTES_MAX);
 }
+
+/// The driver's contract with the core is checked in release builds too: a call out of
+/// order breaks the range (it stops with the reason) instead of going on, or panicking.
+#[test]
+fn calls_out_of_order_break_the_range_in_release_builds_too() {
+    let mut core = core_for("a", 1);
+    core.on_checkpoint(Seq(5), 0);
+    assert!(core.broken().is_some_and(|r| r.contains("checkpoint at")), "{:?}", core.broken());
+
+    let mut core = core_for("a", 1);
+    core.submit(put("k1", "v1"), 1);
+    let plan = SplitPlan { split_key: Key::from("k1"), left: RangeId(7), right: RangeId(8) };
+    let _ = core.split_entry(&plan);
+    assert!(core.broken().is_some_and(|r| r.contains("split entry with")), "{:?}", core.broken());
+
+    let mut core = core_for("a", 1);
+    let outside = SplitPlan { split_key: Key::from(""), left: RangeId(7), right: RangeId(8) };
+    let _ = core.split_entry(&outside);
+    assert!(core.broken().is_some_and(|r| r.contains("not strictly inside")), "{:?}", core.broken());
+
+    let mut core = core_for("a", 1);
+    core.submit(put("k1", "v1"), 1);
+    let merge = MergePlan { merged: RangeId(9), left: RangeId(1), right: RangeId(2) };
+    let _ = core.merge_entry(&merge);
+    assert!(core.broken().is_some_and(|r| r.contains("merge entry with")), "{:?}", core.broken());
+}
