@@ -121,7 +121,7 @@ struct IndexEntry {
 /// Builds a snapshot in memory, one entry at a time, keys in ascending order.
 ///
 /// ```
-/// use crate::snapshot::{Snapshot, SnapshotHeader, SnapshotWriter};
+/// use ampstore_store::snapshot::{Snapshot, SnapshotHeader, SnapshotWriter};
 /// use ampstore_common::{KeyRange, RangeId, Seq, Version};
 /// let header = SnapshotHeader { range_id: RangeId(1), range: KeyRange::full(), seq: Seq(9), created_unix_ms: 0 };
 /// let mut w = SnapshotWriter::new(header.clone()).unwrap();
