@@ -130,7 +130,7 @@ fn check_call_deadline(deadline: Duration) -> Result<(), Error> {
 /// `ATTEMPT_MIN`), so a request stuck on a paused or cut-off node is sent again, within the
 /// same call, to wherever the master moved its range. Writes that cannot be retried safely
 /// (no write id) get the whole deadline.
-use ampstore_common::wire::masters::{ATTEMPT_MIN, ATTEMPT_SHARE, BACKOFF_MAX};
+use ampstore_common::wire::masters::{ATTEMPT_MIN, ATTEMPT_SHARE};
 
 impl Client {
     /// Connects to a cluster through its masters (at least one must answer).
@@ -540,19 +540,10 @@ impl Client {
         }
     }
 
-    /// Sleeps before a retry (the server's hint for `RangeLoading`, else doubling backoff),
-    /// or gives up with `e` when the deadline would pass.
+    /// Sleeps before a retry, or gives up with `e` when the deadline would pass (one backoff
+    /// rule for the client and `ActiveMaster`: `wire::masters::wait`).
     pub(crate) async fn wait(&self, e: &Error, backoff: &mut Duration, deadline: Instant) -> Result<(), Error> {
-        let pause = match e {
-            Error::RangeLoading { retry_after_ms } => Duration::from_millis(*retry_after_ms).min(BACKOFF_MAX),
-            _ => *backoff,
-        };
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        if Instant::now() + pause >= deadline {
-            return Err(e.clone());
-        }
-        tokio::time::sleep(pause).await;
-        Ok(())
+        ampstore_common::wire::masters::wait(e, backoff, deadline).await
     }
 
     /// When one attempt of `op` gives up (see `ATTEMPT_SHARE`).

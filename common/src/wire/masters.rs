@@ -169,9 +169,10 @@ impl ActiveMaster {
     }
 }
 
-/// Sleeps before the next round (the hint for `RangeLoading`, else doubling backoff), or
-/// gives up with `e` when the deadline would pass.
-async fn wait(e: &Error, backoff: &mut Duration, deadline: Instant) -> Result<(), Error> {
+/// Sleeps before the next round or retry (the server's hint for `RangeLoading`, else
+/// doubling backoff), or gives up with `e` when the deadline would pass. The client's
+/// retries use it too.
+pub async fn wait(e: &Error, backoff: &mut Duration, deadline: Instant) -> Result<(), Error> {
     let pause = match e {
         Error::RangeLoading { retry_after_ms } => Duration::from_millis(*retry_after_ms).min(BACKOFF_MAX),
         _ => *backoff,
