@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::directory::Slot;
 use crate::range::actor::{TxnPrepareMsg, TxnResolveMsg};
 use crate::range::batch::{self, TxnPayload};
+use crate::range::machine::Prepare;
 use crate::shared::NodeShared;
 use crate::test_points::crash_point;
 
@@ -40,15 +41,15 @@ const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
 pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
     if let [part] = parts.as_slice() {
         let (tx, rx) = oneshot::channel();
-        let msg = TxnPrepareMsg {
+        let prepare = Prepare {
             txn_id,
             checks: part.checks.clone(),
             writes: part.writes.clone(),
             reads: part.reads.clone(),
             hold_ms,
             local: true,
-            reply: tx,
         };
+        let msg = TxnPrepareMsg { prepare, reply: tx };
         return send_to_range(shared, part.range_id, |addr| addr.do_send(msg), rx).await;
     }
     // The parts' addresses come from the client: connect only to live nodes.
@@ -296,7 +297,8 @@ pub async fn prepare(
 ) -> Result<Reply, Error> {
     let addr = crate::ranges::serving(shared, range_id)?;
     let (tx, rx) = oneshot::channel();
-    let msg = TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local: false, reply: tx };
+    let prepare = Prepare { txn_id, checks, writes, reads, hold_ms, local: false };
+    let msg = TxnPrepareMsg { prepare, reply: tx };
     addr.send(msg).await.map_err(|_| crate::ranges::not_owner())?;
     rx.await.map_err(|_| crate::ranges::not_owner())?
 }

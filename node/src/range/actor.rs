@@ -12,7 +12,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use ampstore_common::error::Error;
 use ampstore_common::protocol::{RangeStats, Reply, WriteId};
-use ampstore_common::txn::{TxnCheck, TxnDecision, TxnWrite};
+use ampstore_common::txn::TxnDecision;
 use ampstore_common::{Key, Seq};
 use ampstore_store::StoreError;
 use ampstore_store::meta::Owner;
@@ -98,12 +98,7 @@ pub struct MergeEndMsg;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TxnPrepareMsg {
-    pub txn_id: WriteId,
-    pub checks: Vec<TxnCheck>,
-    pub writes: Vec<TxnWrite>,
-    pub reads: Vec<Key>,
-    pub hold_ms: u64,
-    pub local: bool,
+    pub prepare: Prepare,
     pub reply: Responder,
 }
 
@@ -382,9 +377,7 @@ impl Handler<TxnPrepareMsg> for RangeActor {
     type Result = ();
 
     fn handle(&mut self, msg: TxnPrepareMsg, ctx: &mut Context<Self>) {
-        let TxnPrepareMsg { txn_id, checks, writes, reads, hold_ms, local, reply } = msg;
-        let prepare = Prepare { txn_id, checks, writes, reads, hold_ms, local };
-        self.step(Input::Prepare(prepare, reply), ctx);
+        self.step(Input::Prepare(msg.prepare, msg.reply), ctx);
     }
 }
 
