@@ -274,11 +274,18 @@ impl Service for Collector {
     }
 }
 
-async fn admin_serve(
-    listener: tokio::net::TcpListener,
-    collector: Arc<Collector>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+impl ampstore_server::admin::AdminView for Collector {
+    fn admin_metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn admin_gossip(&self) -> Option<&Gossip> {
+        self.gossip.get()
+    }
+}
+
+/// The collector's admin HTTP port: `/v1/status` as JSON, next to the routes every process
+/// shares (`ampstore_server::admin`: `/metrics`, `/v1/members`).
+async fn admin_serve(listener: tokio::net::TcpListener, collector: Arc<Collector>, shutdown: watch::Receiver<bool>) {
     use axum::Router;
     use axum::extract::State;
     use axum::routing::get;
@@ -287,25 +294,6 @@ async fn admin_serve(
         let waiting = c.batcher.lock().unwrap_or_else(|p| p.into_inner()).waiting();
         axum::Json(json!({"role": "collector", "id": c.id.to_string(), "waiting": waiting}))
     }
-    async fn members(State(c): State<Arc<Collector>>) -> axum::Json<serde_json::Value> {
-        let m = c.gossip.get().map(|g| g.members()).unwrap_or_default();
-        axum::Json(serde_json::to_value(m).unwrap_or_default())
-    }
-    async fn metrics(State(c): State<Arc<Collector>>) -> impl axum::response::IntoResponse {
-        (
-            [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            c.metrics.encode(),
-        )
-    }
-    let app = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/members", get(members))
-        .route("/metrics", get(metrics))
-        .with_state(collector);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::warn!(error = %e, "admin server stopped");
-    }
+    let routes = Router::new().route("/v1/status", get(status));
+    ampstore_server::admin::serve(listener, collector, routes, shutdown).await
 }

@@ -1,8 +1,12 @@
-//! The master's admin HTTP port: `/v1/status` (the master's view: term, nodes, ranges),
-//! `/v1/members` (gossip) as JSON, and `/metrics` in Prometheus text.
+//! The master's admin HTTP port: `/v1/status` (the master's view: term, nodes, ranges) as
+//! JSON, next to the routes every process shares (`ampstore_server::admin`: `/metrics`,
+//! `/v1/members`).
 
 use std::sync::Arc;
 
+use ampstore_server::admin::{self, AdminView};
+use ampstore_server::gossip::Gossip;
+use ampstore_server::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -12,18 +16,17 @@ use tokio::sync::watch;
 
 use crate::driver::Master;
 
-pub(crate) async fn serve(listener: TcpListener, master: Arc<Master>, mut shutdown: watch::Receiver<bool>) {
-    let app = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/members", get(members))
-        .route("/metrics", get(metrics))
-        .with_state(master);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::warn!(error = %e, "admin server stopped");
+impl AdminView for Master {
+    fn admin_metrics(&self) -> &Metrics {
+        &self.metrics
     }
+    fn admin_gossip(&self) -> Option<&Gossip> {
+        self.gossip.get()
+    }
+}
+
+pub(crate) async fn serve(listener: TcpListener, master: Arc<Master>, shutdown: watch::Receiver<bool>) {
+    admin::serve(listener, master, Router::new().route("/v1/status", get(status)), shutdown).await
 }
 
 async fn status(State(master): State<Arc<Master>>) -> axum::Json<Value> {
@@ -36,15 +39,4 @@ async fn status(State(master): State<Arc<Master>>) -> axum::Json<Value> {
         map.insert("gossip_dropped_packets".into(), json!(master.gossip_drops()));
     }
     axum::Json(v)
-}
-
-async fn members(State(master): State<Arc<Master>>) -> axum::Json<Value> {
-    axum::Json(serde_json::to_value(master.members()).unwrap_or(Value::Null))
-}
-
-async fn metrics(State(master): State<Arc<Master>>) -> impl axum::response::IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        master.metrics_text(),
-    )
 }

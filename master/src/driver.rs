@@ -201,10 +201,6 @@ impl Master {
         self.gossip.get().map(|g| g.members()).unwrap_or_default()
     }
 
-    pub(crate) fn metrics_text(&self) -> String {
-        self.metrics.encode()
-    }
-
     pub(crate) fn gossip_addr(&self) -> Option<String> {
         self.gossip.get().map(|g| g.local_addr().to_string())
     }

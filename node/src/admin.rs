@@ -1,9 +1,12 @@
-//! The node's admin HTTP port: `/v1/status`, `/v1/ranges` and `/v1/members` as JSON,
-//! `/metrics` in Prometheus text.
+//! The node's admin HTTP port: `/v1/status` and `/v1/ranges` as JSON, next to the routes
+//! every process shares (`ampstore_server::admin`: `/metrics`, `/v1/members`).
 
 use std::sync::Arc;
 
 use ampstore_common::protocol::{RangeState, RangeStats};
+use ampstore_server::admin::{self, AdminView};
+use ampstore_server::gossip::Gossip;
+use ampstore_server::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -11,22 +14,20 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::ranges;
 use crate::shared::NodeShared;
 
-pub async fn serve(listener: TcpListener, shared: Arc<NodeShared>, mut shutdown: watch::Receiver<bool>) {
-    let app = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/ranges", get(ranges))
-        .route("/v1/members", get(members))
-        .route("/metrics", get(metrics))
-        .with_state(shared);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::warn!(error = %e, "admin server stopped");
+impl AdminView for NodeShared {
+    fn admin_metrics(&self) -> &Metrics {
+        &self.metrics
     }
+    fn admin_gossip(&self) -> Option<&Gossip> {
+        self.gossip.get()
+    }
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<NodeShared>, shutdown: watch::Receiver<bool>) {
+    let routes = Router::new().route("/v1/status", get(status)).route("/v1/ranges", get(ranges));
+    admin::serve(listener, shared, routes, shutdown).await
 }
 
 fn range_json(r: &RangeStats) -> Value {
@@ -45,7 +46,7 @@ fn range_json(r: &RangeStats) -> Value {
 }
 
 async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
-    let stats = ranges::stats(&shared).await;
+    let stats = shared.stats().await;
     let count = |state: RangeState| stats.ranges.iter().filter(|r| r.state == state).count();
     axum::Json(json!({
         "role": "node",
@@ -68,18 +69,6 @@ async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
 }
 
 async fn ranges(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
-    let stats = ranges::stats(&shared).await;
+    let stats = shared.stats().await;
     axum::Json(Value::Array(stats.ranges.iter().map(range_json).collect()))
-}
-
-async fn members(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
-    let list = shared.gossip.get().map(|g| g.members()).unwrap_or_default();
-    axum::Json(serde_json::to_value(list).unwrap_or(Value::Null))
-}
-
-async fn metrics(State(shared): State<Arc<NodeShared>>) -> impl axum::response::IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        shared.metrics.encode(),
-    )
 }

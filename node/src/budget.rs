@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ampstore_common::RangeId;
+use ampstore_common::error::Error;
 use ampstore_common::protocol::{RangeState, RangeStats};
 
-use crate::directory::Slot;
-use crate::range::actor::ReleaseMsg;
-use crate::ranges;
 use crate::shared::NodeShared;
 
 /// How often the node compares its data with its budget.
@@ -47,15 +45,13 @@ pub async fn enforce_loop(shared: Arc<NodeShared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let stats = ranges::stats(&shared).await;
+        let stats = shared.stats().await;
         for range_id in ranges_to_release(&stats.ranges, shared.cfg.memory_budget_bytes, shared.cfg.budget_idle_ms) {
-            if let Some(Slot::Serving { addr, .. }) = shared.directory.get(range_id) {
+            if let Ok(range) = shared.ranges.serving(range_id) {
                 tracing::info!(%range_id, budget = shared.cfg.memory_budget_bytes, "over the memory budget: releasing");
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if addr.send(ReleaseMsg { reply: Some(tx) }).await.is_ok()
-                    && let Ok(Err(e)) = rx.await
-                {
-                    tracing::warn!(%range_id, error = %e, "release for the memory budget failed");
+                match range.release().await {
+                    Ok(_) | Err(Error::NotOwner { .. }) => {}
+                    Err(e) => tracing::warn!(%range_id, error = %e, "release for the memory budget failed"),
                 }
             }
         }

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use actix::Addr;
-use ampstore_common::error::OwnerHint;
+use ampstore_common::error::{Error, OwnerHint};
 use ampstore_common::{Key, KeyRange, RangeId};
 use dashmap::DashMap;
 
 use tokio::sync::mpsc;
 
-use crate::range::actor::RangeActor;
+use crate::range::handle::RangeHandle;
 use crate::range::host::{RangeHost, SplitJob, SplitTask};
 
 #[derive(Clone)]
@@ -21,7 +20,7 @@ pub enum Slot {
     },
     Serving {
         range: KeyRange,
-        addr: Addr<RangeActor>,
+        handle: RangeHandle,
         instance: u64,
         /// The node epoch the instance was loaded in: it serves only in that epoch.
         epoch: ampstore_common::Epoch,
@@ -51,9 +50,24 @@ pub struct Directory {
     by_start: RwLock<BTreeMap<Key, RangeId>>,
     /// Ranges that left this node, by start key, with who took them when known.
     departed: RwLock<BTreeMap<Key, (KeyRange, Option<OwnerHint>)>>,
-    /// Where split jobs go (the node's reshaper). Unbounded: a job comes from a range that
-    /// stopped to split, so there is at most one per range of this node.
-    splits: mpsc::UnboundedSender<SplitTask>,
+    /// Where split and merge jobs go (the node's reshaper). Unbounded: a split job comes
+    /// from a range that stopped to split (at most one per range of this node), which cannot
+    /// wait; a merge comes from the master, one per pair of ranges.
+    reshaper: mpsc::UnboundedSender<ReshapeTask>,
+}
+
+/// A job for the node's reshaper (`reshape::run`).
+pub enum ReshapeTask {
+    /// Boxed: a split job carries the children's data maps (a few hundred bytes by value).
+    Split(Box<SplitTask>),
+    Merge(MergeTask),
+}
+
+/// Merge two adjacent ranges this node serves; `done` hears `MergeDone` or why not.
+pub struct MergeTask {
+    pub left_id: RangeId,
+    pub right_id: RangeId,
+    pub done: tokio::sync::oneshot::Sender<Result<ampstore_common::protocol::Reply, Error>>,
 }
 
 /// Held while an assign loads a range; the next assign of it may start once it is dropped.
@@ -69,21 +83,21 @@ impl Drop for AssignGuard {
 }
 
 impl Directory {
-    /// An empty directory whose split jobs go to `splits`.
-    pub fn new(splits: mpsc::UnboundedSender<SplitTask>) -> Directory {
+    /// An empty directory whose split and merge jobs go to `reshaper`.
+    pub fn new(reshaper: mpsc::UnboundedSender<ReshapeTask>) -> Directory {
         Directory {
             by_id: DashMap::new(),
             assigning: Default::default(),
             by_start: RwLock::default(),
             departed: RwLock::default(),
-            splits,
+            reshaper,
         }
     }
 
-    /// Hands a split job to the reshaper; `done` hears the outcome. An error when the
-    /// reshaper is gone (the node is stopping).
-    pub fn queue_split(&self, task: SplitTask) -> Result<(), ampstore_common::error::Error> {
-        self.splits.send(task).map_err(|_| ampstore_common::error::Error::unavailable("the node is stopping"))
+    /// Hands a split or merge job to the reshaper; its `done` hears the outcome. An error
+    /// when the reshaper is gone (the node is stopping).
+    pub fn queue(&self, task: ReshapeTask) -> Result<(), Error> {
+        self.reshaper.send(task).map_err(|_| Error::unavailable("the node is stopping"))
     }
 
     /// Starts an assign of `id`, atomically: `None` while another assign of it runs.
@@ -203,7 +217,7 @@ impl RangeHost for Directory {
     fn split_ready(&self, job: SplitJob) {
         let parent_id = job.parent_id;
         self.insert(parent_id, Slot::Loading { range: job.parent_range.clone() });
-        if self.queue_split(SplitTask { job, done: None }).is_err() {
+        if self.queue(ReshapeTask::Split(Box::new(SplitTask { job, done: None }))).is_err() {
             // The node is stopping: the next owner's load finds the log ending in the split
             // and completes it.
             self.remove(parent_id);

@@ -1,10 +1,13 @@
 //! The Ampstore node: range actors, liveness, and the RPC service.
 //!
 //! Rules of this crate:
-//! - modules depend one way (`scripts/check-cycles`): `node` (the process) -> `service` ->
-//!   {`txn`, `queue`, `reshape`} -> `ranges` -> `directory` -> `range`, with `shared`,
-//!   `liveness`, `peers` and `test_points` below; a range actor sees the node only through
-//!   `range::host` (`RangeEnv`, the `RangeHost` trait);
+//! - modules depend one way (`scripts/check-cycles`): `node` (the process) -> `service`,
+//!   `admin`, `budget` -> {`txn`, `queue`, `reshape`} -> `shared` (the node's context, which
+//!   holds its `Ranges`) -> `ranges` -> `directory` -> `range`, with `liveness`, `peers` and
+//!   `test_points` below; a range actor sees the node only through `range::host`
+//!   (`RangeEnv`, the `RangeHost` trait);
+//! - the node reaches a range only through `Ranges` (which owns the directory) and the
+//!   `range::handle::RangeHandle` it routes to: the actor's messages are private to `range`;
 //! - it depends on `ampstore-common`, `ampstore-store` and `ampstore-server`, never on the
 //!   client crate;
 //! - only [`node::run`] is public: everything else is the crate's own;
@@ -12,8 +15,9 @@
 //!   broken invariant stops the one range with an error.
 //!
 //! A put, step by step: `service::handle` validates the `Op::Put` and routes its key
-//! (`ranges::route_key`, one ordered lookup in the `directory`) to the range actor's address;
-//! `ranges::write` sends a `WriteMsg`; the actor (`range::actor`) checks the serving rule,
+//! (`Ranges::route_key`, one ordered lookup in the `directory`) to the range's
+//! `RangeHandle`; `RangeHandle::write` sends the actor a `WriteMsg`; the actor
+//! (`range::actor`) checks the serving rule,
 //! queues the write in its `RangeCore`, and appends the next batch to the commit log (one
 //! append in flight: group commit); when the append lands, the core applies the batch to the
 //! memtable and answers `Written { version }`.

@@ -12,9 +12,7 @@ use ampstore_server::gossip::{Gossip, GossipLoad, GossipSettings};
 use tokio::sync::watch;
 
 use crate::admin;
-use crate::directory::Slot;
 use crate::liveness::{self, Beat, Registration};
-use crate::range::actor::{DropMsg, ReleaseMsg};
 use crate::shared::NodeShared;
 use ampstore_server::identity;
 use ampstore_server::rpc;
@@ -103,11 +101,7 @@ async fn heartbeat_loop(shared: Arc<NodeShared>, mut reg: Registration) {
             Beat::Renewed(version) => reg.version = version,
             Beat::Lost => {
                 tracing::warn!(epoch = reg.epoch.0, "node epoch ended (declared dead): dropping every range");
-                for (_, slot) in shared.directory.clear() {
-                    if let Slot::Serving { addr, .. } = slot {
-                        addr.do_send(DropMsg);
-                    }
-                }
+                shared.ranges.drop_all();
                 loop {
                     match liveness::register(meta.as_ref(), &shared.node_id, &shared.rpc_addr, &shared.liveness).await {
                         Ok(r) => {
@@ -130,22 +124,20 @@ async fn heartbeat_loop(shared: Arc<NodeShared>, mut reg: Registration) {
 }
 
 async fn release_all(shared: &Arc<NodeShared>) {
-    let mut waits = Vec::new();
-    for (range_id, slot) in shared.directory.all() {
-        if let Slot::Serving { addr, .. } = slot {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if addr.send(ReleaseMsg { reply: Some(tx) }).await.is_ok() {
-                waits.push((range_id, rx));
+    // All at once, each with its own deadline.
+    let mut waits = tokio::task::JoinSet::new();
+    for (range_id, range) in shared.ranges.all_serving() {
+        waits.spawn(async move {
+            match tokio::time::timeout(SHUTDOWN_RELEASE_WAIT, range.release()).await {
+                Ok(Ok(_)) => {}
+                // Stopped already (fenced, its epoch over): nothing to release.
+                Ok(Err(Error::NotOwner { .. })) => {}
+                Ok(Err(e)) => tracing::warn!(%range_id, error = %e, "release at shutdown failed"),
+                Err(_) => tracing::warn!(%range_id, "release at shutdown did not finish"),
             }
-        }
+        });
     }
-    for (range_id, rx) in waits {
-        match tokio::time::timeout(SHUTDOWN_RELEASE_WAIT, rx).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(%range_id, error = %e, "release at shutdown failed"),
-            _ => tracing::warn!(%range_id, "release at shutdown did not finish"),
-        }
-    }
+    while waits.join_next().await.is_some() {}
 }
 
 /// Publishes the node's load through gossip and its range counts as metrics, once a second.
@@ -155,7 +147,7 @@ async fn report_load(shared: Arc<NodeShared>) {
     let mut last_ops: Option<(u64, std::time::Instant)> = None;
     loop {
         tick.tick().await;
-        let stats = crate::ranges::stats(&shared).await;
+        let stats = shared.stats().await;
         let count = |state: RangeState| stats.ranges.iter().filter(|r| r.state == state).count() as i64;
         shared.metrics.set_ranges(&[
             ("serving", count(RangeState::Serving)),

@@ -11,10 +11,8 @@ use ampstore_common::queue::{self, Task, TaskRecord, TaskRef};
 use ampstore_common::write_ids::WriteKey;
 use ampstore_common::{Key, Seq, Version};
 
-use crate::range::actor::ReadMsg;
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
-use crate::ranges::{read, route_key, write};
 use crate::shared::NodeShared;
 
 /// The version answered for a retry of an enqueue or ack that had already taken effect.
@@ -35,14 +33,14 @@ pub async fn enqueue(
     payload: Vec<u8>,
 ) -> Result<Reply, Error> {
     let key = queue::task_key(queue, shard, id);
-    let addr = route_key(shared, &key)?;
+    let range = shared.ranges.route_key(&key)?;
     let record = TaskRecord { payload, visible_at_ms: 0, lease: 0, deliveries: 0, acked_at_ms: 0 };
     let w = Write {
         op: LoggedOp::Put { key, value: record.encode() },
         condition: Condition::Version(None),
         write_id: Some(WriteKey::Push(id)),
     };
-    match write(&addr, w).await {
+    match range.write(w).await {
         // Already there: a retried enqueue.
         Err(Error::Conflict { .. }) => Ok(Reply::Written { version: ALREADY_DONE }),
         other => other,
@@ -61,11 +59,9 @@ pub async fn dequeue(
     if start < shard_start || start >= shard_end {
         return Err(Error::invalid("dequeue start is outside the shard"));
     }
-    let addr = route_key(shared, &start)?;
-    let scan = ReadMsg::Scan { start, end: Some(shard_end), limit: DEQUEUE_SCAN_KEYS as usize, reverse: false };
-    let Reply::ScanPage { items, resume } = read(&addr, scan).await? else {
-        return Err(Error::internal("scan answered with another reply"));
-    };
+    let range = shared.ranges.route_key(&start)?;
+    let page = range.scan(start, Some(shard_end), DEQUEUE_SCAN_KEYS as usize, false).await?;
+    let (items, resume) = (page.items, page.resume);
     let now = now_ms();
     let mut claims = tokio::task::JoinSet::new();
     for item in items {
@@ -84,8 +80,8 @@ pub async fn dequeue(
                     condition: Condition::Version(Some(item.version)),
                     write_id: None,
                 };
-                let addr = addr.clone();
-                tokio::spawn(async move { write(&addr, w).await });
+                let range = range.clone();
+                tokio::spawn(async move { range.write(w).await });
             }
             continue;
         }
@@ -106,9 +102,9 @@ pub async fn dequeue(
             condition: Condition::Version(Some(item.version)),
             write_id: None,
         };
-        let addr = addr.clone();
+        let range = range.clone();
         claims.spawn(async move {
-            write(&addr, w).await.map(|_| Task {
+            range.write(w).await.map(|_| Task {
                 task: TaskRef { shard: task_shard, id, lease },
                 payload: leased.payload,
                 deliveries: leased.deliveries,
@@ -140,10 +136,8 @@ pub enum Settle {
 
 pub async fn settle(shared: &NodeShared, queue: &str, task: TaskRef, how: Settle) -> Result<Reply, Error> {
     let key = queue::task_key(queue, task.shard, task.id);
-    let addr = route_key(shared, &key)?;
-    let Reply::Value(current) = read(&addr, ReadMsg::Get { key: key.clone() }).await? else {
-        return Err(Error::internal("get answered with another reply"));
-    };
+    let range = shared.ranges.route_key(&key)?;
+    let current = range.get(key.clone()).await?;
     let Some(current) = current else {
         return match how {
             // Acked already (a retried ack): done.
@@ -178,7 +172,7 @@ pub async fn settle(shared: &NodeShared, queue: &str, task: TaskRef, how: Settle
         }
     };
     let w = Write { op, condition: Condition::Version(Some(current.version)), write_id: None };
-    match write(&addr, w).await? {
+    match range.write(w).await? {
         Reply::Deleted { version, .. } | Reply::Written { version } => Ok(Reply::Written { version }),
         other => Err(Error::internal(format!("settling a task answered {other:?}"))),
     }

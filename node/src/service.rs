@@ -12,12 +12,9 @@ use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
 use ampstore_common::write_ids::WriteKey;
 use ampstore_server::metrics::Metrics;
 use ampstore_server::rpc::Service;
-use tokio::sync::oneshot;
 
-use crate::range::actor::{ReadMsg, ReleaseMsg, SnapshotMsg, SplitNowMsg};
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
-use crate::ranges::{assign, not_owner, read, route, route_key, serving, stats, write};
 use crate::shared::NodeShared;
 
 impl Service for NodeShared {
@@ -47,18 +44,12 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
     op.validate()?;
     match op {
         Op::Ping => Ok(Reply::Pong),
-        Op::Get { key } => {
-            let addr = route_key(shared, &key)?;
-            read(&addr, ReadMsg::Get { key }).await
-        }
+        Op::Get { key } => shared.ranges.route_key(&key)?.get(key).await.map(Reply::Value),
         Op::GetMany { keys } => {
             let mut values = Vec::with_capacity(keys.len());
             let mut bytes = 0usize;
             for key in keys {
-                let addr = route_key(shared, &key)?;
-                let Reply::Value(v) = read(&addr, ReadMsg::Get { key }).await? else {
-                    return Err(Error::internal("get answered with another reply"));
-                };
+                let v = shared.ranges.route_key(&key)?.get(key).await?;
                 bytes += v.as_ref().map_or(0, |v| v.value.len() + 32);
                 if bytes > FRAME_BYTES_MAX - 64 * 1024 {
                     return Err(Error::too_large("get_many response", bytes, FRAME_BYTES_MAX));
@@ -68,15 +59,15 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             Ok(Reply::Values(values))
         }
         Op::Put { key, value, write_id } => {
-            let addr = route_key(shared, &key)?;
+            let range = shared.ranges.route_key(&key)?;
             let write_id = write_id.map(WriteKey::Write);
-            write(&addr, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
+            range.write(Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
         }
         Op::PutIfVersion { key, value, expected, write_id } => {
-            let addr = route_key(shared, &key)?;
+            let range = shared.ranges.route_key(&key)?;
             let write_id = write_id.map(WriteKey::Write);
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
-            write(&addr, w).await
+            range.write(w).await
         }
         Op::Batch { ops } => {
             // All at once, so the writes to one range share its next log entries.
@@ -107,46 +98,27 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         }
         Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
         Op::Delete { key, write_id } => {
-            let addr = route_key(shared, &key)?;
+            let range = shared.ranges.route_key(&key)?;
             let write_id = write_id.map(WriteKey::Write);
-            write(&addr, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
+            range.write(Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
         }
         Op::DeleteRange { start, end, write_id } => {
-            let addr = route_key(shared, &start)?;
+            let range = shared.ranges.route_key(&start)?;
             let write_id = write_id.map(WriteKey::Write);
-            write(&addr, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
+            range.write(Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
         }
         Op::Scan { start, end, limit, reverse } => {
-            let addr =
-                if reverse { route(shared.directory.lookup_below(end.as_ref()))? } else { route_key(shared, &start)? };
-            read(&addr, ReadMsg::Scan { start, end, limit: limit as usize, reverse }).await
+            let range =
+                if reverse { shared.ranges.route_below(end.as_ref())? } else { shared.ranges.route_key(&start)? };
+            let page = range.scan(start, end, limit as usize, reverse).await?;
+            Ok(Reply::ScanPage { items: page.items, resume: page.resume })
         }
-        Op::Assign { range_id, start, claim } => assign(shared, range_id, start, claim).await,
-        Op::Release { range_id } => {
-            let addr = serving(shared, range_id)?;
-            let (tx, rx) = oneshot::channel();
-            addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_owner())?;
-            rx.await.map_err(|_| not_owner())?
-        }
-        Op::Split { range_id } => {
-            let addr = serving(shared, range_id)?;
-            addr.send(SplitNowMsg).await.map_err(|_| not_owner())?.map(|()| Reply::Pong)
-        }
-        Op::Snapshot { range_id } => {
-            let addr = serving(shared, range_id)?;
-            let (tx, rx) = oneshot::channel();
-            addr.send(SnapshotMsg { reply: tx }).await.map_err(|_| not_owner())?;
-            rx.await.map_err(|_| not_owner())?
-        }
-        Op::RangeStats => Ok(Reply::Stats(stats(shared).await)),
-        Op::Merge { left_id, right_id } => {
-            // In a task of its own: a merge dropped after closing both parents' logs would
-            // leave them refusing writes for good. The caller only waits for it.
-            let shared = shared.clone();
-            tokio::spawn(async move { crate::reshape::merge::run(&shared, left_id, right_id).await })
-                .await
-                .unwrap_or_else(|e| Err(Error::internal(format!("the merge task failed: {e}"))))
-        }
+        Op::Assign { range_id, start, claim } => shared.ranges.assign(range_id, start, claim).await,
+        Op::Release { range_id } => shared.ranges.serving(range_id)?.release().await,
+        Op::Split { range_id } => shared.ranges.serving(range_id)?.split_now().await.map(|()| Reply::Pong),
+        Op::Snapshot { range_id } => shared.ranges.serving(range_id)?.snapshot().await,
+        Op::RangeStats => Ok(Reply::Stats(shared.stats().await)),
+        Op::Merge { left_id, right_id } => shared.ranges.merge(left_id, right_id).await,
         Op::Txn { txn_id, parts, hold_ms } => crate::txn::run(shared, txn_id, parts, hold_ms).await,
         Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
             crate::txn::prepare(shared, txn_id, range_id, checks, writes, reads, hold_ms).await
@@ -180,11 +152,11 @@ async fn push(shared: &NodeShared, key: Key, element: Vec<u8>, push_id: PushId) 
     // finds its element in place: applied once, whatever happens. `ListTail` keeps the
     // list in the order pushes took effect.
     let element_key = ampstore_common::lists::element_key(&key, push_id);
-    let addr = route_key(shared, &element_key)?;
+    let range = shared.ranges.route_key(&element_key)?;
     let w = Write {
         op: LoggedOp::Put { key: element_key, value: element },
         condition: Condition::ListTail,
         write_id: Some(WriteKey::Push(push_id)),
     };
-    write(&addr, w).await
+    range.write(w).await
 }

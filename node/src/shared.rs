@@ -1,25 +1,25 @@
-//! What every part of a node shares: identity, config, backend, liveness, the directory.
+//! What every part of a node shares: identity, config, backend, liveness, its ranges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use ampstore_common::protocol::Role;
+use ampstore_common::protocol::{NodeStats, Role};
 use ampstore_common::wire::pool::Pool;
 
 use ampstore_server::gossip::Gossip;
 use ampstore_server::metrics::Metrics;
 
 use actix::ArbiterHandle;
-use ampstore_common::{NodeId, RangeId};
+use ampstore_common::NodeId;
 use ampstore_server::config::NodeConfig;
 use ampstore_store::Backend;
-use ampstore_store::meta::Owner;
 
 use tokio::sync::mpsc;
 
-use crate::directory::Directory;
+use crate::directory::ReshapeTask;
 use crate::liveness::Liveness;
-use crate::range::host::{RangeEnv, SplitTask};
+use crate::range::host::RangeEnv;
+use crate::ranges::Ranges;
 
 pub struct NodeShared {
     pub node_id: NodeId,
@@ -27,10 +27,8 @@ pub struct NodeShared {
     pub cfg: NodeConfig,
     pub backend: Backend,
     pub liveness: Arc<Liveness>,
-    pub directory: Arc<Directory>,
-    /// What range actors see of the node (they never see this struct).
-    pub range_env: Arc<RangeEnv>,
-    pub arbiters: Vec<ArbiterHandle>,
+    /// The ranges this node serves, and the only way to them.
+    pub ranges: Arc<Ranges>,
     /// Requests handled since start (reported to the master for ops/s).
     pub ops_total: AtomicU64,
     pub metrics: Arc<Metrics>,
@@ -46,7 +44,6 @@ pub struct NodeShared {
     pub pool: Pool,
     /// The live nodes' addresses: the only ones a transaction may make this node connect to.
     pub live_node_addrs: crate::peers::LiveNodeAddrs,
-    instances: AtomicU64,
 }
 
 impl NodeShared {
@@ -57,18 +54,19 @@ impl NodeShared {
         backend: Backend,
         arbiters: Vec<ArbiterHandle>,
         (cluster_token, admin_token): (Option<String>, Option<String>),
-    ) -> (NodeShared, mpsc::UnboundedReceiver<SplitTask>) {
+    ) -> (NodeShared, mpsc::UnboundedReceiver<ReshapeTask>) {
         let liveness = Arc::new(Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms));
-        let (splits, split_jobs) = mpsc::unbounded_channel();
-        let directory = Arc::new(Directory::new(splits));
+        let (reshaper, reshape_jobs) = mpsc::unbounded_channel();
         let metrics = Metrics::new();
-        let range_env = Arc::new(RangeEnv {
+        // What range actors see of the node (they never see this struct).
+        let env_of = |directory: Arc<crate::directory::Directory>| RangeEnv {
             cfg: cfg.clone(),
             backend: backend.clone(),
             liveness: liveness.clone(),
             metrics: metrics.clone(),
-            host: directory.clone(),
-        });
+            host: directory,
+        };
+        let ranges = Arc::new(Ranges::new(node_id.clone(), env_of, arbiters, reshaper));
         let pool = Pool::new(Role::Node, node_id.as_str(), admin_token.clone());
         let shared = NodeShared {
             node_id,
@@ -76,9 +74,7 @@ impl NodeShared {
             cfg,
             backend,
             liveness,
-            directory,
-            range_env,
-            arbiters,
+            ranges,
             ops_total: AtomicU64::new(0),
             metrics,
             cluster_token,
@@ -86,24 +82,32 @@ impl NodeShared {
             gossip: OnceLock::new(),
             pool,
             live_node_addrs: Default::default(),
-            instances: AtomicU64::new(1),
         };
-        (shared, split_jobs)
+        (shared, reshape_jobs)
     }
+}
 
-    /// This node as a range owner, in its current epoch.
-    pub fn owner(&self) -> Owner {
-        Owner { node_id: self.node_id.clone(), epoch: self.liveness.epoch() }
+impl NodeShared {
+    /// The node's ranges and their state (also served on the admin port).
+    pub async fn stats(&self) -> NodeStats {
+        NodeStats {
+            node_id: self.node_id.clone(),
+            epoch: self.liveness.epoch(),
+            liveness_ms_left: self.liveness.ms_left(),
+            ranges: self.ranges.stats().await,
+            resident_bytes: resident_bytes(),
+            ops_total: self.ops_total.load(Ordering::Relaxed),
+            memory_budget_bytes: self.cfg.memory_budget_bytes,
+            split_bytes: self.cfg.split_bytes,
+        }
     }
+}
 
-    /// The arbiter (thread) a range's actor runs on: spread by range id.
-    pub fn arbiter_for(&self, range: RangeId) -> &ArbiterHandle {
-        let i = (range.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % self.arbiters.len();
-        &self.arbiters[i]
-    }
-
-    /// A number that tells one actor instance of a range from a later one.
-    pub fn next_instance(&self) -> u64 {
-        self.instances.fetch_add(1, Ordering::Relaxed)
-    }
+/// The process's resident set size, from `/proc/self/statm` (0 where that does not exist).
+fn resident_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
 }

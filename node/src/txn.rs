@@ -26,10 +26,7 @@ use ampstore_common::wire::peer::{Prepared, TxnPrepare, TxnResolve};
 use ampstore_common::{Key, RangeId, Seq, Version};
 use ampstore_store::{AppendSlot, EntryKind, LogEntry};
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
-use crate::directory::Slot;
-use crate::range::actor::{TxnPrepareMsg, TxnResolveMsg};
 use crate::range::batch::{self, TxnPayload};
 use crate::range::machine::Prepare;
 use crate::shared::NodeShared;
@@ -40,7 +37,6 @@ const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
     if let [part] = parts.as_slice() {
-        let (tx, rx) = oneshot::channel();
         let prepare = Prepare {
             txn_id,
             checks: part.checks.clone(),
@@ -49,8 +45,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
             hold_ms,
             local: true,
         };
-        let msg = TxnPrepareMsg { prepare, reply: tx };
-        return send_to_range(shared, part.range_id, |addr| addr.do_send(msg), rx).await;
+        return shared.ranges.serving(part.range_id)?.txn_prepare(prepare).await;
     }
     // The parts' addresses come from the client: connect only to live nodes.
     shared.live_node_addrs.check_parts(&shared.rpc_addr, shared.backend.meta.as_ref(), &parts).await?;
@@ -224,10 +219,9 @@ pub async fn resolve(
     seq: Option<Seq>,
     decision: TxnDecision,
 ) -> Result<Reply, Error> {
-    if let Some(Slot::Serving { .. }) = shared.directory.get(range_id) {
-        let (tx, rx) = oneshot::channel();
-        let msg = TxnResolveMsg { txn_id, decision, reply: tx };
-        match send_to_range(shared, range_id, |addr| addr.do_send(msg), rx).await {
+    if let Ok(range) = shared.ranges.serving(range_id) {
+        match range.txn_resolve(txn_id, decision).await {
+            // It does not hold the transaction: answer from the log below.
             Err(Error::Invalid { .. }) => {}
             other => return other,
         }
@@ -244,23 +238,6 @@ pub async fn resolve(
         None => false,
     };
     Ok(Reply::TxnResolved { committed })
-}
-
-async fn send_to_range(
-    shared: &NodeShared,
-    range_id: RangeId,
-    send: impl FnOnce(&actix::Addr<crate::range::actor::RangeActor>),
-    rx: oneshot::Receiver<Result<Reply, Error>>,
-) -> Result<Reply, Error> {
-    match shared.directory.get(range_id) {
-        Some(Slot::Serving { addr, .. }) => {
-            send(&addr);
-            // The range stopped with the transaction on its way to the log: outcome unknown.
-            rx.await.map_err(|_| Error::Timeout)?
-        }
-        Some(Slot::Loading { .. }) => Err(Error::RangeLoading { retry_after_ms: 50 }),
-        _ => Err(Error::NotOwner { hint: None }),
-    }
 }
 
 /// Sends `op` to the node at `addr`; a participant on this node is reached through its
@@ -295,12 +272,8 @@ pub async fn prepare(
     reads: Vec<Key>,
     hold_ms: u64,
 ) -> Result<Reply, Error> {
-    let addr = crate::ranges::serving(shared, range_id)?;
-    let (tx, rx) = oneshot::channel();
     let prepare = Prepare { txn_id, checks, writes, reads, hold_ms, local: false };
-    let msg = TxnPrepareMsg { prepare, reply: tx };
-    addr.send(msg).await.map_err(|_| crate::ranges::not_owner())?;
-    rx.await.map_err(|_| crate::ranges::not_owner())?
+    shared.ranges.serving(range_id)?.txn_prepare(prepare).await
 }
 
 async fn call_peer(shared: &NodeShared, addr: &str, op: Op, deadline: Duration) -> Result<Reply, Error> {

@@ -1,7 +1,8 @@
 //! What every Ampstore server process (master, node, collector) runs on: the configuration
 //! loader ([`config`]), the process identity ([`identity`]) and secrets ([`secrets`]), the RPC
-//! accept loop and `Service` trait ([`rpc`]), metrics ([`metrics`]) and SWIM gossip
-//! ([`gossip`]).
+//! accept loop and `Service` trait ([`rpc`]), metrics ([`metrics`]), SWIM gossip
+//! ([`gossip`]) and the admin HTTP port's shared routes ([`admin`]: `/metrics`,
+//! `/v1/members`).
 //!
 //! Rules of this crate:
 //! - it depends on `ampstore-common` and `ampstore-store`, never on the client crate or on a
@@ -9,6 +10,7 @@
 //! - it does I/O for its callers but makes no cluster decisions: those are in the process
 //!   crates' pure state types and in `ampstore_common::ownership`.
 
+pub mod admin;
 pub mod config;
 pub mod gossip;
 pub mod identity;

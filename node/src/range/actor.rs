@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{RangeStats, Reply, WriteId};
+use ampstore_common::protocol::{RangeStats, Reply, Versioned, WriteId};
 use ampstore_common::txn::TxnDecision;
 use ampstore_common::{Key, Seq};
 use ampstore_store::StoreError;
@@ -20,30 +20,40 @@ use tokio::sync::oneshot;
 
 use super::core::{MergePlan, RangeCore, Write};
 use super::host::{self, RangeEnv};
-pub use super::machine::MergeClosed;
 use super::machine::{
-    Admission, AppendResult, ClearOutcome, Effect, Input, MachineConfig, Prepare, Purpose, RangeMachine, StopHow,
+    Admission, AppendResult, ClearOutcome, Effect, Input, MachineConfig, MergeClosed, Prepare, Purpose, RangeMachine,
+    StopHow,
 };
 use super::{load, snapshot};
 
-pub type Responder = oneshot::Sender<Result<Reply, Error>>;
-pub type MergeResponder = oneshot::Sender<Result<MergeClosed, Error>>;
+pub(super) use super::host::Responder;
+pub(super) type MergeResponder = oneshot::Sender<Result<MergeClosed, Error>>;
 
 type Machine = RangeMachine<Responder, MergeResponder>;
 type Fx = Effect<Responder, MergeResponder>;
 
 const MAILBOX_CAPACITY: usize = 4096;
 
+/// A get from applied data.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Versioned>, Error>")]
+pub(super) struct GetMsg {
+    pub key: Key,
+}
+
+/// A scan page from applied data (`ScanPage`).
 #[derive(Message)]
 #[rtype(result = "Result<Reply, Error>")]
-pub enum ReadMsg {
-    Get { key: Key },
-    Scan { start: Key, end: Option<Key>, limit: usize, reverse: bool },
+pub(super) struct ScanMsg {
+    pub start: Key,
+    pub end: Option<Key>,
+    pub limit: usize,
+    pub reverse: bool,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WriteMsg {
+pub(super) struct WriteMsg {
     pub write: Write,
     pub reply: Responder,
 }
@@ -51,7 +61,7 @@ pub struct WriteMsg {
 /// Snapshot now; answers `Snapshotted`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SnapshotMsg {
+pub(super) struct SnapshotMsg {
     pub reply: Responder,
 }
 
@@ -59,29 +69,29 @@ pub struct SnapshotMsg {
 /// clear the owner, stop. Answers `Released`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ReleaseMsg {
+pub(super) struct ReleaseMsg {
     pub reply: Option<Responder>,
 }
 
 /// The node's epoch ended: stop at once.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DropMsg;
+pub(super) struct DropMsg;
 
 #[derive(Message)]
 #[rtype(result = "RangeStats")]
-pub struct StatsMsg;
+pub(super) struct StatsMsg;
 
 /// Split now, whatever the range's size (admin `Split`).
 #[derive(Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct SplitNowMsg;
+pub(super) struct SplitNowMsg;
 
 /// Close the log for `plan` (after the append in flight) and hand over the data. Writes
 /// are refused with `RangeLoading` from now on; reads are still served.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct MergeCloseMsg {
+pub(super) struct MergeCloseMsg {
     pub plan: MergePlan,
     pub reply: MergeResponder,
 }
@@ -90,14 +100,14 @@ pub struct MergeCloseMsg {
 /// and the range goes through a fresh load): stop without touching the descriptor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct MergeEndMsg;
+pub(super) struct MergeEndMsg;
 
 /// Prepare a transaction here (`RangeCore::txn_prepare`) and answer `TxnPrepared`; with
 /// `local` (a transaction of this range alone) also append its entry and answer
 /// `TxnCommitted`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TxnPrepareMsg {
+pub(super) struct TxnPrepareMsg {
     pub prepare: Prepare,
     pub reply: Responder,
 }
@@ -105,13 +115,13 @@ pub struct TxnPrepareMsg {
 /// Finish a prepared transaction; answers `TxnResolved`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TxnResolveMsg {
+pub(super) struct TxnResolveMsg {
     pub txn_id: WriteId,
     pub decision: TxnDecision,
     pub reply: Responder,
 }
 
-pub struct RangeActor {
+pub(super) struct RangeActor {
     machine: Machine,
     env: Arc<RangeEnv>,
     /// This instance's number in the directory: only the current instance of a range may
@@ -312,16 +322,22 @@ impl Actor for RangeActor {
     }
 }
 
-impl Handler<ReadMsg> for RangeActor {
+impl Handler<GetMsg> for RangeActor {
+    type Result = Result<Option<Versioned>, Error>;
+
+    fn handle(&mut self, msg: GetMsg, _ctx: &mut Context<Self>) -> Self::Result {
+        let admission = self.admission();
+        self.machine.read_access(Instant::now(), admission)?.get(&msg.key)
+    }
+}
+
+impl Handler<ScanMsg> for RangeActor {
     type Result = Result<Reply, Error>;
 
-    fn handle(&mut self, msg: ReadMsg, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ScanMsg, _ctx: &mut Context<Self>) -> Self::Result {
         let admission = self.admission();
         let core = self.machine.read_access(Instant::now(), admission)?;
-        match msg {
-            ReadMsg::Get { key } => core.get(&key).map(Reply::Value),
-            ReadMsg::Scan { start, end, limit, reverse } => core.scan(&start, end.as_ref(), limit, reverse),
-        }
+        core.scan(&msg.start, msg.end.as_ref(), msg.limit, msg.reverse)
     }
 }
 

@@ -17,6 +17,9 @@ use super::core::{Memtable, SplitPlan};
 use super::write_ids::WriteIdTable;
 use crate::liveness::Liveness;
 
+/// Where a range sends the answer to a write, snapshot, release or transaction request.
+pub type Responder = oneshot::Sender<Result<ampstore_common::protocol::Reply, Error>>;
+
 /// The node's resources a range actor uses.
 pub struct RangeEnv {
     pub cfg: NodeConfig,

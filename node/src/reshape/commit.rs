@@ -48,7 +48,7 @@ pub async fn ask_master<C: Call>(shared: &Arc<NodeShared>, req: C, retry_for: Du
 pub async fn load_here(shared: &Arc<NodeShared>, id: RangeId, start: Key) -> Result<(), Error> {
     let mut last = None;
     for _ in 0..20 {
-        match crate::ranges::assign(shared, id, start.clone(), false).await {
+        match shared.ranges.assign(id, start.clone(), false).await {
             Ok(_) => return Ok(()),
             Err(Error::RangeLoading { .. }) => return Ok(()),
             Err(e @ (Error::NotOwner { .. } | Error::Invalid { .. } | Error::Conflict { .. })) => {

@@ -21,18 +21,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use ampstore_common::error::Error;
 use ampstore_common::protocol::Reply;
 use ampstore_common::wire::peer::CommitMerge;
 use ampstore_common::{KeyRange, RangeId, Seq};
 use ampstore_store::meta;
-use tokio::sync::oneshot;
 
 use super::commit;
-use crate::directory::Slot;
-use crate::range::actor::{MergeCloseMsg, MergeClosed, MergeEndMsg, RangeActor};
 use crate::range::core::MergePlan;
+use crate::range::handle::RangeHandle;
+use crate::range::machine::MergeClosed;
 use crate::range::snapshot::{self, SnapshotJob};
 use crate::shared::NodeShared;
 
@@ -45,7 +43,7 @@ const ABANDON_RETRY_FOR: Duration = Duration::from_secs(30);
 struct Parent {
     id: RangeId,
     range: KeyRange,
-    addr: Addr<RangeActor>,
+    handle: RangeHandle,
 }
 
 /// Steps 1-5. Answers `MergeDone` once the merged range serves here.
@@ -132,14 +130,14 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     // (a delete across both halves, say), a parent's read would be stale. Their slots answer
     // `RangeLoading` meanwhile.
     for p in [&left, &right] {
-        shared.directory.insert(p.id, Slot::Loading { range: p.range.clone() });
+        shared.ranges.set_loading(p.id, p.range.clone());
     }
     let loaded = commit::load_here(shared, plan.merged, merged_range.start.clone()).await;
     crate::test_points::pause_once("merge:merged-serving").await;
     // The merge is committed whatever the load did: the parents are obsolete here.
     for p in [&left, &right] {
-        shared.directory.remove(p.id);
-        let _ = p.addr.send(MergeEndMsg).await;
+        shared.ranges.forget(p.id);
+        p.handle.merge_end().await;
     }
     loaded?;
     tracing::info!(
@@ -150,18 +148,12 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
 }
 
 fn serving(shared: &NodeShared, id: RangeId) -> Result<Parent, Error> {
-    match shared.directory.get(id) {
-        Some(Slot::Serving { range, addr, .. }) => Ok(Parent { id, range, addr }),
-        Some(Slot::Loading { .. }) => Err(Error::RangeLoading { retry_after_ms: 100 }),
-        _ => Err(Error::NotOwner { hint: None }),
-    }
+    let (handle, range) = shared.ranges.serving_with_range(id)?;
+    Ok(Parent { id, range, handle })
 }
 
 async fn close(p: &Parent, plan: &MergePlan) -> Result<MergeClosed, Error> {
-    let (tx, rx) = oneshot::channel();
-    let gone = || Error::NotOwner { hint: None };
-    p.addr.send(MergeCloseMsg { plan: plan.clone(), reply: tx }).await.map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())?
+    p.handle.merge_close(plan.clone()).await
 }
 
 /// Rolls back an unrecorded merge: stops the closed parents, gives them up (after which
@@ -169,7 +161,7 @@ async fn close(p: &Parent, plan: &MergePlan) -> Result<MergeClosed, Error> {
 /// logs. Returns the merged range's id instead when the commit turns out to have landed.
 async fn abandon(shared: &Arc<NodeShared>, closed: &[(&Parent, &MergeClosed)], merged: RangeId) -> Option<RangeId> {
     for (p, _) in closed {
-        let _ = p.addr.send(MergeEndMsg).await;
+        p.handle.merge_end().await;
     }
     for (p, c) in closed {
         let deadline = Instant::now() + ABANDON_RETRY_FOR;
@@ -198,7 +190,7 @@ async fn abandon(shared: &Arc<NodeShared>, closed: &[(&Parent, &MergeClosed)], m
     }
     for (p, _) in closed {
         tracing::info!(range = %p.id, "merge abandoned: reloading the range");
-        if let Err(e) = crate::ranges::assign(shared, p.id, p.range.start.clone(), true).await {
+        if let Err(e) = shared.ranges.assign(p.id, p.range.start.clone(), true).await {
             tracing::warn!(range = %p.id, error = %e, "reloading a merge parent failed; the master places it");
         }
     }

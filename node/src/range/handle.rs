@@ -1,0 +1,135 @@
+//! [`RangeHandle`]: the only face of a range outside `range/`.
+//!
+//! The actor's messages stay private to `range/`; everything the node asks of a range is a
+//! method here with a typed answer, and the one place that says what a closed mailbox or a
+//! dropped answer means for each request:
+//! - not delivered (the actor stopped before it saw the request): nothing happened, so the
+//!   caller hears `NotOwner` and may retry on the next owner;
+//! - delivered but never answered: for a write or a transaction that appends, the outcome is
+//!   unknown (`Timeout`, never "not written"); for anything else, `NotOwner`.
+
+use actix::{Actor, Addr, ArbiterHandle};
+use ampstore_common::error::Error;
+use ampstore_common::protocol::{RangeStats, Reply, Versioned, WriteId};
+use ampstore_common::txn::TxnDecision;
+use ampstore_common::wire::data::Page;
+use ampstore_common::{Key, wire};
+use ampstore_store::meta::Owner;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+use super::actor::{
+    DropMsg, GetMsg, MergeCloseMsg, MergeEndMsg, RangeActor, ReleaseMsg, ScanMsg, SnapshotMsg, SplitNowMsg, StatsMsg,
+    TxnPrepareMsg, TxnResolveMsg, WriteMsg,
+};
+use super::core::{MergePlan, RangeCore, Write};
+use super::host::{RangeEnv, Responder};
+use super::machine::{MergeClosed, Prepare};
+
+/// A serving range actor, as the node's directory holds it. Cheap to clone.
+#[derive(Clone)]
+pub struct RangeHandle {
+    addr: Addr<RangeActor>,
+}
+
+/// The request never reached the range (its actor stopped): nothing was done.
+fn not_delivered() -> Error {
+    Error::NotOwner { hint: None }
+}
+
+impl RangeHandle {
+    /// Starts serving a loaded range on `arbiter` (its thread). `instance` tells this actor
+    /// from a later one of the same range.
+    pub fn start(
+        core: RangeCore<Responder>,
+        owner: Owner,
+        env: Arc<RangeEnv>,
+        instance: u64,
+        arbiter: &ArbiterHandle,
+    ) -> RangeHandle {
+        let addr = RangeActor::start_in_arbiter(arbiter, move |_| RangeActor::new(core, owner, env, instance));
+        RangeHandle { addr }
+    }
+
+    /// The value and version at `key` (`None`: absent), from applied data.
+    pub async fn get(&self, key: Key) -> Result<Option<Versioned>, Error> {
+        self.addr.send(GetMsg { key }).await.map_err(|_| not_delivered())?
+    }
+
+    /// One page of `[start, end)` within this range.
+    pub async fn scan(&self, start: Key, end: Option<Key>, limit: usize, reverse: bool) -> Result<Page, Error> {
+        let reply = self.addr.send(ScanMsg { start, end, limit, reverse }).await.map_err(|_| not_delivered())??;
+        <wire::data::Scan as wire::Call>::reply(reply)
+    }
+
+    /// A logged write; answers once it is durable.
+    pub async fn write(&self, write: Write) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.addr.send(WriteMsg { write, reply: tx }).await.map_err(|_| not_delivered())?;
+        // Delivered but never answered: the range stopped with the write somewhere on its
+        // way to the log (the range answers what it knows; this is what it could not).
+        rx.await.map_err(|_| Error::Timeout)?
+    }
+
+    /// A snapshot now; answers `Snapshotted`.
+    pub async fn snapshot(&self) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.addr.send(SnapshotMsg { reply: tx }).await.map_err(|_| not_delivered())?;
+        rx.await.map_err(|_| not_delivered())?
+    }
+
+    /// Stops serving: finishes the append in flight, snapshots when dirty, clears the owner.
+    /// Answers `Released`.
+    pub async fn release(&self) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_delivered())?;
+        rx.await.map_err(|_| not_delivered())?
+    }
+
+    /// The node's epoch ended: stop at once (nothing is written; the next owner fences).
+    pub fn drop_now(&self) {
+        self.addr.do_send(DropMsg);
+    }
+
+    /// The range's statistics; `NotOwner` once it stopped.
+    pub async fn stats(&self) -> Result<RangeStats, Error> {
+        self.addr.send(StatsMsg).await.map_err(|_| not_delivered())
+    }
+
+    /// Splits now, whatever the range's size (admin `Split`).
+    pub async fn split_now(&self) -> Result<(), Error> {
+        self.addr.send(SplitNowMsg).await.map_err(|_| not_delivered())?
+    }
+
+    /// Closes the log for a merge and hands over the data; writes get `RangeLoading` from
+    /// then on.
+    pub async fn merge_close(&self, plan: MergePlan) -> Result<MergeClosed, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.addr.send(MergeCloseMsg { plan, reply: tx }).await.map_err(|_| not_delivered())?;
+        rx.await.map_err(|_| not_delivered())?
+    }
+
+    /// The merge is over for this range: it stops without touching its descriptor.
+    pub async fn merge_end(&self) {
+        let _ = self.addr.send(MergeEndMsg).await;
+    }
+
+    /// Prepares a transaction here (with `prepare.local`, a transaction of this range alone:
+    /// also appends it and answers `TxnCommitted`).
+    pub async fn txn_prepare(&self, prepare: Prepare) -> Result<Reply, Error> {
+        // Unanswered after an append may have started: unknown for a local transaction,
+        // which appends; a participant's prepare only holds, and the coordinator aborts.
+        let unanswered = if prepare.local { Error::Timeout } else { not_delivered() };
+        let (tx, rx) = oneshot::channel();
+        self.addr.send(TxnPrepareMsg { prepare, reply: tx }).await.map_err(|_| not_delivered())?;
+        rx.await.map_err(|_| unanswered)?
+    }
+
+    /// Finishes a prepared transaction; answers `TxnResolved`. A range that stopped meanwhile
+    /// may have appended the commit or not: `Timeout` (the coordinator asks again).
+    pub async fn txn_resolve(&self, txn_id: WriteId, decision: TxnDecision) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.addr.send(TxnResolveMsg { txn_id, decision, reply: tx }).await.map_err(|_| Error::Timeout)?;
+        rx.await.map_err(|_| Error::Timeout)?
+    }
+}
