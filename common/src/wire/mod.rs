@@ -168,3 +168,5 @@ impl Call for Op {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;
