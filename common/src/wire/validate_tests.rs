@@ -16,6 +16,7 @@ use crate::meta::Checkpoint;
 use crate::queue::{QUEUE_SHARDS, TASK_RECORD_OVERHEAD_BYTES, TaskRef};
 use crate::txn::{TxnCheck, TxnCondition, TxnDecision, TxnPart, TxnWrite};
 use crate::wire::protocol::{Op, WriteId};
+use crate::wire::{Call, admin, data, peer, routing};
 
 /// One input and what `Op::validate` must answer for it.
 pub(super) struct Example {
@@ -817,5 +818,113 @@ fn the_table_covers_every_operation() {
         } else {
             assert!(bad > 0, "{name}: a bad example");
         }
+    }
+}
+
+/// Checks `op` as its typed request, both ways: the struct's own `Call::validate` (no `Op`
+/// built) and `Op::validate` on the `Op` the struct sends. A new `Op` variant does not
+/// compile here until it is placed.
+fn typed_and_as_op(op: Op) -> (Result<(), Error>, Result<(), Error>) {
+    fn both<C: Call + Clone>(op: &Op, req: C) -> (Result<(), Error>, Result<(), Error>) {
+        let sent = req.clone().into_op();
+        assert_eq!(&sent, op, "{} sends the example's op", C::NAME);
+        (req.validate(), sent.validate())
+    }
+    let o = &op;
+    match op.clone() {
+        Op::Ping => both(o, data::Ping),
+        Op::Get { key } => both(o, data::Get { key }),
+        Op::GetMany { keys } => both(o, data::GetMany { keys }),
+        Op::Put { key, value, write_id } => both(o, data::Put { key, value, write_id }),
+        Op::PutIfVersion { key, value, expected, write_id } => {
+            both(o, data::PutIfVersion { key, value, expected, write_id })
+        }
+        Op::Delete { key, write_id } => both(o, data::Delete { key, write_id }),
+        Op::DeleteRange { start, end, write_id } => both(o, data::DeleteRange { start, end, write_id }),
+        Op::Scan { start, end, limit, reverse } => both(o, data::Scan { start, end, limit, reverse }),
+        Op::Push { key, element, push_id } => both(o, data::Push { key, element, push_id }),
+        Op::Enqueue { queue, shard, task_id, payload } => both(o, data::Enqueue { queue, shard, task_id, payload }),
+        Op::Dequeue { queue, shard, start, max, visibility_ms } => {
+            both(o, data::Dequeue { queue, shard, start, max, visibility_ms })
+        }
+        Op::TaskAck { queue, task } => both(o, data::TaskAck { queue, task }),
+        Op::TaskNack { queue, task } => both(o, data::TaskNack { queue, task }),
+        Op::TaskExtend { queue, task, visibility_ms } => both(o, data::TaskExtend { queue, task, visibility_ms }),
+        Op::Batch { ops } => both(o, data::Batch { ops }),
+        Op::Txn { txn_id, parts, hold_ms } => both(o, data::Txn { txn_id, parts, hold_ms }),
+        Op::Locate { key } => both(o, routing::Locate { key }),
+        Op::LocateRange { start, end } => both(o, routing::LocateRange { start, end }),
+        Op::Drain { node_id, undo } => both(o, routing::Drain { node_id, undo }),
+        Op::MasterStatus => both(o, routing::MasterStatus),
+        Op::Members => both(o, routing::Members),
+        Op::Assign { range_id, start, claim } => both(o, admin::Assign { range_id, start, claim }),
+        Op::Release { range_id } => both(o, admin::Release { range_id }),
+        Op::Snapshot { range_id } => both(o, admin::Snapshot { range_id }),
+        Op::Split { range_id } => both(o, admin::Split { range_id }),
+        Op::RangeStats => both(o, admin::RangeStats),
+        Op::Merge { left_id, right_id } => both(o, admin::Merge { left_id, right_id }),
+        Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
+            both(o, peer::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms })
+        }
+        Op::TxnResolve { txn_id, range_id, seq, decision } => {
+            both(o, peer::TxnResolve { txn_id, range_id, seq, decision })
+        }
+        Op::SplitRange {
+            parent_id,
+            parent_start,
+            split_key,
+            owner_node,
+            owner_epoch,
+            left_id,
+            left_checkpoint,
+            right_id,
+            right_checkpoint,
+        } => both(
+            o,
+            peer::SplitRange {
+                parent_id,
+                parent_start,
+                split_key,
+                owner_node,
+                owner_epoch,
+                left_id,
+                left_checkpoint,
+                right_id,
+                right_checkpoint,
+            },
+        ),
+        Op::CommitMerge {
+            left_id,
+            left_start,
+            right_id,
+            right_start,
+            owner_node,
+            owner_epoch,
+            merged_id,
+            merged_checkpoint,
+        } => both(
+            o,
+            peer::CommitMerge {
+                left_id,
+                left_start,
+                right_id,
+                right_start,
+                owner_node,
+                owner_epoch,
+                merged_id,
+                merged_checkpoint,
+            },
+        ),
+    }
+}
+
+/// Each example, as its typed request: `validate()` answers what `Op::validate` answers on
+/// the request's `into_op()`, which is the table's answer.
+#[test]
+fn each_typed_request_validates_as_its_op() {
+    for Example { name, op, expected } in examples() {
+        let (typed, as_op) = typed_and_as_op(op);
+        assert_eq!(typed, as_op, "{name}: the typed request and its op");
+        assert_eq!(typed, expected, "{name}");
     }
 }
