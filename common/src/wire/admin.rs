@@ -1,5 +1,6 @@
 //! Admin requests: what the active master (placement) or an operator asks of a node.
 
+use crate::error::Error;
 use crate::ids::{RangeId, Seq};
 use crate::key::Key;
 use crate::wire::protocol::NodeStats;
@@ -20,6 +21,7 @@ request! {
     as "assign" -> Assigned {
         Reply::Assigned { range_id, serving_from } => Assigned { range_id, serving_from }
     }
+    validate { Ok(Key::validate_bound(start.as_bytes())?) }
 }
 
 request! {
@@ -46,6 +48,12 @@ request! {
     /// Merge two adjacent ranges served by this node; answers the merged range's id.
     Merge { left_id: RangeId, right_id: RangeId }
     as "merge" -> RangeId { Reply::MergeDone { merged_id } => merged_id }
+    validate {
+        if left_id == right_id {
+            return Err(Error::invalid("a range cannot merge with itself"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,18 @@
 //! Data requests: what application servers (and collectors) send to the node serving a key.
-//! Validation stays in `Op::validate`, which both sides call.
+//! Each request's checks are in its `validate` clause (its `validate_fields`): the client
+//! runs them through `Call::validate` before sending, the node through `Op::validate` on
+//! every request it decodes.
 
 use crate::error::Error;
 use crate::key::{Key, Version};
-use crate::lists::PushId;
-use crate::queue::{Task, TaskRef};
-use crate::txn::TxnPart;
+use crate::limits::{BATCH_OPS_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
+use crate::lists::{self, PushId};
+use crate::queue::{self, QUEUE_SHARDS, Task, TaskRef};
+use crate::txn::{self, TxnPart};
+use crate::value::validate_value;
 use crate::wire::protocol::{Op, ScanItem, Versioned, WriteId};
 use crate::wire::request;
+use crate::wire::span::validate_span;
 
 /// The answer to [`Delete`] and [`DeleteRange`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,75 +54,126 @@ request! {
 request! {
     /// The value and version at `key`, `None` when absent.
     Get { key: Key } as "get" -> Option<Versioned> { Reply::Value(v) => v }
+    validate { Ok(Key::validate_user_key(key.as_bytes())?) }
 }
 
 request! {
     /// Several keys of one range, answered in order.
     GetMany { keys: Vec<Key> } as "get_many" -> Vec<Option<Versioned>> { Reply::Values(v) => v }
+    validate {
+        if keys.len() > GET_MANY_KEYS_MAX {
+            return Err(Error::too_large("get_many key count", keys.len(), GET_MANY_KEYS_MAX));
+        }
+        Ok(keys.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?)
+    }
 }
 
 request! {
     /// Writes `value` at `key`; answers the write's version.
     Put { key: Key, value: Vec<u8>, write_id: Option<WriteId> }
     as "put" -> Version { Reply::Written { version } => version }
+    validate {
+        Key::validate_user_key(key.as_bytes())?;
+        validate_value(value)
+    }
 }
 
 request! {
     /// Writes only if the key's version is `expected` (`None`: only if absent).
     PutIfVersion { key: Key, value: Vec<u8>, expected: Option<Version>, write_id: Option<WriteId> }
     as "put_if_version" -> Version { Reply::Written { version } => version }
+    // `expected` may be any version or none: the checks are a put's.
+    validate { Put::validate_fields(key, value, write_id) }
 }
 
 request! {
     /// Deletes `key`.
     Delete { key: Key, write_id: Option<WriteId> }
     as "delete" -> Removed { Reply::Deleted { removed, version } => Removed { removed, version } }
+    validate { Ok(Key::validate_user_key(key.as_bytes())?) }
 }
 
 request! {
     /// Deletes `[start, end)` within one range.
     DeleteRange { start: Key, end: Option<Key>, write_id: Option<WriteId> }
     as "delete_range" -> Removed { Reply::Deleted { removed, version } => Removed { removed, version } }
+    validate {
+        validate_span(start, end.as_ref())?;
+        validate_user_span(start, end.as_ref())
+    }
 }
 
 request! {
     /// One page of `[start, end)` within the range that serves it.
     Scan { start: Key, end: Option<Key>, limit: u32, reverse: bool }
     as "scan" -> Page { Reply::ScanPage { items, resume } => Page { items, resume } }
+    validate {
+        validate_span(start, end.as_ref())?;
+        if *limit == 0 || *limit as usize > SCAN_PAGE_KEYS_MAX {
+            return Err(Error::invalid(format!("scan limit must be 1 to {SCAN_PAGE_KEYS_MAX}, got {limit}")));
+        }
+        Ok(())
+    }
 }
 
 request! {
     /// Appends an element to a list, idempotent by `push_id`.
     Push { key: Key, element: Vec<u8>, push_id: PushId }
     as "push" -> Version { Reply::Written { version } => version }
+    validate {
+        lists::validate_list_key(key)?;
+        validate_value(element)
+    }
 }
 
 request! {
     /// Adds a task to a queue's shard, idempotent by `task_id`.
     Enqueue { queue: String, shard: u16, task_id: PushId, payload: Vec<u8> }
     as "enqueue" -> Version { Reply::Written { version } => version }
+    validate {
+        queue::validate_queue(queue)?;
+        queue::validate_payload(payload)?;
+        validate_shard(*shard)
+    }
 }
 
 request! {
     /// Leases up to `max` visible tasks of one shard from `start` on.
     Dequeue { queue: String, shard: u16, start: Key, max: u32, visibility_ms: u64 }
     as "dequeue" -> Tasks { Reply::Tasks { tasks, resume } => Tasks { tasks, resume } }
+    validate {
+        queue::validate_queue(queue)?;
+        validate_shard(*shard)?;
+        Key::validate_bound(start.as_bytes())?;
+        queue::validate_dequeue(*max, *visibility_ms)
+    }
 }
 
 request! {
     /// Deletes a delivered task if its lease is still current.
     TaskAck { queue: String, task: TaskRef } as "task_ack" -> Version { Reply::Written { version } => version }
+    validate {
+        queue::validate_queue(queue)?;
+        validate_shard(task.shard)
+    }
 }
 
 request! {
     /// Makes a delivered task visible again at once.
     TaskNack { queue: String, task: TaskRef } as "task_nack" -> Version { Reply::Written { version } => version }
+    // The same task reference as an ack, so the same checks.
+    validate { TaskAck::validate_fields(queue, task) }
 }
 
 request! {
     /// Keeps a delivered task invisible for `visibility_ms` more.
     TaskExtend { queue: String, task: TaskRef, visibility_ms: u64 }
     as "task_extend" -> Version { Reply::Written { version } => version }
+    validate {
+        queue::validate_queue(queue)?;
+        validate_shard(task.shard)?;
+        queue::validate_dequeue(1, *visibility_ms)
+    }
 }
 
 request! {
@@ -125,12 +181,61 @@ request! {
     Batch { ops: Vec<Op> } as "batch" -> Vec<Result<crate::wire::protocol::Reply, Error>> {
         Reply::Batch { results } => results
     }
+    validate {
+        if ops.is_empty() || ops.len() > BATCH_OPS_MAX {
+            return Err(Error::invalid(format!("a batch holds 1 to {BATCH_OPS_MAX} operations, got {}", ops.len())));
+        }
+        // Only what a collector batches, and each checked as if sent alone: the node applies
+        // a batch's operations without validating them again.
+        for op in ops {
+            if !matches!(op, Op::Push { .. } | Op::Enqueue { .. }) {
+                return Err(Error::invalid(format!("a batch holds pushes and enqueues only, not {}", op.name())));
+            }
+            op.validate()?;
+        }
+        Ok(())
+    }
 }
 
 request! {
     /// A transaction, sent to the node serving `parts[0]`'s range, which coordinates it.
     Txn { txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64 }
     as "txn" -> Committed { Reply::TxnCommitted { versions, values } => Committed { versions, values } }
+    validate {
+        txn::validate_hold_ms(*hold_ms)?;
+        txn::validate_parts(parts)
+    }
+}
+
+/// A user write over `[start, end)` must stay below the reserved `ff ff` namespace: lists
+/// and queues change only through their own operations (a raw delete over it would lose
+/// acknowledged tasks). So the end must be given and at most `ff ff`; the product client
+/// clips every delete there.
+fn validate_user_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
+    let reserved = Key::user_end();
+    if start >= &reserved {
+        return Err(Error::invalid(format!(
+            "delete_range start {start} is in the reserved namespace (keys from ff ff: lists, queues)"
+        )));
+    }
+    match end {
+        Some(end) if end <= &reserved => Ok(()),
+        Some(end) => Err(Error::invalid(format!(
+            "delete_range end {end} reaches into the reserved namespace (keys from ff ff: lists, queues); \
+             end at ff ff at most"
+        ))),
+        None => Err(Error::invalid(
+            "delete_range needs an end at most ff ff: no end would reach the reserved namespace (lists, queues)",
+        )),
+    }
+}
+
+/// The shard of a queue operation (`Enqueue`, `Dequeue`, a task's ack, nack or extend).
+fn validate_shard(shard: u16) -> Result<(), Error> {
+    if shard >= QUEUE_SHARDS {
+        return Err(Error::invalid(format!("a queue has shards 0 to {}, got {shard}", QUEUE_SHARDS - 1)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

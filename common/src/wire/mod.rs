@@ -16,6 +16,14 @@
 //! the reply's variant is checked in one place, [`Call::reply`], which turns any other
 //! variant into `Internal` ("put answered with value").
 //!
+//! Each request's checks (the limits of [`crate::limits`] and its own rules) are written
+//! next to its struct, in the `validate` clause of its `request!` definition, which makes
+//! them the struct's `validate_fields` (e.g. `data::Put::validate_fields`). A client runs
+//! them with [`Call::validate`] on the struct; the server, which decodes a flat `Op`, runs
+//! them with [`Op::validate`](protocol::Op::validate), which only hands each variant's
+//! fields to its struct's `validate_fields`. So both refuse the same requests with the same
+//! error. The span check that data and routing requests share is in `span`.
+//!
 //! [`Connection`]: connection::Connection
 //! [`Pool`]: pool::Pool
 //! [`ActiveMaster`]: masters::ActiveMaster
@@ -36,6 +44,8 @@ pub mod data;
 pub mod peer;
 pub mod routing;
 
+mod span;
+
 /// A request with a typed reply: what it sends (an [`Op`]) and what it answers.
 ///
 /// Named `Call` rather than `Request` because [`protocol::Request`] is the envelope every
@@ -50,14 +60,10 @@ pub trait Call: Sized {
     /// The answer's payload; any other reply variant is `Internal`.
     fn reply(reply: Reply) -> Result<Self::Reply, Error>;
 
-    /// Checks the request's limits before it goes out: the checks of `Op::validate`, which
-    /// the server applies too.
-    fn validate(&self) -> Result<(), Error>
-    where
-        Self: Clone,
-    {
-        self.clone().into_op().validate()
-    }
+    /// Checks the request's limits before it goes out, on the struct as it is (no `Op` is
+    /// built). Every request's checks are its own `validate_fields`, which `Op::validate`
+    /// runs too when the server decodes the same operation, so both refuse alike.
+    fn validate(&self) -> Result<(), Error>;
 }
 
 /// The one error for a reply of the wrong variant: the server broke the protocol.
@@ -65,9 +71,25 @@ pub fn unexpected(name: &str, reply: &Reply) -> Error {
     Error::internal(format!("{name} answered with {}", reply.name()))
 }
 
-/// Defines one request struct named like its `Op` variant, with its fields, and its
-/// [`Call`] impl: `Name { fields } as "name" -> ReplyType { Reply pattern => value }`.
+/// Defines one request struct named like its `Op` variant, with its fields, its checks and
+/// its [`Call`] impl:
+///
+/// ```text
+/// Name { fields } as "name" -> ReplyType { Reply pattern => value }
+/// validate { body }
+/// ```
+///
+/// The optional `validate` body sees every field by reference, under its own name, and
+/// answers `Result<(), Error>`; without one, every value of the fields is valid. It becomes
+/// the struct's associated function `validate_fields`, which both [`Call::validate`] (on
+/// the struct) and `Op::validate` (on the decoded variant) call.
 macro_rules! request {
+    (@checks) => {
+        Ok(())
+    };
+    (@checks $checks:block) => {
+        $checks
+    };
     (
         $(#[$meta:meta])*
         $name:ident as $wire:literal -> $rty:ty { $pat:pat => $out:expr }
@@ -75,6 +97,14 @@ macro_rules! request {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct $name;
+
+        impl $name {
+            /// A request without fields has nothing to check; here so that `Op::validate`
+            /// calls every request's checks alike.
+            pub fn validate_fields() -> Result<(), $crate::error::Error> {
+                Ok(())
+            }
+        }
 
         impl $crate::wire::Call for $name {
             type Reply = $rty;
@@ -90,17 +120,34 @@ macro_rules! request {
                     other => Err($crate::wire::unexpected($wire, &other)),
                 }
             }
+            fn validate(&self) -> Result<(), $crate::error::Error> {
+                Self::validate_fields()
+            }
         }
     };
     (
         $(#[$meta:meta])*
         $name:ident { $($(#[$fmeta:meta])* $field:ident : $fty:ty),* $(,)? }
         as $wire:literal -> $rty:ty { $pat:pat => $out:expr }
+        $(validate $checks:block)?
     ) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $fty,)*
+        }
+
+        impl $name {
+            /// This request's checks, on its fields: `Call::validate` runs them on the
+            /// struct, `Op::validate` on the variant the server decoded.
+            // One parameter per field, by reference to the field's own type, so the server
+            // can pass a decoded variant's fields as they are: a check need not read every
+            // field, a `Vec` or `String` field is a `&Vec` or `&String`, and the cluster's
+            // commits have many fields.
+            #[allow(unused_variables, clippy::ptr_arg, clippy::too_many_arguments)]
+            pub fn validate_fields($($field: &$fty),*) -> Result<(), $crate::error::Error> {
+                $crate::wire::request!(@checks $($checks)?)
+            }
         }
 
         impl $crate::wire::Call for $name {
@@ -117,6 +164,10 @@ macro_rules! request {
                     $pat => Ok($out),
                     other => Err($crate::wire::unexpected($wire, &other)),
                 }
+            }
+            fn validate(&self) -> Result<(), $crate::error::Error> {
+                let $name { $($field),* } = self;
+                Self::validate_fields($($field),*)
             }
         }
     };
@@ -164,7 +215,12 @@ impl Call for Op {
     fn reply(reply: Reply) -> Result<Reply, Error> {
         Ok(reply)
     }
+    fn validate(&self) -> Result<(), Error> {
+        Op::validate(self)
+    }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;

@@ -1,10 +1,12 @@
 //! The cluster's internal requests: node to node (a transaction's two phases) and node to
 //! master (committing a split or a merge). Only the `Node` role may send them.
 
+use crate::error::Error;
 use crate::ids::{Epoch, NodeId, RangeId, Seq};
 use crate::key::Key;
+use crate::limits::TXN_OPS_MAX;
 use crate::meta::Checkpoint;
-use crate::txn::{TxnCheck, TxnDecision, TxnWrite};
+use crate::txn::{self, TxnCheck, TxnDecision, TxnWrite};
 use crate::wire::protocol::{Versioned, WriteId};
 use crate::wire::request;
 
@@ -42,6 +44,15 @@ request! {
     as "txn_prepare" -> Prepared {
         Reply::TxnPrepared { seq, writer, epoch, values, committed } => Prepared { seq, writer, epoch, values, committed }
     }
+    validate {
+        txn::validate_hold_ms(*hold_ms)?;
+        let ops = checks.len() + writes.len() + reads.len();
+        if ops > TXN_OPS_MAX {
+            return Err(Error::too_large("transaction checks, writes and reads", ops, TXN_OPS_MAX));
+        }
+        reads.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?;
+        txn::validate_part(checks, writes)
+    }
 }
 
 request! {
@@ -65,6 +76,15 @@ request! {
         right_checkpoint: Checkpoint,
     }
     as "split_range" -> SplitDone { Reply::SplitDone { left_id, right_id } => SplitDone { left_id, right_id } }
+    validate {
+        // Split keys may lie in the reserved namespace (lists, queues).
+        Key::validate_bound(parent_start.as_bytes())?;
+        Key::validate_bound(split_key.as_bytes())?;
+        if split_key <= parent_start {
+            return Err(Error::invalid("split key must be above the range start"));
+        }
+        Ok(())
+    }
 }
 
 request! {
@@ -80,6 +100,17 @@ request! {
         merged_checkpoint: Checkpoint,
     }
     as "commit_merge" -> RangeId { Reply::MergeDone { merged_id } => merged_id }
+    validate {
+        Key::validate_bound(left_start.as_bytes())?;
+        Key::validate_bound(right_start.as_bytes())?;
+        if right_start <= left_start {
+            return Err(Error::invalid("the right range must start above the left one"));
+        }
+        if left_id == right_id || merged_id == left_id || merged_id == right_id {
+            return Err(Error::invalid("a merge needs three distinct range ids"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::ids::{Epoch, NodeId, RangeId, RequestId, Seq, Term};
 use crate::key::{Key, KeyRange, Version};
-use crate::limits::{AUTH_TOKEN_BYTES_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
+use crate::limits::AUTH_TOKEN_BYTES_MAX;
 use crate::lists::PushId;
 use crate::meta::Checkpoint;
-use crate::queue::{self, Task, TaskRef};
-use crate::txn::{self, TxnCheck, TxnDecision, TxnPart, TxnWrite};
+use crate::queue::{Task, TaskRef};
+use crate::txn::{TxnCheck, TxnDecision, TxnPart, TxnWrite};
 
 /// The protocol version this build speaks. A server answers a hello with another version
 /// with `Invalid` and closes the connection.
@@ -292,129 +292,94 @@ pub enum Op {
 impl Op {
     /// Checks every limit of `common::limits` that applies to this operation. Both the
     /// client (before sending) and the server (before acting) call it.
+    ///
+    /// The checks are each request's own (`validate_fields` of its struct in `data`,
+    /// `routing`, `admin` or `peer`); this only hands the variant's fields to them, so a
+    /// typed request and the `Op` it becomes are refused alike.
     pub fn validate(&self) -> Result<(), Error> {
+        use crate::wire::{admin, data, peer, routing};
         match self {
-            Op::Ping
-            | Op::Release { .. }
-            | Op::Snapshot { .. }
-            | Op::Split { .. }
-            | Op::RangeStats
-            | Op::Drain { .. }
-            | Op::MasterStatus => Ok(()),
-            Op::Txn { parts, hold_ms, .. } => {
-                txn::validate_hold_ms(*hold_ms)?;
-                txn::validate_parts(parts)
+            Op::Ping => data::Ping::validate_fields(),
+            Op::Get { key } => data::Get::validate_fields(key),
+            Op::GetMany { keys } => data::GetMany::validate_fields(keys),
+            Op::Put { key, value, write_id } => data::Put::validate_fields(key, value, write_id),
+            Op::PutIfVersion { key, value, expected, write_id } => {
+                data::PutIfVersion::validate_fields(key, value, expected, write_id)
             }
-            Op::TxnPrepare { checks, writes, reads, hold_ms, .. } => {
-                txn::validate_hold_ms(*hold_ms)?;
-                if checks.len() + writes.len() + reads.len() > crate::limits::TXN_OPS_MAX {
-                    return Err(Error::too_large(
-                        "transaction checks, writes and reads",
-                        checks.len() + writes.len() + reads.len(),
-                        crate::limits::TXN_OPS_MAX,
-                    ));
-                }
-                reads.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?;
-                txn::validate_part(checks, writes)
-            }
-            Op::TxnResolve { .. } => Ok(()),
-            Op::Merge { left_id, right_id } => {
-                if left_id == right_id {
-                    return Err(Error::invalid("a range cannot merge with itself"));
-                }
-                Ok(())
-            }
-            Op::CommitMerge { left_id, left_start, right_id, right_start, merged_id, .. } => {
-                Key::validate_bound(left_start.as_bytes())?;
-                Key::validate_bound(right_start.as_bytes())?;
-                if right_start <= left_start {
-                    return Err(Error::invalid("the right range must start above the left one"));
-                }
-                if left_id == right_id || merged_id == left_id || merged_id == right_id {
-                    return Err(Error::invalid("a merge needs three distinct range ids"));
-                }
-                Ok(())
-            }
-            Op::SplitRange { parent_start, split_key, .. } => {
-                // Split keys may lie in the reserved namespace (lists, queues).
-                Key::validate_bound(parent_start.as_bytes())?;
-                Key::validate_bound(split_key.as_bytes())?;
-                if split_key <= parent_start {
-                    return Err(Error::invalid("split key must be above the range start"));
-                }
-                Ok(())
-            }
-            // Any bound may be located, including the empty key (the start of the key space).
-            Op::Locate { key } => Ok(Key::validate_bound(key.as_bytes())?),
-            Op::Assign { start, .. } => Ok(Key::validate_bound(start.as_bytes())?),
-            Op::Get { key } | Op::Delete { key, .. } => Ok(Key::validate_user_key(key.as_bytes())?),
-            Op::Enqueue { queue, shard, payload, .. } => {
-                queue::validate_queue(queue)?;
-                queue::validate_payload(payload)?;
-                validate_shard(*shard)
+            Op::Delete { key, write_id } => data::Delete::validate_fields(key, write_id),
+            Op::DeleteRange { start, end, write_id } => data::DeleteRange::validate_fields(start, end, write_id),
+            Op::Scan { start, end, limit, reverse } => data::Scan::validate_fields(start, end, limit, reverse),
+            Op::Push { key, element, push_id } => data::Push::validate_fields(key, element, push_id),
+            Op::Enqueue { queue, shard, task_id, payload } => {
+                data::Enqueue::validate_fields(queue, shard, task_id, payload)
             }
             Op::Dequeue { queue, shard, start, max, visibility_ms } => {
-                queue::validate_queue(queue)?;
-                validate_shard(*shard)?;
-                Key::validate_bound(start.as_bytes())?;
-                queue::validate_dequeue(*max, *visibility_ms)
+                data::Dequeue::validate_fields(queue, shard, start, max, visibility_ms)
             }
-            Op::TaskAck { queue, task } | Op::TaskNack { queue, task } => {
-                queue::validate_queue(queue)?;
-                validate_shard(task.shard)
-            }
+            Op::TaskAck { queue, task } => data::TaskAck::validate_fields(queue, task),
+            Op::TaskNack { queue, task } => data::TaskNack::validate_fields(queue, task),
             Op::TaskExtend { queue, task, visibility_ms } => {
-                queue::validate_queue(queue)?;
-                validate_shard(task.shard)?;
-                queue::validate_dequeue(1, *visibility_ms)
+                data::TaskExtend::validate_fields(queue, task, visibility_ms)
             }
-            Op::Batch { ops } => {
-                if ops.is_empty() || ops.len() > crate::limits::BATCH_OPS_MAX {
-                    return Err(Error::invalid(format!(
-                        "a batch holds 1 to {} operations, got {}",
-                        crate::limits::BATCH_OPS_MAX,
-                        ops.len()
-                    )));
-                }
-                for op in ops {
-                    if !matches!(op, Op::Push { .. } | Op::Enqueue { .. }) {
-                        return Err(Error::invalid(format!(
-                            "a batch holds pushes and enqueues only, not {}",
-                            op.name()
-                        )));
-                    }
-                    op.validate()?;
-                }
-                Ok(())
+            Op::Batch { ops } => data::Batch::validate_fields(ops),
+            Op::Txn { txn_id, parts, hold_ms } => data::Txn::validate_fields(txn_id, parts, hold_ms),
+            Op::Locate { key } => routing::Locate::validate_fields(key),
+            Op::LocateRange { start, end } => routing::LocateRange::validate_fields(start, end),
+            Op::Drain { node_id, undo } => routing::Drain::validate_fields(node_id, undo),
+            Op::MasterStatus => routing::MasterStatus::validate_fields(),
+            Op::Members => routing::Members::validate_fields(),
+            Op::Assign { range_id, start, claim } => admin::Assign::validate_fields(range_id, start, claim),
+            Op::Release { range_id } => admin::Release::validate_fields(range_id),
+            Op::Snapshot { range_id } => admin::Snapshot::validate_fields(range_id),
+            Op::Split { range_id } => admin::Split::validate_fields(range_id),
+            Op::RangeStats => admin::RangeStats::validate_fields(),
+            Op::Merge { left_id, right_id } => admin::Merge::validate_fields(left_id, right_id),
+            Op::TxnPrepare { txn_id, range_id, checks, writes, reads, hold_ms } => {
+                peer::TxnPrepare::validate_fields(txn_id, range_id, checks, writes, reads, hold_ms)
             }
-            Op::Members => Ok(()),
-            Op::Push { key, element, .. } => {
-                crate::lists::validate_list_key(key)?;
-                validate_value(element)
+            Op::TxnResolve { txn_id, range_id, seq, decision } => {
+                peer::TxnResolve::validate_fields(txn_id, range_id, seq, decision)
             }
-            Op::GetMany { keys } => {
-                if keys.len() > GET_MANY_KEYS_MAX {
-                    return Err(Error::too_large("get_many key count", keys.len(), GET_MANY_KEYS_MAX));
-                }
-                Ok(keys.iter().try_for_each(|k| Key::validate_user_key(k.as_bytes()))?)
-            }
-            Op::Put { key, value, .. } | Op::PutIfVersion { key, value, .. } => {
-                Key::validate_user_key(key.as_bytes())?;
-                validate_value(value)
-            }
-            Op::DeleteRange { start, end, .. } => {
-                validate_span(start, end.as_ref())?;
-                validate_user_span(start, end.as_ref())
-            }
-            Op::Scan { start, end, .. } | Op::LocateRange { start, end } => {
-                validate_span(start, end.as_ref())?;
-                if let Op::Scan { limit, .. } = self
-                    && (*limit == 0 || *limit as usize > SCAN_PAGE_KEYS_MAX)
-                {
-                    return Err(Error::invalid(format!("scan limit must be 1 to {SCAN_PAGE_KEYS_MAX}, got {limit}")));
-                }
-                Ok(())
-            }
+            Op::SplitRange {
+                parent_id,
+                parent_start,
+                split_key,
+                owner_node,
+                owner_epoch,
+                left_id,
+                left_checkpoint,
+                right_id,
+                right_checkpoint,
+            } => peer::SplitRange::validate_fields(
+                parent_id,
+                parent_start,
+                split_key,
+                owner_node,
+                owner_epoch,
+                left_id,
+                left_checkpoint,
+                right_id,
+                right_checkpoint,
+            ),
+            Op::CommitMerge {
+                left_id,
+                left_start,
+                right_id,
+                right_start,
+                owner_node,
+                owner_epoch,
+                merged_id,
+                merged_checkpoint,
+            } => peer::CommitMerge::validate_fields(
+                left_id,
+                left_start,
+                right_id,
+                right_start,
+                owner_node,
+                owner_epoch,
+                merged_id,
+                merged_checkpoint,
+            ),
         }
     }
 
@@ -519,48 +484,6 @@ impl Op {
                 | Op::TaskExtend { .. }
         )
     }
-}
-
-/// Checks the bounds of `[start, end)` (`end = None`: no upper bound).
-fn validate_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
-    Key::validate_bound(start.as_bytes())?;
-    if let Some(end) = end {
-        Key::validate_bound(end.as_bytes())?;
-        if end <= start {
-            return Err(Error::invalid(format!("range end {end} must be greater than start {start}")));
-        }
-    }
-    Ok(())
-}
-
-/// A user write over `[start, end)` must stay below the reserved `ff ff` namespace: lists
-/// and queues change only through their own operations (a raw delete over it would lose
-/// acknowledged tasks). So the end must be given and at most `ff ff`; the product client
-/// clips every delete there.
-fn validate_user_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
-    let reserved = Key::user_end();
-    if start >= &reserved {
-        return Err(Error::invalid(format!(
-            "delete_range start {start} is in the reserved namespace (keys from ff ff: lists, queues)"
-        )));
-    }
-    match end {
-        Some(end) if end <= &reserved => Ok(()),
-        Some(end) => Err(Error::invalid(format!(
-            "delete_range end {end} reaches into the reserved namespace (keys from ff ff: lists, queues); \
-             end at ff ff at most"
-        ))),
-        None => Err(Error::invalid(
-            "delete_range needs an end at most ff ff: no end would reach the reserved namespace (lists, queues)",
-        )),
-    }
-}
-
-fn validate_shard(shard: u16) -> Result<(), Error> {
-    if shard >= queue::QUEUE_SHARDS {
-        return Err(Error::invalid(format!("a queue has shards 0 to {}, got {shard}", queue::QUEUE_SHARDS - 1)));
-    }
-    Ok(())
 }
 
 pub use crate::value::validate_value;
@@ -893,7 +816,7 @@ pub struct RangeStats {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::limits::VALUE_BYTES_MAX;
+    use crate::limits::{GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
 
     #[test]
     fn states_travel_as_the_strings_they_were_and_unknown_names_are_not_errors() {

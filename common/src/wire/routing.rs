@@ -5,16 +5,20 @@ use crate::key::Key;
 use crate::member::MemberView;
 use crate::wire::protocol::RangeLocation;
 use crate::wire::request;
+use crate::wire::span::validate_span;
 
 request! {
     /// Where the range holding `key` is served (`RangeLoading` while it is being placed).
     Locate { key: Key } as "locate" -> RangeLocation { Reply::Location(loc) => loc }
+    // Any bound may be located, including the empty key (the start of the key space).
+    validate { Ok(Key::validate_bound(key.as_bytes())?) }
 }
 
 request! {
     /// The ranges covering `[start, end)` in key order, at most `LOCATE_RANGES_MAX`.
     LocateRange { start: Key, end: Option<Key> }
     as "locate_range" -> Vec<RangeLocation> { Reply::Locations(locs) => locs }
+    validate { validate_span(start, end.as_ref()) }
 }
 
 request! {
