@@ -43,6 +43,7 @@ pub mod admin;
 pub mod data;
 pub mod peer;
 pub mod routing;
+mod validate;
 
 mod span;
 
