@@ -60,7 +60,7 @@ pub async fn dequeue(
         return Err(Error::invalid("dequeue start is outside the shard"));
     }
     let range = shared.ranges.route_key(&start)?;
-    let page = range.scan(start, Some(shard_end), DEQUEUE_SCAN_KEYS as usize, false).await?;
+    let page = range.scan(&start, Some(&shard_end), DEQUEUE_SCAN_KEYS as usize, false)?;
     let (items, resume) = (page.items, page.resume);
     let now = now_ms();
     let mut claims = tokio::task::JoinSet::new();
@@ -137,7 +137,7 @@ pub enum Settle {
 pub async fn settle(shared: &NodeShared, queue: &str, task: TaskRef, how: Settle) -> Result<Reply, Error> {
     let key = queue::task_key(queue, task.shard, task.id);
     let range = shared.ranges.route_key(&key)?;
-    let current = range.get(key.clone()).await?;
+    let current = range.get(&key)?;
     let Some(current) = current else {
         return match how {
             // Acked already (a retried ack): done.

@@ -11,7 +11,7 @@ use ampstore_common::lists::PushId;
 use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
 use ampstore_common::write_ids::WriteKey;
 use ampstore_server::metrics::Metrics;
-use ampstore_server::rpc::Service;
+use ampstore_server::rpc::{Now, Service};
 
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
@@ -25,6 +25,16 @@ impl Service for NodeShared {
     fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
         self.ops_total.fetch_add(1, Ordering::Relaxed);
         handle(self, op)
+    }
+
+    fn try_now(&self, op: Op) -> Now {
+        match op {
+            Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. } => {
+                self.ops_total.fetch_add(1, Ordering::Relaxed);
+                Now::Answered(op.validate().and_then(|()| read(self, op)))
+            }
+            other => Now::Later(other),
+        }
     }
 
     fn cluster_token(&self) -> Option<&str> {
@@ -44,20 +54,7 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
     op.validate()?;
     match op {
         Op::Ping => Ok(Reply::Pong),
-        Op::Get { key } => shared.ranges.route_key(&key)?.get(key).await.map(Reply::Value),
-        Op::GetMany { keys } => {
-            let mut values = Vec::with_capacity(keys.len());
-            let mut bytes = 0usize;
-            for key in keys {
-                let v = shared.ranges.route_key(&key)?.get(key).await?;
-                bytes += v.as_ref().map_or(0, |v| v.value.len() + 32);
-                if bytes > FRAME_BYTES_MAX - 64 * 1024 {
-                    return Err(Error::too_large("get_many response", bytes, FRAME_BYTES_MAX));
-                }
-                values.push(v);
-            }
-            Ok(Reply::Values(values))
-        }
+        op @ (Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. }) => read(shared, op),
         Op::Put { key, value, write_id } => {
             let range = shared.ranges.route_key(&key)?;
             let write_id = write_id.map(WriteKey::Write);
@@ -107,12 +104,6 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             let write_id = write_id.map(WriteKey::Write);
             range.write(Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
         }
-        Op::Scan { start, end, limit, reverse } => {
-            let range =
-                if reverse { shared.ranges.route_below(end.as_ref())? } else { shared.ranges.route_key(&start)? };
-            let page = range.scan(start, end, limit as usize, reverse).await?;
-            Ok(Reply::ScanPage { items: page.items, resume: page.resume })
-        }
         Op::Assign { range_id, start, claim } => shared.ranges.assign(range_id, start, claim).await,
         Op::Release { range_id } => shared.ranges.serving(range_id)?.release().await,
         Op::Split { range_id } => shared.ranges.serving(range_id)?.split_now().await.map(|()| Reply::Pong),
@@ -133,6 +124,34 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         | Op::SplitRange { .. }
         | Op::CommitMerge { .. }
         | Op::Members => Err(Error::invalid("this is a node; send routing requests to the master")),
+    }
+}
+
+/// A validated read, answered from the published views of the ranges it touches, in the
+/// caller's task (`Service::try_now`): no message to a range, no task.
+fn read(shared: &NodeShared, op: Op) -> Result<Reply, Error> {
+    match op {
+        Op::Get { key } => shared.ranges.route_key(&key)?.get(&key).map(Reply::Value),
+        Op::GetMany { keys } => {
+            let mut values = Vec::with_capacity(keys.len());
+            let mut bytes = 0usize;
+            for key in keys {
+                let v = shared.ranges.route_key(&key)?.get(&key)?;
+                bytes += v.as_ref().map_or(0, |v| v.value.len() + 32);
+                if bytes > FRAME_BYTES_MAX - 64 * 1024 {
+                    return Err(Error::too_large("get_many response", bytes, FRAME_BYTES_MAX));
+                }
+                values.push(v);
+            }
+            Ok(Reply::Values(values))
+        }
+        Op::Scan { start, end, limit, reverse } => {
+            let range =
+                if reverse { shared.ranges.route_below(end.as_ref())? } else { shared.ranges.route_key(&start)? };
+            let page = range.scan(&start, end.as_ref(), limit as usize, reverse)?;
+            Ok(Reply::ScanPage { items: page.items, resume: page.resume })
+        }
+        other => Err(Error::internal(format!("{} is not a read", other.name()))),
     }
 }
 

@@ -2,9 +2,12 @@
 //!
 //! What a server does with a request is its [`Service`]; this file owns the connection.
 //!
-//! Each connection: a hello, then requests handled concurrently (pipelining, at most
-//! `CONNECTION_REQUESTS_IN_FLIGHT_MAX` at once) with responses written by one writer task
-//! that coalesces whatever is ready into one write. Bad input never stops the node: a frame
+//! Each connection: a hello, then requests read through a buffer (pipelined frames arrive
+//! in one read syscall) and handled concurrently (at most `CONNECTION_REQUESTS_IN_FLIGHT_MAX`
+//! at once), with responses written by one writer task that coalesces whatever is ready
+//! into one write. A request the service can answer at once ([`Service::try_now`]: a read
+//! from a range's published view) is answered in the connection's task, with no task of
+//! its own. Bad input never stops the node: a frame
 //! over the limit, a truncated frame or bytes that are not a request close that connection
 //! (with an error frame first where one can be sent and a logged reason); a well-formed
 //! frame of the wrong shape gets an `Invalid` reply and the connection goes on.
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -26,6 +29,14 @@ use ampstore_common::ids::RequestId;
 use ampstore_common::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
 use ampstore_common::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role, ServerInfo};
 
+/// What [`Service::try_now`] did with a request.
+pub enum Now {
+    /// Answered at once.
+    Answered(Result<Reply, Error>),
+    /// Needs waiting: [`Service::handle`] answers it in a task of its own.
+    Later(Op),
+}
+
 /// What a server does with requests.
 pub trait Service: Send + Sync + 'static {
     /// Sent in the hello reply.
@@ -33,6 +44,13 @@ pub trait Service: Send + Sync + 'static {
 
     /// Answers one request; called concurrently for pipelined requests.
     fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send;
+
+    /// Answers `op` at once when that needs no waiting (nothing to send anywhere, no lock
+    /// held long); otherwise gives it back, and it goes to [`Service::handle`] in a task of
+    /// its own. Called in the connection's task, in request order.
+    fn try_now(&self, op: Op) -> Now {
+        Now::Later(op)
+    }
 
     /// The token a hello with role `Client` must present (app servers hold it). With neither
     /// token set, no hello is checked (development and tests); roles still limit operations.
@@ -94,6 +112,8 @@ fn check_hello_token(tokens: Tokens<'_>, role: Role, given: Option<&str>) -> Res
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's read buffer: pipelined requests of this size come in one read.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Responses coalesced into one write stop growing past this many bytes.
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 
@@ -124,7 +144,8 @@ struct IdOnly {
 
 async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Arc<S>) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let mut body = Vec::with_capacity(4096);
     let mut scratch = Vec::with_capacity(4096);
 
@@ -190,39 +211,54 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
                 }
             },
         };
+        let started = std::time::Instant::now();
+        let op_name = req.op.name();
+        // Refused for the role, or answered at once: no task of its own.
+        let now = match req.op.allowed_for(role) {
+            Err(e) => {
+                tracing::info!(%peer, %role, op = op_name, "refused: operation not allowed for the role");
+                Now::Answered(Err(e))
+            }
+            Ok(()) => service.try_now(req.op),
+        };
+        let op = match now {
+            Now::Answered(result) => {
+                observe(service.as_ref(), op_name, &result, started);
+                if tx.send(Response { id: req.id, result }).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Now::Later(op) => op,
+        };
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (service, tx) = (service.clone(), tx.clone());
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let op_name = req.op.name();
-            let result = match req.op.allowed_for(role) {
-                Err(e) => {
-                    tracing::info!(%peer, %role, op = op_name, "refused: operation not allowed for the role");
-                    Err(e)
+            let work = service.handle(op);
+            let result = match req.deadline_ms {
+                Some(ms) => {
+                    tokio::time::timeout(Duration::from_millis(ms.into()), work).await.unwrap_or(Err(Error::Timeout))
                 }
-                Ok(()) => {
-                    let work = service.handle(req.op);
-                    match req.deadline_ms {
-                        Some(ms) => tokio::time::timeout(Duration::from_millis(ms.into()), work)
-                            .await
-                            .unwrap_or(Err(Error::Timeout)),
-                        None => work.await,
-                    }
-                }
+                None => work.await,
             };
-            if let Some(m) = service.metrics() {
-                let outcome = match &result {
-                    Ok(_) => "ok",
-                    Err(e) => e.code().as_str(),
-                };
-                m.observe_request(op_name, outcome, started.elapsed());
-            }
+            observe(service.as_ref(), op_name, &result, started);
             let _ = tx.send(Response { id: req.id, result }).await;
             drop(permit);
         });
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Counts a request and its latency in the service's metrics.
+fn observe<S: Service>(service: &S, op_name: &'static str, result: &Result<Reply, Error>, started: std::time::Instant) {
+    if let Some(m) = service.metrics() {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.code().as_str(),
+        };
+        m.observe_request(op_name, outcome, started.elapsed());
+    }
 }
 
 async fn reject_hello(wr: &mut OwnedWriteHalf, err: Error, scratch: &mut Vec<u8>) {

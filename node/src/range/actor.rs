@@ -3,17 +3,18 @@
 //! Each message becomes a machine [`Input`]; the machine's [`Effect`]s are run by one
 //! `execute` match, and every completion (an append, a snapshot, clearing the owner, a
 //! timer) comes back as an input. The lifecycle (what may happen when) lives in
-//! `machine.rs`; this file only does I/O. Reads are answered at once from applied data, also
-//! while an append is in flight, after the serving rule is checked.
+//! `machine.rs`; this file only does I/O. Reads never come here: after every step that
+//! changed the data or the serving state, and before that step's effects (its replies) run,
+//! the actor publishes the machine's view (`range::view`), which readers serve from.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use ampstore_common::Seq;
 use ampstore_common::error::Error;
-use ampstore_common::protocol::{RangeStats, Reply, Versioned, WriteId};
+use ampstore_common::protocol::{RangeStats, WriteId};
 use ampstore_common::txn::TxnDecision;
-use ampstore_common::{Key, Seq};
 use ampstore_store::StoreError;
 use ampstore_store::meta::Owner;
 use tokio::sync::oneshot;
@@ -24,6 +25,7 @@ use super::machine::{
     Admission, AppendResult, ClearOutcome, Effect, Input, MachineConfig, MergeClosed, Prepare, Purpose, RangeMachine,
     StopHow,
 };
+use super::view::ViewCell;
 use super::{load, snapshot};
 
 pub(super) use super::host::Responder;
@@ -33,23 +35,6 @@ type Machine = RangeMachine<Responder, MergeResponder>;
 type Fx = Effect<Responder, MergeResponder>;
 
 const MAILBOX_CAPACITY: usize = 4096;
-
-/// A get from applied data.
-#[derive(Message)]
-#[rtype(result = "Result<Option<Versioned>, Error>")]
-pub(super) struct GetMsg {
-    pub key: Key,
-}
-
-/// A scan page from applied data (`ScanPage`).
-#[derive(Message)]
-#[rtype(result = "Result<Reply, Error>")]
-pub(super) struct ScanMsg {
-    pub start: Key,
-    pub end: Option<Key>,
-    pub limit: usize,
-    pub reverse: bool,
-}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -129,10 +114,20 @@ pub(super) struct RangeActor {
     instance: u64,
     /// Effects of the current step (kept to reuse the allocation).
     fx: Vec<Fx>,
+    /// Where this range publishes its view for readers (`range::view`).
+    cell: Arc<ViewCell>,
+    /// `cell.reads()` when the actor last looked: reads since count as use.
+    reads_seen: u64,
 }
 
 impl RangeActor {
-    pub fn new(core: RangeCore<Responder>, owner: Owner, env: Arc<RangeEnv>, instance: u64) -> RangeActor {
+    pub fn new(
+        core: RangeCore<Responder>,
+        owner: Owner,
+        env: Arc<RangeEnv>,
+        instance: u64,
+        cell: Arc<ViewCell>,
+    ) -> RangeActor {
         let cfg = &env.cfg;
         let machine_cfg = MachineConfig {
             snapshot_log_bytes: cfg.snapshot_log_bytes,
@@ -143,7 +138,7 @@ impl RangeActor {
             child_ids: host::child_ids,
         };
         let machine = RangeMachine::new(core, owner, machine_cfg, Instant::now());
-        RangeActor { machine, env, instance, fx: Vec::new() }
+        RangeActor { machine, env, instance, fx: Vec::new(), cell, reads_seen: 0 }
     }
 
     /// The node's liveness as the serving rule needs it.
@@ -158,14 +153,31 @@ impl RangeActor {
         f: impl FnOnce(&mut Machine, Instant, Admission, &mut Vec<Fx>) -> R,
     ) -> R {
         let admission = self.admission();
+        let now = Instant::now();
         self.machine.set_unix_clock(super::write_ids::unix_now_ms());
+        let reads = self.cell.reads();
+        if reads != self.reads_seen {
+            self.reads_seen = reads;
+            self.machine.touch(now);
+        }
         let mut fx = std::mem::take(&mut self.fx);
-        let result = f(&mut self.machine, Instant::now(), admission, &mut fx);
+        let result = f(&mut self.machine, now, admission, &mut fx);
+        // Before any effect: a write is answered only once readers see it, and the range
+        // stops serving reads before it gives itself up.
+        self.publish_view();
         for effect in fx.drain(..) {
             self.execute(effect, ctx);
         }
         self.fx = fx;
         result
+    }
+
+    /// Publishes the machine's view when its data or serving state changed.
+    fn publish_view(&self) {
+        let (applied, serving) = self.cell.published();
+        if applied != self.machine.applied() || serving != self.machine.serves_reads() {
+            self.cell.publish(self.machine.view());
+        }
     }
 
     fn step(&mut self, input: Input<Responder, MergeResponder>, ctx: &mut Context<Self>) {
@@ -319,25 +331,6 @@ impl Actor for RangeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.step(Input::Start, ctx);
-    }
-}
-
-impl Handler<GetMsg> for RangeActor {
-    type Result = Result<Option<Versioned>, Error>;
-
-    fn handle(&mut self, msg: GetMsg, _ctx: &mut Context<Self>) -> Self::Result {
-        let admission = self.admission();
-        self.machine.read_access(Instant::now(), admission)?.get(&msg.key)
-    }
-}
-
-impl Handler<ScanMsg> for RangeActor {
-    type Result = Result<Reply, Error>;
-
-    fn handle(&mut self, msg: ScanMsg, _ctx: &mut Context<Self>) -> Self::Result {
-        let admission = self.admission();
-        let core = self.machine.read_access(Instant::now(), admission)?;
-        core.scan(&msg.start, msg.end.as_ref(), msg.limit, msg.reverse)
     }
 }
 

@@ -12,26 +12,18 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 
 use ampstore_common::error::Error;
-use ampstore_common::limits::{RANGE_PENDING_WRITES_MAX, SCAN_PAGE_BYTES_MAX};
-use ampstore_common::protocol::{Reply, ScanItem, Versioned, WriteId};
+use ampstore_common::limits::RANGE_PENDING_WRITES_MAX;
+use ampstore_common::protocol::{Reply, Versioned, WriteId};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnWrite};
 use ampstore_common::write_ids::{WriteKey, WriteOutcome};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Version};
 use ampstore_store::{EntryKind, LogEntry};
 use bytes::Bytes;
-use imbl::OrdMap;
 
 use super::batch::{self, BatchPayload, LoggedOp, LoggedWrite};
 use super::write_ids::WriteIdTable;
 
-/// One stored value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stored {
-    pub value: Bytes,
-    pub version: Version,
-}
-
-pub type Memtable = OrdMap<Key, Stored>;
+pub use super::memtable::{Memtable, Stored};
 
 /// A split as the `Split` log entry records it: where, and the children's ids. Once this
 /// entry is in the log the parent takes no more writes, and whoever loads the parent
@@ -316,74 +308,19 @@ impl<W> RangeCore<W> {
     // ----- reads (served from applied data, also while an append is in flight) -----
 
     pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
-        self.check_key(key)?;
-        Ok(self.data.get(key).map(|s| Versioned { value: s.value.to_vec(), version: s.version }))
+        super::memtable::get(&self.data, &self.range, key)
     }
 
-    /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`).
+    /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`). Readers
+    /// scan the published view (`range::view`); this is for the core's own tests.
+    #[cfg(test)]
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Reply, Error> {
-        let lower = if start > &self.range.start { start.clone() } else { self.range.start.clone() };
-        let upper: Option<Key> = match (end, &self.range.end) {
-            (Some(e), Some(re)) => Some(if e < re { e.clone() } else { re.clone() }),
-            (Some(e), None) => Some(e.clone()),
-            (None, re) => re.clone(),
-        };
-        let in_range = if reverse {
-            // The page is served by the range holding the key just below `end`.
-            end.is_none_or(|e| e > &self.range.start)
-                && self.range.end.as_ref().is_none_or(|re| end.is_some_and(|e| e <= re))
-        } else {
-            self.range.contains(start.as_bytes())
-        };
-        if !in_range {
-            return Err(Error::KeyOutOfRange);
-        }
-        let bounds = (Bound::Included(lower.clone()), upper.clone().map_or(Bound::Unbounded, Bound::Excluded));
-        let mut items = Vec::new();
-        let mut bytes = 0usize;
-        let mut stopped_early = false;
-        let mut push = |k: &Key, s: &Stored| -> bool {
-            if items.len() >= limit || (bytes >= SCAN_PAGE_BYTES_MAX && !items.is_empty()) {
-                stopped_early = true;
-                return false;
-            }
-            bytes += k.len() + s.value.len();
-            items.push(ScanItem { key: k.clone(), value: s.value.to_vec(), version: s.version });
-            true
-        };
-        if reverse {
-            for (k, s) in self.data.range(bounds).rev() {
-                if !push(k, s) {
-                    break;
-                }
-            }
-        } else {
-            for (k, s) in self.data.range(bounds) {
-                if !push(k, s) {
-                    break;
-                }
-            }
-        }
-        let resume = if let (true, Some(last)) = (stopped_early, items.last()) {
-            let last = &last.key;
-            if reverse {
-                Some(last.clone())
-            } else {
-                let mut next = last.as_bytes().to_vec();
-                next.push(0);
-                Some(Key::from(next))
-            }
-        } else if reverse {
-            // More below this range if the request starts below it.
-            (start < &self.range.start).then(|| self.range.start.clone())
-        } else {
-            match (&self.range.end, end) {
-                (Some(re), Some(e)) if e > re => Some(re.clone()),
-                (Some(re), None) => Some(re.clone()),
-                _ => None,
-            }
-        };
-        Ok(Reply::ScanPage { items, resume })
+        super::memtable::scan(&self.data, &self.range, start, end, limit, reverse)
+    }
+
+    /// The applied data (a cheap clone: a persistent map).
+    pub fn data(&self) -> &Memtable {
+        &self.data
     }
 
     fn check_key(&self, key: &Key) -> Result<(), Error> {

@@ -1,8 +1,9 @@
 //! [`RangeHandle`]: the only face of a range outside `range/`.
 //!
 //! The actor's messages stay private to `range/`; everything the node asks of a range is a
-//! method here with a typed answer, and the one place that says what a closed mailbox or a
-//! dropped answer means for each request:
+//! method here with a typed answer. Reads (`get`, `scan`) are served from the view the
+//! range publishes (`range::view`), in the caller's task, with no message. This is the one
+//! place that says what a closed mailbox or a dropped answer means for each other request:
 //! - not delivered (the actor stopped before it saw the request): nothing happened, so the
 //!   caller hears `NotOwner` and may retry on the next owner;
 //! - delivered but never answered: for a write or a transaction that appends, the outcome is
@@ -19,17 +20,22 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::actor::{
-    DropMsg, GetMsg, MergeCloseMsg, MergeEndMsg, RangeActor, ReleaseMsg, ScanMsg, SnapshotMsg, SplitNowMsg, StatsMsg,
-    TxnPrepareMsg, TxnResolveMsg, WriteMsg,
+    DropMsg, MergeCloseMsg, MergeEndMsg, RangeActor, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg, TxnPrepareMsg,
+    TxnResolveMsg, WriteMsg,
 };
 use super::core::{MergePlan, RangeCore, Write};
 use super::host::{RangeEnv, Responder};
 use super::machine::{MergeClosed, Prepare};
+use super::view::{RangeView, ViewCell};
+use crate::liveness::Liveness;
 
-/// A serving range actor, as the node's directory holds it. Cheap to clone.
+/// A serving range, as the node's directory holds it: its actor, and the view it publishes
+/// for reads. Cheap to clone.
 #[derive(Clone)]
 pub struct RangeHandle {
     addr: Addr<RangeActor>,
+    view: Arc<ViewCell>,
+    liveness: Arc<Liveness>,
 }
 
 /// The request never reached the range (its actor stopped): nothing was done.
@@ -47,18 +53,30 @@ impl RangeHandle {
         instance: u64,
         arbiter: &ArbiterHandle,
     ) -> RangeHandle {
-        let addr = RangeActor::start_in_arbiter(arbiter, move |_| RangeActor::new(core, owner, env, instance));
-        RangeHandle { addr }
+        // Readers may read the loaded data at once; the actor publishes every change after.
+        let first = RangeView {
+            data: core.data().clone(),
+            range: core.range().clone(),
+            epoch: owner.epoch,
+            applied: core.applied(),
+            serving: !core.is_fenced(),
+        };
+        let view = Arc::new(ViewCell::new(first));
+        let liveness = env.liveness.clone();
+        let cell = view.clone();
+        let addr = RangeActor::start_in_arbiter(arbiter, move |_| RangeActor::new(core, owner, env, instance, cell));
+        RangeHandle { addr, view, liveness }
     }
 
-    /// The value and version at `key` (`None`: absent), from applied data.
-    pub async fn get(&self, key: Key) -> Result<Option<Versioned>, Error> {
-        self.addr.send(GetMsg { key }).await.map_err(|_| not_delivered())?
+    /// The value and version at `key` (`None`: absent), from the range's published view:
+    /// no turn through the actor.
+    pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
+        self.view.serving_view(&self.liveness)?.get(key)
     }
 
-    /// One page of `[start, end)` within this range.
-    pub async fn scan(&self, start: Key, end: Option<Key>, limit: usize, reverse: bool) -> Result<Page, Error> {
-        let reply = self.addr.send(ScanMsg { start, end, limit, reverse }).await.map_err(|_| not_delivered())??;
+    /// One page of `[start, end)` within this range, from its published view.
+    pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Page, Error> {
+        let reply = self.view.serving_view(&self.liveness)?.scan(start, end, limit, reverse)?;
         <wire::data::Scan as wire::Call>::reply(reply)
     }
 

@@ -13,6 +13,7 @@
 //! `Result<MergeClosed, Error>` (oneshot senders in the actor, plain ids in tests).
 
 mod closing;
+mod reads;
 mod snapshots;
 mod stopping;
 mod txn_desk;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
 use ampstore_common::ownership;
-use ampstore_common::protocol::{RangeState, RangeStats, Reply, WriteId};
+use ampstore_common::protocol::{Reply, WriteId};
 use ampstore_common::txn::{TxnCheck, TxnDecision, TxnWrite};
 use ampstore_common::{Epoch, Key, KeyRange, RangeId, Seq};
 use ampstore_store::LogEntry;
@@ -321,34 +322,6 @@ impl<W, M> RangeMachine<W, M> {
     /// Sets the wall clock (unix ms) that remembered write outcomes are stamped with.
     pub fn set_unix_clock(&mut self, now_unix_ms: u64) {
         self.core.set_clock(now_unix_ms);
-    }
-
-    /// The core to read from, when the serving rule allows it (reads need no mailbox turn
-    /// through the lifecycle: they are served from applied data at once).
-    pub fn read_access(&mut self, now: Instant, admission: Admission) -> Result<&RangeCore<W>, Error> {
-        self.may_serve(admission)?;
-        self.heat.last_used = now;
-        Ok(&self.core)
-    }
-
-    pub fn stats(&self, now: Instant) -> RangeStats {
-        let state = match self.phase {
-            _ if self.releasing() => RangeState::Releasing,
-            Phase::MergeClosing { .. } | Phase::MergeAppending { .. } | Phase::MergeClosed => RangeState::Merging,
-            _ => RangeState::Serving,
-        };
-        RangeStats {
-            range_id: self.core.range_id(),
-            range: self.core.range().clone(),
-            state,
-            keys: self.core.keys(),
-            data_bytes: self.core.data_bytes(),
-            applied_seq: self.core.applied(),
-            checkpoint_seq: self.core.checkpoint_seq(),
-            log_bytes_since_checkpoint: self.core.log_bytes_since_checkpoint(),
-            error: None,
-            idle_ms: now.saturating_duration_since(self.heat.last_used).as_millis() as u64,
-        }
     }
 
     /// Admin `Split`: split now whatever the size; when busy (an append in flight, a

@@ -13,5 +13,7 @@ pub mod handle;
 pub mod host;
 pub mod load;
 pub mod machine;
+pub mod memtable;
 pub mod snapshot;
+pub mod view;
 pub mod write_ids;

@@ -1,0 +1,58 @@
+//! What readers see: the serving rule for reads, the view the range publishes for the
+//! connection tasks (`range::view`), its statistics, and its use by reads (idle release).
+
+use std::time::Instant;
+
+use ampstore_common::protocol::{RangeState, RangeStats};
+
+use super::{Phase, RangeMachine};
+use crate::range::view::RangeView;
+
+impl<W, M> RangeMachine<W, M> {
+    pub fn stats(&self, now: Instant) -> RangeStats {
+        let state = match self.phase {
+            _ if self.releasing() => RangeState::Releasing,
+            Phase::MergeClosing { .. } | Phase::MergeAppending { .. } | Phase::MergeClosed => RangeState::Merging,
+            _ => RangeState::Serving,
+        };
+        RangeStats {
+            range_id: self.core.range_id(),
+            range: self.core.range().clone(),
+            state,
+            keys: self.core.keys(),
+            data_bytes: self.core.data_bytes(),
+            applied_seq: self.core.applied(),
+            checkpoint_seq: self.core.checkpoint_seq(),
+            log_bytes_since_checkpoint: self.core.log_bytes_since_checkpoint(),
+            error: None,
+            idle_ms: now.saturating_duration_since(self.heat.last_used).as_millis() as u64,
+        }
+    }
+
+    /// Whether reads may be served from this range's data (before the node's liveness is
+    /// checked, which readers do themselves): not once it releases, is fenced or stopped.
+    pub fn serves_reads(&self) -> bool {
+        !(self.core.is_fenced() || self.releasing() || self.is_stopped())
+    }
+
+    /// The view to publish for readers now (a cheap clone of the persistent map).
+    pub fn view(&self) -> RangeView {
+        RangeView {
+            data: self.core.data().clone(),
+            range: self.core.range().clone(),
+            epoch: self.owner.epoch,
+            applied: self.core.applied(),
+            serving: self.serves_reads(),
+        }
+    }
+
+    /// The last log seq applied to the data.
+    pub fn applied(&self) -> ampstore_common::Seq {
+        self.core.applied()
+    }
+
+    /// Readers used the range (from its published view) since the last step.
+    pub fn touch(&mut self, now: Instant) {
+        self.heat.last_used = now;
+    }
+}
