@@ -362,3 +362,34 @@ async fn damaged_descriptor_checkpoint_is_refused_not_a_panic() {
     // The node is still up and answering.
     assert_eq!(cl.call(Op::Ping).await, Ok(Reply::Pong));
 }
+
+/// Reads are served from the range's published view, not through its actor: they must
+/// still count as use, or a range that is only read would be released as idle under its
+/// readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_that_is_only_read_is_not_released_as_idle() {
+    const IDLE_MS: u64 = 1500;
+    let c = Cluster::new().await;
+    let a = NodeProc::start(&c.root.join("a"), &c.store, &["--set", &format!("node.idle_release_ms={IDLE_MS}")]);
+    let mut cl = client(&a).await;
+    cl.call(assign(true)).await.unwrap();
+    cl.call(put("k", "v")).await.unwrap();
+    // Read past the range's first idle check (every 5 s), by then idle for over `IDLE_MS`
+    // but for the reads.
+    let until = Instant::now() + Duration::from_millis(6500);
+    while Instant::now() < until {
+        let Ok(Reply::Value(Some(v))) = cl.call(get("k")).await else { panic!("the range stopped serving reads") };
+        assert_eq!(v.value, b"v");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Ok(Reply::Stats(stats)) = cl.call(Op::RangeStats).await else { panic!("stats") };
+    assert_eq!(stats.ranges.len(), 1, "still loaded");
+    assert_eq!(stats.ranges[0].checkpoint_seq, Seq(0), "not released (a release snapshots the dirty range first)");
+    // Without readers it is idle, and goes.
+    support::wait_until(
+        "the unread range to be released as idle",
+        Duration::from_secs(15),
+        async || matches!(cl.call(Op::RangeStats).await, Ok(Reply::Stats(s)) if s.ranges.is_empty()),
+    )
+    .await;
+}
