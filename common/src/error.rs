@@ -105,6 +105,28 @@ fn bounded(reason: String) -> String {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`index` is the position here).
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::NotOwner,
+        ErrorCode::NotMaster,
+        ErrorCode::RangeLoading,
+        ErrorCode::KeyOutOfRange,
+        ErrorCode::Fenced,
+        ErrorCode::TooLarge,
+        ErrorCode::Invalid,
+        ErrorCode::Conflict,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::Internal,
+        ErrorCode::Unknown,
+    ];
+
+    /// The code's position in [`ErrorCode::ALL`] (tables indexed by code).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code in snake case (metrics labels, logs).
     pub fn as_str(self) -> &'static str {
         match self {

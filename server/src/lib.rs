@@ -17,6 +17,7 @@ pub mod identity;
 pub mod metrics;
 #[cfg(any(test, feature = "test-util"))]
 pub mod metrics_text;
+mod request_metrics;
 pub mod rpc;
 pub mod secrets;
 

@@ -13,12 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ampstore_common::error::ErrorCode;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::request_metrics::RequestTable;
 
 /// Member states reported by [`Metrics::set_members`]; created up front so each series exists
 /// (at 0) before the first update, which keeps `absent()` alerts and rate queries sane.
@@ -30,17 +34,6 @@ const GOSSIP_DIRECTIONS: [&str; 2] = ["in", "out"];
 
 // Label sets hold `&'static str` so that the hot path only hashes and compares: a label set is
 // cloned (a copy of two pointers) only when a series is created for the first time.
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    op: &'static str,
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OpLabels {
-    op: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
@@ -55,13 +48,6 @@ struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
-}
-
-/// A histogram constructor that a [`Family`] can name in its type (a closure could not be).
-type HistogramCtor = fn() -> Histogram;
-
-fn request_duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
 
 /// A gauge family whose whole content is replaced at once, by state.
@@ -107,8 +93,8 @@ impl StateGauge {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Family<OpLabels, Histogram, HistogramCtor>,
+    /// Request counts and latencies (a collector: no lock per request).
+    requests: Arc<RequestTable>,
     gossip_packets: Family<DirectionLabels, Counter>,
     gossip_dropped: Family<ReasonLabels, Counter>,
     /// Kept beside the family because a family cannot be summed without encoding it.
@@ -130,17 +116,8 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("ampstore");
 
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests served, by operation and outcome", requests.clone());
-
-        let request_duration: Family<OpLabels, Histogram, HistogramCtor> =
-            Family::new_with_constructor(request_duration_histogram as HistogramCtor);
-        registry.register_with_unit(
-            "request_duration",
-            "Time to serve a request, by operation",
-            Unit::Seconds,
-            request_duration.clone(),
-        );
+        let requests = Arc::new(RequestTable::default());
+        registry.register_collector(Box::new(requests.clone()));
 
         let gossip_packets = Family::<DirectionLabels, Counter>::default();
         for &direction in &GOSSIP_DIRECTIONS {
@@ -185,7 +162,6 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             requests,
-            request_duration,
             gossip_packets,
             gossip_dropped,
             gossip_dropped_total: AtomicU64::new(0),
@@ -210,11 +186,10 @@ impl Metrics {
         out
     }
 
-    /// Records one request served: `op` such as `"get"`, `"put"`, `"locate"`; `outcome` is
-    /// `"ok"` or an error code in snake case such as `"not_owner"`, `"timeout"`.
-    pub fn observe_request(&self, op: &'static str, outcome: &'static str, latency: Duration) {
-        self.requests.get_or_create(&RequestLabels { op, outcome }).inc();
-        self.request_duration.get_or_create(&OpLabels { op }).observe(latency.as_secs_f64());
+    /// Records one request served: `op` is the operation's `Op::index`, `outcome` the error
+    /// it ended with (`None`: ok). Lock-free (a few relaxed atomic adds).
+    pub fn observe_request(&self, op: usize, outcome: Option<ErrorCode>, latency: Duration) {
+        self.requests.observe(op, outcome, latency);
     }
 
     /// Records one gossip packet; `direction` is `"in"` or `"out"`.
@@ -269,6 +244,12 @@ pub use crate::metrics_text::{Sample, parse_text, sum};
 mod tests {
     use super::*;
     use crate::metrics_text::parse_value;
+    use ampstore_common::protocol::OP_NAMES;
+
+    /// The `Op::index` of the operation named `name`.
+    fn op(name: &str) -> usize {
+        OP_NAMES.iter().position(|n| *n == name).expect("an operation's name")
+    }
 
     fn scrape(metrics: &Metrics) -> Vec<Sample> {
         let text = metrics.encode();
@@ -284,7 +265,7 @@ mod tests {
     #[test]
     fn encode_parses_and_ends_with_eof() {
         let metrics = Metrics::new();
-        metrics.observe_request("get", "ok", Duration::from_micros(70));
+        metrics.observe_request(op("get"), None, Duration::from_micros(70));
         metrics.gossip_packet("in");
         metrics.gossip_drop("auth");
         metrics.set_members(&[("alive", 3)]);
@@ -321,7 +302,7 @@ mod tests {
     #[test]
     fn histogram_buckets_are_as_specified() {
         let metrics = Metrics::new();
-        metrics.observe_request("get", "ok", Duration::ZERO);
+        metrics.observe_request(op("get"), None, Duration::ZERO);
         metrics.log_append(1, 1);
         metrics.snapshot(Duration::ZERO, 0);
         let samples = scrape(&metrics);
@@ -349,10 +330,10 @@ mod tests {
     #[test]
     fn requests_count_by_op_and_outcome() {
         let metrics = Metrics::new();
-        metrics.observe_request("get", "ok", Duration::from_millis(1));
-        metrics.observe_request("get", "ok", Duration::from_millis(3));
-        metrics.observe_request("get", "not_owner", Duration::from_millis(1));
-        metrics.observe_request("put", "ok", Duration::from_millis(1));
+        metrics.observe_request(op("get"), None, Duration::from_millis(1));
+        metrics.observe_request(op("get"), None, Duration::from_millis(3));
+        metrics.observe_request(op("get"), Some(ErrorCode::NotOwner), Duration::from_millis(1));
+        metrics.observe_request(op("put"), None, Duration::from_millis(1));
         let s = scrape(&metrics);
         assert_eq!(sum(&s, "ampstore_requests_total", &[("op", "get"), ("outcome", "ok")]), 2.0);
         assert_eq!(sum(&s, "ampstore_requests_total", &[("op", "get")]), 3.0);
@@ -365,8 +346,8 @@ mod tests {
         let metrics = Metrics::new();
         let count = |m: &Metrics| sum(&scrape(m), "ampstore_request_duration_seconds_count", &[("op", "get")]);
         assert_eq!(count(&metrics), 0.0);
-        metrics.observe_request("get", "ok", Duration::from_micros(200));
-        metrics.observe_request("get", "timeout", Duration::from_secs(2));
+        metrics.observe_request(op("get"), None, Duration::from_micros(200));
+        metrics.observe_request(op("get"), Some(ErrorCode::Timeout), Duration::from_secs(2));
         assert_eq!(count(&metrics), 2.0);
         let s = scrape(&metrics);
         let sum_secs = sum(&s, "ampstore_request_duration_seconds_sum", &[("op", "get")]);

@@ -213,6 +213,7 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
         };
         let started = std::time::Instant::now();
         let op_name = req.op.name();
+        let op_index = req.op.index();
         // Refused for the role, or answered at once: no task of its own.
         let now = match req.op.allowed_for(role) {
             Err(e) => {
@@ -223,7 +224,7 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
         };
         let op = match now {
             Now::Answered(result) => {
-                observe(service.as_ref(), op_name, &result, started);
+                observe(service.as_ref(), op_index, &result, started);
                 if tx.send(Response { id: req.id, result }).await.is_err() {
                     break;
                 }
@@ -241,7 +242,7 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
                 }
                 None => work.await,
             };
-            observe(service.as_ref(), op_name, &result, started);
+            observe(service.as_ref(), op_index, &result, started);
             let _ = tx.send(Response { id: req.id, result }).await;
             drop(permit);
         });
@@ -251,13 +252,9 @@ async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Ar
 }
 
 /// Counts a request and its latency in the service's metrics.
-fn observe<S: Service>(service: &S, op_name: &'static str, result: &Result<Reply, Error>, started: std::time::Instant) {
+fn observe<S: Service>(service: &S, op: usize, result: &Result<Reply, Error>, started: std::time::Instant) {
     if let Some(m) = service.metrics() {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.code().as_str(),
-        };
-        m.observe_request(op_name, outcome, started.elapsed());
+        m.observe_request(op, result.as_ref().err().map(Error::code), started.elapsed());
     }
 }
 

@@ -289,6 +289,41 @@ pub enum Op {
     },
 }
 
+/// Every operation's name (`Op::name`), by `Op::index`.
+pub const OP_NAMES: [&str; 31] = [
+    "ping",
+    "get",
+    "push",
+    "batch",
+    "members",
+    "enqueue",
+    "dequeue",
+    "task_ack",
+    "task_nack",
+    "task_extend",
+    "get_many",
+    "put",
+    "put_if_version",
+    "delete",
+    "delete_range",
+    "scan",
+    "assign",
+    "release",
+    "snapshot",
+    "split",
+    "range_stats",
+    "locate",
+    "locate_range",
+    "drain",
+    "master_status",
+    "split_range",
+    "merge",
+    "commit_merge",
+    "txn",
+    "txn_prepare",
+    "txn_resolve",
+];
+
 impl Op {
     /// Whether a connection whose hello proved `role` may send this operation (DESIGN §4,
     /// "Authorization"). Data operations are open to every role; the internal and admin
@@ -338,38 +373,44 @@ impl Op {
 
     /// The operation's name in snake case (metrics labels, logs).
     pub fn name(&self) -> &'static str {
+        // `index` is below `OP_NAMES.len()` by construction (both list every variant).
+        OP_NAMES[self.index()]
+    }
+
+    /// The operation's position in [`OP_NAMES`] (tables indexed by operation).
+    pub fn index(&self) -> usize {
         match self {
-            Op::Ping => "ping",
-            Op::Get { .. } => "get",
-            Op::Push { .. } => "push",
-            Op::Batch { .. } => "batch",
-            Op::Members => "members",
-            Op::Enqueue { .. } => "enqueue",
-            Op::Dequeue { .. } => "dequeue",
-            Op::TaskAck { .. } => "task_ack",
-            Op::TaskNack { .. } => "task_nack",
-            Op::TaskExtend { .. } => "task_extend",
-            Op::GetMany { .. } => "get_many",
-            Op::Put { .. } => "put",
-            Op::PutIfVersion { .. } => "put_if_version",
-            Op::Delete { .. } => "delete",
-            Op::DeleteRange { .. } => "delete_range",
-            Op::Scan { .. } => "scan",
-            Op::Assign { .. } => "assign",
-            Op::Release { .. } => "release",
-            Op::Snapshot { .. } => "snapshot",
-            Op::Split { .. } => "split",
-            Op::RangeStats => "range_stats",
-            Op::Locate { .. } => "locate",
-            Op::LocateRange { .. } => "locate_range",
-            Op::Drain { .. } => "drain",
-            Op::MasterStatus => "master_status",
-            Op::SplitRange { .. } => "split_range",
-            Op::Merge { .. } => "merge",
-            Op::CommitMerge { .. } => "commit_merge",
-            Op::Txn { .. } => "txn",
-            Op::TxnPrepare { .. } => "txn_prepare",
-            Op::TxnResolve { .. } => "txn_resolve",
+            Op::Ping => 0,
+            Op::Get { .. } => 1,
+            Op::Push { .. } => 2,
+            Op::Batch { .. } => 3,
+            Op::Members => 4,
+            Op::Enqueue { .. } => 5,
+            Op::Dequeue { .. } => 6,
+            Op::TaskAck { .. } => 7,
+            Op::TaskNack { .. } => 8,
+            Op::TaskExtend { .. } => 9,
+            Op::GetMany { .. } => 10,
+            Op::Put { .. } => 11,
+            Op::PutIfVersion { .. } => 12,
+            Op::Delete { .. } => 13,
+            Op::DeleteRange { .. } => 14,
+            Op::Scan { .. } => 15,
+            Op::Assign { .. } => 16,
+            Op::Release { .. } => 17,
+            Op::Snapshot { .. } => 18,
+            Op::Split { .. } => 19,
+            Op::RangeStats => 20,
+            Op::Locate { .. } => 21,
+            Op::LocateRange { .. } => 22,
+            Op::Drain { .. } => 23,
+            Op::MasterStatus => 24,
+            Op::SplitRange { .. } => 25,
+            Op::Merge { .. } => 26,
+            Op::CommitMerge { .. } => 27,
+            Op::Txn { .. } => 28,
+            Op::TxnPrepare { .. } => 29,
+            Op::TxnResolve { .. } => 30,
         }
     }
 
@@ -724,6 +765,16 @@ pub struct RangeStats {
 pub(crate) mod tests {
     use super::*;
     use crate::limits::{GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
+
+    #[test]
+    fn operation_names_are_distinct_and_each_index_has_its_name() {
+        let names: std::collections::BTreeSet<_> = OP_NAMES.iter().collect();
+        assert_eq!(names.len(), OP_NAMES.len());
+        assert_eq!(Op::Ping.name(), "ping");
+        assert_eq!(Op::RangeStats.name(), "range_stats");
+        assert_eq!(Op::Get { key: Key::from("k") }.index(), 1);
+        assert_eq!(OP_NAMES[Op::MasterStatus.index()], "master_status");
+    }
 
     #[test]
     fn states_travel_as_the_strings_they_were_and_unknown_names_are_not_errors() {
