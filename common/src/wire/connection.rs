@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests coalesced into one write stop growing past this many bytes.
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
+/// A connection's read buffer.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Error>>>>>;
 
@@ -194,7 +196,9 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, pending: Pending, closed: Arc<AtomicBool>) {
+async fn read_loop(rd: tokio::net::tcp::OwnedReadHalf, pending: Pending, closed: Arc<AtomicBool>) {
+    // Buffered: the answers to pipelined requests come in one read syscall, not two each.
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let mut body = Vec::with_capacity(64 * 1024);
     let why = loop {
         match read_frame(&mut rd, &mut body).await {
