@@ -82,7 +82,8 @@ pub struct Client {
 pub(crate) struct Inner {
     cfg: ClientConfig,
     /// Cached locations by range start.
-    routes: RwLock<BTreeMap<Key, RangeLocation>>,
+    /// Shared entries: a call takes its route with a reference count, not a copy.
+    routes: RwLock<BTreeMap<Key, Arc<RangeLocation>>>,
     /// Connections to nodes, masters and collectors, by address.
     pool: Arc<Pool>,
     /// The masters, the one that answered last first.
@@ -220,10 +221,20 @@ impl Client {
             }
             let mut failed = Vec::new();
             let mut last_err = None;
+            // The ranges' groups all at once: a get_many costs its slowest range, not their sum.
+            let mut calls = tokio::task::JoinSet::new();
             for ((_, addr), idx) in groups {
                 let op = GetMany { keys: idx.iter().map(|&i| keys[i].clone()).collect() }.into_op();
                 let attempt = self.attempt_deadline(&op, deadline);
-                match self.node_call(&addr, op, attempt).await.and_then(GetMany::reply) {
+                let client = self.clone();
+                calls.spawn(async move {
+                    let answer = client.node_call(&addr, op, attempt).await.and_then(GetMany::reply);
+                    (idx, answer)
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                let (idx, answer) = done.map_err(|e| Error::internal(format!("a get_many call failed: {e}")))?;
+                match answer {
                     Ok(values) if values.len() == idx.len() => {
                         for (i, v) in idx.into_iter().zip(values) {
                             out[i] = v;
@@ -446,7 +457,7 @@ impl Client {
     pub async fn locate(&self, key: impl Into<Key>) -> Result<RangeLocation, Error> {
         let key = key.into();
         self.forget(&key);
-        self.route(&key, self.deadline()).await
+        Ok(RangeLocation::clone(&*self.route(&key, self.deadline()).await?))
     }
 
     /// Every range and where it is served, in key order.
@@ -465,7 +476,7 @@ impl Client {
         loop {
             let page = self.master_call(LocateRange { start: from.clone(), end: None }, deadline).await?;
             let Some(last) = page.last().cloned() else { return Ok(out) };
-            self.remember(&page);
+            self.remember(&page.iter().cloned().map(Arc::new).collect::<Vec<_>>());
             out.extend(page);
             match last.end {
                 Some(e) => from = e,
@@ -575,17 +586,22 @@ impl Client {
     }
 
     /// The location of the range holding `key`: cached, else asked of the master.
-    pub(crate) async fn route(&self, key: &Key, deadline: Instant) -> Result<RangeLocation, Error> {
+    pub(crate) async fn route(&self, key: &Key, deadline: Instant) -> Result<Arc<RangeLocation>, Error> {
         if let Some(loc) = self.cached(key) {
             return Ok(loc);
         }
-        let loc = self.master_call(Locate { key: key.clone() }, deadline).await?;
+        let loc = Arc::new(self.master_call(Locate { key: key.clone() }, deadline).await?);
         self.remember(std::slice::from_ref(&loc));
         Ok(loc)
     }
 
     /// The location of the range holding the keys just below `end` (reverse scans).
-    async fn route_below(&self, start: &Key, end: Option<&Key>, deadline: Instant) -> Result<RangeLocation, Error> {
+    async fn route_below(
+        &self,
+        start: &Key,
+        end: Option<&Key>,
+        deadline: Instant,
+    ) -> Result<Arc<RangeLocation>, Error> {
         {
             let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
             let below = match end {
@@ -603,6 +619,7 @@ impl Client {
             }
         }
         let locs = self.master_call(LocateRange { start: start.clone(), end: end.cloned() }, deadline).await?;
+        let locs: Vec<Arc<RangeLocation>> = locs.into_iter().map(Arc::new).collect();
         self.remember(&locs);
         // At most `LOCATE_RANGES_MAX` come back; the last one may not reach `end`.
         match locs.last() {
@@ -611,13 +628,13 @@ impl Client {
         }
     }
 
-    pub(crate) fn cached(&self, key: &Key) -> Option<RangeLocation> {
+    pub(crate) fn cached(&self, key: &Key) -> Option<Arc<RangeLocation>> {
         let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
         let (_, loc) = routes.range::<Key, _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         loc.contains(key).then(|| loc.clone())
     }
 
-    fn remember(&self, locs: &[RangeLocation]) {
+    fn remember(&self, locs: &[Arc<RangeLocation>]) {
         let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
         for loc in locs {
             // Drop cached ranges this one overlaps (bounds changed by a split or merge).

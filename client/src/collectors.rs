@@ -48,7 +48,7 @@ impl Client {
 
     /// Where the range holding `key` is served (from the route cache when it can).
     pub async fn locate_cached(&self, key: &Key) -> Result<RangeLocation, Error> {
-        self.route(key, self.deadline()).await
+        Ok(RangeLocation::clone(&*self.route(key, self.deadline()).await?))
     }
 
     /// `req` sent once to the node at `addr`, within the call deadline (no re-routing).
