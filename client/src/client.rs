@@ -538,7 +538,7 @@ impl Client {
         let mut backoff = BACKOFF_START;
         loop {
             let loc = self.route(key, deadline).await?;
-            match self.node_call(&loc.node_addr, op.clone(), self.attempt_deadline(&op, deadline)).await {
+            match self.node_call_ref(&loc.node_addr, &op, self.attempt_deadline(&op, deadline)).await {
                 Ok(r) => return Ok(r),
                 // A timed-out write without a write id might have landed: not ours to retry.
                 Err(Error::Timeout) if op.is_write() && !has_write_id(&op) => return Err(Error::Timeout),
@@ -573,6 +573,12 @@ impl Client {
     pub(crate) async fn node_call(&self, addr: &str, op: Op, deadline: Instant) -> Result<Reply, Error> {
         let conn = self.conn(addr).await?;
         conn.call(op, Self::remaining(deadline)?).await
+    }
+
+    /// [`Client::node_call`] without taking `op` (a retry loop sends it again, uncopied).
+    pub(crate) async fn node_call_ref(&self, addr: &str, op: &Op, deadline: Instant) -> Result<Reply, Error> {
+        let conn = self.conn(addr).await?;
+        conn.call_ref(op, Self::remaining(deadline)?).await
     }
 
     pub(crate) async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {

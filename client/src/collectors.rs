@@ -66,7 +66,7 @@ impl Client {
         let first = self.inner.collector.load(Ordering::Relaxed);
         for k in 0..collectors.len() {
             let i = (first + k) % collectors.len();
-            match self.node_call(&collectors[i], op.clone(), self.deadline()).await {
+            match self.node_call_ref(&collectors[i], op, self.deadline()).await {
                 Ok(reply) => {
                     self.inner.collector.store(i, Ordering::Relaxed);
                     return Some(Ok(reply));

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::frame::{decode_body, encode_frame, read_frame, write_frame};
 use crate::ids::RequestId;
 use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
-use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role, ServerInfo};
+use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, RequestRef, Response, Role, ServerInfo};
 use crate::wire::Call;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests coalesced into one write stop growing past this many bytes.
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
+/// The first allocation for an encoded request (most requests fit).
+const FRAME_CAPACITY_FIRST: usize = 256;
 /// A connection's read buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -43,7 +45,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Error>>>>>;
 pub struct Connection {
     addr: String,
     server: ServerInfo,
-    requests: mpsc::Sender<Request>,
+    /// Encoded request frames, for the writer task.
+    requests: mpsc::Sender<Vec<u8>>,
     pending: Pending,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -99,6 +102,12 @@ impl Connection {
     /// Sends `op` and waits for its answer for at most `deadline` (the server is told the
     /// same deadline). `Timeout` means the operation may or may not have taken effect.
     pub async fn call(&self, op: Op, deadline: Duration) -> Result<Reply, Error> {
+        self.call_inner(&op, deadline, false).await
+    }
+
+    /// [`Connection::call`] without taking the operation: for callers that may send it
+    /// again (retries), which then never copy it.
+    pub async fn call_ref(&self, op: &Op, deadline: Duration) -> Result<Reply, Error> {
         self.call_inner(op, deadline, false).await
     }
 
@@ -117,19 +126,22 @@ impl Connection {
     /// connection lost after the request went out answers `Timeout` (the outcome is
     /// unknown), not `Unavailable`.
     pub async fn call_once(&self, op: Op, deadline: Duration) -> Result<Reply, Error> {
-        self.call_inner(op, deadline, true).await
+        self.call_inner(&op, deadline, true).await
     }
 
-    async fn call_inner(&self, op: Op, deadline: Duration, once: bool) -> Result<Reply, Error> {
+    async fn call_inner(&self, op: &Op, deadline: Duration, once: bool) -> Result<Reply, Error> {
         if self.is_closed() {
             return Err(Error::unavailable(format!("{}: connection closed", self.addr)));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+        // Encoded here, from the borrowed op: too large or unencodable is the caller's error,
+        // and nothing was sent.
+        let mut frame = Vec::with_capacity(FRAME_CAPACITY_FIRST);
+        encode_frame(&RequestRef { id: RequestId(id), deadline_ms: Some(deadline_ms), op }, &mut frame)?;
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
-        let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-        let req = Request { id: RequestId(id), deadline_ms: Some(deadline_ms), op };
-        let sent = tokio::time::timeout(deadline, self.requests.send(req)).await;
+        let sent = tokio::time::timeout(deadline, self.requests.send(frame)).await;
         if !matches!(sent, Ok(Ok(()))) {
             self.lock_pending().remove(&id);
             return Err(if sent.is_err() {
@@ -170,7 +182,7 @@ fn fail_all(pending: &Pending, closed: &AtomicBool, why: &str) {
 
 async fn write_loop(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Request>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
     pending: Pending,
     closed: Arc<AtomicBool>,
 ) {
@@ -178,12 +190,8 @@ async fn write_loop(
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
-        while let Some(req) = next.take() {
-            if let Err(e) = encode_frame(&req, &mut buf)
-                && let Some(tx) = lock(&pending).remove(&req.id.0)
-            {
-                let _ = tx.send(Err(e.into()));
-            }
+        while let Some(frame) = next.take() {
+            buf.extend_from_slice(&frame);
             if buf.len() < WRITE_COALESCE_BYTES {
                 next = rx.try_recv().ok();
             }

@@ -122,7 +122,7 @@ impl ActiveMaster {
                     last = Error::Timeout;
                     continue;
                 };
-                match self.pool.call(&addr, op.clone(), left.min(share)).await {
+                match self.pool.call_ref(&addr, &op, left.min(share)).await {
                     Ok(r) => {
                         *lock(&self.last_good) = Some(addr);
                         return Ok(r);

@@ -96,6 +96,11 @@ impl Pool {
         self.get(addr).await?.call(op, deadline).await
     }
 
+    /// [`Pool::call`] without taking `op` (for retry loops: no copy of it per attempt).
+    pub async fn call_ref(&self, addr: &str, op: &Op, deadline: Duration) -> Result<Reply, Error> {
+        self.get(addr).await?.call_ref(op, deadline).await
+    }
+
     /// Sends a typed request to `addr` (see [`Connection::call_typed`]).
     pub async fn call_typed<C: Call>(&self, addr: &str, req: C, deadline: Duration) -> Result<C::Reply, Error> {
         self.get(addr).await?.call_typed(req, deadline).await

@@ -83,6 +83,15 @@ pub struct Request {
     pub op: Op,
 }
 
+/// A [`Request`] that borrows its operation: encodes to the same bytes (the MessagePack map
+/// has the same field names), so a caller that may have to send `op` again need not copy it.
+#[derive(Debug, Serialize)]
+pub struct RequestRef<'a> {
+    pub id: RequestId,
+    pub deadline_ms: Option<u32>,
+    pub op: &'a Op,
+}
+
 /// The data operations. Admin and routing operations join this enum in later steps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -765,6 +774,17 @@ pub struct RangeStats {
 pub(crate) mod tests {
     use super::*;
     use crate::limits::{GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, VALUE_BYTES_MAX};
+
+    #[test]
+    fn a_request_that_borrows_its_op_encodes_to_the_same_bytes() {
+        let op = Op::Put { key: Key::from("k"), value: vec![7; 40], write_id: Some(WriteId { client: 3, n: 9 }) };
+        let owned = Request { id: RequestId(5), deadline_ms: Some(250), op: op.clone() };
+        let borrowed = RequestRef { id: RequestId(5), deadline_ms: Some(250), op: &op };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        crate::frame::encode_frame(&owned, &mut a).unwrap();
+        crate::frame::encode_frame(&borrowed, &mut b).unwrap();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn operation_names_are_distinct_and_each_index_has_its_name() {
