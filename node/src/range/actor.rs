@@ -3,9 +3,9 @@
 //! Each message becomes a machine [`Input`]; the machine's [`Effect`]s are run by one
 //! `execute` match, and every completion (an append, a snapshot, clearing the owner, a
 //! timer) comes back as an input. The lifecycle (what may happen when) lives in
-//! `machine.rs`; this file only does I/O. Reads never come here: after every step that
-//! changed the data or the serving state, and before that step's effects (its replies) run,
-//! the actor publishes the machine's view (`range::view`), which readers serve from.
+//! `machine.rs`; this file only does I/O. Reads never come here: readers share the core's
+//! memtable (`range::view`), and after every step, before that step's effects run, the actor
+//! tells them whether the range still serves reads.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -162,8 +162,7 @@ impl RangeActor {
         }
         let mut fx = std::mem::take(&mut self.fx);
         let result = f(&mut self.machine, now, admission, &mut fx);
-        // Before any effect: a write is answered only once readers see it, and the range
-        // stops serving reads before it gives itself up.
+        // Before any effect: the range stops serving reads before it gives itself up.
         self.publish_view();
         for effect in fx.drain(..) {
             self.execute(effect, ctx);
@@ -172,12 +171,10 @@ impl RangeActor {
         result
     }
 
-    /// Publishes the machine's view when its data or serving state changed.
+    /// Tells readers whether the range still serves reads (the data they read is the
+    /// core's own, applied before any reply goes out).
     fn publish_view(&self) {
-        let (applied, serving) = self.cell.published();
-        if applied != self.machine.applied() || serving != self.machine.serves_reads() {
-            self.cell.publish(self.machine.view());
-        }
+        self.cell.set_serving(self.machine.serves_reads());
     }
 
     fn step(&mut self, input: Input<Responder, MergeResponder>, ctx: &mut Context<Self>) {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::batch::{self, BatchPayload, LoggedOp, LoggedWrite};
 use super::write_ids::WriteIdTable;
 
-pub use super::memtable::{Memtable, Stored};
+pub use super::memtable::{Memtable, SharedMemtable, Stored};
 
 /// A split as the `Split` log entry records it: where, and the children's ids. Once this
 /// entry is in the log the parent takes no more writes, and whoever loads the parent
@@ -133,7 +133,9 @@ pub struct RangeCore<W> {
     range: KeyRange,
     writer: NodeId,
     epoch: Epoch,
-    data: Memtable,
+    /// The applied data, shared with the readers of the range (`range::view`): they take a
+    /// read lock, `apply` a write lock per operation.
+    data: SharedMemtable,
     data_bytes: u64,
     applied: Seq,
     next_seq: Seq,
@@ -180,7 +182,7 @@ impl<W> RangeCore<W> {
             range,
             writer,
             epoch,
-            data,
+            data: std::sync::Arc::new(parking_lot::RwLock::new(data)),
             data_bytes,
             applied: checkpoint_seq,
             next_seq,
@@ -283,7 +285,7 @@ impl<W> RangeCore<W> {
         self.fenced
     }
     pub fn keys(&self) -> u64 {
-        self.data.len() as u64
+        self.data.read().len() as u64
     }
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
@@ -308,18 +310,18 @@ impl<W> RangeCore<W> {
     // ----- reads (served from applied data, also while an append is in flight) -----
 
     pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
-        super::memtable::get(&self.data, &self.range, key)
+        super::memtable::get(&self.data.read(), &self.range, key)
     }
 
     /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`). Readers
     /// scan the published view (`range::view`); this is for the core's own tests.
     #[cfg(test)]
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Reply, Error> {
-        super::memtable::scan(&self.data, &self.range, start, end, limit, reverse)
+        super::memtable::scan(&self.data.read(), &self.range, start, end, limit, reverse)
     }
 
-    /// The applied data (a cheap clone: a persistent map).
-    pub fn data(&self) -> &Memtable {
+    /// The applied data, as readers share it.
+    pub fn shared_data(&self) -> &SharedMemtable {
         &self.data
     }
 
@@ -417,7 +419,7 @@ impl<W> RangeCore<W> {
                 let current = match overlay.get(key) {
                     Some(v) => *v,
                     None if cleared.iter().any(|(s, e)| key >= s && e.as_ref().is_none_or(|e| key < e)) => None,
-                    None => self.data.get(key).map(|s| s.version),
+                    None => self.data.read().get(key).map(|s| s.version),
                 };
                 if current != *expected {
                     let why = match (expected, current) {
@@ -483,12 +485,13 @@ impl<W> RangeCore<W> {
     fn list_tail_check(&self, key: &Key, overlay: &HashMap<Key, Option<Version>>) -> Option<Result<Reply, Error>> {
         let family = ampstore_common::lists::family_of(key.as_bytes())?;
         if !overlay.contains_key(key)
-            && let Some(stored) = self.data.get(key)
+            && let Some(stored) = self.data.read().get(key).cloned()
         {
             return Some(Ok(Reply::Written { version: stored.version }));
         }
         let end = ampstore_common::lists::family_end(family);
-        let stored_above = self.data.range((Bound::Excluded(key), Bound::Excluded(&end))).next_back().map(|(k, _)| k);
+        let data = self.data.read();
+        let stored_above = data.range((Bound::Excluded(key), Bound::Excluded(&end))).next_back().map(|(k, _)| k);
         let batched_above = overlay
             .iter()
             .filter(|(k, v)| v.is_some() && *k > key && k.as_bytes().starts_with(family))
@@ -636,13 +639,13 @@ impl<W> RangeCore<W> {
             LoggedOp::Put { key, value } => {
                 let stored = Stored { value: Bytes::copy_from_slice(value), version };
                 self.data_bytes += (key.len() + value.len()) as u64;
-                if let Some(old) = self.data.insert(key.clone(), stored) {
+                if let Some(old) = self.data.write().insert(key.clone(), stored) {
                     self.data_bytes -= (key.len() + old.value.len()) as u64;
                 }
                 Reply::Written { version }
             }
             LoggedOp::Delete { key } => {
-                let removed = match self.data.remove(key) {
+                let removed = match self.data.write().remove(key) {
                     Some(old) => {
                         self.data_bytes -= (key.len() + old.value.len()) as u64;
                         1
@@ -653,9 +656,10 @@ impl<W> RangeCore<W> {
             }
             LoggedOp::DeleteRange { start, end } => {
                 let bounds = (Bound::Included(start.clone()), end.clone().map_or(Bound::Unbounded, Bound::Excluded));
-                let doomed: Vec<Key> = self.data.range(bounds).map(|(k, _)| k.clone()).collect();
+                let mut data = self.data.write();
+                let doomed: Vec<Key> = data.range(bounds).map(|(k, _)| k.clone()).collect();
                 for k in &doomed {
-                    if let Some(old) = self.data.remove(k) {
+                    if let Some(old) = data.remove(k) {
                         self.data_bytes -= (k.len() + old.value.len()) as u64;
                     }
                 }
@@ -754,11 +758,11 @@ impl<W> RangeCore<W> {
             self.check_key(&key)?;
         }
         for c in checks {
-            let current = self.data.get(&c.key);
+            let current = self.data.read().get(&c.key).cloned();
             let holds = match &c.condition {
                 TxnCondition::Absent => current.is_none(),
-                TxnCondition::Version(v) => current.is_some_and(|s| s.version == *v),
-                TxnCondition::Value(v) => current.is_some_and(|s| s.value.as_ref() == v.as_slice()),
+                TxnCondition::Version(v) => current.as_ref().is_some_and(|s| s.version == *v),
+                TxnCondition::Value(v) => current.as_ref().is_some_and(|s| s.value.as_ref() == v.as_slice()),
             };
             if !holds {
                 let found = current.map_or_else(|| "absent".to_string(), |s| format!("version {}", s.version));
@@ -857,14 +861,15 @@ impl<W> RangeCore<W> {
     fn split_key_anywhere(&self) -> Option<Key> {
         let half = self.data_bytes / 2;
         let mut acc = 0u64;
-        for (i, (k, v)) in self.data.iter().enumerate() {
+        let data = self.data.read();
+        for (i, (k, v)) in data.iter().enumerate() {
             if i > 0 && acc >= half {
                 return Some(k.clone());
             }
             acc += (k.len() + v.value.len()) as u64;
         }
         // The first keys hold most of the data: split before the last key.
-        self.data.iter().nth(1).and_then(|_| self.data.get_max().map(|(k, _)| k.clone()))
+        data.iter().nth(1).and_then(|_| data.get_max().map(|(k, _)| k.clone()))
     }
 
     /// [`Self::split_key_anywhere`], moved out of any list so that a list never straddles two
@@ -875,8 +880,8 @@ impl<W> RangeCore<W> {
         let key = ampstore_common::lists::split_point_outside(&candidate, &self.range.start);
         let keeps_keys_on_both_sides = key > self.range.start
             && self.range.contains(key.as_bytes())
-            && self.data.range(..&key).next().is_some()
-            && self.data.range(&key..).next().is_some();
+            && self.data.read().range(..&key).next().is_some()
+            && self.data.read().range(&key..).next().is_some();
         keeps_keys_on_both_sides.then_some(key)
     }
 
@@ -906,7 +911,7 @@ impl<W> RangeCore<W> {
 
     /// The children's data: keys below the split key, and the rest.
     pub fn divide(&self, split_key: &Key) -> (Memtable, Memtable) {
-        let (left, at, mut right) = self.data.split_lookup(split_key);
+        let (left, at, mut right) = self.data.read().split_lookup(split_key);
         if let Some(v) = at {
             right.insert(split_key.clone(), v);
         }
@@ -968,7 +973,7 @@ impl<W> RangeCore<W> {
     /// An O(1) frozen view for a snapshot: the applied seq, the data and the remembered
     /// write ids at it, and the log bytes so far.
     pub fn snapshot_view(&self) -> (Seq, Memtable, WriteIdTable, u64) {
-        (self.applied, self.data.clone(), self.dedup.done.clone(), self.log_bytes_total)
+        (self.applied, self.data.read().clone(), self.dedup.done.clone(), self.log_bytes_total)
     }
 
     /// A snapshot at `seq` (taken when `log_bytes_total` was `log_bytes`) is the checkpoint.

@@ -26,7 +26,7 @@ use super::actor::{
 use super::core::{MergePlan, RangeCore, Write};
 use super::host::{RangeEnv, Responder};
 use super::machine::{MergeClosed, Prepare};
-use super::view::{RangeView, ViewCell};
+use super::view::ViewCell;
 use crate::liveness::Liveness;
 
 /// A serving range, as the node's directory holds it: its actor, and the view it publishes
@@ -53,15 +53,9 @@ impl RangeHandle {
         instance: u64,
         arbiter: &ArbiterHandle,
     ) -> RangeHandle {
-        // Readers may read the loaded data at once; the actor publishes every change after.
-        let first = RangeView {
-            data: core.data().clone(),
-            range: core.range().clone(),
-            epoch: owner.epoch,
-            applied: core.applied(),
-            serving: !core.is_fenced(),
-        };
-        let view = Arc::new(ViewCell::new(first));
+        // Readers may read the loaded data at once; the actor applies every change to it.
+        let view =
+            Arc::new(ViewCell::new(core.shared_data().clone(), core.range().clone(), owner.epoch, !core.is_fenced()));
         let liveness = env.liveness.clone();
         let cell = view.clone();
         let addr = RangeActor::start_in_arbiter(arbiter, move |_| RangeActor::new(core, owner, env, instance, cell));
@@ -71,12 +65,12 @@ impl RangeHandle {
     /// The value and version at `key` (`None`: absent), from the range's published view:
     /// no turn through the actor.
     pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
-        self.view.serving_view(&self.liveness)?.get(key)
+        self.view.get(&self.liveness, key)
     }
 
     /// One page of `[start, end)` within this range, from its published view.
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Page, Error> {
-        let reply = self.view.serving_view(&self.liveness)?.scan(start, end, limit, reverse)?;
+        let reply = self.view.scan(&self.liveness, start, end, limit, reverse)?;
         <wire::data::Scan as wire::Call>::reply(reply)
     }
 

@@ -5,6 +5,7 @@
 use super::*;
 use crate::range::batch::{self, LoggedOp};
 use crate::range::core::Condition;
+use crate::range::view;
 use ampstore_common::protocol::RangeState;
 use ampstore_common::txn::TxnWrite;
 use ampstore_common::{NodeId, Version};
@@ -416,7 +417,8 @@ fn an_ended_epoch_refuses_requests_and_drop_stops_with_timeouts_for_the_append_i
     assert_eq!(appends(&h.write("a", 1)), [(1, Purpose::Batch)]);
     h.admission.epoch = Epoch(2);
     assert_eq!(reply_to(&h.write("b", 2), 2), Err(Error::NotOwner { hint: None }));
-    assert!(!h.m.view().admits(h.admission.epoch, h.admission.live), "readers are refused too");
+    let readers_admitted = view::admits(h.m.serves_reads(), Epoch(1), h.admission.epoch, h.admission.live);
+    assert!(!readers_admitted, "readers are refused too");
     let fx = h.step(Input::Drop);
     assert_eq!(reply_to(&fx, 1), Err(Error::Timeout), "the append may still land: outcome unknown");
     assert_eq!(stops(&fx), [StopHow::Departed]);
@@ -476,9 +478,8 @@ fn an_abort_that_finds_the_transactions_own_entry_in_its_slot_commits_it() {
     };
     let fx = h.step(Input::SlotRead { seq: Seq(1), found: Ok(Some((Seq(1), entry))) });
     assert_eq!(reply_to(&fx, 11), Ok(Reply::TxnResolved { committed: true }));
-    let view = h.m.view();
-    assert!(view.admits(h.admission.epoch, h.admission.live));
-    assert_eq!(view.get(&Key::from("t")).unwrap().unwrap().value, b"t", "readers see the committed write");
+    assert!(view::admits(h.m.serves_reads(), Epoch(1), h.admission.epoch, h.admission.live));
+    assert_eq!(h.m.read(&Key::from("t")).unwrap().unwrap().value, b"t", "readers see the committed write");
     // Another writer's entry in the slot is a fence.
     let mut h = Harness::new();
     h.step(Input::Prepare(prepare(2, "t", false), 20));
@@ -496,25 +497,22 @@ fn an_abort_that_finds_the_transactions_own_entry_in_its_slot_commits_it() {
 }
 
 #[test]
-fn the_view_shows_a_write_once_applied_and_stops_serving_when_a_release_starts() {
+fn readers_see_a_write_once_applied_and_are_refused_once_a_release_starts() {
     let mut h = Harness::new();
     assert_eq!(appends(&h.write("a", 1)), [(1, Purpose::Batch)]);
-    let view = h.m.view();
-    assert!(view.admits(Epoch(1), true));
-    assert!(!view.admits(Epoch(2), true), "another epoch of the node: refused");
-    assert!(!view.admits(Epoch(1), false), "not live: refused");
-    assert_eq!(view.get(&Key::from("a")).unwrap(), None, "in flight: not visible yet");
+    assert!(view::admits(h.m.serves_reads(), Epoch(1), Epoch(1), true));
+    assert!(!view::admits(h.m.serves_reads(), Epoch(1), Epoch(2), true), "another epoch of the node: refused");
+    assert!(!view::admits(h.m.serves_reads(), Epoch(1), Epoch(1), false), "not live: refused");
+    assert_eq!(h.m.read(&Key::from("a")).unwrap(), None, "in flight: not visible yet");
     let fx = h.appended(1, Purpose::Batch, AppendResult::Ok);
     assert_eq!(reply_to(&fx, 1), written(1, 0));
-    // What the actor publishes before it runs these effects (the reply) shows the write.
-    let view = h.m.view();
-    assert_eq!(view.applied, Seq(1));
-    assert_eq!(view.get(&Key::from("a")).unwrap().map(|v| v.version), Some(Version { seq: Seq(1), index: 0 }));
-    assert_eq!(view.get(&Key::from("b")).unwrap(), None);
+    // Applied before the step's effects (the reply) run: readers see it.
+    assert_eq!(h.m.read(&Key::from("a")).unwrap().map(|v| v.version), Some(Version { seq: Seq(1), index: 0 }));
+    assert_eq!(h.m.read(&Key::from("b")).unwrap(), None);
     // A release stops reads at once, before the snapshot and the owner's clearing.
     let fx = h.step(Input::Release(Some(10)));
     assert_eq!(snapshot_seqs(&fx), [1]);
-    assert!(!h.m.view().serving, "releasing: readers are refused from now on");
+    assert!(!h.m.serves_reads(), "releasing: readers are refused from now on");
 }
 
 #[test]

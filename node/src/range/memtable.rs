@@ -1,6 +1,5 @@
 //! The memtable: a range's applied data, a persistent ordered map from key to value and
-//! version (a clone is O(1), so snapshots and the readers' views never stall writes), and
-//! the reads over it.
+//! version (a clone is O(1), so a snapshot never stalls writes), and the reads over it.
 
 use std::ops::Bound;
 
@@ -19,6 +18,9 @@ pub struct Stored {
 }
 
 pub type Memtable = OrdMap<Key, Stored>;
+
+/// The memtable of a serving range: its actor writes it, the connection tasks read it.
+pub type SharedMemtable = std::sync::Arc<parking_lot::RwLock<Memtable>>;
 
 /// The value and version at `key`, which must lie in `range`.
 pub fn get(data: &Memtable, range: &KeyRange, key: &Key) -> Result<Option<Versioned>, Error> {

@@ -1,89 +1,86 @@
 //! What readers see of a range without a turn through its actor (DESIGN section 5,
-//! "Reads"): after each applied batch the actor publishes a [`RangeView`] (its applied data,
-//! a cheap clone of the persistent map, and whether it still serves), and the connection
-//! task serves gets and scans from it directly, checking the serving rule itself.
+//! "Reads"): the range's memtable, shared with its actor (readers take a read lock, the
+//! actor a write lock per applied operation), and whether the range serves reads. The
+//! connection task serves gets and scans from it directly, checking the serving rule itself.
 //!
-//! Never stale: the actor publishes the view before it answers the writes of the batch, so a
-//! read that starts after a write was acknowledged sees it; and a view stops serving (its
-//! `serving` is false) before the range gives itself up (release, fence, split, stop).
+//! Why a shared memtable and not an immutable view published after each batch: the
+//! memtable is a persistent map, and a published clone makes the next batch copy every
+//! B-tree node it touches (measured: a durable put went from 32,000 to 59,000 node
+//! instructions; `docs/benchmarks.md`). A read lock costs a get one uncontended atomic.
+//!
+//! Never stale: the actor applies a batch (under the write lock) before it answers its
+//! writes, so a read that starts after a write was acknowledged sees it; and the range stops
+//! serving reads (`set_serving(false)`) before it gives itself up (release, fence, split,
+//! stop), before that step's effects run.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ampstore_common::error::Error;
 use ampstore_common::ownership;
 use ampstore_common::protocol::{Reply, Versioned};
-use ampstore_common::{Epoch, Key, KeyRange, Seq};
-use arc_swap::ArcSwap;
+use ampstore_common::{Epoch, Key, KeyRange};
 
-use super::memtable::{self, Memtable};
+use super::memtable::{self, SharedMemtable};
 use crate::liveness::Liveness;
 
-/// A range's applied data and serving state at one moment.
-pub struct RangeView {
-    pub data: Memtable,
-    pub range: KeyRange,
-    /// The epoch the instance was loaded in: it serves only while the node is live in it.
-    pub epoch: Epoch,
-    /// The last applied log seq in `data`.
-    pub applied: Seq,
-    /// False once the range stopped serving reads (releasing, fenced, stopped).
-    pub serving: bool,
+/// The serving rule for reads: the range serves (`serving`), and the node is live (`live`)
+/// in the epoch the range was loaded in (`instance_epoch`).
+pub fn admits(serving: bool, instance_epoch: Epoch, node_epoch: Epoch, live: bool) -> bool {
+    serving && ownership::instance_may_serve(instance_epoch, node_epoch, live)
 }
 
-/// Where a range's actor publishes its view and readers take it.
+/// A range as its readers share it (see the module doc).
 pub struct ViewCell {
-    view: ArcSwap<RangeView>,
-    /// Reads served from views since the range started: the actor counts a range that is
-    /// only read as used (idle release).
+    data: SharedMemtable,
+    range: KeyRange,
+    /// The epoch the instance was loaded in.
+    epoch: Epoch,
+    /// False once the range stopped serving reads (releasing, fenced, stopped).
+    serving: AtomicBool,
+    /// Reads served so far: the actor counts a range that is only read as used (idle
+    /// release).
     reads: AtomicU64,
 }
 
 impl ViewCell {
-    pub fn new(first: RangeView) -> ViewCell {
-        ViewCell { view: ArcSwap::from_pointee(first), reads: AtomicU64::new(0) }
+    pub fn new(data: SharedMemtable, range: KeyRange, epoch: Epoch, serving: bool) -> ViewCell {
+        ViewCell { data, range, epoch, serving: AtomicBool::new(serving), reads: AtomicU64::new(0) }
     }
 
-    /// Publishes `view` for every read that starts from now on.
-    pub fn publish(&self, view: RangeView) {
-        self.view.store(Arc::new(view));
+    /// The actor's side: whether reads may be served from now on.
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
     }
 
-    /// The current view, when the serving rule lets it serve now: the range serves, and
-    /// the node is live in the epoch the range was loaded in.
-    pub fn serving_view(&self, liveness: &Liveness) -> Result<arc_swap::Guard<Arc<RangeView>>, Error> {
-        let view = self.view.load();
-        if !view.admits(liveness.epoch(), liveness.is_valid()) {
+    fn check(&self, liveness: &Liveness) -> Result<(), Error> {
+        if !admits(self.serving.load(Ordering::Acquire), self.epoch, liveness.epoch(), liveness.is_valid()) {
             return Err(Error::NotOwner { hint: None });
         }
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(view)
+        Ok(())
     }
 
-    /// Reads served from views so far.
+    /// The value and version at `key`, when the serving rule allows.
+    pub fn get(&self, liveness: &Liveness, key: &Key) -> Result<Option<Versioned>, Error> {
+        self.check(liveness)?;
+        memtable::get(&self.data.read(), &self.range, key)
+    }
+
+    /// One page of `[start, end)` within the range, when the serving rule allows.
+    pub fn scan(
+        &self,
+        liveness: &Liveness,
+        start: &Key,
+        end: Option<&Key>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Reply, Error> {
+        self.check(liveness)?;
+        memtable::scan(&self.data.read(), &self.range, start, end, limit, reverse)
+    }
+
+    /// Reads served so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
-    }
-
-    /// What the last published view says (the actor's own bookkeeping).
-    pub fn published(&self) -> (Seq, bool) {
-        let view = self.view.load();
-        (view.applied, view.serving)
-    }
-}
-
-impl RangeView {
-    /// The serving rule for reads: the range serves, and the node is live (`live`) in the
-    /// epoch the range was loaded in.
-    pub fn admits(&self, node_epoch: Epoch, live: bool) -> bool {
-        self.serving && ownership::instance_may_serve(self.epoch, node_epoch, live)
-    }
-
-    pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
-        memtable::get(&self.data, &self.range, key)
-    }
-
-    pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Reply, Error> {
-        memtable::scan(&self.data, &self.range, start, end, limit, reverse)
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::Instant;
 
+#[cfg(test)]
+use ampstore_common::error::Error;
 use ampstore_common::protocol::{RangeState, RangeStats};
 
 use super::{Phase, RangeMachine};
-use crate::range::view::RangeView;
 
 impl<W, M> RangeMachine<W, M> {
     pub fn stats(&self, now: Instant) -> RangeStats {
@@ -35,20 +36,10 @@ impl<W, M> RangeMachine<W, M> {
         !(self.core.is_fenced() || self.releasing() || self.is_stopped())
     }
 
-    /// The view to publish for readers now (a cheap clone of the persistent map).
-    pub fn view(&self) -> RangeView {
-        RangeView {
-            data: self.core.data().clone(),
-            range: self.core.range().clone(),
-            epoch: self.owner.epoch,
-            applied: self.core.applied(),
-            serving: self.serves_reads(),
-        }
-    }
-
-    /// The last log seq applied to the data.
-    pub fn applied(&self) -> ampstore_common::Seq {
-        self.core.applied()
+    /// The value at `key` in the applied data (what readers see; the machine's tests).
+    #[cfg(test)]
+    pub fn read(&self, key: &ampstore_common::Key) -> Result<Option<ampstore_common::protocol::Versioned>, Error> {
+        self.core.get(key)
     }
 
     /// Readers used the range (from its published view) since the last step.
