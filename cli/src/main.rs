@@ -11,6 +11,12 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc for every process (node, master, store, collector,
+/// the load generator): under callgrind, glibc's `malloc`, `free` and `malloc_consolidate`
+/// were 40 % of a node's instructions per durable put (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin_http;
 mod bench_cmd;
 mod chaos_cmd;
