@@ -86,11 +86,18 @@ pub struct WriteRecord {
     pub outcome: WriteOutcome,
     /// When the outcome was decided (or, for one rebuilt from the log, when it was replayed).
     pub at_unix_ms: u64,
+    /// The key the write was routed by (a retry comes to the range holding it): a split
+    /// gives the record to that child only. `None` (a transaction, or a record from a
+    /// snapshot written before this was kept): both children keep it.
+    pub data_key: Option<Key>,
 }
 
 const KEY_WRITE: u8 = 0;
 const KEY_PUSH: u8 = 1;
 const KEY_TXN: u8 = 2;
+/// Set on the id tag when the record's data key follows its ids (older snapshots never set
+/// it, and decode to `data_key: None`).
+const KEY_HAS_DATA_KEY: u8 = 0x80;
 const OUT_WRITTEN: u8 = 0;
 const OUT_DELETED: u8 = 1;
 const OUT_CONFLICT: u8 = 2;
@@ -111,23 +118,28 @@ fn put_version(out: &mut Vec<u8>, v: &Version) {
 }
 
 /// Appends `records` in their binary form (the snapshot's write-id section):
-/// `count varint, then per record: key tag u8, ids (varints), at_unix_ms varint, outcome tag
-/// u8, outcome fields`.
+/// `count varint, then per record: key tag u8 (+ 0x80 when a data key follows the ids), ids
+/// (varints), [data key: length varint, bytes], at_unix_ms varint, outcome tag u8, outcome
+/// fields`.
 pub fn encode(records: &[WriteRecord], out: &mut Vec<u8>) {
     put_varint(out, records.len() as u64);
     for r in records {
+        let flag = if r.data_key.is_some() { KEY_HAS_DATA_KEY } else { 0 };
         match r.key {
             WriteKey::Write(id) | WriteKey::Txn(id) => {
-                out.push(if matches!(r.key, WriteKey::Write(_)) { KEY_WRITE } else { KEY_TXN });
+                out.push(flag | if matches!(r.key, WriteKey::Write(_)) { KEY_WRITE } else { KEY_TXN });
                 put_varint(out, id.client);
                 put_varint(out, id.n);
             }
             WriteKey::Push(p) => {
-                out.push(KEY_PUSH);
+                out.push(flag | KEY_PUSH);
                 put_varint(out, p.ms);
                 put_varint(out, p.client);
                 put_varint(out, p.n);
             }
+        }
+        if let Some(k) = &r.data_key {
+            put_bytes(out, k.as_bytes());
         }
         put_varint(out, r.at_unix_ms);
         match &r.outcome {
@@ -214,11 +226,16 @@ pub fn decode(buf: &[u8], records_max: usize) -> Result<Vec<WriteRecord>, Decode
     }
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let key = match r.u8()? {
+        let tag = r.u8()?;
+        let key = match tag & !KEY_HAS_DATA_KEY {
             KEY_WRITE => WriteKey::Write(WriteId { client: r.varint()?, n: r.varint()? }),
             KEY_TXN => WriteKey::Txn(WriteId { client: r.varint()?, n: r.varint()? }),
             KEY_PUSH => WriteKey::Push(PushId { ms: r.varint()?, client: r.varint()?, n: r.varint()? }),
             other => return Err(DecodeError(format!("unknown id tag {other}"))),
+        };
+        let data_key = match tag & KEY_HAS_DATA_KEY {
+            0 => None,
+            _ => Some(Key::from(r.bytes("data key", KEY_BYTES_MAX)?)),
         };
         let at_unix_ms = r.varint()?;
         let outcome = match r.u8()? {
@@ -247,7 +264,7 @@ pub fn decode(buf: &[u8], records_max: usize) -> Result<Vec<WriteRecord>, Decode
             }
             other => return Err(DecodeError(format!("unknown outcome tag {other}"))),
         };
-        out.push(WriteRecord { key, outcome, at_unix_ms });
+        out.push(WriteRecord { key, outcome, at_unix_ms, data_key });
     }
     if r.pos != buf.len() {
         return Err(DecodeError(format!("{} bytes after the last record", buf.len() - r.pos)));
@@ -266,31 +283,37 @@ mod tests {
                 key: WriteKey::Write(WriteId { client: u64::MAX, n: 1 }),
                 outcome: WriteOutcome::Written { version: v },
                 at_unix_ms: 1_700_000_000_000,
+                data_key: Some(Key::from(&b"user:1"[..])),
             },
             WriteRecord {
                 key: WriteKey::Write(WriteId { client: 2, n: 70_000 }),
                 outcome: WriteOutcome::Deleted { removed: 12, version: v },
                 at_unix_ms: 5,
+                data_key: None,
             },
             WriteRecord {
                 key: WriteKey::Push(PushId { ms: 9, client: 8, n: 7 }),
                 outcome: WriteOutcome::Conflict { reason: "behind the tail".into(), key: Some(Key::from(&b"k"[..])) },
                 at_unix_ms: 6,
+                data_key: Some(Key::from(&[0xffu8, 0xff, 1][..])),
             },
             WriteRecord {
                 key: WriteKey::Txn(WriteId { client: 3, n: 4 }),
                 outcome: WriteOutcome::Txn { committed: true, seq: Some(Seq(99)) },
                 at_unix_ms: 7,
+                data_key: None,
             },
             WriteRecord {
                 key: WriteKey::Txn(WriteId { client: 3, n: 5 }),
                 outcome: WriteOutcome::Txn { committed: false, seq: None },
                 at_unix_ms: 8,
+                data_key: None,
             },
             WriteRecord {
                 key: WriteKey::Write(WriteId { client: 1, n: 1 }),
                 outcome: WriteOutcome::Conflict { reason: String::new(), key: None },
                 at_unix_ms: 0,
+                data_key: None,
             },
         ]
     }
@@ -300,6 +323,28 @@ mod tests {
         let mut buf = Vec::new();
         encode(&samples(), &mut buf);
         assert_eq!(decode(&buf, 100).unwrap(), samples());
+    }
+
+    #[test]
+    fn a_record_without_a_data_key_encodes_as_before_and_a_data_key_at_the_limit_decodes() {
+        // The encoding older snapshots hold: no flag, no key.
+        let old = WriteRecord {
+            key: WriteKey::Write(WriteId { client: 1, n: 2 }),
+            outcome: WriteOutcome::Written { version: Version { seq: Seq(3), index: 0 } },
+            at_unix_ms: 4,
+            data_key: None,
+        };
+        let mut buf = Vec::new();
+        encode(std::slice::from_ref(&old), &mut buf);
+        assert_eq!(buf, [1, KEY_WRITE, 1, 2, 4, OUT_WRITTEN, 3, 0]);
+        let at_limit = WriteRecord { data_key: Some(Key::from(vec![b'k'; KEY_BYTES_MAX])), ..old.clone() };
+        let mut buf = Vec::new();
+        encode(std::slice::from_ref(&at_limit), &mut buf);
+        assert_eq!(decode(&buf, 1).unwrap(), [at_limit]);
+        let over = WriteRecord { data_key: Some(Key::from(vec![b'k'; KEY_BYTES_MAX + 1])), ..old };
+        let mut buf = Vec::new();
+        encode(std::slice::from_ref(&over), &mut buf);
+        assert!(decode(&buf, 1).is_err(), "a data key over KEY_BYTES_MAX is damage");
     }
 
     #[test]

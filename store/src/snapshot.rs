@@ -766,6 +766,7 @@ mod tests {
                     WriteOutcome::Written { version: Version { seq: Seq(i + 1), index: 0 } }
                 },
                 at_unix_ms: 1_700_000_000_000 + i,
+                data_key: (i % 2 == 0).then(|| ampstore_common::Key::from(format!("key{i}"))),
             })
             .collect()
     }

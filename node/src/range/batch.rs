@@ -24,6 +24,17 @@ pub enum LoggedOp {
     },
 }
 
+impl LoggedOp {
+    /// The key a client routes this write by (a delete-range's start): a retry of it comes
+    /// to the range holding this key.
+    pub fn routing_key(&self) -> &Key {
+        match self {
+            LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => key,
+            LoggedOp::DeleteRange { start, .. } => start,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedWrite {
     pub op: LoggedOp,

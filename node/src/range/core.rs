@@ -265,7 +265,7 @@ impl<W> RangeCore<W> {
 
     /// Remembers a transaction's outcome here (with the slot of its entry when it wrote).
     pub fn remember_txn(&mut self, txn_id: WriteId, committed: bool, seq: Option<Seq>) {
-        self.dedup.done.remember(WriteKey::Txn(txn_id), WriteOutcome::Txn { committed, seq }, self.now_unix_ms);
+        self.dedup.done.remember(WriteKey::Txn(txn_id), WriteOutcome::Txn { committed, seq }, None, self.now_unix_ms);
     }
 
     pub fn range_id(&self) -> RangeId {
@@ -407,7 +407,7 @@ impl<W> RangeCore<W> {
                 && let LoggedOp::Put { key, .. } = &p.write.op
                 && let Some(early) = self.list_tail_check(key, &overlay)
             {
-                self.finish_write_id(p.write.write_id, &early, &mut plan.early);
+                self.finish_write_id(p.write.write_id, &p.write.op, &early, &mut plan.early);
                 plan.early.push((p.waiter, early));
                 continue;
             }
@@ -429,7 +429,7 @@ impl<W> RangeCore<W> {
                         (None, None) => String::from("condition failed"),
                     };
                     let result = Err(Error::conflict(why));
-                    self.finish_write_id(p.write.write_id, &result, &mut plan.early);
+                    self.finish_write_id(p.write.write_id, &p.write.op, &result, &mut plan.early);
                     plan.early.push((p.waiter, result));
                     continue;
                 }
@@ -531,7 +531,7 @@ impl<W> RangeCore<W> {
         for (i, (w, waiter)) in f.writes.iter().zip(f.waiters).enumerate() {
             let reply = self.apply(&w.op, Version { seq, index: i as u32 });
             let result = Ok(reply);
-            self.finish_write_id(w.id(), &result, &mut out);
+            self.finish_write_id(w.id(), &w.op, &result, &mut out);
             out.push((waiter, result));
         }
         self.log_bytes_total += f.entry.payload.len() as u64;
@@ -619,18 +619,25 @@ impl<W> RangeCore<W> {
         }
     }
 
-    fn finish_write_id(&mut self, id: Option<WriteKey>, result: &Result<Reply, Error>, out: &mut Vec<Outcome<W>>) {
+    /// `op`: the write, whose routing key the remembered outcome keeps (for splits).
+    fn finish_write_id(
+        &mut self,
+        id: Option<WriteKey>,
+        op: &LoggedOp,
+        result: &Result<Reply, Error>,
+        out: &mut Vec<Outcome<W>>,
+    ) {
         let Some(id) = id else { return };
         self.dedup.pending.remove(&id);
         if let Some(followers) = self.dedup.followers.remove(&id) {
             out.extend(followers.into_iter().map(|w| (w, result.clone())));
         }
-        self.remember(id, result.clone());
+        self.remember(id, op, result.clone());
     }
 
-    fn remember(&mut self, id: WriteKey, result: Result<Reply, Error>) {
+    fn remember(&mut self, id: WriteKey, op: &LoggedOp, result: Result<Reply, Error>) {
         if let Some(outcome) = WriteOutcome::of(&result) {
-            self.dedup.done.remember(id, outcome, self.now_unix_ms);
+            self.dedup.done.remember(id, outcome, Some(op.routing_key().clone()), self.now_unix_ms);
         }
     }
 
@@ -700,7 +707,7 @@ impl<W> RangeCore<W> {
                 for (i, w) in payload.writes.iter().enumerate() {
                     let reply = self.apply(&w.op, Version { seq, index: i as u32 });
                     if let Some(id) = w.id() {
-                        self.remember(id, Ok(reply));
+                        self.remember(id, &w.op, Ok(reply));
                     }
                 }
             }

@@ -34,6 +34,8 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
     let SplitJob { parent_id, parent_range, split_seq, plan, left, right, write_ids, owner } = job;
     let started = std::time::Instant::now();
     crate::test_points::crash_point("split:entry");
+    // Each child remembers the writes routed to its half (and the transactions).
+    let (left_ids, right_ids) = write_ids.divide(&plan.split_key, crate::range::write_ids::unix_now_ms());
     let left_range = KeyRange::new(parent_range.start.clone(), Some(plan.split_key.clone()))?;
     let right_range = KeyRange::new(plan.split_key.clone(), parent_range.end.clone())?;
     let (left_cp, left_bytes) = snapshot::store_blob(
@@ -43,7 +45,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
             range: left_range,
             seq: split_seq,
             data: left,
-            write_ids: write_ids.clone(),
+            write_ids: left_ids,
             owner: owner.clone(),
         },
     )
@@ -56,7 +58,7 @@ pub async fn complete(shared: &Arc<NodeShared>, job: SplitJob) -> Result<(), Err
             range: right_range,
             seq: split_seq,
             data: right,
-            write_ids,
+            write_ids: right_ids,
             owner: owner.clone(),
         },
     )
