@@ -16,7 +16,8 @@
 //!
 //! A put, step by step: `service::handle` validates the `Op::Put` and routes its key
 //! (`Ranges::route_key`, one ordered lookup in the `directory`) to the range's
-//! `RangeHandle`; `RangeHandle::write` sends the actor a `WriteMsg`; the actor
+//! `RangeHandle`; `RangeHandle::write` puts the write in the range's inbox and wakes the
+//! actor (one message for all the writes waiting there); the actor
 //! (`range::actor`) checks the serving rule,
 //! queues the write in its `RangeCore`, and appends the next batch to the commit log (one
 //! append in flight: group commit); when the append lands, the core applies the batch to the

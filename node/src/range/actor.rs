@@ -19,8 +19,9 @@ use ampstore_store::StoreError;
 use ampstore_store::meta::Owner;
 use tokio::sync::oneshot;
 
-use super::core::{MergePlan, RangeCore, Write};
+use super::core::{MergePlan, RangeCore};
 use super::host::{self, RangeEnv};
+use super::inbox::WriteInbox;
 use super::machine::{
     Admission, AppendResult, ClearOutcome, Effect, Input, MachineConfig, MergeClosed, Prepare, Purpose, RangeMachine,
     StopHow,
@@ -36,12 +37,10 @@ type Fx = Effect<Responder, MergeResponder>;
 
 const MAILBOX_CAPACITY: usize = 4096;
 
+/// The range's write inbox has writes (`range::inbox`): take them all.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct WriteMsg {
-    pub write: Write,
-    pub reply: Responder,
-}
+pub(super) struct DrainWrites;
 
 /// Snapshot now; answers `Snapshotted`.
 #[derive(Message)]
@@ -116,6 +115,8 @@ pub(super) struct RangeActor {
     fx: Vec<Fx>,
     /// Where this range publishes its view for readers (`range::view`).
     cell: Arc<ViewCell>,
+    /// Writes waiting for this actor (`range::inbox`).
+    inbox: Arc<WriteInbox>,
     /// `cell.reads()` when the actor last looked: reads since count as use.
     reads_seen: u64,
 }
@@ -127,6 +128,7 @@ impl RangeActor {
         env: Arc<RangeEnv>,
         instance: u64,
         cell: Arc<ViewCell>,
+        inbox: Arc<WriteInbox>,
     ) -> RangeActor {
         let cfg = &env.cfg;
         let machine_cfg = MachineConfig {
@@ -138,7 +140,7 @@ impl RangeActor {
             child_ids: host::child_ids,
         };
         let machine = RangeMachine::new(core, owner, machine_cfg, Instant::now());
-        RangeActor { machine, env, instance, fx: Vec::new(), cell, reads_seen: 0 }
+        RangeActor { machine, env, instance, fx: Vec::new(), cell, inbox, reads_seen: 0 }
     }
 
     /// The node's liveness as the serving rule needs it.
@@ -329,13 +331,21 @@ impl Actor for RangeActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.step(Input::Start, ctx);
     }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Writes still in the inbox never reached the range: nothing of theirs was written.
+        self.inbox.refuse_all(&Error::NotOwner { hint: None });
+    }
 }
 
-impl Handler<WriteMsg> for RangeActor {
+impl Handler<DrainWrites> for RangeActor {
     type Result = ();
 
-    fn handle(&mut self, msg: WriteMsg, ctx: &mut Context<Self>) {
-        self.step(Input::Write(msg.write, msg.reply), ctx);
+    fn handle(&mut self, _msg: DrainWrites, ctx: &mut Context<Self>) {
+        let writes = self.inbox.take();
+        if !writes.is_empty() {
+            self.step(Input::Writes(writes), ctx);
+        }
     }
 }
 

@@ -20,11 +20,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::actor::{
-    DropMsg, MergeCloseMsg, MergeEndMsg, RangeActor, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg, TxnPrepareMsg,
-    TxnResolveMsg, WriteMsg,
+    DrainWrites, DropMsg, MergeCloseMsg, MergeEndMsg, RangeActor, ReleaseMsg, SnapshotMsg, SplitNowMsg, StatsMsg,
+    TxnPrepareMsg, TxnResolveMsg,
 };
 use super::core::{MergePlan, RangeCore, Write};
 use super::host::{RangeEnv, Responder};
+use super::inbox::{Pushed, WriteInbox};
 use super::machine::{MergeClosed, Prepare};
 use super::view::ViewCell;
 use crate::liveness::Liveness;
@@ -35,6 +36,7 @@ use crate::liveness::Liveness;
 pub struct RangeHandle {
     addr: Addr<RangeActor>,
     view: Arc<ViewCell>,
+    inbox: Arc<WriteInbox>,
     liveness: Arc<Liveness>,
 }
 
@@ -57,9 +59,12 @@ impl RangeHandle {
         let view =
             Arc::new(ViewCell::new(core.shared_data().clone(), core.range().clone(), owner.epoch, !core.is_fenced()));
         let liveness = env.liveness.clone();
-        let cell = view.clone();
-        let addr = RangeActor::start_in_arbiter(arbiter, move |_| RangeActor::new(core, owner, env, instance, cell));
-        RangeHandle { addr, view, liveness }
+        let inbox = Arc::new(WriteInbox::default());
+        let (cell, actor_inbox) = (view.clone(), inbox.clone());
+        let addr = RangeActor::start_in_arbiter(arbiter, move |_| {
+            RangeActor::new(core, owner, env, instance, cell, actor_inbox)
+        });
+        RangeHandle { addr, view, inbox, liveness }
     }
 
     /// The value and version at `key` (`None`: absent), from the range's published view:
@@ -74,13 +79,28 @@ impl RangeHandle {
         <wire::data::Scan as wire::Call>::reply(reply)
     }
 
-    /// A logged write; answers once it is durable.
+    /// A logged write; answers once it is durable. It goes through the range's inbox
+    /// (`range::inbox`): writes that arrive while the actor is busy reach it together.
     pub async fn write(&self, write: Write) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
-        self.addr.send(WriteMsg { write, reply: tx }).await.map_err(|_| not_delivered())?;
-        // Delivered but never answered: the range stopped with the write somewhere on its
-        // way to the log (the range answers what it knows; this is what it could not).
+        if let Pushed::First = self.inbox.push(write, tx)? {
+            self.wake();
+        }
+        // Never answered: the range stopped with the write somewhere on its way to the log
+        // (the range answers what it knows, and refuses what it never took; this is what it
+        // could not), so the outcome is unknown.
         rx.await.map_err(|_| Error::Timeout)?
+    }
+
+    /// Tells the actor its inbox has writes. One such message at most is needed per
+    /// non-empty inbox, so it may pass the mailbox's bound; an actor that is gone refuses
+    /// what waits (never delivered: nothing was written).
+    fn wake(&self) {
+        match self.addr.try_send(DrainWrites) {
+            Ok(()) => {}
+            Err(actix::prelude::SendError::Full(msg)) => self.addr.do_send(msg),
+            Err(actix::prelude::SendError::Closed(_)) => self.inbox.refuse_all(&not_delivered()),
+        }
     }
 
     /// A snapshot now; answers `Snapshotted`.

@@ -143,7 +143,9 @@ pub enum Timer {
 pub enum Input<W, M> {
     /// The driver started: arm the periodic checks.
     Start,
-    Write(Write, W),
+    /// Writes that arrived together (the range's inbox, `range::handle`): all are queued
+    /// before an append is considered, so they share one log entry.
+    Writes(Vec<(Write, W)>),
     Prepare(Prepare, W),
     Resolve {
         txn_id: WriteId,
@@ -342,8 +344,11 @@ impl<W, M> RangeMachine<W, M> {
         if self.is_stopped() {
             // The driver stops with the range; whatever still arrives learns it is gone.
             match input {
-                Input::Write(_, w) | Input::Prepare(_, w) | Input::Resolve { reply: w, .. } | Input::Snapshot(w) => {
+                Input::Prepare(_, w) | Input::Resolve { reply: w, .. } | Input::Snapshot(w) => {
                     out.push(Effect::Reply(w, Err(not_owner())))
+                }
+                Input::Writes(writes) => {
+                    out.extend(writes.into_iter().map(|(_, w)| Effect::Reply(w, Err(not_owner()))))
                 }
                 Input::Release(Some(w)) => out.push(Effect::Reply(w, Err(not_owner()))),
                 Input::MergeClose(_, m) => out.push(Effect::ReplyMerge(m, Err(not_owner()))),
@@ -356,7 +361,12 @@ impl<W, M> RangeMachine<W, M> {
                 out.push(Effect::SetTimer { timer: Timer::HotCheck, after: HOT_CHECK });
                 out.push(Effect::SetTimer { timer: Timer::IdleCheck, after: IDLE_CHECK });
             }
-            Input::Write(write, reply) => self.write(write, reply, now, admission, out),
+            Input::Writes(writes) => {
+                for (write, reply) in writes {
+                    self.queue_write(write, reply, now, admission, out);
+                }
+                self.pump(out);
+            }
             Input::Prepare(prepare, reply) => self.prepare(prepare, reply, now, admission, out),
             Input::Resolve { txn_id, decision, reply } => self.resolve(txn_id, decision, reply, now, out),
             Input::Snapshot(reply) => {
@@ -409,7 +419,8 @@ impl<W, M> RangeMachine<W, M> {
         matches!(self.phase, Phase::Splitting { .. }) || self.merging()
     }
 
-    fn write(&mut self, write: Write, reply: W, now: Instant, admission: Admission, out: &mut Vec<Effect<W, M>>) {
+    /// Admits a write to the core's queue (or answers it at once); the caller pumps.
+    fn queue_write(&mut self, write: Write, reply: W, now: Instant, admission: Admission, out: &mut Vec<Effect<W, M>>) {
         if let Err(e) = self.may_serve(admission) {
             out.push(Effect::Reply(reply, Err(e)));
             return;
@@ -423,7 +434,6 @@ impl<W, M> RangeMachine<W, M> {
         if let Some((w, result)) = self.core.submit(write, reply) {
             out.push(Effect::Reply(w, result));
         }
-        self.pump(out);
     }
 
     /// With no append in flight, sends the pending writes out as the next batch.

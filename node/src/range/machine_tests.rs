@@ -82,7 +82,7 @@ impl Harness {
 
     /// Writes `key` (waiter `w`) and returns the effects.
     fn write(&mut self, key: &str, w: u32) -> Vec<Fx> {
-        self.step(Input::Write(put(key), w))
+        self.step(Input::Writes(vec![(put(key), w)]))
     }
 
     /// Completes the append at `seq` as the store answers it.
@@ -527,4 +527,20 @@ fn reads_from_the_view_keep_the_range_from_idling() {
     h.advance(Duration::from_millis(200));
     let fx = h.step(Input::Timer(Timer::IdleCheck));
     assert_eq!(snapshot_seqs(&fx), [1], "idle for 1.1 s: released (snapshot first)");
+}
+
+#[test]
+fn writes_that_arrive_together_share_one_log_entry() {
+    let mut h = Harness::new();
+    let fx = h.step(Input::Writes(vec![(put("a"), 1), (put("b"), 2), (put("c"), 3)]));
+    assert_eq!(appends(&fx), [(1, Purpose::Batch)], "one append for the three");
+    let fx = h.appended(1, Purpose::Batch, AppendResult::Ok);
+    assert_eq!(replies(&fx), [(1, written(1, 0)), (2, written(1, 1)), (3, written(1, 2))]);
+    // One at a time, the first goes alone and the next two wait for its append.
+    let mut h = Harness::new();
+    assert_eq!(appends(&h.write("a", 1)), [(1, Purpose::Batch)]);
+    assert!(appends(&h.write("b", 2)).is_empty());
+    assert!(appends(&h.write("c", 3)).is_empty());
+    let fx = h.appended(1, Purpose::Batch, AppendResult::Ok);
+    assert_eq!(appends(&fx), [(2, Purpose::Batch)], "the two waiting writes go together next");
 }

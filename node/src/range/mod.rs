@@ -11,6 +11,7 @@ pub mod batch;
 pub mod core;
 pub mod handle;
 pub mod host;
+pub mod inbox;
 pub mod load;
 pub mod machine;
 pub mod memtable;
