@@ -63,11 +63,17 @@ impl LoggedWrite {
 
     /// Upper bound of this write's share of an encoded batch, in bytes.
     pub fn encoded_bytes_max(&self) -> usize {
+        Self::encoded_bytes_max_of(&self.op, self.push_id.is_some())
+    }
+
+    /// [`LoggedWrite::encoded_bytes_max`] of the write `op` would make (with a push id when
+    /// `push_id`), before it is made: the batch is planned without copying the op.
+    pub fn encoded_bytes_max_of(op: &LoggedOp, push_id: bool) -> usize {
         // A push id adds a field name and a map of three u64s: at most 8 + 1 + 3 * (2 + 9) bytes.
-        let push_id_bytes = if self.push_id.is_some() { 48 } else { 0 };
+        let push_id_bytes = if push_id { 48 } else { 0 };
         ampstore_common::limits::LOGGED_WRITE_OVERHEAD_BYTES
             + push_id_bytes
-            + match &self.op {
+            + match op {
                 LoggedOp::Put { key, value } => key.len() + value.len(),
                 LoggedOp::Delete { key } => key.len(),
                 LoggedOp::DeleteRange { start, end } => start.len() + end.as_ref().map_or(0, Key::len),

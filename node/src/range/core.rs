@@ -397,8 +397,9 @@ impl<W> RangeCore<W> {
         let bytes_max = self.batch_bytes_max.min(ampstore_common::limits::LOG_ENTRY_BYTES_MAX);
         let mut bytes = ampstore_common::limits::LOG_BATCH_HEADER_BYTES_MAX;
         while let Some(p) = self.pending.front() {
-            let logged = LoggedWrite::new(p.write.op.clone(), p.write.write_id);
-            let size = logged.encoded_bytes_max();
+            // Sized from the queued write: the op is moved into the batch below, not copied.
+            let push_id = matches!(p.write.write_id, Some(WriteKey::Push(_)));
+            let size = LoggedWrite::encoded_bytes_max_of(&p.write.op, push_id);
             if !writes.is_empty() && bytes + size > bytes_max {
                 break;
             }
@@ -448,7 +449,7 @@ impl<W> RangeCore<W> {
                 }
             }
             bytes += size;
-            writes.push(logged);
+            writes.push(LoggedWrite::new(p.write.op, p.write.write_id));
             waiters.push(p.waiter);
         }
         if writes.is_empty() {
@@ -528,13 +529,18 @@ impl<W> RangeCore<W> {
             return out;
         }
         let mut out = Vec::with_capacity(f.waiters.len());
-        for (i, (w, waiter)) in f.writes.iter().zip(f.waiters).enumerate() {
-            let reply = self.apply(&w.op, Version { seq, index: i as u32 });
+        let payload_bytes = f.entry.payload.len() as u64;
+        for (i, (w, waiter)) in f.writes.into_iter().zip(f.waiters).enumerate() {
+            let id = w.id();
+            // The write's key and value move into the memtable; the remembered outcome keeps
+            // a copy of the key only when there is an id to remember.
+            let routed_by = id.map(|_| w.op.routing_key().clone());
+            let reply = self.apply_owned(w.op, Version { seq, index: i as u32 });
             let result = Ok(reply);
-            self.finish_write_id(w.id(), &w.op, &result, &mut out);
+            self.finish_write_id_routed(id, routed_by, &result, &mut out);
             out.push((waiter, result));
         }
-        self.log_bytes_total += f.entry.payload.len() as u64;
+        self.log_bytes_total += payload_bytes;
         self.advance_to(seq);
         out
     }
@@ -636,8 +642,45 @@ impl<W> RangeCore<W> {
     }
 
     fn remember(&mut self, id: WriteKey, op: &LoggedOp, result: Result<Reply, Error>) {
+        self.remember_routed(id, Some(op.routing_key().clone()), result);
+    }
+
+    fn remember_routed(&mut self, id: WriteKey, routed_by: Option<Key>, result: Result<Reply, Error>) {
         if let Some(outcome) = WriteOutcome::of(&result) {
-            self.dedup.done.remember(id, outcome, Some(op.routing_key().clone()), self.now_unix_ms);
+            self.dedup.done.remember(id, outcome, routed_by, self.now_unix_ms);
+        }
+    }
+
+    /// [`Self::finish_write_id`] for a write whose op was moved into the memtable.
+    fn finish_write_id_routed(
+        &mut self,
+        id: Option<WriteKey>,
+        routed_by: Option<Key>,
+        result: &Result<Reply, Error>,
+        out: &mut Vec<Outcome<W>>,
+    ) {
+        let Some(id) = id else { return };
+        self.dedup.pending.remove(&id);
+        if let Some(followers) = self.dedup.followers.remove(&id) {
+            out.extend(followers.into_iter().map(|w| (w, result.clone())));
+        }
+        self.remember_routed(id, routed_by, result.clone());
+    }
+
+    /// [`Self::apply`] of a write the caller no longer needs: a put's key and value move
+    /// into the memtable instead of being copied.
+    fn apply_owned(&mut self, op: LoggedOp, version: Version) -> Reply {
+        match op {
+            LoggedOp::Put { key, value } => {
+                let key_len = key.len() as u64;
+                self.data_bytes += key_len + value.len() as u64;
+                let stored = Stored { value: Bytes::from(value), version };
+                if let Some(old) = self.data.write().insert(key, stored) {
+                    self.data_bytes -= key_len + old.value.len() as u64;
+                }
+                Reply::Written { version }
+            }
+            other => self.apply(&other, version),
         }
     }
 
