@@ -141,7 +141,14 @@ impl Connection {
         encode_frame(&RequestRef { id: RequestId(id), deadline_ms: Some(deadline_ms), op }, &mut frame)?;
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
-        let sent = tokio::time::timeout(deadline, self.requests.send(frame)).await;
+        // Most of the time the writer's queue has room: no timer for the send then.
+        let sent = match self.requests.try_send(frame) {
+            Ok(()) => Ok(Ok(())),
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                tokio::time::timeout(deadline, self.requests.send(frame)).await.map(|r| r.map_err(|_| ()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Err(())),
+        };
         if !matches!(sent, Ok(Ok(()))) {
             self.lock_pending().remove(&id);
             return Err(if sent.is_err() {
