@@ -127,7 +127,7 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
     }
 }
 
-/// A validated read, answered from the published views of the ranges it touches, in the
+/// A validated read, answered from the memtables of the ranges it touches, in the
 /// caller's task (`Service::try_now`): no message to a range, no task.
 fn read(shared: &NodeShared, op: Op) -> Result<Reply, Error> {
     match op {

@@ -113,7 +113,8 @@ pub(super) struct RangeActor {
     instance: u64,
     /// Effects of the current step (kept to reuse the allocation).
     fx: Vec<Fx>,
-    /// Where this range publishes its view for readers (`range::view`).
+    /// What readers share with this range (`range::view`): its memtable and whether it
+    /// still serves reads.
     cell: Arc<ViewCell>,
     /// Writes waiting for this actor (`range::inbox`).
     inbox: Arc<WriteInbox>,
@@ -165,7 +166,7 @@ impl RangeActor {
         let mut fx = std::mem::take(&mut self.fx);
         let result = f(&mut self.machine, now, admission, &mut fx);
         // Before any effect: the range stops serving reads before it gives itself up.
-        self.publish_view();
+        self.tell_readers();
         for effect in fx.drain(..) {
             self.execute(effect, ctx);
         }
@@ -175,7 +176,7 @@ impl RangeActor {
 
     /// Tells readers whether the range still serves reads (the data they read is the
     /// core's own, applied before any reply goes out).
-    fn publish_view(&self) {
+    fn tell_readers(&self) {
         self.cell.set_serving(self.machine.serves_reads());
     }
 

@@ -314,7 +314,7 @@ impl<W> RangeCore<W> {
     }
 
     /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`). Readers
-    /// scan the published view (`range::view`); this is for the core's own tests.
+    /// scan the shared memtable (`range::view`); this is for the core's own tests.
     #[cfg(test)]
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Reply, Error> {
         super::memtable::scan(&self.data.read(), &self.range, start, end, limit, reverse)

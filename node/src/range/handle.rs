@@ -1,8 +1,9 @@
 //! [`RangeHandle`]: the only face of a range outside `range/`.
 //!
 //! The actor's messages stay private to `range/`; everything the node asks of a range is a
-//! method here with a typed answer. Reads (`get`, `scan`) are served from the view the
-//! range publishes (`range::view`), in the caller's task, with no message. This is the one
+//! method here with a typed answer. Reads (`get`, `scan`) are served from the range's
+//! memtable, which readers share with the actor (`range::view`), in the caller's task, with
+//! no message; writes go through the range's inbox (`range::inbox`). This is the one
 //! place that says what a closed mailbox or a dropped answer means for each other request:
 //! - not delivered (the actor stopped before it saw the request): nothing happened, so the
 //!   caller hears `NotOwner` and may retry on the next owner;
@@ -30,8 +31,8 @@ use super::machine::{MergeClosed, Prepare};
 use super::view::ViewCell;
 use crate::liveness::Liveness;
 
-/// A serving range, as the node's directory holds it: its actor, and the view it publishes
-/// for reads. Cheap to clone.
+/// A serving range, as the node's directory holds it: its actor, the readers' view of its
+/// memtable, and its write inbox. Cheap to clone.
 #[derive(Clone)]
 pub struct RangeHandle {
     addr: Addr<RangeActor>,
@@ -67,13 +68,13 @@ impl RangeHandle {
         RangeHandle { addr, view, inbox, liveness }
     }
 
-    /// The value and version at `key` (`None`: absent), from the range's published view:
-    /// no turn through the actor.
+    /// The value and version at `key` (`None`: absent), from the range's memtable: no turn
+    /// through the actor.
     pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
         self.view.get(&self.liveness, key)
     }
 
-    /// One page of `[start, end)` within this range, from its published view.
+    /// One page of `[start, end)` within this range, from its memtable.
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Page, Error> {
         let reply = self.view.scan(&self.liveness, start, end, limit, reverse)?;
         <wire::data::Scan as wire::Call>::reply(reply)

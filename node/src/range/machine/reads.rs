@@ -1,5 +1,5 @@
-//! What readers see: the serving rule for reads, the view the range publishes for the
-//! connection tasks (`range::view`), its statistics, and its use by reads (idle release).
+//! What readers see: whether the range still serves reads (the connection tasks read its
+//! memtable directly, `range::view`), its statistics, and its use by reads (idle release).
 
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ impl<W, M> RangeMachine<W, M> {
         self.core.get(key)
     }
 
-    /// Readers used the range (from its published view) since the last step.
+    /// Readers used the range (reading its memtable directly) since the last step.
     pub fn touch(&mut self, now: Instant) {
         self.heat.last_used = now;
     }
