@@ -70,22 +70,22 @@ pub fn encode_frame<T: Serialize + ?Sized>(msg: &T, buf: &mut Vec<u8>) -> Result
 /// The nesting is checked first ([`check_nesting`]), so no frame can make the decoder
 /// recurse deeper than [`FRAME_NESTING_DEPTH_MAX`].
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    check_nesting(body, FRAME_NESTING_DEPTH_MAX)?;
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
-    let msg = T::deserialize(&mut de).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let consumed = de.position() as usize;
-    if consumed != body.len() {
-        return Err(FrameError::Malformed(format!("{} unexpected bytes after the message", body.len() - consumed)));
+    let end = check_nesting(body, FRAME_NESTING_DEPTH_MAX)?;
+    if end != body.len() {
+        return Err(FrameError::Malformed(format!("{} unexpected bytes after the message", body.len() - end)));
     }
-    Ok(msg)
+    // From the slice, not through `io::Read`: strings and byte strings are copied out in one
+    // piece (through a reader, `read_to_end` grew them; a tenth of a client's instructions).
+    rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 /// Walks the first MessagePack value in `body` without decoding it, iteratively (its memory
 /// is one counter per open array or map, at most `max_depth` of them), and refuses it with
 /// [`FrameError::TooDeep`] when arrays and maps nest more than `max_depth` deep (a scalar at
 /// the top is depth 0, a map at the top depth 1). A value cut short is `Malformed`. It
-/// stops at the end of the first value; `decode_body` checks that nothing follows.
-pub fn check_nesting(body: &[u8], max_depth: usize) -> Result<(), FrameError> {
+/// stops at the end of the first value and returns where it ends; `decode_body` checks that
+/// nothing follows.
+pub fn check_nesting(body: &[u8], max_depth: usize) -> Result<usize, FrameError> {
     // Values still to read in each open array or map (a map's count is keys plus values).
     let mut open: Vec<u64> = Vec::new();
     let mut pos = 0usize;
@@ -145,7 +145,7 @@ pub fn check_nesting(body: &[u8], max_depth: usize) -> Result<(), FrameError> {
         // and close every parent it completes.
         loop {
             match open.last_mut() {
-                None => return Ok(()),
+                None => return Ok(pos),
                 Some(left) => {
                     *left -= 1;
                     if *left > 0 {
@@ -277,6 +277,22 @@ mod tests {
     use crate::key::Key;
     use crate::protocol::{Op, Request};
     use tokio_util::codec::Decoder;
+
+    #[test]
+    fn a_body_is_one_message_and_nothing_after_it() {
+        use crate::protocol::{Op, Request};
+        let req = Request { id: RequestId(7), deadline_ms: Some(100), op: Op::Get { key: Key::from("k") } };
+        let body = rmp_serde::to_vec_named(&req).unwrap();
+        assert_eq!(decode_body::<Request>(&body).unwrap(), req);
+        let mut longer = body.clone();
+        longer.extend_from_slice(&[0xc0, 0xc0]);
+        match decode_body::<Request>(&longer) {
+            Err(FrameError::Malformed(why)) => assert_eq!(why, "2 unexpected bytes after the message"),
+            other => panic!("trailing bytes must be refused, got {other:?}"),
+        }
+        assert!(matches!(decode_body::<Request>(&body[..body.len() - 1]), Err(FrameError::Malformed(_))));
+        assert_eq!(check_nesting(&longer, FRAME_NESTING_DEPTH_MAX).unwrap(), body.len(), "where the first value ends");
+    }
 
     fn sample() -> Request {
         Request {
