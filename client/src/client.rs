@@ -318,7 +318,7 @@ impl Client {
     /// ```
     pub async fn delete_range(&self, start: impl Into<Key>, end: Option<Key>) -> Result<u64, Error> {
         let start = start.into();
-        check_span(&start, end.as_ref())?;
+        ampstore_common::wire::span::validate_span(&start, end.as_ref())?;
         let end = Some(user_end(end));
         if start >= Key::user_end() {
             return Ok(0);
@@ -370,7 +370,7 @@ impl Client {
         reverse: bool,
     ) -> Result<ScanPage, Error> {
         let start = start.into();
-        check_span(&start, end.as_ref())?;
+        ampstore_common::wire::span::validate_span(&start, end.as_ref())?;
         if start >= Key::user_end() {
             return Ok(ScanPage { items: Vec::new(), resume: None });
         }
@@ -729,17 +729,6 @@ fn has_write_id(op: &Op) -> bool {
             | Op::Delete { write_id: Some(_), .. }
             | Op::DeleteRange { write_id: Some(_), .. }
     )
-}
-
-fn check_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
-    Key::validate_bound(start.as_bytes())?;
-    if let Some(e) = end {
-        Key::validate_bound(e.as_bytes())?;
-        if e <= start {
-            return Err(Error::invalid(format!("range end {e} must be greater than start {start}")));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub mod peer;
 pub mod routing;
 mod validate;
 
-mod span;
+pub mod span;
 
 /// A request with a typed reply: what it sends (an [`Op`]) and what it answers.
 ///

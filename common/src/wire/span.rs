@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::key::Key;
 
 /// Checks the bounds of `[start, end)` (`end = None`: no upper bound).
-pub(crate) fn validate_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
+pub fn validate_span(start: &Key, end: Option<&Key>) -> Result<(), Error> {
     Key::validate_bound(start.as_bytes())?;
     if let Some(end) = end {
         Key::validate_bound(end.as_bytes())?;

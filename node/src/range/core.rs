@@ -633,12 +633,8 @@ impl<W> RangeCore<W> {
         result: &Result<Reply, Error>,
         out: &mut Vec<Outcome<W>>,
     ) {
-        let Some(id) = id else { return };
-        self.dedup.pending.remove(&id);
-        if let Some(followers) = self.dedup.followers.remove(&id) {
-            out.extend(followers.into_iter().map(|w| (w, result.clone())));
-        }
-        self.remember(id, op, result.clone());
+        let routed_by = id.map(|_| op.routing_key().clone());
+        self.finish_write_id_routed(id, routed_by, result, out);
     }
 
     fn remember(&mut self, id: WriteKey, op: &LoggedOp, result: Result<Reply, Error>) {
