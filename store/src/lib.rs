@@ -286,11 +286,14 @@ impl Backend {
             BackendKind::Local => match &cfg.local.server {
                 None => Ok(local::LocalStore::open(local_dir, &cfg.local)?.backend()),
                 Some(addr) => {
-                    let remote = remote::RemoteStore::new(addr, admin_token);
-                    wait_for_store(&remote, addr).await?;
+                    // Two clients, two pools: appends that hold every connection of the
+                    // log's pool never make a heartbeat or a lease renewal wait for one.
+                    let log = remote::RemoteStore::new(addr, admin_token.clone());
+                    let meta = remote::RemoteStore::new(addr, admin_token);
+                    wait_for_store(&log, addr).await?;
                     Ok(Backend {
-                        log: Arc::new(remote.clone()),
-                        meta: Arc::new(remote),
+                        log: Arc::new(log),
+                        meta: Arc::new(meta),
                         blobs: Arc::new(local::FileBlobStore::open(&local::blob_dir(local_dir))?),
                     })
                 }

@@ -133,3 +133,66 @@ async fn a_store_that_stops_answering_costs_a_call_its_deadline_not_forever() {
     assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("did not answer")), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
+
+/// A store that welcomes every connection and answers meta puts, but never answers an
+/// append: the log side of a saturated store.
+async fn store_stuck_on_appends() -> String {
+    use ampstore_common::frame::{decode_body, read_frame, write_frame};
+    use ampstore_store::remote::{StoreReply, StoreRequest, StoreResponse};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut body, mut scratch) = (Vec::new(), Vec::new());
+                let welcome: StoreResponse = Ok(StoreReply::Welcome);
+                if !matches!(read_frame(&mut stream, &mut body).await, Ok(true)) {
+                    return;
+                }
+                write_frame(&mut stream, &welcome, &mut scratch).await.unwrap();
+                while let Ok(true) = read_frame(&mut stream, &mut body).await {
+                    match decode_body::<StoreRequest>(&body).unwrap() {
+                        StoreRequest::MetaPut { .. } => {
+                            let answer: StoreResponse = Ok(StoreReply::Version(1));
+                            write_frame(&mut stream, &answer, &mut scratch).await.unwrap();
+                        }
+                        _ => std::future::pending::<()>().await,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Appends that hold every connection of the log's pool leave the meta store its own: a
+/// node's heartbeat never waits for a connection behind its ranges' appends.
+#[tokio::test]
+async fn meta_calls_have_connections_of_their_own() {
+    use ampstore_common::limits::STORE_CLIENT_CONNECTIONS_MAX;
+    use ampstore_store::config::{BackendConfig, BackendKind};
+    use ampstore_store::{Backend, EntryKind, LogEntry};
+    let addr = store_stuck_on_appends().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = BackendConfig::default();
+    cfg.kind = BackendKind::Local;
+    cfg.local.server = Some(addr);
+    let b = Backend::open(&cfg, dir.path(), None).await.unwrap();
+    for i in 0..STORE_CLIENT_CONNECTIONS_MAX as u64 + 1 {
+        let log = b.log.clone();
+        tokio::spawn(async move {
+            let entry = LogEntry {
+                kind: EntryKind::Batch,
+                writer: ampstore_common::NodeId::new("n1").unwrap(),
+                epoch: ampstore_common::Epoch(1),
+                payload: bytes::Bytes::from_static(b"x"),
+            };
+            let _ = log.append(RangeId(1 + i), Seq(1), &entry).await;
+        });
+    }
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    let beat = tokio::time::timeout(Duration::from_secs(2), b.meta.put("node", b"n1", b"beat", Expect::Any)).await;
+    assert!(matches!(beat, Ok(Ok(1))), "the meta put waited behind the appends: {beat:?}");
+}

@@ -69,7 +69,9 @@ pub struct LocalStore {
 struct Inner {
     db_path: PathBuf,
     busy_timeout: Duration,
-    writer: mpsc::Sender<WriteRequest>,
+    /// The writer thread's lanes: meta writes, and everything else (see [`writer`]).
+    meta_writes: mpsc::Sender<WriteRequest>,
+    log_writes: mpsc::Sender<WriteRequest>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -87,11 +89,13 @@ impl LocalStore {
         let busy_timeout = Duration::from_millis(cfg.busy_timeout_ms);
         let conn = open_writer_connection(&db_path, busy_timeout, cfg.synchronous)
             .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", db_path.display())))?;
-        let (tx, rx) = mpsc::channel(LOCAL_WRITER_QUEUE_DEPTH);
-        writer::spawn(conn, rx).map_err(|e| Error::internal(format!("cannot start the store writer thread: {e}")))?;
+        let (meta_writes, meta) = mpsc::channel(LOCAL_WRITER_QUEUE_DEPTH);
+        let (log_writes, log) = mpsc::channel(LOCAL_WRITER_QUEUE_DEPTH);
+        writer::spawn(conn, writer::Lanes { meta, log })
+            .map_err(|e| Error::internal(format!("cannot start the store writer thread: {e}")))?;
         let blobs = FileBlobStore::open(&dir.join(BLOB_DIR))?;
         Ok(LocalStore {
-            inner: Arc::new(Inner { db_path, busy_timeout, writer: tx, readers: Mutex::new(Vec::new()) }),
+            inner: Arc::new(Inner { db_path, busy_timeout, meta_writes, log_writes, readers: Mutex::new(Vec::new()) }),
             blobs: Arc::new(blobs),
         })
     }
@@ -129,8 +133,8 @@ fn open_writer_connection(path: &Path, busy_timeout: Duration, sync: SyncMode) -
 impl Inner {
     async fn write(&self, op: WriteOp) -> StoreResult<u64> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteRequest { op, reply })
+        let lane = if op.is_meta() { &self.meta_writes } else { &self.log_writes };
+        lane.send(WriteRequest { op, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the store writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("the store writer thread dropped a request".into()))?

@@ -5,6 +5,14 @@
 //! transaction, commits (one fsync with `synchronous=FULL`), and only then answers each
 //! request. A condition failure (taken slot, failed meta condition) fails only its own
 //! request; an SQLite error fails the whole transaction and every request in it.
+//!
+//! Requests come in two lanes. Meta writes (node heartbeats, the master's lease renewals and
+//! every other meta write) have their own queue, and every group takes all of them first:
+//! a heartbeat never waits behind the appends of a saturated store, only for the one group
+//! in progress. Without that, a heartbeat queued behind a few groups of appends could
+//! outlast the node's liveness and end a healthy node's epoch. Requests of the two lanes are
+//! concurrent (each caller waits for its answer before it sends what depends on it), so
+//! taking one lane first reorders nothing a caller could see.
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
@@ -51,27 +59,61 @@ pub(super) struct WriteRequest {
     pub reply: oneshot::Sender<StoreResult<u64>>,
 }
 
-pub(super) fn spawn(conn: Connection, rx: mpsc::Receiver<WriteRequest>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("ampstore-store-writer".into()).spawn(move || run(conn, rx))?;
+impl WriteOp {
+    /// Whether the request goes in the meta lane (taken first by every group).
+    pub(super) fn is_meta(&self) -> bool {
+        matches!(self, WriteOp::Meta { .. })
+    }
+}
+
+/// The receiving ends of the two lanes.
+pub(super) struct Lanes {
+    pub meta: mpsc::Receiver<WriteRequest>,
+    pub log: mpsc::Receiver<WriteRequest>,
+}
+
+pub(super) fn spawn(conn: Connection, lanes: Lanes) -> std::io::Result<()> {
+    // The thread waits on two queues at once, which takes a (one-thread) runtime of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    std::thread::Builder::new()
+        .name("ampstore-store-writer".into())
+        .spawn(move || runtime.block_on(run(conn, lanes)))?;
     Ok(())
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>) {
+async fn run(mut conn: Connection, mut lanes: Lanes) {
     let mut batch: Vec<WriteRequest> = Vec::new();
     // Ends when every sender (every handle of the store) is dropped.
-    while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.op.payload_bytes();
+    loop {
+        let first = tokio::select! {
+            biased;
+            Some(req) = lanes.meta.recv() => req,
+            Some(req) = lanes.log.recv() => req,
+            else => return,
+        };
         batch.push(first);
-        while bytes < LOCAL_WRITER_BATCH_BYTES_MAX {
-            match rx.try_recv() {
-                Ok(req) => {
-                    bytes += req.op.payload_bytes();
-                    batch.push(req);
-                }
-                Err(_) => break,
-            }
-        }
+        take_group(&mut lanes, &mut batch);
+        // Blocking is fine here: this thread does nothing else.
         commit_batch(&mut conn, &mut batch);
+    }
+}
+
+/// Adds to `batch` (holding the request that woke the writer) every queued meta write, then
+/// queued appends and truncations up to `LOCAL_WRITER_BATCH_BYTES_MAX` of payload.
+fn take_group(lanes: &mut Lanes, batch: &mut Vec<WriteRequest>) {
+    let mut bytes: usize = batch.iter().map(|r| r.op.payload_bytes()).sum();
+    while let Ok(req) = lanes.meta.try_recv() {
+        bytes += req.op.payload_bytes();
+        batch.push(req);
+    }
+    while bytes < LOCAL_WRITER_BATCH_BYTES_MAX {
+        match lanes.log.try_recv() {
+            Ok(req) => {
+                bytes += req.op.payload_bytes();
+                batch.push(req);
+            }
+            Err(_) => break,
+        }
     }
 }
 
@@ -217,4 +259,52 @@ fn apply_meta(tx: &Transaction<'_>, ops: &[MetaOp], single: bool) -> rusqlite::R
         }
     }
     Ok(Ok(if single { last_version } else { 0 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::config::LocalConfig;
+    use crate::local::LocalStore;
+    use crate::{EntryKind, Expect, LogEntry};
+    use ampstore_common::ids::{Epoch, NodeId, RangeId, Seq};
+    use ampstore_common::limits::{LOCAL_WRITER_BATCH_BYTES_MAX, LOG_ENTRY_BYTES_MAX};
+
+    /// A node's heartbeat (a meta put) queued behind several group commits' worth of
+    /// appends commits in the next group, not after all of them: a heartbeat that waits for
+    /// appends can outlast the node's liveness under saturating writes and end a healthy
+    /// node's epoch.
+    #[tokio::test]
+    async fn a_meta_write_does_not_queue_behind_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        let payload = bytes::Bytes::from(vec![7u8; LOG_ENTRY_BYTES_MAX]);
+        let appends = 6 * LOCAL_WRITER_BATCH_BYTES_MAX / LOG_ENTRY_BYTES_MAX;
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..appends {
+            let (log, done, payload) = (b.log.clone(), done.clone(), payload.clone());
+            let entry =
+                LogEntry { kind: EntryKind::Batch, writer: NodeId::new("n1").unwrap(), epoch: Epoch(1), payload };
+            tasks.push(tokio::spawn(async move {
+                log.append(RangeId(1 + i as u64 % 8), Seq(1 + i as u64 / 8), &entry).await.unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        // Let every append reach the writer's queue first.
+        for _ in 0..appends * 4 {
+            tokio::task::yield_now().await;
+        }
+        b.meta.put("node", b"n1", b"beat", Expect::Any).await.unwrap();
+        let appended_before = done.load(Ordering::SeqCst);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            appended_before <= 2 * LOCAL_WRITER_BATCH_BYTES_MAX / LOG_ENTRY_BYTES_MAX,
+            "the meta write waited for {appended_before} of {appends} appends queued before it"
+        );
+    }
 }
