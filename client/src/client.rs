@@ -131,7 +131,7 @@ fn check_call_deadline(deadline: Duration) -> Result<(), Error> {
 /// `ATTEMPT_MIN`), so a request stuck on a paused or cut-off node is sent again, within the
 /// same call, to wherever the master moved its range. Writes that cannot be retried safely
 /// (no write id) get the whole deadline.
-use ampstore_common::wire::masters::{ATTEMPT_MIN, ATTEMPT_SHARE};
+use ampstore_common::wire::masters::{ATTEMPT_LEASE_GRACE, ATTEMPT_MAX, ATTEMPT_MIN, ATTEMPT_SHARE};
 
 impl Client {
     /// Connects to a cluster through its masters (at least one must answer).
@@ -165,7 +165,7 @@ impl Client {
         let pool = Arc::new(Pool::new(cfg.role, cfg.name.clone(), cfg.token.clone()));
         // A hung master must not eat the whole deadline: the next one may be active.
         let masters = ActiveMaster::new(cfg.masters.clone(), pool.clone())?
-            .attempt_limit((cfg.call_deadline / ATTEMPT_SHARE).max(ATTEMPT_MIN));
+            .attempt_limit((cfg.call_deadline / ATTEMPT_SHARE).clamp(ATTEMPT_MIN, ATTEMPT_MAX));
         let client = Client {
             inner: Arc::new(Inner {
                 collectors,
@@ -536,13 +536,20 @@ impl Client {
     pub(crate) async fn keyed_until(&self, key: &Key, op: Op, deadline: Instant) -> Result<Reply, Error> {
         op.validate()?;
         let mut backoff = BACKOFF_START;
+        let mut timed_out = false;
         loop {
             let loc = self.route(key, deadline).await?;
-            match self.node_call_ref(&loc.node_addr, &op, self.attempt_deadline(&op, deadline)).await {
+            let attempt = if timed_out {
+                self.attempt_deadline_after_timeout(&op, &loc, deadline)
+            } else {
+                self.attempt_deadline(&op, deadline)
+            };
+            match self.node_call_ref(&loc.node_addr, &op, attempt).await {
                 Ok(r) => return Ok(r),
                 // A timed-out write without a write id might have landed: not ours to retry.
                 Err(Error::Timeout) if op.is_write() && !has_write_id(&op) => return Err(Error::Timeout),
                 Err(e) if e.is_retryable() => {
+                    timed_out = matches!(e, Error::Timeout);
                     self.forget_range(&loc);
                     self.wait(&e, &mut backoff, deadline).await?;
                 }
@@ -559,11 +566,13 @@ impl Client {
 
     /// When one attempt of `op` gives up (see `ATTEMPT_SHARE`).
     fn attempt_deadline(&self, op: &Op, deadline: Instant) -> Instant {
-        if op.is_write() && !has_write_id(op) {
-            return deadline;
-        }
-        let share = (self.inner.cfg.call_deadline / ATTEMPT_SHARE).max(ATTEMPT_MIN);
-        deadline.min(Instant::now() + share)
+        attempt_end(op, self.inner.cfg.call_deadline, deadline, Instant::now())
+    }
+
+    /// [`Client::attempt_deadline`] for an attempt after one that timed out, on a route just
+    /// fetched from the master (see [`attempt_end_after_timeout`]).
+    fn attempt_deadline_after_timeout(&self, op: &Op, loc: &RangeLocation, deadline: Instant) -> Instant {
+        attempt_end_after_timeout(op, self.inner.cfg.call_deadline, loc.lease_ms_left, deadline, Instant::now())
     }
 
     pub(crate) fn remaining(deadline: Instant) -> Result<Duration, Error> {
@@ -717,6 +726,34 @@ fn user_end(end: Option<Key>) -> Key {
     }
 }
 
+/// When an attempt of `op` started at `now` gives up: a share of the call deadline between
+/// [`ATTEMPT_MIN`] and [`ATTEMPT_MAX`], never past the call's `deadline`. A write without a
+/// write id gets the whole call: giving up on it would leave its outcome unknown.
+fn attempt_end(op: &Op, call_deadline: Duration, deadline: Instant, now: Instant) -> Instant {
+    if op.is_write() && !has_write_id(op) {
+        return deadline;
+    }
+    deadline.min(now + (call_deadline / ATTEMPT_SHARE).clamp(ATTEMPT_MIN, ATTEMPT_MAX))
+}
+
+/// [`attempt_end`] for an attempt after one that timed out, on a route fresh from the
+/// master: it also ends [`ATTEMPT_LEASE_GRACE`] after the owner's lease as the master sees
+/// it (`lease_ms_left`), when a paused owner's range moves and asking again finds the new
+/// owner.
+fn attempt_end_after_timeout(
+    op: &Op,
+    call_deadline: Duration,
+    lease_ms_left: u64,
+    deadline: Instant,
+    now: Instant,
+) -> Instant {
+    if op.is_write() && !has_write_id(op) {
+        return deadline;
+    }
+    let lease_end = now + Duration::from_millis(lease_ms_left) + ATTEMPT_LEASE_GRACE;
+    attempt_end(op, call_deadline, deadline, now).min(lease_end)
+}
+
 /// Whether a retry of `op` after a timeout is safe (it is applied once whatever happens).
 fn has_write_id(op: &Op) -> bool {
     matches!(
@@ -744,5 +781,26 @@ mod deadline_tests {
         assert!(check_call_deadline(Duration::ZERO).is_err());
         assert!(check_call_deadline(ClientConfig::new(&["x"]).call_deadline).is_ok(), "the default is allowed");
         const { assert!(CLIENT_CALL_DEADLINE_MS_MAX <= WRITE_ID_RETENTION_MS && WRITE_ID_RETENTION_MS >= 60_000) };
+    }
+
+    /// A node that does not answer costs a client at most `ATTEMPT_MAX` per attempt (with
+    /// the default 10 s call deadline an attempt used to wait 2.5 s, longer than a whole
+    /// failover), and after a timeout no longer than the owner's lease.
+    #[test]
+    fn an_attempt_gives_up_within_the_failover_time() {
+        let now = Instant::now();
+        let call = ClientConfig::new(&["x"]).call_deadline;
+        let deadline = now + call;
+        let get = Get { key: Key::from("k") }.into_op();
+        assert_eq!(attempt_end(&get, call, deadline, now), now + ATTEMPT_MAX);
+        let short = Duration::from_millis(800);
+        assert_eq!(attempt_end(&get, short, now + short, now), now + ATTEMPT_MIN, "at least ATTEMPT_MIN");
+        assert_eq!(attempt_end(&get, call, now + Duration::from_millis(300), now), now + Duration::from_millis(300));
+        let lease_end = attempt_end_after_timeout(&get, call, 50, deadline, now);
+        assert_eq!(lease_end, now + Duration::from_millis(50) + ATTEMPT_LEASE_GRACE);
+        assert_eq!(attempt_end_after_timeout(&get, call, 60_000, deadline, now), now + ATTEMPT_MAX);
+        // A write without a write id may not be given up on: its outcome would be unknown.
+        let put = Op::Put { key: Key::from("k"), value: vec![1], write_id: None };
+        assert_eq!(attempt_end(&put, call, deadline, now), deadline);
     }
 }

@@ -260,10 +260,12 @@ impl Default for MasterConfig {
             rpc_addr: "127.0.0.1:7300".into(),
             admin_addr: "127.0.0.1:7301".into(),
             gossip_addr: "127.0.0.1:7302".into(),
-            lease_ms: 5000,
-            renew_ms: 500,
-            lease_margin_ms: 1000,
-            poll_ms: 250,
+            // Failover within 2 s (issue 16): a standby takes over about lease_ms + renew_ms
+            // after the active master stops; scripts/bench-failover measures it.
+            lease_ms: 1000,
+            renew_ms: 200,
+            lease_margin_ms: 300,
+            poll_ms: 100,
             stats_ms: 1000,
             moves_in_flight_max: 2,
             balance_tolerance_pct: 10,
@@ -318,9 +320,13 @@ impl Default for NodeConfig {
             rpc_addr: "127.0.0.1:7400".into(),
             admin_addr: "127.0.0.1:7401".into(),
             gossip_addr: "127.0.0.1:7402".into(),
-            liveness_ms: 6000,
-            heartbeat_ms: 1000,
-            liveness_margin_ms: 1000,
+            // A killed node's ranges move about liveness_ms + poll_ms after its last
+            // heartbeat. Five heartbeats per window: a healthy node loses its epoch only if
+            // none of them commits for a whole second (heartbeats never wait behind appends:
+            // the store's meta lane). scripts/bench-failover and bench-saturation measure it.
+            liveness_ms: 1000,
+            heartbeat_ms: 200,
+            liveness_margin_ms: 300,
             snapshot_log_bytes: 8 * 1024 * 1024,
             idle_release_ms: 10 * 60 * 1000,
             batch_bytes: ampstore_common::limits::LOG_ENTRY_BYTES_MAX as u64,

@@ -491,3 +491,88 @@ pub fn ampstore_cli(args: &[&str]) -> std::process::Output {
 pub fn output_text(o: &std::process::Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// `up` with its stdout and stderr in files (to read what it printed), stopped on drop.
+pub struct UpRun {
+    pub child: Child,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+impl UpRun {
+    pub fn start(data: &Path, args: &[&str]) -> UpRun {
+        std::fs::create_dir_all(data).unwrap();
+        let out = data.with_extension("stdout");
+        let err = data.with_extension("stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_ampstore"))
+            .arg("--data")
+            .arg(data)
+            .arg("up")
+            .args(args)
+            .env_remove("AMPSTORE_CONFIG")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start up");
+        UpRun { child, out, err }
+    }
+
+    pub fn printed(&self) -> String {
+        let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.err).unwrap_or_default();
+        format!("{out}{err}")
+    }
+
+    /// Panics (with what `up` printed) when `up` has exited.
+    pub fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("up exited ({status}) {when}; it printed:\n{}", self.printed());
+        }
+    }
+
+    /// Waits for `cluster.json` (failing at once when `up` exits first).
+    pub async fn wait_cluster_file(&mut self, data: &Path) -> serde_json::Value {
+        let path = data.join("cluster.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.is_file() {
+            self.assert_running("before writing cluster.json");
+            assert!(Instant::now() < deadline, "no cluster.json within 60 s:\n{}", self.printed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    /// SIGTERM, then waits: `up` stops its cluster and exits 0.
+    pub fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "up exited with {status}:\n{}", self.printed());
+        started.elapsed()
+    }
+}
+
+impl Drop for UpRun {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn pid_of(cluster: &serde_json::Value, kind: &str, id: &str) -> u64 {
+    let list = cluster[kind].as_array().unwrap();
+    let p = list.iter().find(|p| p["id"] == id).unwrap_or_else(|| panic!("{kind} {id} not in {cluster}"));
+    p["pid"].as_u64().unwrap()
+}
+
+pub fn read_cluster_file(data: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(data.join("cluster.json")).ok()?).ok()
+}

@@ -19,12 +19,23 @@ use crate::wire::protocol::{Op, Reply};
 
 /// The first pause between two rounds over the masters; it doubles up to `BACKOFF_MAX`.
 pub const BACKOFF_START: Duration = Duration::from_millis(10);
-/// The longest pause between two rounds (and the longest `RangeLoading` wait honoured).
-pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// The longest pause between two rounds (and the longest `RangeLoading` wait honoured). A
+/// client waiting out a failover (about 1 s at default settings) tries again at most this
+/// long after the keys came back.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// By default one attempt gets at most this share of the call's deadline...
 pub const ATTEMPT_SHARE: u32 = 4;
-/// ...and at least this long.
+/// ...and at least this long...
 pub const ATTEMPT_MIN: Duration = Duration::from_millis(500);
+/// ...and at most this long: a node that does not answer (stopped, paused, cut off) costs a
+/// client one second, after which it asks the master again; failover at default settings
+/// takes about as long. A retried write carries its write id, so a slow attempt given up on
+/// is applied once.
+pub const ATTEMPT_MAX: Duration = Duration::from_millis(1000);
+/// After an attempt timed out, the next one (on a route fresh from the master) also ends
+/// this long after the owner's lease as the master sees it: a paused owner's ranges move
+/// when that lease runs out, and the client should be asking again by then.
+pub const ATTEMPT_LEASE_GRACE: Duration = Duration::from_millis(100);
 
 /// The masters of one cluster, and which of them answered last.
 ///
@@ -105,9 +116,9 @@ impl ActiveMaster {
     /// (`Invalid`, `Unauthorized`, ...) come back at once; otherwise the last error once
     /// the deadline (or, with `one_pass`, the round) is over.
     pub async fn call(&self, op: Op, deadline: Instant) -> Result<Reply, Error> {
-        let share = self
-            .attempt
-            .unwrap_or_else(|| (deadline.saturating_duration_since(Instant::now()) / ATTEMPT_SHARE).max(ATTEMPT_MIN));
+        let share = self.attempt.unwrap_or_else(|| {
+            (deadline.saturating_duration_since(Instant::now()) / ATTEMPT_SHARE).clamp(ATTEMPT_MIN, ATTEMPT_MAX)
+        });
         let mut backoff = BACKOFF_START;
         loop {
             let mut queue: VecDeque<String> = self.order().into();
