@@ -174,3 +174,19 @@ fn parse_list<T: std::str::FromStr<Err = String> + PartialEq>(items: &[String]) 
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use ampstore_chaos::cluster;
+    use ampstore_server::config::{MasterConfig, NodeConfig};
+
+    /// The chaos suite passes no failure detection settings: its schedule and availability
+    /// rule must use the same values as the processes, the defaults.
+    #[test]
+    fn chaos_runs_at_the_default_failover_settings() {
+        let (node, master) = (NodeConfig::default(), MasterConfig::default());
+        assert_eq!(cluster::LIVENESS_MS, node.liveness_ms);
+        assert_eq!(cluster::LIVENESS_MARGIN_MS, node.liveness_margin_ms);
+        assert_eq!(cluster::LEASE_MS, master.lease_ms);
+    }
+}

@@ -113,7 +113,9 @@ pub struct GossipConfig {
 
 impl Default for GossipConfig {
     fn default() -> Self {
-        GossipConfig { seeds: Vec::new(), cluster_size: 16, suspicion_ms: 5000, refresh_ms: 2000 }
+        // suspicion_ms as long as node.liveness_ms: the master stops placing ranges on a node
+        // gossip reports down (a hint: it never ends an epoch) by the time its ranges move.
+        GossipConfig { seeds: Vec::new(), cluster_size: 16, suspicion_ms: 1000, refresh_ms: 2000 }
     }
 }
 
