@@ -166,6 +166,11 @@ pub const RANGE_PENDING_WRITES_MAX: usize = 100_000;
 /// Requests one connection may have in progress at once (pipelining depth).
 pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 
+/// Bytes of encoded requests a client connection queues for its writer before a caller
+/// waits for the writer to take them (a request is queued whole, so the queue holds at most
+/// this plus one frame). Enough for a full pipeline of small requests in one write.
+pub const CONNECTION_QUEUED_BYTES_MAX: usize = 1024 * 1024;
+
 /// Most arbiter (range actor) threads a node may run.
 pub const NODE_ARBITERS_MAX: u64 = 256;
 

@@ -24,7 +24,19 @@ impl Service for NodeShared {
 
     fn handle(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply, Error>> + Send {
         self.ops_total.fetch_add(1, Ordering::Relaxed);
-        handle(self, op)
+        async move {
+            if is_range_write(&op) {
+                op.validate()?;
+                return range_write(self, op).await;
+            }
+            // Boxed: the rare arms (loads, merges, transactions) make `handle`'s state
+            // large, and a write polled in its connection's task should not carry it.
+            Box::pin(handle(self, op)).await
+        }
+    }
+
+    fn runs_in_connection(&self, op: &Op) -> bool {
+        is_range_write(op)
     }
 
     fn try_now(&self, op: Op) -> Now {
@@ -50,11 +62,19 @@ impl Service for NodeShared {
     }
 }
 
-pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
-    op.validate()?;
+/// A write of one key or span that is handed to its range and answered when the range
+/// has logged it: all the waiting is for one reply, so its connection's task polls it
+/// (`Service::runs_in_connection`).
+fn is_range_write(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. } | Op::Push { .. }
+    )
+}
+
+/// A validated write of `is_range_write`, handed to its range.
+async fn range_write(shared: &NodeShared, op: Op) -> Result<Reply, Error> {
     match op {
-        Op::Ping => Ok(Reply::Pong),
-        op @ (Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. }) => read(shared, op),
         Op::Put { key, value, write_id } => {
             let range = shared.ranges.route_key(&key)?;
             let write_id = write_id.map(WriteKey::Write);
@@ -66,6 +86,31 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
             let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
             range.write(w).await
         }
+        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
+        Op::Delete { key, write_id } => {
+            let range = shared.ranges.route_key(&key)?;
+            let write_id = write_id.map(WriteKey::Write);
+            range.write(Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
+        }
+        Op::DeleteRange { start, end, write_id } => {
+            let range = shared.ranges.route_key(&start)?;
+            let write_id = write_id.map(WriteKey::Write);
+            range.write(Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
+        }
+        other => Err(Error::internal(format!("{} is not a range write", other.name()))),
+    }
+}
+
+pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
+    op.validate()?;
+    match op {
+        Op::Ping => Ok(Reply::Pong),
+        op @ (Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. }) => read(shared, op),
+        op @ (Op::Put { .. }
+        | Op::PutIfVersion { .. }
+        | Op::Delete { .. }
+        | Op::DeleteRange { .. }
+        | Op::Push { .. }) => range_write(shared, op).await,
         Op::Batch { ops } => {
             // All at once, so the writes to one range share its next log entries.
             let mut tasks = tokio::task::JoinSet::new();
@@ -92,17 +137,6 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
         Op::TaskNack { queue, task } => crate::queue::settle(shared, &queue, task, crate::queue::Settle::Nack).await,
         Op::TaskExtend { queue, task, visibility_ms } => {
             crate::queue::settle(shared, &queue, task, crate::queue::Settle::Extend { visibility_ms }).await
-        }
-        Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
-        Op::Delete { key, write_id } => {
-            let range = shared.ranges.route_key(&key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            range.write(Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
-        }
-        Op::DeleteRange { start, end, write_id } => {
-            let range = shared.ranges.route_key(&start)?;
-            let write_id = write_id.map(WriteKey::Write);
-            range.write(Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
         }
         Op::Assign { range_id, start, claim } => shared.ranges.assign(range_id, start, claim).await,
         Op::Release { range_id } => shared.ranges.serving(range_id)?.release().await,

@@ -2,29 +2,43 @@
 //!
 //! What a server does with a request is its [`Service`]; this file owns the connection.
 //!
-//! Each connection: a hello, then requests read through a buffer (pipelined frames arrive
-//! in one read syscall) and handled concurrently (at most `CONNECTION_REQUESTS_IN_FLIGHT_MAX`
-//! at once), with responses written by one writer task that coalesces whatever is ready
-//! into one write. A request the service can answer at once ([`Service::try_now`]: a read
-//! from a range's published view) is answered in the connection's task, with no task of
-//! its own. Bad input never stops the node: a frame
-//! over the limit, a truncated frame or bytes that are not a request close that connection
-//! (with an error frame first where one can be sent and a logged reason); a well-formed
-//! frame of the wrong shape gets an `Invalid` reply and the connection goes on.
+//! Each connection is one task, which owns its socket and every request in flight on it:
+//! - it reads into one buffer (pipelined frames arrive in one read syscall) and takes every
+//!   complete frame in it before reading again;
+//! - a request the service can answer at once ([`Service::try_now`]: a read from a range's
+//!   published view) is answered there; one that waits (a write handed to its range) is
+//!   polled by the connection task itself in a `FuturesUnordered`, with no task of its own
+//!   ([`Service::runs_in_connection`]); the rare long ones (loads, merges, transactions)
+//!   still get a task, so they run on any core and never hold up the connection's reads;
+//! - every answer ready at that moment is encoded into one buffer and written with one
+//!   write syscall, once nothing more is immediately ready; answers carry their request's
+//!   id and go out in the order they complete;
+//! - at most `CONNECTION_REQUESTS_IN_FLIGHT_MAX` requests are in flight: at the bound the
+//!   connection takes no further frame (and reads nothing more) until one finishes, so a
+//!   client that pipelines more waits in TCP's flow control.
+//!
+//! Bad input never stops the node: a frame over the limit, a truncated frame or bytes that
+//! are not a request close that connection (with an error frame first where one can be sent
+//! and a logged reason); a well-formed frame of the wrong shape gets an `Invalid` reply and
+//! the connection goes on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::Deserialize;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::watch;
+use tokio_util::codec::Decoder;
 
 use crate::metrics::Metrics;
 use ampstore_common::error::Error;
-use ampstore_common::frame::{FrameError, decode_body, encode_frame, read_frame};
+use ampstore_common::frame::{FrameCodec, FrameError, decode_body, encode_frame};
 use ampstore_common::ids::RequestId;
 use ampstore_common::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
 use ampstore_common::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role, ServerInfo};
@@ -50,6 +64,14 @@ pub trait Service: Send + Sync + 'static {
     /// its own. Called in the connection's task, in request order.
     fn try_now(&self, op: Op) -> Now {
         Now::Later(op)
+    }
+
+    /// True when waiting for `op` (one that [`Service::try_now`] gave back) is cheap and
+    /// short: handing a write to its range and waiting for the range's answer. Such a
+    /// request is polled by the connection's task, with no task of its own; any other gets
+    /// a task (it may run long or use CPU, which must not hold up the connection).
+    fn runs_in_connection(&self, _op: &Op) -> bool {
+        false
     }
 
     /// The token a hello with role `Client` must present (app servers hold it). With neither
@@ -114,8 +136,14 @@ fn check_hello_token(tokens: Tokens<'_>, role: Role, given: Option<&str>) -> Res
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection's read buffer: pipelined requests of this size come in one read.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// Responses coalesced into one write stop growing past this many bytes.
+/// Below this much free room the read buffer grows (or compacts) before the next read, so a
+/// read syscall is never wasted on a few bytes.
+const READ_ROOM_MIN_BYTES: usize = 4 * 1024;
+/// Answers coalesced into one write stop growing past this many bytes (then they are written
+/// and coalescing starts again).
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
+/// The write buffer is given back when a burst of large answers left it larger than this.
+const WRITE_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve<S: Service>(listener: TcpListener, service: Arc<S>, mut shutdown: watch::Receiver<bool>) {
@@ -142,144 +170,259 @@ struct IdOnly {
     id: RequestId,
 }
 
-async fn connection<S: Service>(stream: TcpStream, peer: SocketAddr, service: Arc<S>) {
+async fn connection<S: Service>(mut stream: TcpStream, peer: SocketAddr, service: Arc<S>) {
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
-    let mut body = Vec::with_capacity(4096);
+    let mut inbuf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut scratch = Vec::with_capacity(4096);
 
     // Hello.
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut rd, &mut body)).await {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_one_frame(&mut stream, &mut inbuf)).await {
         Err(_) => return tracing::debug!(%peer, "closing: no hello in time"),
-        Ok(Ok(false)) => return,
+        Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "closing: bad hello frame");
-            return reject_hello(&mut wr, e.into(), &mut scratch).await;
+            return reject_hello(&mut stream, e.into(), &mut scratch).await;
         }
-        Ok(Ok(true)) => match decode_body::<Hello>(&body) {
+        Ok(Ok(Some(body))) => match decode_body::<Hello>(&body) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing: first frame is not a hello");
-                return reject_hello(&mut wr, e.into(), &mut scratch).await;
+                return reject_hello(&mut stream, e.into(), &mut scratch).await;
             }
         },
     };
     let tokens = Tokens { cluster: service.cluster_token(), admin: service.admin_token() };
     if let Err(e) = hello.validate().and_then(|()| check_hello_token(tokens, hello.role, hello.auth_token.as_deref())) {
         tracing::warn!(%peer, error = %e, "closing: hello refused");
-        return reject_hello(&mut wr, e, &mut scratch).await;
+        return reject_hello(&mut stream, e, &mut scratch).await;
     }
     // From here the role is proved (or, with no tokens configured, taken as declared).
     let role = hello.role;
     let info = service.server_info();
     debug_assert_eq!(info.protocol_version, PROTOCOL_VERSION);
     scratch.clear();
-    if encode_frame(&HelloReply { result: Ok(info) }, &mut scratch).is_err() || wr.write_all(&scratch).await.is_err() {
+    if encode_frame(&HelloReply { result: Ok(info) }, &mut scratch).is_err()
+        || stream.write_all(&scratch).await.is_err()
+    {
         return;
     }
+    // Frames the client sent right behind its hello are already in `inbuf`.
+    serve_requests(&mut stream, inbuf, &peer.to_string(), role, &service).await;
+}
 
-    let (tx, rx) = mpsc::channel::<Response>(CONNECTION_REQUESTS_IN_FLIGHT_MAX);
-    let writer = tokio::spawn(write_loop(wr, rx));
-    let permits = Arc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));
+/// Reads until one whole frame is in `inbuf` and takes it out. `None`: the stream ended
+/// cleanly before a frame started.
+async fn read_one_frame<T: AsyncRead + Unpin>(
+    io: &mut T,
+    inbuf: &mut BytesMut,
+) -> Result<Option<BytesMut>, FrameError> {
+    let mut codec = FrameCodec::default();
     loop {
-        match read_frame(&mut rd, &mut body).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e @ FrameError::TooLarge { .. }) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
-                let _ = tx.send(Response { id: RequestId(0), result: Err(e.into()) }).await;
-                break;
+        if let Some(body) = codec.decode(inbuf)? {
+            return Ok(Some(body));
+        }
+        if io.read_buf(inbuf).await? == 0 {
+            return codec.decode_eof(inbuf);
+        }
+    }
+}
+
+/// What a request in flight answers: its id, its operation (`Op::index`, for the metrics),
+/// when it was read, and its result.
+type Done = (RequestId, usize, Instant, Result<Reply, Error>);
+
+/// Serves requests on one connection past its hello (see the module doc), until the peer
+/// closes it (after answering what was taken), a write fails, or a frame ends it.
+/// `inbuf` holds what was read behind the hello.
+pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut T,
+    mut inbuf: BytesMut,
+    peer: &str,
+    role: Role,
+    service: &Arc<S>,
+) {
+    let mut codec = FrameCodec::default();
+    let mut out = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut in_flight = FuturesUnordered::new();
+    // False once the peer closed its side or a frame ended the connection: what is in
+    // flight is still answered, nothing more is taken.
+    let mut taking = true;
+    loop {
+        // Every complete frame already read, up to the bound on requests in flight.
+        while taking && in_flight.len() < CONNECTION_REQUESTS_IN_FLIGHT_MAX {
+            let body = match codec.decode(&mut inbuf) {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection");
+                    push_response(&Response { id: RequestId(0), result: Err(e.into()) }, &mut out);
+                    taking = false;
+                    break;
+                }
+            };
+            match take_request(service, role, peer, &body) {
+                Taken::Answered(id, result) => push_response(&Response { id, result }, &mut out),
+                Taken::Later(id, op, deadline, started) => {
+                    let inline = service.runs_in_connection(&op);
+                    in_flight.push(run(service, id, op, deadline, inline, started));
+                }
+                Taken::Close(resp) => {
+                    push_response(&resp, &mut out);
+                    taking = false;
+                }
             }
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "closing connection");
-                break;
+            if out.len() >= WRITE_COALESCE_BYTES && !flush(io, &mut out).await {
+                return;
             }
         }
-        let req = match decode_body::<Request>(&body) {
-            Ok(r) => r,
-            Err(e) => match decode_body::<IdOnly>(&body) {
+        // Every request that finished meanwhile (polled with this task's waker, so one that
+        // finishes later wakes it).
+        while let Poll::Ready(Some(done)) = std::future::poll_fn(|cx| Poll::Ready(in_flight.poll_next_unpin(cx))).await
+        {
+            answer(service.as_ref(), done, &mut out);
+            if out.len() >= WRITE_COALESCE_BYTES && !flush(io, &mut out).await {
+                return;
+            }
+        }
+        // Nothing more is ready now: everything answered goes out in one write.
+        if !flush(io, &mut out).await {
+            return;
+        }
+        if !taking && in_flight.is_empty() {
+            break;
+        }
+        // Wait for more input or for a request in flight to finish.
+        let reading = taking && in_flight.len() < CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+        if reading && inbuf.capacity() - inbuf.len() < READ_ROOM_MIN_BYTES {
+            inbuf.reserve(READ_BUFFER_BYTES);
+        }
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => answer(service.as_ref(), done, &mut out),
+            read = io.read_buf(&mut inbuf), if reading => match read {
+                Ok(0) => {
+                    if !inbuf.is_empty() {
+                        tracing::info!(%peer, bytes = inbuf.len(), "closing connection: it ended in the middle of a frame");
+                    }
+                    taking = false;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "closing connection");
+                    return;
+                }
+            },
+            else => break,
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+/// What became of one frame.
+enum Taken {
+    /// Answered at once (or refused).
+    Answered(RequestId, Result<Reply, Error>),
+    /// To be answered when it finishes, within its deadline (and when it was read).
+    Later(RequestId, Op, Option<Duration>, Instant),
+    /// The frame is not a request: answer this and close the connection.
+    Close(Response),
+}
+
+fn take_request<S: Service>(service: &Arc<S>, role: Role, peer: &str, body: &[u8]) -> Taken {
+    let started = Instant::now();
+    let req = match decode_body::<Request>(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return match decode_body::<IdOnly>(body) {
                 Ok(IdOnly { id }) => {
                     tracing::debug!(%peer, error = %e, "request of the wrong shape");
-                    let _ = tx.send(Response { id, result: Err(e.into()) }).await;
-                    continue;
+                    Taken::Answered(id, Err(e.into()))
                 }
                 Err(_) => {
                     tracing::warn!(%peer, error = %e, "closing: frame is not a request");
-                    let _ = tx.send(Response { id: RequestId(0), result: Err(e.into()) }).await;
-                    break;
+                    Taken::Close(Response { id: RequestId(0), result: Err(e.into()) })
                 }
-            },
-        };
-        let started = std::time::Instant::now();
-        let op_name = req.op.name();
-        let op_index = req.op.index();
-        // Refused for the role, or answered at once: no task of its own.
-        let now = match req.op.allowed_for(role) {
-            Err(e) => {
-                tracing::info!(%peer, %role, op = op_name, "refused: operation not allowed for the role");
-                Now::Answered(Err(e))
-            }
-            Ok(()) => service.try_now(req.op),
-        };
-        let op = match now {
-            Now::Answered(result) => {
-                observe(service.as_ref(), op_index, &result, started);
-                if tx.send(Response { id: req.id, result }).await.is_err() {
-                    break;
-                }
-                continue;
-            }
-            Now::Later(op) => op,
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let (service, tx) = (service.clone(), tx.clone());
-        tokio::spawn(async move {
-            let work = service.handle(op);
-            let result = match req.deadline_ms {
-                Some(ms) => {
-                    tokio::time::timeout(Duration::from_millis(ms.into()), work).await.unwrap_or(Err(Error::Timeout))
-                }
-                None => work.await,
             };
+        }
+    };
+    let op_index = req.op.index();
+    // Refused for the role, or answered at once: nothing in flight.
+    let now = match req.op.allowed_for(role) {
+        Err(e) => {
+            tracing::info!(%peer, %role, op = req.op.name(), "refused: operation not allowed for the role");
+            Now::Answered(Err(e))
+        }
+        Ok(()) => service.try_now(req.op),
+    };
+    match now {
+        Now::Answered(result) => {
             observe(service.as_ref(), op_index, &result, started);
-            let _ = tx.send(Response { id: req.id, result }).await;
-            drop(permit);
-        });
+            Taken::Answered(req.id, result)
+        }
+        Now::Later(op) => Taken::Later(req.id, op, req.deadline_ms.map(|ms| Duration::from_millis(ms.into())), started),
     }
-    drop(tx);
-    let _ = writer.await;
+}
+
+/// Answers one request that had to wait: in the connection's task (`inline`), or in a task
+/// of its own.
+async fn run<S: Service>(
+    service: &Arc<S>,
+    id: RequestId,
+    op: Op,
+    deadline: Option<Duration>,
+    inline: bool,
+    started: Instant,
+) -> Done {
+    let op_index = op.index();
+    let result = if inline {
+        within(deadline, service.handle(op)).await
+    } else {
+        let service = service.clone();
+        tokio::spawn(async move { within(deadline, service.handle(op)).await })
+            .await
+            .unwrap_or_else(|e| Err(Error::internal(format!("the request's task failed: {e}"))))
+    };
+    (id, op_index, started, result)
+}
+
+/// `work`'s result, or `Timeout` once the caller's deadline passed (it has stopped waiting).
+async fn within(deadline: Option<Duration>, work: impl Future<Output = Result<Reply, Error>>) -> Result<Reply, Error> {
+    match deadline {
+        Some(d) => tokio::time::timeout(d, work).await.unwrap_or(Err(Error::Timeout)),
+        None => work.await,
+    }
+}
+
+fn answer<S: Service>(service: &S, (id, op_index, started, result): Done, out: &mut Vec<u8>) {
+    observe(service, op_index, &result, started);
+    push_response(&Response { id, result }, out);
+}
+
+/// Writes what `out` holds (one syscall when the socket takes it all) and empties it;
+/// false when the connection is gone.
+async fn flush<T: AsyncWrite + Unpin>(io: &mut T, out: &mut Vec<u8>) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let ok = io.write_all(out).await.is_ok();
+    out.clear();
+    if out.capacity() > WRITE_BUFFER_KEEP_BYTES {
+        out.shrink_to(READ_BUFFER_BYTES);
+    }
+    ok
 }
 
 /// Counts a request and its latency in the service's metrics.
-fn observe<S: Service>(service: &S, op: usize, result: &Result<Reply, Error>, started: std::time::Instant) {
+fn observe<S: Service>(service: &S, op: usize, result: &Result<Reply, Error>, started: Instant) {
     if let Some(m) = service.metrics() {
         m.observe_request(op, result.as_ref().err().map(Error::code), started.elapsed());
     }
 }
 
-async fn reject_hello(wr: &mut OwnedWriteHalf, err: Error, scratch: &mut Vec<u8>) {
+async fn reject_hello<T: AsyncWrite + Unpin>(wr: &mut T, err: Error, scratch: &mut Vec<u8>) {
     scratch.clear();
     if encode_frame(&HelloReply { result: Err(err) }, scratch).is_ok() {
         let _ = wr.write_all(scratch).await;
-    }
-    let _ = wr.shutdown().await;
-}
-
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Response>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        push_response(&first, &mut buf);
-        while buf.len() < WRITE_COALESCE_BYTES {
-            match rx.try_recv() {
-                Ok(more) => push_response(&more, &mut buf),
-                Err(_) => break,
-            }
-        }
-        if wr.write_all(&buf).await.is_err() {
-            return;
-        }
     }
     let _ = wr.shutdown().await;
 }
@@ -291,6 +434,10 @@ fn push_response(resp: &Response, buf: &mut Vec<u8>) {
         let _ = encode_frame(&fallback, buf);
     }
 }
+
+#[cfg(test)]
+#[path = "rpc_tests.rs"]
+mod rpc_tests;
 
 #[cfg(test)]
 mod tests {

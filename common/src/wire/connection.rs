@@ -1,35 +1,103 @@
 //! One multiplexed connection to a node or master: requests are pipelined, each tagged with
 //! a request id, and answers are matched to callers as they arrive in any order.
 //!
-//! A writer task coalesces queued requests into one socket write; a reader task hands each
-//! response to the caller waiting on its id. When the connection fails, every waiting call
-//! gets `Unavailable` and the connection reports itself closed, so its owner reconnects.
+//! A caller encodes its request straight into the connection's outbox (one buffer shared by
+//! every caller) and wakes the writer task only when the outbox was empty; the writer first
+//! lets every other ready task run (so callers woken by the same read all queue their next
+//! request), then takes the whole outbox and writes it with one syscall. The reader task
+//! reads into one buffer and hands every complete answer in it to its caller under one lock
+//! of the waiting calls. When the connection fails, every waiting call gets `Unavailable`
+//! and the connection reports itself closed, so its owner reconnects.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::codec::Decoder;
+
 use crate::error::Error;
-use crate::frame::{decode_body, encode_frame, read_frame, write_frame};
+use crate::frame::{FrameCodec, decode_body, encode_frame, read_frame, write_frame};
 use crate::ids::RequestId;
-use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+use crate::limits::CONNECTION_QUEUED_BYTES_MAX;
 use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, RequestRef, Response, Role, ServerInfo};
 use crate::wire::Call;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
 
 /// How long connecting and the hello exchange may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests coalesced into one write stop growing past this many bytes.
-const WRITE_COALESCE_BYTES: usize = 256 * 1024;
-/// The first allocation for an encoded request (most requests fit).
-const FRAME_CAPACITY_FIRST: usize = 256;
-/// A connection's read buffer.
+/// A connection's read buffer: the answers to pipelined requests come in one read.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Below this much free room the read buffer grows (or compacts) before the next read.
+const READ_ROOM_MIN_BYTES: usize = 4 * 1024;
+/// The writer's buffer is given back when a burst of large requests left it larger.
+const WRITE_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Error>>>>>;
+type Waiter = oneshot::Sender<Result<Reply, Error>>;
+
+/// Request ids are this connection's own counter (never chosen by the peer), so they need
+/// no hashing against collisions: a multiply spreads them over the table.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PendingMap = HashMap<u64, Waiter, BuildHasherDefault<IdHasher>>;
+
+/// What the callers, the writer task and the reader task of one connection share.
+#[derive(Default)]
+struct Shared {
+    /// Encoded requests not yet written.
+    outbox: Mutex<Vec<u8>>,
+    /// Wakes the writer: the outbox stopped being empty, or the connection is closing.
+    wake_writer: Notify,
+    /// Wakes callers waiting for room in a full outbox.
+    room: Notify,
+    /// Calls waiting for their answer, by request id.
+    pending: Mutex<PendingMap>,
+    /// The connection failed (or its owner dropped it): calls fail at once.
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn outbox(&self) -> MutexGuard<'_, Vec<u8>> {
+        // Bytes are appended whole (`encode_frame` leaves the buffer as it was on error),
+        // so a panicking holder left nothing half-written: keep going.
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, PendingMap> {
+        // The map holds no invariant a panicking holder could break: keep going.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fails every waiting call and wakes everyone: the connection is gone.
+    fn fail_all(&self, why: &str) {
+        self.closed.store(true, Ordering::Release);
+        let waiting: Vec<Waiter> = self.pending().drain().map(|(_, tx)| tx).collect();
+        for tx in waiting {
+            let _ = tx.send(Err(Error::unavailable(why.to_string())));
+        }
+        self.wake_writer.notify_one();
+        self.room.notify_waiters();
+    }
+}
 
 /// A connection to one server. Cheap to share (`Arc`); calls may run concurrently.
 ///
@@ -45,11 +113,17 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, Error>>>>>;
 pub struct Connection {
     addr: String,
     server: ServerInfo,
-    /// Encoded request frames, for the writer task.
-    requests: mpsc::Sender<Vec<u8>>,
-    pending: Pending,
+    shared: Arc<Shared>,
     next_id: AtomicU64,
-    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Connection {
+    /// The last holder let go: the writer sends what is queued and closes its side, and the
+    /// server then closes the connection.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake_writer.notify_one();
+    }
 }
 
 impl Connection {
@@ -72,17 +146,16 @@ impl Connection {
         let hello = Hello { protocol_version: PROTOCOL_VERSION, role, client_name: name.to_string(), auth_token };
         let mut buf = Vec::with_capacity(4096);
         write_frame(&mut stream, &hello, &mut buf).await.map_err(|e| unavailable(&e))?;
+        // Unbuffered: the server sends nothing behind its hello reply until asked.
         if !read_frame(&mut stream, &mut buf).await.map_err(|e| unavailable(&e))? {
             return Err(unavailable(&"closed the connection during the hello"));
         }
         let server = decode_body::<HelloReply>(&buf).map_err(|e| unavailable(&e))?.result?;
         let (rd, wr) = stream.into_split();
-        let pending: Pending = Arc::default();
-        let closed = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel(CONNECTION_REQUESTS_IN_FLIGHT_MAX);
-        tokio::spawn(write_loop(wr, rx, pending.clone(), closed.clone()));
-        tokio::spawn(read_loop(rd, pending.clone(), closed.clone()));
-        Ok(Connection { addr: addr.to_string(), server, requests: tx, pending, next_id: AtomicU64::new(1), closed })
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(write_loop(wr, shared.clone()));
+        tokio::spawn(read_loop(rd, shared.clone()));
+        Ok(Connection { addr: addr.to_string(), server, shared, next_id: AtomicU64::new(1) })
     }
 
     pub fn addr(&self) -> &str {
@@ -96,7 +169,7 @@ impl Connection {
 
     /// True once the connection failed; calls on it then fail at once.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// Sends `op` and waits for its answer for at most `deadline` (the server is told the
@@ -131,104 +204,290 @@ impl Connection {
 
     async fn call_inner(&self, op: &Op, deadline: Duration, once: bool) -> Result<Reply, Error> {
         if self.is_closed() {
-            return Err(Error::unavailable(format!("{}: connection closed", self.addr)));
+            return Err(self.closed_error());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-        // Encoded here, from the borrowed op: too large or unencodable is the caller's error,
-        // and nothing was sent.
-        let mut frame = Vec::with_capacity(FRAME_CAPACITY_FIRST);
-        encode_frame(&RequestRef { id: RequestId(id), deadline_ms: Some(deadline_ms), op }, &mut frame)?;
+        let req = RequestRef { id: RequestId(id), deadline_ms: Some(deadline_ms), op };
+        // Waiting before it can be written: the answer may come back before this task runs
+        // again.
         let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(id, tx);
-        // Most of the time the writer's queue has room: no timer for the send then.
-        let sent = match self.requests.try_send(frame) {
-            Ok(()) => Ok(Ok(())),
-            Err(mpsc::error::TrySendError::Full(frame)) => {
-                tokio::time::timeout(deadline, self.requests.send(frame)).await.map(|r| r.map_err(|_| ()))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Err(())),
+        self.shared.pending().insert(id, tx);
+        let queued = match self.enqueue(&req) {
+            Ok(true) => Ok(()),
+            // The outbox is full: wait for the writer to take it, within the deadline.
+            Ok(false) => match tokio::time::timeout(deadline, self.enqueue_when_room(&req)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout),
+            },
+            Err(e) => Err(e),
         };
-        if !matches!(sent, Ok(Ok(()))) {
-            self.lock_pending().remove(&id);
-            return Err(if sent.is_err() {
-                Error::Timeout
-            } else {
-                Error::unavailable(format!("{}: connection closed", self.addr))
-            });
+        if let Err(e) = queued {
+            self.shared.pending().remove(&id);
+            return Err(e);
         }
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(Err(Error::Unavailable { .. }))) if once && self.is_closed() => Err(Error::Timeout),
             Ok(Ok(result)) => result,
             Ok(Err(_)) if once => Err(Error::Timeout),
-            Ok(Err(_)) => Err(Error::unavailable(format!("{}: connection closed", self.addr))),
+            Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
-                self.lock_pending().remove(&id);
+                self.shared.pending().remove(&id);
                 Err(Error::Timeout)
             }
         }
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Reply, Error>>>> {
-        lock(&self.pending)
+    fn closed_error(&self) -> Error {
+        Error::unavailable(format!("{}: connection closed", self.addr))
     }
-}
 
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Reply, Error>>>> {
-    // The map holds no invariant a panicking holder could break: keep going.
-    pending.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Fails every waiting call: the connection is gone.
-fn fail_all(pending: &Pending, closed: &AtomicBool, why: &str) {
-    closed.store(true, Ordering::Release);
-    for (_, tx) in lock(pending).drain() {
-        let _ = tx.send(Err(Error::unavailable(why.to_string())));
-    }
-}
-
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    pending: Pending,
-    closed: Arc<AtomicBool>,
-) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            buf.extend_from_slice(&frame);
-            if buf.len() < WRITE_COALESCE_BYTES {
-                next = rx.try_recv().ok();
+    /// Encodes `req` into the outbox when it has room (`Ok(false)` when full), and wakes the
+    /// writer when the outbox was empty (otherwise it has been woken already and has not
+    /// taken the outbox yet). Encoded here, from the borrowed op: too large or unencodable
+    /// is the caller's error, and nothing was queued.
+    fn enqueue(&self, req: &RequestRef<'_>) -> Result<bool, Error> {
+        let was_empty = {
+            let mut outbox = self.shared.outbox();
+            if self.is_closed() {
+                return Err(self.closed_error());
             }
+            if !has_room(outbox.len()) {
+                return Ok(false);
+            }
+            let was_empty = outbox.is_empty();
+            encode_frame(req, &mut outbox)?;
+            was_empty
+        };
+        if was_empty {
+            self.shared.wake_writer.notify_one();
         }
-        if let Err(e) = wr.write_all(&buf).await {
-            fail_all(&pending, &closed, &format!("connection lost while sending: {e}"));
+        Ok(true)
+    }
+
+    async fn enqueue_when_room(&self, req: &RequestRef<'_>) -> Result<(), Error> {
+        loop {
+            // Registered before looking, so a writer that takes the outbox in between is seen.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.enqueue(req)? {
+                return Ok(());
+            }
+            room.await;
+        }
+    }
+}
+
+/// Whether an outbox holding `queued` bytes takes another request. An empty one always does
+/// (a request may be larger than the bound), so the bound is exceeded by at most one frame.
+fn has_room(queued: usize) -> bool {
+    queued < CONNECTION_QUEUED_BYTES_MAX
+}
+
+async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, shared: Arc<Shared>) {
+    let mut spare = Vec::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        shared.wake_writer.notified().await;
+        // Let every task that is ready run first: callers woken by the same read of answers
+        // queue their next requests, and all of them go out in this one write.
+        tokio::task::yield_now().await;
+        let taken = std::mem::replace(&mut *shared.outbox(), std::mem::take(&mut spare));
+        shared.room.notify_waiters();
+        if !taken.is_empty()
+            && let Err(e) = wr.write_all(&taken).await
+        {
+            shared.fail_all(&format!("connection lost while sending: {e}"));
             return;
+        }
+        spare = taken;
+        spare.clear();
+        if spare.capacity() > WRITE_BUFFER_KEEP_BYTES {
+            spare.shrink_to(READ_BUFFER_BYTES);
+        }
+        if shared.closed.load(Ordering::Acquire) && shared.outbox().is_empty() {
+            break;
         }
     }
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(rd: tokio::net::tcp::OwnedReadHalf, pending: Pending, closed: Arc<AtomicBool>) {
-    // Buffered: the answers to pipelined requests come in one read syscall, not two each.
-    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
-    let mut body = Vec::with_capacity(64 * 1024);
-    let why = loop {
-        match read_frame(&mut rd, &mut body).await {
-            Ok(true) => {}
-            Ok(false) => break "the server closed the connection".to_string(),
+async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
+    let mut inbuf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut codec = FrameCodec::default();
+    // The answers of one read, handed out after the waiting calls' lock is let go.
+    let mut ready: Vec<(Waiter, Result<Reply, Error>)> = Vec::new();
+    let why = 'conn: loop {
+        if inbuf.capacity() - inbuf.len() < READ_ROOM_MIN_BYTES {
+            inbuf.reserve(READ_BUFFER_BYTES);
+        }
+        match rd.read_buf(&mut inbuf).await {
+            Ok(0) if inbuf.is_empty() => break "the server closed the connection".to_string(),
+            Ok(0) => break "the server closed the connection in the middle of a frame".to_string(),
+            Ok(_) => {}
             Err(e) => break format!("connection lost: {e}"),
         }
-        match decode_body::<Response>(&body) {
-            Ok(resp) => {
-                if let Some(tx) = lock(&pending).remove(&resp.id.0) {
-                    let _ = tx.send(resp.result);
+        // Every complete answer in the buffer, under one lock of the waiting calls.
+        {
+            let mut pending = shared.pending();
+            loop {
+                let body = match codec.decode(&mut inbuf) {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => break 'conn format!("connection lost: {e}"),
+                };
+                match decode_body::<Response>(&body) {
+                    // An answer nobody waits for any more (its call timed out) is dropped.
+                    Ok(resp) => {
+                        if let Some(tx) = pending.remove(&resp.id.0) {
+                            ready.push((tx, resp.result));
+                        }
+                    }
+                    Err(e) => break 'conn format!("undecodable response: {e}"),
                 }
             }
-            Err(e) => break format!("undecodable response: {e}"),
+        }
+        for (tx, result) in ready.drain(..) {
+            let _ = tx.send(result);
         }
     };
-    fail_all(&pending, &closed, &why);
+    for (tx, result) in ready.drain(..) {
+        let _ = tx.send(result);
+    }
+    shared.fail_all(&why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+    use crate::protocol::{Request, Versioned};
+    use crate::{NodeId, Version};
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn the_outbox_takes_requests_below_its_bound() {
+        assert!(has_room(0));
+        assert!(has_room(CONNECTION_QUEUED_BYTES_MAX - 1));
+        assert!(!has_room(CONNECTION_QUEUED_BYTES_MAX));
+    }
+
+    /// A server that answers every request read in one read, in reverse order (the last
+    /// first), each get with its own key as the value; it records how many requests each
+    /// read brought.
+    async fn reversing_server(reads: Arc<Mutex<Vec<usize>>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_frame(&mut s, &mut buf).await.unwrap();
+            let info = ServerInfo {
+                protocol_version: PROTOCOL_VERSION,
+                server_id: NodeId::new("t").unwrap(),
+                role: Role::Node,
+            };
+            write_frame(&mut s, &HelloReply { result: Ok(info) }, &mut buf).await.unwrap();
+            let mut inbuf = BytesMut::with_capacity(1 << 20);
+            let mut codec = FrameCodec::default();
+            while s.read_buf(&mut inbuf).await.is_ok_and(|n| n > 0) {
+                let mut reqs = Vec::new();
+                while let Some(body) = codec.decode(&mut inbuf).unwrap() {
+                    reqs.push(decode_body::<Request>(&body).unwrap());
+                }
+                reads.lock().unwrap().push(reqs.len());
+                let mut out = Vec::new();
+                for req in reqs.into_iter().rev() {
+                    let Op::Get { key } = req.op else { panic!("only gets") };
+                    let value = Some(Versioned {
+                        value: key.as_bytes().to_vec(),
+                        version: Version { seq: crate::Seq(1), index: 0 },
+                    });
+                    encode_frame(&Response { id: req.id, result: Ok(Reply::Value(value)) }, &mut out).unwrap();
+                }
+                s.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    /// Requests issued together go out in one write, and answers that come back in another
+    /// order reach their own callers.
+    #[tokio::test]
+    async fn concurrent_calls_share_one_write_and_get_their_own_answers() {
+        let reads = Arc::default();
+        let addr = reversing_server(Arc::clone(&reads)).await;
+        let conn = Arc::new(Connection::connect(&addr, Role::Client, "t", None).await.unwrap());
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let conn = conn.clone();
+            calls.spawn(async move {
+                let key = format!("k{i}");
+                let got = conn.call(Op::Get { key: Key::from(key.as_str()) }, Duration::from_secs(10)).await;
+                (key, got)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (key, got) = done.unwrap();
+            match got {
+                Ok(Reply::Value(Some(v))) => assert_eq!(v.value, key.into_bytes()),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        assert_eq!(*reads.lock().unwrap(), vec![100], "the 100 requests came in one write");
+    }
+
+    /// A server that takes the hello and then reads nothing: what a client sends piles up.
+    async fn deaf_server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_frame(&mut s, &mut buf).await.unwrap();
+            let info = ServerInfo {
+                protocol_version: PROTOCOL_VERSION,
+                server_id: NodeId::new("t").unwrap(),
+                role: Role::Node,
+            };
+            write_frame(&mut s, &HelloReply { result: Ok(info) }, &mut buf).await.unwrap();
+            std::future::pending::<()>().await;
+            drop(s);
+        });
+        addr
+    }
+
+    /// Once the socket takes nothing more, the outbox fills to its bound and a further
+    /// call waits for room (here: until its deadline) instead of queueing without end.
+    #[tokio::test]
+    async fn a_full_outbox_makes_callers_wait() {
+        let addr = deaf_server().await;
+        let conn = Arc::new(Connection::connect(&addr, Role::Client, "t", None).await.unwrap());
+        let value = vec![7u8; crate::limits::VALUE_BYTES_MAX];
+        let mut fillers = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let (conn, value) = (conn.clone(), value.clone());
+            fillers.spawn(async move {
+                let put = Op::Put { key: Key::from("k"), value, write_id: None };
+                conn.call(put, Duration::from_secs(30)).await
+            });
+        }
+        // Until the outbox stops being drained (the socket's buffers are full).
+        let mut full = false;
+        for _ in 0..500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if !has_room(conn.shared.outbox().len()) {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the outbox reached its bound");
+        let queued = conn.shared.outbox().len();
+        assert!(queued < CONNECTION_QUEUED_BYTES_MAX + crate::limits::VALUE_BYTES_MAX + 1024, "at most one frame over");
+        let late =
+            conn.call(Op::Put { key: Key::from("k"), value: vec![1], write_id: None }, Duration::from_millis(100));
+        assert_eq!(late.await, Err(Error::Timeout), "no room: waits, then times out");
+        assert_eq!(conn.shared.outbox().len(), queued, "nothing was queued for it");
+        fillers.abort_all();
+    }
 }

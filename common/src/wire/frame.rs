@@ -84,10 +84,14 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 /// [`FrameError::TooDeep`] when arrays and maps nest more than `max_depth` deep (a scalar at
 /// the top is depth 0, a map at the top depth 1). A value cut short is `Malformed`. It
 /// stops at the end of the first value and returns where it ends; `decode_body` checks that
-/// nothing follows.
+/// nothing follows. `max_depth` is at most [`FRAME_NESTING_DEPTH_MAX`] (a larger one is taken
+/// as that limit: nothing deeper is decoded anyway).
 pub fn check_nesting(body: &[u8], max_depth: usize) -> Result<usize, FrameError> {
+    let max_depth = max_depth.min(FRAME_NESTING_DEPTH_MAX);
     // Values still to read in each open array or map (a map's count is keys plus values).
-    let mut open: Vec<u64> = Vec::new();
+    // On the stack: every frame of both sides goes through here, and a heap allocation was
+    // a sixth of its cost.
+    let mut open = OpenStack { counts: [0; FRAME_NESTING_DEPTH_MAX], len: 0 };
     let mut pos = 0usize;
     loop {
         let marker = *body.get(pos).ok_or_else(|| FrameError::Malformed("message is cut short".into()))?;
@@ -155,6 +159,35 @@ pub fn check_nesting(body: &[u8], max_depth: usize) -> Result<usize, FrameError>
                 }
             }
         }
+    }
+}
+
+/// The counts of `check_nesting`'s open containers, at most `FRAME_NESTING_DEPTH_MAX`
+/// (`check_nesting` refuses a deeper value before pushing).
+struct OpenStack {
+    counts: [u64; FRAME_NESTING_DEPTH_MAX],
+    len: usize,
+}
+
+impl OpenStack {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, n: u64) {
+        // `check_nesting` checks the depth first; a slot past the end is never written.
+        if let Some(slot) = self.counts.get_mut(self.len) {
+            *slot = n;
+            self.len += 1;
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut u64> {
+        self.len.checked_sub(1).and_then(|i| self.counts.get_mut(i))
+    }
+
+    fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
     }
 }
 
@@ -584,6 +617,9 @@ mod tests {
         let mut maps_over = maps_at[..maps_at.len() - 1].to_vec();
         maps_over.push(0x80);
         assert!(matches!(check_nesting(&maps_over, FRAME_NESTING_DEPTH_MAX), Err(FrameError::TooDeep { .. })));
+        // A larger bound than the limit is the limit (the counts live in a fixed array).
+        assert!(matches!(check_nesting(&over, FRAME_NESTING_DEPTH_MAX + 10), Err(FrameError::TooDeep { .. })));
+        check_nesting(&at, FRAME_NESTING_DEPTH_MAX + 10).unwrap();
         // The wire error is TooLarge, naming the depth.
         let err: Error = FrameError::TooDeep { max: FRAME_NESTING_DEPTH_MAX }.into();
         assert!(
