@@ -174,9 +174,11 @@ async fn meta_calls_have_connections_of_their_own() {
     use ampstore_store::{Backend, EntryKind, LogEntry};
     let addr = store_stuck_on_appends().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = BackendConfig::default();
-    cfg.kind = BackendKind::Local;
-    cfg.local.server = Some(addr);
+    let cfg = BackendConfig {
+        kind: BackendKind::Local,
+        local: LocalConfig { server: Some(addr), ..LocalConfig::default() },
+        ..BackendConfig::default()
+    };
     let b = Backend::open(&cfg, dir.path(), None).await.unwrap();
     for i in 0..STORE_CLIENT_CONNECTIONS_MAX as u64 + 1 {
         let log = b.log.clone();
