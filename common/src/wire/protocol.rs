@@ -68,8 +68,9 @@ pub struct ServerInfo {
 }
 
 /// Identifies one logical write across retries, so a node applies it once.
-/// `client` is random per client instance; `n` counts its writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `client` is random per client instance; `n` counts its writes. Ordered (client, then
+/// n) so that a range's write-id table can be an ordered map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WriteId {
     pub client: u64,
     pub n: u64,
