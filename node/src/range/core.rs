@@ -258,7 +258,7 @@ impl<W> RangeCore<W> {
     /// The outcome of transaction `txn_id` in this range, when it is remembered.
     pub fn txn_outcome(&self, txn_id: WriteId) -> Option<(bool, Option<Seq>)> {
         match self.dedup.done.get(&WriteKey::Txn(txn_id)) {
-            Some(WriteOutcome::Txn { committed, seq }) => Some((*committed, *seq)),
+            Some(WriteOutcome::Txn { committed, seq }) => Some((committed, seq)),
             _ => None,
         }
     }

@@ -150,6 +150,7 @@ impl Memtable {
     }
 
     /// Sets `key` to `value` at `version`; the entry it replaced, if any.
+    #[cfg(test)]
     pub fn put(&mut self, key: &[u8], value: &[u8], version: Version) -> Option<Entry> {
         self.insert(Entry::new(key, value, version))
     }
