@@ -769,6 +769,11 @@ pub struct RangeStats {
     /// Milliseconds since a client last read or wrote the range.
     #[serde(default)]
     pub idle_ms: u64,
+    /// Bytes of the range's remembered write ids (as counted against
+    /// `RANGE_WRITE_IDS_BYTES_MAX`): right after a load about as much as the data, so a
+    /// node's memory budget counts them with `data_bytes`.
+    #[serde(default)]
+    pub write_id_bytes: u64,
 }
 
 #[cfg(test)]
