@@ -3,13 +3,18 @@
 //!
 //! Layout (issue 16, "Memory"): each key's entry is ONE heap allocation holding its
 //! version, the key and the value ([`Entry`]), behind an 8-byte shared pointer. The ordered
-//! map is an `imbl::OrdMap<Entry, ()>`: its B-tree leaves are fixed arrays of 64 slots
+//! map is an `imbl` B-tree: its leaves are fixed arrays of 64 slots
 //! allocated whole, so the slot size is paid 64 times per leaf whatever its fill (leaves
 //! split at the middle, so a load in key order leaves them half full). With the former
 //! `OrdMap<Key, Stored>` a slot was 72 bytes (a `Vec` key, a `Bytes` value, the version)
 //! and each entry had two more allocations (key and value): about 1.5 KiB per key was
 //! measured with the write-id table (`docs/benchmarks.md`, "Memory per key"). Now a slot is
 //! 8 bytes, and a 16-byte key with a 100-byte value is one 160-byte allocator block.
+//!
+//! The map is an `imbl::OrdSet<Entry>` (an `OrdMap<Entry, ()>` inside): its `insert`
+//! returns the entry it replaced (the range needs its size for its byte count) in the same
+//! descent, where `OrdMap::insert` returns only the old `()` and would need a lookup first
+//! (measured: about 700 more node instructions per durable put).
 //!
 //! Sharing the entry (a reference count, not a copy) matters twice: a write while a
 //! snapshot's clone is alive copies the path's nodes, and those copies only bump counts;
@@ -23,7 +28,7 @@ use ampstore_common::error::Error;
 use ampstore_common::limits::SCAN_PAGE_BYTES_MAX;
 use ampstore_common::protocol::{Reply, ScanItem, Versioned};
 use ampstore_common::{Key, KeyRange, Seq, Version};
-use imbl::OrdMap;
+use imbl::OrdSet;
 use triomphe::{Arc, HeaderWithLength, ThinArc, UniqueArc};
 
 /// What an entry's allocation holds before its bytes: the version and where the key ends.
@@ -127,7 +132,7 @@ impl Borrow<[u8]> for Entry {
 /// clone and the original then share nodes and entries until either changes.
 #[derive(Clone, Default)]
 pub struct Memtable {
-    map: OrdMap<Entry, ()>,
+    map: OrdSet<Entry>,
 }
 
 impl std::fmt::Debug for Memtable {
@@ -146,7 +151,7 @@ impl Memtable {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get_key_value(key).map(|(e, _)| e)
+        self.map.get(key)
     }
 
     /// Sets `key` to `value` at `version`; the entry it replaced, if any.
@@ -157,21 +162,16 @@ impl Memtable {
 
     /// Inserts `entry`, replacing the one with its key; the replaced one, if any.
     pub fn insert(&mut self, entry: Entry) -> Option<Entry> {
-        // The map's insert drops the replaced key (here: the whole old entry) without
-        // returning it, and the caller needs its size: look it up first (a read-only
-        // descent; the insert's descent then copies the path when it is shared).
-        let old = self.get(entry.key()).cloned();
-        self.map.insert(entry, ());
-        old
+        self.map.insert(entry)
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.map.remove_with_key(key).map(|(e, _)| e)
+        self.map.remove(key)
     }
 
     /// Every entry, in key order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Entry> + '_ {
-        self.map.keys()
+        self.map.iter()
     }
 
     /// The entries within `(lower, upper)`, in key order (reverse it for descending).
@@ -180,7 +180,7 @@ impl Memtable {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> impl DoubleEndedIterator<Item = &'a Entry> + 'a {
-        self.map.range::<_, [u8]>((lower, upper)).map(|(e, _)| e)
+        self.map.range::<_, [u8]>((lower, upper))
     }
 
     /// Both maps' entries (for a merge: the two parents hold disjoint keys). On a key in
@@ -191,20 +191,15 @@ impl Memtable {
 
     /// The entry with the greatest key.
     pub fn last(&self) -> Option<&Entry> {
-        self.map.get_max().map(|(e, _)| e)
+        self.map.get_max()
     }
 
     /// The entries below `split_key`, and those at or above it (two new maps; the entries
     /// are shared, not copied).
     pub fn divide(&self, split_key: &[u8]) -> (Memtable, Memtable) {
-        let (left, at, mut right) = self.map.split_lookup(split_key);
-        // `split_lookup` leaves out the entry at the split key itself: it belongs right.
-        if at.is_some()
-            && let Some(e) = self.get(split_key)
-        {
-            right.insert(e.clone(), ());
-        }
-        (Memtable { map: left }, Memtable { map: right })
+        // O(n) either way (imbl's own split walks every entry too); entries are shared.
+        let (left, right): (Vec<&Entry>, Vec<&Entry>) = self.map.iter().partition(|e| e.key() < split_key);
+        (left.into_iter().cloned().collect(), right.into_iter().cloned().collect())
     }
 }
 
@@ -222,7 +217,7 @@ impl FromIterator<Entry> for Memtable {
     fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Memtable {
         let mut m = Memtable::new();
         for e in iter {
-            m.map.insert(e, ());
+            m.map.insert(e);
         }
         m
     }

@@ -84,16 +84,17 @@ impl std::borrow::Borrow<WriteKey> for Rec {
 
 /// Layout (issue 16, "Memory"): right after a load every key has a record here for the
 /// whole retention, so a record must cost little beyond its data key. Each record is one
-/// allocation ([`Rec`]) that two persistent structures point to: an ordered map by id
-/// (B-tree leaves of 8-byte slots; ids of one client arrive in order) for lookups, and a
-/// vector in time order for expiry. The former layout (a hash trie keyed by id holding
-/// outcome, time and key, plus a vector of (time, id)) measured about 500 bytes per record
-/// (mostly the trie's sparsely filled 32-slot nodes); this one measures in
+/// allocation ([`Rec`]) that two persistent structures point to: an ordered set by id
+/// (`imbl::OrdSet`: B-tree leaves of 8-byte slots; ids of one client arrive in order; its
+/// insert hands back a record already there, so a new id costs one descent) for lookups,
+/// and a vector in time order for expiry. The former layout (a hash trie keyed by id
+/// holding outcome, time and key, plus a vector of (time, id)) measured about 500 bytes per
+/// record (mostly the trie's sparsely filled 32-slot nodes); this one measures in
 /// `footprint_tests`.
 #[derive(Clone)]
 pub struct WriteIdTable {
     /// Every record, by id.
-    records: imbl::OrdMap<Rec, ()>,
+    records: imbl::OrdSet<Rec>,
     /// The records in the order they were remembered (times never decrease along it, see
     /// `extend`); an entry whose id's record was replaced is skipped when it is popped.
     order: imbl::Vector<Rec>,
@@ -113,7 +114,7 @@ impl Default for WriteIdTable {
 impl WriteIdTable {
     pub fn with_limits(bytes_max: usize, retention_ms: u64) -> Self {
         WriteIdTable {
-            records: imbl::OrdMap::new(),
+            records: imbl::OrdSet::new(),
             order: imbl::Vector::new(),
             bytes: 0,
             bytes_max,
@@ -134,44 +135,47 @@ impl WriteIdTable {
     /// present keeps its record.
     pub fn extend(&mut self, records: Vec<WriteRecord>, now_unix_ms: u64) {
         let mut all = self.records();
-        all.extend(records.into_iter().filter(|r| !self.records.contains_key(&r.key)));
+        all.extend(records.into_iter().filter(|r| !self.records.contains(&r.key)));
         // Rebuilt in time order, so that expiry (which looks at the oldest) stays exact.
         all.sort_by_key(|r| r.at_unix_ms);
         let evicted_early = self.evicted_early;
         *self = WriteIdTable::with_limits(self.bytes_max, self.retention_ms);
         self.evicted_early = evicted_early;
         for r in all {
-            if !self.records.contains_key(&r.key) {
-                self.insert(r.key, r.outcome, r.data_key, r.at_unix_ms);
-            }
+            self.insert(r.key, r.outcome, r.data_key, r.at_unix_ms);
         }
         self.expire(now_unix_ms);
     }
 
     pub fn get(&self, key: &WriteKey) -> Option<WriteOutcome> {
-        self.records.get_key_value(key).map(|(r, _)| r.0.outcome.get())
+        self.records.get(key).map(|r| r.0.outcome.get())
     }
 
     /// Remembers `outcome` for `key` at `now_unix_ms` (a key already present keeps its first
     /// outcome), then drops what is past the retention or over the byte bound. `data_key`:
     /// the key the write was routed by (`None` for a transaction).
     pub fn remember(&mut self, key: WriteKey, outcome: WriteOutcome, data_key: Option<Key>, now_unix_ms: u64) {
-        if self.records.contains_key(&key) {
-            return;
+        if self.insert(key, outcome, data_key, now_unix_ms) {
+            self.expire(now_unix_ms);
         }
-        self.insert(key, outcome, data_key, now_unix_ms);
-        self.expire(now_unix_ms);
     }
 
-    fn insert(&mut self, key: WriteKey, outcome: WriteOutcome, data_key: Option<Key>, at: u64) {
-        self.bytes += record_bytes(&outcome, data_key.as_ref().map(Key::as_bytes));
+    /// Adds a record; `false` (and nothing changes) when `key` is already remembered.
+    fn insert(&mut self, key: WriteKey, outcome: WriteOutcome, data_key: Option<Key>, at: u64) -> bool {
+        let bytes = record_bytes(&outcome, data_key.as_ref().map(Key::as_bytes));
         let rec = Rec(triomphe::Arc::new(Remembered {
             id: key,
             outcome: Outcome::new(outcome),
             at_unix_ms: at,
             data_key: data_key.map(|k| k.0.into_boxed_slice()),
         }));
-        self.records.insert(rec.clone(), ());
+        // One descent for the usual case (a new id) instead of a lookup and an insert: a
+        // record already there comes back out and goes back in (its first outcome stays).
+        if let Some(first) = self.records.insert(rec.clone()) {
+            self.records.insert(first);
+            return false;
+        }
+        self.bytes += bytes;
         self.order.push_back(rec);
         while self.bytes > self.bytes_max {
             if !self.pop_oldest() {
@@ -179,6 +183,7 @@ impl WriteIdTable {
             }
             self.evicted_early += 1;
         }
+        true
     }
 
     /// Drops records older than the retention.
@@ -195,10 +200,15 @@ impl WriteIdTable {
         let Some(oldest) = self.order.pop_front() else { return false };
         // The order may hold a record whose id was remembered again later (`extend` of an
         // older record): only remove the map's record if it is this one.
-        if self.records.get_key_value(&oldest.0.id).is_some_and(|(r, _)| triomphe::Arc::ptr_eq(&r.0, &oldest.0))
-            && let Some((gone, _)) = self.records.remove_with_key(&oldest.0.id)
-        {
-            self.bytes -= record_bytes(&gone.0.outcome.get(), gone.0.data_key.as_deref());
+        // One descent for the usual case (it is this one); another record goes back in.
+        match self.records.remove(&oldest.0.id) {
+            Some(gone) if triomphe::Arc::ptr_eq(&gone.0, &oldest.0) => {
+                self.bytes -= record_bytes(&gone.0.outcome.get(), gone.0.data_key.as_deref());
+            }
+            Some(other) => {
+                self.records.insert(other);
+            }
+            None => {}
         }
         true
     }
@@ -220,9 +230,7 @@ impl WriteIdTable {
     pub fn records(&self) -> Vec<WriteRecord> {
         self.order
             .iter()
-            .filter(|rec| {
-                self.records.get_key_value(&rec.0.id).is_some_and(|(r, _)| triomphe::Arc::ptr_eq(&r.0, &rec.0))
-            })
+            .filter(|rec| self.records.get(&rec.0.id).is_some_and(|r| triomphe::Arc::ptr_eq(&r.0, &rec.0)))
             .map(|rec| WriteRecord {
                 key: rec.0.id,
                 outcome: rec.0.outcome.get(),
