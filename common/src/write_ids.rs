@@ -17,8 +17,9 @@ use crate::limits::{ERROR_REASON_BYTES_MAX, KEY_BYTES_MAX, WRITE_ID_RECORD_BYTES
 use crate::lists::PushId;
 use crate::protocol::{Reply, WriteId};
 
-/// The id a write is remembered by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The id a write is remembered by. Ordered so that a range's table can be an ordered map
+/// (denser in memory than a hash trie: `node::range::write_ids`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WriteKey {
     /// A put, conditional put, delete or delete-range sent with a write id.
     Write(WriteId),

@@ -355,6 +355,7 @@ fn replies() -> Vec<Reply> {
                 log_bytes_since_checkpoint: 9_999,
                 error: Some("snapshot checksum mismatch".into()),
                 idle_ms: 60_000,
+                write_id_bytes: 64_000,
             }],
             resident_bytes: 200 << 20,
             ops_total: 5_000_000,

@@ -20,6 +20,9 @@ pub(crate) const STATS_STALE: Duration = Duration::from_secs(3);
 pub(crate) struct Load {
     pub(crate) ranges: u64,
     pub(crate) data_bytes: u64,
+    /// What the node's memory budget counts (`node::budget`): its ranges' data and their
+    /// remembered write ids (right after a load, about as many bytes as the data).
+    pub(crate) budgeted_bytes: u64,
     pub(crate) resident_bytes: u64,
     pub(crate) memory_budget_bytes: u64,
     pub(crate) ops_per_sec: u64,
@@ -150,7 +153,9 @@ impl NodeWatch {
         self.reachable(now).any(|(i, w)| {
             i == id
                 && !w.is_draining()
-                && (ignore_budget || w.load.memory_budget_bytes == 0 || w.load.data_bytes < w.load.memory_budget_bytes)
+                && (ignore_budget
+                    || w.load.memory_budget_bytes == 0
+                    || w.load.budgeted_bytes < w.load.memory_budget_bytes)
         })
     }
 
@@ -159,6 +164,7 @@ impl NodeWatch {
         let mut load = Load {
             ranges: stats.ranges.len() as u64,
             data_bytes: stats.ranges.iter().map(|r| r.data_bytes).sum(),
+            budgeted_bytes: stats.ranges.iter().map(|r| r.data_bytes + r.write_id_bytes).sum(),
             resident_bytes: stats.resident_bytes,
             memory_budget_bytes: stats.memory_budget_bytes,
             ops_per_sec: w.load.ops_per_sec,
@@ -301,9 +307,17 @@ mod tests {
             log_bytes_since_checkpoint: 0,
             error: None,
             idle_ms: 0,
+            write_id_bytes: 0,
         }];
         w.set_stats(t0, &n, &stats);
         assert!(!w.accepts(t0, &n, false), "at its memory budget");
+        // Remembered write ids count with the data (as in the node's own budget).
+        stats.ranges[0].data_bytes = 60;
+        w.set_stats(t0, &n, &stats);
+        assert!(w.accepts(t0, &n, false), "under its budget");
+        stats.ranges[0].write_id_bytes = 40;
+        w.set_stats(t0, &n, &stats);
+        assert!(!w.accepts(t0, &n, false), "data and write ids at its memory budget");
         assert!(w.accepts(t0, &n, true), "...unless every node is");
         assert!(!w.accepts(t0 + STATS_STALE + Duration::from_millis(600), &n, true), "stats too old");
     }

@@ -78,6 +78,7 @@ fn stats(node: &str, ranges: &[(u64, u64, u64)], split_bytes: u64) -> NodeStats 
                 log_bytes_since_checkpoint: 0,
                 error: None,
                 idle_ms,
+                write_id_bytes: 0,
             })
             .collect(),
         resident_bytes: 0,

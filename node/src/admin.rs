@@ -38,6 +38,7 @@ fn range_json(r: &RangeStats) -> Value {
         "state": r.state.as_str(),
         "keys": r.keys,
         "data_bytes": r.data_bytes,
+        "write_id_bytes": r.write_id_bytes,
         "applied_seq": r.applied_seq.0,
         "checkpoint_seq": r.checkpoint_seq.0,
         "log_bytes_since_checkpoint": r.log_bytes_since_checkpoint,
@@ -65,6 +66,7 @@ async fn status(State(shared): State<Arc<NodeShared>>) -> axum::Json<Value> {
         "gossip_dropped_packets": shared.metrics.gossip_drops_total(),
         "keys": stats.ranges.iter().map(|r| r.keys).sum::<u64>(),
         "data_bytes": stats.ranges.iter().map(|r| r.data_bytes).sum::<u64>(),
+        "write_id_bytes": stats.ranges.iter().map(|r| r.write_id_bytes).sum::<u64>(),
     }))
 }
 

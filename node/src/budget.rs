@@ -1,7 +1,7 @@
-//! The memory budget: when the ranges a node holds exceed `node.memory_budget_bytes`, the
-//! least recently used ones (idle for at least `node.budget_idle_ms`) are snapshotted and
-//! released, so the node stays under its budget and the master places them elsewhere when
-//! someone asks for them again.
+//! The memory budget: when the ranges a node holds (their data and remembered write ids)
+//! exceed `node.memory_budget_bytes`, the least recently used ones (idle for at least
+//! `node.budget_idle_ms`) are snapshotted and released, so the node stays under its budget
+//! and the master places them elsewhere when someone asks for them again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +15,16 @@ use crate::shared::NodeShared;
 /// How often the node compares its data with its budget.
 const BUDGET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What a range counts against the budget: its data and its remembered write ids (right
+/// after a load about as many bytes as the data, for `WRITE_ID_RETENTION_MS`).
+fn budgeted_bytes(r: &RangeStats) -> u64 {
+    r.data_bytes + r.write_id_bytes
+}
+
 /// Which ranges to release to get `ranges` under `budget_bytes`: least recently used first,
 /// only serving ranges idle for at least `idle_min_ms`. Empty when within budget.
 pub fn ranges_to_release(ranges: &[RangeStats], budget_bytes: u64, idle_min_ms: u64) -> Vec<RangeId> {
-    let mut total: u64 = ranges.iter().map(|r| r.data_bytes).sum();
+    let mut total: u64 = ranges.iter().map(budgeted_bytes).sum();
     if budget_bytes == 0 || total <= budget_bytes {
         return Vec::new();
     }
@@ -30,7 +36,7 @@ pub fn ranges_to_release(ranges: &[RangeStats], budget_bytes: u64, idle_min_ms: 
         if total <= budget_bytes {
             break;
         }
-        total -= r.data_bytes;
+        total -= budgeted_bytes(r);
         out.push(r.range_id);
     }
     out
@@ -75,6 +81,7 @@ mod tests {
             log_bytes_since_checkpoint: 0,
             error: None,
             idle_ms,
+            write_id_bytes: 0,
         }
     }
 
@@ -95,5 +102,21 @@ mod tests {
         // Recently used ranges stay even when that leaves the node over budget.
         assert_eq!(ranges_to_release(&ranges, 1, 1000), vec![RangeId(2), RangeId(4), RangeId(1)]);
         assert!(ranges_to_release(&ranges, 0, 0).is_empty(), "0 means no budget");
+    }
+
+    #[test]
+    fn remembered_write_ids_count_against_the_budget() {
+        // Right after a load a range's write ids are about as many bytes as its data.
+        let with_ids = |id, data_bytes, write_id_bytes, idle_ms| RangeStats {
+            write_id_bytes,
+            ..range(id, data_bytes, idle_ms, RangeState::Serving)
+        };
+        let ranges = vec![with_ids(1, 400, 400, 10_000), with_ids(2, 400, 0, 50_000)];
+        // 1200 bytes held: at the budget exactly, nothing to do.
+        assert!(ranges_to_release(&ranges, 1200, 1000).is_empty());
+        // Over by one: releasing range 2 (400) brings 1200 to 800, under.
+        assert_eq!(ranges_to_release(&ranges, 1199, 1000), vec![RangeId(2)]);
+        // Under 800 range 1 (its data and its write ids) goes too.
+        assert_eq!(ranges_to_release(&ranges, 799, 1000), vec![RangeId(2), RangeId(1)]);
     }
 }

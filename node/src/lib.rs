@@ -35,5 +35,7 @@ mod ranges;
 mod reshape;
 mod service;
 mod shared;
+#[cfg(test)]
+mod test_alloc;
 mod test_points;
 mod txn;

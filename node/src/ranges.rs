@@ -317,6 +317,7 @@ impl Ranges {
                 log_bytes_since_checkpoint: 0,
                 error,
                 idle_ms: 0,
+                write_id_bytes: 0,
             };
             match slot {
                 Slot::Serving { handle, range, .. } => {

@@ -68,8 +68,9 @@ pub struct ServerInfo {
 }
 
 /// Identifies one logical write across retries, so a node applies it once.
-/// `client` is random per client instance; `n` counts its writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `client` is random per client instance; `n` counts its writes. Ordered (client, then
+/// n) so that a range's write-id table can be an ordered map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WriteId {
     pub client: u64,
     pub n: u64,
@@ -768,6 +769,11 @@ pub struct RangeStats {
     /// Milliseconds since a client last read or wrote the range.
     #[serde(default)]
     pub idle_ms: u64,
+    /// Bytes of the range's remembered write ids (as counted against
+    /// `RANGE_WRITE_IDS_BYTES_MAX`): right after a load about as much as the data, so a
+    /// node's memory budget counts them with `data_bytes`.
+    #[serde(default)]
+    pub write_id_bytes: u64,
 }
 
 #[cfg(test)]

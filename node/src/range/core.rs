@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::batch::{self, BatchPayload, LoggedOp, LoggedWrite};
 use super::write_ids::WriteIdTable;
 
-pub use super::memtable::{Memtable, SharedMemtable, Stored};
+pub use super::memtable::{Entry, Memtable, SharedMemtable};
 
 /// A split as the `Split` log entry records it: where, and the children's ids. Once this
 /// entry is in the log the parent takes no more writes, and whoever loads the parent
@@ -171,7 +171,7 @@ impl<W> RangeCore<W> {
         checkpoint_seq: Seq,
         batch_bytes_max: usize,
     ) -> Self {
-        let data_bytes = data.iter().map(|(k, v)| (k.len() + v.value.len()) as u64).sum();
+        let data_bytes = data.iter().map(Entry::data_bytes).sum();
         // Only a damaged checkpoint seq has no slot after it: the range starts stopped.
         let (next_seq, broken) = match checkpoint_seq.checked_next() {
             Ok(next) => (next, None),
@@ -258,7 +258,7 @@ impl<W> RangeCore<W> {
     /// The outcome of transaction `txn_id` in this range, when it is remembered.
     pub fn txn_outcome(&self, txn_id: WriteId) -> Option<(bool, Option<Seq>)> {
         match self.dedup.done.get(&WriteKey::Txn(txn_id)) {
-            Some(WriteOutcome::Txn { committed, seq }) => Some((*committed, *seq)),
+            Some(WriteOutcome::Txn { committed, seq }) => Some((committed, seq)),
             _ => None,
         }
     }
@@ -420,7 +420,7 @@ impl<W> RangeCore<W> {
                 let current = match overlay.get(key) {
                     Some(v) => *v,
                     None if cleared.iter().any(|(s, e)| key >= s && e.as_ref().is_none_or(|e| key < e)) => None,
-                    None => self.data.read().get(key).map(|s| s.version),
+                    None => self.data.read().get(key.as_bytes()).map(Entry::version),
                 };
                 if current != *expected {
                     let why = match (expected, current) {
@@ -486,20 +486,26 @@ impl<W> RangeCore<W> {
     fn list_tail_check(&self, key: &Key, overlay: &HashMap<Key, Option<Version>>) -> Option<Result<Reply, Error>> {
         let family = ampstore_common::lists::family_of(key.as_bytes())?;
         if !overlay.contains_key(key)
-            && let Some(stored) = self.data.read().get(key).cloned()
+            && let Some(version) = self.data.read().get(key.as_bytes()).map(Entry::version)
         {
-            return Some(Ok(Reply::Written { version: stored.version }));
+            return Some(Ok(Reply::Written { version }));
         }
         let end = ampstore_common::lists::family_end(family);
         let data = self.data.read();
-        let stored_above = data.range((Bound::Excluded(key), Bound::Excluded(&end))).next_back().map(|(k, _)| k);
+        let stored_above = data
+            .range(Bound::Excluded(key.as_bytes()), Bound::Excluded(end.as_bytes()))
+            .next_back()
+            .map(|e| Key::from(e.key()));
         let batched_above = overlay
             .iter()
             .filter(|(k, v)| v.is_some() && *k > key && k.as_bytes().starts_with(family))
             .map(|(k, _)| k)
             .max();
-        let last = stored_above.into_iter().chain(batched_above).max()?;
-        Some(Err(Error::conflict_on(last, "the push id is behind the list's last element; push again with a later id")))
+        let last = stored_above.into_iter().chain(batched_above.cloned()).max()?;
+        Some(Err(Error::conflict_on(
+            &last,
+            "the push id is behind the list's last element; push again with a later id",
+        )))
     }
 
     /// The append in flight, to retry after a transient failure (same slot, same entry).
@@ -668,11 +674,11 @@ impl<W> RangeCore<W> {
     fn apply_owned(&mut self, op: LoggedOp, version: Version) -> Reply {
         match op {
             LoggedOp::Put { key, value } => {
-                let key_len = key.len() as u64;
-                self.data_bytes += key_len + value.len() as u64;
-                let stored = Stored { value: Bytes::from(value), version };
-                if let Some(old) = self.data.write().insert(key, stored) {
-                    self.data_bytes -= key_len + old.value.len() as u64;
+                // The entry is built (allocated and copied) before the write lock is taken.
+                let entry = Entry::new(key.as_bytes(), &value, version);
+                self.data_bytes += entry.data_bytes();
+                if let Some(old) = self.data.write().insert(entry) {
+                    self.data_bytes -= old.data_bytes();
                 }
                 Reply::Written { version }
             }
@@ -683,17 +689,17 @@ impl<W> RangeCore<W> {
     fn apply(&mut self, op: &LoggedOp, version: Version) -> Reply {
         match op {
             LoggedOp::Put { key, value } => {
-                let stored = Stored { value: Bytes::copy_from_slice(value), version };
-                self.data_bytes += (key.len() + value.len()) as u64;
-                if let Some(old) = self.data.write().insert(key.clone(), stored) {
-                    self.data_bytes -= (key.len() + old.value.len()) as u64;
+                let entry = Entry::new(key.as_bytes(), value, version);
+                self.data_bytes += entry.data_bytes();
+                if let Some(old) = self.data.write().insert(entry) {
+                    self.data_bytes -= old.data_bytes();
                 }
                 Reply::Written { version }
             }
             LoggedOp::Delete { key } => {
-                let removed = match self.data.write().remove(key) {
+                let removed = match self.data.write().remove(key.as_bytes()) {
                     Some(old) => {
-                        self.data_bytes -= (key.len() + old.value.len()) as u64;
+                        self.data_bytes -= old.data_bytes();
                         1
                     }
                     None => 0,
@@ -701,12 +707,13 @@ impl<W> RangeCore<W> {
                 Reply::Deleted { removed, version }
             }
             LoggedOp::DeleteRange { start, end } => {
-                let bounds = (Bound::Included(start.clone()), end.clone().map_or(Bound::Unbounded, Bound::Excluded));
+                let upper = end.as_ref().map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_bytes()));
                 let mut data = self.data.write();
-                let doomed: Vec<Key> = data.range(bounds).map(|(k, _)| k.clone()).collect();
-                for k in &doomed {
-                    if let Some(old) = data.remove(k) {
-                        self.data_bytes -= (k.len() + old.value.len()) as u64;
+                // Shared handles to the doomed entries (no copies of their keys).
+                let doomed: Vec<Entry> = data.range(Bound::Included(start.as_bytes()), upper).cloned().collect();
+                for e in &doomed {
+                    if let Some(old) = data.remove(e.key()) {
+                        self.data_bytes -= old.data_bytes();
                     }
                 }
                 Reply::Deleted { removed: doomed.len() as u64, version }
@@ -804,14 +811,14 @@ impl<W> RangeCore<W> {
             self.check_key(&key)?;
         }
         for c in checks {
-            let current = self.data.read().get(&c.key).cloned();
+            let current = self.data.read().get(c.key.as_bytes()).cloned();
             let holds = match &c.condition {
                 TxnCondition::Absent => current.is_none(),
-                TxnCondition::Version(v) => current.as_ref().is_some_and(|s| s.version == *v),
-                TxnCondition::Value(v) => current.as_ref().is_some_and(|s| s.value.as_ref() == v.as_slice()),
+                TxnCondition::Version(v) => current.as_ref().is_some_and(|s| s.version() == *v),
+                TxnCondition::Value(v) => current.as_ref().is_some_and(|s| s.value() == v.as_slice()),
             };
             if !holds {
-                let found = current.map_or_else(|| "absent".to_string(), |s| format!("version {}", s.version));
+                let found = current.map_or_else(|| "absent".to_string(), |s| format!("version {}", s.version()));
                 return Err(Error::conflict_on(
                     &c.key,
                     format!("{}: expected {:?}, found {found}", c.key, c.condition),
@@ -908,14 +915,14 @@ impl<W> RangeCore<W> {
         let half = self.data_bytes / 2;
         let mut acc = 0u64;
         let data = self.data.read();
-        for (i, (k, v)) in data.iter().enumerate() {
+        for (i, e) in data.iter().enumerate() {
             if i > 0 && acc >= half {
-                return Some(k.clone());
+                return Some(Key::from(e.key()));
             }
-            acc += (k.len() + v.value.len()) as u64;
+            acc += e.data_bytes();
         }
         // The first keys hold most of the data: split before the last key.
-        data.iter().nth(1).and_then(|_| data.get_max().map(|(k, _)| k.clone()))
+        data.iter().nth(1).and_then(|_| data.last().map(|e| Key::from(e.key())))
     }
 
     /// [`Self::split_key_anywhere`], moved out of any list so that a list never straddles two
@@ -926,8 +933,8 @@ impl<W> RangeCore<W> {
         let key = ampstore_common::lists::split_point_outside(&candidate, &self.range.start);
         let keeps_keys_on_both_sides = key > self.range.start
             && self.range.contains(key.as_bytes())
-            && self.data.read().range(..&key).next().is_some()
-            && self.data.read().range(&key..).next().is_some();
+            && self.data.read().range(Bound::Unbounded, Bound::Excluded(key.as_bytes())).next().is_some()
+            && self.data.read().range(Bound::Included(key.as_bytes()), Bound::Unbounded).next().is_some();
         keeps_keys_on_both_sides.then_some(key)
     }
 
@@ -957,11 +964,7 @@ impl<W> RangeCore<W> {
 
     /// The children's data: keys below the split key, and the rest.
     pub fn divide(&self, split_key: &Key) -> (Memtable, Memtable) {
-        let (left, at, mut right) = self.data.read().split_lookup(split_key);
-        if let Some(v) = at {
-            right.insert(split_key.clone(), v);
-        }
-        (left, right)
+        self.data.read().divide(split_key.as_bytes())
     }
 
     /// Records that a fence (ours) was written at `seq`, during load or to abandon a merge:

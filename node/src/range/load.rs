@@ -13,7 +13,7 @@ use ampstore_store::snapshot::Snapshot;
 use ampstore_store::{Backend, EntryKind, Expect, LogEntry, StoreError};
 use bytes::Bytes;
 
-use super::core::{Memtable, RangeCore, Stored};
+use super::core::{Entry, Memtable, RangeCore};
 use super::write_ids::WriteIdTable;
 use ampstore_common::write_ids::WriteRecord;
 
@@ -119,10 +119,7 @@ fn decode_snapshot(
             cp.blob, snap.header.range_id, snap.header.seq
         )));
     }
-    let mut data = Memtable::new();
-    for e in snap.entries {
-        data.insert(e.key, Stored { value: Bytes::from(e.value), version: e.version });
-    }
+    let data = snap.entries.iter().map(|e| Entry::new(e.key.as_bytes(), &e.value, e.version)).collect();
     Ok((data, snap.write_ids))
 }
 

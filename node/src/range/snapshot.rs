@@ -61,8 +61,8 @@ pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoi
     let header = SnapshotHeader { range_id, range, seq, created_unix_ms: now_unix_ms() };
     let (bytes, root) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, [u8; 32]), Error> {
         let mut w = SnapshotWriter::new(header)?;
-        for (k, v) in data.iter() {
-            w.push(k.as_bytes(), &v.value, v.version)?;
+        for e in data.iter() {
+            w.push(e.key(), e.value(), e.version())?;
         }
         w.set_write_ids(write_ids.records())?;
         Ok(w.finish_with_root())

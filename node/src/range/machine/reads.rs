@@ -27,6 +27,7 @@ impl<W, M> RangeMachine<W, M> {
             log_bytes_since_checkpoint: self.core.log_bytes_since_checkpoint(),
             error: None,
             idle_ms: now.saturating_duration_since(self.heat.last_used).as_millis() as u64,
+            write_id_bytes: self.core.write_ids().bytes() as u64,
         }
     }
 
