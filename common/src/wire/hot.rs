@@ -85,6 +85,51 @@ fn finish_frame(buf: &mut [u8], start: usize) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// The fixed parts of the messages: map headers and field and variant names, as the bytes
+// `rmp::encode::write_map_len` and `write_str` write for them (a fixmap, a fixstr),
+// written and compared whole. One call per field name through `rmp` was half of what
+// these functions cost (a `memcmp` call per name compared, a marker and a copy per name
+// written); `hot_tests` checks every one of these against `rmp`'s own encoding.
+// ---------------------------------------------------------------------------------------
+
+/// `{` 3 entries, `"id":`
+pub(crate) const REQUEST_ID: &[u8; 4] = b"\x83\xa2id";
+/// `"deadline_ms":`
+pub(crate) const DEADLINE_MS: &[u8; 12] = b"\xabdeadline_ms";
+/// `"op": {"Get": {"key":`
+pub(crate) const OP_GET: &[u8; 13] = b"\xa2op\x81\xa3Get\x81\xa3key";
+/// `"op": {"Put": {` 3 entries `"key":`
+pub(crate) const OP_PUT: &[u8; 13] = b"\xa2op\x81\xa3Put\x83\xa3key";
+/// `"op": {"Delete": {` 2 entries `"key":`
+pub(crate) const OP_DELETE: &[u8; 16] = b"\xa2op\x81\xa6Delete\x82\xa3key";
+/// `"value":`
+pub(crate) const VALUE: &[u8; 6] = b"\xa5value";
+/// `"write_id":`
+pub(crate) const WRITE_ID: &[u8; 9] = b"\xa8write_id";
+/// `{` 2 entries `"client":`
+pub(crate) const CLIENT: &[u8; 8] = b"\x82\xa6client";
+/// `"n":`
+pub(crate) const N: &[u8; 2] = b"\xa1n";
+/// `{` 2 entries `"id":`
+pub(crate) const RESPONSE_ID: &[u8; 4] = b"\x82\xa2id";
+/// `"result": {"Ok": {"Value":`
+pub(crate) const OK_VALUE: &[u8; 18] = b"\xa6result\x81\xa2Ok\x81\xa5Value";
+/// `"result": {"Ok": {"Written": {"version":`
+pub(crate) const OK_WRITTEN: &[u8; 29] = b"\xa6result\x81\xa2Ok\x81\xa7Written\x81\xa7version";
+/// `"result": {"Ok": {"Deleted": {` 2 entries `"removed":`
+pub(crate) const OK_DELETED: &[u8; 29] = b"\xa6result\x81\xa2Ok\x81\xa7Deleted\x82\xa7removed";
+/// `{` 2 entries `"value":` (a `Versioned`)
+pub(crate) const VERSIONED: &[u8; 7] = b"\x82\xa5value";
+/// `"version":`
+pub(crate) const VERSION: &[u8; 8] = b"\xa7version";
+/// `{` 2 entries `"seq":` (a `Version`)
+pub(crate) const SEQ: &[u8; 5] = b"\x82\xa3seq";
+/// `"index":`
+pub(crate) const INDEX: &[u8; 6] = b"\xa5index";
+/// MessagePack's `nil` (an `Option`'s `None`).
+const NIL: u8 = 0xc0;
+
+// ---------------------------------------------------------------------------------------
 // Encoding: what `write_named` writes, field by field. `None` for any other message (and
 // for a write error, which a `Vec` never returns).
 // ---------------------------------------------------------------------------------------
@@ -92,48 +137,34 @@ fn finish_frame(buf: &mut [u8], start: usize) -> bool {
 /// Writes `req` when its op is a hot one; `None` (with `buf` partly written, which the
 /// caller truncates) for any other op.
 fn write_request(req: &RequestRef<'_>, buf: &mut Vec<u8>) -> Option<()> {
-    if !matches!(req.op, Op::Get { .. } | Op::Put { .. } | Op::Delete { .. }) {
-        return None;
-    }
-    map(buf, 3)?;
-    name(buf, "id")?;
+    let (head, key): (&[u8], &Key) = match req.op {
+        Op::Get { key } => (OP_GET, key),
+        Op::Put { key, .. } => (OP_PUT, key),
+        Op::Delete { key, .. } => (OP_DELETE, key),
+        _ => return None,
+    };
+    buf.extend_from_slice(REQUEST_ID);
     uint(buf, req.id.0)?;
-    name(buf, "deadline_ms")?;
+    buf.extend_from_slice(DEADLINE_MS);
     match req.deadline_ms {
         Some(ms) => uint(buf, ms.into())?,
-        None => encode::write_nil(buf).ok()?,
+        None => buf.push(NIL),
     }
-    name(buf, "op")?;
-    // An enum's struct variant: a map of one entry, the variant's name to its fields' map.
-    map(buf, 1)?;
+    buf.extend_from_slice(head);
+    bin(buf, key.as_bytes())?;
     match req.op {
-        Op::Get { key } => {
-            name(buf, "Get")?;
-            map(buf, 1)?;
-            name(buf, "key")?;
-            bin(buf, key.as_bytes())?;
-        }
-        Op::Put { key, value, write_id } => {
-            name(buf, "Put")?;
-            map(buf, 3)?;
-            name(buf, "key")?;
-            bin(buf, key.as_bytes())?;
-            name(buf, "value")?;
+        Op::Put { value, write_id, .. } => {
+            buf.extend_from_slice(VALUE);
             bin(buf, value)?;
-            name(buf, "write_id")?;
-            write_id_opt(buf, write_id)?;
+            buf.extend_from_slice(WRITE_ID);
+            write_id_opt(buf, write_id)
         }
-        Op::Delete { key, write_id } => {
-            name(buf, "Delete")?;
-            map(buf, 2)?;
-            name(buf, "key")?;
-            bin(buf, key.as_bytes())?;
-            name(buf, "write_id")?;
-            write_id_opt(buf, write_id)?;
+        Op::Delete { write_id, .. } => {
+            buf.extend_from_slice(WRITE_ID);
+            write_id_opt(buf, write_id)
         }
-        _ => return None,
+        _ => Some(()),
     }
-    Some(())
 }
 
 /// Writes `resp` when it carries a hot reply; `None` for any other (errors included).
@@ -142,73 +173,54 @@ fn write_response(resp: &Response, buf: &mut Vec<u8>) -> Option<()> {
     if !matches!(reply, Reply::Value(_) | Reply::Written { .. } | Reply::Deleted { .. }) {
         return None;
     }
-    map(buf, 2)?;
-    name(buf, "id")?;
+    buf.extend_from_slice(RESPONSE_ID);
     uint(buf, resp.id.0)?;
-    name(buf, "result")?;
-    // `Result` is an enum of two newtype variants: `{"Ok": reply}`.
-    map(buf, 1)?;
-    name(buf, "Ok")?;
-    map(buf, 1)?;
+    // `Result` and `Reply` are enums: a map of one entry, the variant's name to its content.
     match reply {
         Reply::Value(None) => {
-            name(buf, "Value")?;
-            encode::write_nil(buf).ok()?;
+            buf.extend_from_slice(OK_VALUE);
+            buf.push(NIL);
+            Some(())
         }
         Reply::Value(Some(Versioned { value, version })) => {
-            name(buf, "Value")?;
-            map(buf, 2)?;
-            name(buf, "value")?;
+            buf.extend_from_slice(OK_VALUE);
+            buf.extend_from_slice(VERSIONED);
             bin(buf, value)?;
-            name(buf, "version")?;
-            write_version(buf, version)?;
+            buf.extend_from_slice(VERSION);
+            write_version(buf, version)
         }
         Reply::Written { version } => {
-            name(buf, "Written")?;
-            map(buf, 1)?;
-            name(buf, "version")?;
-            write_version(buf, version)?;
+            buf.extend_from_slice(OK_WRITTEN);
+            write_version(buf, version)
         }
         Reply::Deleted { removed, version } => {
-            name(buf, "Deleted")?;
-            map(buf, 2)?;
-            name(buf, "removed")?;
+            buf.extend_from_slice(OK_DELETED);
             uint(buf, *removed)?;
-            name(buf, "version")?;
-            write_version(buf, version)?;
+            buf.extend_from_slice(VERSION);
+            write_version(buf, version)
         }
-        _ => return None,
+        _ => None,
     }
-    Some(())
 }
 
 fn write_version(buf: &mut Vec<u8>, version: &Version) -> Option<()> {
-    map(buf, 2)?;
-    name(buf, "seq")?;
+    buf.extend_from_slice(SEQ);
     uint(buf, version.seq.0)?;
-    name(buf, "index")?;
+    buf.extend_from_slice(INDEX);
     uint(buf, version.index.into())
 }
 
 fn write_id_opt(buf: &mut Vec<u8>, write_id: &Option<WriteId>) -> Option<()> {
     match write_id {
-        None => encode::write_nil(buf).ok(),
+        None => buf.push(NIL),
         Some(WriteId { client, n }) => {
-            map(buf, 2)?;
-            name(buf, "client")?;
+            buf.extend_from_slice(CLIENT);
             uint(buf, *client)?;
-            name(buf, "n")?;
-            uint(buf, *n)
+            buf.extend_from_slice(N);
+            uint(buf, *n)?;
         }
     }
-}
-
-fn map(buf: &mut Vec<u8>, len: u32) -> Option<()> {
-    encode::write_map_len(buf, len).ok().map(drop)
-}
-
-fn name(buf: &mut Vec<u8>, s: &str) -> Option<()> {
-    encode::write_str(buf, s).ok()
+    Some(())
 }
 
 /// An unsigned integer in its smallest form, as `rmp_serde` writes every unsigned field.
@@ -227,22 +239,18 @@ fn bin(buf: &mut Vec<u8>, data: &[u8]) -> Option<()> {
 // Decoding: the canonical shape only; `None` for anything else.
 // ---------------------------------------------------------------------------------------
 
-/// The rest of a body being decoded. `rmp`'s readers advance it; byte strings are taken
-/// from it whole.
+/// The rest of a body being decoded. `rmp`'s readers advance it; fixed parts and byte
+/// strings are taken from it whole.
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    /// A map of exactly `len` entries.
-    fn map(&mut self, len: u32) -> Option<()> {
-        (decode::read_map_len(&mut self.0).ok()? == len).then_some(())
-    }
-
-    /// A `str` equal to `name`. Compared as bytes: the names are ASCII, so the bytes equal
-    /// them only when they are valid UTF-8 too, as `rmp_serde` requires.
-    fn name(&mut self, name: &str) -> Option<()> {
-        let len = decode::read_str_len(&mut self.0).ok()?;
-        let (got, rest) = self.0.split_at_checked(usize::try_from(len).ok()?)?;
-        if got != name.as_bytes() {
+    /// Takes `fixed` if the body goes on with it. An array compare of a known size, so
+    /// no `memcmp` call. The names in `fixed` are ASCII: bytes equal to them are valid
+    /// UTF-8, as `rmp_serde` requires of a name.
+    #[inline(always)]
+    fn fixed<const LEN: usize>(&mut self, fixed: &[u8; LEN]) -> Option<()> {
+        let (head, rest) = self.0.split_first_chunk::<LEN>()?;
+        if head != fixed {
             return None;
         }
         self.0 = rest;
@@ -270,7 +278,7 @@ impl<'a> Reader<'a> {
     /// Takes a `nil` if one is next: `Option`'s `None`.
     fn nil(&mut self) -> bool {
         match self.0.split_first() {
-            Some((&0xc0, rest)) => {
+            Some((&NIL, rest)) => {
                 self.0 = rest;
                 true
             }
@@ -286,19 +294,17 @@ impl<'a> Reader<'a> {
         if self.nil() {
             return Some(None);
         }
-        self.map(2)?;
-        self.name("client")?;
+        self.fixed(CLIENT)?;
         let client = self.u64()?;
-        self.name("n")?;
+        self.fixed(N)?;
         let n = self.u64()?;
         Some(Some(WriteId { client, n }))
     }
 
     fn version(&mut self) -> Option<Version> {
-        self.map(2)?;
-        self.name("seq")?;
+        self.fixed(SEQ)?;
         let seq = Seq(self.u64()?);
-        self.name("index")?;
+        self.fixed(INDEX)?;
         let index = self.u32()?;
         Some(Version { seq, index })
     }
@@ -309,49 +315,26 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The next bytes are a `str`: which of `names` it is (its index), without consuming it
-/// unless it is one of them.
-fn variant(rd: &mut Reader<'_>, names: &[&str]) -> Option<usize> {
-    let mut peek = Reader(rd.0);
-    let len = decode::read_str_len(&mut peek.0).ok()?;
-    let got = peek.0.get(..usize::try_from(len).ok()?)?;
-    let index = names.iter().position(|n| n.as_bytes() == got)?;
-    rd.0 = &peek.0[got.len()..];
-    Some(index)
-}
-
 /// A request in the canonical shape with a `Get`, `Put` or `Delete` op.
 pub(crate) fn read_request(body: &[u8]) -> Option<Request> {
     let mut rd = Reader(body);
-    rd.map(3)?;
-    rd.name("id")?;
+    rd.fixed(REQUEST_ID)?;
     let id = RequestId(rd.u64()?);
-    rd.name("deadline_ms")?;
+    rd.fixed(DEADLINE_MS)?;
     let deadline_ms = if rd.nil() { None } else { Some(rd.u32()?) };
-    rd.name("op")?;
-    rd.map(1)?;
-    let op = match variant(&mut rd, &["Get", "Put", "Delete"])? {
-        0 => {
-            rd.map(1)?;
-            rd.name("key")?;
-            Op::Get { key: rd.key()? }
-        }
-        1 => {
-            rd.map(3)?;
-            rd.name("key")?;
-            let key = rd.key()?;
-            rd.name("value")?;
-            let value = rd.bin()?.to_vec();
-            rd.name("write_id")?;
-            Op::Put { key, value, write_id: rd.write_id_opt()? }
-        }
-        _ => {
-            rd.map(2)?;
-            rd.name("key")?;
-            let key = rd.key()?;
-            rd.name("write_id")?;
-            Op::Delete { key, write_id: rd.write_id_opt()? }
-        }
+    let op = if rd.fixed(OP_GET).is_some() {
+        Op::Get { key: rd.key()? }
+    } else if rd.fixed(OP_PUT).is_some() {
+        let key = rd.key()?;
+        rd.fixed(VALUE)?;
+        let value = rd.bin()?.to_vec();
+        rd.fixed(WRITE_ID)?;
+        Op::Put { key, value, write_id: rd.write_id_opt()? }
+    } else {
+        rd.fixed(OP_DELETE)?;
+        let key = rd.key()?;
+        rd.fixed(WRITE_ID)?;
+        Op::Delete { key, write_id: rd.write_id_opt()? }
     };
     rd.done()?;
     Some(Request { id, deadline_ms, op })
@@ -360,34 +343,24 @@ pub(crate) fn read_request(body: &[u8]) -> Option<Request> {
 /// A response in the canonical shape with a `Value`, `Written` or `Deleted` reply.
 pub(crate) fn read_response(body: &[u8]) -> Option<Response> {
     let mut rd = Reader(body);
-    rd.map(2)?;
-    rd.name("id")?;
+    rd.fixed(RESPONSE_ID)?;
     let id = RequestId(rd.u64()?);
-    rd.name("result")?;
-    rd.map(1)?;
-    rd.name("Ok")?;
-    rd.map(1)?;
-    let reply = match variant(&mut rd, &["Value", "Written", "Deleted"])? {
-        0 if rd.nil() => Reply::Value(None),
-        0 => {
-            rd.map(2)?;
-            rd.name("value")?;
+    let reply = if rd.fixed(OK_VALUE).is_some() {
+        if rd.nil() {
+            Reply::Value(None)
+        } else {
+            rd.fixed(VERSIONED)?;
             let value = rd.bin()?.to_vec();
-            rd.name("version")?;
+            rd.fixed(VERSION)?;
             Reply::Value(Some(Versioned { value, version: rd.version()? }))
         }
-        1 => {
-            rd.map(1)?;
-            rd.name("version")?;
-            Reply::Written { version: rd.version()? }
-        }
-        _ => {
-            rd.map(2)?;
-            rd.name("removed")?;
-            let removed = rd.u64()?;
-            rd.name("version")?;
-            Reply::Deleted { removed, version: rd.version()? }
-        }
+    } else if rd.fixed(OK_WRITTEN).is_some() {
+        Reply::Written { version: rd.version()? }
+    } else {
+        rd.fixed(OK_DELETED)?;
+        let removed = rd.u64()?;
+        rd.fixed(VERSION)?;
+        Reply::Deleted { removed, version: rd.version()? }
     };
     rd.done()?;
     Some(Response { id, result: Ok(reply) })

@@ -293,3 +293,43 @@ fn an_oversized_frame_is_refused_like_encode_frame_does() {
     let fits = Request { op: Op::Put { key: Key::from("k"), value: vec![7; 70_000], write_id: None }, ..req };
     same_frame_request(&fits);
 }
+
+/// Every fixed part is what `rmp` writes for its map headers and names.
+#[test]
+fn the_fixed_parts_are_rmps_own_encoding() {
+    use rmp::encode as e;
+    enum Part {
+        Map(u32),
+        Name(&'static str),
+    }
+    use Part::{Map, Name};
+    let table: &[(&[u8], &[Part])] = &[
+        (REQUEST_ID, &[Map(3), Name("id")]),
+        (DEADLINE_MS, &[Name("deadline_ms")]),
+        (OP_GET, &[Name("op"), Map(1), Name("Get"), Map(1), Name("key")]),
+        (OP_PUT, &[Name("op"), Map(1), Name("Put"), Map(3), Name("key")]),
+        (OP_DELETE, &[Name("op"), Map(1), Name("Delete"), Map(2), Name("key")]),
+        (VALUE, &[Name("value")]),
+        (WRITE_ID, &[Name("write_id")]),
+        (CLIENT, &[Map(2), Name("client")]),
+        (N, &[Name("n")]),
+        (RESPONSE_ID, &[Map(2), Name("id")]),
+        (OK_VALUE, &[Name("result"), Map(1), Name("Ok"), Map(1), Name("Value")]),
+        (OK_WRITTEN, &[Name("result"), Map(1), Name("Ok"), Map(1), Name("Written"), Map(1), Name("version")]),
+        (OK_DELETED, &[Name("result"), Map(1), Name("Ok"), Map(1), Name("Deleted"), Map(2), Name("removed")]),
+        (VERSIONED, &[Map(2), Name("value")]),
+        (VERSION, &[Name("version")]),
+        (SEQ, &[Map(2), Name("seq")]),
+        (INDEX, &[Name("index")]),
+    ];
+    for (fixed, parts) in table {
+        let mut want = Vec::new();
+        for part in *parts {
+            match part {
+                Map(n) => drop(e::write_map_len(&mut want, *n).unwrap()),
+                Name(s) => e::write_str(&mut want, s).unwrap(),
+            }
+        }
+        assert_eq!(*fixed, &want[..], "{:?}", String::from_utf8_lossy(fixed));
+    }
+}
