@@ -13,8 +13,9 @@
 //! golden file.
 //!
 //! The decoders accept only the one canonical shape of each message (the shape the
-//! encoders write: a map with exactly the fields, in order, names as `str`, keys and values
-//! as `bin`). Anything else, however valid (fields in another order, an array for a
+//! encoders write: fixmaps with exactly the fields, in order, names as fixstr, keys and
+//! values as `bin`; integers in any MessagePack form that fits the field, as serde's
+//! visitors take them). Anything else, however valid (fields in another order, an array for a
 //! struct, a key as `str`), or invalid, returns `None`, and the caller decodes the body
 //! with [`decode_body`], so it is accepted, or refused with the same typed error, exactly
 //! as before. The limit checks of `decode_body` hold for what is decoded here: the shapes
