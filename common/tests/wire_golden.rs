@@ -715,6 +715,42 @@ fn wire_encoding_matches_golden_file() {
     );
 }
 
+/// The hand-written encoders and decoders of the hot messages (`wire::hot`, which the node
+/// and the client use for every request and response) write and read the golden bytes too:
+/// for every request and response here, hot or not, the same frame and the same value.
+#[test]
+fn the_hot_path_reads_and_writes_the_golden_bytes() {
+    use ampstore_common::protocol::RequestRef;
+    use ampstore_common::wire::hot::{decode_request, decode_response, encode_request, encode_response};
+    let text = std::fs::read_to_string(GOLDEN_PATH).expect("the golden file");
+    let golden = parse(&text).expect("a well-formed golden file");
+    let mut checked = 0;
+    for (name, msg) in golden_messages() {
+        let want = &golden[&name];
+        let body = frame_body(want).expect("a golden frame");
+        let mut got = Vec::new();
+        match &msg {
+            Msg::Request(m) => {
+                encode_request(&RequestRef { id: m.id, deadline_ms: m.deadline_ms, op: &m.op }, &mut got).unwrap();
+                assert_eq!(&decode_request(body).unwrap(), m, "{name}: decoded");
+            }
+            Msg::Response(m) => {
+                encode_response(m, &mut got).unwrap();
+                assert_eq!(&decode_response(body).unwrap(), m, "{name}: decoded");
+            }
+            Msg::Hello(_) | Msg::HelloReply(_) => continue,
+        }
+        assert!(
+            &got == want,
+            "{name}: encodes differently\n    golden: {}\n    now:    {}",
+            to_hex(want),
+            to_hex(&got)
+        );
+        checked += 1;
+    }
+    assert!(checked > 50, "requests and responses checked: {checked}");
+}
+
 /// Every variant of `Op`, `Reply` and `Error` has its golden message, once.
 #[test]
 fn every_variant_has_a_golden_message() {

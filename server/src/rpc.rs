@@ -41,7 +41,8 @@ use ampstore_common::error::Error;
 use ampstore_common::frame::{FrameCodec, FrameError, decode_body, encode_frame};
 use ampstore_common::ids::RequestId;
 use ampstore_common::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
-use ampstore_common::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, Role, ServerInfo};
+use ampstore_common::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, Response, Role, ServerInfo};
+use ampstore_common::wire::hot;
 
 /// What [`Service::try_now`] did with a request.
 pub enum Now {
@@ -330,7 +331,8 @@ enum Taken {
 
 fn take_request<S: Service>(service: &Arc<S>, role: Role, peer: &str, body: &[u8]) -> Taken {
     let started = Instant::now();
-    let req = match decode_body::<Request>(body) {
+    // The hot requests (get, put, delete) by hand, the rest through serde: same results.
+    let req = match hot::decode_request(body) {
         Ok(r) => r,
         Err(e) => {
             return match decode_body::<IdOnly>(body) {
@@ -428,7 +430,8 @@ async fn reject_hello<T: AsyncWrite + Unpin>(wr: &mut T, err: Error, scratch: &m
 }
 
 fn push_response(resp: &Response, buf: &mut Vec<u8>) {
-    if let Err(e) = encode_frame(resp, buf) {
+    // The hot replies (value, written, deleted) by hand, the rest through serde: same bytes.
+    if let Err(e) = hot::encode_response(resp, buf) {
         // Too large to send (or unencodable): tell the caller instead.
         let fallback = Response { id: resp.id, result: Err(Error::from(e)) };
         let _ = encode_frame(&fallback, buf);

@@ -22,11 +22,12 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::codec::Decoder;
 
 use crate::error::Error;
-use crate::frame::{FrameCodec, decode_body, encode_frame, read_frame, write_frame};
+use crate::frame::{FrameCodec, decode_body, read_frame, write_frame};
 use crate::ids::RequestId;
 use crate::limits::CONNECTION_QUEUED_BYTES_MAX;
-use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, RequestRef, Response, Role, ServerInfo};
+use crate::protocol::{Hello, HelloReply, Op, PROTOCOL_VERSION, Reply, RequestRef, Role, ServerInfo};
 use crate::wire::Call;
+use crate::wire::hot;
 
 /// How long connecting and the hello exchange may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -256,7 +257,8 @@ impl Connection {
                 return Ok(false);
             }
             let was_empty = outbox.is_empty();
-            encode_frame(req, &mut outbox)?;
+            // Gets, puts and deletes by hand, the rest through serde: the same bytes.
+            hot::encode_request(req, &mut outbox)?;
             was_empty
         };
         if was_empty {
@@ -336,7 +338,7 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) 
                     Ok(None) => break,
                     Err(e) => break 'conn format!("connection lost: {e}"),
                 };
-                match decode_body::<Response>(&body) {
+                match hot::decode_response(&body) {
                     // An answer nobody waits for any more (its call timed out) is dropped.
                     Ok(resp) => {
                         if let Some(tx) = pending.remove(&resp.id.0) {
@@ -360,8 +362,9 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::encode_frame;
     use crate::key::Key;
-    use crate::protocol::{Request, Versioned};
+    use crate::protocol::{Request, Response, Versioned};
     use crate::{NodeId, Version};
     use tokio::net::TcpListener;
 

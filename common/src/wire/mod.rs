@@ -35,6 +35,7 @@ use crate::wire::protocol::{Op, Reply};
 
 pub mod connection;
 pub mod frame;
+pub mod hot;
 pub mod masters;
 pub mod pool;
 pub mod protocol;
