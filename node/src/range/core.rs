@@ -128,6 +128,14 @@ struct Dedup<W> {
     pending: std::collections::HashSet<WriteKey>,
 }
 
+impl<W> Dedup<W> {
+    /// The callers following `id`. Most writes have none: an empty map is not hashed into
+    /// (a SipHash of the id per write, issue 16).
+    fn take_followers(&mut self, id: &WriteKey) -> Option<Vec<W>> {
+        if self.followers.is_empty() { None } else { self.followers.remove(id) }
+    }
+}
+
 pub struct RangeCore<W> {
     range_id: RangeId,
     range: KeyRange,
@@ -147,7 +155,6 @@ pub struct RangeCore<W> {
     log_bytes_total: u64,
     checkpoint_seq: Seq,
     log_bytes_at_checkpoint: u64,
-    scratch: Vec<u8>,
     /// The split that closed this range's log, and at which seq.
     split: Option<(Seq, SplitPlan)>,
     /// The merge entry that closed the log (until a fence reopens it).
@@ -194,7 +201,6 @@ impl<W> RangeCore<W> {
             log_bytes_total: 0,
             checkpoint_seq,
             log_bytes_at_checkpoint: 0,
-            scratch: Vec::new(),
             split: None,
             merge_closed: None,
             txn_hold: None,
@@ -359,16 +365,17 @@ impl<W> RangeCore<W> {
             if let Some(done) = self.dedup.done.get(&id) {
                 return Some((waiter, done.to_result()));
             }
-            if self.dedup.pending.contains(&id) {
+            // One hash for "pending already?" and "now pending" (issue 16).
+            if !self.dedup.pending.insert(id) {
                 self.dedup.followers.entry(id).or_default().push(waiter);
                 return None;
             }
         }
         if self.pending.len() >= RANGE_PENDING_WRITES_MAX {
+            if let Some(id) = write.write_id {
+                self.dedup.pending.remove(&id);
+            }
             return Some((waiter, Err(Error::unavailable("range write queue is full"))));
-        }
-        if let Some(id) = write.write_id {
-            self.dedup.pending.insert(id);
         }
         self.pending.push_back(Pending { write, waiter });
         None
@@ -388,7 +395,11 @@ impl<W> RangeCore<W> {
             return plan;
         }
         let seq = self.next_seq;
-        let mut overlay: HashMap<Key, Option<Version>> = HashMap::new();
+        // The batch's own writes by key, for conditions decided inside the batch. Built only
+        // when a conditional write or a push comes (from the writes before it): most
+        // batches have none, and hashing and copying every key cost ~700 instructions a
+        // write (issue 16).
+        let mut overlay: Option<HashMap<Key, Option<Version>>> = None;
         let mut cleared: Vec<(Key, Option<Key>)> = Vec::new();
         let mut writes = Vec::new();
         let mut waiters = Vec::new();
@@ -404,9 +415,12 @@ impl<W> RangeCore<W> {
                 break;
             }
             let Some(p) = self.pending.pop_front() else { break };
+            if p.write.condition != Condition::None && overlay.is_none() {
+                overlay = Some(overlay_of(&writes, seq));
+            }
             if p.write.condition == Condition::ListTail
                 && let LoggedOp::Put { key, .. } = &p.write.op
-                && let Some(early) = self.list_tail_check(key, &overlay)
+                && let Some(early) = self.list_tail_check(key, overlay.as_ref().unwrap_or(&HashMap::new()))
             {
                 self.finish_write_id(p.write.write_id, &p.write.op, &early, &mut plan.early);
                 plan.early.push((p.waiter, early));
@@ -417,7 +431,7 @@ impl<W> RangeCore<W> {
                     LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => key,
                     LoggedOp::DeleteRange { start, .. } => start,
                 };
-                let current = match overlay.get(key) {
+                let current = match overlay.as_ref().and_then(|o| o.get(key)) {
                     Some(v) => *v,
                     None if cleared.iter().any(|(s, e)| key >= s && e.as_ref().is_none_or(|e| key < e)) => None,
                     None => self.data.read().get(key.as_bytes()).map(Entry::version),
@@ -436,17 +450,11 @@ impl<W> RangeCore<W> {
                 }
             }
             let version = Version { seq, index: writes.len() as u32 };
-            match &p.write.op {
-                LoggedOp::Put { key, .. } => {
-                    overlay.insert(key.clone(), Some(version));
-                }
-                LoggedOp::Delete { key } => {
-                    overlay.insert(key.clone(), None);
-                }
-                LoggedOp::DeleteRange { start, end } => {
-                    overlay.retain(|k, _| !(k >= start && end.as_ref().is_none_or(|e| k < e)));
-                    cleared.push((start.clone(), end.clone()));
-                }
+            if let Some(overlay) = overlay.as_mut() {
+                overlay_add(overlay, &p.write.op, version);
+            }
+            if let LoggedOp::DeleteRange { start, end } = &p.write.op {
+                cleared.push((start.clone(), end.clone()));
             }
             bytes += size;
             writes.push(LoggedWrite::new(p.write.op, p.write.write_id));
@@ -456,25 +464,30 @@ impl<W> RangeCore<W> {
             return plan;
         }
         let payload = BatchPayload { writes };
-        batch::encode(&payload, &mut self.scratch);
-        if self.scratch.len() > ampstore_common::limits::LOG_ENTRY_BYTES_MAX {
-            // The size bounds above are wrong (a bug): the store would refuse this entry
-            // forever. Fail the batch (nothing is written) rather than wedge the range.
-            let err = Error::internal(format!(
-                "{}: a batch encoded to {} bytes, over the log entry limit; not written",
-                self.range_id,
-                self.scratch.len()
-            ));
-            tracing::error!(error = %err, "log batch over the entry limit");
-            self.fail_writes(&payload.writes, waiters, &err, &mut plan.early);
-            return plan;
-        }
-        let entry = LogEntry {
-            kind: EntryKind::Batch,
-            writer: self.writer.clone(),
-            epoch: self.epoch,
-            payload: Bytes::copy_from_slice(&self.scratch),
+        // `bytes` bounds the encoding from above: the buffer never grows.
+        let encoded = batch::encode(&payload.writes, bytes).and_then(|b| {
+            if b.len() > ampstore_common::limits::LOG_ENTRY_BYTES_MAX {
+                // The size bounds above are wrong (a bug): the store would refuse this entry
+                // forever. Fail the batch (nothing is written) rather than wedge the range.
+                Err(Error::internal(format!(
+                    "{}: a batch encoded to {} bytes, over the log entry limit; not written",
+                    self.range_id,
+                    b.len()
+                )))
+            } else {
+                Ok(b)
+            }
+        });
+        let encoded = match encoded {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::error!(error = %err, "log batch not encoded");
+                self.fail_writes(&payload.writes, waiters, &err, &mut plan.early);
+                return plan;
+            }
         };
+        let entry =
+            LogEntry { kind: EntryKind::Batch, writer: self.writer.clone(), epoch: self.epoch, payload: encoded };
         self.in_flight = Some(InFlight { seq, entry: entry.clone(), writes: payload.writes, waiters });
         plan.append = Some((seq, entry));
         plan
@@ -607,7 +620,7 @@ impl<W> RangeCore<W> {
         for p in self.pending.drain(..) {
             if let Some(id) = p.write.write_id {
                 self.dedup.pending.remove(&id);
-                if let Some(f) = self.dedup.followers.remove(&id) {
+                if let Some(f) = self.dedup.take_followers(&id) {
                     out.extend(f.into_iter().map(|w| (w, Err(err.clone()))));
                 }
             }
@@ -626,7 +639,7 @@ impl<W> RangeCore<W> {
     ) {
         let Some(id) = id else { return };
         self.dedup.pending.remove(&id);
-        if let Some(followers) = self.dedup.followers.remove(&id) {
+        if let Some(followers) = self.dedup.take_followers(&id) {
             out.extend(followers.into_iter().map(|w| (w, result.clone())));
         }
     }
@@ -663,7 +676,7 @@ impl<W> RangeCore<W> {
     ) {
         let Some(id) = id else { return };
         self.dedup.pending.remove(&id);
-        if let Some(followers) = self.dedup.followers.remove(&id) {
+        if let Some(followers) = self.dedup.take_followers(&id) {
             out.extend(followers.into_iter().map(|w| (w, result.clone())));
         }
         self.remember_routed(id, routed_by, result.clone());
@@ -1041,3 +1054,28 @@ impl<W> RangeCore<W> {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+/// The batch overlay of `writes` (the batch so far, at `seq`): what each key they touch
+/// holds after them.
+fn overlay_of(writes: &[LoggedWrite], seq: Seq) -> HashMap<Key, Option<Version>> {
+    let mut overlay = HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
+        overlay_add(&mut overlay, &w.op, Version { seq, index: i as u32 });
+    }
+    overlay
+}
+
+/// Adds one write of the batch, at `version`, to its overlay.
+fn overlay_add(overlay: &mut HashMap<Key, Option<Version>>, op: &LoggedOp, version: Version) {
+    match op {
+        LoggedOp::Put { key, .. } => {
+            overlay.insert(key.clone(), Some(version));
+        }
+        LoggedOp::Delete { key } => {
+            overlay.insert(key.clone(), None);
+        }
+        LoggedOp::DeleteRange { start, end } => {
+            overlay.retain(|k, _| !(k >= start && end.as_ref().is_none_or(|e| k < e)));
+        }
+    }
+}

@@ -883,3 +883,59 @@ fn calls_out_of_order_break_the_range_in_release_builds_too() {
     let _ = core.merge_entry(&merge);
     assert!(core.broken().is_some_and(|r| r.contains("merge entry with")), "{:?}", core.broken());
 }
+
+/// Conditions decided inside a batch see the unconditional writes before them in it (the
+/// batch overlay is built only when the first conditional write comes, issue 16): a put,
+/// a delete and a delete-range, then conditions on each.
+#[test]
+fn a_condition_sees_the_unconditional_writes_before_it_in_its_batch() {
+    let mut core = core_for("a", 1);
+    let mut log = Log::default();
+    core.submit(put("gone", "0"), 0);
+    drive(&mut core, &mut log);
+    core.submit(put("k", "1"), 1);
+    core.submit(
+        Write { op: LoggedOp::Delete { key: Key::from("gone") }, condition: Condition::None, write_id: None },
+        2,
+    );
+    core.submit(put("r1", "x"), 3);
+    core.submit(
+        Write {
+            op: LoggedOp::DeleteRange { start: Key::from("r"), end: Some(Key::from("s")) },
+            condition: Condition::None,
+            write_id: None,
+        },
+        4,
+    );
+    core.submit(put_if("k", "2", Some(v(2, 0))), 5);
+    core.submit(put_if("gone", "again", None), 6);
+    core.submit(put_if("r1", "y", None), 7);
+    core.submit(put_if("k", "3", Some(v(2, 0))), 8);
+    let mut replies = drive(&mut core, &mut log);
+    replies.sort_by_key(|(w, _)| *w);
+    assert_eq!(replies[4], (5, Ok(Reply::Written { version: v(2, 4) })));
+    assert_eq!(replies[5], (6, Ok(Reply::Written { version: v(2, 5) })));
+    assert_eq!(replies[6], (7, Ok(Reply::Written { version: v(2, 6) })));
+    assert!(matches!(&replies[7], (8, Err(Error::Conflict { .. }))), "{:?}", replies[7]);
+    assert_eq!(core.get(&Key::from("k")).unwrap().unwrap().value, b"2");
+}
+
+/// A write refused because the queue is full leaves its id free: its retry is queued and
+/// written, not made to follow a write that never happened.
+#[test]
+fn a_write_refused_for_a_full_queue_can_be_retried() {
+    let mut core = core_for("a", 1);
+    let mut log = Log::default();
+    for i in 0..RANGE_PENDING_WRITES_MAX as u32 {
+        assert!(core.submit(put(&format!("k{i}"), "v"), i).is_none());
+    }
+    let id = WriteKey::Write(WriteId { client: 3, n: 9 });
+    let w = Write { write_id: Some(id), ..put("late", "1") };
+    let refused = core.submit(w.clone(), 1_000_000);
+    assert!(matches!(refused, Some((_, Err(Error::Unavailable { .. })))), "{refused:?}");
+    while !drive(&mut core, &mut log).is_empty() {}
+    assert!(core.submit(w, 1_000_001).is_none(), "queued, not following or answered");
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies.len(), 1);
+    assert!(matches!(replies[0], (1_000_001, Ok(Reply::Written { .. }))));
+}

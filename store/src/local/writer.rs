@@ -14,7 +14,7 @@
 //! concurrent (each caller waits for its answer before it sends what depends on it), so
 //! taking one lane first reorders nothing a caller could see.
 
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{head_of, meta_get, sql_err};
@@ -118,15 +118,13 @@ fn take_group(lanes: &mut Lanes, batch: &mut Vec<WriteRequest>) {
 }
 
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
-    let outcome = (|| -> rusqlite::Result<Vec<StoreResult<u64>>> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcome = in_transaction(conn, |conn| {
         let mut results = Vec::with_capacity(batch.len());
         for req in batch.iter() {
-            results.push(apply(&tx, &req.op)?);
+            results.push(apply(conn, &req.op)?);
         }
-        tx.commit()?;
         Ok(results)
-    })();
+    });
     match outcome {
         Ok(results) => {
             debug_assert_eq!(results.len(), batch.len());
@@ -144,8 +142,31 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
     }
 }
 
+/// Runs `f` inside one `BEGIN IMMEDIATE` transaction and commits it; on any error rolls it
+/// back (nothing of it stays) and returns that error. The BEGIN and COMMIT statements are
+/// cached: `Connection::transaction` parses them anew for every group, which cost the store
+/// process ~7,000 instructions per group commit, 8% of its instructions per durable put
+/// (issue 16, `docs/benchmarks.md`).
+fn in_transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let result = f(conn).and_then(|out| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(out)
+    });
+    // A failed step, or a failed COMMIT that left the transaction open (SQLite rolls some
+    // failures back itself: then there is nothing to roll back).
+    if result.is_err() && !conn.is_autocommit() {
+        // The callers get the first error; a failed rollback leaves the connection unusable
+        // for the next group, which then fails (and says why) on its BEGIN.
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "store rollback failed");
+        }
+    }
+    result
+}
+
 /// Outer error: SQLite failed (abort the transaction). Inner: this request's own outcome.
-fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>> {
+fn apply(tx: &Connection, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>> {
     match op {
         WriteOp::Append(slot) => {
             if insert_slot(tx, slot)? {
@@ -188,7 +209,7 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp) -> rusqlite::Result<StoreResult<u64
     }
 }
 
-fn insert_slot(tx: &Transaction<'_>, s: &AppendSlot) -> rusqlite::Result<bool> {
+fn insert_slot(tx: &Connection, s: &AppendSlot) -> rusqlite::Result<bool> {
     let n = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO log (range_id, seq, kind, writer, epoch, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -204,7 +225,7 @@ fn insert_slot(tx: &Transaction<'_>, s: &AppendSlot) -> rusqlite::Result<bool> {
     Ok(n == 1)
 }
 
-fn slot_exists(tx: &Transaction<'_>, range: RangeId, seq: Seq) -> rusqlite::Result<bool> {
+fn slot_exists(tx: &Connection, range: RangeId, seq: Seq) -> rusqlite::Result<bool> {
     tx.prepare_cached("SELECT 1 FROM log WHERE range_id = ?1 AND seq = ?2")?
         .exists(params![range.0 as i64, seq.0 as i64])
 }
@@ -226,7 +247,7 @@ pub(crate) fn expect_mismatch(expect: &Expect, current: Option<&MetaItem>) -> Op
     }
 }
 
-fn apply_meta(tx: &Transaction<'_>, ops: &[MetaOp], single: bool) -> rusqlite::Result<StoreResult<u64>> {
+fn apply_meta(tx: &Connection, ops: &[MetaOp], single: bool) -> rusqlite::Result<StoreResult<u64>> {
     // Check every condition first (we hold the write lock), then write: all or nothing.
     let mut currents = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
@@ -271,6 +292,68 @@ mod tests {
     use crate::{EntryKind, Expect, LogEntry};
     use ampstore_common::ids::{Epoch, NodeId, RangeId, Seq};
     use ampstore_common::limits::{LOCAL_WRITER_BATCH_BYTES_MAX, LOG_ENTRY_BYTES_MAX};
+
+    /// An SQLite failure inside a group fails every request of it, leaves nothing of it
+    /// written and no transaction open: the next group commits.
+    #[test]
+    fn a_failed_group_is_rolled_back_and_the_next_one_commits() {
+        use super::{WriteOp, WriteRequest, commit_batch};
+        use crate::AppendSlot;
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = rusqlite::Connection::open(dir.path().join("db")).unwrap();
+        conn.execute_batch(super::super::SCHEMA).unwrap();
+        let slot = |seq| AppendSlot {
+            range: RangeId(1),
+            seq: Seq(seq),
+            entry: LogEntry {
+                kind: EntryKind::Batch,
+                writer: NodeId::new("n1").unwrap(),
+                epoch: Epoch(1),
+                payload: bytes::Bytes::from_static(b"p"),
+            },
+        };
+        let group = |ops: Vec<WriteOp>| {
+            let mut answers = Vec::new();
+            let batch = ops
+                .into_iter()
+                .map(|op| {
+                    let (reply, rx) = tokio::sync::oneshot::channel();
+                    answers.push(rx);
+                    WriteRequest { op, reply }
+                })
+                .collect::<Vec<_>>();
+            (batch, answers)
+        };
+        // The first request of the group is written, the second hits a missing table (an
+        // SQLite error, not a failed condition).
+        let (mut batch, answers) = group(vec![
+            WriteOp::Meta {
+                ops: vec![crate::MetaOp::Put {
+                    pk: "p".into(),
+                    sk: b"k".to_vec(),
+                    value: vec![1],
+                    expect: Expect::Any,
+                }],
+                single: true,
+            },
+            WriteOp::Append(slot(1)),
+        ]);
+        conn.execute_batch("DROP TABLE log").unwrap();
+        commit_batch(&mut conn, &mut batch);
+        for mut rx in answers {
+            let got = rx.try_recv().unwrap();
+            assert!(matches!(got, Err(crate::StoreError::Unavailable(_))), "{got:?}");
+        }
+        assert!(conn.is_autocommit(), "no transaction left open");
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0, "the meta put of the failed group was rolled back");
+        conn.execute_batch(super::super::SCHEMA).unwrap();
+        let (mut batch, answers) = group(vec![WriteOp::Append(slot(1)), WriteOp::Append(slot(1))]);
+        commit_batch(&mut conn, &mut batch);
+        let got: Vec<_> = answers.into_iter().map(|mut rx| rx.try_recv().unwrap()).collect();
+        assert!(matches!(got[0], Ok(0)));
+        assert!(matches!(got[1], Err(crate::StoreError::SlotTaken { .. })), "{:?}", got[1]);
+    }
 
     /// A node's heartbeat (a meta put) queued behind several group commits' worth of
     /// appends commits in the next group, not after all of them: a heartbeat that waits for
