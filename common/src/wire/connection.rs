@@ -375,6 +375,17 @@ mod tests {
         assert!(!has_room(CONNECTION_QUEUED_BYTES_MAX));
     }
 
+    /// Accepts one connection and answers its hello as a node.
+    async fn accept_hello(listener: &TcpListener) -> tokio::net::TcpStream {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        read_frame(&mut s, &mut buf).await.unwrap();
+        let info =
+            ServerInfo { protocol_version: PROTOCOL_VERSION, server_id: NodeId::new("t").unwrap(), role: Role::Node };
+        write_frame(&mut s, &HelloReply { result: Ok(info) }, &mut buf).await.unwrap();
+        s
+    }
+
     /// A server that answers every request read in one read, in reverse order (the last
     /// first), each get with its own key as the value; it records how many requests each
     /// read brought.
@@ -382,15 +393,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            read_frame(&mut s, &mut buf).await.unwrap();
-            let info = ServerInfo {
-                protocol_version: PROTOCOL_VERSION,
-                server_id: NodeId::new("t").unwrap(),
-                role: Role::Node,
-            };
-            write_frame(&mut s, &HelloReply { result: Ok(info) }, &mut buf).await.unwrap();
+            let mut s = accept_hello(&listener).await;
             let mut inbuf = BytesMut::with_capacity(1 << 20);
             let mut codec = FrameCodec::default();
             while s.read_buf(&mut inbuf).await.is_ok_and(|n| n > 0) {
@@ -445,15 +448,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            read_frame(&mut s, &mut buf).await.unwrap();
-            let info = ServerInfo {
-                protocol_version: PROTOCOL_VERSION,
-                server_id: NodeId::new("t").unwrap(),
-                role: Role::Node,
-            };
-            write_frame(&mut s, &HelloReply { result: Ok(info) }, &mut buf).await.unwrap();
+            let mut s = accept_hello(&listener).await;
             std::future::pending::<()>().await;
             drop(s);
         });
