@@ -448,7 +448,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
-            let mut s = accept_hello(&listener).await;
+            let s = accept_hello(&listener).await;
             std::future::pending::<()>().await;
             drop(s);
         });
