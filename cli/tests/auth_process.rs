@@ -111,7 +111,7 @@ fn checkpoint() -> Checkpoint {
 
 /// Every internal and admin operation, aimed at the real range `loc` and node `node_id`.
 fn admin_ops(loc: &RangeLocation, node_id: &NodeId) -> Vec<Op> {
-    let txn_id = WriteId { client: 7, n: 7 };
+    let txn_id = WriteId::new(7, 7);
     vec![
         Op::Assign { range_id: loc.range_id, start: loc.start.clone(), claim: true },
         Op::Release { range_id: loc.range_id },
@@ -168,7 +168,7 @@ async fn the_cluster_token_allows_data_operations_only() {
     let loc = located(&mut master, &key).await;
     assert_eq!(loc.node_addr, c.node.rpc);
     let mut node = app_server(&c.node.rpc).await;
-    let put = Op::Put { key: key.clone(), value: b"before".to_vec(), write_id: Some(WriteId { client: 1, n: 1 }) };
+    let put = Op::Put { key: key.clone(), value: b"before".to_vec(), write_id: Some(WriteId::new(1, 1)) };
     assert!(matches!(settled(&mut node, put).await, Ok(Reply::Written { .. })));
 
     let node_id = NodeId::new(&c.node.node_id).unwrap();
@@ -212,7 +212,7 @@ async fn the_cluster_token_allows_data_operations_only() {
     // With the admin token and its own role, an internal process gets through: a node may
     // prepare (and resolve) a transaction on another node.
     let mut peer = hello_as(&c.node.rpc, Role::Node, Some(ADMIN_TOKEN)).await.expect("a node with the admin token");
-    let txn_id = WriteId { client: 9, n: 1 };
+    let txn_id = WriteId::new(9, 1);
     let prepare = Op::TxnPrepare {
         txn_id,
         range_id: loc.range_id,
@@ -248,9 +248,9 @@ async fn user_writes_cannot_touch_the_reserved_namespace() {
     assert!(matches!(enqueued, Ok(Reply::Written { .. })), "{enqueued:?}");
 
     let reserved = Key::user_end();
-    let write_id = || Some(WriteId { client: 3, n: next_n() });
+    let write_id = || Some(WriteId::new(3, next_n()));
     let txn_on = |range_id: RangeId, checks: Vec<TxnCheck>, writes: Vec<TxnWrite>| Op::Txn {
-        txn_id: WriteId { client: 3, n: next_n() },
+        txn_id: WriteId::new(3, next_n()),
         parts: vec![TxnPart { range_id, node_addr: c.node.rpc.clone(), checks, writes, reads: vec![] }],
         hold_ms: 1000,
     };
@@ -316,7 +316,7 @@ async fn a_transaction_connects_only_to_live_nodes() {
     let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let elsewhere_addr = elsewhere.local_addr().unwrap().to_string();
     let txn = |right_addr: &str| Op::Txn {
-        txn_id: WriteId { client: 4, n: next_n() },
+        txn_id: WriteId::new(4, next_n()),
         parts: vec![
             TxnPart {
                 range_id: left.range_id,

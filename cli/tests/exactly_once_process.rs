@@ -60,7 +60,7 @@ struct Firsts {
 }
 
 fn id(n: u64) -> WriteId {
-    WriteId { client: 0xE0_0000 + rand_u16() as u64, n }
+    WriteId::new(0xE0_0000 + rand_u16() as u64, n)
 }
 
 fn rand_u16() -> u16 {
@@ -71,7 +71,7 @@ fn rand_u16() -> u16 {
 /// (from the product client, so with other ids).
 async fn first_writes(client: &Client, prefix: &str) -> Firsts {
     let client_id = id(0).client;
-    let wid = |n: u64| WriteId { client: client_id, n };
+    let wid = |n: u64| WriteId::new(client_id, n);
     let k_put = Key::from(format!("{prefix}put"));
     let k_del = Key::from(format!("{prefix}del"));
     let k_cond = Key::from(format!("{prefix}cond"));
@@ -254,8 +254,7 @@ async fn a_retry_on_a_hot_range_after_5_s_of_writes_is_answered_not_applied() {
     let c = cluster(&[], &[]).await;
     let key = Key::from("hot-first");
     let client_id = id(0).client;
-    let first =
-        Op::Put { key: key.clone(), value: b"first".to_vec(), write_id: Some(WriteId { client: client_id, n: 0 }) };
+    let first = Op::Put { key: key.clone(), value: b"first".to_vec(), write_id: Some(WriteId::new(client_id, 0)) };
     let answer = call_owner(&c.client, &key, first.clone()).await;
     assert!(matches!(answer, Ok(Reply::Written { .. })), "{answer:?}");
     c.client.put(key.clone(), "second").await.unwrap();
@@ -277,7 +276,7 @@ async fn a_retry_on_a_hot_range_after_5_s_of_writes_is_answered_not_applied() {
                     let op = Op::Put {
                         key: Key::from(format!("hot-{:06}", n % 1000)),
                         value: vec![b'v'; 16],
-                        write_id: Some(WriteId { client: client_id + 1, n }),
+                        write_id: Some(WriteId::new(client_id + 1, n)),
                     };
                     let conn = conn.clone();
                     batch.spawn(async move { conn.call(op, Duration::from_secs(10)).await });

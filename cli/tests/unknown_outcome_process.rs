@@ -76,7 +76,7 @@ async fn an_epoch_loss_with_a_transaction_append_in_flight_answers_timeout_and_a
     else {
         panic!("put")
     };
-    let txn_id = WriteId { client: 0x5eed, n: 1 };
+    let txn_id = WriteId::new(0x5eed, 1);
     let txn = Op::Txn {
         txn_id,
         parts: vec![TxnPart {
@@ -128,7 +128,7 @@ async fn a_participant_that_checkpointed_and_restarted_still_knows_the_transacti
     let mut b = NodeProc::start(&root.join("b"), &store, &[]);
     claim(&a, left, "").await;
     claim(&b, right, "m").await;
-    let txn_id = WriteId { client: 0x5eed, n: 2 };
+    let txn_id = WriteId::new(0x5eed, 2);
     let parts = vec![
         TxnPart {
             range_id: left,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
@@ -90,10 +90,42 @@ pub(crate) struct Inner {
     masters: ActiveMaster,
     client_id: u64,
     writes: AtomicU64,
+    /// The numbers of the plain writes (put, conditional put, delete, delete-range) this
+    /// client has handed out and not yet finished: the lowest is the floor every new write
+    /// carries (`WriteId::floor`), so ranges forget the records of finished writes at once.
+    open_writes: OpenWrites,
     /// Collector addresses in use (see `ClientConfig::collectors`).
     pub(crate) collectors: RwLock<Vec<String>>,
     /// The collector tried first (the last one that answered).
     pub(crate) collector: AtomicUsize,
+}
+
+/// The numbers of a client's open plain writes (see [`Client::begin_write`]).
+#[derive(Default)]
+pub(crate) struct OpenWrites(Mutex<std::collections::BTreeSet<u64>>);
+
+impl OpenWrites {
+    /// Opens a write numbered from `counter`; its floor is the lowest open number.
+    fn open<'a>(&'a self, client: u64, counter: &AtomicU64) -> OpenWrite<'a> {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        open.insert(n);
+        let floor = open.first().copied().unwrap_or(n);
+        OpenWrite { open_writes: self, id: WriteId { client, n, floor } }
+    }
+}
+
+/// A plain write's id while its call runs; dropping it closes the write (see
+/// [`Client::begin_write`]).
+pub(crate) struct OpenWrite<'a> {
+    open_writes: &'a OpenWrites,
+    pub(crate) id: WriteId,
+}
+
+impl Drop for OpenWrite<'_> {
+    fn drop(&mut self) {
+        self.open_writes.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id.n);
+    }
 }
 
 /// One page of a scan.
@@ -176,6 +208,7 @@ impl Client {
                 masters,
                 client_id: rand::random(),
                 writes: AtomicU64::new(0),
+                open_writes: OpenWrites::default(),
             }),
         };
         client.master_call(Ping, Instant::now() + client.inner.cfg.call_deadline).await?;
@@ -273,7 +306,8 @@ impl Client {
     /// ```
     pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> Result<Version, Error> {
         let key = key.into();
-        self.keyed(&key, Put { key: key.clone(), value: value.into(), write_id: Some(self.write_id()) }).await
+        let write = self.begin_write();
+        self.keyed(&key, Put { key: key.clone(), value: value.into(), write_id: Some(write.id) }).await
     }
 
     /// Writes only if the key's version is `expected` (`None`: only if the key is absent);
@@ -292,7 +326,8 @@ impl Client {
         expected: Option<Version>,
     ) -> Result<Version, Error> {
         let key = key.into();
-        let req = PutIfVersion { key: key.clone(), value: value.into(), expected, write_id: Some(self.write_id()) };
+        let write = self.begin_write();
+        let req = PutIfVersion { key: key.clone(), value: value.into(), expected, write_id: Some(write.id) };
         self.keyed(&key, req).await
     }
 
@@ -305,7 +340,8 @@ impl Client {
     /// ```
     pub async fn delete(&self, key: impl Into<Key>) -> Result<bool, Error> {
         let key = key.into();
-        Ok(self.keyed(&key, Delete { key: key.clone(), write_id: Some(self.write_id()) }).await?.removed > 0)
+        let write = self.begin_write();
+        Ok(self.keyed(&key, Delete { key: key.clone(), write_id: Some(write.id) }).await?.removed > 0)
     }
 
     /// Deletes every key in `[start, end)` (`end = None`: no upper bound), range by range
@@ -333,8 +369,10 @@ impl Client {
                 (Some(r), None) => Some(r.clone()),
                 (None, e) => e.clone(),
             };
-            let req = DeleteRange { start: pos.clone(), end: piece_end.clone(), write_id: Some(self.write_id()) };
+            let write = self.begin_write();
+            let req = DeleteRange { start: pos.clone(), end: piece_end.clone(), write_id: Some(write.id) };
             removed += DeleteRange::reply(self.keyed_until(&pos, req.into_op(), deadline).await?)?.removed;
+            drop(write);
             match (piece_end, &end) {
                 (Some(p), Some(e)) if &p < e => pos = p,
                 (Some(p), None) => pos = p,
@@ -506,8 +544,19 @@ impl Client {
         Instant::now() + self.inner.cfg.call_deadline
     }
 
+    /// A number from this client's write counter, for ids that carry no floor (transactions,
+    /// push ids).
     pub(crate) fn write_id(&self) -> WriteId {
-        WriteId { client: self.inner.client_id, n: self.inner.writes.fetch_add(1, Ordering::Relaxed) }
+        WriteId::new(self.inner.client_id, self.inner.writes.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id of a new plain write, open until the returned guard is dropped (when the call
+    /// is over: answered, or given up on; the write is never sent again after that). Its
+    /// floor is the lowest open write's number, this one included. The number is taken
+    /// under the lock: otherwise a later number could be opened, and its floor computed,
+    /// before an earlier one is open, and the range would refuse the earlier write.
+    pub(crate) fn begin_write(&self) -> OpenWrite<'_> {
+        self.inner.open_writes.open(self.inner.client_id, &self.inner.writes)
     }
 
     /// Sends `req` to the node serving `key`, re-routing and retrying until the call
@@ -766,6 +815,55 @@ fn has_write_id(op: &Op) -> bool {
             | Op::Delete { write_id: Some(_), .. }
             | Op::DeleteRange { write_id: Some(_), .. }
     )
+}
+
+#[cfg(test)]
+mod open_write_tests {
+    use super::*;
+
+    /// A write's floor is the lowest number still open, so it never passes a write that may
+    /// still be sent (a range refuses writes below their client's floor).
+    #[test]
+    fn the_floor_is_the_lowest_open_write() {
+        let (open, counter) = (OpenWrites::default(), AtomicU64::new(5));
+        let a = open.open(1, &counter);
+        assert_eq!((a.id.n, a.id.floor), (5, 5), "alone, a write's floor is its own number");
+        let b = open.open(1, &counter);
+        let c = open.open(1, &counter);
+        assert_eq!((c.id.n, c.id.floor), (7, 5));
+        drop(b);
+        assert_eq!(open.open(1, &counter).id.floor, 5, "a is still open");
+        drop(a);
+        assert_eq!(open.open(1, &counter).id.floor, 7, "c is the lowest open now");
+        drop(c);
+        let last = open.open(1, &counter);
+        assert_eq!((last.id.n, last.id.floor), (10, 10));
+    }
+
+    /// Numbers are taken and floors computed under one lock: from many threads, no write
+    /// ever carries a floor above a number another thread opened and has not closed.
+    #[test]
+    fn concurrent_writes_never_get_a_floor_above_an_open_one() {
+        let (open, counter) = (Arc::new(OpenWrites::default()), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (open, counter) = (open.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let w = open.open(1, &counter);
+                        // Everything below the floor was closed: none of it is still open.
+                        let set = open.0.lock().unwrap();
+                        assert!(set.range(..w.id.floor).next().is_none(), "floor {} passes an open write", w.id.floor);
+                        assert!(w.id.floor <= w.id.n);
+                        drop(set);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ fn main() {
             Request {
                 id: RequestId(987_654),
                 deadline_ms: Some(5000),
-                op: Op::Put { key, value: vec![7; 100], write_id: Some(WriteId { client: u64::MAX / 3, n: 77_777 }) },
+                op: Op::Put { key, value: vec![7; 100], write_id: Some(WriteId::new(u64::MAX / 3, 77_777)) },
             },
             Response { id: RequestId(987_654), result: Ok(Reply::Written { version }) },
         ),

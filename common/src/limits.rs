@@ -148,6 +148,10 @@ pub const CLIENT_CALL_DEADLINE_MS_MAX: u64 = 60_000;
 /// time as held in memory), plus the text of a conflict.
 pub const WRITE_ID_RECORD_BYTES_FIXED: usize = 64;
 
+/// What one client's floor (`WriteId::floor`) counts against `RANGE_WRITE_IDS_BYTES_MAX`:
+/// an entry of the range's floor map (client, floor, time, and the map's own share).
+pub const WRITE_ID_FLOOR_BYTES_FIXED: usize = 48;
+
 /// Bytes of remembered writes one range keeps. Sized for a range written 20,000 times a
 /// second for all of `WRITE_ID_RETENTION_MS` (1.8 million records); beyond it the oldest
 /// records go first and a warning is logged (a hot range splits long before).
@@ -181,9 +185,9 @@ pub const TXN_RANGES_MAX: usize = APPEND_ATOMIC_SLOTS_MAX;
 /// Checks and writes in one transaction, over all its ranges.
 pub const TXN_OPS_MAX: usize = 1000;
 
-/// Encoding overhead of one write in a log entry, at most (field names, headers, ids): 75
-/// bytes for the largest shape (a `DeleteRange` with both bounds and a write id whose
-/// numbers take 9 bytes each), rounded up. A push id adds its own 48 (`batch.rs`).
+/// Encoding overhead of one write in a log entry, at most (field names, headers, ids): 90
+/// bytes for the largest shape (a `DeleteRange` with both bounds and a write id with a
+/// floor whose numbers take 9 bytes each, in the named format 0), rounded up. A push id adds its own 48 (`batch.rs`).
 pub const LOGGED_WRITE_OVERHEAD_BYTES: usize = 96;
 
 /// Encoding overhead of one write in a transaction's log entry, at most: such a write

@@ -93,6 +93,17 @@ pub struct WriteRecord {
     pub data_key: Option<Key>,
 }
 
+/// A client's floor as a range keeps it: the client promised, in a write of its own, never
+/// to send again a write of its with `n` below `floor` (see `WriteId::floor`). The range
+/// forgets those writes' records and refuses such a write. Kept for `WRITE_ID_RETENTION_MS`
+/// after `at_unix_ms` (when it was last raised), as long as the records it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientFloor {
+    pub client: u64,
+    pub floor: u64,
+    pub at_unix_ms: u64,
+}
+
 const KEY_WRITE: u8 = 0;
 const KEY_PUSH: u8 = 1;
 const KEY_TXN: u8 = 2;
@@ -118,11 +129,24 @@ fn put_version(out: &mut Vec<u8>, v: &Version) {
     put_varint(out, u64::from(v.index));
 }
 
-/// Appends `records` in their binary form (the snapshot's write-id section):
+/// Appends `records` and `floors` in their binary form (the snapshot's write-id section):
 /// `count varint, then per record: key tag u8 (+ 0x80 when a data key follows the ids), ids
 /// (varints), [data key: length varint, bytes], at_unix_ms varint, outcome tag u8, outcome
-/// fields`.
-pub fn encode(records: &[WriteRecord], out: &mut Vec<u8>) {
+/// fields`; then, only when there are floors, `count varint, then per floor: client, floor,
+/// at_unix_ms (varints)`. A section without floors is what nodes wrote before floors.
+pub fn encode(records: &[WriteRecord], floors: &[ClientFloor], out: &mut Vec<u8>) {
+    encode_records(records, out);
+    if !floors.is_empty() {
+        put_varint(out, floors.len() as u64);
+        for f in floors {
+            put_varint(out, f.client);
+            put_varint(out, f.floor);
+            put_varint(out, f.at_unix_ms);
+        }
+    }
+}
+
+fn encode_records(records: &[WriteRecord], out: &mut Vec<u8>) {
     put_varint(out, records.len() as u64);
     for r in records {
         let flag = if r.data_key.is_some() { KEY_HAS_DATA_KEY } else { 0 };
@@ -212,9 +236,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a whole write-id section; at most `records_max` records (checked before
-/// allocating), and every byte must be used.
-pub fn decode(buf: &[u8], records_max: usize) -> Result<Vec<WriteRecord>, DecodeError> {
+/// A decoded write-id section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteIdSection {
+    pub records: Vec<WriteRecord>,
+    pub floors: Vec<ClientFloor>,
+}
+
+/// Decodes a whole write-id section; at most `records_max` records and as many floors
+/// (checked before allocating), and every byte must be used.
+pub fn decode(buf: &[u8], records_max: usize) -> Result<WriteIdSection, DecodeError> {
     let mut r = Reader { buf, pos: 0 };
     let count = r.varint()?;
     if count > records_max as u64 {
@@ -229,8 +260,8 @@ pub fn decode(buf: &[u8], records_max: usize) -> Result<Vec<WriteRecord>, Decode
     for _ in 0..count {
         let tag = r.u8()?;
         let key = match tag & !KEY_HAS_DATA_KEY {
-            KEY_WRITE => WriteKey::Write(WriteId { client: r.varint()?, n: r.varint()? }),
-            KEY_TXN => WriteKey::Txn(WriteId { client: r.varint()?, n: r.varint()? }),
+            KEY_WRITE => WriteKey::Write(WriteId::new(r.varint()?, r.varint()?)),
+            KEY_TXN => WriteKey::Txn(WriteId::new(r.varint()?, r.varint()?)),
             KEY_PUSH => WriteKey::Push(PushId { ms: r.varint()?, client: r.varint()?, n: r.varint()? }),
             other => return Err(DecodeError(format!("unknown id tag {other}"))),
         };
@@ -267,10 +298,23 @@ pub fn decode(buf: &[u8], records_max: usize) -> Result<Vec<WriteRecord>, Decode
         };
         out.push(WriteRecord { key, outcome, at_unix_ms, data_key });
     }
+    let mut floors = Vec::new();
     if r.pos != buf.len() {
-        return Err(DecodeError(format!("{} bytes after the last record", buf.len() - r.pos)));
+        let count = r.varint()?;
+        // Each floor takes at least 3 bytes; an empty list is never written (no floors: no
+        // count), so bytes saying so are damage.
+        if count == 0 || count > records_max as u64 || count > ((buf.len() - r.pos) / 3) as u64 {
+            return Err(DecodeError(format!("{count} floors: over the limit or cannot fit")));
+        }
+        floors.reserve(count as usize);
+        for _ in 0..count {
+            floors.push(ClientFloor { client: r.varint()?, floor: r.varint()?, at_unix_ms: r.varint()? });
+        }
     }
-    Ok(out)
+    if r.pos != buf.len() {
+        return Err(DecodeError(format!("{} bytes after the last floor", buf.len() - r.pos)));
+    }
+    Ok(WriteIdSection { records: out, floors })
 }
 
 #[cfg(test)]
@@ -281,13 +325,13 @@ mod tests {
         let v = Version { seq: Seq(7), index: 3 };
         vec![
             WriteRecord {
-                key: WriteKey::Write(WriteId { client: u64::MAX, n: 1 }),
+                key: WriteKey::Write(WriteId::new(u64::MAX, 1)),
                 outcome: WriteOutcome::Written { version: v },
                 at_unix_ms: 1_700_000_000_000,
                 data_key: Some(Key::from(&b"user:1"[..])),
             },
             WriteRecord {
-                key: WriteKey::Write(WriteId { client: 2, n: 70_000 }),
+                key: WriteKey::Write(WriteId::new(2, 70_000)),
                 outcome: WriteOutcome::Deleted { removed: 12, version: v },
                 at_unix_ms: 5,
                 data_key: None,
@@ -299,19 +343,19 @@ mod tests {
                 data_key: Some(Key::from(&[0xffu8, 0xff, 1][..])),
             },
             WriteRecord {
-                key: WriteKey::Txn(WriteId { client: 3, n: 4 }),
+                key: WriteKey::Txn(WriteId::new(3, 4)),
                 outcome: WriteOutcome::Txn { committed: true, seq: Some(Seq(99)) },
                 at_unix_ms: 7,
                 data_key: None,
             },
             WriteRecord {
-                key: WriteKey::Txn(WriteId { client: 3, n: 5 }),
+                key: WriteKey::Txn(WriteId::new(3, 5)),
                 outcome: WriteOutcome::Txn { committed: false, seq: None },
                 at_unix_ms: 8,
                 data_key: None,
             },
             WriteRecord {
-                key: WriteKey::Write(WriteId { client: 1, n: 1 }),
+                key: WriteKey::Write(WriteId::new(1, 1)),
                 outcome: WriteOutcome::Conflict { reason: String::new(), key: None },
                 at_unix_ms: 0,
                 data_key: None,
@@ -322,36 +366,58 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut buf = Vec::new();
-        encode(&samples(), &mut buf);
-        assert_eq!(decode(&buf, 100).unwrap(), samples());
+        encode(&samples(), &[], &mut buf);
+        assert_eq!(decode(&buf, 100).unwrap().records, samples());
+    }
+
+    #[test]
+    fn floors_follow_the_records_and_a_section_without_them_is_unchanged() {
+        let floors = [
+            ClientFloor { client: u64::MAX, floor: 1 << 40, at_unix_ms: 1_700_000_000_000 },
+            ClientFloor { client: 3, floor: 1, at_unix_ms: 0 },
+        ];
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        encode(&samples(), &[], &mut without);
+        encode(&samples(), &floors, &mut with);
+        assert_eq!(&with[..without.len()], &without[..], "records first, as before");
+        let got = decode(&with, 100).unwrap();
+        assert_eq!((got.records, got.floors), (samples(), floors.to_vec()));
+        assert!(decode(&without, 100).unwrap().floors.is_empty());
+        for cut in without.len() + 1..with.len() {
+            assert!(decode(&with[..cut], 100).is_err(), "cut at {cut}");
+        }
+        let mut one = Vec::new();
+        encode(&samples()[..1], &floors, &mut one);
+        assert!(decode(&one, 2).is_ok());
+        assert!(decode(&one, 1).is_err(), "more floors than the limit");
     }
 
     #[test]
     fn a_record_without_a_data_key_encodes_as_before_and_a_data_key_at_the_limit_decodes() {
         // The encoding older snapshots hold: no flag, no key.
         let old = WriteRecord {
-            key: WriteKey::Write(WriteId { client: 1, n: 2 }),
+            key: WriteKey::Write(WriteId::new(1, 2)),
             outcome: WriteOutcome::Written { version: Version { seq: Seq(3), index: 0 } },
             at_unix_ms: 4,
             data_key: None,
         };
         let mut buf = Vec::new();
-        encode(std::slice::from_ref(&old), &mut buf);
+        encode(std::slice::from_ref(&old), &[], &mut buf);
         assert_eq!(buf, [1, KEY_WRITE, 1, 2, 4, OUT_WRITTEN, 3, 0]);
         let at_limit = WriteRecord { data_key: Some(Key::from(vec![b'k'; KEY_BYTES_MAX])), ..old.clone() };
         let mut buf = Vec::new();
-        encode(std::slice::from_ref(&at_limit), &mut buf);
-        assert_eq!(decode(&buf, 1).unwrap(), [at_limit]);
+        encode(std::slice::from_ref(&at_limit), &[], &mut buf);
+        assert_eq!(decode(&buf, 1).unwrap().records, [at_limit]);
         let over = WriteRecord { data_key: Some(Key::from(vec![b'k'; KEY_BYTES_MAX + 1])), ..old };
         let mut buf = Vec::new();
-        encode(std::slice::from_ref(&over), &mut buf);
+        encode(std::slice::from_ref(&over), &[], &mut buf);
         assert!(decode(&buf, 1).is_err(), "a data key over KEY_BYTES_MAX is damage");
     }
 
     #[test]
     fn damage_is_an_error_never_a_panic() {
         let mut buf = Vec::new();
-        encode(&samples(), &mut buf);
+        encode(&samples(), &[], &mut buf);
         assert!(decode(&buf, 5).is_err(), "over the record limit");
         assert!(decode(&buf[..buf.len() - 1], 100).is_err(), "truncated");
         let mut longer = buf.clone();

@@ -151,7 +151,7 @@ fn node(s: &str) -> NodeId {
 }
 
 fn write_id() -> WriteId {
-    WriteId { client: 0x5eed_0000_0000_0001, n: 42 }
+    WriteId::new(0x5eed_0000_0000_0001, 42)
 }
 
 fn push_id() -> PushId {

@@ -34,7 +34,7 @@ use ampstore_common::limits::{
     KEY_BYTES_MAX, SNAPSHOT_BLOCK_BYTES_TARGET, SNAPSHOT_BLOCK_RAW_BYTES_MAX, SNAPSHOT_BLOCKS_MAX,
     SNAPSHOT_ENTRIES_MAX, SNAPSHOT_WRITE_IDS_MAX, SNAPSHOT_WRITE_IDS_RAW_BYTES_MAX, VALUE_BYTES_MAX,
 };
-use ampstore_common::write_ids::WriteRecord;
+use ampstore_common::write_ids::{ClientFloor, WriteRecord};
 
 const HEADER_MAGIC: &[u8; 8] = b"AMPSNAP\x01";
 const FOOTER_MAGIC_V1: &[u8; 8] = b"AMPSEND\x01";
@@ -105,6 +105,8 @@ pub struct Snapshot {
     pub entries: Vec<SnapshotEntry>,
     /// The range's remembered writes (none in a format 1 file).
     pub write_ids: Vec<WriteRecord>,
+    /// Its clients' floors (none in files written before floors).
+    pub write_id_floors: Vec<ClientFloor>,
     pub merkle_root: [u8; 32],
 }
 
@@ -144,6 +146,7 @@ pub struct SnapshotWriter {
     leaf_hashes: Vec<[u8; 32]>,
     entries: u64,
     write_ids: Vec<WriteRecord>,
+    write_id_floors: Vec<ClientFloor>,
     format: u16,
 }
 
@@ -176,19 +179,23 @@ impl SnapshotWriter {
             leaf_hashes: Vec::new(),
             entries: 0,
             write_ids: Vec::new(),
+            write_id_floors: Vec::new(),
             format: FORMAT_VERSION,
         })
     }
 
-    /// The range's remembered writes, stored in the write-id section.
-    pub fn set_write_ids(&mut self, records: Vec<WriteRecord>) -> Result<(), SnapshotError> {
-        if records.len() > SNAPSHOT_WRITE_IDS_MAX {
+    /// The range's remembered writes and its clients' floors, stored in the write-id
+    /// section.
+    pub fn set_write_ids(&mut self, records: Vec<WriteRecord>, floors: Vec<ClientFloor>) -> Result<(), SnapshotError> {
+        if records.len() > SNAPSHOT_WRITE_IDS_MAX || floors.len() > SNAPSHOT_WRITE_IDS_MAX {
             return Err(SnapshotError::Invalid(format!(
-                "{} write ids, over the limit of {SNAPSHOT_WRITE_IDS_MAX}",
-                records.len()
+                "{} write ids and {} floors, over the limit of {SNAPSHOT_WRITE_IDS_MAX}",
+                records.len(),
+                floors.len()
             )));
         }
         self.write_ids = records;
+        self.write_id_floors = floors;
         Ok(())
     }
 
@@ -292,7 +299,7 @@ impl SnapshotWriter {
         let mut write_ids = None;
         if self.format >= 2 {
             let mut raw = Vec::new();
-            ampstore_common::write_ids::encode(&self.write_ids, &mut raw);
+            ampstore_common::write_ids::encode(&self.write_ids, &self.write_id_floors, &mut raw);
             let compressed = lz4_flex::block::compress(&raw);
             let (codec, stored): (u8, &[u8]) =
                 if compressed.len() < raw.len() { (CODEC_LZ4, &compressed) } else { (CODEC_RAW, &raw) };
@@ -635,7 +642,7 @@ impl Snapshot {
         if entries.len() as u64 != entry_count {
             return Err(corrupt("footer", format!("entry count {entry_count} but blocks hold {}", entries.len())));
         }
-        let mut records = Vec::new();
+        let mut section = ampstore_common::write_ids::WriteIdSection::default();
         if let Some((offset, stored_len, raw_len, codec, crc)) = write_ids {
             let part = "write ids";
             let stored = &file[offset as usize..index_offset as usize];
@@ -655,13 +662,19 @@ impl Snapshot {
             } else {
                 stored.to_vec()
             };
-            records =
+            section =
                 ampstore_common::write_ids::decode(&body, SNAPSHOT_WRITE_IDS_MAX).map_err(|e| corrupt(part, e.0))?;
         }
         if merkle_root(&leaf_hashes) != merkle {
             return Err(corrupt("footer", "merkle root does not match the blocks"));
         }
-        Ok(Snapshot { header, entries, write_ids: records, merkle_root: merkle })
+        Ok(Snapshot {
+            header,
+            entries,
+            write_ids: section.records,
+            write_id_floors: section.floors,
+            merkle_root: merkle,
+        })
     }
 }
 
@@ -751,7 +764,7 @@ mod tests {
         for (k, v, ver) in entries {
             w.push(k, v, *ver).unwrap();
         }
-        w.set_write_ids(write_ids).unwrap();
+        w.set_write_ids(write_ids, Vec::new()).unwrap();
         w.finish()
     }
 
@@ -759,7 +772,7 @@ mod tests {
         use ampstore_common::write_ids::{WriteKey, WriteOutcome};
         (0..n)
             .map(|i| WriteRecord {
-                key: WriteKey::Write(ampstore_common::protocol::WriteId { client: 77, n: i }),
+                key: WriteKey::Write(ampstore_common::protocol::WriteId::new(77, i)),
                 outcome: if i % 5 == 4 {
                     WriteOutcome::Conflict { reason: format!("condition {i} failed"), key: None }
                 } else {
@@ -769,6 +782,15 @@ mod tests {
                 data_key: (i % 2 == 0).then(|| ampstore_common::Key::from(format!("key{i}"))),
             })
             .collect()
+    }
+
+    #[test]
+    fn client_floors_travel_in_the_snapshot() {
+        let floors = vec![ClientFloor { client: 77, floor: 500, at_unix_ms: 1_700_000_000_000 }];
+        let mut w = SnapshotWriter::new(header(KeyRange::full())).unwrap();
+        w.set_write_ids(sample_write_ids(3), floors.clone()).unwrap();
+        let snap = Snapshot::decode(&w.finish()).unwrap();
+        assert_eq!((snap.write_ids, snap.write_id_floors), (sample_write_ids(3), floors));
     }
 
     #[test]
@@ -789,8 +811,8 @@ mod tests {
     fn the_write_id_limit_is_checked_by_the_writer() {
         let mut w = SnapshotWriter::new(header(KeyRange::full())).unwrap();
         let one = sample_write_ids(1).remove(0);
-        assert!(w.set_write_ids(vec![one.clone(); SNAPSHOT_WRITE_IDS_MAX + 1]).is_err());
-        w.set_write_ids(vec![one; SNAPSHOT_WRITE_IDS_MAX]).unwrap();
+        assert!(w.set_write_ids(vec![one.clone(); SNAPSHOT_WRITE_IDS_MAX + 1], Vec::new()).is_err());
+        w.set_write_ids(vec![one; SNAPSHOT_WRITE_IDS_MAX], Vec::new()).unwrap();
     }
 
     /// Files of format 1 (before write ids travelled in snapshots) still load, with no write

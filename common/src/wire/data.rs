@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn each_request_sends_the_old_op_and_checks_its_reply() {
-        let wid = Some(WriteId { client: 7, n: 3 });
+        let wid = Some(WriteId::new(7, 3));
         let k = Key::from("k");
         check(Ping, Op::Ping, Reply::Pong);
         let got = check(Get { key: k.clone() }, Op::Get { key: k.clone() }, Reply::Value(None));
@@ -325,7 +325,7 @@ mod tests {
             Reply::Batch { results: vec![Ok(Reply::Written { version: v(1) })] },
         );
         assert_eq!(results.len(), 1);
-        let txn_id = WriteId { client: 1, n: 1 };
+        let txn_id = WriteId::new(1, 1);
         let committed = check(
             Txn { txn_id, parts: Vec::new(), hold_ms: 100 },
             Op::Txn { txn_id, parts: Vec::new(), hold_ms: 100 },

@@ -509,11 +509,11 @@ mod tests {
         let response = |result| rmp_serde::to_vec_named(&Response { id, result }).unwrap();
         let versioned = Versioned { value: vec![1], version: version(4) };
         vec![
-            ("txn", request(Op::Txn { txn_id: WriteId { client: 1, n: 2 }, parts: vec![part.clone()], hold_ms: 10 })),
+            ("txn", request(Op::Txn { txn_id: WriteId::new(1, 2), parts: vec![part.clone()], hold_ms: 10 })),
             (
                 "txn_prepare",
                 request(Op::TxnPrepare {
-                    txn_id: WriteId { client: 1, n: 2 },
+                    txn_id: WriteId::new(1, 2),
                     range_id: RangeId(1),
                     checks: part.checks.clone(),
                     writes: part.writes.clone(),

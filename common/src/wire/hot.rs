@@ -107,10 +107,14 @@ pub(crate) const OP_DELETE: &[u8; 16] = b"\xa2op\x81\xa6Delete\x82\xa3key";
 pub(crate) const VALUE: &[u8; 6] = b"\xa5value";
 /// `"write_id":`
 pub(crate) const WRITE_ID: &[u8; 9] = b"\xa8write_id";
-/// `{` 2 entries `"client":`
+/// `{` 2 entries `"client":` (a write id without a floor)
 pub(crate) const CLIENT: &[u8; 8] = b"\x82\xa6client";
+/// `{` 3 entries `"client":` (a write id with a floor)
+pub(crate) const CLIENT_FLOOR: &[u8; 8] = b"\x83\xa6client";
 /// `"n":`
 pub(crate) const N: &[u8; 2] = b"\xa1n";
+/// `"floor":`
+pub(crate) const FLOOR: &[u8; 6] = b"\xa5floor";
 /// `{` 2 entries `"id":`
 pub(crate) const RESPONSE_ID: &[u8; 4] = b"\x82\xa2id";
 /// `"result": {"Ok": {"Value":`
@@ -214,11 +218,16 @@ fn write_version(buf: &mut Vec<u8>, version: &Version) -> Option<()> {
 fn write_id_opt(buf: &mut Vec<u8>, write_id: &Option<WriteId>) -> Option<()> {
     match write_id {
         None => buf.push(NIL),
-        Some(WriteId { client, n }) => {
-            buf.extend_from_slice(CLIENT);
+        // `floor` is left out when 0, as serde's `skip_serializing_if` does.
+        Some(WriteId { client, n, floor }) => {
+            buf.extend_from_slice(if *floor == 0 { CLIENT } else { CLIENT_FLOOR });
             uint(buf, *client)?;
             buf.extend_from_slice(N);
             uint(buf, *n)?;
+            if *floor != 0 {
+                buf.extend_from_slice(FLOOR);
+                uint(buf, *floor)?;
+            }
         }
     }
     Some(())
@@ -295,11 +304,22 @@ impl<'a> Reader<'a> {
         if self.nil() {
             return Some(None);
         }
-        self.fixed(CLIENT)?;
+        let with_floor = if self.fixed(CLIENT).is_some() {
+            false
+        } else {
+            self.fixed(CLIENT_FLOOR)?;
+            true
+        };
         let client = self.u64()?;
         self.fixed(N)?;
         let n = self.u64()?;
-        Some(Some(WriteId { client, n }))
+        let floor = if with_floor {
+            self.fixed(FLOOR)?;
+            self.u64()?
+        } else {
+            0
+        };
+        Some(Some(WriteId { client, n, floor }))
     }
 
     fn version(&mut self) -> Option<Version> {

@@ -23,7 +23,12 @@ fn int() -> impl Strategy<Value = u64> {
 }
 
 fn write_id() -> impl Strategy<Value = Option<WriteId>> {
-    proptest::option::of((int(), int()).prop_map(|(client, n)| WriteId { client, n }))
+    // A floor of 0 is left out of the encoding; any other is a third field.
+    proptest::option::of((int(), int(), prop_oneof![Just(0u64), int()]).prop_map(|(client, n, floor)| WriteId {
+        client,
+        n,
+        floor,
+    }))
 }
 
 fn version() -> impl Strategy<Value = Version> {
@@ -124,7 +129,8 @@ proptest! {
     #[test]
     fn hot_requests_encode_to_the_serde_bytes_and_decode_as_serde_does(req in hot_request()) {
         let body = same_frame_request(&req);
-        prop_assert_eq!(read_request(&body), Some(req), "the canonical shape is taken");
+        // Debug shows a write id's floor, which `==` (identity: client and n) ignores.
+        prop_assert_eq!(format!("{:?}", read_request(&body)), format!("{:?}", Some(req)), "the canonical shape is taken");
         agrees_request(&body);
     }
 
@@ -259,7 +265,7 @@ fn the_limits_of_decode_body_still_hold() {
     let req = Request {
         id: RequestId(1),
         deadline_ms: None,
-        op: Op::Put { key: Key::from("k"), value: vec![1], write_id: Some(WriteId { client: 1, n: 2 }) },
+        op: Op::Put { key: Key::from("k"), value: vec![1], write_id: Some(WriteId::new(1, 2)) },
     };
     let body = rmp_serde::to_vec_named(&req).unwrap();
     assert!(check_nesting(&body, 3).is_err() && check_nesting(&body, 4).is_ok(), "a hot request nests 4 deep");

@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn each_request_sends_the_old_op_and_checks_its_reply() {
-        let txn_id = WriteId { client: 3, n: 4 };
+        let txn_id = WriteId::new(3, 4);
         let r = RangeId(2);
         let n = NodeId::new("n1").expect("id");
         let prepared = check(

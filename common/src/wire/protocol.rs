@@ -70,10 +70,54 @@ pub struct ServerInfo {
 /// Identifies one logical write across retries, so a node applies it once.
 /// `client` is random per client instance; `n` counts its writes. Ordered (client, then
 /// n) so that a range's write-id table can be an ordered map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// `floor` is not part of the identity (equality, order and hash look at `client` and `n`
+/// only): it is the client's promise that it has finished with every write of its own
+/// below `floor` (answered, or given up on) and will never send one of them again. A range
+/// then forgets those writes' records and refuses such a write if it still arrives (a
+/// duplicate delayed in the network), instead of keeping every record for the whole
+/// `WRITE_ID_RETENTION_MS` (DESIGN §4, "Exactly-once writes"; `docs/architecture.md`).
+/// 0, the default and what older clients send (the field is left out of the encoding
+/// then), promises nothing.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct WriteId {
     pub client: u64,
     pub n: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl WriteId {
+    /// An id that promises nothing about the client's other writes.
+    pub const fn new(client: u64, n: u64) -> WriteId {
+        WriteId { client, n, floor: 0 }
+    }
+}
+
+impl PartialEq for WriteId {
+    fn eq(&self, other: &Self) -> bool {
+        (self.client, self.n) == (other.client, other.n)
+    }
+}
+impl Eq for WriteId {}
+impl PartialOrd for WriteId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for WriteId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.client, self.n).cmp(&(other.client, other.n))
+    }
+}
+impl std::hash::Hash for WriteId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.client, self.n).hash(state);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -783,7 +827,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_request_that_borrows_its_op_encodes_to_the_same_bytes() {
-        let op = Op::Put { key: Key::from("k"), value: vec![7; 40], write_id: Some(WriteId { client: 3, n: 9 }) };
+        let op = Op::Put { key: Key::from("k"), value: vec![7; 40], write_id: Some(WriteId::new(3, 9)) };
         let owned = Request { id: RequestId(5), deadline_ms: Some(250), op: op.clone() };
         let borrowed = RequestRef { id: RequestId(5), deadline_ms: Some(250), op: &op };
         let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -832,7 +876,7 @@ pub(crate) mod tests {
                 key: Key::from("a"),
                 value: b"v".to_vec(),
                 expected: Some(Version { seq: Seq(3), index: 1 }),
-                write_id: Some(WriteId { client: 1, n: 2 }),
+                write_id: Some(WriteId::new(1, 2)),
             },
             Op::Delete { key: Key::from("a"), write_id: None },
             Op::DeleteRange { start: Key::from("a"), end: None, write_id: None },
@@ -896,7 +940,7 @@ pub(crate) mod tests {
         use crate::meta::Checkpoint;
         use crate::queue::TaskRef;
         let k = || Key::from("k");
-        let id = WriteId { client: 1, n: 1 };
+        let id = WriteId::new(1, 1);
         let cp = || Checkpoint { seq: Seq(0), blob: "b".into(), merkle_root: vec![] };
         let node = || NodeId::new("n1").unwrap();
         let task = TaskRef { shard: 0, id: PushId::default(), lease: 1 };
@@ -1034,7 +1078,7 @@ pub(crate) mod tests {
     fn user_writes_never_touch_the_reserved_namespace() {
         use crate::txn::{TxnCheck, TxnCondition, TxnPart, TxnWrite};
         let reserved = Key::new(vec![0xff, 0xff, 1, b'q']);
-        let id = WriteId { client: 1, n: 1 };
+        let id = WriteId::new(1, 1);
         let txn_part = |checks: Vec<TxnCheck>, writes: Vec<TxnWrite>| Op::Txn {
             txn_id: id,
             parts: vec![TxnPart {

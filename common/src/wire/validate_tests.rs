@@ -127,7 +127,7 @@ fn part(range_id: u64, checks: Vec<TxnCheck>, writes: Vec<TxnWrite>, reads: Vec<
 }
 
 fn txn(parts: Vec<TxnPart>, hold_ms: u64) -> Op {
-    Op::Txn { txn_id: WriteId { client: 1, n: 1 }, parts, hold_ms }
+    Op::Txn { txn_id: WriteId::new(1, 1), parts, hold_ms }
 }
 
 /// A transaction whose puts carry exactly `bytes` bytes of keys and values, one put per
@@ -151,7 +151,7 @@ fn two_puts_of_bytes(bytes: usize) -> Vec<TxnWrite> {
 }
 
 fn txn_prepare(checks: Vec<TxnCheck>, writes: Vec<TxnWrite>, reads: Vec<Key>, hold_ms: u64) -> Op {
-    Op::TxnPrepare { txn_id: WriteId { client: 1, n: 1 }, range_id: RangeId(1), checks, writes, reads, hold_ms }
+    Op::TxnPrepare { txn_id: WriteId::new(1, 1), range_id: RangeId(1), checks, writes, reads, hold_ms }
 }
 
 /// Every example, in the order of `Op`'s variants.
@@ -176,7 +176,7 @@ pub(super) fn examples() -> Vec<Example> {
         ex(
             "txn_resolve",
             Op::TxnResolve {
-                txn_id: WriteId { client: 1, n: 1 },
+                txn_id: WriteId::new(1, 1),
                 range_id: RangeId(1),
                 seq: Some(Seq(3)),
                 decision: TxnDecision::Commit,

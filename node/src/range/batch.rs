@@ -98,8 +98,8 @@ const OP_DELETE: u8 = 1;
 const OP_DELETE_RANGE: u8 = 2;
 
 /// Encodes `writes` as a compact batch payload: the tag byte, then one MessagePack array
-/// with one array per write, `[op, key or start, value or end or nil, [client, n] or nil,
-/// [ms, client, n] or nil]`. No field or variant names (format 0 spent 35 bytes a
+/// with one array per write, `[op, key or start, value or end or nil, [client, n] or
+/// [client, n, floor] (a floor above 0) or nil, [ms, client, n] or nil]`. No field or variant names (format 0 spent 35 bytes a
 /// write on them, bytes the store then copied, checksummed and fsynced), and written straight
 /// into the entry's buffer, not into a scratch buffer and then copied. `capacity`: the
 /// expected size (an upper bound avoids growing the buffer). Fails only when a length does
@@ -132,6 +132,14 @@ pub fn encode(writes: &[LoggedWrite], capacity: usize) -> Result<bytes::Bytes, E
             }
         }
         match w.write_id {
+            // The client's floor travels with the write, so that a range rebuilding its
+            // write-id table from the log forgets and refuses what the owner did.
+            Some(id) if id.floor != 0 => {
+                mp::array_len(&mut out, 3)?;
+                mp::uint(&mut out, id.client);
+                mp::uint(&mut out, id.n);
+                mp::uint(&mut out, id.floor);
+            }
             Some(id) => {
                 mp::array_len(&mut out, 2)?;
                 mp::uint(&mut out, id.client);
@@ -158,9 +166,36 @@ struct CompactWrite(
     u8,
     serde_bytes::ByteBuf,
     Option<serde_bytes::ByteBuf>,
-    Option<(u64, u64)>,
+    Option<CompactWriteId>,
     Option<(u64, u64, u64)>,
 );
+
+/// A write id of the compact format: `[client, n]`, or `[client, n, floor]` (entries
+/// written before floors existed have only the first form).
+struct CompactWriteId(WriteId);
+
+impl<'de> Deserialize<'de> for CompactWriteId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ids;
+        impl<'de> serde::de::Visitor<'de> for Ids {
+            type Value = CompactWriteId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("[client, n] or [client, n, floor]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                use serde::de::Error as _;
+                let client = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let n = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let floor = seq.next_element()?.unwrap_or(0);
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(4, &self));
+                }
+                Ok(CompactWriteId(WriteId { client, n, floor }))
+            }
+        }
+        d.deserialize_seq(Ids)
+    }
+}
 
 /// Decodes a batch payload of either format (the log keeps entries of both).
 pub fn decode(bytes: &[u8]) -> Result<BatchPayload, Error> {
@@ -182,7 +217,7 @@ pub fn decode(bytes: &[u8]) -> Result<BatchPayload, Error> {
         };
         writes.push(LoggedWrite {
             op,
-            write_id: write_id.map(|(client, n)| WriteId { client, n }),
+            write_id: write_id.map(|CompactWriteId(id)| id),
             push_id: push_id.map(|(ms, client, n)| PushId { ms, client, n }),
         });
     }
@@ -289,13 +324,13 @@ mod tests {
             writes: vec![
                 LoggedWrite {
                     op: LoggedOp::Put { key: Key::from("user:1"), value: b"hello".to_vec() },
-                    write_id: Some(WriteId { client: 7, n: 300 }),
+                    write_id: Some(WriteId::new(7, 300)),
                     push_id: None,
                 },
                 LoggedWrite { op: LoggedOp::Delete { key: Key::from("user:2") }, write_id: None, push_id: None },
                 LoggedWrite {
                     op: LoggedOp::DeleteRange { start: Key::from("a"), end: Some(Key::from("b")) },
-                    write_id: Some(WriteId { client: u64::MAX, n: 1 }),
+                    write_id: Some(WriteId::new(u64::MAX, 1)),
                     push_id: None,
                 },
                 LoggedWrite {
@@ -342,7 +377,7 @@ mod tests {
             for n in [0u64, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
                 let w = LoggedWrite {
                     op: LoggedOp::Put { key: Key::from("k"), value: vec![3; len] },
-                    write_id: Some(WriteId { client: n, n }),
+                    write_id: Some(WriteId::new(n, n)),
                     push_id: Some(PushId { ms: n, client: n, n }),
                 };
                 let writes = vec![w; if len < 300 { 17 } else { 1 }];
@@ -363,10 +398,47 @@ mod tests {
         assert!(decode(&bad_op).is_err());
     }
 
+    /// A write id's floor is logged (a third element) and replays; an id without one keeps
+    /// the two-element form entries had before floors, and both decode.
+    #[test]
+    fn a_write_ids_floor_is_logged_and_replays() {
+        let put = |id: WriteId| LoggedWrite {
+            op: LoggedOp::Put { key: Key::from("k"), value: b"v".to_vec() },
+            write_id: Some(id),
+            push_id: None,
+        };
+        let with = put(WriteId { client: 7, n: 300, floor: 290 });
+        let without = put(WriteId::new(7, 301));
+        let bytes = encode(&[with.clone(), without.clone()], 0).unwrap();
+        let got = decode(&bytes).unwrap().writes;
+        // `==` on write ids ignores the floor (identity is client and n): compare it alone.
+        assert_eq!(got.iter().map(|w| w.write_id.unwrap().floor).collect::<Vec<_>>(), [290, 0]);
+        assert_eq!(got, [with, without]);
+        let two = encode(&[put(WriteId::new(7, 301))], 0).unwrap();
+        assert!(two.len() < encode(&[put(WriteId { client: 7, n: 301, floor: 1 })], 0).unwrap().len());
+    }
+
+    #[test]
+    fn a_write_id_of_four_elements_is_an_error() {
+        // [[0, "k", "v", [1, 2, 3, 4], nil]]
+        let bytes = [BATCH_FORMAT_COMPACT, 0x91, 0x95, 0x00, 0xc4, 1, b'k', 0xc4, 1, b'v', 0x94, 1, 2, 3, 4, 0xc0];
+        assert!(decode(&bytes).is_err());
+        let three = [BATCH_FORMAT_COMPACT, 0x91, 0x95, 0x00, 0xc4, 1, b'k', 0xc4, 1, b'v', 0x93, 1, 2, 3, 0xc0];
+        assert_eq!(decode(&three).unwrap().writes[0].write_id.unwrap().floor, 3);
+        let one = [BATCH_FORMAT_COMPACT, 0x91, 0x95, 0x00, 0xc4, 1, b'k', 0xc4, 1, b'v', 0x91, 1, 0xc0];
+        assert!(decode(&one).is_err());
+    }
+
     /// The per-write overhead bound the batch is planned with holds for the compact format.
     #[test]
     fn the_overhead_bound_covers_the_compact_format() {
-        for w in sample().writes {
+        let mut all = sample().writes;
+        all.push(LoggedWrite {
+            op: LoggedOp::DeleteRange { start: Key::from("a"), end: Some(Key::from("b")) },
+            write_id: Some(WriteId { client: u64::MAX, n: u64::MAX, floor: u64::MAX }),
+            push_id: None,
+        });
+        for w in all {
             let len = encode(std::slice::from_ref(&w), 0).unwrap().len();
             assert!(len <= w.encoded_bytes_max() + ampstore_common::limits::LOG_BATCH_HEADER_BYTES_MAX);
         }

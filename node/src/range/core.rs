@@ -365,6 +365,11 @@ impl<W> RangeCore<W> {
             if let Some(done) = self.dedup.done.get(&id) {
                 return Some((waiter, done.to_result()));
             }
+            if let WriteKey::Write(w) = id
+                && let Err(e) = self.take_floor(w)
+            {
+                return Some((waiter, Err(e)));
+            }
             // One hash for "pending already?" and "now pending" (issue 16).
             if !self.dedup.pending.insert(id) {
                 self.dedup.followers.entry(id).or_default().push(waiter);
@@ -379,6 +384,29 @@ impl<W> RangeCore<W> {
         }
         self.pending.push_back(Pending { write, waiter });
         None
+    }
+
+    /// Applies the floor a plain write carries (`WriteId::floor`), after refusing the write
+    /// if its client already promised never to send it (a duplicate that was delayed: its
+    /// record is forgotten, so it would be applied twice) or if its floor is above its own
+    /// number (the client cannot have finished with the write it is sending).
+    fn take_floor(&mut self, id: WriteId) -> Result<(), Error> {
+        let floor = self.dedup.done.floor_of(id.client);
+        if id.n < floor {
+            return Err(Error::invalid(format!(
+                "write {}/{} is below its client's floor {floor}: the client promised never to send it again \
+                 (a delayed duplicate); not applied",
+                id.client, id.n
+            )));
+        }
+        if id.floor > id.n {
+            return Err(Error::invalid(format!(
+                "write {}/{} carries floor {}, above its own number; not applied",
+                id.client, id.n, id.floor
+            )));
+        }
+        self.dedup.done.raise_floor(id.client, id.floor, self.now_unix_ms);
+        Ok(())
     }
 
     /// When no append is in flight: takes the pending writes (up to the batch byte limit)
@@ -765,6 +793,10 @@ impl<W> RangeCore<W> {
                 let payload = batch::decode(&entry.payload)?;
                 for (i, w) in payload.writes.iter().enumerate() {
                     let reply = self.apply(&w.op, Version { seq, index: i as u32 });
+                    if let Some(id) = w.write_id {
+                        // As `submit` did: the write's floor forgets its client's older records.
+                        self.dedup.done.raise_floor(id.client, id.floor.min(id.n), self.now_unix_ms);
+                    }
                     if let Some(id) = w.id() {
                         self.remember(id, &w.op, Ok(reply));
                     }

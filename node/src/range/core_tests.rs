@@ -230,7 +230,7 @@ fn replay_after_a_fence_by_another_owner() {
 fn retried_write_ids_apply_once() {
     let mut core = core_for("a", 1);
     let mut log = Log::default();
-    let id = WriteKey::Write(WriteId { client: 7, n: 1 });
+    let id = WriteKey::Write(WriteId::new(7, 1));
     let w = Write { write_id: Some(id), ..put("k", "1") };
     assert!(core.submit(w.clone(), 1).is_none());
     // The retry arrives while the first is pending: it follows the first's outcome.
@@ -255,15 +255,14 @@ fn a_retry_after_a_checkpoint_and_a_move_is_answered_not_applied() {
     let mut a = core_for("a", 1);
     a.set_clock(1_000);
     let mut log = Log::default();
-    let first = Write { write_id: Some(WriteKey::Write(WriteId { client: 7, n: 1 })), ..put("k", "first") };
-    let second = Write { write_id: Some(WriteKey::Write(WriteId { client: 8, n: 1 })), ..put("k", "second") };
+    let first = Write { write_id: Some(WriteKey::Write(WriteId::new(7, 1))), ..put("k", "first") };
+    let second = Write { write_id: Some(WriteKey::Write(WriteId::new(8, 1))), ..put("k", "second") };
     let del = Write {
         op: LoggedOp::Delete { key: Key::from("gone") },
         condition: Condition::None,
-        write_id: Some(WriteKey::Write(WriteId { client: 7, n: 2 })),
+        write_id: Some(WriteKey::Write(WriteId::new(7, 2))),
     };
-    let cond =
-        Write { write_id: Some(WriteKey::Write(WriteId { client: 7, n: 3 })), ..put_if("c", "x", Some(v(9, 9))) };
+    let cond = Write { write_id: Some(WriteKey::Write(WriteId::new(7, 3))), ..put_if("c", "x", Some(v(9, 9))) };
     a.submit(put("gone", "1"), 0);
     drive(&mut a, &mut log);
     a.submit(first.clone(), 1);
@@ -279,7 +278,7 @@ fn a_retry_after_a_checkpoint_and_a_move_is_answered_not_applied() {
     let records = write_ids.records();
     log.0.retain(|s, _| *s > seq.0);
     let mut b = RangeCore::<u32>::new(RangeId(1), KeyRange::full(), node("b"), Epoch(1), data, seq, 64 * 1024)
-        .with_write_ids(super::super::write_ids::WriteIdTable::from_records(records, 2_000));
+        .with_write_ids(super::super::write_ids::WriteIdTable::from_records(records, Vec::new(), 2_000));
     b.set_clock(2_000);
     assert_eq!(b.submit(first, 5), Some((5, Ok(Reply::Written { version: v(2, 0) }))));
     assert_eq!(b.get(&Key::from("k")).unwrap().unwrap().value, b"second".to_vec(), "the retry did not overwrite");
@@ -296,11 +295,11 @@ fn a_hot_range_remembers_every_write_id_of_the_retention() {
     let mut core = core_for("a", 1);
     core.set_clock(1);
     let mut log = Log::default();
-    let first = Write { write_id: Some(WriteKey::Write(WriteId { client: 1, n: 0 })), ..put("k", "first") };
+    let first = Write { write_id: Some(WriteKey::Write(WriteId::new(1, 0))), ..put("k", "first") };
     core.submit(first.clone(), 0);
     drive(&mut core, &mut log);
     for n in 1..=50_000u64 {
-        let w = Write { write_id: Some(WriteKey::Write(WriteId { client: 2, n })), ..put("k", "later") };
+        let w = Write { write_id: Some(WriteKey::Write(WriteId::new(2, n))), ..put("k", "later") };
         core.submit(w, 1);
         if n % 500 == 0 {
             drive(&mut core, &mut log);
@@ -538,7 +537,7 @@ fn merged_data_is_the_union_and_keeps_versions() {
 }
 
 fn wid(n: u64) -> WriteId {
-    WriteId { client: 7, n }
+    WriteId::new(7, n)
 }
 
 fn tput(k: &str, v: &str) -> TxnWrite {
@@ -698,7 +697,7 @@ fn a_split_never_cuts_a_list() {
 #[test]
 fn stopping_with_an_append_in_flight_answers_unknown() {
     let mut core = core_for("a", 1);
-    let id = WriteKey::Write(WriteId { client: 1, n: 1 });
+    let id = WriteKey::Write(WriteId::new(1, 1));
     core.submit(Write { write_id: Some(id), ..put("k", "1") }, 1);
     assert!(core.next_batch().append.is_some());
     core.submit(Write { write_id: Some(id), ..put("k", "1") }, 2);
@@ -732,7 +731,7 @@ fn a_batch_never_exceeds_the_log_entry_limit_at_the_default_batch_size() {
         let w = Write {
             op: LoggedOp::DeleteRange { start, end: Some(end) },
             condition: Condition::None,
-            write_id: Some(WriteKey::Write(WriteId { client: u64::MAX, n: u64::MAX - i })),
+            write_id: Some(WriteKey::Write(WriteId::new(u64::MAX, u64::MAX - i))),
         };
         assert!(core.submit(w, i as u32).is_none());
     }
@@ -767,7 +766,7 @@ fn a_batch_never_exceeds_the_log_entry_limit_at_the_default_batch_size() {
 #[test]
 fn a_refused_append_fails_its_batch_and_the_range_goes_on() {
     let mut core = core_for("a", 1);
-    let id = WriteKey::Write(WriteId { client: 1, n: 1 });
+    let id = WriteKey::Write(WriteId::new(1, 1));
     core.submit(Write { write_id: Some(id), ..put("k", "1") }, 1);
     let (seq, _) = core.next_batch().append.unwrap();
     core.submit(Write { write_id: Some(id), ..put("k", "1") }, 2);
@@ -798,7 +797,7 @@ fn a_violated_invariant_stops_the_range_without_panicking() {
 
     // Reserved slot = next seq.
     let mut t = core_for("a", 1);
-    let id = WriteId { client: 1, n: 1 };
+    let id = WriteId::new(1, 1);
     t.txn_prepare(id, &[], &[ampstore_common::txn::TxnWrite::Put { key: Key::from("t"), value: b"v".to_vec() }])
         .unwrap();
     // Something moved the next seq under the hold (a bug): the commit must not apply at a
@@ -846,7 +845,7 @@ fn a_transaction_entry_at_the_limits_fits_one_log_entry() {
             )
         })
         .collect();
-    let payload = batch::TxnPayload { txn_id: WriteId { client: u64::MAX, n: u64::MAX }, writes };
+    let payload = batch::TxnPayload { txn_id: WriteId::new(u64::MAX, u64::MAX), writes };
     let bytes = batch::encode_txn(&payload).len();
     assert!(bytes <= LOG_ENTRY_BYTES_MAX, "{bytes} bytes, over {LOG_ENTRY_BYTES_MAX}");
     // And one write of a whole part (one big value).
@@ -854,7 +853,7 @@ fn a_transaction_entry_at_the_limits_fits_one_log_entry() {
         LoggedOp::Put { key: Key::from(vec![7u8; 1024]), value: vec![1; TXN_PART_BYTES_MAX - 1024] },
         None,
     )];
-    let payload = batch::TxnPayload { txn_id: WriteId { client: u64::MAX, n: u64::MAX }, writes: big };
+    let payload = batch::TxnPayload { txn_id: WriteId::new(u64::MAX, u64::MAX), writes: big };
     assert!(batch::encode_txn(&payload).len() <= LOG_ENTRY_BYTES_MAX);
 }
 
@@ -929,7 +928,7 @@ fn a_write_refused_for_a_full_queue_can_be_retried() {
     for i in 0..RANGE_PENDING_WRITES_MAX as u32 {
         assert!(core.submit(put(&format!("k{i}"), "v"), i).is_none());
     }
-    let id = WriteKey::Write(WriteId { client: 3, n: 9 });
+    let id = WriteKey::Write(WriteId::new(3, 9));
     let w = Write { write_id: Some(id), ..put("late", "1") };
     let refused = core.submit(w.clone(), 1_000_000);
     assert!(matches!(refused, Some((_, Err(Error::Unavailable { .. })))), "{refused:?}");
@@ -938,4 +937,80 @@ fn a_write_refused_for_a_full_queue_can_be_retried() {
     let replies = drive(&mut core, &mut log);
     assert_eq!(replies.len(), 1);
     assert!(matches!(replies[0], (1_000_001, Ok(Reply::Written { .. }))));
+}
+
+// ----- client floors (`WriteId::floor`) -----
+
+fn put_id(key: &str, value: &str, client: u64, n: u64, floor: u64) -> Write {
+    Write { write_id: Some(WriteKey::Write(WriteId { client, n, floor })), ..put(key, value) }
+}
+
+/// A client's floor forgets its older records at once (not after the retention), and a
+/// delayed duplicate of a forgotten write is refused instead of being applied a second time:
+/// here it would have overwritten a later value of its key.
+#[test]
+fn a_floor_forgets_older_records_and_refuses_their_duplicates() {
+    let mut core = core_for("a", 1);
+    core.set_clock(1_000);
+    let mut log = Log::default();
+    for n in 1..=100 {
+        core.submit(put_id(&format!("k{n}"), "old", 7, n, 1), n as u32);
+    }
+    // Another client's records stay whatever client 7 promises.
+    core.submit(put_id("other", "x", 8, 1, 0), 0);
+    drive(&mut core, &mut log);
+    assert_eq!(core.write_ids().len(), 101);
+    // Client 7 has finished with everything below 101.
+    core.submit(put_id("k1", "new", 7, 101, 101), 101);
+    drive(&mut core, &mut log);
+    assert_eq!(core.write_ids().len(), 2, "7/101 and 8/1 are remembered; 7/1..=100 forgotten");
+    // The duplicate of 7/1 comes late: refused, and k1 keeps the later value.
+    let late = core.submit(put_id("k1", "old", 7, 1, 1), 500);
+    assert!(matches!(late, Some((500, Err(Error::Invalid { .. })))), "{late:?}");
+    assert!(drive(&mut core, &mut log).is_empty(), "nothing was queued");
+    assert_eq!(core.get(&Key::from("k1")).unwrap().unwrap().value, b"new".to_vec());
+    // The remembered ones still answer their retries.
+    assert_eq!(
+        core.submit(put_id("k1", "new", 7, 101, 101), 501),
+        Some((501, Ok(Reply::Written { version: v(2, 0) })))
+    );
+    assert!(core.submit(put_id("other", "x", 8, 1, 0), 502).unwrap().1.is_ok());
+}
+
+#[test]
+fn a_floor_above_the_writes_own_number_is_refused() {
+    let mut core = core_for("a", 1);
+    let refused = core.submit(put_id("k", "v", 7, 5, 6), 1);
+    assert!(matches!(refused, Some((1, Err(Error::Invalid { .. })))), "{refused:?}");
+    assert_eq!(core.write_ids().floor_of(7), 0, "a refused write moves no floor");
+    assert!(core.submit(put_id("k", "v", 7, 5, 5), 2).is_none(), "a floor equal to n is fine");
+}
+
+/// The floor travels in the log (the new owner replays it) and in the snapshot (with the
+/// records it left), so a duplicate is refused after a move either way.
+#[test]
+fn a_floor_survives_replay_and_a_snapshot() {
+    let mut a = core_for("a", 1);
+    a.set_clock(1_000);
+    let mut log = Log::default();
+    a.submit(put_id("k", "old", 7, 1, 0), 1);
+    drive(&mut a, &mut log);
+    a.submit(put_id("k", "new", 7, 2, 2), 2);
+    drive(&mut a, &mut log);
+    // Replay on another owner: 7/1 is forgotten and refused.
+    let mut b = core_for("b", 1);
+    b.set_clock(1_000);
+    b.replay(Seq(1), &log.0[&1]).unwrap();
+    b.replay(Seq(2), &log.0[&2]).unwrap();
+    assert_eq!(b.write_ids().len(), 1);
+    assert!(matches!(b.submit(put_id("k", "old", 7, 1, 0), 3), Some((3, Err(Error::Invalid { .. })))));
+    // From a snapshot without the log.
+    let (seq, data, write_ids, _) = a.snapshot_view();
+    let (records, floors) = (write_ids.records(), write_ids.floors());
+    assert_eq!(floors.len(), 1);
+    let mut c = RangeCore::<u32>::new(RangeId(1), KeyRange::full(), node("c"), Epoch(1), data, seq, 64 * 1024)
+        .with_write_ids(super::super::write_ids::WriteIdTable::from_records(records, floors, 2_000));
+    c.set_clock(2_000);
+    assert!(matches!(c.submit(put_id("k", "old", 7, 1, 0), 4), Some((4, Err(Error::Invalid { .. })))));
+    assert_eq!(c.get(&Key::from("k")).unwrap().unwrap().value, b"new".to_vec());
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::core::{Entry, Memtable, RangeCore};
 use super::write_ids::WriteIdTable;
-use ampstore_common::write_ids::WriteRecord;
+use ampstore_common::write_ids::{ClientFloor, WriteRecord};
 
 const FENCE_ATTEMPTS_MAX: usize = 100;
 const CLAIM_ATTEMPTS_MAX: usize = 10;
@@ -46,7 +46,7 @@ pub async fn load<W>(
         return Err(Error::internal(format!("{range_id}: descriptor checkpoint seq {} is corrupt", cp.seq)));
     }
     let (data, write_ids, checkpoint_seq) = match &desc.checkpoint {
-        None => (Memtable::new(), Vec::new(), Seq(0)),
+        None => (Memtable::new(), (Vec::new(), Vec::new()), Seq(0)),
         Some(cp) => {
             let blob = backend
                 .blobs
@@ -70,7 +70,7 @@ pub async fn load<W>(
         checkpoint_seq,
         batch_bytes_max,
     )
-    .with_write_ids(WriteIdTable::from_records(write_ids, super::write_ids::unix_now_ms()));
+    .with_write_ids(WriteIdTable::from_records(write_ids.0, write_ids.1, super::write_ids::unix_now_ms()));
     // Writes replayed from the log are remembered as of now: at least as long as needed.
     core.set_clock(super::write_ids::unix_now_ms());
     replay_from(backend, &mut core).await?;
@@ -107,11 +107,14 @@ async fn replay_from<W>(backend: &Backend, core: &mut RangeCore<W>) -> Result<()
 }
 
 /// The snapshot's data and remembered write ids, once it is verified against its checkpoint.
+/// A snapshot's remembered writes and client floors.
+type SnapshotWriteIds = (Vec<WriteRecord>, Vec<ClientFloor>);
+
 fn decode_snapshot(
     range_id: RangeId,
     cp: &meta::Checkpoint,
     blob: &[u8],
-) -> Result<(Memtable, Vec<WriteRecord>), Error> {
+) -> Result<(Memtable, SnapshotWriteIds), Error> {
     let snap = Snapshot::decode(blob).map_err(|e| Error::internal(format!("{range_id}: snapshot {}: {e}", cp.blob)))?;
     if snap.header.range_id != range_id || snap.header.seq != cp.seq || snap.merkle_root.as_slice() != cp.merkle_root {
         return Err(Error::internal(format!(
@@ -120,7 +123,7 @@ fn decode_snapshot(
         )));
     }
     let data = snap.entries.iter().map(|e| Entry::new(e.key.as_bytes(), &e.value, e.version)).collect();
-    Ok((data, snap.write_ids))
+    Ok((data, (snap.write_ids, snap.write_id_floors)))
 }
 
 async fn claim_or_check(

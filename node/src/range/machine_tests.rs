@@ -36,7 +36,7 @@ fn put(key: &str) -> Write {
 }
 
 fn txn_id(n: u64) -> WriteId {
-    WriteId { client: 7, n }
+    WriteId::new(7, n)
 }
 
 fn prepare(n: u64, key: &str, local: bool) -> Prepare {

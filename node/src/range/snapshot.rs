@@ -64,7 +64,7 @@ pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoi
         for e in data.iter() {
             w.push(e.key(), e.value(), e.version())?;
         }
-        w.set_write_ids(write_ids.records())?;
+        w.set_write_ids(write_ids.records(), write_ids.floors())?;
         Ok(w.finish_with_root())
     })
     .await

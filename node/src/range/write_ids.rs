@@ -11,9 +11,18 @@
 //!
 //! Time comes in from the caller (unix ms), so the table is tested without a clock.
 
-use ampstore_common::limits::{RANGE_WRITE_IDS_BYTES_MAX, WRITE_ID_RETENTION_MS};
-use ampstore_common::write_ids::{WriteKey, WriteOutcome, WriteRecord};
+use ampstore_common::limits::{RANGE_WRITE_IDS_BYTES_MAX, WRITE_ID_FLOOR_BYTES_FIXED, WRITE_ID_RETENTION_MS};
+use ampstore_common::protocol::WriteId;
+use ampstore_common::write_ids::{ClientFloor, WriteKey, WriteOutcome, WriteRecord};
 use ampstore_common::{Key, Version};
+
+/// How often expired client floors are looked for (a pass over all of them): a floor lives
+/// at least `WRITE_ID_RETENTION_MS` after it was last raised, and at most this much longer.
+const FLOOR_SWEEP_MS: u64 = 10_000;
+
+/// Entries of the time order whose record is gone (forgotten below a floor) are dropped
+/// in one pass once there are more of them than live records, and at least this many.
+const STALE_ORDER_COMPACT_MIN: usize = 1024;
 
 /// The wall clock in unix ms: remembered writes carry it, so it means the same on every node.
 pub fn unix_now_ms() -> u64 {
@@ -103,6 +112,12 @@ pub struct WriteIdTable {
     retention_ms: u64,
     /// Records dropped before their retention ran out (the byte bound).
     evicted_early: u64,
+    /// Each client's floor (`WriteId::floor`): its writes below it are forgotten and
+    /// refused. By client id; (floor, when last raised).
+    floors: imbl::OrdMap<u64, (u64, u64)>,
+    /// Entries of `order` whose record was forgotten below a floor.
+    stale_in_order: usize,
+    floors_swept_at_ms: u64,
 }
 
 impl Default for WriteIdTable {
@@ -120,31 +135,104 @@ impl WriteIdTable {
             bytes_max,
             retention_ms,
             evicted_early: 0,
+            floors: imbl::OrdMap::new(),
+            stale_in_order: 0,
+            floors_swept_at_ms: 0,
         }
     }
 
-    /// A table holding `records` (from a snapshot, in any order) that are still within the
-    /// retention at `now_unix_ms`.
-    pub fn from_records(records: Vec<WriteRecord>, now_unix_ms: u64) -> Self {
+    /// A table holding `records` and `floors` (from a snapshot, in any order) that are still
+    /// within the retention at `now_unix_ms`.
+    pub fn from_records(records: Vec<WriteRecord>, floors: Vec<ClientFloor>, now_unix_ms: u64) -> Self {
         let mut t = WriteIdTable::default();
-        t.extend(records, now_unix_ms);
+        t.extend(records, floors, now_unix_ms);
         t
     }
 
-    /// Adds `records` (a merge's other parent, a snapshot), oldest first; a key already
-    /// present keeps its record.
-    pub fn extend(&mut self, records: Vec<WriteRecord>, now_unix_ms: u64) {
+    /// Adds `records` and `floors` (a merge's other parent, a snapshot), oldest first; a
+    /// key already present keeps its record, a client keeps the higher floor, and records
+    /// below their client's floor are left out.
+    pub fn extend(&mut self, records: Vec<WriteRecord>, floors: Vec<ClientFloor>, now_unix_ms: u64) {
         let mut all = self.records();
         all.extend(records.into_iter().filter(|r| !self.records.contains(&r.key)));
         // Rebuilt in time order, so that expiry (which looks at the oldest) stays exact.
         all.sort_by_key(|r| r.at_unix_ms);
+        let mut all_floors = self.floors();
+        all_floors.extend(floors);
         let evicted_early = self.evicted_early;
         *self = WriteIdTable::with_limits(self.bytes_max, self.retention_ms);
         self.evicted_early = evicted_early;
-        for r in all {
-            self.insert(r.key, r.outcome, r.data_key, r.at_unix_ms);
+        for f in all_floors {
+            self.set_floor(f.client, f.floor, f.at_unix_ms);
         }
+        for r in all {
+            if !self.below_floor(&r.key) {
+                self.insert(r.key, r.outcome, r.data_key, r.at_unix_ms);
+            }
+        }
+        self.floors_swept_at_ms = 0;
         self.expire(now_unix_ms);
+    }
+
+    /// The floor `client` promised (0: none known).
+    pub fn floor_of(&self, client: u64) -> u64 {
+        self.floors.get(&client).map_or(0, |&(floor, _)| floor)
+    }
+
+    /// Whether `key` is a plain write below its client's floor: forgotten, and refused if
+    /// it comes again.
+    pub fn below_floor(&self, key: &WriteKey) -> bool {
+        match key {
+            WriteKey::Write(id) => id.n < self.floor_of(id.client),
+            WriteKey::Push(_) | WriteKey::Txn(_) => false,
+        }
+    }
+
+    /// `client` promised never to send again a write of its below `floor`: the records of
+    /// its plain writes below it are forgotten (their memory freed at once; the time order
+    /// drops its entries later, in bulk). A lower or equal floor changes nothing.
+    pub fn raise_floor(&mut self, client: u64, floor: u64, now_unix_ms: u64) {
+        let current = self.floor_of(client);
+        if floor <= current {
+            return;
+        }
+        self.set_floor(client, floor, now_unix_ms);
+        let (lo, hi) = (WriteKey::Write(WriteId::new(client, current)), WriteKey::Write(WriteId::new(client, floor)));
+        let gone: Vec<WriteKey> = self.records.range::<_, WriteKey>(lo..hi).map(|r| r.0.id).collect();
+        for id in gone {
+            if let Some(r) = self.records.remove(&id) {
+                self.bytes -= record_bytes(&r.0.outcome.get(), r.0.data_key.as_deref());
+                self.stale_in_order += 1;
+            }
+        }
+        if self.stale_in_order >= STALE_ORDER_COMPACT_MIN && self.stale_in_order > self.records.len() {
+            let records = &self.records;
+            self.order = self
+                .order
+                .iter()
+                .filter(|rec| records.get(&rec.0.id).is_some_and(|r| triomphe::Arc::ptr_eq(&r.0, &rec.0)))
+                .cloned()
+                .collect();
+            self.stale_in_order = 0;
+        }
+    }
+
+    fn set_floor(&mut self, client: u64, floor: u64, at_unix_ms: u64) {
+        match self.floors.get(&client) {
+            Some(&(f, _)) if f >= floor => {}
+            Some(_) => {
+                self.floors.insert(client, (floor, at_unix_ms));
+            }
+            None => {
+                self.floors.insert(client, (floor, at_unix_ms));
+                self.bytes += WRITE_ID_FLOOR_BYTES_FIXED;
+            }
+        }
+    }
+
+    /// Every client floor (for a snapshot).
+    pub fn floors(&self) -> Vec<ClientFloor> {
+        self.floors.iter().map(|(&client, &(floor, at_unix_ms))| ClientFloor { client, floor, at_unix_ms }).collect()
     }
 
     pub fn get(&self, key: &WriteKey) -> Option<WriteOutcome> {
@@ -155,6 +243,10 @@ impl WriteIdTable {
     /// outcome), then drops what is past the retention or over the byte bound. `data_key`:
     /// the key the write was routed by (`None` for a transaction).
     pub fn remember(&mut self, key: WriteKey, outcome: WriteOutcome, data_key: Option<Key>, now_unix_ms: u64) {
+        // A write its client has already given up on (it promised never to send it again).
+        if self.below_floor(&key) {
+            return;
+        }
         if self.insert(key, outcome, data_key, now_unix_ms) {
             self.expire(now_unix_ms);
         }
@@ -186,13 +278,26 @@ impl WriteIdTable {
         true
     }
 
-    /// Drops records older than the retention.
+    /// Drops records older than the retention, and (every `FLOOR_SWEEP_MS`) floors not
+    /// raised for as long.
     pub fn expire(&mut self, now_unix_ms: u64) {
         while let Some(oldest) = self.order.front() {
             if oldest.0.at_unix_ms.saturating_add(self.retention_ms) >= now_unix_ms {
                 break;
             }
             self.pop_oldest();
+        }
+        if !self.floors.is_empty() && now_unix_ms >= self.floors_swept_at_ms.saturating_add(FLOOR_SWEEP_MS) {
+            self.floors_swept_at_ms = now_unix_ms;
+            let retention_ms = self.retention_ms;
+            let before = self.floors.len();
+            self.floors = self
+                .floors
+                .iter()
+                .filter(|(_, (_, at))| at.saturating_add(retention_ms) >= now_unix_ms)
+                .map(|(&client, &floor)| (client, floor))
+                .collect();
+            self.bytes -= (before - self.floors.len()) * WRITE_ID_FLOOR_BYTES_FIXED;
         }
     }
 
@@ -208,7 +313,8 @@ impl WriteIdTable {
             Some(other) => {
                 self.records.insert(other);
             }
-            None => {}
+            // Forgotten below its client's floor.
+            None => self.stale_in_order = self.stale_in_order.saturating_sub(1),
         }
         true
     }
@@ -255,9 +361,10 @@ impl WriteIdTable {
                 }
             }
         }
+        // A floor is the client's promise about all its writes: both children keep it.
         let child = |records| {
             let mut t = WriteIdTable::with_limits(self.bytes_max, self.retention_ms);
-            t.extend(records, now_unix_ms);
+            t.extend(records, self.floors(), now_unix_ms);
             t
         };
         (child(left), child(right))
@@ -277,7 +384,7 @@ mod tests {
     use ampstore_common::protocol::WriteId;
 
     fn id(n: u64) -> WriteKey {
-        WriteKey::Write(WriteId { client: 1, n })
+        WriteKey::Write(WriteId::new(1, n))
     }
 
     fn written(seq: u64) -> WriteOutcome {
@@ -325,16 +432,16 @@ mod tests {
         let mut a = WriteIdTable::with_limits(usize::MAX, 1000);
         a.remember(id(1), written(1), Some(Key::from("a")), 100);
         a.remember(id(2), written(2), None, 200);
-        assert_eq!(WriteIdTable::from_records(a.records(), 300).records(), a.records());
+        assert_eq!(WriteIdTable::from_records(a.records(), Vec::new(), 300).records(), a.records());
         let mut b = WriteIdTable::with_limits(usize::MAX, 1000);
-        b.extend(a.records(), 300);
+        b.extend(a.records(), Vec::new(), 300);
         assert_eq!(b.records(), a.records());
         // A merge: the other parent's records join, oldest first; stale ones are dropped.
         let other = vec![
             WriteRecord { key: id(3), outcome: written(3), at_unix_ms: 150, data_key: None },
             WriteRecord { key: id(1), outcome: written(9), at_unix_ms: 50, data_key: None },
         ];
-        b.extend(other, 300);
+        b.extend(other, Vec::new(), 300);
         assert_eq!(b.len(), 3);
         assert_eq!(b.get(&id(1)), Some(written(1)), "a key present keeps its record");
         b.expire(1_160);
@@ -348,15 +455,10 @@ mod tests {
         t.remember(id(1), written(1), Some(Key::from("apple")), 100);
         t.remember(id(2), written(2), Some(Key::from("m")), 101);
         t.remember(id(3), written(3), Some(Key::from("zebra")), 102);
-        t.remember(
-            WriteKey::Txn(WriteId { client: 1, n: 4 }),
-            WriteOutcome::Txn { committed: true, seq: None },
-            None,
-            103,
-        );
+        t.remember(WriteKey::Txn(WriteId::new(1, 4)), WriteOutcome::Txn { committed: true, seq: None }, None, 103);
         let (left, right) = t.divide(&Key::from("m"), 200);
         let ids = |t: &WriteIdTable| t.records().into_iter().map(|r| r.key).collect::<Vec<_>>();
-        let txn = WriteKey::Txn(WriteId { client: 1, n: 4 });
+        let txn = WriteKey::Txn(WriteId::new(1, 4));
         assert_eq!(ids(&left), [id(1), txn], "below the split key, and the transaction");
         assert_eq!(ids(&right), [id(2), id(3), txn], "the split key and above, and the transaction");
         assert_eq!(left.get(&id(1)), Some(written(1)));
@@ -388,7 +490,7 @@ mod footprint_tests {
             let mut t = WriteIdTable::with_limits(usize::MAX, u64::MAX / 2);
             for i in 0..records {
                 t.remember(
-                    WriteKey::Write(WriteId { client: 0x1234_5678_9abc, n: i }),
+                    WriteKey::Write(WriteId::new(0x1234_5678_9abc, i)),
                     WriteOutcome::Written { version: Version { seq: Seq(i), index: 0 } },
                     Some(Key::from(format!("bench:{i:010}"))),
                     1000 + i / 10,
@@ -399,5 +501,91 @@ mod footprint_tests {
             eprintln!("write ids: {records} records, {per_record} bytes per record");
             assert!(per_record <= WRITE_ID_TABLE_BYTES_PER_RECORD_MAX, "{records} records: {per_record} bytes each");
         }
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+    use ampstore_common::Seq;
+    use ampstore_common::limits::WRITE_ID_RECORD_BYTES_FIXED;
+
+    fn w(client: u64, n: u64) -> WriteKey {
+        WriteKey::Write(WriteId::new(client, n))
+    }
+
+    fn written(seq: u64) -> WriteOutcome {
+        WriteOutcome::Written { version: Version { seq: Seq(seq), index: 0 } }
+    }
+
+    #[test]
+    fn a_floor_forgets_only_its_clients_plain_writes_below_it() {
+        let mut t = WriteIdTable::with_limits(usize::MAX, 1000);
+        for n in 0..10 {
+            t.remember(w(1, n), written(n), None, 100);
+            t.remember(w(2, n), written(n), None, 100);
+        }
+        t.remember(WriteKey::Txn(WriteId::new(1, 3)), WriteOutcome::Txn { committed: true, seq: None }, None, 100);
+        t.raise_floor(1, 5, 200);
+        assert_eq!(t.len(), 5 + 10 + 1, "client 1's 0..5 are gone; client 2's and the transaction stay");
+        assert!(t.get(&w(1, 4)).is_none() && t.get(&w(1, 5)).is_some() && t.get(&w(2, 0)).is_some());
+        assert!(t.below_floor(&w(1, 4)) && !t.below_floor(&w(1, 5)) && !t.below_floor(&w(2, 0)));
+        assert_eq!(
+            t.bytes(),
+            15 * WRITE_ID_RECORD_BYTES_FIXED + WRITE_ID_RECORD_BYTES_FIXED + WRITE_ID_FLOOR_BYTES_FIXED
+        );
+        // A lower floor changes nothing; a record below the floor is not remembered.
+        t.raise_floor(1, 2, 300);
+        assert_eq!(t.floor_of(1), 5);
+        t.remember(w(1, 3), written(3), None, 300);
+        assert!(t.get(&w(1, 3)).is_none());
+    }
+
+    /// The time order drops forgotten entries in bulk, so a client whose floor follows its
+    /// writes keeps only its window of records in memory, not the whole retention's.
+    #[test]
+    fn with_a_moving_floor_the_table_stays_at_the_clients_window() {
+        let mut t = WriteIdTable::with_limits(usize::MAX, u64::MAX / 2);
+        for n in 0..100_000u64 {
+            t.raise_floor(9, n.saturating_sub(16), 1 + n / 100);
+            t.remember(w(9, n), written(n), Some(Key::from("k")), 1 + n / 100);
+        }
+        assert_eq!(t.len(), 17);
+        assert!(t.order.len() <= 2 * STALE_ORDER_COMPACT_MIN + 17, "order holds {}", t.order.len());
+        assert_eq!(t.records().len(), 17);
+    }
+
+    #[test]
+    fn floors_travel_split_merge_and_expire() {
+        let mut t = WriteIdTable::with_limits(usize::MAX, 1000);
+        t.remember(w(1, 7), written(7), Some(Key::from("a")), 100);
+        t.raise_floor(1, 7, 100);
+        t.raise_floor(2, 3, 150);
+        assert_eq!(WriteIdTable::from_records(t.records(), t.floors(), 200).floors(), t.floors());
+        let mut copy = WriteIdTable::with_limits(usize::MAX, 1000);
+        copy.extend(t.records(), t.floors(), 200);
+        assert_eq!((copy.floor_of(1), copy.floor_of(2), copy.len()), (7, 3, 1));
+        let (left, right) = t.divide(&Key::from("m"), 200);
+        assert_eq!(
+            (left.floor_of(1), right.floor_of(1), right.floor_of(2)),
+            (7, 7, 3),
+            "both children keep every floor"
+        );
+        // A merge keeps the higher floor, and drops the other parent's records below it.
+        let mut merged = left.clone();
+        merged.extend(
+            vec![WriteRecord { key: w(2, 1), outcome: written(1), at_unix_ms: 150, data_key: None }],
+            vec![ClientFloor { client: 1, floor: 9, at_unix_ms: 180 }],
+            200,
+        );
+        assert_eq!((merged.floor_of(1), merged.floor_of(2)), (9, 3));
+        assert!(merged.get(&w(1, 7)).is_none() && merged.get(&w(2, 1)).is_none());
+        // A floor lives the retention after it was last raised (found by the next sweep).
+        let mut t = copy;
+        t.expire(150 + 1000);
+        assert_eq!(t.floor_of(2), 3, "at the retention's end it is still there");
+        t.expire(150 + 1000 + FLOOR_SWEEP_MS + 1);
+        assert_eq!((t.floor_of(1), t.floor_of(2)), (0, 0));
+        assert_eq!(t.bytes(), 0);
     }
 }

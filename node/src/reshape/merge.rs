@@ -85,7 +85,11 @@ pub async fn run(shared: &Arc<NodeShared>, left_id: RangeId, right_id: RangeId) 
     let keys = data.len();
     // The merged range remembers the write ids of both parents.
     let mut write_ids = left_closed.write_ids.clone();
-    write_ids.extend(right_closed.write_ids.records(), crate::range::write_ids::unix_now_ms());
+    write_ids.extend(
+        right_closed.write_ids.records(),
+        right_closed.write_ids.floors(),
+        crate::range::write_ids::unix_now_ms(),
+    );
     let stored = snapshot::store_blob(
         &shared.backend,
         SnapshotJob { range_id: plan.merged, range: merged_range.clone(), seq, data, write_ids, owner: owner.clone() },
