@@ -301,3 +301,60 @@ async fn a_retry_on_a_hot_range_after_5_s_of_writes_is_answered_not_applied() {
     let v = c.client.get(key).await.unwrap().unwrap();
     assert_eq!(v.value, b"second".to_vec(), "the retry of the first write overwrote a later one");
 }
+
+/// Client floors (`WriteId::floor`): a client's finished writes leave no records behind (before
+/// floors, every write's record stayed for the whole 90 s retention: about 80 bytes a key right
+/// after a load), and a duplicate of a write delayed past its client's floor is refused, not
+/// applied, also on a new owner after a checkpoint and a SIGKILL failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_writes_leave_no_records_and_their_late_duplicates_are_refused() {
+    let _serial = SERIAL.lock().await;
+    let mut c = cluster(&[], &[]).await;
+    // 2,000 puts through the client, 16 at a time.
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16 {
+        let client = c.client.clone();
+        tasks.spawn(async move {
+            for i in 0..125 {
+                client.put(format!("f-{t:02}-{i:04}"), vec![b'v'; 100]).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let mut record_bytes = 0;
+    for n in &c.nodes {
+        record_bytes += http_get_json(&n.admin, "/v1/status").await["write_id_bytes"].as_u64().unwrap();
+    }
+    // At most the last window of open writes (16) stays, with the floors.
+    assert!(record_bytes <= 64 * 1024 / 16, "{record_bytes} bytes of write-id records after 2,000 finished puts");
+
+    // A raw client: write 1, then write 2 with floor 2 (it is done with 1).
+    let key = Key::from("f-late");
+    let client_id = id(0).client;
+    let first = Op::Put {
+        key: key.clone(),
+        value: b"first".to_vec(),
+        write_id: Some(WriteId { client: client_id, n: 1, floor: 1 }),
+    };
+    assert!(matches!(call_owner(&c.client, &key, first.clone()).await, Ok(Reply::Written { .. })));
+    let second = Op::Put {
+        key: key.clone(),
+        value: b"second".to_vec(),
+        write_id: Some(WriteId { client: client_id, n: 2, floor: 2 }),
+    };
+    assert!(matches!(call_owner(&c.client, &key, second).await, Ok(Reply::Written { .. })));
+    let late = call_owner(&c.client, &key, first.clone()).await;
+    assert!(matches!(late, Err(ampstore_client::Error::Invalid { .. })), "late duplicate: {late:?}");
+    // Checkpoint (the log below it goes), SIGKILL the owner, and send it again to the new one.
+    let before = c.client.locate(key.clone()).await.unwrap();
+    let snap = admin_call(&node_of(&c, &before).rpc, Op::Snapshot { range_id: before.range_id }).await;
+    assert!(matches!(snap, Ok(Reply::Snapshotted { .. })), "snapshot: {snap:?}");
+    let i = c.nodes.iter().position(|n| n.node_id == before.node_id.as_str()).unwrap();
+    c.nodes[i].kill9();
+    wait_moved(&c.client, "f-late", before.node_id.as_str()).await;
+    let late = call_owner(&c.client, &key, first).await;
+    assert!(matches!(late, Err(ampstore_client::Error::Invalid { .. })), "late duplicate on the new owner: {late:?}");
+    assert_eq!(c.client.get(key).await.unwrap().unwrap().value, b"second".to_vec(), "the duplicate changed nothing");
+}
