@@ -20,6 +20,14 @@ pub const RESERVED_PREFIX: [u8; 2] = [0xFF, 0xFF];
 #[serde(transparent)]
 pub struct Key(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
+/// Ordered and hashed as its bytes (the derives go through the `Vec<u8>`, which orders and
+/// hashes as its slice), so maps keyed by `Key` can be searched with a borrowed `&[u8]`.
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl Key {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Key {
         Key(bytes.into())
@@ -214,6 +222,22 @@ impl fmt::Display for Version {
 
 #[cfg(test)]
 mod tests {
+    /// A map keyed by `Key` searched with `&[u8]` bounds finds what `Key` bounds find
+    /// (`Borrow<[u8]>` must order as `Key` does), also for prefixes and the empty key.
+    #[test]
+    fn borrowed_bounds_order_as_keys_do() {
+        use std::ops::Bound;
+        let starts: Vec<&[u8]> = vec![b"", b"a", b"ab", b"b", b"\xff", b"\xff\xff\x01"];
+        let map: std::collections::BTreeMap<super::Key, usize> =
+            starts.iter().enumerate().map(|(i, s)| (super::Key::from(*s), i)).collect();
+        for probe in [&b""[..], b"a", b"aa", b"ab", b"abc", b"b", b"c", b"\xff", b"\xff\xff", b"\xff\xff\x02"] {
+            let owned = map.range(..=super::Key::from(probe)).next_back().map(|(_, i)| *i);
+            let borrowed =
+                map.range::<[u8], _>((Bound::Unbounded, Bound::Included(probe))).next_back().map(|(_, i)| *i);
+            assert_eq!(owned, borrowed, "{probe:?}");
+        }
+    }
+
     use super::*;
 
     fn r(s: &str, e: Option<&str>) -> KeyRange {

@@ -154,6 +154,22 @@ impl Directory {
         self.by_id.get(&id).map(|s| (id, s.clone()))
     }
 
+    /// The handle of the range holding `key` when it serves here: the request path's
+    /// lookup. Neither the key nor the slot is copied (cloning the slot's key range and the
+    /// bound's key cost about 1,000 instructions a request, callgrind); `None` for anything
+    /// else, which [`Directory::lookup`] then explains.
+    pub fn serving_handle(&self, key: &Key) -> Option<RangeHandle> {
+        use std::ops::Bound;
+        let id = {
+            let idx = self.by_start.read().ok()?;
+            *idx.range::<[u8], _>((Bound::Unbounded, Bound::Included(key.as_bytes()))).next_back()?.1
+        };
+        match &*self.by_id.get(&id)? {
+            Slot::Serving { range, handle, .. } if range.contains(key.as_bytes()) => Some(handle.clone()),
+            _ => None,
+        }
+    }
+
     /// The range holding `key`.
     pub fn lookup(&self, key: &Key) -> Option<(RangeId, Slot)> {
         let id = self.by_start.read().ok()?.range(..=key.clone()).next_back().map(|(_, id)| *id);

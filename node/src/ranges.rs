@@ -78,6 +78,9 @@ impl Ranges {
 
     /// Routes a key; a key this node does not serve gets `NotOwner` with a hint when known.
     pub fn route_key(&self, key: &Key) -> Result<RangeHandle, Error> {
+        if let Some(handle) = self.directory.serving_handle(key) {
+            return Ok(handle);
+        }
         match self.directory.lookup(key) {
             None => Err(Error::NotOwner { hint: self.directory.hint_for(key) }),
             slot => route(slot),

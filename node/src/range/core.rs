@@ -124,9 +124,13 @@ struct Dedup<W> {
     /// Outcomes of applied writes, by id, for `WRITE_ID_RETENTION_MS`.
     done: WriteIdTable,
     /// Callers that sent a write id already pending or in flight: answered with it.
-    followers: HashMap<WriteKey, Vec<W>>,
-    pending: std::collections::HashSet<WriteKey>,
+    followers: HashMap<WriteKey, Vec<W>, IdHasher>,
+    /// Hashed with foldhash, seeded per process: SipHash on every write's id cost ~300
+    /// instructions a put (issue 16); a per-process seed keeps crafted ids from colliding.
+    pending: std::collections::HashSet<WriteKey, IdHasher>,
 }
+
+type IdHasher = foldhash::fast::RandomState;
 
 impl<W> Dedup<W> {
     /// The callers following `id`. Most writes have none: an empty map is not hashed into
@@ -196,7 +200,7 @@ impl<W> RangeCore<W> {
             pending: VecDeque::new(),
             in_flight: None,
             fenced: false,
-            dedup: Dedup { done: WriteIdTable::default(), followers: HashMap::new(), pending: Default::default() },
+            dedup: Dedup { done: WriteIdTable::default(), followers: HashMap::default(), pending: Default::default() },
             batch_bytes_max,
             log_bytes_total: 0,
             checkpoint_seq,
