@@ -30,7 +30,7 @@ mod blobs;
 mod writer;
 
 pub use blobs::FileBlobStore;
-use writer::{WriteOp, WriteRequest};
+use writer::{Reply, WriteOp, WriteRequest};
 
 /// File name of the database inside the store directory.
 pub const DB_FILE: &str = "store.db";
@@ -134,7 +134,18 @@ impl Inner {
     async fn write(&self, op: WriteOp) -> StoreResult<u64> {
         let (reply, rx) = oneshot::channel();
         let lane = if op.is_meta() { &self.meta_writes } else { &self.log_writes };
-        lane.send(WriteRequest { op, reply })
+        lane.send(WriteRequest { op, reply: Reply::One(reply) })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer thread has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the store writer thread dropped a request".into()))?
+    }
+
+    /// Appends each slot on its own in the next group commit: one request to the writer for
+    /// all of them, one outcome per slot.
+    async fn write_each(&self, slots: Vec<AppendSlot>) -> StoreResult<Vec<StoreResult<()>>> {
+        let (reply, rx) = oneshot::channel();
+        self.log_writes
+            .send(WriteRequest { op: WriteOp::AppendEach(slots), reply: Reply::Each(reply) })
             .await
             .map_err(|_| StoreError::Unavailable("the store writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("the store writer thread dropped a request".into()))?
@@ -211,6 +222,32 @@ impl CommitLog for LocalLog {
     async fn append_atomic(&self, slots: &[AppendSlot]) -> StoreResult<()> {
         validate::append_atomic(slots)?;
         self.0.write(WriteOp::AppendAtomic(slots.to_vec())).await.map(|_| ())
+    }
+
+    async fn append_each(&self, slots: Vec<AppendSlot>) -> StoreResult<Vec<StoreResult<()>>> {
+        validate::append_each(&slots)?;
+        // A slot that fails its own checks fails alone, as its own `append` would.
+        let mut outcomes: Vec<StoreResult<()>> = Vec::with_capacity(slots.len());
+        let mut valid = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match validate::slot(slot.range, slot.seq, &slot.entry) {
+                Ok(()) => {
+                    outcomes.push(Ok(()));
+                    valid.push(slot);
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut written = self.0.write_each(valid).await?.into_iter();
+        for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+            *outcome = written
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("the store writer answered too few slots".into())));
+        }
+        Ok(outcomes)
     }
 
     async fn head(&self, range: RangeId) -> StoreResult<Option<Seq>> {
