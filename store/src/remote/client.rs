@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -124,7 +124,8 @@ impl Drop for Sending {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// Buffered for reading: an answer's length and body come in one system call, not two.
+    stream: BufReader<TcpStream>,
     body: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -135,7 +136,7 @@ impl Conn {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot reach the store at {addr}: {e}")))?;
         stream.set_nodelay(true).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut conn = Conn { stream, body: Vec::new(), scratch: Vec::new() };
+        let mut conn = Conn { stream: BufReader::new(stream), body: Vec::new(), scratch: Vec::new() };
         let hello = StoreHello { version: STORE_PROTOCOL_VERSION, auth_token };
         write_frame(&mut conn.stream, &hello, &mut conn.scratch).await.map_err(|e| lost(addr, e))?;
         match conn.receive(addr).await? {
@@ -150,7 +151,9 @@ impl Conn {
     /// False when the store closed the connection while it sat in the pool (it restarted).
     fn still_open(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        // Between calls nothing is buffered: every answer was read whole.
+        self.stream.buffer().is_empty()
+            && matches!(self.stream.get_ref().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn receive(&mut self, addr: &str) -> StoreResult<StoreResponse> {
