@@ -115,6 +115,21 @@ pub const STORE_CLIENT_CONNECTIONS_MAX: usize = 64;
 /// `FRAME_BYTES_MAX`, which a page of 1,000 items of up to `META_VALUE_BYTES_MAX` would pass).
 pub const STORE_QUERY_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Most log slots in one `AppendEach` request to the store process: the appends of that
+/// many ranges that were ready together travel in one frame and are answered by one.
+pub const STORE_APPEND_EACH_SLOTS_MAX: usize = 256;
+
+/// Most payload bytes in one `AppendEach` request. At least one entry of the largest size
+/// (`LOG_ENTRY_BYTES_MAX`) fits, and the whole request stays well under `FRAME_BYTES_MAX`
+/// (each slot adds under 100 bytes of framing to its payload).
+pub const STORE_APPEND_EACH_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Most `AppendEach` requests one process has in flight to the store process. Appends that
+/// become ready while they are out wait and go together in the next one (as the writes of
+/// one range wait for its append in flight): two, so that the store's writer can commit one
+/// while the other travels.
+pub const STORE_APPEND_EACH_IN_FLIGHT_MAX: usize = 2;
+
 /// Most payload bytes the embedded writer commits in one SQLite transaction.
 pub const LOCAL_WRITER_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 

@@ -248,6 +248,8 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
     // False once the peer closed its side or a frame ended the connection: what is in
     // flight is still answered, nothing more is taken.
     let mut taking = true;
+    // A request in flight finished since the last write (its answer is in `out`).
+    let mut finished = false;
     loop {
         // Every complete frame already read, up to the bound on requests in flight.
         while taking && in_flight.len() < CONNECTION_REQUESTS_IN_FLIGHT_MAX {
@@ -278,13 +280,30 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
         }
         // Every request that finished meanwhile (polled with this task's waker, so one that
         // finishes later wakes it).
-        while let Poll::Ready(Some(done)) = std::future::poll_fn(|cx| Poll::Ready(in_flight.poll_next_unpin(cx))).await
-        {
-            answer(service.as_ref(), done, &mut out);
-            if out.len() >= WRITE_COALESCE_BYTES && !flush(io, &mut out).await {
-                return;
+        let mut yielded = false;
+        loop {
+            while let Poll::Ready(Some(done)) =
+                std::future::poll_fn(|cx| Poll::Ready(in_flight.poll_next_unpin(cx))).await
+            {
+                answer(service.as_ref(), done, &mut out);
+                finished = true;
+                if out.len() >= WRITE_COALESCE_BYTES && !flush(io, &mut out).await {
+                    return;
+                }
             }
+            // Writes finish in bunches: a node's ranges whose log appends were answered
+            // together (one store request) answer their waiters one range after the other,
+            // from other threads. Let them run once before writing, so that their answers
+            // to this connection share one write (and the peer's next requests one read):
+            // one write per range's answer made 16 ranges on a node cost about twice the
+            // CPU per durable put of one range (issue 16, docs/benchmarks.md).
+            if yielded || !finished || in_flight.is_empty() {
+                break;
+            }
+            yielded = true;
+            tokio::task::yield_now().await;
         }
+        finished = false;
         // Nothing more is ready now: everything answered goes out in one write.
         if !flush(io, &mut out).await {
             return;
@@ -299,7 +318,10 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
         }
         tokio::select! {
             biased;
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => answer(service.as_ref(), done, &mut out),
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                answer(service.as_ref(), done, &mut out);
+                finished = true;
+            }
             read = io.read_buf(&mut inbuf), if reading => match read {
                 Ok(0) => {
                     if !inbuf.is_empty() {

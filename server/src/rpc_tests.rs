@@ -318,3 +318,34 @@ async fn puts_finishing_together_are_answered_in_one_write() {
         (1..=50).map(|i| (i, Ok(Reply::Written { version: version(i as u32) }))).collect();
     assert_eq!(got, want);
 }
+
+/// Puts that finish one moment apart (a node's ranges answering their writes one after the
+/// other once the store answered their appends together) are answered in one write when
+/// the second finishes while the connection lets the others run once before writing.
+#[tokio::test]
+async fn puts_finishing_one_moment_apart_are_answered_in_one_write() {
+    let mut input = Vec::new();
+    encode_frame(&put(1, "a", 1), &mut input).unwrap();
+    encode_frame(&put(2, "b", 2), &mut input).unwrap();
+    let output = Arc::default();
+    let mut io = Counting { input: std::io::Cursor::new(input), hold_open: false, output: Arc::clone(&output) };
+    let service = Arc::new(Gated::default());
+    // A task of its own on this one thread: "a", then, once the connection has run, "b".
+    let opener = tokio::spawn({
+        let service = service.clone();
+        async move {
+            until(|| service.started.load(Ordering::SeqCst) == 2).await;
+            service.open("a");
+            tokio::task::yield_now().await;
+            service.open("b");
+        }
+    });
+    let served = super::serve_requests(&mut io, BytesMut::new(), "test", Role::Client, &service);
+    tokio::time::timeout(Duration::from_secs(10), served).await.expect("served");
+    opener.await.unwrap();
+    let writes = output.lock().unwrap().clone();
+    let mut got: Vec<u64> = responses(&writes).into_iter().map(|r| r.id.0).collect();
+    got.sort();
+    assert_eq!(got, vec![1, 2]);
+    assert_eq!(writes.len(), 1, "one write for answers finishing one moment apart");
+}

@@ -220,6 +220,20 @@ pub trait CommitLog: Send + Sync + 'static {
     /// that were already written.
     async fn append_atomic(&self, slots: &[AppendSlot]) -> StoreResult<()>;
 
+    /// Appends each slot on its own, as [`CommitLog::append`] would (a taken or invalid slot
+    /// fails alone; the others are written), and returns one outcome per slot, in order.
+    /// 1 to `STORE_APPEND_EACH_SLOTS_MAX` slots of at most `STORE_APPEND_EACH_BYTES_MAX`
+    /// payload bytes. The store process serves it (`AppendEach`) so that the appends of many
+    /// ranges cost one request and one answer; this default makes the appends one by one.
+    async fn append_each(&self, slots: Vec<AppendSlot>) -> StoreResult<Vec<StoreResult<()>>> {
+        validate::append_each(&slots)?;
+        let mut outcomes = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            outcomes.push(self.append(slot.range, slot.seq, &slot.entry).await);
+        }
+        Ok(outcomes)
+    }
+
     /// The highest written seq of the range, `None` for a log never written.
     /// Truncation never removes the head entry, so the head never goes back.
     async fn head(&self, range: RangeId) -> StoreResult<Option<Seq>>;

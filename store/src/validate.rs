@@ -7,6 +7,7 @@ use ampstore_common::ids::{RangeId, Seq};
 use ampstore_common::limits::{
     APPEND_ATOMIC_BYTES_MAX, APPEND_ATOMIC_SLOTS_MAX, BLOB_BYTES_MAX, BLOB_NAME_BYTES_MAX, LOG_ENTRY_BYTES_MAX,
     META_PARTITION_BYTES_MAX, META_SORT_KEY_BYTES_MAX, META_TRANSACT_OPS_MAX, META_VALUE_BYTES_MAX,
+    STORE_APPEND_EACH_BYTES_MAX, STORE_APPEND_EACH_SLOTS_MAX,
 };
 
 /// Seqs and range ids are stored as signed 64-bit integers in SQLite.
@@ -43,6 +44,23 @@ pub fn append_atomic(slots: &[AppendSlot]) -> StoreResult<()> {
     }
     if total > APPEND_ATOMIC_BYTES_MAX {
         return Err(StoreError::too_large("append_atomic payload total", total, APPEND_ATOMIC_BYTES_MAX));
+    }
+    Ok(())
+}
+
+/// An `AppendEach` request to the store process: 1 to `STORE_APPEND_EACH_SLOTS_MAX` slots
+/// of at most `STORE_APPEND_EACH_BYTES_MAX` payload bytes in all. Each slot is appended on
+/// its own (a slot named twice finds itself taken the second time), so no uniqueness check.
+pub fn append_each(slots: &[AppendSlot]) -> StoreResult<()> {
+    if slots.is_empty() {
+        return Err(StoreError::Invalid("append_each needs at least one slot".into()));
+    }
+    if slots.len() > STORE_APPEND_EACH_SLOTS_MAX {
+        return Err(StoreError::too_large("append_each slot count", slots.len(), STORE_APPEND_EACH_SLOTS_MAX));
+    }
+    let total: usize = slots.iter().map(|s| s.entry.payload.len()).sum();
+    if total > STORE_APPEND_EACH_BYTES_MAX {
+        return Err(StoreError::too_large("append_each payload total", total, STORE_APPEND_EACH_BYTES_MAX));
     }
     Ok(())
 }
@@ -158,6 +176,36 @@ pub fn blob_size(len: usize) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ampstore_common::limits::FRAME_BYTES_MAX;
+
+    fn slots(n: usize, payload: usize) -> Vec<AppendSlot> {
+        (0..n)
+            .map(|i| AppendSlot {
+                range: RangeId(i as u64),
+                seq: Seq(1),
+                entry: LogEntry {
+                    kind: crate::EntryKind::Batch,
+                    writer: ampstore_common::ids::NodeId::new("n1").unwrap(),
+                    epoch: ampstore_common::ids::Epoch(1),
+                    payload: bytes::Bytes::from(vec![0u8; payload]),
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn append_each_takes_up_to_its_slot_and_byte_limits() {
+        const { assert!(STORE_APPEND_EACH_BYTES_MAX >= LOG_ENTRY_BYTES_MAX) };
+        const { assert!(STORE_APPEND_EACH_BYTES_MAX + 1024 * STORE_APPEND_EACH_SLOTS_MAX < FRAME_BYTES_MAX) };
+        assert!(matches!(append_each(&[]), Err(StoreError::Invalid(_))));
+        assert!(append_each(&slots(STORE_APPEND_EACH_SLOTS_MAX, 1)).is_ok());
+        assert!(matches!(append_each(&slots(STORE_APPEND_EACH_SLOTS_MAX + 1, 1)), Err(StoreError::TooLarge { .. })));
+        let per = STORE_APPEND_EACH_BYTES_MAX / 4;
+        let mut at_limit = slots(4, per);
+        assert!(append_each(&at_limit).is_ok());
+        at_limit[3].entry.payload = bytes::Bytes::from(vec![0u8; per + 1]);
+        assert!(matches!(append_each(&at_limit), Err(StoreError::TooLarge { .. })));
+    }
 
     #[test]
     fn blob_names() {

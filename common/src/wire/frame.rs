@@ -225,14 +225,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, body: &mut Vec<u8>
     }
     let len = body_len(header, FRAME_BYTES_MAX)?;
     body.clear();
-    body.resize(len, 0);
-    let mut filled = 0;
-    while filled < len {
-        let n = reader.read(&mut body[filled..]).await?;
+    body.reserve(len);
+    // Into the spare capacity, not a zero-filled body: zeroing every body first cost the
+    // store process ~4 % of its instructions per durable put (issue 16). `take` stops the
+    // read at the frame's end (the next frame's bytes stay in the reader).
+    while body.len() < len {
+        let want = (len - body.len()) as u64;
+        let n = (&mut *reader).take(want).read_buf(body).await?;
         if n == 0 {
-            return Err(FrameError::Truncated { got: filled, want: len });
+            return Err(FrameError::Truncated { got: body.len(), want: len });
         }
-        filled += n;
     }
     Ok(true)
 }
@@ -431,6 +433,29 @@ mod tests {
         }
         writer.await.unwrap();
         assert!(matches!(read_frame(&mut b, &mut body).await, Err(FrameError::Truncated { got: 2, want: 4 })));
+    }
+
+    /// A body read into a reused buffer is exactly the frame's bytes (none of the next
+    /// frame's, none left over from a longer body read before), also when it arrives in
+    /// small pieces.
+    #[tokio::test]
+    async fn read_frame_reads_exactly_one_body_into_a_reused_buffer() {
+        let (mut a, mut b) = tokio::io::duplex(7);
+        let writer = tokio::spawn(async move {
+            for body in [vec![1u8; 300], vec![2u8; 5], vec![], vec![3u8; 40]] {
+                a.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+                a.write_all(&body).await.unwrap();
+            }
+            a.write_all(&10u32.to_be_bytes()).await.unwrap();
+            a.write_all(&[4u8; 6]).await.unwrap();
+        });
+        let mut body = Vec::new();
+        for want in [vec![1u8; 300], vec![2u8; 5], vec![], vec![3u8; 40]] {
+            assert!(read_frame(&mut b, &mut body).await.unwrap());
+            assert_eq!(body, want);
+        }
+        writer.await.unwrap();
+        assert!(matches!(read_frame(&mut b, &mut body).await, Err(FrameError::Truncated { got: 6, want: 10 })));
     }
 
     #[tokio::test]

@@ -30,13 +30,25 @@ mod blobs;
 mod writer;
 
 pub use blobs::FileBlobStore;
-use writer::{WriteOp, WriteRequest};
+use writer::{Reply, WriteOp, WriteRequest};
 
 /// File name of the database inside the store directory.
 pub const DB_FILE: &str = "store.db";
 /// Directory of the blobs inside the store directory.
 pub const BLOB_DIR: &str = "blobs";
 
+/// The file format this build writes (`PRAGMA user_version`). 0: the log table is
+/// `WITHOUT ROWID` keyed by `(range_id, seq)` (up to `cab8308`); 1: the log is a rowid table
+/// with a unique index on `(range_id, seq)`. A file of format 0 is converted when the writer
+/// opens it (`migrate`); a file of a later format is refused.
+pub(crate) const FORMAT: i64 = 1;
+
+/// Format 1. The log is a rowid table, not `WITHOUT ROWID`: its rows (a batch, ~5 KB at
+/// 24 puts) do not fit a 4 KiB page, and a `WITHOUT ROWID` table keeps whole rows in its
+/// interior pages too, so every insert's seek compared keys by reading rows' overflow pages
+/// (`sqlite3BtreeIndexMoveto`, about a fifth of the store process's instructions per
+/// durable put; SQLite advises rows under a twentieth of a page there). A rowid table
+/// appends rows at its right edge and seeks the small `(range_id, seq, rowid)` index.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (
     range_id INTEGER NOT NULL,
@@ -45,8 +57,8 @@ CREATE TABLE IF NOT EXISTS log (
     writer TEXT NOT NULL,
     epoch INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    PRIMARY KEY (range_id, seq)
-) WITHOUT ROWID;
+    UNIQUE (range_id, seq)
+);
 CREATE TABLE IF NOT EXISTS meta (
     pk TEXT NOT NULL,
     sk BLOB NOT NULL,
@@ -126,15 +138,67 @@ fn open_writer_connection(path: &Path, busy_timeout: Duration, sync: SyncMode) -
             SyncMode::Normal => "NORMAL",
         },
     )?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    // Under the write lock: of several processes opening one old file, one converts it.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match migrate(&conn) {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
     Ok(conn)
+}
+
+/// Brings the file to [`FORMAT`] inside the caller's transaction: creates the tables of a
+/// new file, or converts a format 0 log (the same rows, copied into the format 1 table).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let format: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if format > FORMAT {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the store file has format {format}; this build reads formats 0 to {FORMAT} (upgrade ampstore)"
+        )));
+    }
+    if format == FORMAT {
+        return Ok(());
+    }
+    let old_log: bool =
+        conn.query_row("SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'log'", [], |r| {
+            r.get(0)
+        })?;
+    if old_log {
+        conn.execute_batch("ALTER TABLE log RENAME TO log_format0")?;
+    }
+    conn.execute_batch(SCHEMA)?;
+    if old_log {
+        let rows = conn.execute(
+            "INSERT INTO log (range_id, seq, kind, writer, epoch, payload)
+             SELECT range_id, seq, kind, writer, epoch, payload FROM log_format0 ORDER BY range_id, seq",
+            [],
+        )?;
+        conn.execute_batch("DROP TABLE log_format0")?;
+        tracing::info!(rows, "converted the store's log table to format {FORMAT}");
+    }
+    conn.pragma_update(None, "user_version", FORMAT)?;
+    Ok(())
 }
 
 impl Inner {
     async fn write(&self, op: WriteOp) -> StoreResult<u64> {
         let (reply, rx) = oneshot::channel();
         let lane = if op.is_meta() { &self.meta_writes } else { &self.log_writes };
-        lane.send(WriteRequest { op, reply })
+        lane.send(WriteRequest { op, reply: Reply::One(reply) })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer thread has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the store writer thread dropped a request".into()))?
+    }
+
+    /// Appends each slot on its own in the next group commit: one request to the writer for
+    /// all of them, one outcome per slot.
+    async fn write_each(&self, slots: Vec<AppendSlot>) -> StoreResult<Vec<StoreResult<()>>> {
+        let (reply, rx) = oneshot::channel();
+        self.log_writes
+            .send(WriteRequest { op: WriteOp::AppendEach(slots), reply: Reply::Each(reply) })
             .await
             .map_err(|_| StoreError::Unavailable("the store writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("the store writer thread dropped a request".into()))?
@@ -211,6 +275,32 @@ impl CommitLog for LocalLog {
     async fn append_atomic(&self, slots: &[AppendSlot]) -> StoreResult<()> {
         validate::append_atomic(slots)?;
         self.0.write(WriteOp::AppendAtomic(slots.to_vec())).await.map(|_| ())
+    }
+
+    async fn append_each(&self, slots: Vec<AppendSlot>) -> StoreResult<Vec<StoreResult<()>>> {
+        validate::append_each(&slots)?;
+        // A slot that fails its own checks fails alone, as its own `append` would.
+        let mut outcomes: Vec<StoreResult<()>> = Vec::with_capacity(slots.len());
+        let mut valid = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match validate::slot(slot.range, slot.seq, &slot.entry) {
+                Ok(()) => {
+                    outcomes.push(Ok(()));
+                    valid.push(slot);
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut written = self.0.write_each(valid).await?.into_iter();
+        for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+            *outcome = written
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("the store writer answered too few slots".into())));
+        }
+        Ok(outcomes)
     }
 
     async fn head(&self, range: RangeId) -> StoreResult<Option<Seq>> {
@@ -308,5 +398,96 @@ impl MetaStore for LocalMeta {
                 rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema of format 0, as files written up to `cab8308` have it.
+    const SCHEMA_FORMAT_0: &str = "
+        CREATE TABLE log (
+            range_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,
+            writer TEXT NOT NULL, epoch INTEGER NOT NULL, payload BLOB NOT NULL,
+            PRIMARY KEY (range_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE meta (
+            pk TEXT NOT NULL, sk BLOB NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL,
+            PRIMARY KEY (pk, sk)
+        ) WITHOUT ROWID;";
+
+    fn entry(n: u8) -> LogEntry {
+        LogEntry {
+            kind: EntryKind::Batch,
+            writer: NodeId::new("n1").unwrap(),
+            epoch: Epoch(2),
+            payload: Bytes::from(vec![n; 5000 + usize::from(n)]),
+        }
+    }
+
+    fn log_table_sql(dir: &Path) -> String {
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'log'", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_store_file_keeps_its_log_in_a_rowid_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        b.log.append(RangeId(1), Seq(1), &entry(1)).await.unwrap();
+        let sql = log_table_sql(dir.path());
+        assert!(!sql.to_uppercase().contains("WITHOUT ROWID"), "{sql}");
+    }
+
+    /// A file written in format 0 opens: its entries and meta items read back the same, its
+    /// taken slots stay taken, and it is format 1 afterwards.
+    #[tokio::test]
+    async fn a_format_0_file_is_converted_and_keeps_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(SCHEMA_FORMAT_0).unwrap();
+            for (range, seq, n) in [(1i64, 1i64, 1u8), (1, 2, 2), (1, 3, 3), (2, 7, 4)] {
+                let e = entry(n);
+                conn.execute(
+                    "INSERT INTO log (range_id, seq, kind, writer, epoch, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![range, seq, i64::from(e.kind.as_u8()), e.writer.as_str(), 2i64, &e.payload[..]],
+                )
+                .unwrap();
+            }
+            conn.execute("INSERT INTO meta (pk, sk, version, value) VALUES ('p', x'01', 3, x'0203')", []).unwrap();
+        }
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        assert_eq!(
+            b.log.read(RangeId(1), Seq(1), 10).await.unwrap(),
+            vec![(Seq(1), entry(1)), (Seq(2), entry(2)), (Seq(3), entry(3))]
+        );
+        assert_eq!(b.log.read(RangeId(2), Seq(1), 10).await.unwrap(), vec![(Seq(7), entry(4))]);
+        assert_eq!(b.log.head(RangeId(1)).await.unwrap(), Some(Seq(3)));
+        assert_eq!(b.meta.get("p", &[1]).await.unwrap(), Some(MetaItem { version: 3, value: vec![2, 3] }));
+        assert!(matches!(b.log.append(RangeId(1), Seq(3), &entry(9)).await, Err(StoreError::SlotTaken { .. })));
+        b.log.append(RangeId(1), Seq(4), &entry(5)).await.unwrap();
+        assert_eq!(b.log.head(RangeId(1)).await.unwrap(), Some(Seq(4)));
+        let sql = log_table_sql(dir.path());
+        assert!(!sql.to_uppercase().contains("WITHOUT ROWID"), "{sql}");
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let format: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(format, FORMAT);
+        // Opening it again converts nothing.
+        drop(b);
+        let b = LocalStore::open(dir.path(), &LocalConfig::default()).unwrap().backend();
+        assert_eq!(b.log.head(RangeId(1)).await.unwrap(), Some(Seq(4)));
+    }
+
+    #[test]
+    fn a_file_of_a_later_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.pragma_update(None, "user_version", FORMAT + 1).unwrap();
+        }
+        let err = LocalStore::open(dir.path(), &LocalConfig::default()).err().expect("refused");
+        assert!(err.to_string().contains("format"), "{err}");
     }
 }

@@ -24,6 +24,9 @@ use ampstore_common::limits::LOCAL_WRITER_BATCH_BYTES_MAX;
 
 pub(super) enum WriteOp {
     Append(AppendSlot),
+    /// Several slots (of different ranges) appended each on its own, as `Append`s would be,
+    /// answered together: one request to the writer and one answer for all of them.
+    AppendEach(Vec<AppendSlot>),
     AppendAtomic(Vec<AppendSlot>),
     Truncate {
         range: RangeId,
@@ -40,7 +43,9 @@ impl WriteOp {
     fn payload_bytes(&self) -> usize {
         match self {
             WriteOp::Append(s) => s.entry.payload.len(),
-            WriteOp::AppendAtomic(slots) => slots.iter().map(|s| s.entry.payload.len()).sum(),
+            WriteOp::AppendAtomic(slots) | WriteOp::AppendEach(slots) => {
+                slots.iter().map(|s| s.entry.payload.len()).sum()
+            }
             WriteOp::Truncate { .. } => 0,
             WriteOp::Meta { ops, .. } => ops
                 .iter()
@@ -55,8 +60,54 @@ impl WriteOp {
 
 pub(super) struct WriteRequest {
     pub op: WriteOp,
+    pub reply: Reply,
+}
+
+/// Where a request's outcome goes.
+pub(super) enum Reply {
     /// The new version for a single meta put, 0 otherwise.
-    pub reply: oneshot::Sender<StoreResult<u64>>,
+    One(oneshot::Sender<StoreResult<u64>>),
+    /// `AppendEach`: one outcome per slot, in order (or one error for all when the group
+    /// failed).
+    Each(oneshot::Sender<StoreResult<Vec<StoreResult<()>>>>),
+}
+
+/// What applying one request came to (before the group commits).
+enum Outcome {
+    One(StoreResult<u64>),
+    Each(Vec<StoreResult<()>>),
+}
+
+impl Reply {
+    fn send(self, outcome: Outcome) {
+        // A caller that gave up has dropped its receiver: nothing to do then.
+        match (self, outcome) {
+            (Reply::One(tx), Outcome::One(r)) => {
+                let _ = tx.send(r);
+            }
+            (Reply::Each(tx), Outcome::Each(r)) => {
+                let _ = tx.send(Ok(r));
+            }
+            // `apply` answers each kind of request with its own kind of outcome.
+            (Reply::One(tx), Outcome::Each(_)) => {
+                let _ = tx.send(Err(StoreError::Invalid("the store writer mixed up two answers".into())));
+            }
+            (Reply::Each(tx), Outcome::One(_)) => {
+                let _ = tx.send(Err(StoreError::Invalid("the store writer mixed up two answers".into())));
+            }
+        }
+    }
+
+    fn fail(self, err: StoreError) {
+        match self {
+            Reply::One(tx) => {
+                let _ = tx.send(Err(err));
+            }
+            Reply::Each(tx) => {
+                let _ = tx.send(Err(err));
+            }
+        }
+    }
 }
 
 impl WriteOp {
@@ -129,14 +180,14 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
         Ok(results) => {
             debug_assert_eq!(results.len(), batch.len());
             for (req, result) in batch.drain(..).zip(results) {
-                let _ = req.reply.send(result);
+                req.reply.send(result);
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, requests = batch.len(), "store commit failed");
             let err = sql_err(e);
             for req in batch.drain(..) {
-                let _ = req.reply.send(Err(err.clone()));
+                req.reply.fail(err.clone());
             }
         }
     }
@@ -166,7 +217,22 @@ fn in_transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> rusql
 }
 
 /// Outer error: SQLite failed (abort the transaction). Inner: this request's own outcome.
-fn apply(tx: &Connection, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>> {
+fn apply(tx: &Connection, op: &WriteOp) -> rusqlite::Result<Outcome> {
+    if let WriteOp::AppendEach(slots) = op {
+        let mut outcomes = Vec::with_capacity(slots.len());
+        for slot in slots {
+            outcomes.push(if insert_slot(tx, slot)? {
+                Ok(())
+            } else {
+                Err(StoreError::SlotTaken { range: slot.range, seq: slot.seq })
+            });
+        }
+        return Ok(Outcome::Each(outcomes));
+    }
+    apply_one(tx, op).map(Outcome::One)
+}
+
+fn apply_one(tx: &Connection, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>> {
     match op {
         WriteOp::Append(slot) => {
             if insert_slot(tx, slot)? {
@@ -206,6 +272,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>> {
             Ok(Ok(0))
         }
         WriteOp::Meta { ops, single } => apply_meta(tx, ops, *single),
+        WriteOp::AppendEach(_) => Ok(Err(StoreError::Invalid("append_each answered as one".into()))),
     }
 }
 
@@ -319,7 +386,7 @@ mod tests {
                 .map(|op| {
                     let (reply, rx) = tokio::sync::oneshot::channel();
                     answers.push(rx);
-                    WriteRequest { op, reply }
+                    WriteRequest { op, reply: super::Reply::One(reply) }
                 })
                 .collect::<Vec<_>>();
             (batch, answers)

@@ -5,21 +5,31 @@
 //! a deadline (`STORE_CALL_DEADLINE_MS`); a call that passes it, or whose connection
 //! breaks, is `Unavailable`, which callers already treat as "may or may not have happened"
 //! (the same as a DynamoDB timeout).
+//!
+//! Appends do not take a connection each: they queue in [`AppendQueue`], and the appends
+//! queued together go in one `AppendEach` request (see the module above for why). At most
+//! `STORE_APPEND_EACH_IN_FLIGHT_MAX` such requests are in flight; appends that come while
+//! they are wait for the next one, so the more ranges append at once the more slots each
+//! request carries, with no timer. Each slot's outcome is its own: a slot taken by a fence
+//! fails only its own range's append.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+
+use tokio::sync::oneshot;
 
 use super::{STORE_PROTOCOL_VERSION, StoreHello, StoreReply, StoreRequest, StoreResponse};
 use crate::{AppendSlot, CommitLog, Expect, LogEntry, MetaItem, MetaOp, MetaStore, StoreError, StoreResult, validate};
 use ampstore_common::frame::{decode_body, read_frame, write_frame};
 use ampstore_common::ids::{RangeId, Seq};
 use ampstore_common::limits::{
-    META_QUERY_ITEMS_MAX, STORE_CALL_DEADLINE_MS, STORE_CLIENT_CONNECTIONS_MAX, STORE_CONN_BUFFER_BYTES_KEPT,
+    META_QUERY_ITEMS_MAX, STORE_APPEND_EACH_BYTES_MAX, STORE_APPEND_EACH_IN_FLIGHT_MAX, STORE_APPEND_EACH_SLOTS_MAX,
+    STORE_CALL_DEADLINE_MS, STORE_CLIENT_CONNECTIONS_MAX, STORE_CONN_BUFFER_BYTES_KEPT,
 };
 
 /// The commit log and meta store of a store process at one address.
@@ -34,10 +44,88 @@ struct Inner {
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
     deadline: Duration,
+    appends: Mutex<AppendQueue>,
+}
+
+/// One append waiting for its `AppendEach`.
+struct QueuedAppend {
+    slot: AppendSlot,
+    reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// The appends waiting to be sent, and how many `AppendEach` requests are out.
+#[derive(Default)]
+struct AppendQueue {
+    waiting: Vec<QueuedAppend>,
+    sending: usize,
+}
+
+impl AppendQueue {
+    /// Takes the longest prefix of the waiting appends that fits one request (at least one).
+    fn take_batch(&mut self) -> Vec<QueuedAppend> {
+        let mut bytes = 0usize;
+        let mut n = 0;
+        for q in &self.waiting {
+            let size = q.slot.entry.payload.len();
+            if n > 0 && (n == STORE_APPEND_EACH_SLOTS_MAX || bytes + size > STORE_APPEND_EACH_BYTES_MAX) {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        let rest = self.waiting.split_off(n);
+        std::mem::replace(&mut self.waiting, rest)
+    }
+
+    /// Queues `append`; true when fewer than the most senders are out: the caller starts
+    /// one (counted in `sending` now). The sender takes its batch when it first runs, not
+    /// here, so that the appends queued until then go with it.
+    fn push(&mut self, append: QueuedAppend) -> bool {
+        self.waiting.push(append);
+        let start = self.sending < STORE_APPEND_EACH_IN_FLIGHT_MAX;
+        if start {
+            self.sending += 1;
+        }
+        start
+    }
+
+    /// The next batch for a sender, or `None` (and one sender fewer) when nothing waits.
+    fn next(&mut self) -> Option<Vec<QueuedAppend>> {
+        if self.waiting.is_empty() {
+            self.sending -= 1;
+            None
+        } else {
+            Some(self.take_batch())
+        }
+    }
+}
+
+/// Counts one sender out of the append queue even when its task is dropped (the runtime it
+/// was spawned on stopped): when it was the last sender the waiting appends are failed
+/// then, so that none waits forever.
+struct Sending {
+    inner: Arc<Inner>,
+    /// Set once `AppendQueue::next` has counted this sender out.
+    counted_out: bool,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.counted_out {
+            return;
+        }
+        let mut queue = self.inner.appends.lock().unwrap_or_else(|p| p.into_inner());
+        queue.sending -= 1;
+        if queue.sending == 0 {
+            // Dropping the senders answers their appends `Unavailable` (never sent).
+            queue.waiting.clear();
+        }
+    }
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// Buffered for reading: an answer's length and body come in one system call, not two.
+    stream: BufReader<TcpStream>,
     body: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -48,7 +136,7 @@ impl Conn {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot reach the store at {addr}: {e}")))?;
         stream.set_nodelay(true).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut conn = Conn { stream, body: Vec::new(), scratch: Vec::new() };
+        let mut conn = Conn { stream: BufReader::new(stream), body: Vec::new(), scratch: Vec::new() };
         let hello = StoreHello { version: STORE_PROTOCOL_VERSION, auth_token };
         write_frame(&mut conn.stream, &hello, &mut conn.scratch).await.map_err(|e| lost(addr, e))?;
         match conn.receive(addr).await? {
@@ -63,7 +151,9 @@ impl Conn {
     /// False when the store closed the connection while it sat in the pool (it restarted).
     fn still_open(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        // Between calls nothing is buffered: every answer was read whole.
+        self.stream.buffer().is_empty()
+            && matches!(self.stream.get_ref().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn receive(&mut self, addr: &str) -> StoreResult<StoreResponse> {
@@ -110,6 +200,7 @@ impl RemoteStore {
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(STORE_CLIENT_CONNECTIONS_MAX),
                 deadline,
+                appends: Mutex::new(AppendQueue::default()),
             }),
         }
     }
@@ -164,6 +255,57 @@ impl RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// Queues one append and waits for its outcome; starts a sender when fewer than
+    /// `STORE_APPEND_EACH_IN_FLIGHT_MAX` are out.
+    async fn append_queued(&self, slot: AppendSlot) -> StoreResult<()> {
+        let (reply, outcome) = oneshot::channel();
+        let start = self.inner.appends.lock().unwrap_or_else(|p| p.into_inner()).push(QueuedAppend { slot, reply });
+        if start {
+            // A task of its own: the caller may be dropped (its range stopped) while the
+            // request is out, and the other appends of the batch still need their answers.
+            // The guard goes with the task: a task dropped before it ever ran still counts
+            // its sender out.
+            let sending = Sending { inner: self.inner.clone(), counted_out: false };
+            tokio::spawn(self.clone().send_appends(sending));
+        }
+        outcome.await.map_err(|_| {
+            StoreError::Unavailable(format!("the append to the store at {} was dropped", self.inner.addr))
+        })?
+    }
+
+    /// Sends the waiting appends, answers them, and goes on while more wait.
+    async fn send_appends(self, mut sending: Sending) {
+        loop {
+            let next = self.inner.appends.lock().unwrap_or_else(|p| p.into_inner()).next();
+            let Some(batch) = next else {
+                sending.counted_out = true;
+                return;
+            };
+            let (slots, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.slot, q.reply)).unzip();
+            let n = slots.len();
+            match self.call(StoreRequest::AppendEach { slots }).await {
+                Ok(StoreReply::EachAppended(outcomes)) if outcomes.len() == n => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Ok(other) => {
+                    let e = unexpected("an append of several slots", other);
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn unexpected(what: &str, reply: StoreReply) -> StoreError {
     StoreError::Unavailable(format!("the store answered {what} with {reply:?}"))
 }
@@ -172,11 +314,7 @@ fn unexpected(what: &str, reply: StoreReply) -> StoreError {
 impl CommitLog for RemoteStore {
     async fn append(&self, range: RangeId, seq: Seq, entry: &LogEntry) -> StoreResult<()> {
         validate::slot(range, seq, entry)?;
-        let slot = AppendSlot { range, seq, entry: entry.clone() };
-        match self.call(StoreRequest::Append { slot }).await? {
-            StoreReply::Done => Ok(()),
-            other => Err(unexpected("an append", other)),
-        }
+        self.append_queued(AppendSlot { range, seq, entry: entry.clone() }).await
     }
 
     async fn append_atomic(&self, slots: &[AppendSlot]) -> StoreResult<()> {

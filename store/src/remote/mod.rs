@@ -19,6 +19,14 @@
 //! time on each connection; a client opens more connections for concurrent calls
 //! (`STORE_CLIENT_CONNECTIONS_MAX`), and the store's writer thread commits whatever the
 //! connections queued together (group commit).
+//!
+//! Appends of many ranges travel together: a node with many ranges has one append in
+//! flight per range, and one request and one answer per append made the node's and the
+//! store's CPU per durable put about twice that of one range (issue 16,
+//! `docs/benchmarks.md`, "Many ranges on one node"). [`RemoteStore`] therefore sends the
+//! appends that are ready together as one `AppendEach` (at most
+//! `STORE_APPEND_EACH_IN_FLIGHT_MAX` of them in flight), which the store hands to its writer
+//! as one request and answers with one frame: each slot's own outcome.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +48,12 @@ pub struct StoreHello {
     pub auth_token: Option<String>,
 }
 
-/// The version of this protocol; a store refuses any other.
-pub const STORE_PROTOCOL_VERSION: u32 = 1;
+/// The version of this protocol, what clients say in their hello. 2 added `AppendEach`.
+pub const STORE_PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest version a store still serves: a client of version 1 (which never sends
+/// `AppendEach`) keeps working against a newer store, so the store is upgraded first.
+pub const STORE_PROTOCOL_VERSION_MIN: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StoreRequest {
@@ -49,6 +61,10 @@ pub enum StoreRequest {
         slot: AppendSlot,
     },
     AppendAtomic {
+        slots: Vec<AppendSlot>,
+    },
+    /// Each slot appended on its own (version 2): answered by `EachAppended`.
+    AppendEach {
         slots: Vec<AppendSlot>,
     },
     Head {
@@ -106,6 +122,8 @@ pub enum StoreReply {
     /// The hello was accepted.
     Welcome,
     Done,
+    /// One outcome per slot of an `AppendEach`, in its order.
+    EachAppended(Vec<Result<(), StoreError>>),
     Head(Option<Seq>),
     Entries(Vec<(Seq, LogEntry)>),
     Item(Option<MetaItem>),

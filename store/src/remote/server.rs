@@ -7,7 +7,9 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{QueryItem, STORE_PROTOCOL_VERSION, StoreHello, StoreReply, StoreRequest, StoreResponse};
+use super::{
+    QueryItem, STORE_PROTOCOL_VERSION, STORE_PROTOCOL_VERSION_MIN, StoreHello, StoreReply, StoreRequest, StoreResponse,
+};
 use crate::{Backend, StoreError};
 use ampstore_common::frame::{decode_body, read_frame, write_frame};
 use ampstore_common::limits::{
@@ -69,9 +71,9 @@ async fn connection(
         Ok(Ok(false)) => return Ok(()),
         Ok(Err(e)) => return Err(e.to_string()),
     };
-    let verdict: StoreResponse = if hello.version != STORE_PROTOCOL_VERSION {
+    let verdict: StoreResponse = if !(STORE_PROTOCOL_VERSION_MIN..=STORE_PROTOCOL_VERSION).contains(&hello.version) {
         Err(StoreError::Invalid(format!(
-            "store protocol version {} is not this store's {STORE_PROTOCOL_VERSION}",
+            "store protocol version {} is not one this store serves ({STORE_PROTOCOL_VERSION_MIN} to {STORE_PROTOCOL_VERSION})",
             hello.version
         )))
     } else if let Some(expected) = token.as_deref()
@@ -126,6 +128,7 @@ async fn handle(b: &Backend, request: StoreRequest) -> StoreResponse {
             b.log.append_atomic(&slots).await?;
             StoreReply::Done
         }
+        StoreRequest::AppendEach { slots } => StoreReply::EachAppended(b.log.append_each(slots).await?),
         StoreRequest::Head { range } => StoreReply::Head(b.log.head(range).await?),
         StoreRequest::Read { range, from, limit } => {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
