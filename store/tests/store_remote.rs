@@ -199,8 +199,10 @@ async fn meta_calls_have_connections_of_their_own() {
     assert!(matches!(beat, Ok(Ok(1))), "the meta put waited behind the appends: {beat:?}");
 }
 
-/// A TCP relay to the store that counts the frames clients send (hellos included).
-async fn counting_relay(store: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A TCP relay to the store that counts the requests clients send (the frames after each
+/// connection's hello). With `hold_answers` it passes no answer back (a store that is slow
+/// to answer).
+async fn counting_relay(store: String, hold_answers: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let frames = std::sync::Arc::new(AtomicUsize::new(0));
@@ -212,10 +214,31 @@ async fn counting_relay(store: String) -> (String, std::sync::Arc<std::sync::ato
             let server = tokio::net::TcpStream::connect(&store).await.unwrap();
             let (mut cr, mut cw) = client.into_split();
             let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move { tokio::io::copy(&mut sr, &mut cw).await });
+            tokio::spawn(async move {
+                if hold_answers {
+                    // Passes the hello's answer back, then keeps both ends open and answers
+                    // nothing more.
+                    let mut header = [0u8; 4];
+                    if sr.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+                    if sr.read_exact(&mut body).await.is_err()
+                        || cw.write_all(&header).await.is_err()
+                        || cw.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                    let _ends = (sr, cw);
+                    std::future::pending::<()>().await;
+                } else {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                }
+            });
             let counted = counted.clone();
             tokio::spawn(async move {
                 // Frame by frame: a u32 big-endian length, then the body.
+                let mut hello = true;
                 loop {
                     let mut header = [0u8; 4];
                     if cr.read_exact(&mut header).await.is_err() {
@@ -225,7 +248,9 @@ async fn counting_relay(store: String) -> (String, std::sync::Arc<std::sync::ato
                     if cr.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    counted.fetch_add(1, Ordering::SeqCst);
+                    if !std::mem::take(&mut hello) {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
                     if sw.write_all(&header).await.is_err() || sw.write_all(&body).await.is_err() {
                         return;
                     }
@@ -245,7 +270,7 @@ async fn appends_of_many_ranges_ready_together_travel_in_one_request() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let s = serve_on(dir.path(), "127.0.0.1:0", None).await;
-    let (relay, frames) = counting_relay(s.addr.clone()).await;
+    let (relay, frames) = counting_relay(s.addr.clone(), false).await;
     let store = RemoteStore::new(&relay, None);
     let entry = |n: u8| ampstore_store::LogEntry {
         kind: ampstore_store::EntryKind::Batch,
@@ -280,4 +305,35 @@ async fn appends_of_many_ranges_ready_together_travel_in_one_request() {
         }
     }
     assert_eq!(store.read(RangeId(5), Seq(1), 10).await.unwrap(), vec![(Seq(1), entry(0))]);
+}
+
+/// At most `STORE_APPEND_EACH_IN_FLIGHT_MAX` append requests are out at once: appends made
+/// while they are wait (and go together in the next one), whatever their number.
+#[tokio::test]
+async fn append_requests_in_flight_stop_at_the_bound() {
+    use ampstore_common::limits::STORE_APPEND_EACH_IN_FLIGHT_MAX;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_on(dir.path(), "127.0.0.1:0", None).await;
+    let (relay, requests) = counting_relay(s.addr.clone(), true).await;
+    let store = RemoteStore::with_deadline(&relay, None, Duration::from_millis(1500));
+    let entry = ampstore_store::LogEntry {
+        kind: ampstore_store::EntryKind::Batch,
+        writer: ampstore_common::NodeId::new("n1").unwrap(),
+        epoch: ampstore_common::Epoch(1),
+        payload: bytes::Bytes::from_static(b"x"),
+    };
+    // One append after the other, each given time to be sent on its own.
+    let mut tasks = Vec::new();
+    for r in 1..=(STORE_APPEND_EACH_IN_FLIGHT_MAX as u64 + 3) {
+        let (store, entry) = (store.clone(), entry.clone());
+        tasks.push(tokio::spawn(async move { store.append(RangeId(r), Seq(1), &entry).await }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), STORE_APPEND_EACH_IN_FLIGHT_MAX);
+    // No answer comes: every append ends `Unavailable` (outcome unknown) within its deadlines.
+    for t in tasks {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), t).await.expect("answered").unwrap();
+        assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+    }
 }

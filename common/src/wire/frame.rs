@@ -454,8 +454,9 @@ mod tests {
             assert!(read_frame(&mut b, &mut body).await.unwrap());
             assert_eq!(body, want);
         }
-        writer.await.unwrap();
+        // Read before joining the writer: its last bytes do not fit the pipe's 7 bytes.
         assert!(matches!(read_frame(&mut b, &mut body).await, Err(FrameError::Truncated { got: 6, want: 10 })));
+        writer.await.unwrap();
     }
 
     #[tokio::test]

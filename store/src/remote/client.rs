@@ -11,7 +11,10 @@
 //! `STORE_APPEND_EACH_IN_FLIGHT_MAX` such requests are in flight; appends that come while
 //! they are wait for the next one, so the more ranges append at once the more slots each
 //! request carries, with no timer. Each slot's outcome is its own: a slot taken by a fence
-//! fails only its own range's append.
+//! fails only its own range's append. A queued append waits for at most the requests out
+//! before it (each bounded by the call deadline) and then its own: a store that stops
+//! answering costs it a few deadlines, never forever
+//! (`append_requests_in_flight_stop_at_the_bound`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
