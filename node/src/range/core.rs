@@ -409,7 +409,7 @@ impl<W> RangeCore<W> {
                 id.client, id.n, id.floor
             )));
         }
-        self.dedup.done.raise_floor(id.client, id.floor, self.now_unix_ms);
+        self.dedup.done.raise_floor_from(id.client, floor, id.floor, self.now_unix_ms);
         Ok(())
     }
 

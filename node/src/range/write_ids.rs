@@ -199,7 +199,12 @@ impl WriteIdTable {
     /// it are forgotten (their memory freed at once; the time order
     /// drops its entries later, in bulk). A lower or equal floor changes nothing.
     pub fn raise_floor(&mut self, client: u64, floor: u64, now_unix_ms: u64) {
-        let current = self.floor_of(client);
+        self.raise_floor_from(client, self.floor_of(client), floor, now_unix_ms);
+    }
+
+    /// [`WriteIdTable::raise_floor`] for a caller that has just read the client's floor
+    /// (`current`, from [`WriteIdTable::floor_of`]): one map lookup a write, not two.
+    pub fn raise_floor_from(&mut self, client: u64, current: u64, floor: u64, now_unix_ms: u64) {
         // The first floor of a client is taken at once; later ones in steps.
         if floor <= current || (current != 0 && floor < current.saturating_add(FLOOR_RAISE_STEP)) {
             return;
