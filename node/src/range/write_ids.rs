@@ -3,7 +3,8 @@
 //! A record is kept for at least `WRITE_ID_RETENTION_MS` after its outcome was decided, unless
 //! the range's records pass `RANGE_WRITE_IDS_BYTES_MAX`, when the oldest go first (and the
 //! count of such early evictions is kept, to be reported). The table is persistent
-//! (`imbl`): cloning it for a snapshot is O(1). A split gives each child only the records of
+//! (`imbl`): cloning it for a snapshot costs one word per client (`ClientWindow`), not per
+//! record. A split gives each child only the records of
 //! the writes routed to its half ([`WriteIdTable::divide`]): a retry goes to the range that
 //! holds its key, and copies of every record in both children would multiply with each
 //! split (measured: 8 KiB of node memory per key after loading 100,000 keys that split into
@@ -16,18 +17,14 @@ use ampstore_common::protocol::WriteId;
 use ampstore_common::write_ids::{ClientFloor, WriteKey, WriteOutcome, WriteRecord};
 use ampstore_common::{Key, Version};
 
-/// How often expired client floors are looked for (a pass over all of them): a floor lives
-/// at least `WRITE_ID_RETENTION_MS` after it was last raised, and at most this much longer.
+/// How often expired client floors (and their windows' expired records) are looked for (a
+/// pass over all clients): a floor lives at least `WRITE_ID_RETENTION_MS` after it was last
+/// raised, and at most this much longer.
 const FLOOR_SWEEP_MS: u64 = 10_000;
 
-/// A client's floor is raised (and its records below it forgotten) once it has moved this
-/// far: each raise costs a map update and a range walk, and raising on every write cost 14 %
-/// of a durable put's instructions (callgrind). Meanwhile the records stay (a retry finds
-/// them): at most this many more per client.
-const FLOOR_RAISE_STEP: u64 = 64;
-
-/// Entries of the time order whose record is gone (forgotten below a floor) are dropped
-/// in one pass once there are more of them than live records, and at least this many.
+/// Entries of the time order whose record is gone (moved into its client's window when the
+/// client's first floor came) are dropped in one pass once there are more of them than live
+/// records, and at least this many.
 const STALE_ORDER_COMPACT_MIN: usize = 1024;
 
 /// The wall clock in unix ms: remembered writes carry it, so it means the same on every node.
@@ -35,8 +32,9 @@ pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One remembered write, in one shared allocation: the id map and the time order hold the
-/// same record (an 8-byte pointer each), and a snapshot's clone of the table shares it.
+/// One remembered write of the shared tier, in one shared allocation: the id map and the
+/// time order hold the same record (an 8-byte pointer each), and a snapshot's clone of the
+/// table shares it.
 #[derive(Clone)]
 struct Rec(triomphe::Arc<Remembered>);
 
@@ -97,31 +95,71 @@ impl std::borrow::Borrow<WriteKey> for Rec {
     }
 }
 
-/// Layout (issue 16, "Memory"): right after a load every key has a record here for the
-/// whole retention, so a record must cost little beyond its data key. Each record is one
-/// allocation ([`Rec`]) that two persistent structures point to: an ordered set by id
-/// (`imbl::OrdSet`: B-tree leaves of 8-byte slots; ids of one client arrive in order; its
-/// insert hands back a record already there, so a new id costs one descent) for lookups,
-/// and a vector in time order for expiry. The former layout (a hash trie keyed by id
-/// holding outcome, time and key, plus a vector of (time, id)) measured about 500 bytes per
-/// record (mostly the trie's sparsely filled 32-slot nodes); this one measures in
-/// `footprint_tests`.
+/// One remembered plain write of a client with a floor, in its client's window.
+#[derive(Clone)]
+struct WindowRec {
+    n: u64,
+    outcome: Outcome,
+    at_unix_ms: u64,
+    data_key: Option<Box<[u8]>>,
+}
+
+/// A client that sends floors (`WriteId::floor`): its floor and the records of its plain
+/// writes at or above it, by number. Its writes arrive nearly in order and its floor follows
+/// them, so a new record is a push at the back and a raise pops the front: a few hundred
+/// instructions a write, where an ordered set insert plus a later remove cost ~2,800
+/// (callgrind, issue 16). `imbl::Vector`: a snapshot's clone of the table shares it.
+#[derive(Clone)]
+struct ClientWindow {
+    floor: u64,
+    /// When the floor was last raised (unix ms).
+    raised_at_unix_ms: u64,
+    recs: imbl::Vector<WindowRec>,
+}
+
+impl ClientWindow {
+    /// Where record `n` is (`Ok`) or would go (`Err`); the usual case (a new, highest
+    /// number) without a search.
+    fn position(&self, n: u64) -> Result<usize, usize> {
+        match self.recs.back() {
+            None => Err(0),
+            Some(last) if last.n < n => Err(self.recs.len()),
+            Some(_) => self.recs.binary_search_by_key(&n, |r| r.n),
+        }
+    }
+}
+
+type ClientHasher = foldhash::fast::RandomState;
+
+/// Layout (issue 16, "Memory" and "Client floors"): two tiers.
+/// - Clients that send floors (every client of today's crate): a [`ClientWindow`] each,
+///   holding only the records of their writes still open or recently answered. Nearly every
+///   write's record is here, and is pushed and popped again within a few writes.
+/// - Everything else (pushes, transactions, plain writes of clients that send no floor): one
+///   record allocation ([`Rec`]) that two persistent structures point to, an ordered set by
+///   id (`imbl::OrdSet`) for lookups and a vector in time order for expiry, kept for the
+///   whole retention. The former layout (a hash trie keyed by id holding outcome, time and
+///   key, plus a vector of (time, id)) measured about 500 bytes per record; this one measures
+///   in `footprint_tests`.
+///
+/// Invariant: a client with a window has no plain-write record in the shared tier (they move
+/// into the window when it is made).
 #[derive(Clone)]
 pub struct WriteIdTable {
-    /// Every record, by id.
+    /// The shared tier's records, by id.
     records: imbl::OrdSet<Rec>,
-    /// The records in the order they were remembered (times never decrease along it, see
-    /// `extend`); an entry whose id's record was replaced is skipped when it is popped.
+    /// The shared tier's records in the order they were remembered (times never decrease
+    /// along it, see `extend`); an entry whose id's record was replaced or moved is skipped
+    /// when it is popped.
     order: imbl::Vector<Rec>,
+    /// Each client's window, by client id.
+    windows: std::collections::HashMap<u64, ClientWindow, ClientHasher>,
     bytes: usize,
     bytes_max: usize,
     retention_ms: u64,
     /// Records dropped before their retention ran out (the byte bound).
     evicted_early: u64,
-    /// Each client's floor (`WriteId::floor`): its writes below it are forgotten and
-    /// refused. By client id; (floor, when last raised).
-    floors: imbl::OrdMap<u64, (u64, u64)>,
-    /// Entries of `order` whose record was forgotten below a floor.
+    /// Entries of `order` whose record was moved into a window.
     stale_in_order: usize,
     floors_swept_at_ms: u64,
 }
@@ -137,11 +175,11 @@ impl WriteIdTable {
         WriteIdTable {
             records: imbl::OrdSet::new(),
             order: imbl::Vector::new(),
+            windows: Default::default(),
             bytes: 0,
             bytes_max,
             retention_ms,
             evicted_early: 0,
-            floors: imbl::OrdMap::new(),
             stale_in_order: 0,
             floors_swept_at_ms: 0,
         }
@@ -160,7 +198,7 @@ impl WriteIdTable {
     /// below their client's floor are left out.
     pub fn extend(&mut self, records: Vec<WriteRecord>, floors: Vec<ClientFloor>, now_unix_ms: u64) {
         let mut all = self.records();
-        all.extend(records.into_iter().filter(|r| !self.records.contains(&r.key)));
+        all.extend(records.into_iter().filter(|r| self.get(&r.key).is_none()));
         // Rebuilt in time order, so that expiry (which looks at the oldest) stays exact.
         all.sort_by_key(|r| r.at_unix_ms);
         let mut all_floors = self.floors();
@@ -182,7 +220,7 @@ impl WriteIdTable {
 
     /// The floor `client` promised (0: none known).
     pub fn floor_of(&self, client: u64) -> u64 {
-        self.floors.get(&client).map_or(0, |&(floor, _)| floor)
+        self.windows.get(&client).map_or(0, |w| w.floor)
     }
 
     /// Whether `key` is a plain write below its client's floor: forgotten, and refused if
@@ -194,30 +232,67 @@ impl WriteIdTable {
         }
     }
 
-    /// `client` promised never to send again a write of its below `floor`: once the floor
-    /// has moved `FLOOR_RAISE_STEP` past the one kept, the records of its plain writes below
-    /// it are forgotten (their memory freed at once; the time order
-    /// drops its entries later, in bulk). A lower or equal floor changes nothing.
+    /// `client` promised never to send again a write of its below `floor`: the records of
+    /// its plain writes below it are forgotten (their memory freed at once). A lower or
+    /// equal floor changes nothing.
     pub fn raise_floor(&mut self, client: u64, floor: u64, now_unix_ms: u64) {
         self.raise_floor_from(client, self.floor_of(client), floor, now_unix_ms);
     }
 
     /// [`WriteIdTable::raise_floor`] for a caller that has just read the client's floor
-    /// (`current`, from [`WriteIdTable::floor_of`]): one map lookup a write, not two.
+    /// (`current`, from [`WriteIdTable::floor_of`]).
     pub fn raise_floor_from(&mut self, client: u64, current: u64, floor: u64, now_unix_ms: u64) {
-        // The first floor of a client is taken at once; later ones in steps.
-        if floor <= current || (current != 0 && floor < current.saturating_add(FLOOR_RAISE_STEP)) {
+        if floor <= current {
             return;
         }
         self.set_floor(client, floor, now_unix_ms);
-        let (lo, hi) = (WriteKey::Write(WriteId::new(client, current)), WriteKey::Write(WriteId::new(client, floor)));
-        let gone: Vec<WriteKey> = self.records.range::<_, WriteKey>(lo..hi).map(|r| r.0.id).collect();
-        for id in gone {
-            if let Some(r) = self.records.remove(&id) {
-                self.bytes -= record_bytes(&r.0.outcome.get(), r.0.data_key.as_deref());
-                self.stale_in_order += 1;
+    }
+
+    /// Sets `client`'s floor to `floor` when higher (making its window the first time, and
+    /// moving its plain-write records there) and forgets its records below it.
+    fn set_floor(&mut self, client: u64, floor: u64, at_unix_ms: u64) {
+        let Some(w) = self.windows.get_mut(&client) else { return self.open_window(client, floor, at_unix_ms) };
+        if w.floor >= floor {
+            return;
+        }
+        w.floor = floor;
+        w.raised_at_unix_ms = at_unix_ms;
+        while w.recs.front().is_some_and(|r| r.n < floor) {
+            if let Some(r) = w.recs.pop_front() {
+                self.bytes -= window_rec_bytes(&r);
             }
         }
+    }
+
+    /// The first floor of `client`: its window, with its plain-write records of the shared
+    /// tier at or above `floor` moved in (those below it are forgotten).
+    fn open_window(&mut self, client: u64, floor: u64, at_unix_ms: u64) {
+        let (lo, hi) = (WriteKey::Write(WriteId::new(client, 0)), WriteKey::Write(WriteId::new(client, u64::MAX)));
+        let mine: Vec<WriteKey> = self.records.range::<_, WriteKey>(lo..=hi).map(|r| r.0.id).collect();
+        let mut recs = imbl::Vector::new();
+        for id in mine {
+            let Some(r) = self.records.remove(&id) else { continue };
+            self.stale_in_order += 1;
+            let WriteKey::Write(id) = r.0.id else { continue };
+            if id.n < floor {
+                self.bytes -= record_bytes(&r.0.outcome.get(), r.0.data_key.as_deref());
+                continue;
+            }
+            // Same bytes counted, now in the window (ids come out of the set in order).
+            recs.push_back(WindowRec {
+                n: id.n,
+                outcome: r.0.outcome.clone(),
+                at_unix_ms: r.0.at_unix_ms,
+                data_key: r.0.data_key.clone(),
+            });
+        }
+        self.windows.insert(client, ClientWindow { floor, raised_at_unix_ms: at_unix_ms, recs });
+        self.bytes += WRITE_ID_FLOOR_BYTES_FIXED;
+        self.compact_order();
+    }
+
+    /// Drops the time order's entries whose record is gone, once there are many.
+    fn compact_order(&mut self) {
         if self.stale_in_order >= STALE_ORDER_COMPACT_MIN && self.stale_in_order > self.records.len() {
             let records = &self.records;
             self.order = self
@@ -230,25 +305,23 @@ impl WriteIdTable {
         }
     }
 
-    fn set_floor(&mut self, client: u64, floor: u64, at_unix_ms: u64) {
-        match self.floors.get(&client) {
-            Some(&(f, _)) if f >= floor => {}
-            Some(_) => {
-                self.floors.insert(client, (floor, at_unix_ms));
-            }
-            None => {
-                self.floors.insert(client, (floor, at_unix_ms));
-                self.bytes += WRITE_ID_FLOOR_BYTES_FIXED;
-            }
-        }
-    }
-
     /// Every client floor (for a snapshot).
     pub fn floors(&self) -> Vec<ClientFloor> {
-        self.floors.iter().map(|(&client, &(floor, at_unix_ms))| ClientFloor { client, floor, at_unix_ms }).collect()
+        let mut floors: Vec<ClientFloor> = self
+            .windows
+            .iter()
+            .map(|(&client, w)| ClientFloor { client, floor: w.floor, at_unix_ms: w.raised_at_unix_ms })
+            .collect();
+        floors.sort_by_key(|f| f.client);
+        floors
     }
 
     pub fn get(&self, key: &WriteKey) -> Option<WriteOutcome> {
+        if let WriteKey::Write(id) = key
+            && let Some(w) = self.windows.get(&id.client)
+        {
+            return w.position(id.n).ok().and_then(|i| w.recs.get(i)).map(|r| r.outcome.get());
+        }
         self.records.get(key).map(|r| r.0.outcome.get())
     }
 
@@ -268,20 +341,28 @@ impl WriteIdTable {
     /// Adds a record; `false` (and nothing changes) when `key` is already remembered.
     fn insert(&mut self, key: WriteKey, outcome: WriteOutcome, data_key: Option<Key>, at: u64) -> bool {
         let bytes = record_bytes(&outcome, data_key.as_ref().map(Key::as_bytes));
-        let rec = Rec(triomphe::Arc::new(Remembered {
-            id: key,
-            outcome: Outcome::new(outcome),
-            at_unix_ms: at,
-            data_key: data_key.map(|k| k.0.into_boxed_slice()),
-        }));
-        // One descent for the usual case (a new id) instead of a lookup and an insert: a
-        // record already there comes back out and goes back in (its first outcome stays).
-        if let Some(first) = self.records.insert(rec.clone()) {
-            self.records.insert(first);
-            return false;
+        let data_key = data_key.map(|k| k.0.into_boxed_slice());
+        if let WriteKey::Write(id) = key
+            && let Some(w) = self.windows.get_mut(&id.client)
+        {
+            let Err(at_index) = w.position(id.n) else { return false };
+            let rec = WindowRec { n: id.n, outcome: Outcome::new(outcome), at_unix_ms: at, data_key };
+            if at_index == w.recs.len() {
+                w.recs.push_back(rec);
+            } else {
+                w.recs.insert(at_index, rec);
+            }
+        } else {
+            let rec = Rec(triomphe::Arc::new(Remembered { id: key, outcome: Outcome::new(outcome), at_unix_ms: at, data_key }));
+            // One descent for the usual case (a new id) instead of a lookup and an insert: a
+            // record already there comes back out and goes back in (its first outcome stays).
+            if let Some(first) = self.records.insert(rec.clone()) {
+                self.records.insert(first);
+                return false;
+            }
+            self.order.push_back(rec);
         }
         self.bytes += bytes;
-        self.order.push_back(rec);
         while self.bytes > self.bytes_max {
             if !self.pop_oldest() {
                 break;
@@ -291,30 +372,55 @@ impl WriteIdTable {
         true
     }
 
-    /// Drops records older than the retention, and (every `FLOOR_SWEEP_MS`) floors not
-    /// raised for as long.
+    /// Drops records older than the retention, and (every `FLOOR_SWEEP_MS`) the windows'
+    /// records as old and floors not raised for as long.
     pub fn expire(&mut self, now_unix_ms: u64) {
         while let Some(oldest) = self.order.front() {
             if oldest.0.at_unix_ms.saturating_add(self.retention_ms) >= now_unix_ms {
                 break;
             }
-            self.pop_oldest();
+            self.pop_oldest_shared();
         }
-        if !self.floors.is_empty() && now_unix_ms >= self.floors_swept_at_ms.saturating_add(FLOOR_SWEEP_MS) {
+        if !self.windows.is_empty() && now_unix_ms >= self.floors_swept_at_ms.saturating_add(FLOOR_SWEEP_MS) {
             self.floors_swept_at_ms = now_unix_ms;
             let retention_ms = self.retention_ms;
-            let before = self.floors.len();
-            self.floors = self
-                .floors
-                .iter()
-                .filter(|(_, (_, at))| at.saturating_add(retention_ms) >= now_unix_ms)
-                .map(|(&client, &floor)| (client, floor))
-                .collect();
-            self.bytes -= (before - self.floors.len()) * WRITE_ID_FLOOR_BYTES_FIXED;
+            let live = |at: u64| at.saturating_add(retention_ms) >= now_unix_ms;
+            let mut freed = 0;
+            self.windows.retain(|_, w| {
+                if w.recs.iter().any(|r| !live(r.at_unix_ms)) {
+                    freed += w.recs.iter().filter(|r| !live(r.at_unix_ms)).map(window_rec_bytes).sum::<usize>();
+                    w.recs.retain(|r| live(r.at_unix_ms));
+                }
+                // A floor goes once it was not raised for the retention and it guards no
+                // record any more.
+                let keep = live(w.raised_at_unix_ms) || !w.recs.is_empty();
+                if !keep {
+                    freed += WRITE_ID_FLOOR_BYTES_FIXED;
+                }
+                keep
+            });
+            self.bytes -= freed;
         }
     }
 
+    /// Drops the oldest record (the shared tier's, else the oldest at the front of a window).
     fn pop_oldest(&mut self) -> bool {
+        if self.pop_oldest_shared() {
+            return true;
+        }
+        let oldest = self
+            .windows
+            .iter()
+            .filter_map(|(&client, w)| w.recs.front().map(|r| (r.at_unix_ms, client)))
+            .min();
+        let Some((_, client)) = oldest else { return false };
+        if let Some(r) = self.windows.get_mut(&client).and_then(|w| w.recs.pop_front()) {
+            self.bytes -= window_rec_bytes(&r);
+        }
+        true
+    }
+
+    fn pop_oldest_shared(&mut self) -> bool {
         let Some(oldest) = self.order.pop_front() else { return false };
         // The order may hold a record whose id was remembered again later (`extend` of an
         // older record): only remove the map's record if it is this one.
@@ -326,7 +432,7 @@ impl WriteIdTable {
             Some(other) => {
                 self.records.insert(other);
             }
-            // Forgotten below its client's floor.
+            // Moved into its client's window.
             None => self.stale_in_order = self.stale_in_order.saturating_sub(1),
         }
         true
@@ -334,7 +440,7 @@ impl WriteIdTable {
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.windows.values().map(|w| w.recs.len()).sum::<usize>()
     }
 
     pub fn bytes(&self) -> usize {
@@ -347,7 +453,8 @@ impl WriteIdTable {
 
     /// Every record, oldest first (for a snapshot).
     pub fn records(&self) -> Vec<WriteRecord> {
-        self.order
+        let mut all: Vec<WriteRecord> = self
+            .order
             .iter()
             .filter(|rec| self.records.get(&rec.0.id).is_some_and(|r| triomphe::Arc::ptr_eq(&r.0, &rec.0)))
             .map(|rec| WriteRecord {
@@ -356,7 +463,22 @@ impl WriteIdTable {
                 at_unix_ms: rec.0.at_unix_ms,
                 data_key: rec.0.data_key.as_deref().map(Key::from),
             })
-            .collect()
+            .collect();
+        if !self.windows.is_empty() {
+            let mut clients: Vec<(&u64, &ClientWindow)> = self.windows.iter().collect();
+            clients.sort_by_key(|(client, _)| **client);
+            for (&client, w) in clients {
+                all.extend(w.recs.iter().map(|r| WriteRecord {
+                    key: WriteKey::Write(WriteId::new(client, r.n)),
+                    outcome: r.outcome.get(),
+                    at_unix_ms: r.at_unix_ms,
+                    data_key: r.data_key.as_deref().map(Key::from),
+                }));
+            }
+            // Stable: the shared tier's order stays as it was.
+            all.sort_by_key(|r| r.at_unix_ms);
+        }
+        all
     }
 
     /// The two children's tables of a split at `split_key`: a record goes to the child
@@ -382,6 +504,11 @@ impl WriteIdTable {
         };
         (child(left), child(right))
     }
+}
+
+/// What one window record counts against the byte bound (as [`record_bytes`]).
+fn window_rec_bytes(r: &WindowRec) -> usize {
+    record_bytes(&r.outcome.get(), r.data_key.as_deref())
 }
 
 /// What one record counts against the byte bound: its fixed part and its data key.
@@ -547,14 +674,13 @@ mod floor_tests {
             t.bytes(),
             15 * WRITE_ID_RECORD_BYTES_FIXED + WRITE_ID_RECORD_BYTES_FIXED + WRITE_ID_FLOOR_BYTES_FIXED
         );
-        // A lower floor changes nothing, nor a higher one by less than the step; a record
-        // below the floor is not remembered.
+        // A lower floor changes nothing; a higher one forgets at once; a record below the
+        // floor is not remembered.
         t.raise_floor(1, 2, 300);
-        t.raise_floor(1, 5 + FLOOR_RAISE_STEP - 1, 300);
         assert_eq!(t.floor_of(1), 5);
-        t.raise_floor(1, 5 + FLOOR_RAISE_STEP, 300);
-        assert_eq!(t.floor_of(1), 5 + FLOOR_RAISE_STEP);
-        assert!(t.get(&w(1, 5)).is_none() && t.get(&w(2, 5)).is_some());
+        t.raise_floor(1, 6, 300);
+        assert_eq!(t.floor_of(1), 6);
+        assert!(t.get(&w(1, 5)).is_none() && t.get(&w(1, 6)).is_some() && t.get(&w(2, 5)).is_some());
         t.remember(w(1, 3), written(3), None, 300);
         assert!(t.get(&w(1, 3)).is_none());
     }
@@ -568,10 +694,70 @@ mod floor_tests {
             t.raise_floor(9, n.saturating_sub(16), 1 + n / 100);
             t.remember(w(9, n), written(n), Some(Key::from("k")), 1 + n / 100);
         }
-        let window = 17 + FLOOR_RAISE_STEP as usize;
-        assert!(t.len() <= window, "{} records", t.len());
-        assert!(t.order.len() <= 2 * STALE_ORDER_COMPACT_MIN + window, "order holds {}", t.order.len());
+        assert!(t.len() <= 17, "{} records", t.len());
+        // The first writes (before the client's first floor) went to the shared tier and
+        // moved into the window; their time-order entries go when they expire.
+        assert!(t.records.is_empty() && t.order.len() <= 17, "the shared tier holds {}", t.order.len());
         assert_eq!(t.records().len(), t.len());
+    }
+
+    /// A client's window: records in any order, the first outcome kept, found by number;
+    /// its writes before its first floor move in; a clone (a snapshot's) is not changed by
+    /// later writes.
+    #[test]
+    fn a_clients_window_keeps_its_open_writes() {
+        let per = WRITE_ID_RECORD_BYTES_FIXED;
+        let mut t = WriteIdTable::with_limits(usize::MAX, 1000);
+        for n in [3, 1, 2] {
+            t.remember(w(4, n), written(n), None, 100);
+        }
+        t.raise_floor(4, 2, 100);
+        assert_eq!((t.records.len(), t.windows[&4].recs.len()), (0, 2), "2 and 3 moved in, 1 forgotten");
+        for n in [7, 5, 6, 5] {
+            t.remember(w(4, n), written(10 + n), None, 110);
+        }
+        let ns: Vec<u64> = t.windows[&4].recs.iter().map(|r| r.n).collect();
+        assert_eq!(ns, [2, 3, 5, 6, 7]);
+        assert_eq!(t.get(&w(4, 5)), Some(written(15)), "a retry keeps the first outcome");
+        assert_eq!(t.get(&w(4, 4)), None);
+        assert_eq!(t.bytes(), 5 * per + WRITE_ID_FLOOR_BYTES_FIXED);
+        let snapshot = t.clone();
+        t.raise_floor(4, 6, 120);
+        t.remember(w(4, 8), written(18), None, 120);
+        assert_eq!(t.len(), 3);
+        assert_eq!(snapshot.len(), 5, "the clone is unchanged");
+        assert_eq!(snapshot.get(&w(4, 2)), Some(written(2)));
+        assert_eq!(snapshot.floor_of(4), 2);
+        assert_eq!(t.records().iter().map(|r| r.key).collect::<Vec<_>>(), [w(4, 6), w(4, 7), w(4, 8)]);
+    }
+
+    /// The byte bound reaches into the windows once the shared tier is empty (the oldest
+    /// first), and a window's records and floor expire by the sweep.
+    #[test]
+    fn window_records_are_bounded_and_expire() {
+        let per = WRITE_ID_RECORD_BYTES_FIXED;
+        let mut t = WriteIdTable::with_limits(2 * WRITE_ID_FLOOR_BYTES_FIXED + 3 * per, 1000);
+        t.raise_floor(1, 1, 10);
+        t.raise_floor(2, 1, 10);
+        t.remember(w(1, 1), written(1), None, 10);
+        t.remember(w(2, 1), written(2), None, 11);
+        t.remember(w(1, 2), written(3), None, 12);
+        assert_eq!((t.len(), t.evicted_early()), (3, 0));
+        t.remember(w(2, 2), written(4), None, 13);
+        assert_eq!((t.len(), t.evicted_early()), (3, 1), "one over: the oldest went");
+        assert!(t.get(&w(1, 1)).is_none() && t.get(&w(2, 1)).is_some());
+        // The sweep drops records past the retention, then floors that guard nothing and
+        // were not raised for as long.
+        t.raise_floor(2, 2, 500);
+        t.expire(11 + 1000 + FLOOR_SWEEP_MS);
+        assert_eq!(t.len(), 0);
+        assert_eq!((t.floor_of(1), t.floor_of(2)), (0, 0));
+        assert_eq!(t.bytes(), 0);
+        let mut t = WriteIdTable::with_limits(usize::MAX, 1000);
+        t.raise_floor(3, 1, 10);
+        t.remember(w(3, 1), written(1), None, 10_500);
+        t.expire(10 + 1000 + FLOOR_SWEEP_MS);
+        assert_eq!((t.floor_of(3), t.len()), (1, 1), "a floor guarding a live record stays");
     }
 
     #[test]
