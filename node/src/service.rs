@@ -11,10 +11,13 @@ use ampstore_common::lists::PushId;
 use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
 use ampstore_common::write_ids::WriteKey;
 use ampstore_server::metrics::Metrics;
+use ampstore_server::completions::ConnReply;
 use ampstore_server::rpc::{Now, Service};
 
+use crate::range::handle::RangeHandle;
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
+use crate::range::host::Responder;
 use crate::shared::NodeShared;
 
 impl Service for NodeShared {
@@ -37,6 +40,19 @@ impl Service for NodeShared {
 
     fn runs_in_connection(&self, op: &Op) -> bool {
         is_range_write(op)
+    }
+
+    fn starts(&self, op: &Op) -> bool {
+        matches!(op, Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. })
+    }
+
+    fn start(self: &Arc<Self>, op: Op, reply: ConnReply) {
+        self.ops_total.fetch_add(1, Ordering::Relaxed);
+        let reply = Responder::Conn(reply);
+        match op.validate().and_then(|()| hand_on(self, op)) {
+            Ok((range, write)) => range.write_to(write, reply),
+            Err(e) => reply.send(Err(e)),
+        }
     }
 
     fn try_now(&self, op: Op) -> Now {
@@ -70,6 +86,34 @@ fn is_range_write(op: &Op) -> bool {
         op,
         Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. } | Op::Push { .. }
     )
+}
+
+/// A validated write of `Service::starts` and the range it goes to.
+fn hand_on(shared: &NodeShared, op: Op) -> Result<(RangeHandle, Write), Error> {
+    let (routed_by, write) = match op {
+        Op::Put { key, value, write_id } => {
+            let write_id = write_id.map(WriteKey::Write);
+            let range = shared.ranges.route_key(&key)?;
+            (range, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id })
+        }
+        Op::PutIfVersion { key, value, expected, write_id } => {
+            let write_id = write_id.map(WriteKey::Write);
+            let range = shared.ranges.route_key(&key)?;
+            (range, Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id })
+        }
+        Op::Delete { key, write_id } => {
+            let write_id = write_id.map(WriteKey::Write);
+            let range = shared.ranges.route_key(&key)?;
+            (range, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id })
+        }
+        Op::DeleteRange { start, end, write_id } => {
+            let write_id = write_id.map(WriteKey::Write);
+            let range = shared.ranges.route_key(&start)?;
+            (range, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id })
+        }
+        other => return Err(Error::internal(format!("{} is not handed on", other.name()))),
+    };
+    Ok((routed_by, write))
 }
 
 /// A validated write of `is_range_write`, handed to its range.

@@ -18,6 +18,7 @@ pub mod metrics;
 #[cfg(any(test, feature = "test-util"))]
 pub mod metrics_text;
 mod request_metrics;
+pub mod completions;
 pub mod rpc;
 pub mod secrets;
 

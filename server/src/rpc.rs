@@ -6,10 +6,14 @@
 //! - it reads into one buffer (pipelined frames arrive in one read syscall) and takes every
 //!   complete frame in it before reading again;
 //! - a request the service can answer at once ([`Service::try_now`]: a read from a range's
-//!   published view) is answered there; one that waits (a write handed to its range) is
-//!   polled by the connection task itself in a `FuturesUnordered`, with no task of its own
-//!   ([`Service::runs_in_connection`]); the rare long ones (loads, merges, transactions)
-//!   still get a task, so they run on any core and never hold up the connection's reads;
+//!   published view) is answered there; a plain write is handed on ([`Service::start`])
+//!   with a [`ConnReply`], and its answer comes back through the connection's queue of
+//!   answers (`completions`: no future, channel or timer per request; its deadline is kept
+//!   by one scan every `DEADLINE_SCAN`); another that waits (a push handed to its range)
+//!   is polled by the connection task itself in a `FuturesUnordered`, with no task of its
+//!   own ([`Service::runs_in_connection`]); the rare long ones (loads, merges,
+//!   transactions) still get a task, so they run on any core and never hold up the
+//!   connection's reads;
 //! - every answer ready at that moment is encoded into one buffer and written with one
 //!   write syscall, once nothing more is immediately ready; answers carry their request's
 //!   id and go out in the order they complete;
@@ -36,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::Decoder;
 
+use crate::completions::{ConnReply, Sink, Slots, Waiting};
 use crate::metrics::Metrics;
 use ampstore_common::error::Error;
 use ampstore_common::frame::{FrameCodec, FrameError, decode_body, encode_frame};
@@ -73,6 +78,20 @@ pub trait Service: Send + Sync + 'static {
     /// a task (it may run long or use CPU, which must not hold up the connection).
     fn runs_in_connection(&self, _op: &Op) -> bool {
         false
+    }
+
+    /// True when `op` (one that [`Service::try_now`] gave back) is handed on with
+    /// [`Service::start`]: no future, no task; its answer comes back through the
+    /// connection's queue of answers (`completions`). Checked before `runs_in_connection`.
+    fn starts(&self, _op: &Op) -> bool {
+        false
+    }
+
+    /// Hands on `op` (one [`Service::starts`] accepted); whoever finishes it sends its
+    /// answer (or error) with `reply`, from any thread. Called in the connection's task, in
+    /// request order. A `reply` dropped unsent answers `Timeout`.
+    fn start(self: &Arc<Self>, op: Op, reply: ConnReply) {
+        reply.send(Err(Error::internal(format!("{} cannot be handed on here", op.name()))));
     }
 
     /// The token a hello with role `Client` must present (app servers hold it). With neither
@@ -145,6 +164,10 @@ const READ_ROOM_MIN_BYTES: usize = 4 * 1024;
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 /// The write buffer is given back when a burst of large answers left it larger than this.
 const WRITE_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
+/// How often a connection with requests handed on (`Service::start`) looks for ones past
+/// their deadline: one timer per connection instead of one per request, so a deadline is
+/// kept to within this much.
+const DEADLINE_SCAN: Duration = Duration::from_millis(100);
 
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve<S: Service>(listener: TcpListener, service: Arc<S>, mut shutdown: watch::Receiver<bool>) {
@@ -245,6 +268,11 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
     let mut codec = FrameCodec::default();
     let mut out = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut in_flight = FuturesUnordered::new();
+    // Requests handed on (`Service::start`), and where their answers come back.
+    let sink = Arc::new(Sink::default());
+    let mut slots = Slots::default();
+    let mut answers = Vec::new();
+    let mut scan = Box::pin(tokio::time::sleep(DEADLINE_SCAN));
     // False once the peer closed its side or a frame ended the connection: what is in
     // flight is still answered, nothing more is taken.
     let mut taking = true;
@@ -252,7 +280,7 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
     let mut finished = false;
     loop {
         // Every complete frame already read, up to the bound on requests in flight.
-        while taking && in_flight.len() < CONNECTION_REQUESTS_IN_FLIGHT_MAX {
+        while taking && in_flight.len() + slots.busy() < CONNECTION_REQUESTS_IN_FLIGHT_MAX {
             let body = match codec.decode(&mut inbuf) {
                 Ok(Some(body)) => body,
                 Ok(None) => break,
@@ -266,8 +294,14 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
             match take_request(service, role, peer, &body) {
                 Taken::Answered(id, result) => push_response(&Response { id, result }, &mut out),
                 Taken::Later(id, op, deadline, started) => {
-                    let inline = service.runs_in_connection(&op);
-                    in_flight.push(run(service, id, op, deadline, inline, started));
+                    if service.starts(&op) {
+                        let waiting =
+                            Waiting { id, op_index: op.index(), started, deadline: deadline.map(|d| started + d) };
+                        service.start(op, slots.hand_on(&sink, waiting));
+                    } else {
+                        let inline = service.runs_in_connection(&op);
+                        in_flight.push(run(service, id, op, deadline, inline, started));
+                    }
                 }
                 Taken::Close(resp) => {
                     push_response(&resp, &mut out);
@@ -291,13 +325,25 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
                     return;
                 }
             }
+            if slots.busy() > 0 {
+                sink.take(&mut answers);
+                for (slot, generation, result) in answers.drain(..) {
+                    if let Some(w) = slots.finish(slot, generation) {
+                        answer(service.as_ref(), (w.id, w.op_index, w.started, result), &mut out);
+                        finished = true;
+                    }
+                }
+                if out.len() >= WRITE_COALESCE_BYTES && !flush(io, &mut out).await {
+                    return;
+                }
+            }
             // Writes finish in bunches: a node's ranges whose log appends were answered
             // together (one store request) answer their waiters one range after the other,
             // from other threads. Let them run once before writing, so that their answers
             // to this connection share one write (and the peer's next requests one read):
             // one write per range's answer made 16 ranges on a node cost about twice the
             // CPU per durable put of one range (issue 16, docs/benchmarks.md).
-            if yielded || !finished || in_flight.is_empty() {
+            if yielded || !finished || (in_flight.is_empty() && slots.busy() == 0) {
                 break;
             }
             yielded = true;
@@ -308,11 +354,11 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
         if !flush(io, &mut out).await {
             return;
         }
-        if !taking && in_flight.is_empty() {
+        if !taking && in_flight.is_empty() && slots.busy() == 0 {
             break;
         }
         // Wait for more input or for a request in flight to finish.
-        let reading = taking && in_flight.len() < CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+        let reading = taking && in_flight.len() + slots.busy() < CONNECTION_REQUESTS_IN_FLIGHT_MAX;
         if reading && inbuf.capacity() - inbuf.len() < READ_ROOM_MIN_BYTES {
             inbuf.reserve(READ_BUFFER_BYTES);
         }
@@ -321,6 +367,15 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 answer(service.as_ref(), done, &mut out);
                 finished = true;
+            }
+            // Answers of requests handed on: taken at the top of the loop.
+            () = std::future::poll_fn(|cx| sink.poll_ready(cx)), if slots.busy() > 0 => {}
+            () = &mut scan, if slots.any_deadline() => {
+                for w in slots.overdue(Instant::now()) {
+                    answer(service.as_ref(), (w.id, w.op_index, w.started, Err(Error::Timeout)), &mut out);
+                    finished = true;
+                }
+                scan.as_mut().reset(tokio::time::Instant::now() + DEADLINE_SCAN);
             }
             read = io.read_buf(&mut inbuf), if reading => match read {
                 Ok(0) => {

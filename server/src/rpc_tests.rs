@@ -36,6 +36,10 @@ struct Gated {
     running_max: AtomicUsize,
     /// Puts `handle` was called for.
     started: AtomicUsize,
+    /// Puts are handed on (`Service::start`) instead of awaited in the connection.
+    hand_on: bool,
+    /// Handed-on puts waiting for their key's gate: their reply and their tag.
+    handed: Mutex<HashMap<Vec<u8>, Vec<(super::ConnReply, u8)>>>,
 }
 
 impl Gated {
@@ -44,6 +48,23 @@ impl Gated {
         for tx in self.gates.lock().unwrap().remove(key.as_bytes()).unwrap_or_default() {
             let _ = tx.send(());
         }
+        for (reply, tag) in self.handed.lock().unwrap().remove(key.as_bytes()).unwrap_or_default() {
+            reply.send(Ok(Reply::Written { version: version(u32::from(tag)) }));
+        }
+    }
+
+    fn handing_on() -> Gated {
+        Gated { hand_on: true, ..Gated::default() }
+    }
+
+    /// Handed-on puts waiting now.
+    fn handed(&self) -> usize {
+        self.handed.lock().unwrap().values().map(Vec::len).sum()
+    }
+
+    /// Drops the replies of `key`'s handed-on puts unsent.
+    fn drop_replies(&self, key: &str) {
+        self.handed.lock().unwrap().remove(key.as_bytes());
     }
 }
 
@@ -82,6 +103,16 @@ impl Service for Gated {
 
     fn runs_in_connection(&self, op: &Op) -> bool {
         matches!(op, Op::Put { .. })
+    }
+
+    fn starts(&self, op: &Op) -> bool {
+        self.hand_on && matches!(op, Op::Put { .. })
+    }
+
+    fn start(self: &Arc<Self>, op: Op, reply: super::ConnReply) {
+        let Op::Put { key, value, .. } = op else { return reply.send(Err(Error::invalid("only puts"))) };
+        let tag = value.first().copied().unwrap_or(0);
+        self.handed.lock().unwrap().entry(key.as_bytes().to_vec()).or_default().push((reply, tag));
     }
 }
 
@@ -348,4 +379,74 @@ async fn puts_finishing_one_moment_apart_are_answered_in_one_write() {
     got.sort();
     assert_eq!(got, vec![1, 2]);
     assert_eq!(writes.len(), 1, "one write for answers finishing one moment apart");
+}
+
+/// Puts handed on (`Service::start`) are answered with their ids and results when they
+/// finish, in the order they finish, and a get meanwhile at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_on_puts_are_answered_as_they_finish() {
+    let service = Arc::new(Gated::handing_on());
+    let (mut s, mut inbuf) = connect(service.clone()).await;
+    send_all(&mut s, &[put(1, "a", 11), put(2, "b", 12), get(3, "g"), put(4, "a", 14)]).await;
+    assert_eq!(next_response(&mut s, &mut inbuf).await.id, RequestId(3));
+    until(|| service.handed() == 3).await;
+    service.open("b");
+    let r = next_response(&mut s, &mut inbuf).await;
+    assert_eq!((r.id, r.result), (RequestId(2), Ok(Reply::Written { version: version(12) })));
+    service.open("a");
+    let mut rest: Vec<(u64, Result<Reply, Error>)> = Vec::new();
+    for _ in 0..2 {
+        let r = next_response(&mut s, &mut inbuf).await;
+        rest.push((r.id.0, r.result));
+    }
+    rest.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        rest,
+        [(1, Ok(Reply::Written { version: version(11) })), (4, Ok(Reply::Written { version: version(14) }))]
+    );
+}
+
+/// A handed-on put past its deadline is answered `Timeout` (within the connection's scan
+/// interval) and its late answer is dropped; one whose reply is dropped unsent is answered
+/// `Timeout` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_on_put_past_its_deadline_or_dropped_answers_timeout() {
+    let service = Arc::new(Gated::handing_on());
+    let (mut s, mut inbuf) = connect(service.clone()).await;
+    let mut late = put(1, "late", 1);
+    late.deadline_ms = Some(50);
+    let t0 = std::time::Instant::now();
+    send_all(&mut s, &[late]).await;
+    let r = next_response(&mut s, &mut inbuf).await;
+    assert_eq!((r.id, r.result), (RequestId(1), Err(Error::Timeout)));
+    assert!(t0.elapsed() < Duration::from_secs(2), "answered {:?} after", t0.elapsed());
+    service.open("late");
+    send_all(&mut s, &[put(2, "gone", 2)]).await;
+    until(|| service.handed() == 1).await;
+    service.drop_replies("gone");
+    let r = next_response(&mut s, &mut inbuf).await;
+    assert_eq!((r.id, r.result), (RequestId(2), Err(Error::Timeout)), "the late answer of 1 never went out");
+}
+
+/// Requests handed on count against the bound on requests in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_on_requests_stop_at_the_bound() {
+    let service = Arc::new(Gated::handing_on());
+    let (mut s, mut inbuf) = connect(service.clone()).await;
+    let max = CONNECTION_REQUESTS_IN_FLIGHT_MAX as u64;
+    let mut reqs: Vec<Request> = (1..=max).map(|i| put(i, "held", 0)).collect();
+    reqs.push(get(max + 1, "after"));
+    send_all(&mut s, &reqs).await;
+    until(|| service.handed() == CONNECTION_REQUESTS_IN_FLIGHT_MAX).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), next_frame(&mut s, &mut inbuf)).await.is_err(),
+        "one past the bound waits"
+    );
+    service.open("held");
+    let mut ids: Vec<u64> = Vec::new();
+    for _ in 0..=max {
+        ids.push(next_response(&mut s, &mut inbuf).await.id.0);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=max + 1).collect::<Vec<_>>());
 }

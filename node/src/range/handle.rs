@@ -83,14 +83,22 @@ impl RangeHandle {
     /// A logged write; answers once it is durable. It goes through the range's inbox
     /// (`range::inbox`): writes that arrive while the actor is busy reach it together.
     pub async fn write(&self, write: Write) -> Result<Reply, Error> {
-        let (tx, rx) = oneshot::channel();
-        if let Pushed::First = self.inbox.push(write, tx)? {
-            self.wake();
-        }
+        let (tx, rx) = Responder::once();
+        self.write_to(write, tx);
         // Never answered: the range stopped with the write somewhere on its way to the log
         // (the range answers what it knows, and refuses what it never took; this is what it
         // could not), so the outcome is unknown.
         rx.await.map_err(|_| Error::Timeout)?
+    }
+
+    /// [`RangeHandle::write`] answered through `reply` (a connection's request handed on,
+    /// `Service::start`): no future waits for it.
+    pub fn write_to(&self, write: Write, reply: Responder) {
+        match self.inbox.push(write, reply) {
+            Ok(Pushed::First) => self.wake(),
+            Ok(Pushed::Queued) => {}
+            Err((e, reply)) => reply.send(Err(e)),
+        }
     }
 
     /// Tells the actor its inbox has writes. One such message at most is needed per
@@ -106,7 +114,7 @@ impl RangeHandle {
 
     /// A snapshot now; answers `Snapshotted`.
     pub async fn snapshot(&self) -> Result<Reply, Error> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = Responder::once();
         self.addr.send(SnapshotMsg { reply: tx }).await.map_err(|_| not_delivered())?;
         rx.await.map_err(|_| not_delivered())?
     }
@@ -114,7 +122,7 @@ impl RangeHandle {
     /// Stops serving: finishes the append in flight, snapshots when dirty, clears the owner.
     /// Answers `Released`.
     pub async fn release(&self) -> Result<Reply, Error> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = Responder::once();
         self.addr.send(ReleaseMsg { reply: Some(tx) }).await.map_err(|_| not_delivered())?;
         rx.await.map_err(|_| not_delivered())?
     }
@@ -153,7 +161,7 @@ impl RangeHandle {
         // Unanswered after an append may have started: unknown for a local transaction,
         // which appends; a participant's prepare only holds, and the coordinator aborts.
         let unanswered = if prepare.local { Error::Timeout } else { not_delivered() };
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = Responder::once();
         self.addr.send(TxnPrepareMsg { prepare, reply: tx }).await.map_err(|_| not_delivered())?;
         rx.await.map_err(|_| unanswered)?
     }
@@ -161,7 +169,7 @@ impl RangeHandle {
     /// Finishes a prepared transaction; answers `TxnResolved`. A range that stopped meanwhile
     /// may have appended the commit or not: `Timeout` (the coordinator asks again).
     pub async fn txn_resolve(&self, txn_id: WriteId, decision: TxnDecision) -> Result<Reply, Error> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = Responder::once();
         self.addr.send(TxnResolveMsg { txn_id, decision, reply: tx }).await.map_err(|_| Error::Timeout)?;
         rx.await.map_err(|_| Error::Timeout)?
     }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use ampstore_common::error::{Error, OwnerHint};
+use ampstore_common::protocol::Reply;
 use ampstore_common::{KeyRange, RangeId, Seq};
+use ampstore_server::completions::ConnReply;
 use ampstore_server::config::NodeConfig;
 use ampstore_server::metrics::Metrics;
 use ampstore_store::Backend;
@@ -18,7 +20,40 @@ use super::write_ids::WriteIdTable;
 use crate::liveness::Liveness;
 
 /// Where a range sends the answer to a write, snapshot, release or transaction request.
-pub type Responder = oneshot::Sender<Result<ampstore_common::protocol::Reply, Error>>;
+pub enum Responder {
+    /// A caller awaiting the answer.
+    Once(oneshot::Sender<Result<Reply, Error>>),
+    /// A connection's request handed on (`Service::start`): the answer goes straight to the
+    /// connection's queue of answers, with no future or channel of its own.
+    Conn(ConnReply),
+}
+
+impl Responder {
+    /// A responder and the receiver its answer comes to.
+    pub fn once() -> (Responder, oneshot::Receiver<Result<Reply, Error>>) {
+        let (tx, rx) = oneshot::channel();
+        (Responder::Once(tx), rx)
+    }
+
+    /// Sends the answer; a caller that gave up (deadline) is not an error.
+    pub fn send(self, result: Result<Reply, Error>) {
+        match self {
+            Responder::Once(tx) => {
+                let _ = tx.send(result);
+            }
+            Responder::Conn(reply) => reply.send(result),
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Responder::Once(_) => f.write_str("Responder::Once"),
+            Responder::Conn(c) => write!(f, "Responder::{c:?}"),
+        }
+    }
+}
 
 /// The node's resources a range actor uses.
 pub struct RangeEnv {

@@ -25,10 +25,11 @@ pub enum Pushed {
 impl WriteInbox {
     /// Queues a write; refused when `RANGE_PENDING_WRITES_MAX` writes wait already (the
     /// range's own queue has the same bound).
-    pub fn push(&self, write: Write, reply: Responder) -> Result<Pushed, Error> {
+    /// The refused write's responder comes back with the error.
+    pub fn push(&self, write: Write, reply: Responder) -> Result<Pushed, (Error, Responder)> {
         let mut queue = self.queue.lock();
         if queue.len() >= RANGE_PENDING_WRITES_MAX {
-            return Err(Error::unavailable("range write queue is full"));
+            return Err((Error::unavailable("range write queue is full"), reply));
         }
         let first = queue.is_empty();
         queue.push((write, reply));
@@ -43,7 +44,7 @@ impl WriteInbox {
     /// Answers every waiting write with `error` (the range is gone: nothing was written).
     pub fn refuse_all(&self, error: &Error) {
         for (_, reply) in self.take() {
-            let _ = reply.send(Err(error.clone()));
+            reply.send(Err(error.clone()));
         }
     }
 }
@@ -64,15 +65,15 @@ mod tests {
         let inbox = WriteInbox::default();
         let mut answers = Vec::new();
         for i in 0..RANGE_PENDING_WRITES_MAX {
-            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (tx, rx) = Responder::once();
             answers.push(rx);
             let pushed = inbox.push(put(), tx).unwrap();
             assert_eq!(matches!(pushed, Pushed::First), i == 0, "write {i}");
         }
-        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let (tx, _rx) = Responder::once();
         assert!(inbox.push(put(), tx).is_err(), "one past the bound is refused");
         assert_eq!(inbox.take().len(), RANGE_PENDING_WRITES_MAX);
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = Responder::once();
         assert!(matches!(inbox.push(put(), tx).unwrap(), Pushed::First), "empty again: wakes again");
         inbox.refuse_all(&Error::NotOwner { hint: None });
         assert_eq!(rx.try_recv().unwrap(), Err(Error::NotOwner { hint: None }));
