@@ -10,13 +10,13 @@ use ampstore_common::limits::FRAME_BYTES_MAX;
 use ampstore_common::lists::PushId;
 use ampstore_common::protocol::{Op, PROTOCOL_VERSION, Reply, Role, ServerInfo};
 use ampstore_common::write_ids::WriteKey;
-use ampstore_server::metrics::Metrics;
 use ampstore_server::completions::ConnReply;
+use ampstore_server::metrics::Metrics;
 use ampstore_server::rpc::{Now, Service};
 
-use crate::range::handle::RangeHandle;
 use crate::range::batch::LoggedOp;
 use crate::range::core::{Condition, Write};
+use crate::range::handle::RangeHandle;
 use crate::range::host::Responder;
 use crate::shared::NodeShared;
 

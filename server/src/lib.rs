@@ -11,6 +11,7 @@
 //!   crates' pure state types and in `ampstore_common::ownership`.
 
 pub mod admin;
+pub mod completions;
 pub mod config;
 pub mod gossip;
 pub mod identity;
@@ -18,7 +19,6 @@ pub mod metrics;
 #[cfg(any(test, feature = "test-util"))]
 pub mod metrics_text;
 mod request_metrics;
-pub mod completions;
 pub mod rpc;
 pub mod secrets;
 

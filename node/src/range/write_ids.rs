@@ -353,7 +353,12 @@ impl WriteIdTable {
                 w.recs.insert(at_index, rec);
             }
         } else {
-            let rec = Rec(triomphe::Arc::new(Remembered { id: key, outcome: Outcome::new(outcome), at_unix_ms: at, data_key }));
+            let rec = Rec(triomphe::Arc::new(Remembered {
+                id: key,
+                outcome: Outcome::new(outcome),
+                at_unix_ms: at,
+                data_key,
+            }));
             // One descent for the usual case (a new id) instead of a lookup and an insert: a
             // record already there comes back out and goes back in (its first outcome stays).
             if let Some(first) = self.records.insert(rec.clone()) {
@@ -408,11 +413,8 @@ impl WriteIdTable {
         if self.pop_oldest_shared() {
             return true;
         }
-        let oldest = self
-            .windows
-            .iter()
-            .filter_map(|(&client, w)| w.recs.front().map(|r| (r.at_unix_ms, client)))
-            .min();
+        let oldest =
+            self.windows.iter().filter_map(|(&client, w)| w.recs.front().map(|r| (r.at_unix_ms, client))).min();
         let Some((_, client)) = oldest else { return false };
         if let Some(r) = self.windows.get_mut(&client).and_then(|w| w.recs.pop_front()) {
             self.bytes -= window_rec_bytes(&r);
