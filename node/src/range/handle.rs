@@ -32,13 +32,24 @@ use super::view::ViewCell;
 use crate::liveness::Liveness;
 
 /// A serving range, as the node's directory holds it: its actor, the readers' view of its
-/// memtable, and its write inbox. Cheap to clone.
+/// memtable, and its write inbox. Cheap to clone: one shared pointer (every request clones
+/// the handle it is routed to).
 #[derive(Clone)]
-pub struct RangeHandle {
+pub struct RangeHandle(Arc<Parts>);
+
+pub struct Parts {
     addr: Addr<RangeActor>,
     view: Arc<ViewCell>,
     inbox: Arc<WriteInbox>,
     liveness: Arc<Liveness>,
+}
+
+impl std::ops::Deref for RangeHandle {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 /// The request never reached the range (its actor stopped): nothing was done.
@@ -65,7 +76,7 @@ impl RangeHandle {
         let addr = RangeActor::start_in_arbiter(arbiter, move |_| {
             RangeActor::new(core, owner, env, instance, cell, actor_inbox)
         });
-        RangeHandle { addr, view, inbox, liveness }
+        RangeHandle(Arc::new(Parts { addr, view, inbox, liveness }))
     }
 
     /// The value and version at `key` (`None`: absent), from the range's memtable: no turn
