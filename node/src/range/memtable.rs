@@ -27,6 +27,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 
 use ampstore_common::error::Error;
+use ampstore_common::key::{KeyBytes, cmp_key_bytes};
 use ampstore_common::limits::SCAN_PAGE_BYTES_MAX;
 use ampstore_common::protocol::{Reply, ScanItem, Versioned};
 use ampstore_common::{Key, KeyRange, Seq, Version};
@@ -119,14 +120,15 @@ impl PartialOrd for Entry {
         Some(self.cmp(other))
     }
 }
+/// Bytewise by key, compared with `cmp_key_bytes` (as the lookups' `KeyBytes` are).
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(other.key())
+        cmp_key_bytes(self.key(), other.key())
     }
 }
-impl Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.key()
+impl Borrow<KeyBytes> for Entry {
+    fn borrow(&self) -> &KeyBytes {
+        KeyBytes::new(self.key())
     }
 }
 
@@ -153,7 +155,7 @@ impl Memtable {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(key)
+        self.map.get(KeyBytes::new(key))
     }
 
     /// Sets `key` to `value` at `version`; the entry it replaced, if any.
@@ -168,7 +170,7 @@ impl Memtable {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.map.remove(key)
+        self.map.remove(KeyBytes::new(key))
     }
 
     /// Every entry, in key order.
@@ -182,7 +184,7 @@ impl Memtable {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> impl DoubleEndedIterator<Item = &'a Entry> + 'a {
-        self.map.range::<_, [u8]>((lower, upper))
+        self.map.range::<_, KeyBytes>((lower.map(KeyBytes::new), upper.map(KeyBytes::new)))
     }
 
     /// Both maps' entries (for a merge: the two parents hold disjoint keys). On a key in
