@@ -220,8 +220,11 @@ fn in_transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> rusql
 fn apply(tx: &Connection, op: &WriteOp) -> rusqlite::Result<Outcome> {
     if let WriteOp::AppendEach(slots) = op {
         let mut outcomes = Vec::with_capacity(slots.len());
+        // One statement for all the slots (a cache lookup, by the SQL's text, per slot
+        // otherwise).
+        let mut insert = tx.prepare_cached(INSERT_SLOT)?;
         for slot in slots {
-            outcomes.push(if insert_slot(tx, slot)? {
+            outcomes.push(if insert_with(&mut insert, slot)? {
                 Ok(())
             } else {
                 Err(StoreError::SlotTaken { range: slot.range, seq: slot.seq })
@@ -276,19 +279,23 @@ fn apply_one(tx: &Connection, op: &WriteOp) -> rusqlite::Result<StoreResult<u64>
     }
 }
 
+const INSERT_SLOT: &str =
+    "INSERT OR IGNORE INTO log (range_id, seq, kind, writer, epoch, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 fn insert_slot(tx: &Connection, s: &AppendSlot) -> rusqlite::Result<bool> {
-    let n = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO log (range_id, seq, kind, writer, epoch, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            s.range.0 as i64,
-            s.seq.0 as i64,
-            i64::from(s.entry.kind.as_u8()),
-            s.entry.writer.as_str(),
-            s.entry.epoch.0 as i64,
-            &s.entry.payload[..],
-        ])?;
+    insert_with(&mut tx.prepare_cached(INSERT_SLOT)?, s)
+}
+
+/// Inserts `s` with the prepared [`INSERT_SLOT`]; false when the slot was taken.
+fn insert_with(insert: &mut rusqlite::CachedStatement<'_>, s: &AppendSlot) -> rusqlite::Result<bool> {
+    let n = insert.execute(params![
+        s.range.0 as i64,
+        s.seq.0 as i64,
+        i64::from(s.entry.kind.as_u8()),
+        s.entry.writer.as_str(),
+        s.entry.epoch.0 as i64,
+        &s.entry.payload[..],
+    ])?;
     Ok(n == 1)
 }
 

@@ -34,6 +34,7 @@ use super::{AppendSlot, Expect, LogEntry, MetaItem, MetaOp, StoreError};
 use ampstore_common::ids::{RangeId, Seq};
 
 mod client;
+mod hot;
 mod server;
 
 pub use client::RemoteStore;

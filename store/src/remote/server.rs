@@ -3,12 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::{
     QueryItem, STORE_PROTOCOL_VERSION, STORE_PROTOCOL_VERSION_MIN, StoreHello, StoreReply, StoreRequest, StoreResponse,
+    hot,
 };
 use crate::{Backend, StoreError};
 use ampstore_common::frame::{decode_body, read_frame, write_frame};
@@ -103,11 +105,24 @@ async fn connection(
             Ok(false) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
-        let answer = match decode_body::<StoreRequest>(&body) {
-            Ok(request) => handle(&backend, request).await,
-            Err(e) => Err(StoreError::Invalid(format!("malformed store request: {e}"))),
+        let answer = if hot::is_append_each(&body) {
+            // The frame's buffer becomes the payloads' (no copy), and comes back for the
+            // next frame when the writer has let go of them.
+            let frozen = Bytes::from(std::mem::take(&mut body));
+            let answer = match hot::read_append_each(&frozen) {
+                Some(slots) => handle(&backend, StoreRequest::AppendEach { slots }).await,
+                None => decode_and_handle(&backend, &frozen).await,
+            };
+            if let Ok(buf) = frozen.try_into_mut() {
+                body = Vec::from(buf);
+            }
+            answer
+        } else {
+            decode_and_handle(&backend, &body).await
         };
-        write_frame(&mut writer, &answer, &mut scratch).await.map_err(|e| e.to_string())?;
+        scratch.clear();
+        hot::encode_answer(&answer, &mut scratch).map_err(|e| e.to_string())?;
+        writer.write_all(&scratch).await.map_err(|e| e.to_string())?;
         writer.flush().await.map_err(|e| e.to_string())?;
         // An idle connection keeps no large buffer (a log read answers up to 8 MiB).
         for buf in [&mut body, &mut scratch] {
@@ -115,6 +130,13 @@ async fn connection(
                 *buf = Vec::new();
             }
         }
+    }
+}
+
+async fn decode_and_handle(b: &Backend, body: &[u8]) -> StoreResponse {
+    match decode_body::<StoreRequest>(body) {
+        Ok(request) => handle(b, request).await,
+        Err(e) => Err(StoreError::Invalid(format!("malformed store request: {e}"))),
     }
 }
 
