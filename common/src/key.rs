@@ -28,55 +28,6 @@ impl std::borrow::Borrow<[u8]> for Key {
     }
 }
 
-/// The bytewise order of two keys, exactly `<[u8]>::cmp`, eight bytes at a time and with no
-/// call into the C library's `memcmp`: a memtable lookup compares about fifteen times, and
-/// each `memcmp` call cost ~30 instructions of a ~3,400-instruction get (callgrind, issue 16).
-#[inline]
-pub fn cmp_key_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let (mut x, mut y) = (a, b);
-    while let (Some((xw, xr)), Some((yw, yr))) = (x.split_first_chunk::<8>(), y.split_first_chunk::<8>()) {
-        if xw != yw {
-            return u64::from_be_bytes(*xw).cmp(&u64::from_be_bytes(*yw));
-        }
-        (x, y) = (xr, yr);
-    }
-    for (xb, yb) in x.iter().zip(y) {
-        if xb != yb {
-            return xb.cmp(yb);
-        }
-    }
-    x.len().cmp(&y.len())
-}
-
-/// Key bytes ordered by [`cmp_key_bytes`] (the same order as `[u8]`'s, faster): what ordered
-/// maps of entries are searched with (`Borrow<KeyBytes>`).
-#[repr(transparent)]
-#[derive(PartialEq, Eq, Hash, Debug)]
-pub struct KeyBytes([u8]);
-
-impl KeyBytes {
-    pub fn new(bytes: &[u8]) -> &KeyBytes {
-        // SAFETY: `KeyBytes` is `repr(transparent)` over `[u8]`: same layout and metadata.
-        unsafe { &*(bytes as *const [u8] as *const KeyBytes) }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl PartialOrd for KeyBytes {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for KeyBytes {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        cmp_key_bytes(&self.0, &other.0)
-    }
-}
-
 impl Key {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Key {
         Key(bytes.into())
@@ -213,8 +164,7 @@ impl KeyRange {
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        cmp_key_bytes(key, self.start.as_bytes()).is_ge()
-            && self.end.as_ref().is_none_or(|e| cmp_key_bytes(key, e.as_bytes()).is_lt())
+        key >= self.start.as_bytes() && self.end.as_ref().is_none_or(|e| key < e.as_bytes())
     }
 
     /// True when the two ranges share at least one key.
@@ -272,22 +222,6 @@ impl fmt::Display for Version {
 
 #[cfg(test)]
 mod tests {
-    proptest::proptest! {
-        /// `cmp_key_bytes` is `<[u8]>::cmp`: keys of any length, with common prefixes of
-        /// any length (the chunked loop and the tail both decide).
-        #[test]
-        fn cmp_key_bytes_is_the_slice_order(
-            prefix in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
-            a in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
-            b in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
-        ) {
-            let (a, b) = ([prefix.clone(), a].concat(), [prefix, b].concat());
-            proptest::prop_assert_eq!(cmp_key_bytes(&a, &b), a.as_slice().cmp(b.as_slice()));
-            proptest::prop_assert_eq!(cmp_key_bytes(&a, &a), std::cmp::Ordering::Equal);
-            proptest::prop_assert_eq!(KeyBytes::new(&a).cmp(KeyBytes::new(&b)), a.cmp(&b));
-        }
-    }
-
     /// A map keyed by `Key` searched with `&[u8]` bounds finds what `Key` bounds find
     /// (`Borrow<[u8]>` must order as `Key` does), also for prefixes and the empty key.
     #[test]

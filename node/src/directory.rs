@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwap;
 
 use ampstore_common::error::{Error, OwnerHint};
-use ampstore_common::key::cmp_key_bytes;
 use ampstore_common::{Key, KeyRange, RangeId};
 use dashmap::DashMap;
 
@@ -197,7 +196,7 @@ impl Directory {
     /// callgrind); `None` for anything else, which [`Directory::lookup`] then explains.
     pub fn serving_handle(&self, key: &Key) -> Option<RangeHandle> {
         let routes = self.routes.load();
-        let after = routes.partition_point(|r| cmp_key_bytes(r.range.start.as_bytes(), key.as_bytes()).is_le());
+        let after = routes.partition_point(|r| r.range.start.as_bytes() <= key.as_bytes());
         let route = routes.get(after.checked_sub(1)?)?;
         route.range.contains(key.as_bytes()).then(|| route.handle.clone())
     }

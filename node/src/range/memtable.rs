@@ -27,7 +27,6 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 
 use ampstore_common::error::Error;
-use ampstore_common::key::{KeyBytes, cmp_key_bytes};
 use ampstore_common::limits::SCAN_PAGE_BYTES_MAX;
 use ampstore_common::protocol::{Reply, ScanItem, Versioned};
 use ampstore_common::{Key, KeyRange, Seq, Version};
@@ -120,15 +119,14 @@ impl PartialOrd for Entry {
         Some(self.cmp(other))
     }
 }
-/// Bytewise by key, compared with `cmp_key_bytes` (as the lookups' `KeyBytes` are).
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
-        cmp_key_bytes(self.key(), other.key())
+        self.key().cmp(other.key())
     }
 }
-impl Borrow<KeyBytes> for Entry {
-    fn borrow(&self) -> &KeyBytes {
-        KeyBytes::new(self.key())
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.key()
     }
 }
 
@@ -155,7 +153,7 @@ impl Memtable {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(KeyBytes::new(key))
+        self.map.get(key)
     }
 
     /// Sets `key` to `value` at `version`; the entry it replaced, if any.
@@ -170,7 +168,7 @@ impl Memtable {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.map.remove(KeyBytes::new(key))
+        self.map.remove(key)
     }
 
     /// Every entry, in key order.
@@ -184,7 +182,7 @@ impl Memtable {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> impl DoubleEndedIterator<Item = &'a Entry> + 'a {
-        self.map.range::<_, KeyBytes>((lower.map(KeyBytes::new), upper.map(KeyBytes::new)))
+        self.map.range::<_, [u8]>((lower, upper))
     }
 
     /// Both maps' entries (for a merge: the two parents hold disjoint keys). On a key in
