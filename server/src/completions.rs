@@ -2,8 +2,9 @@
 //!
 //! A write handed to its range used to be a future per request in the connection's
 //! `FuturesUnordered`: a boxed handler future, a task cell, a oneshot channel, a timer for
-//! its deadline, and a wake-up of the connection per answer. With [`Service::start`], the
-//! service hands the request on with a [`ConnReply`] instead, and whoever finishes it pushes
+//! its deadline, and a wake-up of the connection per answer. With `Service::start` (in
+//! `rpc`), the service hands the request on with a [`ConnReply`] instead, and whoever
+//! finishes it pushes
 //! the answer into the connection's [`Sink`]: the first answer of a burst wakes the
 //! connection, the others only join the queue, and the connection takes them all at once
 //! (a range's batch answers its writes to one connection with one wake-up).
@@ -13,8 +14,6 @@
 //! (its deadline passed and `Timeout` went out; the slot was reused) is dropped. A
 //! `ConnReply` dropped unanswered (its range stopped with the write on its way to the log)
 //! answers `Timeout`: the outcome is unknown.
-//!
-//! [`Service::start`]: crate::rpc::Service::start
 
 use std::sync::Arc;
 use std::time::Instant;
