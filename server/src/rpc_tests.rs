@@ -39,7 +39,7 @@ struct Gated {
     /// Puts are handed on (`Service::start`) instead of awaited in the connection.
     hand_on: bool,
     /// Handed-on puts waiting for their key's gate: their reply and their tag.
-    handed: Mutex<HashMap<Vec<u8>, Vec<(super::ConnReply, u8)>>>,
+    handed: Mutex<HashMap<Vec<u8>, Vec<HandedOn>>>,
 }
 
 impl Gated {
@@ -67,6 +67,9 @@ impl Gated {
         self.handed.lock().unwrap().remove(key.as_bytes());
     }
 }
+
+/// A put handed on to `Gated`: its reply and its tag (the version's index it answers).
+type HandedOn = (super::ConnReply, u8);
 
 fn version(index: u32) -> Version {
     Version { seq: Seq(1), index }

@@ -193,7 +193,7 @@ impl RangeActor {
         match effect {
             Effect::Reply(tx, result) => {
                 // The caller may have given up (deadline); nothing to do then.
-                let _ = tx.send(result);
+                tx.send(result);
             }
             Effect::ReplyMerge(tx, result) => {
                 let _ = tx.send(result);
