@@ -278,6 +278,9 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
     let mut taking = true;
     // A request in flight finished since the last write (its answer is in `out`).
     let mut finished = false;
+    // The bound on requests in flight stopped the taking of frames (some may be read
+    // already): once requests finish, take again before waiting for more input.
+    let mut held_back;
     loop {
         // Every complete frame already read, up to the bound on requests in flight.
         while taking && in_flight.len() + slots.busy() < CONNECTION_REQUESTS_IN_FLIGHT_MAX {
@@ -312,6 +315,7 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
                 return;
             }
         }
+        held_back = taking && in_flight.len() + slots.busy() >= CONNECTION_REQUESTS_IN_FLIGHT_MAX;
         // Every request that finished meanwhile (polled with this task's waker, so one that
         // finishes later wakes it).
         let mut yielded = false;
@@ -359,6 +363,10 @@ pub(crate) async fn serve_requests<S: Service, T: AsyncRead + AsyncWrite + Unpin
         }
         // Wait for more input or for a request in flight to finish.
         let reading = taking && in_flight.len() + slots.busy() < CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+        if reading && held_back {
+            // Frames the bound held back may be in `inbuf` already: no read would bring them.
+            continue;
+        }
         if reading && inbuf.capacity() - inbuf.len() < READ_ROOM_MIN_BYTES {
             inbuf.reserve(READ_BUFFER_BYTES);
         }
