@@ -247,8 +247,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Versioned>, Error> {
-        let key = key.into();
-        self.keyed(&key, Get { key: key.clone() }).await
+        self.keyed_own(Get { key: key.into() }).await
     }
 
     /// Several keys at once, across ranges; answers in the order of `keys`.
@@ -327,9 +326,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> Result<Version, Error> {
-        let key = key.into();
         let write = self.begin_write();
-        self.keyed(&key, Put { key: key.clone(), value: value.into(), write_id: Some(write.id) }).await
+        self.keyed_own(Put { key: key.into(), value: value.into(), write_id: Some(write.id) }).await
     }
 
     /// Writes only if the key's version is `expected` (`None`: only if the key is absent);
@@ -347,10 +345,8 @@ impl Client {
         value: impl Into<Vec<u8>>,
         expected: Option<Version>,
     ) -> Result<Version, Error> {
-        let key = key.into();
         let write = self.begin_write();
-        let req = PutIfVersion { key: key.clone(), value: value.into(), expected, write_id: Some(write.id) };
-        self.keyed(&key, req).await
+        self.keyed_own(PutIfVersion { key: key.into(), value: value.into(), expected, write_id: Some(write.id) }).await
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -361,9 +357,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn delete(&self, key: impl Into<Key>) -> Result<bool, Error> {
-        let key = key.into();
         let write = self.begin_write();
-        Ok(self.keyed(&key, Delete { key: key.clone(), write_id: Some(write.id) }).await?.removed > 0)
+        Ok(self.keyed_own(Delete { key: key.into(), write_id: Some(write.id) }).await?.removed > 0)
     }
 
     /// Deletes every key in `[start, end)` (`end = None`: no upper bound), range by range
@@ -587,6 +582,17 @@ impl Client {
         C::reply(self.keyed_until(key, req.into_op(), self.deadline()).await?)
     }
 
+    /// [`Client::keyed`] for a request on one key (get, put, conditional put, delete),
+    /// routed by the key it carries (no copy of it).
+    async fn keyed_own<C: Call>(&self, req: C) -> Result<C::Reply, Error> {
+        let op = req.into_op();
+        let key = match &op {
+            Op::Get { key } | Op::Put { key, .. } | Op::PutIfVersion { key, .. } | Op::Delete { key, .. } => key,
+            _ => return Err(Error::internal("keyed_own: not a request on one key")),
+        };
+        C::reply(self.keyed_until_ref(key, &op, self.deadline()).await?)
+    }
+
     /// One attempt at `req` on the node serving `key`, within a tenth of the call deadline.
     pub(crate) async fn keyed_once<C: Call>(&self, key: &Key, req: C) -> Result<C::Reply, Error> {
         C::reply(self.keyed_once_op(key, req.into_op()).await?)
@@ -605,20 +611,25 @@ impl Client {
 
     /// Sends `op` to the node serving `key`, re-routing and retrying until `deadline`.
     pub(crate) async fn keyed_until(&self, key: &Key, op: Op, deadline: Instant) -> Result<Reply, Error> {
+        self.keyed_until_ref(key, &op, deadline).await
+    }
+
+    /// [`Client::keyed_until`] with a borrowed `op`.
+    async fn keyed_until_ref(&self, key: &Key, op: &Op, deadline: Instant) -> Result<Reply, Error> {
         op.validate()?;
         let mut backoff = BACKOFF_START;
         let mut timed_out = false;
         loop {
             let loc = self.route(key, deadline).await?;
             let attempt = if timed_out {
-                self.attempt_deadline_after_timeout(&op, &loc, deadline)
+                self.attempt_deadline_after_timeout(op, &loc, deadline)
             } else {
-                self.attempt_deadline(&op, deadline)
+                self.attempt_deadline(op, deadline)
             };
-            match self.node_call_ref(&loc.node_addr, &op, attempt).await {
+            match self.node_call_ref(&loc.node_addr, op, attempt).await {
                 Ok(r) => return Ok(r),
                 // A timed-out write without a write id might have landed: not ours to retry.
-                Err(Error::Timeout) if op.is_write() && !has_write_id(&op) => return Err(Error::Timeout),
+                Err(Error::Timeout) if op.is_write() && !has_write_id(op) => return Err(Error::Timeout),
                 Err(e) if e.is_retryable() => {
                     timed_out = matches!(e, Error::Timeout);
                     self.forget_range(&loc);
