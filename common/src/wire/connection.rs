@@ -338,11 +338,19 @@ fn has_room(queued: usize) -> bool {
 
 async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, shared: Arc<Shared>) {
     let mut spare = Vec::with_capacity(READ_BUFFER_BYTES);
+    // On a single-threaded runtime the writer, woken by the first caller, is queued behind
+    // the callers woken with it (by the same read of answers): it runs after them without
+    // yielding. A yield there only added a poll of the I/O driver (an `epoll_wait`) a write.
+    let single = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
     loop {
         shared.wake_writer.notified().await;
         // Let every task that is ready run first: callers woken by the same read of answers
-        // queue their next requests, and all of them go out in this one write.
-        tokio::task::yield_now().await;
+        // queue their next requests, and all of them go out in this one write. (On a
+        // multi-threaded runtime the writer, just woken, would run before them.)
+        if !single {
+            tokio::task::yield_now().await;
+        }
         let taken = std::mem::replace(&mut *shared.outbox(), std::mem::take(&mut spare));
         shared.room.notify_waiters();
         if !taken.is_empty()
