@@ -129,7 +129,13 @@ pub async fn run(settings: &SettingsArgs, cluster: &ClusterArgs, args: BenchArgs
             clients: (t..args.clients).step_by(threads).collect(),
             pipeline: args.pipeline,
             collectors: args.collectors,
-            job: Job { workload: args.workload, keys: args.keys, value: value.clone(), seed: 0, txn_keys: args.txn_keys },
+            job: Job {
+                workload: args.workload,
+                keys: args.keys,
+                value: value.clone(),
+                seed: 0,
+                txn_keys: args.txn_keys,
+            },
             hist: template.clone(),
             stop: stop.clone(),
             ops: ops.clone(),
@@ -174,7 +180,9 @@ pub async fn run(settings: &SettingsArgs, cluster: &ClusterArgs, args: BenchArgs
     let mut first_error = None;
     for (_, done, thread) in shares {
         let (h, workers) = done.await.map_err(|_| anyhow::anyhow!("a bench thread stopped"))?;
-        tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("a bench thread panicked"))?;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("a bench thread panicked"))?;
         hist.add(&h)?;
         for w in workers {
             let (e, first) = w.map_err(|e| anyhow::anyhow!("a bench worker failed: {e}"))?;
@@ -349,9 +357,10 @@ fn run_share(
             results.push(w.map_err(|e| e.to_string()));
         }
         drop(workers);
-        let hist = Arc::try_unwrap(hist).map_or_else(|h| h.lock().unwrap_or_else(|p| p.into_inner()).clone(), |h| {
-            h.into_inner().unwrap_or_else(|p| p.into_inner())
-        });
+        let hist = Arc::try_unwrap(hist).map_or_else(
+            |h| h.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            |h| h.into_inner().unwrap_or_else(|p| p.into_inner()),
+        );
         let _ = done.send((hist, results));
     });
 }

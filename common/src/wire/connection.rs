@@ -582,9 +582,12 @@ mod tests {
         .await
         .unwrap();
         assert!(conn.is_closed());
-        let got = tokio::time::timeout(Duration::from_secs(5), conn.call(Op::Get { key: Key::from("k") }, Duration::from_secs(60)))
-            .await
-            .expect("answered at once");
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            conn.call(Op::Get { key: Key::from("k") }, Duration::from_secs(60)),
+        )
+        .await
+        .expect("answered at once");
         assert!(matches!(got, Err(Error::Unavailable { .. })), "{got:?}");
     }
 
