@@ -88,60 +88,35 @@ fn is_range_write(op: &Op) -> bool {
     )
 }
 
-/// A validated write of `Service::starts` and the range it goes to.
+/// A validated single-key (or span) write: the range it goes to, and the write. What
+/// `Service::start` hands on, and what `range_write` awaits.
 fn hand_on(shared: &NodeShared, op: Op) -> Result<(RangeHandle, Write), Error> {
-    let (routed_by, write) = match op {
-        Op::Put { key, value, write_id } => {
-            let write_id = write_id.map(WriteKey::Write);
-            let range = shared.ranges.route_key(&key)?;
-            (range, Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id })
-        }
-        Op::PutIfVersion { key, value, expected, write_id } => {
-            let write_id = write_id.map(WriteKey::Write);
-            let range = shared.ranges.route_key(&key)?;
-            (range, Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id })
-        }
-        Op::Delete { key, write_id } => {
-            let write_id = write_id.map(WriteKey::Write);
-            let range = shared.ranges.route_key(&key)?;
-            (range, Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id })
-        }
-        Op::DeleteRange { start, end, write_id } => {
-            let write_id = write_id.map(WriteKey::Write);
-            let range = shared.ranges.route_key(&start)?;
-            (range, Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id })
-        }
-        other => return Err(Error::internal(format!("{} is not handed on", other.name()))),
+    // Routed by the key in place (no copy of it), then the op moves into the write.
+    let range = match &op {
+        Op::Put { key, .. } | Op::PutIfVersion { key, .. } | Op::Delete { key, .. } => shared.ranges.route_key(key)?,
+        Op::DeleteRange { start, .. } => shared.ranges.route_key(start)?,
+        other => return Err(Error::internal(format!("{} is not a single-range write", other.name()))),
     };
-    Ok((routed_by, write))
+    let (op, condition, write_id) = match op {
+        Op::Put { key, value, write_id } => (LoggedOp::Put { key, value }, Condition::None, write_id),
+        Op::PutIfVersion { key, value, expected, write_id } => {
+            (LoggedOp::Put { key, value }, Condition::Version(expected), write_id)
+        }
+        Op::Delete { key, write_id } => (LoggedOp::Delete { key }, Condition::None, write_id),
+        Op::DeleteRange { start, end, write_id } => (LoggedOp::DeleteRange { start, end }, Condition::None, write_id),
+        other => return Err(Error::internal(format!("{} is not a single-range write", other.name()))),
+    };
+    Ok((range, Write { op, condition, write_id: write_id.map(WriteKey::Write) }))
 }
 
 /// A validated write of `is_range_write`, handed to its range.
 async fn range_write(shared: &NodeShared, op: Op) -> Result<Reply, Error> {
     match op {
-        Op::Put { key, value, write_id } => {
-            let range = shared.ranges.route_key(&key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            range.write(Write { op: LoggedOp::Put { key, value }, condition: Condition::None, write_id }).await
-        }
-        Op::PutIfVersion { key, value, expected, write_id } => {
-            let range = shared.ranges.route_key(&key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            let w = Write { op: LoggedOp::Put { key, value }, condition: Condition::Version(expected), write_id };
-            range.write(w).await
-        }
         Op::Push { key, element, push_id } => push(shared, key, element, push_id).await,
-        Op::Delete { key, write_id } => {
-            let range = shared.ranges.route_key(&key)?;
-            let write_id = write_id.map(WriteKey::Write);
-            range.write(Write { op: LoggedOp::Delete { key }, condition: Condition::None, write_id }).await
+        op => {
+            let (range, write) = hand_on(shared, op)?;
+            range.write(write).await
         }
-        Op::DeleteRange { start, end, write_id } => {
-            let range = shared.ranges.route_key(&start)?;
-            let write_id = write_id.map(WriteKey::Write);
-            range.write(Write { op: LoggedOp::DeleteRange { start, end }, condition: Condition::None, write_id }).await
-        }
-        other => Err(Error::internal(format!("{} is not a range write", other.name()))),
     }
 }
 

@@ -169,6 +169,16 @@ async fn next_response<R: AsyncRead + Unpin>(s: &mut R, inbuf: &mut BytesMut) ->
     decode_body(&body.expect("a frame")).unwrap()
 }
 
+/// The ids of the next `n` answers, sorted (they come in the order requests finish).
+async fn answered_ids<R: AsyncRead + Unpin>(s: &mut R, inbuf: &mut BytesMut, n: usize) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(next_response(s, inbuf).await.id.0);
+    }
+    ids.sort_unstable();
+    ids
+}
+
 async fn send_all(s: &mut TcpStream, reqs: &[Request]) {
     let mut buf = Vec::new();
     for r in reqs {
@@ -245,11 +255,7 @@ async fn requests_in_flight_stop_at_the_bound() {
     service.open("held");
     // Every held put, and the get once the connection takes requests again (in any order:
     // the get may go out between two batches of finished puts).
-    let mut ids: Vec<u64> = Vec::new();
-    for _ in 0..=max {
-        ids.push(next_response(&mut s, &mut inbuf).await.id.0);
-    }
-    ids.sort_unstable();
+    let ids = answered_ids(&mut s, &mut inbuf, max as usize + 1).await;
     assert_eq!(ids, (1..=max).chain([max + 2]).collect::<Vec<_>>(), "every held put and the get, once");
     until(|| service.started.load(Ordering::SeqCst) == CONNECTION_REQUESTS_IN_FLIGHT_MAX + 1).await;
     service.open("last");
@@ -449,10 +455,5 @@ async fn handed_on_requests_stop_at_the_bound() {
         "one past the bound waits"
     );
     service.open("held");
-    let mut ids: Vec<u64> = Vec::new();
-    for _ in 0..=max {
-        ids.push(next_response(&mut s, &mut inbuf).await.id.0);
-    }
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=max + 1).collect::<Vec<_>>());
+    assert_eq!(answered_ids(&mut s, &mut inbuf, max as usize + 1).await, (1..=max + 1).collect::<Vec<_>>());
 }

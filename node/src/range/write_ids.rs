@@ -392,9 +392,15 @@ impl WriteIdTable {
             let live = |at: u64| at.saturating_add(retention_ms) >= now_unix_ms;
             let mut freed = 0;
             self.windows.retain(|_, w| {
+                // Looked at first: a retain copies the vector's nodes a snapshot shares.
                 if w.recs.iter().any(|r| !live(r.at_unix_ms)) {
-                    freed += w.recs.iter().filter(|r| !live(r.at_unix_ms)).map(window_rec_bytes).sum::<usize>();
-                    w.recs.retain(|r| live(r.at_unix_ms));
+                    w.recs.retain(|r| {
+                        let keep = live(r.at_unix_ms);
+                        if !keep {
+                            freed += window_rec_bytes(r);
+                        }
+                        keep
+                    });
                 }
                 // A floor goes once it was not raised for the retention and it guards no
                 // record any more.
