@@ -57,7 +57,7 @@ pub struct UpArgs {
     /// Endpoint URL of a DynamoDB/S3-compatible server (with --backend aws).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Split a range once its data exceeds this many bytes (default 1 MiB; node.split_bytes).
+    /// Split a range once its data exceeds this many bytes (default 16 MiB; node.split_bytes).
     #[arg(long, value_name = "BYTES")]
     pub split_bytes: Option<u64>,
     /// Number of collectors (they batch pushes and enqueues; clients find them through

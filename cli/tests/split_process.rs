@@ -131,3 +131,60 @@ async fn two_hundred_thousand_keys_end_in_hundreds_of_ranges() {
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
     let _ = Key::default();
 }
+
+/// Writes from 8 tasks until `until` says stop or `limit` passes; returns how many.
+async fn write_hot(client: &Client, limit: Duration, until: impl Fn(usize) -> bool) -> (u64, usize) {
+    let started = Instant::now();
+    let mut written = 0u64;
+    loop {
+        let ranges = client.master_status().await.unwrap().ranges.len();
+        if until(ranges) || started.elapsed() >= limit {
+            return (written, ranges);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..8u64 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                for i in 0..100u64 {
+                    let k = format!("hot{:04}", (t * 100 + i) % 500);
+                    client.put(k.as_str(), vec![b'v'; 100]).await.unwrap_or_else(|e| panic!("write {k}: {e}"));
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        written += 800;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_range_splits_only_while_another_node_is_alive() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = root.join("store");
+    let master = MasterProc::start(&root.join("m"), &store);
+    // No size splits; hot above 100 writes/s for 1 s.
+    let mut flags = split_flags(0);
+    for kv in ["node.hot_split_writes_per_sec=100", "node.hot_split_ms=1000"] {
+        flags.extend(["--set".to_string(), kv.to_string()]);
+    }
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _a = NodeProc::start(&root.join("a"), &store, &flag_refs);
+    let mut cfg = ClientConfig::new(&[master.rpc.as_str()]);
+    cfg.call_deadline = Duration::from_secs(20);
+    let client = Client::with_config(cfg).await.unwrap();
+    // Alone: hot for five times the hot time, and still one range.
+    let (written, ranges) = write_hot(&client, Duration::from_secs(5), |_| false).await;
+    assert!(written as f64 / 5.0 > 200.0, "not hot enough to test: {written} writes in 5 s");
+    assert_eq!(ranges, 1, "a lone node split a hot range");
+    // A second node joins: the still-hot range splits (within the hot time, the next gossip
+    // refresh and the check's second).
+    let _b = NodeProc::start(&root.join("b"), &store, &flag_refs);
+    let (written, ranges) = write_hot(&client, Duration::from_secs(30), |n| n >= 2).await;
+    println!("{written} writes after the second node joined; {ranges} ranges");
+    assert!(ranges >= 2, "the hot range never split with a second node alive");
+    let status = client.master_status().await.unwrap();
+    assert_contiguous(&status.ranges);
+}

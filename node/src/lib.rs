@@ -28,6 +28,7 @@ mod budget;
 mod directory;
 mod liveness;
 pub mod node;
+mod other_nodes;
 mod peers;
 mod queue;
 mod range;

@@ -50,6 +50,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         reg.epoch.0
     );
     let reporter = tokio::spawn(report_load(shared.clone()));
+    let other_nodes = tokio::spawn(crate::other_nodes::watch(shared.clone()));
 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
     let budget = tokio::spawn(crate::budget::enforce_loop(shared.clone()));
@@ -66,6 +67,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         g.leave().await;
     }
     reporter.abort();
+    other_nodes.abort();
     heartbeat.abort();
     budget.abort();
     reshaper.abort();

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::directory::ReshapeTask;
 use crate::liveness::Liveness;
+use crate::other_nodes::OtherNodes;
 use crate::range::host::RangeEnv;
 use crate::ranges::Ranges;
 
@@ -44,6 +45,8 @@ pub struct NodeShared {
     pub pool: Pool,
     /// The live nodes' addresses: the only ones a transaction may make this node connect to.
     pub live_node_addrs: crate::peers::LiveNodeAddrs,
+    /// Whether another node is registered: range actors read it for hot splits.
+    pub other_nodes: Arc<OtherNodes>,
 }
 
 impl NodeShared {
@@ -58,6 +61,7 @@ impl NodeShared {
         let liveness = Arc::new(Liveness::new(cfg.liveness_ms, cfg.liveness_margin_ms));
         let (reshaper, reshape_jobs) = mpsc::unbounded_channel();
         let metrics = Metrics::new();
+        let other_nodes = Arc::new(OtherNodes::default());
         // What range actors see of the node (they never see this struct).
         let env_of = |directory: Arc<crate::directory::Directory>| RangeEnv {
             cfg: cfg.clone(),
@@ -65,6 +69,7 @@ impl NodeShared {
             liveness: liveness.clone(),
             metrics: metrics.clone(),
             host: directory,
+            other_nodes: other_nodes.clone(),
         };
         let ranges = Arc::new(Ranges::new(node_id.clone(), env_of, arbiters, reshaper));
         let pool = Pool::new(Role::Node, node_id.as_str(), admin_token.clone());
@@ -82,6 +87,7 @@ impl NodeShared {
             gossip: OnceLock::new(),
             pool,
             live_node_addrs: Default::default(),
+            other_nodes,
         };
         (shared, reshape_jobs)
     }

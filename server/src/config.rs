@@ -311,9 +311,14 @@ pub struct NodeConfig {
     /// How long a range must be unused before the memory budget may release it.
     pub budget_idle_ms: u64,
     /// A range splits at its middle key once its data exceeds this (0: no size splits).
+    /// 16 MiB by default: a range's load time, and so a killed node's failover, grows with
+    /// its size (a 46 MB range came back 1.4-1.5 s after its node was killed, against
+    /// 1.1 s for a small one: `LOAD_KEYS=400000 scripts/bench-failover`), while fewer,
+    /// larger ranges fill larger log appends (docs/benchmarks.md, "Ranges per node").
     pub split_bytes: u64,
     /// A range also splits when it takes more writes per second than this for
-    /// `hot_split_ms` (one append in flight per range bounds its throughput; 0: never).
+    /// `hot_split_ms`, while another node is registered to take a half (the master moves ranges
+    /// to the least loaded nodes; alone, a node gains nothing from it); 0: never.
     pub hot_split_writes_per_sec: u64,
     pub hot_split_ms: u64,
 }
@@ -337,7 +342,7 @@ impl Default for NodeConfig {
             arbiters_count: 0,
             memory_budget_bytes: 0,
             budget_idle_ms: 30_000,
-            split_bytes: 1024 * 1024,
+            split_bytes: 16 * 1024 * 1024,
             hot_split_writes_per_sec: 5000,
             hot_split_ms: 10_000,
         }

@@ -146,7 +146,11 @@ impl RangeActor {
 
     /// The node's liveness as the serving rule needs it.
     fn admission(&self) -> Admission {
-        Admission { live: self.env.liveness.is_valid(), epoch: self.env.liveness.epoch() }
+        Admission {
+            live: self.env.liveness.is_valid(),
+            epoch: self.env.liveness.epoch(),
+            other_nodes_live: self.env.other_nodes.any_live(),
+        }
     }
 
     /// Runs `f` on the machine with the time and the node's liveness, then runs its effects.

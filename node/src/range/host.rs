@@ -62,6 +62,7 @@ pub struct RangeEnv {
     pub liveness: Arc<Liveness>,
     pub metrics: Arc<Metrics>,
     pub host: Arc<dyn RangeHost>,
+    pub other_nodes: Arc<crate::other_nodes::OtherNodes>,
 }
 
 impl RangeEnv {

@@ -67,6 +67,10 @@ pub struct MachineConfig {
 pub struct Admission {
     pub live: bool,
     pub epoch: Epoch,
+    /// Another node is registered (its record not ended), so the halves of a hot range have
+    /// somewhere to go: alone, a node gains nothing from a hot split and pays for it in
+    /// smaller appends (docs/benchmarks.md, "Ranges per node").
+    pub other_nodes_live: bool,
 }
 
 /// A transaction prepare as the range receives it (see `TxnPrepareMsg`).
@@ -535,7 +539,8 @@ impl<W, M> RangeMachine<W, M> {
                 let rate_per_sec = self.heat.writes_since_check * 1000 / HOT_CHECK.as_millis() as u64;
                 self.heat.writes_since_check = 0;
                 let threshold = self.cfg.hot_split_writes_per_sec;
-                if threshold == 0 || rate_per_sec < threshold {
+                // Hot counts only where a half could go to another node (`Admission::other_nodes_live`).
+                if threshold == 0 || rate_per_sec < threshold || !admission.other_nodes_live {
                     self.heat.hot_since = None;
                 } else if self.heat.hot_since.is_none() {
                     self.heat.hot_since = Some(now);

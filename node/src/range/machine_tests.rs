@@ -59,14 +59,18 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_cfg(cfg())
+    }
+
+    fn with_cfg(cfg: MachineConfig) -> Harness {
         let now = Instant::now();
         let core =
             RangeCore::new(RangeId(1), KeyRange::full(), node("a"), Epoch(1), Memtable::new(), Seq(0), 64 * 1024);
         let owner = Owner { node_id: node("a"), epoch: Epoch(1) };
         Harness {
-            m: RangeMachine::new(core, owner, cfg(), now),
+            m: RangeMachine::new(core, owner, cfg, now),
             now,
-            admission: Admission { live: true, epoch: Epoch(1) },
+            admission: Admission { live: true, epoch: Epoch(1), other_nodes_live: true },
         }
     }
 
@@ -166,6 +170,39 @@ fn commit(h: &mut Harness, keys: &[&str], first_waiter: u32) -> u64 {
         return next;
     }
     seq
+}
+
+/// Runs `seconds` of hot checks with `per_check` writes (each durable) before each; returns
+/// the appends the checks made.
+fn run_hot(h: &mut Harness, seconds: u64, per_check: u64) -> Vec<(u64, Purpose)> {
+    let mut made = Vec::new();
+    for s in 0..seconds {
+        for i in 0..per_check {
+            let mut pending = appends(&h.write(&format!("k{s}-{i}"), 1));
+            while let Some((seq, purpose)) = pending.pop() {
+                pending.extend(appends(&h.appended(seq, purpose, AppendResult::Ok)));
+            }
+        }
+        h.advance(HOT_CHECK);
+        made.extend(appends(&h.step(Input::Timer(Timer::HotCheck))));
+    }
+    made
+}
+
+#[test]
+fn a_hot_range_splits_only_when_another_node_could_take_half() {
+    let hot_cfg = || MachineConfig { hot_split_writes_per_sec: 100, hot_split_ms: 3_000, ..cfg() };
+    // Alone in the cluster: hot for three times the hot time, and no split.
+    let mut h = Harness::with_cfg(hot_cfg());
+    h.admission.other_nodes_live = false;
+    assert!(run_hot(&mut h, 10, 200).iter().all(|(_, p)| *p != Purpose::Split), "a lone node does not split for heat");
+    // Another node appears: the range, still hot, splits once the hot time has passed again.
+    h.admission.other_nodes_live = true;
+    let made = run_hot(&mut h, 5, 200);
+    assert_eq!(made.iter().filter(|(_, p)| *p == Purpose::Split).count(), 1, "{made:?}");
+    // Not hot (below the rate): no split, other nodes or not.
+    let mut h = Harness::with_cfg(hot_cfg());
+    assert!(run_hot(&mut h, 10, 50).iter().all(|(_, p)| *p != Purpose::Split));
 }
 
 #[test]
