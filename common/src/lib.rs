@@ -12,6 +12,7 @@
 //! See `docs/architecture.md` for how the crates fit together.
 
 pub mod auth;
+pub mod counter;
 pub mod error;
 pub mod ids;
 pub mod key;

@@ -267,3 +267,16 @@ pub const POOL_CONNECTIONS_MAX: usize = 1024;
 /// hints beyond the ones it was given (a hint is a master's word, not a list to grow without
 /// bound).
 pub const MASTER_ADDRS_LEARNED_MAX: usize = 16;
+
+/// The longest time to live a key may be given (`put_with_ttl`, `expire`): 100 years, in
+/// ms. A longer one is refused (`Invalid`), never clipped; so is 0 (Redis deletes the key
+/// on a TTL of 0 or less: here that is a mistake the caller hears about, nothing changes).
+pub const TTL_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Entries of a range the expiry sweep looks at per tick (`range::machine::EXPIRY_SWEEP`,
+/// 100 ms): a range of a million keys is swept in two seconds, at a few ms of CPU a tick.
+pub const EXPIRY_SWEEP_ENTRIES_MAX: usize = 50_000;
+
+/// Expired keys a range deletes per sweep tick (ordinary deletes in its next log entry):
+/// 100,000 a second per range.
+pub const EXPIRY_DELETES_PER_SWEEP_MAX: usize = 10_000;

@@ -41,6 +41,10 @@ pub enum WriteOutcome {
     /// A transaction's outcome in this range: committed (its entry at `seq`, when it wrote
     /// here) or not.
     Txn { committed: bool, seq: Option<Seq> },
+    /// `Reply::ExpiryChanged` (an expire or persist).
+    ExpiryChanged { changed: bool },
+    /// `Reply::Counted`: a retried increment answers the first one's value.
+    Counted { value: i64, version: Version },
 }
 
 impl WriteOutcome {
@@ -56,6 +60,8 @@ impl WriteOutcome {
             Err(Error::Conflict { reason, key }) => {
                 Some(WriteOutcome::Conflict { reason: reason.clone(), key: key.clone() })
             }
+            Ok(Reply::ExpiryChanged { changed }) => Some(WriteOutcome::ExpiryChanged { changed: *changed }),
+            Ok(Reply::Counted { value, version }) => Some(WriteOutcome::Counted { value: *value, version: *version }),
             _ => None,
         }
     }
@@ -67,6 +73,8 @@ impl WriteOutcome {
             WriteOutcome::Deleted { removed, version } => Ok(Reply::Deleted { removed: *removed, version: *version }),
             WriteOutcome::Conflict { reason, key } => Err(Error::Conflict { reason: reason.clone(), key: key.clone() }),
             WriteOutcome::Txn { committed, .. } => Ok(Reply::TxnResolved { committed: *committed }),
+            WriteOutcome::ExpiryChanged { changed } => Ok(Reply::ExpiryChanged { changed: *changed }),
+            WriteOutcome::Counted { value, version } => Ok(Reply::Counted { value: *value, version: *version }),
         }
     }
 
@@ -114,6 +122,8 @@ const OUT_WRITTEN: u8 = 0;
 const OUT_DELETED: u8 = 1;
 const OUT_CONFLICT: u8 = 2;
 const OUT_TXN: u8 = 3;
+const OUT_EXPIRY_CHANGED: u8 = 4;
+const OUT_COUNTED: u8 = 5;
 
 fn put_varint(out: &mut Vec<u8>, v: u64) {
     crate::varint::put(out, v);
@@ -192,6 +202,17 @@ fn encode_records(records: &[WriteRecord], out: &mut Vec<u8>) {
                 out.push(OUT_TXN);
                 out.push(u8::from(*committed));
                 put_varint(out, seq.map_or(0, |s| s.0));
+            }
+            WriteOutcome::ExpiryChanged { changed } => {
+                out.push(OUT_EXPIRY_CHANGED);
+                out.push(u8::from(*changed));
+            }
+            WriteOutcome::Counted { value, version } => {
+                out.push(OUT_COUNTED);
+                // Two's complement as a varint: a small negative count costs 10 bytes,
+                // rare enough not to zigzag.
+                put_varint(out, *value as u64);
+                put_version(out, version);
             }
         }
     }
@@ -294,6 +315,15 @@ pub fn decode(buf: &[u8], records_max: usize) -> Result<WriteIdSection, DecodeEr
                 let seq = r.varint()?;
                 WriteOutcome::Txn { committed, seq: (seq != 0).then_some(Seq(seq)) }
             }
+            OUT_EXPIRY_CHANGED => match r.u8()? {
+                0 => WriteOutcome::ExpiryChanged { changed: false },
+                1 => WriteOutcome::ExpiryChanged { changed: true },
+                other => return Err(DecodeError(format!("bad changed flag {other}"))),
+            },
+            OUT_COUNTED => {
+                let value = r.varint()? as i64;
+                WriteOutcome::Counted { value, version: r.version()? }
+            }
             other => return Err(DecodeError(format!("unknown outcome tag {other}"))),
         };
         out.push(WriteRecord { key, outcome, at_unix_ms, data_key });
@@ -357,6 +387,18 @@ mod tests {
             WriteRecord {
                 key: WriteKey::Write(WriteId::new(1, 1)),
                 outcome: WriteOutcome::Conflict { reason: String::new(), key: None },
+                at_unix_ms: 1,
+                data_key: None,
+            },
+            WriteRecord {
+                key: WriteKey::Write(WriteId::new(8, 1)),
+                outcome: WriteOutcome::ExpiryChanged { changed: true },
+                at_unix_ms: 1,
+                data_key: None,
+            },
+            WriteRecord {
+                key: WriteKey::Write(WriteId::new(8, 2)),
+                outcome: WriteOutcome::Counted { value: -5, version: Version { seq: Seq(4), index: 2 } },
                 at_unix_ms: 0,
                 data_key: None,
             },

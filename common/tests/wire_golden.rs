@@ -26,8 +26,8 @@ use ampstore_common::lists::PushId;
 use ampstore_common::member::{GossipLoad, MemberState, MemberView};
 use ampstore_common::meta::Checkpoint;
 use ampstore_common::protocol::{
-    Hello, HelloReply, MasterStatus, NodeStats, NodeView, Op, PROTOCOL_VERSION, RangeLocation, RangeStats, RangeView,
-    Reply, Request, Response, Role, ScanItem, ServerInfo, Versioned, WriteId,
+    ExpireWhen, Hello, HelloReply, KeyTtl, MasterStatus, NodeStats, NodeView, Op, PROTOCOL_VERSION, RangeLocation,
+    RangeStats, RangeView, Reply, Request, Response, Role, ScanItem, ServerInfo, Versioned, WriteId,
 };
 use ampstore_common::queue::{Task, TaskRef};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnDecision, TxnPart, TxnWrite};
@@ -89,6 +89,11 @@ variant_names!(op_name, OP_NAMES, Op {
     Op::Txn { .. } => "txn",
     Op::TxnPrepare { .. } => "txn_prepare",
     Op::TxnResolve { .. } => "txn_resolve",
+    Op::PutWithTtl { .. } => "put_with_ttl",
+    Op::Expire { .. } => "expire",
+    Op::Persist { .. } => "persist",
+    Op::Ttl { .. } => "ttl",
+    Op::Incr { .. } => "incr",
 });
 
 variant_names!(reply_name, REPLY_NAMES, Reply {
@@ -114,6 +119,9 @@ variant_names!(reply_name, REPLY_NAMES, Reply {
     Reply::Members(_) => "members",
     Reply::Tasks { .. } => "tasks",
     Reply::TxnResolved { .. } => "txn_resolved",
+    Reply::ExpiryChanged { .. } => "expiry_changed",
+    Reply::Counted { .. } => "counted",
+    Reply::Ttl(_) => "ttl",
 });
 
 variant_names!(error_name, ERROR_NAMES, Error {
@@ -293,6 +301,11 @@ fn ops() -> Vec<Op> {
             hold_ms: 2_000,
         },
         Op::TxnResolve { txn_id: write_id(), range_id: RangeId(16), seq: Some(Seq(77)), decision: TxnDecision::Commit },
+        Op::PutWithTtl { key: key("session:9"), value: b"token".to_vec(), ttl_ms: 30_000, write_id: Some(write_id()) },
+        Op::Expire { key: key("session:9"), ttl_ms: 60_000, when: ExpireWhen::Gt, write_id: Some(write_id()) },
+        Op::Persist { key: key("session:9"), write_id: None },
+        Op::Ttl { key: key("session:9") },
+        Op::Incr { key: key("hits"), by: -42, write_id: Some(write_id()) },
     ]
 }
 
@@ -423,6 +436,9 @@ fn replies() -> Vec<Reply> {
             resume: Some(queue_key()),
         },
         Reply::TxnResolved { committed: true },
+        Reply::ExpiryChanged { changed: true },
+        Reply::Counted { value: -9_000_000_000, version: Version { seq: Seq(12), index: 3 } },
+        Reply::Ttl(KeyTtl::ExpiresInMs(29_500)),
     ]
 }
 

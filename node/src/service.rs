@@ -43,7 +43,17 @@ impl Service for NodeShared {
     }
 
     fn starts(&self, op: &Op) -> bool {
-        matches!(op, Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. })
+        matches!(
+            op,
+            Op::Put { .. }
+                | Op::PutIfVersion { .. }
+                | Op::Delete { .. }
+                | Op::DeleteRange { .. }
+                | Op::PutWithTtl { .. }
+                | Op::Expire { .. }
+                | Op::Persist { .. }
+                | Op::Incr { .. }
+        )
     }
 
     fn start(self: &Arc<Self>, op: Op, reply: ConnReply) {
@@ -57,7 +67,7 @@ impl Service for NodeShared {
 
     fn try_now(&self, op: Op) -> Now {
         match op {
-            Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. } => {
+            Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. } | Op::Ttl { .. } => {
                 self.ops_total.fetch_add(1, Ordering::Relaxed);
                 Now::Answered(op.validate().and_then(|()| read(self, op)))
             }
@@ -84,7 +94,15 @@ impl Service for NodeShared {
 fn is_range_write(op: &Op) -> bool {
     matches!(
         op,
-        Op::Put { .. } | Op::PutIfVersion { .. } | Op::Delete { .. } | Op::DeleteRange { .. } | Op::Push { .. }
+        Op::Put { .. }
+            | Op::PutIfVersion { .. }
+            | Op::Delete { .. }
+            | Op::DeleteRange { .. }
+            | Op::Push { .. }
+            | Op::PutWithTtl { .. }
+            | Op::Expire { .. }
+            | Op::Persist { .. }
+            | Op::Incr { .. }
     )
 }
 
@@ -93,7 +111,13 @@ fn is_range_write(op: &Op) -> bool {
 fn hand_on(shared: &NodeShared, op: Op) -> Result<(RangeHandle, Write), Error> {
     // Routed by the key in place (no copy of it), then the op moves into the write.
     let range = match &op {
-        Op::Put { key, .. } | Op::PutIfVersion { key, .. } | Op::Delete { key, .. } => shared.ranges.route_key(key)?,
+        Op::Put { key, .. }
+        | Op::PutIfVersion { key, .. }
+        | Op::Delete { key, .. }
+        | Op::PutWithTtl { key, .. }
+        | Op::Expire { key, .. }
+        | Op::Persist { key, .. }
+        | Op::Incr { key, .. } => shared.ranges.route_key(key)?,
         Op::DeleteRange { start, .. } => shared.ranges.route_key(start)?,
         other => return Err(Error::internal(format!("{} is not a single-range write", other.name()))),
     };
@@ -104,6 +128,19 @@ fn hand_on(shared: &NodeShared, op: Op) -> Result<(RangeHandle, Write), Error> {
         }
         Op::Delete { key, write_id } => (LoggedOp::Delete { key }, Condition::None, write_id),
         Op::DeleteRange { start, end, write_id } => (LoggedOp::DeleteRange { start, end }, Condition::None, write_id),
+        // The expiry and the count are decided by the range when it logs the write.
+        Op::PutWithTtl { key, value, ttl_ms, write_id } => {
+            (LoggedOp::PutExpiring { key, value, expires_at_ms: 0 }, Condition::ExpiresIn(ttl_ms), write_id)
+        }
+        Op::Expire { key, ttl_ms, when, write_id } => {
+            (LoggedOp::SetExpiry { key, expires_at_ms: None }, Condition::Expire { ttl_ms, when }, write_id)
+        }
+        Op::Persist { key, write_id } => {
+            (LoggedOp::SetExpiry { key, expires_at_ms: None }, Condition::Persist, write_id)
+        }
+        Op::Incr { key, by, write_id } => {
+            (LoggedOp::Counter { key, value: 0, expires_at_ms: None }, Condition::Add(by), write_id)
+        }
         other => return Err(Error::internal(format!("{} is not a single-range write", other.name()))),
     };
     Ok((range, Write { op, condition, write_id: write_id.map(WriteKey::Write) }))
@@ -124,12 +161,16 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
     op.validate()?;
     match op {
         Op::Ping => Ok(Reply::Pong),
-        op @ (Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. }) => read(shared, op),
+        op @ (Op::Get { .. } | Op::GetMany { .. } | Op::Scan { .. } | Op::Ttl { .. }) => read(shared, op),
         op @ (Op::Put { .. }
         | Op::PutIfVersion { .. }
         | Op::Delete { .. }
         | Op::DeleteRange { .. }
-        | Op::Push { .. }) => range_write(shared, op).await,
+        | Op::Push { .. }
+        | Op::PutWithTtl { .. }
+        | Op::Expire { .. }
+        | Op::Persist { .. }
+        | Op::Incr { .. }) => range_write(shared, op).await,
         Op::Batch { ops } => {
             // All at once, so the writes to one range share its next log entries.
             let mut tasks = tokio::task::JoinSet::new();
@@ -185,6 +226,7 @@ pub async fn handle(shared: &Arc<NodeShared>, op: Op) -> Result<Reply, Error> {
 fn read(shared: &NodeShared, op: Op) -> Result<Reply, Error> {
     match op {
         Op::Get { key } => shared.ranges.route_key(&key)?.get(&key).map(Reply::Value),
+        Op::Ttl { key } => shared.ranges.route_key(&key)?.ttl(&key).map(Reply::Ttl),
         Op::GetMany { keys } => {
             let mut values = Vec::with_capacity(keys.len());
             let mut bytes = 0usize;

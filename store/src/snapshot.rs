@@ -6,7 +6,8 @@
 //!                | start (len u32, bytes) | has_end u8 | [end (len u32, bytes)]
 //! blocks  block 0 .. block n-1, each lz4-compressed or raw (whichever is smaller); a raw
 //!         block is a run of entries: key_len varint, key, value_len varint, value,
-//!         version seq varint, version index varint; keys strictly ascending in the file
+//!         version seq varint, version index varint, (format 3) expires_at_ms varint (0: the
+//!         key never expires); keys strictly ascending in the file
 //! write ids  (format 2) the range's remembered writes (`ampstore_common::write_ids`), lz4-compressed
 //!         or raw like a block
 //! index   per block: offset u64 | stored_len u32 | raw_len u32 | codec u8 | entries u32
@@ -18,8 +19,8 @@
 //!         | crc32c(footer fields) u32 | "AMPSEND\x01" (format 1) or "AMPSEND\x02" (format 2)
 //! ```
 //!
-//! Format 2 (this build writes it) adds the write-id section; format 1 files (no write ids)
-//! still load. In format 2 the Merkle root has one more leaf after the blocks: the stored
+//! Format 3 (this build writes it) adds each entry's expiry (its footer is format 2's);
+//! format 2 added the write-id section; files of formats 1 and 2 still load. In format 2 the Merkle root has one more leaf after the blocks: the stored
 //! write-id section.
 //!
 //! Every byte of the file is covered by a checksum and the blocks must tile the space
@@ -40,7 +41,7 @@ const HEADER_MAGIC: &[u8; 8] = b"AMPSNAP\x01";
 const FOOTER_MAGIC_V1: &[u8; 8] = b"AMPSEND\x01";
 const FOOTER_MAGIC_V2: &[u8; 8] = b"AMPSEND\x02";
 /// The format this build writes.
-const FORMAT_VERSION: u16 = 2;
+const FORMAT_VERSION: u16 = 3;
 /// Format 1: index_offset + index_len + blocks + entries + merkle_root + index_crc +
 /// footer_crc + magic.
 const FOOTER_BYTES_V1: usize = 8 + 4 + 4 + 8 + 32 + 4 + 4 + 8;
@@ -96,6 +97,8 @@ pub struct SnapshotEntry {
     pub key: Key,
     pub value: Vec<u8>,
     pub version: Version,
+    /// When the key expires (Unix ms), if it does (always `None` before format 3).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A decoded and fully verified snapshot.
@@ -199,18 +202,41 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    /// A writer of the previous format (1: no write-id section), to test that such files
+    /// A writer of the first format (1: no write-id section), to test that such files
     /// still load.
     #[cfg(test)]
     fn new_format_1(header: SnapshotHeader, block_bytes_target: usize) -> SnapshotWriter {
+        Self::new_format(header, block_bytes_target, 1)
+    }
+
+    /// A writer of an earlier format (1 or 2), to test that such files still load.
+    #[cfg(test)]
+    fn new_format(header: SnapshotHeader, block_bytes_target: usize, format: u16) -> SnapshotWriter {
         let mut w = Self::with_block_bytes(header.clone(), block_bytes_target).expect("valid header");
-        w.format = 1;
+        w.format = format;
         w.out.clear();
-        encode_header_format(&header, 1, &mut w.out).expect("valid header");
+        encode_header_format(&header, format, &mut w.out).expect("valid header");
         w
     }
 
     pub fn push(&mut self, key: &[u8], value: &[u8], version: Version) -> Result<(), SnapshotError> {
+        self.push_expiring(key, value, version, None)
+    }
+
+    /// [`SnapshotWriter::push`] of a key that expires at `expires_at_ms` (Unix ms, above 0).
+    pub fn push_expiring(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), SnapshotError> {
+        if expires_at_ms == Some(0) {
+            return Err(SnapshotError::Invalid("an expiry of 0 ms (0 means none in the file)".into()));
+        }
+        if expires_at_ms.is_some() && self.format < 3 {
+            return Err(SnapshotError::Invalid(format!("format {} files cannot hold expiries", self.format)));
+        }
         if key.len() > KEY_BYTES_MAX {
             return Err(SnapshotError::Invalid(format!("key of {} bytes is over {KEY_BYTES_MAX}", key.len())));
         }
@@ -242,6 +268,9 @@ impl SnapshotWriter {
         self.block.extend_from_slice(value);
         put_varint(&mut self.block, version.seq.0);
         put_varint(&mut self.block, u64::from(version.index));
+        if self.format >= 3 {
+            put_varint(&mut self.block, expires_at_ms.unwrap_or(0));
+        }
         self.block_entries += 1;
         self.entries += 1;
         match &mut self.last_key {
@@ -511,7 +540,9 @@ impl Snapshot {
             return Err(corrupt("header", "checksum mismatch"));
         }
         let (header, header_format) = decode_header_body(&file[12..12 + body_len])?;
-        if header_format != format {
+        // Format 3 keeps format 2's footer.
+        let entry_format = header_format;
+        if header_format != format && !(format == 2 && header_format == 3) {
             return Err(corrupt("header", format!("format {header_format} but the footer is of format {format}")));
         }
         let blocks_end = write_ids.map_or(index_offset, |(offset, ..)| offset);
@@ -611,6 +642,7 @@ impl Snapshot {
                 let seq = c.varint()?;
                 let index_in_batch =
                     u32::try_from(c.varint()?).map_err(|_| corrupt(part.as_str(), "version index over u32"))?;
+                let expires_at_ms = if entry_format >= 3 { Some(c.varint()?).filter(|&at| at != 0) } else { None };
                 if n == 0 && key != e.first_key.as_slice() {
                     return Err(corrupt(part.as_str(), "first key differs from the index"));
                 }
@@ -632,6 +664,7 @@ impl Snapshot {
                     key: Key::from(key),
                     value: value.to_vec(),
                     version: Version { seq: Seq(seq), index: index_in_batch },
+                    expires_at_ms,
                 });
                 n += 1;
             }
@@ -841,6 +874,33 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(Snapshot::decode(&bad).is_err(), "flip at {i} of a format 1 file went unnoticed");
         }
+    }
+
+    #[test]
+    fn expiries_travel_in_format_3_and_format_2_files_still_load() {
+        let entries = sample_entries(300);
+        let mut w = SnapshotWriter::with_block_bytes(header(KeyRange::full()), 512).unwrap();
+        for (i, (k, v, ver)) in entries.iter().enumerate() {
+            let at = (i % 3 == 0).then_some(1_700_000_000_000 + i as u64);
+            w.push_expiring(k, v, *ver, at).unwrap();
+        }
+        assert!(w.push_expiring(b"\xff\xff", b"", Version { seq: Seq(1), index: 0 }, Some(0)).is_err());
+        let snap = Snapshot::decode(&w.finish()).unwrap();
+        for (i, e) in snap.entries.iter().enumerate() {
+            assert_eq!(e.expires_at_ms, (i % 3 == 0).then_some(1_700_000_000_000 + i as u64));
+            assert_eq!((&e.key.as_bytes()[..], &e.value[..]), (&entries[i].0[..], &entries[i].1[..]));
+        }
+        // A format 2 file (written before expiries) loads with none, and cannot take one.
+        let mut w = SnapshotWriter::new_format(header(KeyRange::full()), 512, 2);
+        for (k, v, ver) in &entries {
+            w.push(k, v, *ver).unwrap();
+        }
+        assert!(w.push_expiring(b"\xff\xff", b"", Version { seq: Seq(1), index: 0 }, Some(5)).is_err());
+        let bytes = w.finish();
+        assert_eq!(&bytes[bytes.len() - 8..], FOOTER_MAGIC_V2);
+        let snap = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(snap.entries.len(), 300);
+        assert!(snap.entries.iter().all(|e| e.expires_at_ms.is_none()));
     }
 
     fn sample_entries(n: usize) -> Vec<(Vec<u8>, Vec<u8>, Version)> {

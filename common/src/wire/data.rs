@@ -5,12 +5,12 @@
 
 use crate::error::Error;
 use crate::key::{Key, Version};
-use crate::limits::{BATCH_OPS_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
+use crate::limits::{BATCH_OPS_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, TTL_MS_MAX};
 use crate::lists::{self, PushId};
 use crate::queue::{self, QUEUE_SHARDS, Task, TaskRef};
 use crate::txn::{self, TxnPart};
 use crate::value::validate_value;
-use crate::wire::protocol::{Op, ScanItem, Versioned, WriteId};
+use crate::wire::protocol::{ExpireWhen, KeyTtl, Op, ScanItem, Versioned, WriteId};
 use crate::wire::request;
 use crate::wire::span::validate_span;
 
@@ -101,6 +101,64 @@ request! {
         validate_span(start, end.as_ref())?;
         validate_user_span(start, end.as_ref())
     }
+}
+
+request! {
+    /// Writes `value` at `key`, expiring `ttl_ms` after the owner logs it.
+    PutWithTtl { key: Key, value: Vec<u8>, ttl_ms: u64, write_id: Option<WriteId> }
+    as "put_with_ttl" -> Version { Reply::Written { version } => version }
+    validate {
+        Put::validate_fields(key, value, write_id)?;
+        validate_ttl_ms(*ttl_ms)
+    }
+}
+
+request! {
+    /// Sets an existing key to expire `ttl_ms` from now, if `when` holds.
+    Expire { key: Key, ttl_ms: u64, when: ExpireWhen, write_id: Option<WriteId> }
+    as "expire" -> bool { Reply::ExpiryChanged { changed } => changed }
+    validate {
+        Key::validate_user_key(key.as_bytes())?;
+        validate_ttl_ms(*ttl_ms)
+    }
+}
+
+request! {
+    /// Removes a key's expiry.
+    Persist { key: Key, write_id: Option<WriteId> }
+    as "persist" -> bool { Reply::ExpiryChanged { changed } => changed }
+    validate { Ok(Key::validate_user_key(key.as_bytes())?) }
+}
+
+request! {
+    /// How long a key has to live.
+    Ttl { key: Key } as "ttl" -> KeyTtl { Reply::Ttl(t) => t }
+    validate { Ok(Key::validate_user_key(key.as_bytes())?) }
+}
+
+request! {
+    /// Adds `by` to the counter at `key`; answers the new value and the write's version.
+    Incr { key: Key, by: i64, write_id: Option<WriteId> }
+    as "incr" -> Counted { Reply::Counted { value, version } => Counted { value, version } }
+    validate { Ok(Key::validate_user_key(key.as_bytes())?) }
+}
+
+/// The answer to [`Incr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub value: i64,
+    pub version: Version,
+}
+
+/// A TTL must be 1 ms to [`TTL_MS_MAX`].
+pub fn validate_ttl_ms(ttl_ms: u64) -> Result<(), Error> {
+    if ttl_ms == 0 {
+        return Err(Error::invalid("a TTL must be at least 1 ms (0 would expire the key at once)"));
+    }
+    if ttl_ms > TTL_MS_MAX {
+        return Err(Error::invalid(format!("a TTL of {ttl_ms} ms is over the limit of {TTL_MS_MAX} ms (100 years)")));
+    }
+    Ok(())
 }
 
 request! {

@@ -341,10 +341,73 @@ pub enum Op {
         seq: Option<Seq>,
         decision: TxnDecision,
     },
+    /// Writes `value` at `key`, expiring `ttl_ms` after the range's owner logs it (1 to
+    /// `TTL_MS_MAX`). Answers `Written`.
+    PutWithTtl {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        ttl_ms: u64,
+        write_id: Option<WriteId>,
+    },
+    /// Sets an existing key to expire `ttl_ms` from now (1 to `TTL_MS_MAX`) if `when`
+    /// holds. Answers `ExpiryChanged` (false: no such key, or `when` did not hold).
+    Expire {
+        key: Key,
+        ttl_ms: u64,
+        when: ExpireWhen,
+        write_id: Option<WriteId>,
+    },
+    /// Removes a key's expiry. Answers `ExpiryChanged` (false: no such key, or no expiry).
+    Persist {
+        key: Key,
+        write_id: Option<WriteId>,
+    },
+    /// How long a key has to live. Answers `Ttl`.
+    Ttl {
+        key: Key,
+    },
+    /// Adds `by` to the signed 64-bit decimal integer at `key` (absent: 0), keeping its
+    /// expiry. Answers `Counted` with the new value; `Invalid` when the value is not such an
+    /// integer or the sum overflows (nothing changes).
+    Incr {
+        key: Key,
+        by: i64,
+        write_id: Option<WriteId>,
+    },
+}
+
+/// When `Expire` sets the expiry (Redis's EXPIRE options).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireWhen {
+    /// Whatever the key's expiry.
+    #[default]
+    Always,
+    /// Only when the key has no expiry (`NX`).
+    Nx,
+    /// Only when the key has an expiry (`XX`).
+    Xx,
+    /// Only when the new expiry is later than the current one (`GT`; no expiry counts as
+    /// infinitely late, so never).
+    Gt,
+    /// Only when the new expiry is earlier than the current one (`LT`; no expiry counts as
+    /// infinitely late, so always).
+    Lt,
+}
+
+/// How long a key has to live (the answer to `Ttl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyTtl {
+    /// No such key (or it expired).
+    Absent,
+    /// The key never expires.
+    Persistent,
+    /// The key expires in this many ms (at least 1).
+    ExpiresInMs(u64),
 }
 
 /// Every operation's name (`Op::name`), by `Op::index`.
-pub const OP_NAMES: [&str; 31] = [
+pub const OP_NAMES: [&str; 36] = [
     "ping",
     "get",
     "push",
@@ -376,6 +439,11 @@ pub const OP_NAMES: [&str; 31] = [
     "txn",
     "txn_prepare",
     "txn_resolve",
+    "put_with_ttl",
+    "expire",
+    "persist",
+    "ttl",
+    "incr",
 ];
 
 impl Op {
@@ -402,6 +470,11 @@ impl Op {
             | Op::TaskNack { .. }
             | Op::TaskExtend { .. }
             | Op::Txn { .. }
+            | Op::PutWithTtl { .. }
+            | Op::Expire { .. }
+            | Op::Persist { .. }
+            | Op::Ttl { .. }
+            | Op::Incr { .. }
             | Op::Locate { .. }
             | Op::LocateRange { .. }
             | Op::MasterStatus
@@ -465,6 +538,11 @@ impl Op {
             Op::Txn { .. } => 28,
             Op::TxnPrepare { .. } => 29,
             Op::TxnResolve { .. } => 30,
+            Op::PutWithTtl { .. } => 31,
+            Op::Expire { .. } => 32,
+            Op::Persist { .. } => 33,
+            Op::Ttl { .. } => 34,
+            Op::Incr { .. } => 35,
         }
     }
 
@@ -604,6 +682,17 @@ pub enum Reply {
     TxnResolved {
         committed: bool,
     },
+    /// Answer to `Expire` and `Persist`: whether the key's expiry changed.
+    ExpiryChanged {
+        changed: bool,
+    },
+    /// Answer to `Incr`: the counter's new value and the write's version.
+    Counted {
+        value: i64,
+        version: Version,
+    },
+    /// Answer to `Ttl`.
+    Ttl(KeyTtl),
 }
 
 impl Reply {
@@ -632,6 +721,9 @@ impl Reply {
             Reply::Members(_) => "members",
             Reply::Tasks { .. } => "tasks",
             Reply::TxnResolved { .. } => "txn_resolved",
+            Reply::ExpiryChanged { .. } => "expiry_changed",
+            Reply::Counted { .. } => "counted",
+            Reply::Ttl(_) => "ttl",
         }
     }
 }
@@ -982,6 +1074,11 @@ pub(crate) mod tests {
                 right_checkpoint: cp(),
             },
             Op::Merge { left_id: RangeId(1), right_id: RangeId(2) },
+            Op::PutWithTtl { key: k(), value: b"v".to_vec(), ttl_ms: 1000, write_id: None },
+            Op::Expire { key: k(), ttl_ms: 1000, when: ExpireWhen::Gt, write_id: None },
+            Op::Persist { key: k(), write_id: None },
+            Op::Ttl { key: k() },
+            Op::Incr { key: k(), by: -3, write_id: None },
             Op::CommitMerge {
                 left_id: RangeId(1),
                 left_start: Key::from(""),
@@ -1018,6 +1115,11 @@ pub(crate) mod tests {
             ("put", &all),
             ("put_if_version", &all),
             ("delete", &all),
+            ("put_with_ttl", &all),
+            ("expire", &all),
+            ("persist", &all),
+            ("ttl", &all),
+            ("incr", &all),
             ("push", &all),
             ("enqueue", &all),
             ("dequeue", &all),

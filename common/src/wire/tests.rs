@@ -40,6 +40,11 @@ fn typed_name(op: &Op) -> &'static str {
         Op::TxnResolve { .. } => peer::TxnResolve::NAME,
         Op::SplitRange { .. } => peer::SplitRange::NAME,
         Op::CommitMerge { .. } => peer::CommitMerge::NAME,
+        Op::PutWithTtl { .. } => data::PutWithTtl::NAME,
+        Op::Expire { .. } => data::Expire::NAME,
+        Op::Persist { .. } => data::Persist::NAME,
+        Op::Ttl { .. } => data::Ttl::NAME,
+        Op::Incr { .. } => data::Incr::NAME,
     }
 }
 
@@ -50,7 +55,7 @@ fn every_operation_has_a_typed_request_of_its_name() {
         assert_eq!(typed_name(&op), op.name());
         names.insert(op.name());
     }
-    assert_eq!(names.len(), 31, "one of each operation");
+    assert_eq!(names.len(), 36, "one of each operation");
 }
 
 #[test]

@@ -56,6 +56,13 @@ impl Op {
             Op::TxnResolve { txn_id, range_id, seq, decision } => {
                 peer::TxnResolve::validate_fields(txn_id, range_id, seq, decision)
             }
+            Op::PutWithTtl { key, value, ttl_ms, write_id } => {
+                data::PutWithTtl::validate_fields(key, value, ttl_ms, write_id)
+            }
+            Op::Expire { key, ttl_ms, when, write_id } => data::Expire::validate_fields(key, ttl_ms, when, write_id),
+            Op::Persist { key, write_id } => data::Persist::validate_fields(key, write_id),
+            Op::Ttl { key } => data::Ttl::validate_fields(key),
+            Op::Incr { key, by, write_id } => data::Incr::validate_fields(key, by, write_id),
             Op::SplitRange {
                 parent_id,
                 parent_start,

@@ -8,14 +8,16 @@ use crate::ids::{Epoch, NodeId, RangeId, Seq};
 use crate::key::{Key, Version};
 use crate::limits::{
     BATCH_OPS_MAX, DEQUEUE_TASKS_MAX, GET_MANY_KEYS_MAX, KEY_BYTES_MAX, LIST_KEY_BYTES_MAX, QUEUE_NAME_BYTES_MAX,
-    QUEUE_VISIBILITY_MS_MAX, SCAN_PAGE_KEYS_MAX, TXN_BYTES_MAX, TXN_HOLD_MS_MAX, TXN_OPS_MAX, TXN_PART_BYTES_MAX,
-    TXN_RANGES_MAX, VALUE_BYTES_MAX,
+    QUEUE_VISIBILITY_MS_MAX, SCAN_PAGE_KEYS_MAX, TTL_MS_MAX, TXN_BYTES_MAX, TXN_HOLD_MS_MAX, TXN_OPS_MAX,
+    TXN_PART_BYTES_MAX, TXN_RANGES_MAX, VALUE_BYTES_MAX,
 };
 use crate::lists::PushId;
 use crate::meta::Checkpoint;
 use crate::queue::{QUEUE_SHARDS, TASK_RECORD_OVERHEAD_BYTES, TaskRef};
 use crate::txn::{TxnCheck, TxnCondition, TxnDecision, TxnPart, TxnWrite};
-use crate::wire::protocol::{Op, WriteId};
+use crate::wire::protocol::{ExpireWhen, Op, WriteId};
+
+const TTL_ZERO: &str = "a TTL must be at least 1 ms (0 would expire the key at once)";
 use crate::wire::{Call, admin, data, peer, routing};
 
 /// One input and what `Op::validate` must answer for it.
@@ -182,6 +184,53 @@ pub(super) fn examples() -> Vec<Example> {
                 decision: TxnDecision::Commit,
             },
             ok(),
+        ),
+        // put_with_ttl, expire: a TTL of 1 ms to TTL_MS_MAX; persist, ttl, incr: a user key.
+        ex("put_with_ttl", Op::PutWithTtl { key: k("k"), value: vec![1], ttl_ms: 1, write_id: None }, ok()),
+        ex(
+            "put_with_ttl: TTL_MS_MAX",
+            Op::PutWithTtl { key: k("k"), value: vec![1], ttl_ms: TTL_MS_MAX, write_id: None },
+            ok(),
+        ),
+        ex(
+            "put_with_ttl: past TTL_MS_MAX",
+            Op::PutWithTtl { key: k("k"), value: vec![1], ttl_ms: TTL_MS_MAX + 1, write_id: None },
+            invalid(&format!("a TTL of {} ms is over the limit of {TTL_MS_MAX} ms (100 years)", TTL_MS_MAX + 1)),
+        ),
+        ex(
+            "put_with_ttl: TTL 0",
+            Op::PutWithTtl { key: k("k"), value: vec![1], ttl_ms: 0, write_id: None },
+            invalid(TTL_ZERO),
+        ),
+        ex(
+            "put_with_ttl: value past VALUE_BYTES_MAX",
+            Op::PutWithTtl { key: k("k"), value: vec![1; VALUE_BYTES_MAX + 1], ttl_ms: 1, write_id: None },
+            too_large("value", VALUE_BYTES_MAX + 1, VALUE_BYTES_MAX),
+        ),
+        ex(
+            "expire: TTL_MS_MAX",
+            Op::Expire { key: k("k"), ttl_ms: TTL_MS_MAX, when: ExpireWhen::Nx, write_id: None },
+            ok(),
+        ),
+        ex(
+            "expire: TTL 0",
+            Op::Expire { key: k("k"), ttl_ms: 0, when: ExpireWhen::Always, write_id: None },
+            invalid(TTL_ZERO),
+        ),
+        ex(
+            "expire: reserved key",
+            Op::Expire { key: reserved(), ttl_ms: 5, when: ExpireWhen::Always, write_id: None },
+            invalid(RESERVED_KEY),
+        ),
+        ex("persist", Op::Persist { key: k("k"), write_id: None }, ok()),
+        ex("persist: empty key", Op::Persist { key: k(""), write_id: None }, invalid(EMPTY_KEY)),
+        ex("ttl", Op::Ttl { key: k("k") }, ok()),
+        ex("ttl: reserved key", Op::Ttl { key: reserved() }, invalid(RESERVED_KEY)),
+        ex("incr", Op::Incr { key: k("k"), by: i64::MIN, write_id: None }, ok()),
+        ex(
+            "incr: key past KEY_BYTES_MAX",
+            Op::Incr { key: key_of(KEY_BYTES_MAX + 1), by: 1, write_id: None },
+            too_large("key", KEY_BYTES_MAX + 1, KEY_BYTES_MAX),
         ),
         // get: a user key.
         ex("get", Op::Get { key: k("k") }, ok()),
@@ -869,6 +918,11 @@ fn typed_and_as_op(op: Op) -> (Result<(), Error>, Result<(), Error>) {
         Op::TxnResolve { txn_id, range_id, seq, decision } => {
             both(o, peer::TxnResolve { txn_id, range_id, seq, decision })
         }
+        Op::PutWithTtl { key, value, ttl_ms, write_id } => both(o, data::PutWithTtl { key, value, ttl_ms, write_id }),
+        Op::Expire { key, ttl_ms, when, write_id } => both(o, data::Expire { key, ttl_ms, when, write_id }),
+        Op::Persist { key, write_id } => both(o, data::Persist { key, write_id }),
+        Op::Ttl { key } => both(o, data::Ttl { key }),
+        Op::Incr { key, by, write_id } => both(o, data::Incr { key, by, write_id }),
         Op::SplitRange {
             parent_id,
             parent_start,

@@ -22,6 +22,28 @@ pub enum LoggedOp {
         start: Key,
         end: Option<Key>,
     },
+    /// A put of a key that expires at `expires_at_ms` (Unix ms, the owner's clock when it
+    /// logged the write: replay, moves, splits and merges all see the same moment).
+    PutExpiring {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        expires_at_ms: u64,
+    },
+    /// An existing key's expiry set (`Some`) or removed (`None`), its value kept; the entry
+    /// gets this write's version. Logged only when the key existed and the condition held.
+    SetExpiry {
+        key: Key,
+        expires_at_ms: Option<u64>,
+    },
+    /// An increment's result: `value` as a decimal string at `key`, with the expiry the key
+    /// had. The result, not the delta, so replay needs nothing but the entry, and a retry
+    /// is answered with it.
+    Counter {
+        key: Key,
+        value: i64,
+        expires_at_ms: Option<u64>,
+    },
 }
 
 impl LoggedOp {
@@ -29,7 +51,11 @@ impl LoggedOp {
     /// to the range holding this key.
     pub fn routing_key(&self) -> &Key {
         match self {
-            LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => key,
+            LoggedOp::Put { key, .. }
+            | LoggedOp::Delete { key }
+            | LoggedOp::PutExpiring { key, .. }
+            | LoggedOp::SetExpiry { key, .. }
+            | LoggedOp::Counter { key, .. } => key,
             LoggedOp::DeleteRange { start, .. } => start,
         }
     }
@@ -77,6 +103,9 @@ impl LoggedWrite {
                 LoggedOp::Put { key, value } => key.len() + value.len(),
                 LoggedOp::Delete { key } => key.len(),
                 LoggedOp::DeleteRange { start, end } => start.len() + end.as_ref().map_or(0, Key::len),
+                // An expiry, a count: a MessagePack array of two and a u64 at most (11 bytes).
+                LoggedOp::PutExpiring { key, value, .. } => key.len() + value.len() + 12,
+                LoggedOp::SetExpiry { key, .. } | LoggedOp::Counter { key, .. } => key.len() + 12,
             }
     }
 }
@@ -96,6 +125,13 @@ pub const BATCH_FORMAT_COMPACT: u8 = 0x01;
 const OP_PUT: u8 = 0;
 const OP_DELETE: u8 = 1;
 const OP_DELETE_RANGE: u8 = 2;
+/// The ops below have a sixth element, `[expires_at_ms or nil, count or nil]`:
+/// `[op, key, value, id, push id, [expires_at_ms, nil]]`
+const OP_PUT_EXPIRING: u8 = 3;
+/// `[op, key, nil, id, push id, [expires_at_ms or nil, nil]]`
+const OP_SET_EXPIRY: u8 = 4;
+/// `[op, key, nil, id, push id, [expires_at_ms or nil, value as i64]]`
+const OP_COUNTER: u8 = 5;
 
 /// Encodes `writes` as a compact batch payload: the tag byte, then one MessagePack array
 /// with one array per write, `[op, key or start, value or end or nil, [client, n] or
@@ -110,7 +146,14 @@ pub fn encode(writes: &[LoggedWrite], capacity: usize) -> Result<bytes::Bytes, E
     out.put_u8(BATCH_FORMAT_COMPACT);
     mp::array_len(&mut out, writes.len())?;
     for w in writes {
-        mp::array_len(&mut out, 5)?;
+        // The sixth element only for the ops that have one: the others' bytes are as before.
+        let extra = match &w.op {
+            LoggedOp::PutExpiring { expires_at_ms, .. } => Some((Some(*expires_at_ms), None)),
+            LoggedOp::SetExpiry { expires_at_ms, .. } => Some((*expires_at_ms, None)),
+            LoggedOp::Counter { value, expires_at_ms, .. } => Some((*expires_at_ms, Some(*value))),
+            _ => None,
+        };
+        mp::array_len(&mut out, if extra.is_some() { 6 } else { 5 })?;
         match &w.op {
             LoggedOp::Put { key, value } => {
                 mp::uint(&mut out, u64::from(OP_PUT));
@@ -129,6 +172,21 @@ pub fn encode(writes: &[LoggedWrite], capacity: usize) -> Result<bytes::Bytes, E
                     Some(end) => mp::bin(&mut out, end.as_bytes())?,
                     None => mp::nil(&mut out),
                 }
+            }
+            LoggedOp::PutExpiring { key, value, .. } => {
+                mp::uint(&mut out, u64::from(OP_PUT_EXPIRING));
+                mp::bin(&mut out, key.as_bytes())?;
+                mp::bin(&mut out, value)?;
+            }
+            LoggedOp::SetExpiry { key, .. } => {
+                mp::uint(&mut out, u64::from(OP_SET_EXPIRY));
+                mp::bin(&mut out, key.as_bytes())?;
+                mp::nil(&mut out);
+            }
+            LoggedOp::Counter { key, .. } => {
+                mp::uint(&mut out, u64::from(OP_COUNTER));
+                mp::bin(&mut out, key.as_bytes())?;
+                mp::nil(&mut out);
             }
         }
         match w.write_id {
@@ -156,6 +214,17 @@ pub fn encode(writes: &[LoggedWrite], capacity: usize) -> Result<bytes::Bytes, E
             }
             None => mp::nil(&mut out),
         }
+        if let Some((at, count)) = extra {
+            mp::array_len(&mut out, 2)?;
+            match at {
+                Some(at) => mp::uint(&mut out, at),
+                None => mp::nil(&mut out),
+            }
+            match count {
+                Some(count) => mp::int(&mut out, count),
+                None => mp::nil(&mut out),
+            }
+        }
     }
     Ok(out.freeze())
 }
@@ -168,6 +237,10 @@ struct CompactWrite(
     Option<serde_bytes::ByteBuf>,
     Option<CompactWriteId>,
     Option<(u64, u64, u64)>,
+    /// `[expires_at_ms, count]` of the ops that have them; absent in the others (and in
+    /// every entry written before them).
+    #[serde(default)]
+    Option<(Option<u64>, Option<i64>)>,
 );
 
 /// A write id of the compact format: `[client, n]`, or `[client, n, floor]` (entries
@@ -206,14 +279,23 @@ pub fn decode(bytes: &[u8]) -> Result<BatchPayload, Error> {
     };
     let compact: Vec<CompactWrite> = rmp_serde::from_slice(rest).map_err(|e| bad(&e))?;
     let mut writes = Vec::with_capacity(compact.len());
-    for CompactWrite(op, a, b, write_id, push_id) in compact {
-        let op = match (op, b) {
-            (OP_PUT, Some(value)) => LoggedOp::Put { key: Key(a.into_vec()), value: value.into_vec() },
-            (OP_DELETE, None) => LoggedOp::Delete { key: Key(a.into_vec()) },
-            (OP_DELETE_RANGE, end) => {
+    for CompactWrite(op, a, b, write_id, push_id, extra) in compact {
+        let op = match (op, b, extra) {
+            (OP_PUT, Some(value), None) => LoggedOp::Put { key: Key(a.into_vec()), value: value.into_vec() },
+            (OP_DELETE, None, None) => LoggedOp::Delete { key: Key(a.into_vec()) },
+            (OP_DELETE_RANGE, end, None) => {
                 LoggedOp::DeleteRange { start: Key(a.into_vec()), end: end.map(|e| Key(e.into_vec())) }
             }
-            (op, _) => return Err(bad(&format!("unknown op {op} or wrong operands"))),
+            (OP_PUT_EXPIRING, Some(value), Some((Some(expires_at_ms), None))) => {
+                LoggedOp::PutExpiring { key: Key(a.into_vec()), value: value.into_vec(), expires_at_ms }
+            }
+            (OP_SET_EXPIRY, None, Some((expires_at_ms, None))) => {
+                LoggedOp::SetExpiry { key: Key(a.into_vec()), expires_at_ms }
+            }
+            (OP_COUNTER, None, Some((expires_at_ms, Some(value)))) => {
+                LoggedOp::Counter { key: Key(a.into_vec()), value, expires_at_ms }
+            }
+            (op, ..) => return Err(bad(&format!("unknown op {op} or wrong operands"))),
         };
         writes.push(LoggedWrite {
             op,
@@ -265,6 +347,17 @@ mod mp {
         }
         out.put_slice(b);
         Ok(())
+    }
+
+    pub fn int(out: &mut BytesMut, v: i64) {
+        match u64::try_from(v) {
+            Ok(v) => uint(out, v),
+            Err(_) if v >= -32 => out.put_i8(v as i8),
+            Err(_) => {
+                out.put_u8(0xd3);
+                out.put_i64(v);
+            }
+        }
     }
 
     pub fn uint(out: &mut BytesMut, v: u64) {
@@ -353,6 +446,67 @@ mod tests {
 
     fn unhex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The writes of TTLs and counters (compact format only: format 0 predates them).
+    fn ttl_and_counter_writes() -> Vec<LoggedWrite> {
+        vec![
+            LoggedWrite {
+                op: LoggedOp::PutExpiring {
+                    key: Key::from("session:1"),
+                    value: b"s".to_vec(),
+                    expires_at_ms: 1_800_000_000_000,
+                },
+                write_id: Some(WriteId::new(7, 301)),
+                push_id: None,
+            },
+            LoggedWrite {
+                op: LoggedOp::SetExpiry { key: Key::from("session:1"), expires_at_ms: Some(1_800_000_000_001) },
+                write_id: None,
+                push_id: None,
+            },
+            LoggedWrite {
+                op: LoggedOp::SetExpiry { key: Key::from("session:2"), expires_at_ms: None },
+                write_id: None,
+                push_id: None,
+            },
+            LoggedWrite {
+                op: LoggedOp::Counter { key: Key::from("hits"), value: -9_000_000_000, expires_at_ms: None },
+                write_id: Some(WriteId::new(7, 302)),
+                push_id: None,
+            },
+            LoggedWrite {
+                op: LoggedOp::Counter { key: Key::from("hits2"), value: 5, expires_at_ms: Some(7) },
+                write_id: None,
+                push_id: None,
+            },
+            LoggedWrite {
+                op: LoggedOp::Counter { key: Key::from("hits3"), value: -3, expires_at_ms: None },
+                write_id: None,
+                push_id: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn ttl_and_counter_writes_round_trip_beside_the_others() {
+        let mut writes = sample().writes;
+        writes.extend(ttl_and_counter_writes());
+        for n in [i64::MIN, -33, -32, -1, 0, 127, 128, i64::MAX] {
+            writes.push(LoggedWrite {
+                op: LoggedOp::Counter { key: Key::from("c"), value: n, expires_at_ms: Some(n.unsigned_abs()) },
+                write_id: None,
+                push_id: None,
+            });
+        }
+        let bytes = encode(&writes, 0).unwrap();
+        assert_eq!(decode(&bytes).unwrap().writes, writes);
+        // The older writes' bytes do not change: an entry of them alone is what it was.
+        let old = encode(&sample().writes, 0).unwrap();
+        assert!(bytes.starts_with(&old[..1]) && decode(&old).unwrap() == sample());
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

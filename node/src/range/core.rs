@@ -11,9 +11,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 
+use ampstore_common::counter;
 use ampstore_common::error::Error;
 use ampstore_common::limits::RANGE_PENDING_WRITES_MAX;
-use ampstore_common::protocol::{Reply, Versioned, WriteId};
+use ampstore_common::protocol::{ExpireWhen, Reply, Versioned, WriteId};
 use ampstore_common::txn::{TxnCheck, TxnCondition, TxnWrite};
 use ampstore_common::write_ids::{WriteKey, WriteOutcome};
 use ampstore_common::{Epoch, Key, KeyRange, NodeId, RangeId, Seq, Version};
@@ -88,6 +89,27 @@ pub enum Condition {
     /// above it, so the list's order is the order its pushes took effect. An element
     /// already stored at the key means a retry: answered with its version, not written.
     ListTail,
+    /// A `PutExpiring` whose expiry is this many ms after the owner logs it (stamped when
+    /// the batch is made, with the owner's clock).
+    ExpiresIn(u64),
+    /// A `SetExpiry` of an expire: the key must exist and `when` hold; the expiry is `ttl_ms`
+    /// after the batch is made. Otherwise answered `ExpiryChanged { changed: false }`.
+    Expire {
+        ttl_ms: u64,
+        when: ExpireWhen,
+    },
+    /// A `SetExpiry` of a persist: the key must exist and have an expiry.
+    Persist,
+    /// A `Counter`: the key's integer plus this, decided when the batch is made.
+    Add(i64),
+}
+
+impl Condition {
+    /// Decided against the key's entry as applied: a key written earlier in the same batch
+    /// ends the batch before this write (it goes first in the next one).
+    fn reads_the_entry(&self) -> bool {
+        matches!(self, Condition::Expire { .. } | Condition::Persist | Condition::Add(_))
+    }
 }
 
 /// A write as submitted.
@@ -110,6 +132,7 @@ struct Pending<W> {
 struct InFlight<W> {
     seq: Seq,
     entry: LogEntry,
+    /// The callers' writes (one waiter each, in order), then the expiry sweep's deletes.
     writes: Vec<LoggedWrite>,
     waiters: Vec<W>,
 }
@@ -164,8 +187,13 @@ pub struct RangeCore<W> {
     /// The merge entry that closed the log (until a fence reopens it).
     merge_closed: Option<(Seq, MergePlan)>,
     txn_hold: Option<TxnHold>,
-    /// The wall clock (unix ms) as the driver last set it: when outcomes are remembered.
+    /// The wall clock (unix ms) as the driver last set it: when outcomes are remembered,
+    /// and what expiry is measured against.
     now_unix_ms: u64,
+    /// Keys the expiry sweep found expired, to delete in the next batch (each checked
+    /// again then), and where the sweep looks next.
+    expired_due: Vec<Key>,
+    sweep_from: Option<Vec<u8>>,
     /// A safety invariant did not hold (a bug): the range takes no more writes, and its
     /// driver stops it and reports why.
     broken: Option<String>,
@@ -209,6 +237,8 @@ impl<W> RangeCore<W> {
             merge_closed: None,
             txn_hold: None,
             now_unix_ms: 0,
+            expired_due: Vec::new(),
+            sweep_from: None,
             broken,
         }
     }
@@ -311,7 +341,7 @@ impl<W> RangeCore<W> {
         self.applied > self.checkpoint_seq
     }
     pub fn has_work(&self) -> bool {
-        self.in_flight.is_some() || !self.pending.is_empty()
+        self.in_flight.is_some() || !self.pending.is_empty() || !self.expired_due.is_empty()
     }
     pub fn append_in_flight(&self) -> bool {
         self.in_flight.is_some()
@@ -320,14 +350,14 @@ impl<W> RangeCore<W> {
     // ----- reads (served from applied data, also while an append is in flight) -----
 
     pub fn get(&self, key: &Key) -> Result<Option<Versioned>, Error> {
-        super::memtable::get(&self.data.read(), &self.range, key)
+        super::memtable::get(&self.data.read(), &self.range, key, || self.now_unix_ms)
     }
 
     /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`). Readers
     /// scan the shared memtable (`range::view`); this is for the core's own tests.
     #[cfg(test)]
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Reply, Error> {
-        super::memtable::scan(&self.data.read(), &self.range, start, end, limit, reverse)
+        super::memtable::scan(&self.data.read(), &self.range, start, end, (limit, reverse), self.now_unix_ms)
     }
 
     /// The applied data, as readers share it.
@@ -345,7 +375,11 @@ impl<W> RangeCore<W> {
     /// range, fenced, queue full) or is a retry of a write already applied.
     pub fn submit(&mut self, write: Write, waiter: W) -> Option<Outcome<W>> {
         let key_check = match &write.op {
-            LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => self.check_key(key),
+            LoggedOp::Put { key, .. }
+            | LoggedOp::Delete { key }
+            | LoggedOp::PutExpiring { key, .. }
+            | LoggedOp::SetExpiry { key, .. }
+            | LoggedOp::Counter { key, .. } => self.check_key(key),
             LoggedOp::DeleteRange { start, end } => {
                 let inside = self.range.contains(start.as_bytes())
                     && match (&self.range.end, end) {
@@ -421,7 +455,7 @@ impl<W> RangeCore<W> {
         if self.fenced
             || self.broken.is_some()
             || self.in_flight.is_some()
-            || self.pending.is_empty()
+            || (self.pending.is_empty() && self.expired_due.is_empty())
             || self.txn_hold.is_some()
         {
             return plan;
@@ -446,9 +480,23 @@ impl<W> RangeCore<W> {
             if !writes.is_empty() && bytes + size > bytes_max {
                 break;
             }
-            let Some(p) = self.pending.pop_front() else { break };
+            let Some(mut p) = self.pending.pop_front() else { break };
             if p.write.condition != Condition::None && overlay.is_none() {
                 overlay = Some(overlay_of(&writes, seq));
+            }
+            if p.write.condition.reads_the_entry() {
+                let key = p.write.op.routing_key();
+                let in_batch = overlay.as_ref().is_some_and(|o| o.contains_key(key))
+                    || cleared.iter().any(|(s, e)| key >= s && e.as_ref().is_none_or(|e| key < e));
+                if in_batch {
+                    self.pending.push_front(p);
+                    break;
+                }
+            }
+            if let Some(early) = self.resolve(&mut p.write) {
+                self.finish_write_id(p.write.write_id, &p.write.op, &early, &mut plan.early);
+                plan.early.push((p.waiter, early));
+                continue;
             }
             if p.write.condition == Condition::ListTail
                 && let LoggedOp::Put { key, .. } = &p.write.op
@@ -459,14 +507,11 @@ impl<W> RangeCore<W> {
                 continue;
             }
             if let Condition::Version(expected) = &p.write.condition {
-                let key = match &p.write.op {
-                    LoggedOp::Put { key, .. } | LoggedOp::Delete { key } => key,
-                    LoggedOp::DeleteRange { start, .. } => start,
-                };
+                let key = p.write.op.routing_key();
                 let current = match overlay.as_ref().and_then(|o| o.get(key)) {
                     Some(v) => *v,
                     None if cleared.iter().any(|(s, e)| key >= s && e.as_ref().is_none_or(|e| key < e)) => None,
-                    None => self.data.read().get(key.as_bytes()).map(Entry::version),
+                    None => self.data.read().get_live(key.as_bytes(), self.now_unix_ms).map(Entry::version),
                 };
                 if current != *expected {
                     let why = match (expected, current) {
@@ -491,6 +536,9 @@ impl<W> RangeCore<W> {
             bytes += size;
             writes.push(LoggedWrite::new(p.write.op, p.write.write_id));
             waiters.push(p.waiter);
+        }
+        if !self.expired_due.is_empty() {
+            self.add_expiry_deletes(&mut writes, seq, &mut bytes, bytes_max);
         }
         if writes.is_empty() {
             return plan;
@@ -523,6 +571,125 @@ impl<W> RangeCore<W> {
         self.in_flight = Some(InFlight { seq, entry: entry.clone(), writes: payload.writes, waiters });
         plan.append = Some((seq, entry));
         plan
+    }
+
+    /// Looks for expired keys (part of the range per call, `EXPIRY_SWEEP_ENTRIES_MAX`
+    /// entries from where the last call stopped) when some entries carry an expiry and the
+    /// last ones found are deleted; the next batch deletes them. Returns whether it found any.
+    pub fn sweep_expired(&mut self) -> bool {
+        if !self.expired_due.is_empty() || self.split.is_some() || self.merge_closed.is_some() {
+            return false;
+        }
+        let (found, next) = {
+            let data = self.data.read();
+            if data.expiring() == 0 {
+                return false;
+            }
+            data.expired_from(
+                self.sweep_from.as_deref(),
+                self.now_unix_ms,
+                ampstore_common::limits::EXPIRY_SWEEP_ENTRIES_MAX,
+                ampstore_common::limits::EXPIRY_DELETES_PER_SWEEP_MAX,
+            )
+        };
+        self.sweep_from = next;
+        self.expired_due = found;
+        !self.expired_due.is_empty()
+    }
+
+    /// Keys found expired and not deleted yet.
+    pub fn expired_due(&self) -> usize {
+        self.expired_due.len()
+    }
+
+    /// Appends deletes of the keys the sweep found to the batch (after the callers' writes,
+    /// which have waiters), as far as the batch has room: each only if the key is still
+    /// expired and no write of this batch touches it (a put of it in this batch is newer).
+    fn add_expiry_deletes(&mut self, writes: &mut Vec<LoggedWrite>, seq: Seq, bytes: &mut usize, bytes_max: usize) {
+        let overlay = overlay_of(writes, seq);
+        let now = self.now_unix_ms;
+        let mut due = std::mem::take(&mut self.expired_due).into_iter();
+        for key in due.by_ref() {
+            let in_batch = overlay.contains_key(&key);
+            let expired = self.data.read().get(key.as_bytes()).is_some_and(|e| e.expired_at(now));
+            if in_batch || !expired {
+                continue;
+            }
+            let op = LoggedOp::Delete { key };
+            let size = LoggedWrite::encoded_bytes_max_of(&op, false);
+            if !writes.is_empty() && *bytes + size > bytes_max {
+                if let LoggedOp::Delete { key } = op {
+                    self.expired_due.push(key);
+                }
+                break;
+            }
+            *bytes += size;
+            writes.push(LoggedWrite::new(op, None));
+        }
+        self.expired_due.extend(due);
+    }
+
+    /// Fills in what a TTL or counter write decides when its batch is made (an expiry from
+    /// the owner's clock, a counter's new value from the applied entry): `None` to log the
+    /// write as completed here, or the answer at once when nothing is to be logged (an
+    /// expire whose key is absent or whose condition does not hold; a counter that is not
+    /// an integer or would overflow).
+    fn resolve(&self, write: &mut Write) -> Option<Result<Reply, Error>> {
+        let now = self.now_unix_ms;
+        match (&write.condition, &mut write.op) {
+            (Condition::ExpiresIn(ttl_ms), LoggedOp::PutExpiring { expires_at_ms, .. }) => {
+                *expires_at_ms = now.saturating_add(*ttl_ms);
+                None
+            }
+            (Condition::Expire { ttl_ms, when }, LoggedOp::SetExpiry { key, expires_at_ms }) => {
+                let data = self.data.read();
+                let Some(entry) = data.get_live(key.as_bytes(), now) else {
+                    return Some(Ok(Reply::ExpiryChanged { changed: false }));
+                };
+                let at = now.saturating_add(*ttl_ms);
+                let holds = match (when, entry.expires_at_ms()) {
+                    (ExpireWhen::Always, _) => true,
+                    (ExpireWhen::Nx, current) => current.is_none(),
+                    (ExpireWhen::Xx, current) => current.is_some(),
+                    // No expiry counts as infinitely late (Redis).
+                    (ExpireWhen::Gt, current) => current.is_some_and(|c| at > c),
+                    (ExpireWhen::Lt, current) => current.is_none_or(|c| at < c),
+                };
+                if !holds {
+                    return Some(Ok(Reply::ExpiryChanged { changed: false }));
+                }
+                *expires_at_ms = Some(at);
+                None
+            }
+            (Condition::Persist, LoggedOp::SetExpiry { key, expires_at_ms }) => {
+                let has_expiry = self.data.read().get_live(key.as_bytes(), now).and_then(Entry::expires_at_ms);
+                if has_expiry.is_none() {
+                    return Some(Ok(Reply::ExpiryChanged { changed: false }));
+                }
+                *expires_at_ms = None;
+                None
+            }
+            (Condition::Add(by), LoggedOp::Counter { key, value, expires_at_ms }) => {
+                let data = self.data.read();
+                let (current, at) = match data.get_live(key.as_bytes(), now) {
+                    None => (0, None),
+                    Some(e) => match counter::parse(e.value()) {
+                        Some(n) => (n, e.expires_at_ms()),
+                        None => return Some(Err(Error::invalid(counter::NOT_AN_INTEGER))),
+                    },
+                };
+                match current.checked_add(*by) {
+                    Some(n) => {
+                        *value = n;
+                        *expires_at_ms = at;
+                        None
+                    }
+                    None => Some(Err(Error::invalid(counter::OVERFLOW))),
+                }
+            }
+            (Condition::None | Condition::Version(_) | Condition::ListTail, _) => None,
+            (condition, op) => Some(Err(Error::internal(format!("condition {condition:?} does not go with {op:?}")))),
+        }
     }
 
     /// Decides a push before it is batched: `None` to write it, or the answer at once (a
@@ -581,7 +748,8 @@ impl<W> RangeCore<W> {
         }
         let mut out = Vec::with_capacity(f.waiters.len());
         let payload_bytes = f.entry.payload.len() as u64;
-        for (i, (w, waiter)) in f.writes.into_iter().zip(f.waiters).enumerate() {
+        let mut waiters = f.waiters.into_iter();
+        for (i, w) in f.writes.into_iter().enumerate() {
             let id = w.id();
             // The write's key and value move into the memtable; the remembered outcome keeps
             // a copy of the key only when there is an id to remember.
@@ -589,7 +757,10 @@ impl<W> RangeCore<W> {
             let reply = self.apply_owned(w.op, Version { seq, index: i as u32 });
             let result = Ok(reply);
             self.finish_write_id_routed(id, routed_by, &result, &mut out);
-            out.push((waiter, result));
+            // The expiry sweep's deletes, after the callers' writes, have no waiter.
+            if let Some(waiter) = waiters.next() {
+                out.push((waiter, result));
+            }
         }
         self.log_bytes_total += payload_bytes;
         self.advance_to(seq);
@@ -751,6 +922,22 @@ impl<W> RangeCore<W> {
                 };
                 Reply::Deleted { removed, version }
             }
+            LoggedOp::PutExpiring { key, value, expires_at_ms } => {
+                self.insert(Entry::with_expiry(key.as_bytes(), value, version, Some(*expires_at_ms)));
+                Reply::Written { version }
+            }
+            LoggedOp::SetExpiry { key, expires_at_ms } => {
+                // Logged only for a key that existed: the entry is rewritten with its value.
+                let current = self.data.read().get(key.as_bytes()).cloned();
+                let Some(current) = current else { return Reply::ExpiryChanged { changed: false } };
+                self.insert(Entry::with_expiry(key.as_bytes(), current.value(), version, *expires_at_ms));
+                Reply::ExpiryChanged { changed: true }
+            }
+            LoggedOp::Counter { key, value, expires_at_ms } => {
+                let text = value.to_string();
+                self.insert(Entry::with_expiry(key.as_bytes(), text.as_bytes(), version, *expires_at_ms));
+                Reply::Counted { value: *value, version }
+            }
             LoggedOp::DeleteRange { start, end } => {
                 let upper = end.as_ref().map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_bytes()));
                 let mut data = self.data.write();
@@ -763,6 +950,14 @@ impl<W> RangeCore<W> {
                 }
                 Reply::Deleted { removed: doomed.len() as u64, version }
             }
+        }
+    }
+
+    /// Puts `entry` in the memtable, counting its bytes in place of the entry it replaces.
+    fn insert(&mut self, entry: Entry) {
+        self.data_bytes += entry.data_bytes();
+        if let Some(old) = self.data.write().insert(entry) {
+            self.data_bytes -= old.data_bytes();
         }
     }
 
@@ -860,7 +1055,7 @@ impl<W> RangeCore<W> {
             self.check_key(&key)?;
         }
         for c in checks {
-            let current = self.data.read().get(c.key.as_bytes()).cloned();
+            let current = self.data.read().get_live(c.key.as_bytes(), self.now_unix_ms).cloned();
             let holds = match &c.condition {
                 TxnCondition::Absent => current.is_none(),
                 TxnCondition::Version(v) => current.as_ref().is_some_and(|s| s.version() == *v),
@@ -1104,7 +1299,10 @@ fn overlay_of(writes: &[LoggedWrite], seq: Seq) -> HashMap<Key, Option<Version>>
 /// Adds one write of the batch, at `version`, to its overlay.
 fn overlay_add(overlay: &mut HashMap<Key, Option<Version>>, op: &LoggedOp, version: Version) {
     match op {
-        LoggedOp::Put { key, .. } => {
+        LoggedOp::Put { key, .. }
+        | LoggedOp::PutExpiring { key, .. }
+        | LoggedOp::SetExpiry { key, .. }
+        | LoggedOp::Counter { key, .. } => {
             overlay.insert(key.clone(), Some(version));
         }
         LoggedOp::Delete { key } => {

@@ -3,6 +3,8 @@
 use super::*;
 use std::collections::BTreeMap;
 
+use ampstore_common::protocol::{ExpireWhen, KeyTtl};
+
 type Core = RangeCore<u32>;
 
 fn node(n: &str) -> NodeId {
@@ -1013,4 +1015,200 @@ fn a_floor_survives_replay_and_a_snapshot() {
     c.set_clock(2_000);
     assert!(matches!(c.submit(put_id("k", "old", 7, 1, 0), 4), Some((4, Err(Error::Invalid { .. })))));
     assert_eq!(c.get(&Key::from("k")).unwrap().unwrap().value, b"new".to_vec());
+}
+
+// ----- TTL and counters -----
+
+fn put_ttl(key: &str, value: &str, ttl_ms: u64) -> Write {
+    Write {
+        op: LoggedOp::PutExpiring { key: Key::from(key), value: value.as_bytes().to_vec(), expires_at_ms: 0 },
+        condition: Condition::ExpiresIn(ttl_ms),
+        write_id: None,
+    }
+}
+
+fn expire(key: &str, ttl_ms: u64, when: ExpireWhen) -> Write {
+    Write {
+        op: LoggedOp::SetExpiry { key: Key::from(key), expires_at_ms: None },
+        condition: Condition::Expire { ttl_ms, when },
+        write_id: None,
+    }
+}
+
+fn persist(key: &str) -> Write {
+    Write {
+        op: LoggedOp::SetExpiry { key: Key::from(key), expires_at_ms: None },
+        condition: Condition::Persist,
+        write_id: None,
+    }
+}
+
+fn incr(key: &str, by: i64) -> Write {
+    Write {
+        op: LoggedOp::Counter { key: Key::from(key), value: 0, expires_at_ms: None },
+        condition: Condition::Add(by),
+        write_id: None,
+    }
+}
+
+/// Submits `w` alone and drives it; its one answer.
+fn one(core: &mut Core, log: &mut Log, w: Write) -> Result<Reply, Error> {
+    assert!(core.submit(w, 1).is_none());
+    let out = drive(core, log);
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.into_iter().next().unwrap().1
+}
+
+fn ttl_of(core: &Core, key: &str) -> KeyTtl {
+    super::super::memtable::ttl(&core.data.read(), &KeyRange::full(), &Key::from(key), core.now_unix_ms).unwrap()
+}
+
+#[test]
+fn a_ttl_is_stamped_by_the_owner_and_the_key_vanishes_at_it() {
+    let (mut core, mut log) = (core_for("a", 1), Log::default());
+    core.set_clock(1_000);
+    one(&mut core, &mut log, put_ttl("s", "x", 3_000)).unwrap();
+    assert_eq!(ttl_of(&core, "s"), KeyTtl::ExpiresInMs(3_000));
+    // The log holds the absolute expiry the owner stamped.
+    let payload = batch::decode(&log.0[&1].payload).unwrap();
+    assert!(matches!(payload.writes[0].op, LoggedOp::PutExpiring { expires_at_ms: 4_000, .. }));
+    core.set_clock(3_999);
+    assert!(core.get(&Key::from("s")).unwrap().is_some());
+    core.set_clock(4_000);
+    assert_eq!(core.get(&Key::from("s")).unwrap(), None, "absent to reads at its expiry");
+    assert_eq!(ttl_of(&core, "s"), KeyTtl::Absent);
+    // A conditional put sees it absent; a plain put clears the expiry.
+    one(&mut core, &mut log, put_if("s", "y", None)).unwrap();
+    assert_eq!(ttl_of(&core, "s"), KeyTtl::Persistent);
+    // Replay from the log gives the same data, expiries included.
+    let mut again = core_for("a", 1);
+    for (seq, entry) in &log.0 {
+        again.replay(Seq(*seq), entry).unwrap();
+    }
+    assert_eq!(*again.data.read(), *core.data.read());
+}
+
+#[test]
+fn expire_and_persist_follow_redis_conditions() {
+    let (mut core, mut log) = (core_for("a", 1), Log::default());
+    core.set_clock(10_000);
+    let changed = |r: Result<Reply, Error>| match r {
+        Ok(Reply::ExpiryChanged { changed }) => changed,
+        other => panic!("{other:?}"),
+    };
+    assert!(!changed(one(&mut core, &mut log, expire("none", 5_000, ExpireWhen::Always))), "no such key");
+    assert!(!changed(one(&mut core, &mut log, persist("none"))));
+    one(&mut core, &mut log, put("k", "v")).unwrap();
+    let written = core.data.read().get(b"k").unwrap().version();
+    assert!(!changed(one(&mut core, &mut log, persist("k"))), "no expiry to remove");
+    assert!(!changed(one(&mut core, &mut log, expire("k", 5_000, ExpireWhen::Xx))), "XX: no expiry yet");
+    assert!(!changed(one(&mut core, &mut log, expire("k", 5_000, ExpireWhen::Gt))), "GT: none is infinitely late");
+    assert!(changed(one(&mut core, &mut log, expire("k", 5_000, ExpireWhen::Nx))));
+    assert_eq!(ttl_of(&core, "k"), KeyTtl::ExpiresInMs(5_000));
+    let entry = core.data.read().get(b"k").cloned().unwrap();
+    assert_eq!(entry.value(), b"v", "the value is kept");
+    assert!(entry.version() > written, "an expiry change is a write");
+    assert!(!changed(one(&mut core, &mut log, expire("k", 9_000, ExpireWhen::Nx))), "NX: has one");
+    assert!(!changed(one(&mut core, &mut log, expire("k", 4_000, ExpireWhen::Gt))));
+    assert!(changed(one(&mut core, &mut log, expire("k", 9_000, ExpireWhen::Gt))));
+    assert!(!changed(one(&mut core, &mut log, expire("k", 9_500, ExpireWhen::Lt))));
+    assert!(changed(one(&mut core, &mut log, expire("k", 2_000, ExpireWhen::Lt))));
+    assert!(changed(one(&mut core, &mut log, expire("k", 3_000, ExpireWhen::Xx))));
+    assert_eq!(ttl_of(&core, "k"), KeyTtl::ExpiresInMs(3_000));
+    assert!(changed(one(&mut core, &mut log, persist("k"))));
+    assert_eq!(ttl_of(&core, "k"), KeyTtl::Persistent);
+    // An expired key is absent to expire as well.
+    one(&mut core, &mut log, put_ttl("gone", "x", 10)).unwrap();
+    core.set_clock(10_010);
+    assert!(!changed(one(&mut core, &mut log, expire("gone", 5_000, ExpireWhen::Always))));
+}
+
+#[test]
+fn counters_add_keep_the_expiry_and_refuse_what_is_not_an_integer() {
+    let (mut core, mut log) = (core_for("a", 1), Log::default());
+    core.set_clock(1_000);
+    let counted = |r: Result<Reply, Error>| match r {
+        Ok(Reply::Counted { value, .. }) => value,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(counted(one(&mut core, &mut log, incr("c", 5))), 5, "absent counts as 0");
+    assert_eq!(counted(one(&mut core, &mut log, incr("c", -7))), -2);
+    assert_eq!(core.get(&Key::from("c")).unwrap().unwrap().value, b"-2");
+    // Several increments of one key in one batch: each sees the one before.
+    for i in 0..5 {
+        assert!(core.submit(incr("c", 1), i).is_none());
+    }
+    let values: Vec<i64> = drive(&mut core, &mut log).into_iter().map(|(_, r)| counted(r)).collect();
+    assert_eq!(values, [-1, 0, 1, 2, 3]);
+    // The expiry stays.
+    one(&mut core, &mut log, expire("c", 60_000, ExpireWhen::Always)).unwrap();
+    assert_eq!(counted(one(&mut core, &mut log, incr("c", 10))), 13);
+    assert_eq!(ttl_of(&core, "c"), KeyTtl::ExpiresInMs(60_000));
+    // Overflow and a non-integer value: an error, nothing changed, nothing logged.
+    one(&mut core, &mut log, put("max", &i64::MAX.to_string())).unwrap();
+    one(&mut core, &mut log, put("text", "12a")).unwrap();
+    let logged = log.0.len();
+    let err = one(&mut core, &mut log, incr("max", 1)).unwrap_err();
+    assert!(err.to_string().contains(ampstore_common::counter::OVERFLOW), "{err}");
+    let err = one(&mut core, &mut log, incr("text", 1)).unwrap_err();
+    assert!(err.to_string().contains(ampstore_common::counter::NOT_AN_INTEGER), "{err}");
+    assert_eq!(log.0.len(), logged, "nothing logged");
+    assert_eq!(core.get(&Key::from("max")).unwrap().unwrap().value, i64::MAX.to_string().as_bytes());
+    assert_eq!(counted(one(&mut core, &mut log, incr("max", -1))), i64::MAX - 1);
+    // Replay gives the same counters.
+    let mut again = core_for("a", 1);
+    for (seq, entry) in &log.0 {
+        again.replay(Seq(*seq), entry).unwrap();
+    }
+    assert_eq!(*again.data.read(), *core.data.read());
+}
+
+#[test]
+fn a_retried_increment_is_answered_its_first_value() {
+    let (mut core, mut log) = (core_for("a", 1), Log::default());
+    let id = WriteId::new(9, 1);
+    let w = Write { write_id: Some(WriteKey::Write(id)), ..incr("c", 3) };
+    let first = one(&mut core, &mut log, w.clone());
+    one(&mut core, &mut log, incr("c", 100)).unwrap();
+    // The retry is answered at once from the table, with the first result.
+    let again = core.submit(w.clone(), 2).expect("answered from the write-id table").1;
+    assert_eq!(again, first);
+    assert!(matches!(first, Ok(Reply::Counted { value: 3, .. })));
+    // Also after a replay (failover): the table is rebuilt from the log.
+    let mut replayed = core_for("a", 1);
+    for (seq, entry) in &log.0 {
+        replayed.replay(Seq(*seq), entry).unwrap();
+    }
+    assert_eq!(replayed.submit(w, 3).expect("answered").1, first);
+}
+
+#[test]
+fn the_sweep_deletes_expired_keys_through_the_log_and_spares_rewritten_ones() {
+    let (mut core, mut log) = (core_for("a", 1), Log::default());
+    core.set_clock(1_000);
+    for i in 0..20 {
+        assert!(core.submit(put_ttl(&format!("t{i:02}"), "x", 500), i).is_none());
+    }
+    assert!(core.submit(put("keep", "x"), 99).is_none());
+    drive(&mut core, &mut log);
+    assert!(!core.sweep_expired(), "nothing expired yet");
+    core.set_clock(1_500);
+    assert!(core.sweep_expired());
+    assert_eq!(core.expired_due(), 20);
+    // A put of one of them comes before the sweep's batch: that key is newer, kept.
+    assert!(core.submit(put("t03", "new"), 100).is_none());
+    let replies = drive(&mut core, &mut log);
+    assert_eq!(replies.len(), 1, "the sweep's deletes have no waiter");
+    assert_eq!(core.expired_due(), 0);
+    let keys: Vec<Vec<u8>> = core.data.read().iter().map(|e| e.key().to_vec()).collect();
+    assert_eq!(keys, [b"keep".to_vec(), b"t03".to_vec()]);
+    assert_eq!(core.data.read().expiring(), 0);
+    assert_eq!(core.data_bytes(), core.data.read().iter().map(Entry::data_bytes).sum::<u64>());
+    // The deletes are in the log: a replay ends with the same data.
+    let mut again = core_for("a", 1);
+    for (seq, entry) in &log.0 {
+        again.replay(Seq(*seq), entry).unwrap();
+    }
+    assert_eq!(*again.data.read(), *core.data.read());
+    assert!(!core.sweep_expired());
 }

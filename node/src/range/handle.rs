@@ -85,6 +85,11 @@ impl RangeHandle {
         self.view.get(&self.liveness, key)
     }
 
+    /// How long `key` has to live, from the memtable.
+    pub fn ttl(&self, key: &Key) -> Result<ampstore_common::protocol::KeyTtl, Error> {
+        self.view.ttl(&self.liveness, key)
+    }
+
     /// One page of `[start, end)` within this range, from its memtable.
     pub fn scan(&self, start: &Key, end: Option<&Key>, limit: usize, reverse: bool) -> Result<Page, Error> {
         let reply = self.view.scan(&self.liveness, start, end, limit, reverse)?;

@@ -122,7 +122,11 @@ fn decode_snapshot(
             cp.blob, snap.header.range_id, snap.header.seq
         )));
     }
-    let data = snap.entries.iter().map(|e| Entry::new(e.key.as_bytes(), &e.value, e.version)).collect();
+    let data = snap
+        .entries
+        .iter()
+        .map(|e| Entry::with_expiry(e.key.as_bytes(), &e.value, e.version, e.expires_at_ms))
+        .collect();
     Ok((data, (snap.write_ids, snap.write_id_floors)))
 }
 

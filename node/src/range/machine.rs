@@ -37,6 +37,8 @@ use txn_desk::TxnDesk;
 
 /// How often a range measures its write rate (hot-range splits).
 pub const HOT_CHECK: Duration = Duration::from_secs(1);
+/// How often a range looks for expired keys to delete (`RangeCore::sweep_expired`).
+pub const EXPIRY_SWEEP: Duration = Duration::from_millis(100);
 /// How often an idle range checks whether to release itself.
 pub const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// How soon a client should retry a range that is splitting or merging.
@@ -134,6 +136,8 @@ pub enum ClearOutcome {
 pub enum Timer {
     HotCheck,
     IdleCheck,
+    /// Look for expired keys and delete them (`EXPIRY_SWEEP`).
+    ExpirySweep,
     /// The hold time of a participant's prepare ran out.
     TxnHold(WriteId),
     /// A waiting prepare's deadline passed.
@@ -364,6 +368,7 @@ impl<W, M> RangeMachine<W, M> {
             Input::Start => {
                 out.push(Effect::SetTimer { timer: Timer::HotCheck, after: HOT_CHECK });
                 out.push(Effect::SetTimer { timer: Timer::IdleCheck, after: IDLE_CHECK });
+                out.push(Effect::SetTimer { timer: Timer::ExpirySweep, after: EXPIRY_SWEEP });
             }
             Input::Writes(writes) => {
                 for (write, reply) in writes {
@@ -559,6 +564,20 @@ impl<W, M> RangeMachine<W, M> {
                     self.write_ids_evicted_reported = evicted;
                 }
                 out.push(Effect::SetTimer { timer: Timer::HotCheck, after: HOT_CHECK });
+            }
+            Timer::ExpirySweep => {
+                // Expired keys are absent to reads already; deleting them is the owner's
+                // job (ordinary logged deletes), only while it serves and may write.
+                if admission.live
+                    && matches!(self.phase, Phase::Serving)
+                    && !self.is_stopped()
+                    && self.core.sweep_expired()
+                {
+                    self.pump(out);
+                }
+                if !self.is_stopped() {
+                    out.push(Effect::SetTimer { timer: Timer::ExpirySweep, after: EXPIRY_SWEEP });
+                }
             }
             Timer::IdleCheck => {
                 let idle = Duration::from_millis(self.cfg.idle_release_ms);

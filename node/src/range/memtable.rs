@@ -28,7 +28,7 @@ use std::ops::Bound;
 
 use ampstore_common::error::Error;
 use ampstore_common::limits::SCAN_PAGE_BYTES_MAX;
-use ampstore_common::protocol::{Reply, ScanItem, Versioned};
+use ampstore_common::protocol::{KeyTtl, Reply, ScanItem, Versioned};
 use ampstore_common::{Key, KeyRange, Seq, Version};
 use imbl::OrdSet;
 use triomphe::{Arc, HeaderWithLength, ThinArc, UniqueArc};
@@ -40,13 +40,26 @@ use triomphe::{Arc, HeaderWithLength, ThinArc, UniqueArc};
 struct EntryHead {
     seq: u64,
     index: u32,
-    /// The key is the first `key_bytes` bytes of the slice, the value the rest.
+    /// The key is the first `key_bytes & KEY_BYTES_MASK` bytes of the slice, the value the
+    /// rest; with [`HAS_EXPIRY`] set, the slice's last 8 bytes are the key's expiry
+    /// (`expires_at_ms`, little-endian) and the value ends before them. Keys without a TTL
+    /// (nearly all) pay nothing for it.
     key_bytes: u32,
 }
 
-// Every key fits the head's length field (keys are checked against KEY_BYTES_MAX where
-// they enter: the protocol, the log and snapshot decoders).
-const _: () = assert!(ampstore_common::limits::KEY_BYTES_MAX <= u32::MAX as usize);
+/// The flag in `EntryHead::key_bytes` saying the entry carries an expiry.
+const HAS_EXPIRY: u32 = 1 << 31;
+const KEY_BYTES_MASK: u32 = HAS_EXPIRY - 1;
+const EXPIRY_BYTES: usize = 8;
+
+// Every key fits the head's length field below the flag (keys are checked against
+// KEY_BYTES_MAX where they enter: the protocol, the log and snapshot decoders).
+const _: () = assert!(ampstore_common::limits::KEY_BYTES_MAX < KEY_BYTES_MASK as usize);
+
+/// The wall clock in Unix ms: what expiry is measured against (DESIGN §13: the owner's clock).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// One key with its value and version, in one allocation. Cloning it shares it (a reference
 /// count). Ordered, compared and borrowed by its key alone, so the map finds it by `&[u8]`.
@@ -55,19 +68,30 @@ pub struct Entry(ThinArc<EntryHead, u8>);
 
 impl Entry {
     pub fn new(key: &[u8], value: &[u8], version: Version) -> Entry {
+        Entry::with_expiry(key, value, version, None)
+    }
+
+    /// An entry that expires at `expires_at_ms` (Unix ms), or never (`None`).
+    pub fn with_expiry(key: &[u8], value: &[u8], version: Version, expires_at_ms: Option<u64>) -> Entry {
+        // Clipped below the flag: a (never seen) key that long would lose bytes in `key()`,
+        // never read outside the slice.
+        let key_len = u32::try_from(key.len()).unwrap_or(KEY_BYTES_MASK).min(KEY_BYTES_MASK);
         let head = EntryHead {
             seq: version.seq.0,
             index: version.index,
-            // Saturating keeps a (never seen) key over 4 GiB from wrapping: `key()` clips.
-            key_bytes: u32::try_from(key.len()).unwrap_or(u32::MAX),
+            key_bytes: key_len | if expires_at_ms.is_some() { HAS_EXPIRY } else { 0 },
         };
-        let len = key.len() + value.len();
+        let expiry = expires_at_ms.map(u64::to_le_bytes);
+        let expiry: &[u8] = expiry.as_ref().map_or(&[], |b| &b[..]);
+        let len = key.len() + value.len() + expiry.len();
         let mut uninit = UniqueArc::from_header_and_uninit_slice(HeaderWithLength::new(head, len), len);
-        let (key_part, value_part) = uninit.slice.split_at_mut(key.len());
+        let (key_part, rest) = uninit.slice.split_at_mut(key.len());
+        let (value_part, expiry_part) = rest.split_at_mut(value.len());
         key_part.write_copy_of_slice(key);
         value_part.write_copy_of_slice(value);
-        // SAFETY: the slice's `len` bytes were all written just above (the key, then the
-        // value: `key.len() + value.len()` bytes), and the header was written at allocation.
+        expiry_part.write_copy_of_slice(expiry);
+        // SAFETY: the slice's `len` bytes were all written just above (the key, the value,
+        // then the expiry if any: `len` bytes), and the header was written at allocation.
         let init = unsafe { uninit.assume_init_slice_with_header() };
         // Two memcpys into one allocation (triomphe's iterator constructor copies byte by
         // byte); `into_thin` checks that the header's length is the slice's.
@@ -76,7 +100,13 @@ impl Entry {
 
     /// The number of key bytes, clipped to the slice (so slicing never panics).
     fn key_end(&self) -> usize {
-        (self.0.header.header.key_bytes as usize).min(self.0.slice.len())
+        ((self.0.header.header.key_bytes & KEY_BYTES_MASK) as usize).min(self.0.slice.len())
+    }
+
+    /// Where the value ends: before the expiry, if the entry has one.
+    fn value_end(&self) -> usize {
+        let len = self.0.slice.len();
+        if self.0.header.header.key_bytes & HAS_EXPIRY != 0 { len.saturating_sub(EXPIRY_BYTES) } else { len }
     }
 
     pub fn key(&self) -> &[u8] {
@@ -84,7 +114,22 @@ impl Entry {
     }
 
     pub fn value(&self) -> &[u8] {
-        &self.0.slice[self.key_end()..]
+        let end = self.value_end();
+        self.0.slice.get(self.key_end()..end).unwrap_or_default()
+    }
+
+    /// When the key expires (Unix ms), if it does.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        if self.0.header.header.key_bytes & HAS_EXPIRY == 0 {
+            return None;
+        }
+        let bytes = self.0.slice.get(self.value_end()..)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// Expired at `now_ms`: absent to every read from then on (the sweep deletes it later).
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms().is_some_and(|at| at <= now_ms)
     }
 
     pub fn version(&self) -> Version {
@@ -92,7 +137,7 @@ impl Entry {
         Version { seq: Seq(h.seq), index: h.index }
     }
 
-    /// What the entry counts in the range's data bytes: its key and value.
+    /// What the entry counts in the range's data bytes: its key, value and expiry.
     pub fn data_bytes(&self) -> u64 {
         self.0.slice.len() as u64
     }
@@ -104,6 +149,7 @@ impl std::fmt::Debug for Entry {
             .field("key", &Key::from(self.key()))
             .field("value_bytes", &self.value().len())
             .field("version", &self.version())
+            .field("expires_at_ms", &self.expires_at_ms())
             .finish()
     }
 }
@@ -135,6 +181,8 @@ impl Borrow<[u8]> for Entry {
 #[derive(Clone, Default)]
 pub struct Memtable {
     map: OrdSet<Entry>,
+    /// How many entries carry an expiry: the expiry sweep runs only while some do.
+    expiring: usize,
 }
 
 impl std::fmt::Debug for Memtable {
@@ -164,11 +212,53 @@ impl Memtable {
 
     /// Inserts `entry`, replacing the one with its key; the replaced one, if any.
     pub fn insert(&mut self, entry: Entry) -> Option<Entry> {
-        self.map.insert(entry)
+        let expiring = entry.expires_at_ms().is_some();
+        let old = self.map.insert(entry);
+        self.expiring = self.expiring + usize::from(expiring)
+            - usize::from(old.as_ref().is_some_and(|o| o.expires_at_ms().is_some()));
+        old
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.map.remove(key)
+        let old = self.map.remove(key);
+        self.expiring -= usize::from(old.as_ref().is_some_and(|o| o.expires_at_ms().is_some()));
+        old
+    }
+
+    /// How many entries carry an expiry.
+    pub fn expiring(&self) -> usize {
+        self.expiring
+    }
+
+    /// The entry at `key` unless it expired at `now_ms`.
+    pub fn get_live(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| !e.expired_at(now_ms))
+    }
+
+    /// Part of the expiry sweep: looks at up to `examine_max` entries from `from` (the key
+    /// after the last one looked at; `None`: the start) and returns the keys of those that
+    /// expired at `now_ms` (at most `found_max`), and where the next look starts (`None`:
+    /// the end was reached, start again from the top).
+    pub fn expired_from(
+        &self,
+        from: Option<&[u8]>,
+        now_ms: u64,
+        examine_max: usize,
+        found_max: usize,
+    ) -> (Vec<Key>, Option<Vec<u8>>) {
+        let lower = from.map_or(Bound::Unbounded, Bound::Included);
+        let mut found = Vec::new();
+        let mut examined = 0;
+        for e in self.map.range::<_, [u8]>((lower, Bound::Unbounded)) {
+            if examined >= examine_max || found.len() >= found_max {
+                return (found, Some(e.key().to_vec()));
+            }
+            examined += 1;
+            if e.expired_at(now_ms) {
+                found.push(Key::from(e.key()));
+            }
+        }
+        (found, None)
     }
 
     /// Every entry, in key order.
@@ -188,7 +278,9 @@ impl Memtable {
     /// Both maps' entries (for a merge: the two parents hold disjoint keys). On a key in
     /// both, `self`'s entry stays.
     pub fn union(self, other: Memtable) -> Memtable {
-        Memtable { map: self.map.union(other.map) }
+        let map = self.map.union(other.map);
+        let expiring = count_expiring(&map);
+        Memtable { map, expiring }
     }
 
     /// The entry with the greatest key.
@@ -205,10 +297,19 @@ impl Memtable {
     }
 }
 
-/// Equal when they hold the same keys with the same values and versions.
+fn count_expiring(map: &OrdSet<Entry>) -> usize {
+    map.iter().filter(|e| e.expires_at_ms().is_some()).count()
+}
+
+/// Equal when they hold the same keys with the same values, versions and expiries.
 impl PartialEq for Memtable {
     fn eq(&self, other: &Memtable) -> bool {
-        let same = |a: &Entry, b: &Entry| a.key() == b.key() && a.value() == b.value() && a.version() == b.version();
+        let same = |a: &Entry, b: &Entry| {
+            a.key() == b.key()
+                && a.value() == b.value()
+                && a.version() == b.version()
+                && a.expires_at_ms() == b.expires_at_ms()
+        };
         self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| same(a, b))
     }
 }
@@ -219,7 +320,7 @@ impl FromIterator<Entry> for Memtable {
     fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Memtable {
         let mut m = Memtable::new();
         for e in iter {
-            m.map.insert(e);
+            m.insert(e);
         }
         m
     }
@@ -228,12 +329,28 @@ impl FromIterator<Entry> for Memtable {
 /// The memtable of a serving range: its actor writes it, the connection tasks read it.
 pub type SharedMemtable = std::sync::Arc<parking_lot::RwLock<Memtable>>;
 
-/// The value and version at `key`, which must lie in `range`.
-pub fn get(data: &Memtable, range: &KeyRange, key: &Key) -> Result<Option<Versioned>, Error> {
+/// The value and version at `key`, which must lie in `range`; absent once expired at
+/// `now_ms()` (the clock is read only for a key that has an expiry).
+pub fn get(data: &Memtable, range: &KeyRange, key: &Key, now_ms: impl Fn() -> u64) -> Result<Option<Versioned>, Error> {
     if !range.contains(key.as_bytes()) {
         return Err(Error::KeyOutOfRange);
     }
-    Ok(data.get(key.as_bytes()).map(|e| Versioned { value: e.value().to_vec(), version: e.version() }))
+    Ok(data
+        .get(key.as_bytes())
+        .filter(|e| e.expires_at_ms().is_none_or(|at| at > now_ms()))
+        .map(|e| Versioned { value: e.value().to_vec(), version: e.version() }))
+}
+
+/// How long `key` (in `range`) has to live at `now_ms`.
+pub fn ttl(data: &Memtable, range: &KeyRange, key: &Key, now_ms: u64) -> Result<KeyTtl, Error> {
+    if !range.contains(key.as_bytes()) {
+        return Err(Error::KeyOutOfRange);
+    }
+    Ok(match data.get_live(key.as_bytes(), now_ms).map(Entry::expires_at_ms) {
+        None => KeyTtl::Absent,
+        Some(None) => KeyTtl::Persistent,
+        Some(Some(at)) => KeyTtl::ExpiresInMs(at.saturating_sub(now_ms).max(1)),
+    })
 }
 
 /// One page of `[start, end)` clipped to this range (see `Reply::ScanPage`).
@@ -242,8 +359,8 @@ pub fn scan(
     range: &KeyRange,
     start: &Key,
     end: Option<&Key>,
-    limit: usize,
-    reverse: bool,
+    (limit, reverse): (usize, bool),
+    now_ms: u64,
 ) -> Result<Reply, Error> {
     let lower = if start > &range.start { start } else { &range.start };
     let upper: Option<&Key> = match (end, &range.end) {
@@ -266,6 +383,10 @@ pub fn scan(
     let mut bytes = 0usize;
     let mut stopped_early = false;
     let mut push = |e: &Entry| -> bool {
+        if e.expired_at(now_ms) {
+            // Absent to reads from its expiry on; skipped, not counted in the page.
+            return true;
+        }
         if items.len() >= limit || (bytes >= SCAN_PAGE_BYTES_MAX && !items.is_empty()) {
             stopped_early = true;
             return false;
@@ -489,12 +610,12 @@ mod tests {
             m.put(k.as_bytes(), k.as_bytes(), v(1, 0));
         }
         let range = KeyRange { start: Key::from("b"), end: Some(Key::from("d")) };
-        assert!(matches!(get(&m, &range, &Key::from("a")), Err(Error::KeyOutOfRange)));
-        assert_eq!(get(&m, &range, &Key::from("c")).unwrap().map(|x| x.value), Some(b"c".to_vec()));
-        assert!(matches!(scan(&m, &range, &Key::from("a"), None, 10, false), Err(Error::KeyOutOfRange)));
+        assert!(matches!(get(&m, &range, &Key::from("a"), || 0), Err(Error::KeyOutOfRange)));
+        assert_eq!(get(&m, &range, &Key::from("c"), || 0).unwrap().map(|x| x.value), Some(b"c".to_vec()));
+        assert!(matches!(scan(&m, &range, &Key::from("a"), None, (10, false), 0), Err(Error::KeyOutOfRange)));
         let page = |limit, reverse, start: &str, end: Option<&str>| {
             let end = end.map(Key::from);
-            match scan(&m, &range, &Key::from(start), end.as_ref(), limit, reverse) {
+            match scan(&m, &range, &Key::from(start), end.as_ref(), (limit, reverse), 0) {
                 Ok(Reply::ScanPage { items, resume }) => {
                     (items.into_iter().map(|i| i.key.to_string()).collect::<Vec<_>>(), resume.map(|k| k.to_string()))
                 }
@@ -506,5 +627,64 @@ mod tests {
         // A full page resumes just after its last key.
         assert_eq!(page(1, false, "b", None), (vec!["b".into()], Some("b\\x00".into())));
         assert_eq!(page(10, true, "a", Some("d")), (vec!["c".into(), "b".into()], Some("b".into())));
+    }
+
+    #[test]
+    fn an_entry_keeps_its_expiry_apart_from_its_value() {
+        for value in [&b""[..], b"v", &[7u8; 300][..]] {
+            let e = Entry::with_expiry(b"key", value, v(3, 1), Some(1_700_000_000_123));
+            assert_eq!((e.key(), e.value(), e.version()), (&b"key"[..], value, v(3, 1)));
+            assert_eq!(e.expires_at_ms(), Some(1_700_000_000_123));
+            assert!(!e.expired_at(1_700_000_000_122) && e.expired_at(1_700_000_000_123));
+            assert_eq!(e.data_bytes(), 3 + value.len() as u64 + 8);
+            let plain = Entry::new(b"key", value, v(3, 1));
+            assert_eq!((plain.value(), plain.expires_at_ms(), plain.expired_at(u64::MAX)), (value, None, false));
+        }
+    }
+
+    #[test]
+    fn expired_keys_are_absent_to_reads_and_found_by_the_sweep() {
+        let mut m = Memtable::new();
+        for (i, k) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            // b and d expire at 100; e at 200; a and c never.
+            let at = match *k {
+                "b" | "d" => Some(100),
+                "e" => Some(200),
+                _ => None,
+            };
+            m.insert(Entry::with_expiry(k.as_bytes(), k.as_bytes(), v(1, i as u32), at));
+        }
+        assert_eq!(m.expiring(), 3);
+        let all = KeyRange::full();
+        let keys_at = |now: u64| match scan(&m, &all, &Key::from(""), None, (2, false), now) {
+            Ok(Reply::ScanPage { items, .. }) => items.into_iter().map(|i| i.key.to_string()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(keys_at(99), ["a", "b"]);
+        // A page of two skips the expired keys, it does not come back short.
+        assert_eq!(keys_at(100), ["a", "c"]);
+        assert!(get(&m, &all, &Key::from("b"), || 100).unwrap().is_none());
+        assert!(get(&m, &all, &Key::from("b"), || 99).unwrap().is_some());
+        assert_eq!(ttl(&m, &all, &Key::from("b"), 40).unwrap(), KeyTtl::ExpiresInMs(60));
+        assert_eq!(ttl(&m, &all, &Key::from("b"), 100).unwrap(), KeyTtl::Absent);
+        assert_eq!(ttl(&m, &all, &Key::from("a"), 100).unwrap(), KeyTtl::Persistent);
+        assert_eq!(ttl(&m, &all, &Key::from("zz"), 100).unwrap(), KeyTtl::Absent);
+        // The sweep, two entries at a time, from the top and around.
+        let (found, next) = m.expired_from(None, 150, 2, 10);
+        assert_eq!((found, next.as_deref()), (vec![Key::from("b")], Some(&b"c"[..])));
+        let (found, next) = m.expired_from(next.as_deref(), 150, 2, 10);
+        assert_eq!((found, next.as_deref()), (vec![Key::from("d")], Some(&b"e"[..])));
+        let (found, next) = m.expired_from(next.as_deref(), 150, 2, 10);
+        assert_eq!((found, next), (vec![], None));
+        // At most `found_max` keys a call.
+        let (found, next) = m.expired_from(None, 500, 10, 2);
+        assert_eq!((found, next.as_deref()), (vec![Key::from("b"), Key::from("d")], Some(&b"e"[..])));
+        // The count follows replacements and removals.
+        m.insert(Entry::new(b"b", b"b", v(2, 0)));
+        m.remove(b"e");
+        assert_eq!(m.expiring(), 1);
+        let (l, r) = m.divide(b"c");
+        assert_eq!((l.expiring(), r.expiring()), (0, 1));
+        assert_eq!(l.union(r).expiring(), 1);
     }
 }

@@ -62,7 +62,7 @@ pub async fn store_blob(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoi
     let (bytes, root) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, [u8; 32]), Error> {
         let mut w = SnapshotWriter::new(header)?;
         for e in data.iter() {
-            w.push(e.key(), e.value(), e.version())?;
+            w.push_expiring(e.key(), e.value(), e.version(), e.expires_at_ms())?;
         }
         w.set_write_ids(write_ids.records(), write_ids.floors())?;
         Ok(w.finish_with_root())

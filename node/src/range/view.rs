@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ampstore_common::error::Error;
 use ampstore_common::ownership;
-use ampstore_common::protocol::{Reply, Versioned};
+use ampstore_common::protocol::{KeyTtl, Reply, Versioned};
 use ampstore_common::{Epoch, Key, KeyRange};
 
 use super::memtable::{self, SharedMemtable};
@@ -63,7 +63,13 @@ impl ViewCell {
     /// The value and version at `key`, when the serving rule allows.
     pub fn get(&self, liveness: &Liveness, key: &Key) -> Result<Option<Versioned>, Error> {
         self.check(liveness)?;
-        memtable::get(&self.data.read(), &self.range, key)
+        memtable::get(&self.data.read(), &self.range, key, memtable::unix_now_ms)
+    }
+
+    /// How long `key` has to live, when the serving rule allows.
+    pub fn ttl(&self, liveness: &Liveness, key: &Key) -> Result<KeyTtl, Error> {
+        self.check(liveness)?;
+        memtable::ttl(&self.data.read(), &self.range, key, memtable::unix_now_ms())
     }
 
     /// One page of `[start, end)` within the range, when the serving rule allows.
@@ -76,7 +82,7 @@ impl ViewCell {
         reverse: bool,
     ) -> Result<Reply, Error> {
         self.check(liveness)?;
-        memtable::scan(&self.data.read(), &self.range, start, end, limit, reverse)
+        memtable::scan(&self.data.read(), &self.range, start, end, (limit, reverse), memtable::unix_now_ms())
     }
 
     /// Reads served so far.
