@@ -1,13 +1,14 @@
-//! The data commands: `get`, `put`, `delete`, `scan`, `import`, `locate`, `ranges`. They find
+//! The data commands: `get`, `put`, `delete`, `expire`, `persist`, `ttl`, `incr`, `decr`,
+//! `scan`, `import`, `locate`, `ranges`. They find
 //! the cluster through `--cluster ADDR` (master RPC addresses) or else the `cluster.json` of
 //! the data directory (`ampstore up` writes it), with the token kept there.
 
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ampstore_client::{Client, ClientConfig, Key, ScanItem, Version};
+use ampstore_client::{Client, ClientConfig, ExpireWhen, Key, KeyTtl, ScanItem, Version};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
@@ -18,6 +19,12 @@ use crate::settings::{self, BackendArgs, SettingsArgs};
 #[derive(Debug, thiserror::Error)]
 #[error("key not found: {0}")]
 pub struct KeyNotFound(pub String);
+
+/// `expire` or `persist` changed nothing (no such key, or the condition did not hold):
+/// exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotChanged(pub String);
 
 #[derive(Args, Clone, Default)]
 pub struct ClusterArgs {
@@ -82,7 +89,7 @@ fn base64(bytes: &[u8]) -> String {
 #[derive(Args)]
 pub struct GetArgs {
     key: String,
-    /// Print `{"key","value","version"}`.
+    /// Print `{"key","value","version"}`, with `"ttl_ms"` when the key expires.
     #[arg(long)]
     json: bool,
 }
@@ -93,7 +100,12 @@ pub async fn get(settings: &SettingsArgs, cluster: &ClusterArgs, args: GetArgs) 
     match client.get(key.clone()).await? {
         None => Err(KeyNotFound(args.key).into()),
         Some(v) if args.json => {
-            println!("{}", item_json(&key, &v.value, v.version));
+            let mut item = item_json(&key, &v.value, v.version);
+            // A second read: the time left as of just after the value was read.
+            if let KeyTtl::ExpiresInMs(ms) = client.ttl(key).await? {
+                item["ttl_ms"] = json!(ms);
+            }
+            println!("{item}");
             Ok(())
         }
         Some(v) => {
@@ -111,6 +123,18 @@ pub struct PutArgs {
     key: String,
     /// The value; `-` reads it from standard input.
     value: String,
+    /// Expire the key this long after it is written (`30s`, `5m`, `1h 30m`, `250ms`; 1 ms to
+    /// 100 years). Without it the key never expires (and an expiry it had is cleared).
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+}
+
+/// A TTL as `humantime` reads it (`30s`, `1h 30m`), within the protocol's limits.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h 30m, 250ms)"))?;
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    ampstore_common::wire::data::validate_ttl_ms(ms).map_err(|e| e.to_string())?;
+    Ok(ttl)
 }
 
 pub async fn put(settings: &SettingsArgs, cluster: &ClusterArgs, args: PutArgs) -> anyhow::Result<()> {
@@ -125,8 +149,111 @@ pub async fn put(settings: &SettingsArgs, cluster: &ClusterArgs, args: PutArgs) 
         args.value.into_bytes()
     };
     let client = client(settings, cluster).await?;
-    let version = client.put(args.key.as_str(), value).await?;
+    let version = match args.ttl {
+        Some(ttl) => client.put_with_ttl(args.key.as_str(), value, ttl).await?,
+        None => client.put(args.key.as_str(), value).await?,
+    };
     println!("ok (version {version})");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExpireArgs {
+    key: String,
+    /// How long from now (`30s`, `5m`, `1h 30m`, `250ms`; 1 ms to 100 years).
+    #[arg(value_parser = parse_ttl)]
+    ttl: Duration,
+    /// Only if the key has no expiry.
+    #[arg(long, group = "when")]
+    nx: bool,
+    /// Only if the key has an expiry.
+    #[arg(long, group = "when")]
+    xx: bool,
+    /// Only if the new expiry is later than the current one (no expiry counts as later).
+    #[arg(long, group = "when")]
+    gt: bool,
+    /// Only if the new expiry is earlier than the current one (no expiry counts as later).
+    #[arg(long, group = "when")]
+    lt: bool,
+}
+
+/// Prints `set` or why not; exit 1 when nothing changed (as `get` does for a missing key).
+pub async fn expire(settings: &SettingsArgs, cluster: &ClusterArgs, args: ExpireArgs) -> anyhow::Result<()> {
+    let when = match (args.nx, args.xx, args.gt, args.lt) {
+        (true, ..) => ExpireWhen::Nx,
+        (_, true, ..) => ExpireWhen::Xx,
+        (_, _, true, _) => ExpireWhen::Gt,
+        (.., true) => ExpireWhen::Lt,
+        _ => ExpireWhen::Always,
+    };
+    let client = client(settings, cluster).await?;
+    if client.expire(args.key.as_str(), args.ttl, when).await? {
+        println!("ok (expires in {})", humantime::format_duration(args.ttl));
+        Ok(())
+    } else {
+        Err(NotChanged(format!("{}: no such key, or the condition does not hold; nothing changed", args.key)).into())
+    }
+}
+
+#[derive(Args)]
+pub struct PersistArgs {
+    key: String,
+}
+
+pub async fn persist(settings: &SettingsArgs, cluster: &ClusterArgs, args: PersistArgs) -> anyhow::Result<()> {
+    let client = client(settings, cluster).await?;
+    if client.persist(args.key.as_str()).await? {
+        println!("ok (no expiry)");
+        Ok(())
+    } else {
+        Err(NotChanged(format!("{}: no such key, or it has no expiry; nothing changed", args.key)).into())
+    }
+}
+
+#[derive(Args)]
+pub struct TtlArgs {
+    key: String,
+    /// Print `{"key","ttl_ms"}` (`ttl_ms` null: no expiry).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The time left; exit 1 for a missing key (as `get`).
+pub async fn ttl(settings: &SettingsArgs, cluster: &ClusterArgs, args: TtlArgs) -> anyhow::Result<()> {
+    let client = client(settings, cluster).await?;
+    let key = Key::from(args.key.as_str());
+    let ms = match client.ttl(key.clone()).await? {
+        KeyTtl::Absent => return Err(KeyNotFound(args.key).into()),
+        KeyTtl::Persistent => None,
+        KeyTtl::ExpiresInMs(ms) => Some(ms),
+    };
+    match (args.json, ms) {
+        (true, ms) => println!("{}", json!({"key": key_text(&key), "ttl_ms": ms})),
+        (false, None) => println!("no expiry"),
+        (false, Some(ms)) => println!("{} ({ms} ms)", humantime::format_duration(Duration::from_millis(ms))),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct IncrArgs {
+    key: String,
+    /// How much to add (a signed 64-bit integer; default 1).
+    #[arg(default_value_t = 1, allow_negative_numbers = true)]
+    by: i64,
+}
+
+/// Prints the new value.
+pub async fn incr(settings: &SettingsArgs, cluster: &ClusterArgs, args: IncrArgs) -> anyhow::Result<()> {
+    let client = client(settings, cluster).await?;
+    println!("{}", client.incr(args.key.as_str(), args.by).await?);
+    Ok(())
+}
+
+/// Prints the new value.
+pub async fn decr(settings: &SettingsArgs, cluster: &ClusterArgs, args: IncrArgs) -> anyhow::Result<()> {
+    let client = client(settings, cluster).await?;
+    println!("{}", client.decr(args.key.as_str(), args.by).await?);
     Ok(())
 }
 

@@ -62,6 +62,17 @@ enum Command {
     Put(data_cmd::PutArgs),
     /// Delete KEY.
     Delete(data_cmd::DeleteArgs),
+    /// Make KEY expire after TTL (`30s`, `5m`; --nx, --xx, --gt, --lt as Redis's EXPIRE);
+    /// exit 1 when nothing changed.
+    Expire(data_cmd::ExpireArgs),
+    /// Remove KEY's expiry; exit 1 when it had none.
+    Persist(data_cmd::PersistArgs),
+    /// Print how long KEY has to live ("no expiry"; exit 1 when there is no such key).
+    Ttl(data_cmd::TtlArgs),
+    /// Add BY (default 1) to the integer at KEY (absent: 0); print the new value.
+    Incr(data_cmd::IncrArgs),
+    /// Subtract BY (default 1) from the integer at KEY (absent: 0); print the new value.
+    Decr(data_cmd::IncrArgs),
     /// Append VALUE to the list at KEY; prints the push id.
     Push(list_cmd::PushArgs),
     /// Print the elements of the list at KEY in order.
@@ -126,6 +137,11 @@ fn main() -> ExitCode {
             Command::Get(args) => data_cmd::get(&cli.settings, &cli.cluster, args).await,
             Command::Put(args) => data_cmd::put(&cli.settings, &cli.cluster, args).await,
             Command::Delete(args) => data_cmd::delete(&cli.settings, &cli.cluster, args).await,
+            Command::Expire(args) => data_cmd::expire(&cli.settings, &cli.cluster, args).await,
+            Command::Persist(args) => data_cmd::persist(&cli.settings, &cli.cluster, args).await,
+            Command::Ttl(args) => data_cmd::ttl(&cli.settings, &cli.cluster, args).await,
+            Command::Incr(args) => data_cmd::incr(&cli.settings, &cli.cluster, args).await,
+            Command::Decr(args) => data_cmd::decr(&cli.settings, &cli.cluster, args).await,
             Command::Push(args) => list_cmd::push(&cli.settings, &cli.cluster, args).await,
             Command::List(args) => list_cmd::list(&cli.settings, &cli.cluster, args).await,
             Command::Txn(args) => txn_cmd::run(&cli.settings, &cli.cluster, args).await,
@@ -153,6 +169,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
             if e.downcast_ref::<data_cmd::KeyNotFound>().is_some()
+                || e.downcast_ref::<data_cmd::NotChanged>().is_some()
                 || e.downcast_ref::<txn_cmd::NotCommitted>().is_some()
                 || e.downcast_ref::<chaos_cmd::Violation>().is_some() =>
         {

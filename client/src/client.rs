@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use ampstore_common::error::Error;
 use ampstore_common::limits::{GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
+use ampstore_common::protocol::{ExpireWhen, KeyTtl};
 use ampstore_common::protocol::{MasterStatus, Op, RangeLocation, Reply, Role, ScanItem, Versioned, WriteId};
 use ampstore_common::wire::Call;
 use ampstore_common::wire::connection::Connection;
-use ampstore_common::wire::data::{Delete, DeleteRange, Get, GetMany, Ping, Put, PutIfVersion, Scan};
+use ampstore_common::wire::data::{
+    Delete, DeleteRange, Expire, Get, GetMany, Incr, Persist, Ping, Put, PutIfVersion, PutWithTtl, Scan, Ttl,
+};
 use ampstore_common::wire::masters::ActiveMaster;
 use ampstore_common::wire::pool::Pool;
 use ampstore_common::wire::routing::{self, Locate, LocateRange};
@@ -185,6 +188,14 @@ fn check_call_deadline(deadline: Duration) -> Result<(), Error> {
 /// `ATTEMPT_MIN`), so a request stuck on a paused or cut-off node is sent again, within the
 /// same call, to wherever the master moved its range. Writes that cannot be retried safely
 /// (no write id) get the whole deadline.
+/// A TTL in whole ms, refused when it rounds to 0 or passes `TTL_MS_MAX` (before anything
+/// is sent: the node checks the same).
+fn ttl_ms(ttl: Duration) -> Result<u64, Error> {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    ampstore_common::wire::data::validate_ttl_ms(ms)?;
+    Ok(ms)
+}
+
 use ampstore_common::wire::masters::{ATTEMPT_LEASE_GRACE, ATTEMPT_MAX, ATTEMPT_MIN, ATTEMPT_SHARE};
 
 impl Client {
@@ -347,6 +358,91 @@ impl Client {
     ) -> Result<Version, Error> {
         let write = self.begin_write();
         self.keyed_own(PutIfVersion { key: key.into(), value: value.into(), expected, write_id: Some(write.id) }).await
+    }
+
+    /// Writes `value` at `key`, to expire `ttl` after the node serving it logs the write
+    /// (whole milliseconds, 1 ms to 100 years: `TTL_MS_MAX`). Until then reads see it; from
+    /// then on every read finds it absent, and the node deletes it in the background. A later
+    /// plain [`Client::put`] clears the expiry; [`Client::incr`] keeps it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// use std::time::Duration;
+    /// client.put_with_ttl("session:42", "user=7", Duration::from_secs(30)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_with_ttl(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<Version, Error> {
+        let write = self.begin_write();
+        let ttl_ms = ttl_ms(ttl)?;
+        self.keyed_own(PutWithTtl { key: key.into(), value: value.into(), ttl_ms, write_id: Some(write.id) }).await
+    }
+
+    /// Sets `key` to expire `ttl` from now, if `when` holds (Redis's EXPIRE with NX, XX, GT,
+    /// LT; [`ExpireWhen::Always`] is plain EXPIRE). Returns whether the expiry changed:
+    /// `false` when the key is absent or `when` does not hold.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// use ampstore_client::ExpireWhen;
+    /// use std::time::Duration;
+    /// let set = client.expire("session:42", Duration::from_secs(60), ExpireWhen::Gt).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn expire(&self, key: impl Into<Key>, ttl: Duration, when: ExpireWhen) -> Result<bool, Error> {
+        let write = self.begin_write();
+        let ttl_ms = ttl_ms(ttl)?;
+        self.keyed_own(Expire { key: key.into(), ttl_ms, when, write_id: Some(write.id) }).await
+    }
+
+    /// Removes `key`'s expiry; returns whether it had one (`false` also when it is absent).
+    pub async fn persist(&self, key: impl Into<Key>) -> Result<bool, Error> {
+        let write = self.begin_write();
+        self.keyed_own(Persist { key: key.into(), write_id: Some(write.id) }).await
+    }
+
+    /// How long `key` has to live: [`KeyTtl::Absent`] (no such key),
+    /// [`KeyTtl::Persistent`] (no expiry) or [`KeyTtl::ExpiresInMs`];
+    /// [`KeyTtl::remaining`] gives the last as a `Duration`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// use ampstore_client::KeyTtl;
+    /// match client.ttl("session:42").await? {
+    ///     KeyTtl::Absent => println!("no such key"),
+    ///     KeyTtl::Persistent => println!("never expires"),
+    ///     KeyTtl::ExpiresInMs(ms) => println!("expires in {ms} ms"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ttl(&self, key: impl Into<Key>) -> Result<KeyTtl, Error> {
+        self.keyed_own(Ttl { key: key.into() }).await
+    }
+
+    /// Adds `by` to the signed 64-bit decimal integer at `key` (an absent key counts as 0)
+    /// and returns the new value: one read-modify-write in the node serving the key, one
+    /// log entry, keeping the key's expiry. A value that is not such an integer, or a sum
+    /// outside `i64`, is `Invalid` and changes nothing. Retried, it is applied once and
+    /// answers the first result.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: ampstore_client::Client) -> Result<(), ampstore_client::Error> {
+    /// let hits = client.incr("hits:home", 1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn incr(&self, key: impl Into<Key>, by: i64) -> Result<i64, Error> {
+        let write = self.begin_write();
+        Ok(self.keyed_own(Incr { key: key.into(), by, write_id: Some(write.id) }).await?.value)
+    }
+
+    /// [`Client::incr`] by `-by` (`i64::MIN` cannot be negated: `Invalid`).
+    pub async fn decr(&self, key: impl Into<Key>, by: i64) -> Result<i64, Error> {
+        let negated = by.checked_neg().ok_or_else(|| Error::invalid(ampstore_common::counter::OVERFLOW))?;
+        self.incr(key, negated).await
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -587,7 +683,15 @@ impl Client {
     async fn keyed_own<C: Call>(&self, req: C) -> Result<C::Reply, Error> {
         let op = req.into_op();
         let key = match &op {
-            Op::Get { key } | Op::Put { key, .. } | Op::PutIfVersion { key, .. } | Op::Delete { key, .. } => key,
+            Op::Get { key }
+            | Op::Put { key, .. }
+            | Op::PutIfVersion { key, .. }
+            | Op::Delete { key, .. }
+            | Op::PutWithTtl { key, .. }
+            | Op::Expire { key, .. }
+            | Op::Persist { key, .. }
+            | Op::Ttl { key }
+            | Op::Incr { key, .. } => key,
             _ => return Err(Error::internal("keyed_own: not a request on one key")),
         };
         C::reply(self.keyed_until_ref(key, &op, self.deadline()).await?)

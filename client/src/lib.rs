@@ -23,7 +23,7 @@
 //! ```
 
 pub use ampstore_common as common;
-pub use ampstore_common::protocol::{RangeLocation, ScanItem, Versioned};
+pub use ampstore_common::protocol::{ExpireWhen, KeyTtl, RangeLocation, ScanItem, Versioned};
 pub use ampstore_common::{Error, ErrorCode, Key, Version};
 
 pub mod client;

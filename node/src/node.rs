@@ -50,7 +50,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         reg.epoch.0
     );
     let reporter = tokio::spawn(report_load(shared.clone()));
-    let other_nodes = tokio::spawn(crate::other_nodes::watch(shared.clone()));
+    let other_nodes = tokio::spawn(watch_other_nodes(shared.clone()));
 
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg));
     let budget = tokio::spawn(crate::budget::enforce_loop(shared.clone()));
@@ -170,6 +170,23 @@ async fn report_load(shared: Arc<NodeShared>) {
                 ranges: stats.ranges.len() as u64,
                 ops_per_sec,
             });
+        }
+    }
+}
+
+/// Reads the node records every `other_nodes::READ_EVERY` for as long as the node runs. A failed read
+/// keeps the last count (a store outage is no reason to split or not).
+async fn watch_other_nodes(shared: Arc<NodeShared>) {
+    let mut tick = tokio::time::interval(crate::other_nodes::READ_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match ampstore_store::meta::list_nodes(shared.backend.meta.as_ref()).await {
+            Ok(nodes) => {
+                let others = nodes.iter().filter(|(id, n)| !n.record.ended && *id != shared.node_id).count();
+                shared.other_nodes.set_live(u32::try_from(others).unwrap_or(u32::MAX));
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the node records for hot splits failed"),
         }
     }
 }

@@ -888,7 +888,7 @@ mod tests {
         let snap = Snapshot::decode(&w.finish()).unwrap();
         for (i, e) in snap.entries.iter().enumerate() {
             assert_eq!(e.expires_at_ms, (i % 3 == 0).then_some(1_700_000_000_000 + i as u64));
-            assert_eq!((&e.key.as_bytes()[..], &e.value[..]), (&entries[i].0[..], &entries[i].1[..]));
+            assert_eq!((e.key.as_bytes(), &e.value[..]), (&entries[i].0[..], &entries[i].1[..]));
         }
         // A format 2 file (written before expiries) loads with none, and cannot take one.
         let mut w = SnapshotWriter::new_format(header(KeyRange::full()), 512, 2);

@@ -406,6 +406,16 @@ pub enum KeyTtl {
     ExpiresInMs(u64),
 }
 
+impl KeyTtl {
+    /// The time left, for a key that expires.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        match self {
+            KeyTtl::ExpiresInMs(ms) => Some(std::time::Duration::from_millis(*ms)),
+            KeyTtl::Absent | KeyTtl::Persistent => None,
+        }
+    }
+}
+
 /// Every operation's name (`Op::name`), by `Op::index`.
 pub const OP_NAMES: [&str; 36] = [
     "ping",

@@ -598,6 +598,7 @@ impl<W> RangeCore<W> {
     }
 
     /// Keys found expired and not deleted yet.
+    #[cfg(test)]
     pub fn expired_due(&self) -> usize {
         self.expired_due.len()
     }

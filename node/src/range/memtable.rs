@@ -248,12 +248,10 @@ impl Memtable {
     ) -> (Vec<Key>, Option<Vec<u8>>) {
         let lower = from.map_or(Bound::Unbounded, Bound::Included);
         let mut found = Vec::new();
-        let mut examined = 0;
-        for e in self.map.range::<_, [u8]>((lower, Bound::Unbounded)) {
+        for (examined, e) in self.map.range::<_, [u8]>((lower, Bound::Unbounded)).enumerate() {
             if examined >= examine_max || found.len() >= found_max {
                 return (found, Some(e.key().to_vec()));
             }
-            examined += 1;
             if e.expired_at(now_ms) {
                 found.push(Key::from(e.key()));
             }
