@@ -34,6 +34,11 @@ pub enum Workload {
     Queue,
     /// Pushes to 64 lists (through collectors with `--collectors`).
     Push,
+    /// Increments of `--keys` counters (`bench:counter:N`, apart from the loaded keys, whose
+    /// values are not integers).
+    Incr,
+    /// Puts with a TTL (`--ttl`): the keys keep expiring and the nodes keep deleting them.
+    PutTtl,
 }
 
 #[derive(Args)]
@@ -60,6 +65,9 @@ pub struct BenchArgs {
     /// Keys each transaction writes (txn workload).
     #[arg(long, default_value_t = 1, value_name = "N")]
     txn_keys: u64,
+    /// The TTL of each put (put-ttl workload): `2s`, `500ms`, `1m`.
+    #[arg(long, default_value = "2s", value_parser = crate::data_cmd::parse_ttl)]
+    ttl: Duration,
     /// Send pushes and enqueues through the cluster's collectors (found through gossip).
     #[arg(long)]
     collectors: bool,
@@ -135,6 +143,7 @@ pub async fn run(settings: &SettingsArgs, cluster: &ClusterArgs, args: BenchArgs
                 value: value.clone(),
                 seed: 0,
                 txn_keys: args.txn_keys,
+                ttl: args.ttl,
             },
             hist: template.clone(),
             stop: stop.clone(),
@@ -372,6 +381,7 @@ struct Job {
     value: Vec<u8>,
     seed: u64,
     txn_keys: u64,
+    ttl: Duration,
 }
 
 /// One request stream: sequential operations on random keys until `stop`.
@@ -382,7 +392,7 @@ async fn worker(
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
 ) -> (u64, Option<String>) {
-    let Job { workload, keys, value, seed, txn_keys } = job;
+    let Job { workload, keys, value, seed, txn_keys, ttl } = job;
     let (mut errors, mut first) = (0u64, None);
     // xorshift: cheap, and each worker gets its own sequence.
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -396,7 +406,13 @@ async fn worker(
         let put = match workload {
             Workload::Put => true,
             Workload::Mixed => n % 2 == 1,
-            Workload::Get | Workload::Scan | Workload::Txn | Workload::Queue | Workload::Push => false,
+            Workload::Get
+            | Workload::Scan
+            | Workload::Txn
+            | Workload::Queue
+            | Workload::Push
+            | Workload::Incr
+            | Workload::PutTtl => false,
         };
         let result = if workload == Workload::Txn {
             let mut txn = ampstore_client::Txn::new();
@@ -408,6 +424,10 @@ async fn worker(
             queue_cycle(&client, &value).await
         } else if workload == Workload::Push {
             client.push(format!("bench:list:{}", x % 64), value.clone()).await.map(|_| ())
+        } else if workload == Workload::Incr {
+            client.incr(format!("bench:counter:{}", x % keys), 1).await.map(|_| ())
+        } else if workload == Workload::PutTtl {
+            client.put_with_ttl(k, value.clone(), ttl).await.map(|_| ())
         } else if put {
             client.put(k, value.clone()).await.map(|_| ())
         } else if workload == Workload::Scan {

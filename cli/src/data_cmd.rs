@@ -130,10 +130,10 @@ pub struct PutArgs {
 }
 
 /// A TTL as `humantime` reads it (`30s`, `1h 30m`), within the protocol's limits.
-fn parse_ttl(text: &str) -> Result<Duration, String> {
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h 30m, 250ms)"))?;
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    ampstore_common::wire::data::validate_ttl_ms(ms).map_err(|e| e.to_string())?;
+    ampstore_common::expiry::validate_ttl_ms(ms).map_err(|e| e.to_string())?;
     Ok(ttl)
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Operations: `{"op": "require_absent", "key"}`, `{"op": "require_version", "key",
 //! "version": "SEQ.INDEX"}`, `{"op": "require_value", "key", "value"}`, `{"op": "put", "key",
-//! "value"}`, `{"op": "delete", "key"}`, `{"op": "push", "key", "value"}` (to the list at key),
+//! "value"}` (with `"ttl": "30s"` the key expires), `{"op": "delete", "key"}`, `{"op": "push", "key", "value"}` (to the list at key),
 //! `{"op": "read", "key"}`. Values are UTF-8 strings.
 //! Committed: `{"committed": true, "versions": [{"key", "version"}], "values": [{"key",
 //! "value", "version"} or {"key", "value": null}]}`, exit 0. A failed condition:
@@ -35,13 +35,33 @@ pub struct TxnArgs {}
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum JsonOp {
-    RequireAbsent { key: String },
-    RequireVersion { key: String, version: String },
-    RequireValue { key: String, value: String },
-    Put { key: String, value: String },
-    Delete { key: String },
-    Push { key: String, value: String },
-    Read { key: String },
+    RequireAbsent {
+        key: String,
+    },
+    RequireVersion {
+        key: String,
+        version: String,
+    },
+    RequireValue {
+        key: String,
+        value: String,
+    },
+    Put {
+        key: String,
+        value: String,
+        #[serde(default)]
+        ttl: Option<String>,
+    },
+    Delete {
+        key: String,
+    },
+    Push {
+        key: String,
+        value: String,
+    },
+    Read {
+        key: String,
+    },
 }
 
 fn parse_version(s: &str) -> anyhow::Result<Version> {
@@ -61,7 +81,12 @@ pub fn parse(text: &str) -> anyhow::Result<Txn> {
             JsonOp::RequireAbsent { key } => txn.require_absent(key),
             JsonOp::RequireVersion { key, version } => txn.require_version(key, parse_version(&version)?),
             JsonOp::RequireValue { key, value } => txn.require_value(key, value.into_bytes()),
-            JsonOp::Put { key, value } => txn.put(key, value.into_bytes()),
+            JsonOp::Put { key, value, ttl: None } => txn.put(key, value.into_bytes()),
+            JsonOp::Put { key, value, ttl: Some(ttl) } => {
+                let ttl =
+                    crate::data_cmd::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("put {key:?}: ttl {ttl:?}: {e}"))?;
+                txn.put_with_ttl(key, value.into_bytes(), ttl)
+            }
             JsonOp::Delete { key } => txn.delete(key),
             JsonOp::Push { key, value } => {
                 n += 1;
@@ -124,7 +149,7 @@ mod tests {
         let t = parse(
             r#"[{"op":"require_absent","key":"a"},{"op":"require_version","key":"b","version":"12.3"},
                 {"op":"require_value","key":"c","value":"x"},{"op":"put","key":"a","value":"1"},
-                {"op":"delete","key":"b"},{"op":"read","key":"c"}]"#,
+                {"op":"put","key":"t","value":"2","ttl":"1m"},{"op":"delete","key":"b"},{"op":"read","key":"c"}]"#,
         )
         .unwrap();
         let expected = Txn::new()
@@ -132,12 +157,15 @@ mod tests {
             .require_version("b", Version { seq: Seq(12), index: 3 })
             .require_value("c", "x")
             .put("a", "1")
+            .put_with_ttl("t", "2", std::time::Duration::from_secs(60))
             .delete("b")
             .read("c");
         assert_eq!(t, expected);
         assert!(parse("[]").is_err());
         assert!(parse(r#"[{"op":"put","key":"a"}]"#).is_err(), "missing value");
         assert!(parse(r#"[{"op":"explode","key":"a"}]"#).is_err());
+        assert!(parse(r#"[{"op":"put","key":"a","value":"1","ttl":"0s"}]"#).is_err(), "a zero TTL");
+        assert!(parse(r#"[{"op":"put","key":"a","value":"1","ttl":"soon"}]"#).is_err());
         assert!(parse(r#"[{"op":"require_version","key":"a","version":"x"}]"#).is_err());
         assert!(parse("{").is_err());
     }

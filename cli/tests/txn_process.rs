@@ -77,6 +77,44 @@ async fn transactions_commit_atomically_and_conflicts_name_their_key() {
     let values = client.read_consistent(keys.iter().map(|k| Key::from(*k)).collect()).await.unwrap();
     assert!(values[0].is_none() && values[1].is_some() && values[3].is_some());
     assert_eq!(values[3].as_ref().unwrap().value, b"after");
+
+    // Keys with a TTL in four ranges expire at one moment: the coordinator stamps the expiry
+    // once, and the participants and the log entries carry it.
+    let ttl_keys = ["e-b", "e-h", "e-p", "e-w"];
+    let mut txn = Txn::new();
+    for k in ttl_keys {
+        txn = txn.require_absent(k).put_with_ttl(k, "soon", Duration::from_millis(2_500));
+    }
+    client.commit(txn.put("e-forever", "x")).await.unwrap();
+    let mut expiries = Vec::new();
+    for k in ttl_keys {
+        let asked = Instant::now();
+        let left = client.ttl(k).await.unwrap().remaining().unwrap_or_else(|| panic!("{k} has no expiry"));
+        assert!(left <= Duration::from_millis(2_500), "{k}: {left:?} left");
+        expiries.push(asked + left);
+    }
+    let (first, last) = (expiries.iter().min().unwrap(), expiries.iter().max().unwrap());
+    assert!(
+        last.duration_since(*first) < Duration::from_millis(100),
+        "expiries spread over {:?}",
+        last.duration_since(*first)
+    );
+    tokio::time::sleep(last.saturating_duration_since(Instant::now()) + Duration::from_millis(50)).await;
+    for k in ttl_keys {
+        assert!(client.get(k).await.unwrap().is_none(), "{k} outlived its TTL");
+    }
+    assert!(client.get("e-forever").await.unwrap().is_some());
+    // An expired key is absent to a transaction's conditions, before the sweep deletes it.
+    let mut txn = Txn::new();
+    for k in ttl_keys {
+        txn = txn.require_absent(k).put(k, "again");
+    }
+    client.commit(txn).await.unwrap();
+    assert_eq!(client.ttl("e-p").await.unwrap(), ampstore_client::KeyTtl::Persistent, "a plain put clears the TTL");
+    // A TTL of zero is refused, and nothing of the transaction is written.
+    let err = client.commit(Txn::new().put("z-1", "x").put_with_ttl("a-9", "x", Duration::ZERO)).await.unwrap_err();
+    assert!(err.to_string().contains("TTL must be at least 1 ms"), "{err}");
+    assert!(client.get("z-1").await.unwrap().is_none());
 }
 
 /// 10 accounts over 4 ranges, 20 clients moving money for 30 s while a node is SIGKILLed:

@@ -192,7 +192,7 @@ fn check_call_deadline(deadline: Duration) -> Result<(), Error> {
 /// is sent: the node checks the same).
 fn ttl_ms(ttl: Duration) -> Result<u64, Error> {
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    ampstore_common::wire::data::validate_ttl_ms(ms)?;
+    ampstore_common::expiry::validate_ttl_ms(ms)?;
     Ok(ms)
 }
 

@@ -78,6 +78,14 @@ impl Txn {
         self
     }
 
+    /// A put whose key expires `ttl` after the transaction's participant prepares it (whole
+    /// ms, 1 ms to 100 years; checked when the transaction is committed).
+    pub fn put_with_ttl(mut self, key: impl Into<Key>, value: impl Into<Vec<u8>>, ttl: std::time::Duration) -> Txn {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.writes.push(TxnWrite::PutWithTtl { key: key.into(), value: value.into(), ttl_ms });
+        self
+    }
+
     pub fn delete(mut self, key: impl Into<Key>) -> Txn {
         self.writes.push(TxnWrite::Delete { key: key.into() });
         self

@@ -12,8 +12,10 @@
 //! See `docs/architecture.md` for how the crates fit together.
 
 pub mod auth;
+pub mod clock;
 pub mod counter;
 pub mod error;
+pub mod expiry;
 pub mod ids;
 pub mod key;
 pub mod limits;

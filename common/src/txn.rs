@@ -49,13 +49,44 @@ pub enum TxnWrite {
         element: Vec<u8>,
         push_id: PushId,
     },
+    /// A put whose key expires `ttl_ms` after the participant prepares it (its owner's
+    /// clock, as for `put_with_ttl`; 1 to `TTL_MS_MAX`).
+    PutWithTtl {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        ttl_ms: u64,
+    },
+    /// A put whose key expires at `expires_at_ms` (Unix ms, the owner's clock). The
+    /// coordinator turns every `PutWithTtl` into this before it prepares, so the participant
+    /// and the log entry the coordinator writes agree on the expiry.
+    PutExpiring {
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        expires_at_ms: u64,
+    },
 }
 
 impl TxnWrite {
+    /// This write with a TTL made absolute from `now_ms` (the coordinator's clock); every
+    /// other write as it is.
+    pub fn stamped(self, now_ms: u64) -> TxnWrite {
+        match self {
+            TxnWrite::PutWithTtl { key, value, ttl_ms } => {
+                TxnWrite::PutExpiring { key, value, expires_at_ms: now_ms.saturating_add(ttl_ms) }
+            }
+            other => other,
+        }
+    }
+
     /// The key this write changes (for a push, its element's key): it decides the range.
     pub fn target(&self) -> Key {
         match self {
-            TxnWrite::Put { key, .. } | TxnWrite::Delete { key } => key.clone(),
+            TxnWrite::Put { key, .. }
+            | TxnWrite::Delete { key }
+            | TxnWrite::PutWithTtl { key, .. }
+            | TxnWrite::PutExpiring { key, .. } => key.clone(),
             TxnWrite::Push { key, push_id, .. } => lists::element_key(key, *push_id),
         }
     }
@@ -63,6 +94,9 @@ impl TxnWrite {
     fn bytes(&self) -> usize {
         match self {
             TxnWrite::Put { key, value } => key.len() + value.len(),
+            TxnWrite::PutWithTtl { key, value, .. } | TxnWrite::PutExpiring { key, value, .. } => {
+                key.len() + value.len() + 8
+            }
             TxnWrite::Delete { key } => key.len(),
             TxnWrite::Push { key, element, .. } => key.len() + lists::PUSH_ID_BYTES + 8 + element.len(),
         }
@@ -137,6 +171,18 @@ pub fn validate_part(checks: &[TxnCheck], writes: &[TxnWrite]) -> Result<(), Err
                 Key::validate_user_key(key.as_bytes())?;
                 validate_value(value)?;
             }
+            TxnWrite::PutWithTtl { key, value, ttl_ms } => {
+                Key::validate_user_key(key.as_bytes())?;
+                validate_value(value)?;
+                crate::expiry::validate_ttl_ms(*ttl_ms)?;
+            }
+            TxnWrite::PutExpiring { key, value, expires_at_ms } => {
+                Key::validate_user_key(key.as_bytes())?;
+                validate_value(value)?;
+                if *expires_at_ms == 0 {
+                    return Err(Error::invalid("expires_at_ms must be at least 1 (Unix ms)"));
+                }
+            }
             TxnWrite::Delete { key } => Key::validate_user_key(key.as_bytes())?,
             TxnWrite::Push { key, element, .. } => {
                 lists::validate_list_key(key)?;
@@ -174,6 +220,24 @@ mod tests {
 
     fn part(id: u64, writes: Vec<TxnWrite>) -> TxnPart {
         TxnPart { range_id: RangeId(id), node_addr: String::new(), checks: vec![], writes, reads: vec![] }
+    }
+
+    #[test]
+    fn a_ttl_is_stamped_into_an_absolute_expiry_and_bounded() {
+        let w = TxnWrite::PutWithTtl { key: Key::from("k"), value: b"v".to_vec(), ttl_ms: 1_000 };
+        assert!(validate_part(&[], std::slice::from_ref(&w)).is_ok());
+        let stamped = w.stamped(5_000);
+        assert!(matches!(&stamped, TxnWrite::PutExpiring { expires_at_ms: 6_000, .. }), "{stamped:?}");
+        assert_eq!(stamped.target(), Key::from("k"));
+        assert_eq!(put("k", 1).stamped(5_000), put("k", 1), "other writes are left alone");
+        for ttl_ms in [0, crate::limits::TTL_MS_MAX + 1] {
+            let w = TxnWrite::PutWithTtl { key: Key::from("k"), value: vec![], ttl_ms };
+            assert!(validate_part(&[], &[w]).is_err(), "ttl {ttl_ms} accepted");
+        }
+        let at = TxnWrite::PutWithTtl { key: Key::from("k"), value: vec![], ttl_ms: crate::limits::TTL_MS_MAX };
+        assert!(validate_part(&[], &[at]).is_ok());
+        let zero = TxnWrite::PutExpiring { key: Key::from("k"), value: vec![], expires_at_ms: 0 };
+        assert!(validate_part(&[], &[zero]).is_err());
     }
 
     #[test]

@@ -21,9 +21,7 @@ const ALREADY_DONE: Version = Version { seq: Seq(0), index: 0 };
 /// Keys one dequeue looks at in its range (leased tasks are passed over).
 const DEQUEUE_SCAN_KEYS: u32 = 1000;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use ampstore_common::clock::unix_now_ms as now_ms;
 
 pub async fn enqueue(
     shared: &NodeShared,

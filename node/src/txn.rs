@@ -36,6 +36,16 @@ use crate::test_points::crash_point;
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>, hold_ms: u64) -> Result<Reply, Error> {
+    // A TTL becomes an absolute expiry here, once, so that every participant's hold and the
+    // entries this coordinator writes for them carry the same expiry (DESIGN section 13).
+    let now_ms = crate::range::memtable::unix_now_ms();
+    let parts: Vec<TxnPart> = parts
+        .into_iter()
+        .map(|mut p| {
+            p.writes = p.writes.into_iter().map(|w| w.stamped(now_ms)).collect();
+            p
+        })
+        .collect();
     if let [part] = parts.as_slice() {
         let prepare = Prepare {
             txn_id,
@@ -101,7 +111,7 @@ pub async fn run(shared: &Arc<NodeShared>, txn_id: WriteId, parts: Vec<TxnPart>,
         .filter_map(|(part, p)| {
             let p = p.as_ref()?;
             let seq = p.seq?;
-            let payload = TxnPayload { txn_id, writes: part.writes.iter().map(batch::logged).collect() };
+            let payload = TxnPayload { txn_id, writes: part.writes.iter().map(|w| batch::logged(w, now_ms)).collect() };
             let entry = LogEntry {
                 kind: EntryKind::Txn,
                 writer: p.writer.clone(),

@@ -4,8 +4,9 @@
 //! every request it decodes.
 
 use crate::error::Error;
+use crate::expiry::validate_ttl_ms;
 use crate::key::{Key, Version};
-use crate::limits::{BATCH_OPS_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX, TTL_MS_MAX};
+use crate::limits::{BATCH_OPS_MAX, GET_MANY_KEYS_MAX, SCAN_PAGE_KEYS_MAX};
 use crate::lists::{self, PushId};
 use crate::queue::{self, QUEUE_SHARDS, Task, TaskRef};
 use crate::txn::{self, TxnPart};
@@ -148,17 +149,6 @@ request! {
 pub struct Counted {
     pub value: i64,
     pub version: Version,
-}
-
-/// A TTL must be 1 ms to [`TTL_MS_MAX`].
-pub fn validate_ttl_ms(ttl_ms: u64) -> Result<(), Error> {
-    if ttl_ms == 0 {
-        return Err(Error::invalid("a TTL must be at least 1 ms (0 would expire the key at once)"));
-    }
-    if ttl_ms > TTL_MS_MAX {
-        return Err(Error::invalid(format!("a TTL of {ttl_ms} ms is over the limit of {TTL_MS_MAX} ms (100 years)")));
-    }
-    Ok(())
 }
 
 request! {

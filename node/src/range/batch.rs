@@ -395,11 +395,20 @@ pub fn decode_txn(bytes: &[u8]) -> Result<TxnPayload, Error> {
     rmp_serde::from_slice(bytes).map_err(|e| Error::internal(format!("transaction entry does not decode: {e}")))
 }
 
-/// A transaction's write as it goes into the log.
-pub fn logged(w: &ampstore_common::txn::TxnWrite) -> LoggedWrite {
+/// A transaction's write as it goes into the log; a TTL becomes an expiry from `now_ms`
+/// (the participant's clock when it prepares).
+pub fn logged(w: &ampstore_common::txn::TxnWrite, now_ms: u64) -> LoggedWrite {
     use ampstore_common::txn::TxnWrite;
     let op = match w {
         TxnWrite::Put { key, value } => LoggedOp::Put { key: key.clone(), value: value.clone() },
+        TxnWrite::PutWithTtl { key, value, ttl_ms } => LoggedOp::PutExpiring {
+            key: key.clone(),
+            value: value.clone(),
+            expires_at_ms: now_ms.saturating_add(*ttl_ms),
+        },
+        TxnWrite::PutExpiring { key, value, expires_at_ms } => {
+            LoggedOp::PutExpiring { key: key.clone(), value: value.clone(), expires_at_ms: *expires_at_ms }
+        }
         TxnWrite::Delete { key } => LoggedOp::Delete { key: key.clone() },
         TxnWrite::Push { element, .. } => LoggedOp::Put { key: w.target(), value: element.clone() },
     };

@@ -1079,7 +1079,8 @@ impl<W> RangeCore<W> {
             }
         }
         let seq = (!writes.is_empty()).then_some(self.next_seq);
-        self.txn_hold = Some(TxnHold { txn_id, seq, writes: writes.iter().map(batch::logged).collect() });
+        let now = self.now_unix_ms;
+        self.txn_hold = Some(TxnHold { txn_id, seq, writes: writes.iter().map(|w| batch::logged(w, now)).collect() });
         Ok(seq)
     }
 

@@ -505,7 +505,7 @@ fn an_abort_that_finds_the_transactions_own_entry_in_its_slot_commits_it() {
     let [Effect::ReadSlot { seq: Seq(1) }] = fx[..] else { panic!("the slot is read back") };
     let payload = batch::TxnPayload {
         txn_id: txn_id(1),
-        writes: vec![batch::logged(&TxnWrite::Put { key: Key::from("t"), value: b"t".to_vec() })],
+        writes: vec![batch::logged(&TxnWrite::Put { key: Key::from("t"), value: b"t".to_vec() }, 0)],
     };
     let entry = LogEntry {
         kind: ampstore_store::EntryKind::Txn,

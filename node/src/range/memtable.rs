@@ -56,10 +56,8 @@ const EXPIRY_BYTES: usize = 8;
 // KEY_BYTES_MAX where they enter: the protocol, the log and snapshot decoders).
 const _: () = assert!(ampstore_common::limits::KEY_BYTES_MAX < KEY_BYTES_MASK as usize);
 
-/// The wall clock in Unix ms: what expiry is measured against (DESIGN §13: the owner's clock).
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+/// The wall clock in Unix ms (one definition for the whole workspace).
+pub use ampstore_common::clock::unix_now_ms;
 
 /// One key with its value and version, in one allocation. Cloning it shares it (a reference
 /// count). Ordered, compared and borrowed by its key alone, so the map finds it by `&[u8]`.

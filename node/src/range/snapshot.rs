@@ -33,9 +33,7 @@ pub fn blob_name(range_id: RangeId, seq: Seq, owner: &Owner) -> String {
     format!("ranges/{:016x}/{:020}-{}-e{}.snap", range_id.0, seq.0, owner.node_id, owner.epoch.0)
 }
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use ampstore_common::clock::unix_now_ms as now_unix_ms;
 
 /// Runs the whole procedure; returns the new checkpoint and the file size.
 pub async fn write(backend: &Backend, job: SnapshotJob) -> Result<(Checkpoint, usize), Error> {

@@ -27,10 +27,8 @@ const FLOOR_SWEEP_MS: u64 = 10_000;
 /// records, and at least this many.
 const STALE_ORDER_COMPACT_MIN: usize = 1024;
 
-/// The wall clock in unix ms: remembered writes carry it, so it means the same on every node.
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+/// The wall clock in Unix ms (one definition for the whole workspace).
+pub use ampstore_common::clock::unix_now_ms;
 
 /// One remembered write of the shared tier, in one shared allocation: the id map and the
 /// time order hold the same record (an 8-byte pointer each), and a snapshot's clone of the
