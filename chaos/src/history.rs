@@ -22,8 +22,14 @@ pub enum Op {
     /// Register workload: read `key` (`value`: what the read returned, filled in on
     /// completion; `None`: absent).
     Read { key: String, value: Option<u64> },
-    /// Register workload: write `value` to `key`.
-    Write { key: String, value: u64 },
+    /// Register workload: write `value` to `key`; with `ttl_ms`, the key expires that long
+    /// after the write takes effect (by its owner's clock).
+    Write {
+        key: String,
+        value: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
+    },
     /// List workload: push the element `id` to the list at `key`.
     Append { key: String, id: u64 },
     /// List workload: read the list at `key` (`ids`: what it returned).
@@ -34,6 +40,11 @@ pub enum Op {
     Transfer { from: String, to: String, amount: i64 },
     /// Bank workload: a consistent read of every balance (`total`: their sum).
     ReadTotal { total: i64 },
+    /// Counter workload: add `by` to the counter at `key` (`result`: the value after, filled
+    /// in on success).
+    Incr { key: String, by: i64, result: Option<i64> },
+    /// Counter workload: read the counter at `key` (absent reads as 0).
+    ReadCounter { key: String, value: i64 },
     /// Queue workload: enqueue the task `id`.
     Enqueue { id: u64 },
     /// Queue workload: the task `id` was delivered to a consumer.
@@ -91,7 +102,7 @@ mod tests {
                 invoked_ns: 5,
                 completed_ns: 9,
                 outcome: Outcome::Ok,
-                op: Op::Write { key: "k".into(), value: 3 },
+                op: Op::Write { key: "k".into(), value: 3, ttl_ms: Some(250) },
             },
             Event {
                 process: 2,

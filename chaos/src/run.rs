@@ -199,6 +199,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<Summary> {
             Workload::ListAppend => workload::list::final_reads(&ctx, workload::list::generations(elapsed_ns)).await,
             Workload::Bank => workload::bank::final_reads(&ctx).await,
             Workload::Queue => workload::queue::final_drain(&ctx).await,
+            Workload::Counter => workload::counter::final_reads(&ctx).await,
         };
         if let Err(e) = result {
             problems.push(format!("final read of {w}: {e:#}"));
@@ -260,6 +261,11 @@ fn start_workers(spec: &RunSpec, ctx: &Ctx, rng: &mut Rng) -> Vec<tokio::task::J
                 for _ in 0..2 {
                     out.push(tokio::spawn(workload::queue::producer(ctx.clone(), rng.fork(), values.clone())));
                     out.push(tokio::spawn(workload::queue::consumer(ctx.clone(), rng.fork())));
+                }
+            }
+            Workload::Counter => {
+                for _ in 0..3 {
+                    out.push(tokio::spawn(workload::counter::worker(ctx.clone(), rng.fork())));
                 }
             }
         }

@@ -39,6 +39,9 @@ pub fn check_all(history: &[Event]) -> Vec<WorkloadVerdict> {
     if has(|op| matches!(op, Op::Enqueue { .. } | Op::Deliver { .. })) {
         out.push(verdict(Workload::Queue, check::queue::check(history)));
     }
+    if has(|op| matches!(op, Op::Incr { .. } | Op::ReadCounter { .. })) {
+        out.push(verdict(Workload::Counter, check::counter::check(history)));
+    }
     out
 }
 
@@ -101,7 +104,7 @@ mod tests {
     #[test]
     fn every_workload_in_a_history_is_checked_with_its_final_state() {
         let h = vec![
-            ev(1, Op::Write { key: "r".into(), value: 1 }),
+            ev(1, Op::Write { key: "r".into(), value: 1, ttl_ms: None }),
             ev(2, Op::Append { key: "l".into(), id: 7 }),
             ev(FINAL_PROCESS, Op::ReadList { key: "l".into(), ids: vec![7] }),
             ev(FINAL_PROCESS, Op::BankOpen { total: 50 }),
@@ -109,18 +112,22 @@ mod tests {
             ev(FINAL_PROCESS, Op::ReadTotal { total: 50 }),
             ev(4, Op::Enqueue { id: 9 }),
             ev(FINAL_PROCESS, Op::Deliver { id: 9 }),
+            ev(5, Op::Incr { key: "c".into(), by: 3, result: Some(3) }),
+            ev(FINAL_PROCESS, Op::ReadCounter { key: "c".into(), value: 3 }),
         ];
         let v = check_all(&h);
-        assert_eq!(v.len(), 4);
+        assert_eq!(v.len(), 5);
         assert!(v.iter().all(|v| v.verdict == "valid"), "{v:?}");
         // A partial transaction, a lost element and a lost task each show.
         let mut bad = h.clone();
         bad[4] = ev(3, Op::ReadTotal { total: 40 });
         bad[2] = ev(FINAL_PROCESS, Op::ReadList { key: "l".into(), ids: vec![] });
+        bad.remove(7);
         bad.pop();
+        bad.push(ev(FINAL_PROCESS, Op::ReadCounter { key: "c".into(), value: 6 }));
         let v = check_all(&bad);
         let invalid: Vec<Workload> = v.iter().filter(|v| v.is_violation()).map(|v| v.workload).collect();
-        assert_eq!(invalid, vec![Workload::ListAppend, Workload::Bank, Workload::Queue]);
+        assert_eq!(invalid, vec![Workload::ListAppend, Workload::Bank, Workload::Queue, Workload::Counter]);
         // A final state missing from the history is a violation, not a pass.
         let no_final = vec![ev(2, Op::Append { key: "l".into(), id: 7 })];
         assert!(check_all(&no_final)[0].is_violation());

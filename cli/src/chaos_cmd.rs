@@ -28,7 +28,7 @@ pub struct ChaosArgs {
     #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition,master,split")]
     nemesis: Vec<String>,
     /// Workloads, comma-separated: register, list-append, bank, queue.
-    #[arg(long, value_delimiter = ',', default_value = "register,list-append,bank,queue")]
+    #[arg(long, value_delimiter = ',', default_value = "register,list-append,bank,queue,counter")]
     workload: Vec<String>,
     /// Number of nodes (3 to 5); there are always 2 masters.
     #[arg(long, default_value_t = 3, value_name = "N")]

@@ -33,7 +33,7 @@ fn a_mixed_chaos_run_finds_no_violation_and_its_history_replays() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
     let verdicts = summary["verdicts"].as_array().unwrap();
-    assert_eq!(verdicts.len(), 4, "every workload checked: {verdicts:?}");
+    assert_eq!(verdicts.len(), 5, "every workload checked: {verdicts:?}");
     for v in verdicts {
         assert_eq!(v["verdict"], "valid", "{v}");
     }
@@ -41,7 +41,9 @@ fn a_mixed_chaos_run_finds_no_violation_and_its_history_replays() {
     assert!(out.contains("availability: ok"), "{out}");
     let faults = summary["faults"].as_array().unwrap();
     assert!(faults.len() >= 5, "a 75 s run injects many faults: {}", faults.len());
-    for kind in ["Write", "Read", "Append", "ReadList", "Transfer", "ReadTotal", "Enqueue", "Deliver"] {
+    for kind in
+        ["Write", "Read", "Append", "ReadList", "Transfer", "ReadTotal", "Enqueue", "Deliver", "Incr", "ReadCounter"]
+    {
         let ok = summary["ops"][kind]["ok"].as_u64().unwrap_or(0);
         assert!(ok > 10, "{kind}: only {ok} succeeded");
     }
@@ -49,7 +51,7 @@ fn a_mixed_chaos_run_finds_no_violation_and_its_history_replays() {
     let history = run_dir.join("history.jsonl");
     let o = ampstore(&["chaos", "--replay", history.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(text(&o).matches(" valid").count(), 4, "{}", text(&o));
+    assert_eq!(text(&o).matches(" valid").count(), 5, "{}", text(&o));
     assert!(text(&o).contains("availability: ok"), "{}", text(&o));
 
     // An acknowledged enqueue nobody received: the replay must fail with exit code 1.

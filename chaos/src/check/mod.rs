@@ -2,6 +2,7 @@
 //! healing) and says whether the history is allowed.
 
 pub mod bank;
+pub mod counter;
 pub mod list;
 pub mod queue;
 pub mod register;

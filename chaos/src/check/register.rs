@@ -4,6 +4,15 @@
 //! alone. A failed operation took no effect and is left out; an unknown read says nothing
 //! and is left out; an unknown write may take effect at any time after its invocation (its
 //! completion is at infinity, so it may also linearize after everything, i.e. never).
+//!
+//! A write with a TTL leaves its value until it expires, then nothing. Its expiry is its
+//! effect time plus the TTL, and the effect time is somewhere in the write's interval; so a
+//! read may see the value if it began before the latest possible expiry (the write's
+//! completion plus the TTL), and may see the key absent if it ended after the earliest
+//! possible expiry (the write's invocation plus the TTL), each with [`EXPIRY_SLACK_NS`] for
+//! the millisecond rounding of the owner's clock. A read that saw it expired leaves the
+//! register empty: expiry is permanent until the next write. An expired key is therefore
+//! treated as absent only after its expiry.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -14,12 +23,20 @@ use crate::history::{Event, Op, Outcome};
 pub const OPS_PER_KEY_MAX: usize = 4096;
 /// Search steps per key before giving up with `Unknown`.
 pub const STEPS_PER_KEY_MAX: u64 = 5_000_000;
+/// How far an expiry may be from the history's clock: the owner stamps and checks expiries
+/// in whole milliseconds of its wall clock, the history records a monotonic clock.
+pub const EXPIRY_SLACK_NS: u64 = 5_000_000;
 
 #[derive(Clone, Copy, Debug)]
 enum RegOp {
     Read(Option<u64>),
-    Write(u64),
+    /// A value, and its TTL in ns if it expires.
+    Write(u64, Option<u64>),
 }
+
+/// The register: empty, or the value of the write at this index (its interval and TTL
+/// say when it may expire).
+type State = Option<(u64, usize)>;
 
 pub fn check(history: &[Event]) -> Verdict {
     let mut by_key: BTreeMap<&str, Vec<(u64, u64, RegOp)>> = BTreeMap::new();
@@ -28,7 +45,9 @@ pub fn check(history: &[Event]) -> Verdict {
             (_, Outcome::Fail) => continue,
             (Op::Read { .. }, Outcome::Unknown) => continue,
             (Op::Read { key, value }, Outcome::Ok) => (key, RegOp::Read(*value)),
-            (Op::Write { key, value }, _) => (key, RegOp::Write(*value)),
+            (Op::Write { key, value, ttl_ms }, _) => {
+                (key, RegOp::Write(*value, ttl_ms.map(|ms| ms.saturating_mul(1_000_000))))
+            }
             _ => continue,
         };
         let completed = if e.outcome == Outcome::Unknown { u64::MAX } else { e.completed_ns };
@@ -85,9 +104,9 @@ fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
     }
     let words = ops.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
-    let mut stack: Vec<(usize, Option<u64>)> = Vec::new();
-    let mut state: Option<u64> = None;
+    let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut stack: Vec<(usize, State)> = Vec::new();
+    let mut state: State = None;
     let mut cur = next[n];
     let mut steps = 0u64;
     let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
@@ -108,8 +127,8 @@ fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
         if cur != n && entries[cur].call {
             let op = entries[cur].op;
             let after = match ops[op].2 {
-                RegOp::Write(v) => Some(Some(v)),
-                RegOp::Read(seen) => (seen == state).then_some(state),
+                RegOp::Write(v, _) => Some(Some((v, op))),
+                RegOp::Read(seen) => read_from(ops, state, seen, ops[op].0, ops[op].1),
             };
             if let Some(after) = after {
                 let mut lin = linearized.clone();
@@ -142,6 +161,30 @@ fn check_key(ops: &[(u64, u64, RegOp)]) -> Verdict {
     Verdict::Valid
 }
 
+/// The register after a read of `seen` in `[call, ret]` from `state`, if the read can
+/// see that.
+fn read_from(ops: &[(u64, u64, RegOp)], state: State, seen: Option<u64>, call: u64, ret: u64) -> Option<State> {
+    let Some((value, write)) = state else {
+        return seen.is_none().then_some(None);
+    };
+    let (w_call, w_ret, op) = ops[write];
+    let ttl_ns = match op {
+        RegOp::Write(_, Some(ttl_ns)) => ttl_ns,
+        _ => return (seen == Some(value)).then_some(state),
+    };
+    match seen {
+        Some(v) if v == value => {
+            let latest_expiry = w_ret.saturating_add(ttl_ns).saturating_add(EXPIRY_SLACK_NS);
+            (call < latest_expiry).then_some(state)
+        }
+        Some(_) => None,
+        None => {
+            let earliest_expiry = w_call.saturating_add(ttl_ns).saturating_sub(EXPIRY_SLACK_NS);
+            (ret >= earliest_expiry).then_some(None)
+        }
+    }
+}
+
 fn describe(ops: &[(u64, u64, RegOp)], entries: &[Entry], at: usize) -> String {
     match entries.get(at).map(|e| (e.op, ops[e.op])) {
         Some((i, (call, ret, op))) => {
@@ -161,7 +204,39 @@ mod tests {
         Event { process, invoked_ns: from, completed_ns: to, outcome, op }
     }
     fn w(p: u32, from: u64, to: u64, v: u64) -> Event {
-        ev(p, from, to, Outcome::Ok, Op::Write { key: "k".into(), value: v })
+        ev(p, from, to, Outcome::Ok, Op::Write { key: "k".into(), value: v, ttl_ms: None })
+    }
+    /// A write whose key expires `ttl_ms` after it (times here are in ms).
+    fn wt(p: u32, from: u64, to: u64, v: u64, ttl_ms: u64) -> Event {
+        ev(p, from * MS, to * MS, Outcome::Ok, Op::Write { key: "k".into(), value: v, ttl_ms: Some(ttl_ms) })
+    }
+    fn rt(p: u32, from: u64, to: u64, v: Option<u64>) -> Event {
+        r(p, from * MS, to * MS, v)
+    }
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn an_expired_key_is_absent_only_after_its_expiry() {
+        // Written in [0, 10] ms with a 100 ms TTL: it expires somewhere in [100, 110] ms.
+        let ok = |h: &[Event]| check(h) == Verdict::Valid;
+        assert!(ok(&[wt(1, 0, 10, 1, 100), rt(2, 20, 30, Some(1)), rt(2, 120, 130, None)]));
+        // Around the expiry either answer is right.
+        assert!(ok(&[wt(1, 0, 10, 1, 100), rt(2, 105, 106, Some(1))]));
+        assert!(ok(&[wt(1, 0, 10, 1, 100), rt(2, 105, 106, None)]));
+        // Absent before the earliest expiry: a lost write.
+        assert!(check(&[wt(1, 0, 10, 1, 100), rt(2, 50, 60, None)]).is_violation());
+        // Still there well after the latest expiry: the key never expired.
+        assert!(check(&[wt(1, 0, 10, 1, 100), rt(2, 200, 210, Some(1))]).is_violation());
+        // Seen expired, then seen again: expiry does not come undone.
+        let h = [wt(1, 0, 10, 1, 100), rt(2, 103, 104, None), rt(2, 106, 107, Some(1))];
+        assert!(check(&h).is_violation());
+        // A plain write after it clears the TTL; a TTL write after a plain one sets it.
+        assert!(ok(&[wt(1, 0, 10, 1, 100), w(1, 20 * MS, 30 * MS, 2), rt(2, 500, 510, Some(2))]));
+        assert!(ok(&[w(1, 0, 10 * MS, 2), wt(1, 20, 30, 3, 50), rt(2, 500, 510, None)]));
+        // An unknown TTL write may land late, so its value may be seen any time later.
+        let unknown = ev(1, 0, 5, Outcome::Unknown, Op::Write { key: "k".into(), value: 7, ttl_ms: Some(1) });
+        assert!(ok(&[unknown.clone(), rt(2, 900, 901, Some(7))]));
+        assert!(ok(&[unknown, rt(2, 900, 901, None)]));
     }
     fn r(p: u32, from: u64, to: u64, v: Option<u64>) -> Event {
         ev(p, from, to, Outcome::Ok, Op::Read { key: "k".into(), value: v })
@@ -178,12 +253,12 @@ mod tests {
         let h = [w(1, 0, 10, 1), w(2, 0, 10, 2), r(3, 11, 12, Some(1)), r(3, 13, 14, Some(1))];
         assert_eq!(check(&h), Verdict::Valid);
         // An unknown write may have happened...
-        let unknown = ev(1, 0, 5, Outcome::Unknown, Op::Write { key: "k".into(), value: 7 });
+        let unknown = ev(1, 0, 5, Outcome::Unknown, Op::Write { key: "k".into(), value: 7, ttl_ms: None });
         assert_eq!(check(&[unknown.clone(), r(2, 20, 21, Some(7))]), Verdict::Valid);
         // ...or not.
         assert_eq!(check(&[unknown, r(2, 20, 21, None)]), Verdict::Valid);
         // A failed write never happened.
-        let failed = ev(1, 0, 5, Outcome::Fail, Op::Write { key: "k".into(), value: 8 });
+        let failed = ev(1, 0, 5, Outcome::Fail, Op::Write { key: "k".into(), value: 8, ttl_ms: None });
         assert!(check(&[failed, r(2, 20, 21, Some(8))]).is_violation());
     }
 

@@ -2,6 +2,7 @@
 //! reading the final state once the faults are healed.
 
 pub mod bank;
+pub mod counter;
 pub mod list;
 pub mod queue;
 pub mod register;
@@ -24,10 +25,12 @@ pub enum Workload {
     ListAppend,
     Bank,
     Queue,
+    Counter,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [Workload::Register, Workload::ListAppend, Workload::Bank, Workload::Queue];
+    pub const ALL: [Workload; 5] =
+        [Workload::Register, Workload::ListAppend, Workload::Bank, Workload::Queue, Workload::Counter];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +38,7 @@ impl Workload {
             Workload::ListAppend => "list-append",
             Workload::Bank => "bank",
             Workload::Queue => "queue",
+            Workload::Counter => "counter",
         }
     }
 
@@ -46,6 +50,7 @@ impl Workload {
             Workload::ListAppend => (0..list::KEYS).map(|i| Probe::List(list::key(i))).collect(),
             Workload::Bank => (0..bank::ACCOUNTS).map(|i| Probe::Get(bank::account(i))).collect(),
             Workload::Queue => vec![],
+            Workload::Counter => (0..counter::KEYS).map(|i| Probe::Get(counter::key(i))).collect(),
         }
     }
 }
@@ -87,7 +92,7 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.name() == s)
-            .ok_or_else(|| format!("unknown workload {s:?}; choose from register, list-append, bank, queue"))
+            .ok_or_else(|| format!("unknown workload {s:?}; choose from register, list-append, bank, queue, counter"))
     }
 }
 

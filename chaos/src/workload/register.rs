@@ -1,5 +1,7 @@
 //! Register: reads and blind writes of unique values on a few keys (checked for per-key
-//! linearizability); after healing, one final read of every key.
+//! linearizability); some writes carry a short TTL, so keys expire during the faults and
+//! the checker sees them absent only after their expiry. After healing, one final read of
+//! every key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,12 @@ pub fn key(i: u64) -> Key {
 /// checker then reports the read).
 const GARBAGE: u64 = u64::MAX;
 
+/// Writes that carry a TTL, in percent, and the TTLs they carry: short enough that keys
+/// expire while the nemesis works, long enough that reads see them first.
+const TTL_WRITES_PERCENT: u64 = 30;
+const TTL_MS_MIN: u64 = 50;
+const TTL_MS_MAX: u64 = 2_000;
+
 pub async fn worker(ctx: Ctx, mut rng: Rng, values: Arc<AtomicU64>) {
     let mut process = ctx.rec.process();
     while !ctx.stopped() {
@@ -45,11 +53,16 @@ pub async fn worker(ctx: Ctx, mut rng: Rng, values: Arc<AtomicU64>) {
             }
         } else {
             let value = values.fetch_add(1, Ordering::Relaxed) + 1;
-            let outcome = match ctx.client.put(key, value.to_string()).await {
+            let ttl_ms = rng.percent(TTL_WRITES_PERCENT).then(|| rng.between(TTL_MS_MIN, TTL_MS_MAX));
+            let written = match ttl_ms {
+                Some(ms) => ctx.client.put_with_ttl(key, value.to_string(), Duration::from_millis(ms)).await,
+                None => ctx.client.put(key, value.to_string()).await,
+            };
+            let outcome = match written {
                 Ok(_) => Outcome::Ok,
                 Err(e) => write_outcome(&e),
             };
-            ctx.rec.complete(inv, outcome, Op::Write { key: name, value });
+            ctx.rec.complete(inv, outcome, Op::Write { key: name, value, ttl_ms });
             if outcome == Outcome::Unknown {
                 process = ctx.rec.process();
             }
