@@ -11,13 +11,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc for every process (node, master, store, collector,
-/// the load generator): under callgrind, glibc's `malloc`, `free` and `malloc_consolidate`
-/// were 40 % of a node's instructions per durable put (`docs/benchmarks.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod admin_http;
+mod allocator;
 mod bench_cmd;
 mod chaos_cmd;
 mod cluster_file;
@@ -128,10 +123,12 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_park(allocator::thread_upkeep).build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+        };
     let result = rt.block_on(async move {
         match cli.command {
             Command::Get(args) => data_cmd::get(&cli.settings, &cli.cluster, args).await,

@@ -12,6 +12,7 @@ pub struct NodeArgs {
 
 pub async fn run(settings: &SettingsArgs, args: NodeArgs) -> anyhow::Result<()> {
     let cfg = args.serve.load(settings, "node")?;
+    ampstore_node::node::set_thread_upkeep(crate::allocator::thread_upkeep);
     ampstore_node::node::run(cfg, shutdown_signal()).await?;
     Ok(())
 }

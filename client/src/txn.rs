@@ -78,8 +78,10 @@ impl Txn {
         self
     }
 
-    /// A put whose key expires `ttl` after the transaction's participant prepares it (whole
-    /// ms, 1 ms to 100 years; checked when the transaction is committed).
+    /// A put whose key expires `ttl` after the transaction's coordinator starts it: the
+    /// coordinator (the node serving the first part) stamps one absolute expiry by its wall
+    /// clock, so every participant stores the same one (whole ms, 1 ms to 100 years; checked
+    /// when the transaction is committed).
     pub fn put_with_ttl(mut self, key: impl Into<Key>, value: impl Into<Vec<u8>>, ttl: std::time::Duration) -> Txn {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.writes.push(TxnWrite::PutWithTtl { key: key.into(), value: value.into(), ttl_ms });

@@ -49,15 +49,16 @@ pub enum TxnWrite {
         element: Vec<u8>,
         push_id: PushId,
     },
-    /// A put whose key expires `ttl_ms` after the participant prepares it (its owner's
-    /// clock, as for `put_with_ttl`; 1 to `TTL_MS_MAX`).
+    /// A put whose key expires `ttl_ms` after the coordinator starts the transaction (the
+    /// coordinator's wall clock: it turns this into [`TxnWrite::PutExpiring`] before anything
+    /// is prepared; 1 to `TTL_MS_MAX`).
     PutWithTtl {
         key: Key,
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         ttl_ms: u64,
     },
-    /// A put whose key expires at `expires_at_ms` (Unix ms, the owner's clock). The
+    /// A put whose key expires at `expires_at_ms` (Unix ms, the coordinator's clock). The
     /// coordinator turns every `PutWithTtl` into this before it prepares, so the participant
     /// and the log entry the coordinator writes agree on the expiry.
     PutExpiring {

@@ -20,6 +20,22 @@ use ampstore_server::rpc;
 /// How long a graceful shutdown waits for ranges to snapshot and release.
 const SHUTDOWN_RELEASE_WAIT: Duration = Duration::from_secs(20);
 
+/// How often each actor thread runs the thread upkeep hook ([`set_thread_upkeep`]).
+pub const THREAD_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What each actor thread runs every [`THREAD_UPKEEP_INTERVAL`], set once per process by the
+/// binary (which owns the allocator): the range actors allocate and free every key's entry
+/// on their threads, and an allocator that keeps per-thread pages (mimalloc) hands emptied
+/// ones back only when that thread asks; an actor whose keys expired or were released is
+/// mostly idle and would keep them (`docs/benchmarks.md`, "Memory after expiry").
+static THREAD_UPKEEP: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets the hook every actor thread runs every [`THREAD_UPKEEP_INTERVAL`] (the first call
+/// wins; call it before [`run`]).
+pub fn set_thread_upkeep(hook: fn()) {
+    let _ = THREAD_UPKEEP.set(hook);
+}
+
 /// Runs a node until `shutdown` resolves, then releases its ranges and stops.
 /// Prints one line `ampstore node ID ready: rpc ADDR epoch N admin ADDR` to stdout once serving.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -82,6 +98,16 @@ fn start_actix(count: usize) -> Result<(Vec<ArbiterHandle>, System), Error> {
         .spawn(move || {
             let system = System::new();
             let arbiters: Vec<Arbiter> = system.block_on(async { (0..count).map(|_| Arbiter::new()).collect() });
+            if let Some(&hook) = THREAD_UPKEEP.get() {
+                for a in &arbiters {
+                    a.spawn(async move {
+                        loop {
+                            actix::clock::sleep(THREAD_UPKEEP_INTERVAL).await;
+                            hook();
+                        }
+                    });
+                }
+            }
             let handles = arbiters.iter().map(Arbiter::handle).collect();
             let _ = tx.send((handles, System::current()));
             let _ = system.run();
