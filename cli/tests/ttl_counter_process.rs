@@ -35,15 +35,25 @@ async fn kill_owner_of(client: &Client, nodes: &mut [NodeProc], key: &str) -> Du
     }
 }
 
+/// A master and `nodes` fast-failover nodes sharing one store under `root`, and a client with
+/// call deadline `deadline` once a range is served.
+async fn start_cluster(
+    root: &std::path::Path,
+    nodes: usize,
+    deadline: Duration,
+) -> (MasterProc, Vec<NodeProc>, Client) {
+    let store = root.join("store");
+    let master = MasterProc::start(&root.join("m"), &store);
+    let nodes = (0..nodes).map(|i| start_fast_node(&root.join(format!("n{i}")), &store)).collect();
+    let client = client_with_deadline(&master, deadline).await;
+    (master, nodes, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_expiry_survives_its_owners_kill() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let store = root.join("store");
-    let master = MasterProc::start(&root.join("m"), &store);
-    let mut nodes: Vec<NodeProc> = (0..2).map(|i| start_fast_node(&root.join(format!("n{i}")), &store)).collect();
-    let client = client_with_deadline(&master, Duration::from_secs(15)).await;
+    let (_master, mut nodes, client) = start_cluster(dir.path(), 2, Duration::from_secs(15)).await;
     client.put("forever", "x").await.unwrap();
     let written = Instant::now();
     client.put_with_ttl("short", "x", Duration::from_secs(4)).await.unwrap();
@@ -75,11 +85,7 @@ async fn a_keys_expiry_survives_its_owners_kill() {
 async fn increments_through_a_node_kill_are_counted_exactly_once() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let store = root.join("store");
-    let master = MasterProc::start(&root.join("m"), &store);
-    let mut nodes: Vec<NodeProc> = (0..2).map(|i| start_fast_node(&root.join(format!("n{i}")), &store)).collect();
-    let client = client_with_deadline(&master, Duration::from_secs(20)).await;
+    let (_master, mut nodes, client) = start_cluster(dir.path(), 2, Duration::from_secs(20)).await;
     client.put("seed", "x").await.unwrap();
     const CLIENTS: u64 = 8;
     const EACH: u64 = 1_000;
@@ -122,10 +128,7 @@ async fn bad_counters_and_ttls_are_clear_errors_that_change_nothing() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let store = root.join("store");
-    let master = MasterProc::start(&root.join("m"), &store);
-    let _node = start_fast_node(&root.join("n"), &store);
-    let client = client_with_deadline(&master, Duration::from_secs(10)).await;
+    let (master, _nodes, client) = start_cluster(root, 1, Duration::from_secs(10)).await;
     let max = i64::MAX.to_string();
     let v_max = client.put("max", max.as_str()).await.unwrap();
     let v_text = client.put("text", "12 apples").await.unwrap();
@@ -235,11 +238,8 @@ async fn a_million_keys_with_a_ttl_expire_and_their_memory_is_released() {
     const GROWN_MIN: u64 = 8 << 20;
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let store = root.join("store");
-    let master = MasterProc::start(&root.join("m"), &store);
-    let node = start_fast_node(&root.join("n"), &store);
-    let client = client_with_deadline(&master, Duration::from_secs(30)).await;
+    let (_master, nodes, client) = start_cluster(dir.path(), 1, Duration::from_secs(30)).await;
+    let node = &nodes[0];
     client.put("kept", "x").await.unwrap();
     let baseline = rss_anon_bytes(node.pid());
     let started = Instant::now();
