@@ -26,6 +26,9 @@ pub struct ClusterProcess {
     pub rpc: String,
     pub admin: String,
     pub gossip: String,
+    /// The Redis protocol listener (nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp: Option<String>,
 }
 
 pub fn read(data_dir: &Path) -> anyhow::Result<ClusterFile> {
@@ -74,6 +77,7 @@ mod tests {
             rpc: format!("127.0.0.1:{port}"),
             admin: format!("127.0.0.1:{}", port + 1),
             gossip: format!("127.0.0.1:{}", port + 2),
+            resp: None,
         }
     }
 

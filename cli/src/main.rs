@@ -27,6 +27,7 @@ mod master_link;
 mod members_cmd;
 mod node_cmd;
 mod queue_cmd;
+mod resp_addr_cmd;
 mod settings;
 mod snapshot_cmd;
 mod status_cmd;
@@ -105,6 +106,8 @@ enum Command {
     Members(members_cmd::MembersArgs),
     /// Summarize the cluster: active master, members by state, ranges.
     Status(status_cmd::StatusArgs),
+    /// Print each node's Redis protocol (RESP) address of the local cluster.
+    RespAddr(resp_addr_cmd::RespAddrArgs),
     /// Work with snapshot files.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
             Command::Drain(args) => drain_cmd::run(&cli.settings, args).await,
             Command::Members(args) => members_cmd::run(&cli.settings, args).await,
             Command::Status(args) => status_cmd::run(&cli.settings, args).await,
+            Command::RespAddr(args) => resp_addr_cmd::run(&cli.settings, args),
             Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
             Command::Up(args) => up_cmd::run(&cli.settings, args).await,
             Command::Demo => demo_cmd::run().await,

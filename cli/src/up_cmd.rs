@@ -191,7 +191,14 @@ pub async fn run(settings: &SettingsArgs, args: UpArgs) -> anyhow::Result<()> {
         println!("  master {}  rpc {}  admin http://{}/v1/status", p.id, p.rpc, p.admin);
     }
     for p in &cluster.file.nodes {
-        println!("  node   {}  rpc {}  admin http://{}/v1/status", p.id, p.rpc, p.admin);
+        let resp = p.resp.as_deref().map(|r| format!("  resp (Redis protocol) {r}")).unwrap_or_default();
+        println!("  node   {}  rpc {}  admin http://{}/v1/status{resp}", p.id, p.rpc, p.admin);
+    }
+    if let Some(port) = cluster.file.nodes.iter().find_map(|p| p.resp.as_deref()?.rsplit(':').next()) {
+        println!(
+            "redis-cli: redis-cli -p {port} -a \"$(cat {})\" (any node's resp port)",
+            cluster.dir.join("cluster.token").display()
+        );
     }
     for p in &cluster.file.collectors {
         println!("  collector {}  rpc {}  admin http://{}/v1/status", p.id, p.rpc, p.admin);
@@ -331,6 +338,13 @@ impl Launcher {
     ) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
         let kind_word = kind.command();
         let mut args = self.common.clone();
+        if kind == ProcessKind::Node {
+            let resp = match listen {
+                Listen::Same(ClusterProcess { resp: Some(addr), .. }) => addr.as_str(),
+                _ => "127.0.0.1:0",
+            };
+            args.extend(["--set".into(), format!("node.resp_addr={resp}")]);
+        }
         let data = self.dir.join(format!("{kind_word}s")).join(name);
         args.extend(["--data".into(), data.display().to_string(), kind_word.into()]);
         let (rpc, admin, gossip) = match listen {
@@ -380,7 +394,7 @@ fn parse_ready(line: &str, pid: u32) -> Option<ClusterProcess> {
         |label: &str| words.iter().position(|w| *w == label).and_then(|i| words.get(i + 1)).map(|w| w.to_string());
     match (words.get(2), words.get(3), after("rpc"), after("admin"), after("gossip")) {
         (Some(id), Some(&"ready:"), Some(rpc), Some(admin), Some(gossip)) => {
-            Some(ClusterProcess { id: id.to_string(), pid, rpc, admin, gossip })
+            Some(ClusterProcess { id: id.to_string(), pid, rpc, admin, gossip, resp: after("resp") })
         }
         _ => None,
     }
@@ -786,6 +800,7 @@ mod tests {
             rpc: "127.0.0.1:1".into(),
             admin: "127.0.0.1:2".into(),
             gossip: "127.0.0.1:3".into(),
+            resp: None,
         };
         let (child, _) = launcher.launch(ProcessKind::Node, "n0", Listen::AnyPort, &[], &[]).unwrap();
         LocalCluster {
@@ -880,10 +895,12 @@ mod tests {
 
     #[test]
     fn ready_lines_of_every_kind_parse() {
-        let node = "ampstore node n-1 ready: rpc 127.0.0.1:1 epoch 3 admin 127.0.0.1:2 gossip 127.0.0.1:3";
+        let node =
+            "ampstore node n-1 ready: rpc 127.0.0.1:1 epoch 3 admin 127.0.0.1:2 gossip 127.0.0.1:3 resp 127.0.0.1:4";
         let p = parse_ready(node, 7).unwrap();
         assert_eq!((p.id.as_str(), p.pid, p.rpc.as_str(), p.admin.as_str()), ("n-1", 7, "127.0.0.1:1", "127.0.0.1:2"));
         assert_eq!(p.gossip, "127.0.0.1:3");
+        assert_eq!(p.resp.as_deref(), Some("127.0.0.1:4"));
         assert!(parse_ready("ampstore master m-1 ready: rpc 127.0.0.1:1 admin 127.0.0.1:2 gossip a:3", 1).is_some());
         assert!(parse_ready("ampstore node n-1 ready: rpc 127.0.0.1:1", 1).is_none(), "no admin or gossip");
         assert!(parse_ready("", 1).is_none());

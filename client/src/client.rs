@@ -52,6 +52,9 @@ pub struct ClientConfig {
     /// failing over to the next collector and then to the nodes directly. Empty: direct.
     /// [`Client::discover_collectors`] fills it from the cluster's gossip.
     pub collectors: Vec<String>,
+    /// A node this client runs inside (its RESP listener): requests routed to that node are
+    /// served in process, without a socket. `None` for every other client.
+    pub local: Option<ampstore_common::wire::local::Local>,
 }
 
 impl ClientConfig {
@@ -63,6 +66,7 @@ impl ClientConfig {
             call_deadline: Duration::from_secs(10),
             name: "ampstore-client".into(),
             collectors: Vec::new(),
+            local: None,
         }
     }
 }
@@ -766,14 +770,34 @@ impl Client {
     }
 
     pub(crate) async fn node_call(&self, addr: &str, op: Op, deadline: Instant) -> Result<Reply, Error> {
+        if let Some(local) = self.local_for(addr) {
+            return Self::local_call(local, op, deadline).await;
+        }
         let conn = self.conn(addr).await?;
         conn.call(op, Self::remaining(deadline)?).await
     }
 
     /// [`Client::node_call`] without taking `op` (a retry loop sends it again, uncopied).
     pub(crate) async fn node_call_ref(&self, addr: &str, op: &Op, deadline: Instant) -> Result<Reply, Error> {
+        if let Some(local) = self.local_for(addr) {
+            return Self::local_call(local, op.clone(), deadline).await;
+        }
         let conn = self.conn(addr).await?;
         conn.call_ref(op, Self::remaining(deadline)?).await
+    }
+
+    /// The in-process node, when `addr` is its address ([`ClientConfig::local`]).
+    fn local_for(&self, addr: &str) -> Option<&ampstore_common::wire::local::Local> {
+        self.inner.cfg.local.as_ref().filter(|l| l.0.rpc_addr() == addr)
+    }
+
+    async fn local_call(
+        local: &ampstore_common::wire::local::Local,
+        op: Op,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
+        let left = Self::remaining(deadline)?;
+        tokio::time::timeout(left, local.0.call(op)).await.unwrap_or(Err(Error::Timeout))
     }
 
     pub(crate) async fn conn(&self, addr: &str) -> Result<Arc<Connection>, Error> {

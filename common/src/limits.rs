@@ -280,3 +280,51 @@ pub const EXPIRY_SWEEP_ENTRIES_MAX: usize = 50_000;
 /// Expired keys a range deletes per sweep tick (ordinary deletes in its next log entry):
 /// 100,000 a second per range.
 pub const EXPIRY_DELETES_PER_SWEEP_MAX: usize = 10_000;
+
+/// Arguments in one RESP command (`resp::request`): an `MSET` of `TXN_OPS_MAX` pairs fits.
+/// More is a protocol error (Redis's own limit is 1024 * 1024; ours keeps one command's
+/// parse bounded).
+pub const RESP_ARGS_MAX: usize = 2 * TXN_OPS_MAX + 1;
+
+/// Bytes of one RESP bulk string: the largest value a key may hold. A longer one is refused
+/// when its length arrives, before any of it is buffered (Redis: `proto-max-bulk-len`).
+pub const RESP_BULK_BYTES_MAX: usize = VALUE_BYTES_MAX;
+
+/// Bytes of one RESP command with all its arguments (the largest frame the RPC takes).
+pub const RESP_COMMAND_BYTES_MAX: usize = FRAME_BYTES_MAX;
+
+/// Bytes of one inline command line (`PING\r\n` typed into telnet); Redis's limit too.
+pub const RESP_INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Open RESP connections per node; one more is answered `-ERR max number of clients
+/// reached` and closed (Redis's `maxclients` default).
+pub const RESP_CONNECTIONS_MAX: usize = 10_000;
+
+/// Commands of a pipeline parsed and served per round before their replies are written:
+/// a pipeline of any length is served in rounds of this many.
+pub const RESP_PIPELINE_ROUND_COMMANDS_MAX: usize = 1024;
+
+/// How long a RESP connection may take to accept its replies: a client that stops reading
+/// is closed after this, so it holds no more than one round of replies.
+pub const RESP_WRITE_STALL_MS: u64 = 30_000;
+
+/// Keys `KEYS` examines before it answers an error that names `SCAN` instead.
+pub const RESP_KEYS_EXAMINED_MAX: usize = 100_000;
+
+/// Elements of one list that `LRANGE`, `LLEN`, `LINDEX` and `RPUSH`'s reply read.
+pub const RESP_LIST_ELEMENTS_MAX: usize = 100_000;
+
+/// Commands queued in one `MULTI` (one Ampstore transaction holds `TXN_OPS_MAX` operations).
+pub const RESP_MULTI_COMMANDS_MAX: usize = TXN_OPS_MAX;
+
+/// Keys one connection may `WATCH` at once.
+pub const RESP_WATCHED_KEYS_MAX: usize = 1000;
+
+/// Attempts of a read-modify-write command (`APPEND`, `SETRANGE`, `RENAME`, `SET ... XX`)
+/// whose version check failed because another client wrote the key in between.
+pub const RESP_CAS_ATTEMPTS_MAX: u32 = 32;
+
+/// Reply bytes a RESP connection gathers before it writes them: a round of commands stops
+/// here and goes on after the write, so a pipeline of large `GET`s holds at most this much
+/// (plus one reply) for a client that reads slowly or not at all.
+pub const RESP_ROUND_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;

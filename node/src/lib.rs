@@ -27,6 +27,7 @@ mod admin;
 mod budget;
 mod directory;
 mod liveness;
+mod local;
 pub mod node;
 mod other_nodes;
 mod peers;

@@ -36,9 +36,30 @@ pub fn set_thread_upkeep(hook: fn()) {
     let _ = THREAD_UPKEEP.set(hook);
 }
 
+/// What a node tells the binary once it serves (`run_with`): enough to start the processes'
+/// own extras (the RESP listener) without this crate depending on the client.
+pub struct Serving {
+    pub node_id: String,
+    /// The RPC addresses of the masters gossip reports alive now.
+    pub masters: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// The node's service in process, for a client running inside it
+    /// (`ClientConfig::local`).
+    pub local: ampstore_common::wire::local::Local,
+}
+
 /// Runs a node until `shutdown` resolves, then releases its ranges and stops.
-/// Prints one line `ampstore node ID ready: rpc ADDR epoch N admin ADDR` to stdout once serving.
+/// Prints one line `ampstore node ID ready: rpc ADDR epoch N admin ADDR gossip ADDR` (and
+/// `resp ADDR` when `node.resp_addr` is set) to stdout once serving.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_with(cfg, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_serving` once the node serves.
+pub async fn run_with(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    on_serving: impl FnOnce(Serving),
+) -> Result<(), Error> {
     let node_id = identity::load_or_create(&cfg.data_dir)?;
     let backend = ampstore_server::open_backend(&cfg).await?;
     let (listener, rpc_addr) = rpc::bind(&cfg.node.rpc_addr).await?;
@@ -61,10 +82,27 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let gossip_addr = gossip.local_addr();
     let _ = shared.gossip.set(gossip);
     tracing::info!(%node_id, %rpc_addr, %admin_addr, %gossip_addr, epoch = reg.epoch.0, arbiters = arbiters_count, "node serving");
+    let resp = if cfg.node.resp_addr.is_empty() { String::new() } else { format!(" resp {}", cfg.node.resp_addr) };
     println!(
-        "ampstore node {node_id} ready: rpc {rpc_addr} epoch {} admin {admin_addr} gossip {gossip_addr}",
+        "ampstore node {node_id} ready: rpc {rpc_addr} epoch {} admin {admin_addr} gossip {gossip_addr}{resp}",
         reg.epoch.0
     );
+    let gossip_of = shared.clone();
+    on_serving(Serving {
+        node_id: node_id.to_string(),
+        local: ampstore_common::wire::local::Local(Arc::new(crate::local::InProcess(shared.clone()))),
+        masters: Arc::new(move || {
+            gossip_of
+                .gossip
+                .get()
+                .map(|g| g.members())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.role == Some(Role::Master) && m.state == ampstore_common::member::MemberState::Alive)
+                .filter_map(|m| m.rpc)
+                .collect()
+        }),
+    });
     let reporter = tokio::spawn(report_load(shared.clone()));
     let other_nodes = tokio::spawn(watch_other_nodes(shared.clone()));
 

@@ -321,6 +321,9 @@ pub struct NodeConfig {
     /// to the least loaded nodes; alone, a node gains nothing from it); 0: never.
     pub hot_split_writes_per_sec: u64,
     pub hot_split_ms: u64,
+    /// The Redis protocol (RESP2/RESP3) listener (`docs/redis.md`); port 0 picks a free one,
+    /// an empty string turns it off.
+    pub resp_addr: String,
 }
 
 impl Default for NodeConfig {
@@ -345,6 +348,7 @@ impl Default for NodeConfig {
             split_bytes: 16 * 1024 * 1024,
             hot_split_writes_per_sec: 5000,
             hot_split_ms: 10_000,
+            resp_addr: "127.0.0.1:7403".into(),
         }
     }
 }

@@ -133,6 +133,8 @@ impl NodeProc {
             "127.0.0.1:0",
         ]);
         cmd.arg("--set").arg(format!("backend.local.dir={}", store_dir.display()));
+        // Many nodes on one host: the RESP listener on a free port too.
+        cmd.arg("--set").arg("node.resp_addr=127.0.0.1:0");
         for kv in [
             format!("node.liveness_ms={LIVENESS_MS}"),
             format!("node.heartbeat_ms={HEARTBEAT_MS}"),

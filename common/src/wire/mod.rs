@@ -36,6 +36,7 @@ use crate::wire::protocol::{Op, Reply};
 pub mod connection;
 pub mod frame;
 pub mod hot;
+pub mod local;
 pub mod masters;
 pub mod pool;
 pub mod protocol;
