@@ -326,16 +326,29 @@ async fn a_node_killed_while_redis_py_writes_loses_no_acknowledged_write() {
     let cluster = Cluster::start(dir.path(), &["--nodes", "3", "--split-bytes", "65536"]).await;
     let out = dir.path().join("acked.txt");
     // redis-py writes through node 0 for 12 s, keys over the whole key space.
-    let mut writer = cluster
+    let writer = cluster
         .python(&["redis_py_writer.py", "12", out.to_str().unwrap()], "kill:")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    // Kill a node the writer is not connected to: its ranges fail over while writes go on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Kill a node the writer is not connected to but whose ranges it writes to: they fail
+    // over while the writes go on.
     let file = support::read_cluster_file(&cluster.data).unwrap();
-    let victim = support::pid_of(&file, "nodes", file["nodes"][1]["id"].as_str().unwrap());
+    let through = file["nodes"][0]["id"].as_str().unwrap().to_string();
+    let client = cluster.client().await;
+    let mut victim_id = None;
+    wait_until("a node other than the writer's owns a range", Duration::from_secs(8), async || {
+        let ranges = client.ranges().await.unwrap_or_default();
+        victim_id = ranges.iter().map(|r| r.node_id.to_string()).find(|n| *n != through);
+        victim_id.is_some()
+    })
+    .await;
+    let victim_id = victim_id.unwrap();
+    let owned = client.ranges().await.unwrap().iter().filter(|r| r.node_id.to_string() == victim_id).count();
+    println!("killing {victim_id}, which owns {owned} ranges");
+    let victim = support::pid_of(&file, "nodes", &victim_id);
     // SAFETY: signalling a process of this test's cluster.
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);

@@ -479,6 +479,7 @@ impl Client {
         let deadline = self.deadline();
         let mut pos = start;
         let mut removed = 0;
+        let mut backoff = BACKOFF_START;
         loop {
             let loc = self.route(&pos, deadline).await?;
             let piece_end = match (&loc.end, &end) {
@@ -488,7 +489,17 @@ impl Client {
             };
             let write = self.begin_write();
             let req = DeleteRange { start: pos.clone(), end: piece_end.clone(), write_id: Some(write.id) };
-            removed += DeleteRange::reply(self.keyed_until(&pos, req.into_op(), deadline).await?)?.removed;
+            match self.keyed_until(&pos, req.into_op(), deadline).await {
+                Ok(reply) => removed += DeleteRange::reply(reply)?.removed,
+                // The cached route was older than a split: the piece ran past the range.
+                // Route again (the piece shrinks to the range as it is now).
+                Err(e @ Error::KeyOutOfRange) => {
+                    self.forget_range(&loc);
+                    self.wait(&e, &mut backoff, deadline).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             drop(write);
             match (piece_end, &end) {
                 (Some(p), Some(e)) if &p < e => pos = p,

@@ -3,7 +3,7 @@
 //! A connection reads what has arrived, parses up to `RESP_PIPELINE_ROUND_COMMANDS_MAX`
 //! commands (a round), serves them in order and writes all their replies at once. In a round,
 //! a run of plain `GET`s is served as `get_many` calls (each range's keys in one request, the
-//! ranges at once), and a run of plain `SET`s on distinct keys of one range is sent at once
+//! ranges at once), and a run of plain `SET`s and `INCR`s on distinct keys of one range is sent at once
 //! (the range applies them in the order sent, and commits them in one log append); anything
 //! else runs one command at a time, so a connection's commands take effect in the order sent.
 //! A framing error is answered and closes the connection; a client that does not take its
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ampstore_common::Key;
 use ampstore_common::limits::{
     GET_MANY_KEYS_MAX, RESP_COMMAND_BYTES_MAX, RESP_CONNECTIONS_MAX, RESP_PIPELINE_ROUND_COMMANDS_MAX,
     RESP_ROUND_REPLY_BYTES_MAX, RESP_WRITE_STALL_MS,
@@ -23,9 +22,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::errors::from_error;
 use crate::exec::{Outcome, execute};
-use crate::reply::{OK, Reply};
+use crate::reply::Reply;
 use crate::request;
 use crate::session::{Access, Session};
 use crate::shared::Shared;
@@ -141,9 +139,22 @@ fn plain_get(session: &Session, cmd: &[Bytes]) -> bool {
     cmd.len() == 2 && session.multi.is_none() && session.access != Access::None && cmd[0].eq_ignore_ascii_case(b"GET")
 }
 
-/// A plain `SET key value` that may join a run.
-fn plain_set(session: &Session, cmd: &[Bytes]) -> bool {
-    cmd.len() == 3 && session.multi.is_none() && session.access != Access::None && cmd[0].eq_ignore_ascii_case(b"SET")
+/// A single-key write without options that may join a run: `SET key value`, `INCR key`,
+/// `DECR key`, `INCRBY key n`, `DECRBY key n`.
+fn plain_write(session: &Session, cmd: &[Bytes]) -> bool {
+    if session.multi.is_some() || session.access == Access::None {
+        return false;
+    }
+    let name = &cmd[0];
+    match cmd.len() {
+        2 => name.eq_ignore_ascii_case(b"INCR") || name.eq_ignore_ascii_case(b"DECR"),
+        3 => {
+            name.eq_ignore_ascii_case(b"SET")
+                || name.eq_ignore_ascii_case(b"INCRBY")
+                || name.eq_ignore_ascii_case(b"DECRBY")
+        }
+        _ => false,
+    }
 }
 
 /// Takes the next command off `round` if `pred` holds for it.
@@ -179,15 +190,15 @@ async fn serve_round(
             }
             continue;
         }
-        if plain_set(session, &cmd) && next_is(round, &|c| plain_set(session, c)) {
+        if plain_write(session, &cmd) && next_is(round, &|c| plain_write(session, c)) {
             let mut run = vec![cmd];
             while run.len() < GET_MANY_KEYS_MAX
-                && let Some(next) = next_if(round, |c| plain_set(session, c))
+                && let Some(next) = next_if(round, |c| plain_write(session, c))
             {
                 run.push(next);
             }
             shared.commands_total.fetch_add(run.len() as u64, Ordering::Relaxed);
-            for reply in set_run(shared, run).await {
+            for reply in write_run(shared, run).await {
                 reply.encode(session.proto, out);
             }
             continue;
@@ -203,19 +214,18 @@ async fn serve_round(
     false
 }
 
-/// A run of plain `SET`s: sent together when their keys are distinct and the route cache
-/// puts them in one range (the range keeps the order they were sent in); otherwise one
-/// after the other.
-async fn set_run(shared: &Shared, run: Vec<Vec<Bytes>>) -> Vec<Reply> {
-    let keys: Vec<Key> = run.iter().map(|c| strings::key(&c[1])).collect();
+/// A run of plain single-key writes: sent together when their keys are distinct and the
+/// route cache puts them in one range (the range applies them in the order they were sent,
+/// and commits them in one log append); otherwise one after the other.
+async fn write_run(shared: &Shared, run: Vec<Vec<Bytes>>) -> Vec<Reply> {
     let mut together = {
-        let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        keys.iter().all(|k| seen.insert(k.as_bytes()))
+        let mut seen = std::collections::HashSet::with_capacity(run.len());
+        run.iter().all(|c| seen.insert(&c[1][..]))
     };
     if together {
         let mut range = None;
-        for k in &keys {
-            match shared.client.locate_cached(k).await {
+        for cmd in &run {
+            match shared.client.locate_cached(&strings::key(&cmd[1])).await {
                 Ok(loc) if range.is_none() || range == Some(loc.range_id) => range = Some(loc.range_id),
                 _ => {
                     together = false;
@@ -224,19 +234,16 @@ async fn set_run(shared: &Shared, run: Vec<Vec<Bytes>>) -> Vec<Reply> {
             }
         }
     }
-    let put = |(k, cmd): (Key, Vec<Bytes>)| async move {
-        match shared.client.put(k, cmd[2].to_vec()).await {
-            Ok(_) => OK,
-            Err(e) => from_error(&e),
-        }
+    let write = |cmd: Vec<Bytes>| async move {
+        let name = crate::args::word(&cmd[0]);
+        if name == "SET" { strings::set(shared, &cmd).await } else { strings::incr(shared, &name, &cmd).await }
     };
-    let pairs = keys.into_iter().zip(run);
     if together {
-        futures_util::future::join_all(pairs.map(put)).await
+        futures_util::future::join_all(run.into_iter().map(write)).await
     } else {
-        let mut out = Vec::new();
-        for pair in pairs {
-            out.push(put(pair).await);
+        let mut out = Vec::with_capacity(run.len());
+        for cmd in run {
+            out.push(write(cmd).await);
         }
         out
     }

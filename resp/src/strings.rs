@@ -310,8 +310,16 @@ pub async fn mset(shared: &Shared, name: &str, args: &[Bytes]) -> Reply {
         return errors::arity(name);
     }
     let nx = name == "MSETNX";
+    // A key given twice takes its last value, as in Redis (a transaction writes a key once).
+    let mut last: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for (i, pair) in args[1..].chunks(2).enumerate() {
+        last.insert(&pair[0][..], i);
+    }
     let mut txn = Txn::new();
-    for pair in args[1..].chunks(2) {
+    for (i, pair) in args[1..].chunks(2).enumerate() {
+        if last.get(&pair[0][..]) != Some(&i) {
+            continue;
+        }
         if nx {
             txn = txn.require_absent(key(&pair[0]));
         }

@@ -138,6 +138,8 @@ def string_commands(r):
     eq(r.ttl(k("gx")), -1, "GETEX PERSIST removed the TTL")
     eq(r.getex(k("gx-missing"), ex=5), None, "GETEX missing")
     eq(r.mset({k("m1"): "a", k("m2"): "b", k("m3"): "c"}), True, "MSET")
+    check(r.execute_command("MSET", k("dup"), "1", k("dup"), "2") in (True, b"OK"), "MSET with a key twice")
+    eq(r.get(k("dup")), b"2", "MSET: the last value of a key given twice wins")
     eq(r.mget([k("m1"), k("m2"), k("nothing"), k("m3")]), [b"a", b"b", None, b"c"], "MGET")
     eq(r.msetnx({k("m1"): "x", k("m4"): "d"}), False, "MSETNX with an existing key")
     eq(r.exists(k("m4")), 0, "MSETNX wrote nothing")
