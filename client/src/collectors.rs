@@ -46,6 +46,12 @@ impl Client {
         self.inner.collectors.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The range holding `key` as the route cache has it, without asking anyone (`None`: not
+    /// cached).
+    pub fn cached_range_id(&self, key: &Key) -> Option<ampstore_common::RangeId> {
+        self.cached(key).map(|loc| loc.range_id)
+    }
+
     /// Where the range holding `key` is served (from the route cache when it can).
     pub async fn locate_cached(&self, key: &Key) -> Result<RangeLocation, Error> {
         Ok(RangeLocation::clone(&*self.route(key, self.deadline()).await?))

@@ -19,6 +19,7 @@ use ampstore_common::limits::{
     RESP_ROUND_REPLY_BYTES_MAX, RESP_WRITE_STALL_MS,
 };
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -223,23 +224,18 @@ async fn write_run(shared: &Shared, run: Vec<Vec<Bytes>>) -> Vec<Reply> {
         run.iter().all(|c| seen.insert(&c[1][..]))
     };
     if together {
-        let mut range = None;
-        for cmd in &run {
-            match shared.client.locate_cached(&strings::key(&cmd[1])).await {
-                Ok(loc) if range.is_none() || range == Some(loc.range_id) => range = Some(loc.range_id),
-                _ => {
-                    together = false;
-                    break;
-                }
-            }
-        }
+        // From the route cache only: a key not cached sends the run one at a time.
+        let first = shared.client.cached_range_id(&strings::key(&run[0][1]));
+        together = first.is_some() && run.iter().all(|c| shared.client.cached_range_id(&strings::key(&c[1])) == first);
     }
     let write = |cmd: Vec<Bytes>| async move {
         let name = crate::args::word(&cmd[0]);
         if name == "SET" { strings::set(shared, &cmd).await } else { strings::incr(shared, &name, &cmd).await }
     };
     if together {
-        futures_util::future::join_all(run.into_iter().map(write)).await
+        // Polled in order (each sends before the next is polled); only woken ones are polled
+        // again.
+        run.into_iter().map(write).collect::<futures_util::stream::FuturesOrdered<_>>().collect::<Vec<_>>().await
     } else {
         let mut out = Vec::with_capacity(run.len());
         for cmd in run {
