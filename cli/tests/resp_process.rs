@@ -204,6 +204,8 @@ async fn redis_py_and_redis_cli_run_every_command_against_any_node() {
     println!("{} ranges on {} nodes", ranges.len(), owners.len());
     assert!(ranges.len() >= 3, "the suite's keys should have split the key space: {ranges:?}");
     assert!(owners.len() >= 2, "ranges on one node only: {ranges:?}");
+    let (lo, hi) = (client.locate("!py:x").await.unwrap(), client.locate("~py:y").await.unwrap());
+    assert_ne!(lo.range_id, hi.range_id, "the suite's cross-range transactions were in one range");
 
     // redis-cli, as an operator types it (commands on stdin and as arguments).
     let port = cluster.resp[1].rsplit(':').next().unwrap().to_string();

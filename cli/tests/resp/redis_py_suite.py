@@ -343,6 +343,31 @@ def every_node_sees_every_key():
         eq(r.get(k("pipe:9999")), b"9999", f"node on port {port} reads the pipeline's keys")
 
 
+def cross_range_transactions(r):
+    """Run after the big pipeline split the key space: the first and last keys below are in
+    different ranges (the Rust test checks), so these transactions span ranges."""
+    lo, hi = ("!" + P + "x").encode(), ("~" + P + "y").encode()
+    eq(r.mset({lo: "1", hi: "1"}), True, "MSET across ranges")
+    p = r.pipeline(transaction=True)
+    p.incr(lo).incr(hi).mget([lo, hi])
+    eq(p.execute(), [2, 2, [b"2", b"2"]], "MULTI/EXEC across ranges")
+    other = conn(PORTS[-1])
+    with r.pipeline() as p:
+        p.watch(lo, hi)
+        p.multi()
+        p.set(lo, "mine")
+        p.set(hi, "mine")
+        other.set(hi, "theirs")
+        try:
+            p.execute()
+            check(False, "EXEC across ranges after a watched key changed did not abort")
+        except redis.exceptions.WatchError:
+            check(True, "")
+    eq(r.mget([lo, hi]), [b"2", b"theirs"], "the aborted cross-range transaction wrote nothing")
+    eq(r.rename(lo, hi), True, "RENAME across ranges")
+    eq(r.mget([lo, hi]), [None, b"2"], "RENAME across ranges moved the value")
+
+
 def main():
     r = conn()
     connection_commands(conn())
@@ -354,6 +379,7 @@ def main():
     big_pipeline(r)
     admin_commands()
     every_node_sees_every_key()
+    cross_range_transactions(r)
     print(f"ok: {checks} checks passed")
 
 
