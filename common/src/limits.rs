@@ -311,7 +311,7 @@ pub const RESP_WRITE_STALL_MS: u64 = 30_000;
 /// Keys `KEYS` examines before it answers an error that names `SCAN` instead.
 pub const RESP_KEYS_EXAMINED_MAX: usize = 100_000;
 
-/// Elements of one list that `LRANGE`, `LLEN`, `LINDEX` and `RPUSH`'s reply read.
+/// Elements of one list that `LRANGE` and `LINDEX` read (`LLEN` counts pages without keeping them).
 pub const RESP_LIST_ELEMENTS_MAX: usize = 100_000;
 
 /// Commands queued in one `MULTI` (one Ampstore transaction holds `TXN_OPS_MAX` operations).

@@ -1,12 +1,12 @@
 //! List commands over Ampstore's append-only lists: `RPUSH`, `RPUSHX`, `LRANGE`, `LLEN`,
 //! `LINDEX`. A list is read whole (up to `RESP_LIST_ELEMENTS_MAX` elements) to answer an
-//! index from its end. Commands that would change a list in place answer an error that says
+//! index from its end; `LLEN` and `RPUSH`'s reply count it page by page. Commands that would change a list in place answer an error that says
 //! why (`table::LIST_EDITS`).
 
-use ampstore_client::Client;
+use ampstore_client::{Client, Txn};
 use ampstore_common::Key;
 use ampstore_common::error::Error;
-use ampstore_common::limits::{LIST_KEY_BYTES_MAX, RESP_LIST_ELEMENTS_MAX};
+use ampstore_common::limits::{LIST_KEY_BYTES_MAX, RESP_CAS_ATTEMPTS_MAX, RESP_LIST_ELEMENTS_MAX, TXN_OPS_MAX};
 use bytes::Bytes;
 
 use crate::args::{self, key, substring_range};
@@ -48,15 +48,37 @@ async fn read_all(client: &Client, key: &Key) -> Result<Result<Vec<Vec<u8>>, Rep
     }
 }
 
-async fn length(client: &Client, key: &Key) -> Result<Result<i64, Reply>, Error> {
-    Ok(read_all(client, key).await?.map(|all| all.len() as i64))
+/// How many elements the list at `key` has: pages are counted, not kept, so any length is
+/// answered (an `RPUSH` that landed must never answer an error for its reply).
+async fn length(client: &Client, key: &Key) -> Result<i64, Error> {
+    if key.as_bytes().len() > LIST_KEY_BYTES_MAX {
+        return Ok(0);
+    }
+    let (mut count, mut after) = (0i64, None);
+    loop {
+        let page = client.list(key.clone(), after, PAGE_ELEMENTS).await?;
+        count += page.elements.len() as i64;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(count),
+        }
+    }
 }
 
 /// `RPUSH key element...` (and `RPUSHX`, only onto a list that has elements): appends in
-/// order, each push once even if retried; answers the list's length after.
+/// order and answers the list's length after. Several elements are one transaction of
+/// pushes, so they land together and in order, as in Redis (another client's pushes never
+/// fall between them); its push ids are taken again when other pushes overtook them.
+/// Each push is applied once even if retried.
 pub async fn rpush(shared: &Shared, name: &str, args: &[Bytes]) -> Reply {
     let client = &shared.client;
     let k = key(&args[1]);
+    let elements = &args[2..];
+    if elements.len() > TXN_OPS_MAX {
+        return Reply::err(format!(
+            "ERR {name} takes at most {TXN_OPS_MAX} elements at once (TXN_OPS_MAX): they are one transaction"
+        ));
+    }
     match client.get(k.clone()).await {
         Ok(Some(_)) => return Reply::err(WRONGTYPE),
         Ok(None) => {}
@@ -69,15 +91,28 @@ pub async fn rpush(shared: &Shared, name: &str, args: &[Bytes]) -> Reply {
             Err(e) => return from_error(&e),
         }
     }
-    for element in &args[2..] {
-        if let Err(e) = client.push(k.clone(), element.to_vec()).await {
-            return from_error(&e);
-        }
+    let pushed = match elements {
+        [one] => client.push(k.clone(), one.to_vec()).await.map(|_| ()),
+        _ => push_together(client, &k, elements).await,
+    };
+    if let Err(e) = pushed {
+        return from_error(&e);
     }
-    match length(client, &k).await {
-        Ok(Ok(n)) => Reply::Int(n),
-        Ok(Err(r)) => r,
-        Err(e) => from_error(&e),
+    length(client, &k).await.map_or_else(|e| from_error(&e), Reply::Int)
+}
+
+/// One transaction that appends `elements` in order, with fresh ids on each attempt.
+async fn push_together(client: &Client, k: &Key, elements: &[Bytes]) -> Result<(), Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let txn = elements.iter().fold(Txn::new(), |txn, e| txn.push(k.clone(), e.to_vec(), client.push_id()));
+        match client.commit(txn).await {
+            Ok(_) => return Ok(()),
+            // Another push landed after these ids were taken: take new ones.
+            Err(Error::Conflict { .. }) if attempt < RESP_CAS_ATTEMPTS_MAX => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -86,11 +121,7 @@ pub async fn llen(shared: &Shared, args: &[Bytes]) -> Reply {
     if let Some(r) = wrong_type(shared, &k).await {
         return r;
     }
-    match length(&shared.client, &k).await {
-        Ok(Ok(n)) => Reply::Int(n),
-        Ok(Err(r)) => r,
-        Err(e) => from_error(&e),
-    }
+    length(&shared.client, &k).await.map_or_else(|e| from_error(&e), Reply::Int)
 }
 
 /// A `WRONGTYPE` reply when `key` holds a string.

@@ -129,11 +129,16 @@ pub async fn get(shared: &Shared, args: &[Bytes]) -> Reply {
     let k = key(&args[1]);
     match shared.client.get(k.clone()).await {
         Ok(Some(v)) => Reply::Bulk(v.value),
-        Ok(None) => match lists::is_list(&shared.client, &k).await {
-            Ok(true) => Reply::err(WRONGTYPE),
-            _ => Reply::Nil,
-        },
+        Ok(None) => miss(shared, &k).await,
         Err(e) => from_error(&e),
+    }
+}
+
+/// `GET`'s answer for a key with no string: `WRONGTYPE` when it names a list, else nil.
+async fn miss(shared: &Shared, k: &Key) -> Reply {
+    match lists::is_list(&shared.client, k).await {
+        Ok(true) => Reply::err(WRONGTYPE),
+        _ => Reply::Nil,
     }
 }
 
@@ -147,10 +152,7 @@ pub async fn get_run(shared: &Shared, keys: Vec<Key>) -> Vec<Reply> {
                 for (k, v) in chunk.iter().zip(values) {
                     out.push(match v {
                         Some(v) => Reply::Bulk(v.value),
-                        None => match lists::is_list(&shared.client, k).await {
-                            Ok(true) => Reply::err(WRONGTYPE),
-                            _ => Reply::Nil,
-                        },
+                        None => miss(shared, k).await,
                     });
                 }
             }

@@ -278,6 +278,30 @@ def list_commands(r):
         raises(lambda: r.execute_command(cmd, k("l1"), "0", "x"), "append-only", f"{cmd} refused")
 
 
+def rpush_is_atomic():
+    """RPUSH of several elements is one step, as in Redis: two connections pushing blocks of
+    20 at once never interleave their blocks."""
+    import threading
+    name = k("atomic-list")
+
+    def pusher(tag):
+        c = conn()
+        for i in range(8):
+            c.rpush(name, *[f"{tag}{i}:{j}" for j in range(20)])
+
+    threads = [threading.Thread(target=pusher, args=(t,)) for t in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    items = [x.decode() for x in conn().lrange(name, 0, -1)]
+    eq(len(items), 320, "every pushed element is there")
+    for b in range(0, 320, 20):
+        block = items[b:b + 20]
+        tag = block[0].split(":")[0]
+        eq(block, [f"{tag}:{j}" for j in range(20)], f"block {b // 20} is one RPUSH, in order")
+
+
 def transactions(r):
     p = r.pipeline(transaction=True)
     p.set(k("t1"), "a").get(k("t1")).incr(k("tc")).incr(k("tc")).mget([k("t1"), k("tc")]).delete(k("t1")).exists(k("t1"))
@@ -375,6 +399,7 @@ def main():
     counter_commands(r)
     key_commands(r)
     list_commands(r)
+    rpush_is_atomic()
     transactions(r)
     big_pipeline(r)
     admin_commands()
