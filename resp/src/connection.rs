@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::args::{now_ms, text, word};
+use crate::args::{text, word};
 use crate::errors::{NOAUTH, SYNTAX, WRONGPASS};
 use crate::keys;
 use crate::reply::{OK, Reply};
@@ -217,12 +217,9 @@ pub fn config(args: &[Bytes]) -> Reply {
 }
 
 pub fn time() -> Reply {
-    let ms = now_ms();
-    let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_micros() % 1000);
-    Reply::Array(vec![
-        Reply::bulk((ms / 1000).to_string()),
-        Reply::bulk(((ms % 1000) * 1000 + i64::from(us)).to_string()),
-    ])
+    // One clock reading for both fields.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
 }
 
 /// The process's resident bytes (`/proc/self/statm`), 0 where that cannot be read.

@@ -67,6 +67,8 @@ def connection_commands(r):
     check("connected_clients" in r.info("clients"), "INFO clients")
     check(r.info("memory")["used_memory"] > 0, "INFO memory")
     check(isinstance(r.dbsize(), int), "DBSIZE")
+    secs, micros = r.time()
+    check(abs(secs - time.time()) < 5 and 0 <= micros < 1_000_000, f"TIME: {secs} {micros}")
     check(len(r.command()) > 40, "COMMAND")
     check(r.command_count() > 40, "COMMAND COUNT")
     raises(lambda: r.execute_command("NOSUCHCOMMAND", "a"), "unknown command 'NOSUCHCOMMAND'", "unknown command")
