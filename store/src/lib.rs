@@ -208,12 +208,23 @@ impl From<StoreError> for Error {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// An append under way (`CommitLog::start_append`).
+pub type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<()>> + Send + 'static>>;
+
 /// Per-range ordered log entries keyed `(range, seq)`; every slot is written at most once.
 #[async_trait]
 pub trait CommitLog: Send + Sync + 'static {
     /// Writes `entry` at `(range, seq)` if that slot is empty, else `SlotTaken`.
     /// Returns once the entry is durable.
     async fn append(&self, range: RangeId, seq: Seq, entry: &LogEntry) -> StoreResult<()>;
+
+    /// [`CommitLog::append`], started now: a store that queues appends (the store process's
+    /// client) has queued this one before it returns, so that a caller that goes on with
+    /// other work on its thread (a range applying its last batch) does not hold the append
+    /// back. The default starts the append when the future is first polled.
+    fn start_append(self: Arc<Self>, range: RangeId, seq: Seq, entry: LogEntry) -> AppendFuture {
+        Box::pin(async move { self.append(range, seq, &entry).await })
+    }
 
     /// Writes all slots or none (1 to `APPEND_ATOMIC_SLOTS_MAX` slots, at most
     /// `APPEND_ATOMIC_BYTES_MAX` payload bytes, no slot twice). `SlotsTaken` lists the slots

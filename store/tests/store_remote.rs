@@ -337,3 +337,42 @@ async fn append_requests_in_flight_stop_at_the_bound() {
         assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
     }
 }
+
+/// `start_append` queues the append before it returns, and the request goes out on the
+/// runtime the client was made in: the append lands while its future is never polled and
+/// the caller's own thread is busy (a range applying its last batch). With the default
+/// (start on first poll) nothing would be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_started_is_sent_before_its_future_is_polled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_on(dir.path(), "127.0.0.1:0", None).await;
+    let store = std::sync::Arc::new(RemoteStore::new(&s.addr, None));
+    store.check().await.unwrap();
+    let entry = ampstore_store::LogEntry {
+        kind: ampstore_store::EntryKind::Batch,
+        writer: ampstore_common::NodeId::new("n1").unwrap(),
+        epoch: ampstore_common::Epoch(1),
+        payload: bytes::Bytes::from_static(b"started"),
+    };
+    // Started from a thread outside the client's runtime, which then blocks (never polls).
+    let (started, store2, e2) = (std::sync::mpsc::channel(), store.clone(), entry.clone());
+    let blocked = std::thread::spawn(move || {
+        let fut = store2.start_append(RangeId(9), Seq(1), e2);
+        started.0.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(fut);
+    });
+    started.1.recv().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let reader = RemoteStore::new(&s.addr, None);
+    loop {
+        let found = reader.read(RangeId(9), Seq(1), 1).await.unwrap();
+        if let Some((seq, e)) = found.first() {
+            assert_eq!((*seq, e), (Seq(1), &entry));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the started append was not sent while its future sat unpolled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    blocked.join().unwrap();
+}

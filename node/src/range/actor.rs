@@ -62,6 +62,11 @@ pub(super) struct ReleaseMsg {
 #[rtype(result = "()")]
 pub(super) struct DropMsg;
 
+/// Apply the staged batch (`Effect::ApplyStaged`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ApplyStagedMsg;
+
 #[derive(Message)]
 #[rtype(result = "RangeStats")]
 pub(super) struct StatsMsg;
@@ -204,9 +209,12 @@ impl RangeActor {
             }
             Effect::Append { seq, entry, purpose } => {
                 let log = self.env.backend.log.clone();
+                // Queued with the store now, not when the actor next polls its futures: an
+                // `ApplyStaged` after this effect applies the last batch meanwhile.
+                let started = log.clone().start_append(range_id, seq, entry.clone());
                 ctx.spawn(
                     async move {
-                        let mut result = log.append(range_id, seq, &entry).await;
+                        let mut result = started.await;
                         if purpose == Purpose::Batch {
                             // Test hook: the append landed but its answer is lost.
                             if result.is_ok() {
@@ -294,6 +302,7 @@ impl RangeActor {
             Effect::Split(job) => self.env.host.split_ready(job),
             Effect::LearnNewOwner { seq } => self.learn_new_owner(seq),
             Effect::BatchApplied { writes, bytes } => self.env.count_batch(writes, bytes),
+            Effect::ApplyStaged => ctx.notify(ApplyStagedMsg),
             Effect::SetTimer { timer, after } => {
                 ctx.run_later(after, move |act, ctx| act.step(Input::Timer(timer), ctx));
             }
@@ -375,6 +384,14 @@ impl Handler<ReleaseMsg> for RangeActor {
 
     fn handle(&mut self, msg: ReleaseMsg, ctx: &mut Context<Self>) {
         self.step(Input::Release(msg.reply), ctx);
+    }
+}
+
+impl Handler<ApplyStagedMsg> for RangeActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ApplyStagedMsg, ctx: &mut Context<Self>) {
+        self.step(Input::ApplyStaged, ctx);
     }
 }
 

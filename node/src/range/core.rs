@@ -110,6 +110,13 @@ impl Condition {
     fn reads_the_entry(&self) -> bool {
         matches!(self, Condition::Expire { .. } | Condition::Persist | Condition::Add(_))
     }
+
+    /// Decided without the range's data (nothing, or only the owner's clock): such a write
+    /// may go in a batch made before the durable batch ahead of it is applied
+    /// (`RangeCore::stage_appended`).
+    fn needs_no_data(&self) -> bool {
+        matches!(self, Condition::None | Condition::ExpiresIn(_))
+    }
 }
 
 /// A write as submitted.
@@ -176,6 +183,10 @@ pub struct RangeCore<W> {
     next_seq: Seq,
     pending: VecDeque<Pending<W>>,
     in_flight: Option<InFlight<W>>,
+    /// A batch whose append is durable and which is not applied yet: the next batch may go
+    /// out first (`stage_appended`), then this one is applied (`apply_staged`) before the
+    /// range handles anything else.
+    staged: Option<InFlight<W>>,
     fenced: bool,
     dedup: Dedup<W>,
     batch_bytes_max: usize,
@@ -227,6 +238,7 @@ impl<W> RangeCore<W> {
             next_seq,
             pending: VecDeque::new(),
             in_flight: None,
+            staged: None,
             fenced: false,
             dedup: Dedup { done: WriteIdTable::default(), followers: HashMap::default(), pending: Default::default() },
             batch_bytes_max,
@@ -341,7 +353,18 @@ impl<W> RangeCore<W> {
         self.applied > self.checkpoint_seq
     }
     pub fn has_work(&self) -> bool {
-        self.in_flight.is_some() || !self.pending.is_empty() || !self.expired_due.is_empty()
+        self.in_flight.is_some() || self.staged.is_some() || !self.pending.is_empty() || !self.expired_due.is_empty()
+    }
+
+    /// A durable batch waits to be applied (`apply_staged`).
+    pub fn has_staged(&self) -> bool {
+        self.staged.is_some()
+    }
+
+    /// The next queued write is decided without the range's data, so a batch made before
+    /// the staged one is applied would start with it (`next_batch`).
+    pub fn next_write_needs_no_data(&self) -> bool {
+        self.pending.front().is_some_and(|p| p.write.condition.needs_no_data())
     }
     pub fn append_in_flight(&self) -> bool {
         self.in_flight.is_some()
@@ -450,8 +473,14 @@ impl<W> RangeCore<W> {
     /// When no append is in flight: takes the pending writes (up to the batch byte limit)
     /// into the next log entry, deciding conditions against the applied data plus the
     /// earlier writes of the same batch.
+    ///
+    /// With a staged batch (durable, not applied yet: `stage_appended`) the data is not
+    /// what the log says, so the batch takes only writes decided without it
+    /// (`Condition::needs_no_data`) and stops before the first other one, and the expiry
+    /// sweep's deletes wait (whether a key is still expired depends on the staged writes).
     pub fn next_batch(&mut self) -> BatchPlan<W> {
         let mut plan = BatchPlan { append: None, early: Vec::new() };
+        let before_apply = self.staged.is_some();
         if self.fenced
             || self.broken.is_some()
             || self.in_flight.is_some()
@@ -478,6 +507,9 @@ impl<W> RangeCore<W> {
             let push_id = matches!(p.write.write_id, Some(WriteKey::Push(_)));
             let size = LoggedWrite::encoded_bytes_max_of(&p.write.op, push_id);
             if !writes.is_empty() && bytes + size > bytes_max {
+                break;
+            }
+            if before_apply && !p.write.condition.needs_no_data() {
                 break;
             }
             let Some(mut p) = self.pending.pop_front() else { break };
@@ -537,7 +569,7 @@ impl<W> RangeCore<W> {
             writes.push(LoggedWrite::new(p.write.op, p.write.write_id));
             waiters.push(p.waiter);
         }
-        if !self.expired_due.is_empty() {
+        if !self.expired_due.is_empty() && !before_apply {
             self.add_expiry_deletes(&mut writes, seq, &mut bytes, bytes_max);
         }
         if writes.is_empty() {
@@ -726,6 +758,11 @@ impl<W> RangeCore<W> {
         self.in_flight.as_ref().map(|f| (f.seq, f.entry.clone()))
     }
 
+    /// The writes of the append in flight (0 without one).
+    pub fn in_flight_writes(&self) -> usize {
+        self.in_flight.as_ref().map_or(0, |f| f.writes.len())
+    }
+
     /// The payload bytes of the append in flight (0 without one).
     pub fn in_flight_payload_bytes(&self) -> usize {
         self.in_flight.as_ref().map_or(0, |f| f.entry.payload.len())
@@ -733,20 +770,49 @@ impl<W> RangeCore<W> {
 
     /// The append of `seq` is durable: apply it and answer its writers.
     pub fn on_appended(&mut self, seq: Seq) -> Vec<Outcome<W>> {
+        match self.stage_appended(seq) {
+            Ok(()) => self.apply_staged(),
+            Err(out) => out,
+        }
+    }
+
+    /// The append of `seq` is durable: the next slot opens now, and the batch waits,
+    /// staged, until `apply_staged` (which the range runs before it handles anything
+    /// else). In between, `next_batch` may send the next batch, made of writes decided
+    /// without the data, so that the store commits it while this one is applied. Nothing
+    /// is answered before it is applied, so no reader can miss an acknowledged write.
+    /// `Err` carries the answers when an invariant failed (the range is broken then).
+    pub fn stage_appended(&mut self, seq: Seq) -> Result<(), Vec<Outcome<W>>> {
         let Some(f) = self.in_flight.take() else {
             self.invariant(false, || format!("append of seq {seq} reported with no append in flight"));
-            return Vec::new();
+            return Err(Vec::new());
         };
-        let (in_flight, next) = (f.seq, self.next_seq);
-        if !self.invariant(in_flight == seq && seq == next, || {
-            format!("seq continuity: append of seq {seq} reported, {in_flight} in flight, next seq {next}")
+        let (in_flight, next, staged) = (f.seq, self.next_seq, self.staged.as_ref().map(|s| s.seq));
+        if !self.invariant(in_flight == seq && seq == next && staged.is_none(), || {
+            format!(
+                "seq continuity: append of seq {seq} reported, {in_flight} in flight, next seq {next}, staged {staged:?}"
+            )
         }) {
             // Nothing applied; whether the entry is in the log is not known here.
             let err = self.broken_error();
             let mut out = Vec::new();
             self.fail_writes(&f.writes, f.waiters, &err, &mut out);
-            return out;
+            return Err(out);
         }
+        match seq.checked_next() {
+            Ok(next) => self.next_seq = next,
+            Err(e) => {
+                self.invariant(false, || format!("no log slot after {seq}: {e}"));
+            }
+        }
+        self.staged = Some(f);
+        Ok(())
+    }
+
+    /// Applies the staged batch (if any) and answers its writers.
+    pub fn apply_staged(&mut self) -> Vec<Outcome<W>> {
+        let Some(f) = self.staged.take() else { return Vec::new() };
+        let seq = f.seq;
         let mut out = Vec::with_capacity(f.waiters.len());
         let payload_bytes = f.entry.payload.len() as u64;
         let mut waiters = f.waiters.into_iter();
@@ -764,7 +830,8 @@ impl<W> RangeCore<W> {
             }
         }
         self.log_bytes_total += payload_bytes;
-        self.advance_to(seq);
+        // The next slot opened when the batch was staged.
+        self.applied = seq;
         out
     }
 
@@ -971,7 +1038,9 @@ impl<W> RangeCore<W> {
                 self.range_id, self.next_seq
             )));
         }
-        if !self.invariant(self.in_flight.is_none() && self.pending.is_empty(), || "replay only while loading".into()) {
+        if !self.invariant(self.in_flight.is_none() && self.staged.is_none() && self.pending.is_empty(), || {
+            "replay only while loading".into()
+        }) {
             return Err(Error::internal("replay while serving"));
         }
         match entry.kind {
@@ -1037,7 +1106,9 @@ impl<W> RangeCore<W> {
         checks: &[TxnCheck],
         writes: &[TxnWrite],
     ) -> Result<Option<Seq>, Error> {
-        if !self.invariant(self.in_flight.is_none(), || "prepare with an append in flight".into()) {
+        if !self.invariant(self.in_flight.is_none() && self.staged.is_none(), || {
+            "prepare with an append in flight or a batch not applied".into()
+        }) {
             return Err(Error::internal("prepare with an append in flight"));
         }
         if let Some(h) = &self.txn_hold {
@@ -1106,7 +1177,7 @@ impl<W> RangeCore<W> {
     pub fn txn_commit(&mut self) -> Result<Vec<Version>, Error> {
         let Some(h) = self.txn_hold.take() else { return Ok(Vec::new()) };
         let Some(seq) = h.seq else { return Ok(Vec::new()) };
-        let (next, in_flight) = (self.next_seq, self.in_flight.is_some());
+        let (next, in_flight) = (self.next_seq, self.in_flight.is_some() || self.staged.is_some());
         if !self.invariant(seq == next && !in_flight, || {
             format!("reserved slot = next seq: transaction slot {seq}, next seq {next}, append in flight: {in_flight}")
         }) {
@@ -1188,7 +1259,7 @@ impl<W> RangeCore<W> {
     /// in flight and nothing pending (the driver refuses writes while splitting).
     pub fn split_entry(&mut self, plan: &SplitPlan) -> (Seq, LogEntry) {
         // Checked in release builds: a failure breaks the range, which stops after this step.
-        let idle = self.in_flight.is_none() && self.pending.is_empty();
+        let idle = self.in_flight.is_none() && self.staged.is_none() && self.pending.is_empty();
         self.invariant(idle, || "split entry with an append in flight or writes pending".into());
         let inside = self.range.contains(plan.split_key.as_bytes()) && plan.split_key != self.range.start;
         let range = self.range.clone();
@@ -1236,7 +1307,7 @@ impl<W> RangeCore<W> {
     /// append in flight and nothing pending (the driver refuses writes while merging).
     pub fn merge_entry(&mut self, plan: &MergePlan) -> (Seq, LogEntry) {
         // Checked in release builds: a failure breaks the range, which stops after this step.
-        let idle = self.in_flight.is_none() && self.pending.is_empty();
+        let idle = self.in_flight.is_none() && self.staged.is_none() && self.pending.is_empty();
         self.invariant(idle, || "merge entry with an append in flight or writes pending".into());
         let open = self.split.is_none() && self.merge_closed.is_none();
         self.invariant(open, || "merge entry on a log closed by a split or merge".into());

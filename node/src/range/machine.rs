@@ -180,6 +180,8 @@ pub enum Input<W, M> {
     SnapshotWritten(Result<Seq, Error>),
     OwnerCleared(ClearOutcome),
     Timer(Timer),
+    /// Apply the staged batch (see `Effect::ApplyStaged`); every input does that first.
+    ApplyStaged,
 }
 
 /// How the driver stops the range.
@@ -227,6 +229,11 @@ pub enum Effect<W, M> {
         after: Duration,
     },
     Stop(StopHow),
+    /// A durable batch is staged and the next one was sent (`RangeCore::stage_appended`):
+    /// the driver answers with `Input::ApplyStaged` once the `Append` effect before this
+    /// one has reached the store, so that the store commits the next batch while this one
+    /// is applied.
+    ApplyStaged,
 }
 
 /// The lifecycle phase: what the range does besides serving reads and batching writes.
@@ -337,6 +344,7 @@ impl<W, M> RangeMachine<W, M> {
     /// Admin `Split`: split now whatever the size; when busy (an append in flight, a
     /// transaction held), as soon as the range is free.
     pub fn split_now(&mut self, now: Instant, admission: Admission, out: &mut Vec<Effect<W, M>>) -> Result<(), Error> {
+        self.apply_staged(now, out);
         self.may_serve(admission)?;
         if self.core.split_key().is_none() {
             return Err(Error::invalid(format!("{} has no split key (one key, or one list)", self.core.range_id())));
@@ -349,6 +357,9 @@ impl<W, M> RangeMachine<W, M> {
     }
 
     pub fn handle(&mut self, input: Input<W, M>, now: Instant, admission: Admission, out: &mut Vec<Effect<W, M>>) {
+        // A durable batch is applied (and answered) before anything else is decided: every
+        // input sees the data as the log has it.
+        self.apply_staged(now, out);
         if self.is_stopped() {
             // The driver stops with the range; whatever still arrives learns it is gone.
             match input {
@@ -398,7 +409,36 @@ impl<W, M> RangeMachine<W, M> {
             Input::SnapshotWritten(result) => self.snapshot_written(result, now, out),
             Input::OwnerCleared(outcome) => self.owner_cleared(outcome, out),
             Input::Timer(timer) => self.timer(timer, now, admission, out),
+            // Applied above.
+            Input::ApplyStaged => {}
         }
+    }
+
+    /// Applies the staged batch, if any, and answers its writers; then starts a snapshot
+    /// when the log has grown enough (the rest of what follows an append waits for the
+    /// append in flight).
+    fn apply_staged(&mut self, now: Instant, out: &mut Vec<Effect<W, M>>) {
+        if !self.core.has_staged() {
+            return;
+        }
+        reply_all(self.core.apply_staged(), out);
+        if self.stop_if_broken(out) {
+            return;
+        }
+        if self.snapshots.running.is_none() && self.core.log_bytes_since_checkpoint() >= self.cfg.snapshot_log_bytes {
+            self.start_snapshot(now, out);
+        }
+    }
+
+    /// Whether the next batch may go out before the durable one is applied: the range only
+    /// serves and batches (no release, split, merge or transaction waits for the log to be
+    /// idle), and the next queued write is decided without the data.
+    fn may_send_before_apply(&self, now: Instant) -> bool {
+        matches!(self.phase, Phase::Serving)
+            && self.txns.waiting.is_empty()
+            && self.core.txn_held().is_none()
+            && !self.split_due(now)
+            && self.core.next_write_needs_no_data()
     }
 
     // ----- serving -----
@@ -486,6 +526,29 @@ impl<W, M> RangeMachine<W, M> {
             AppendResult::Ok | AppendResult::SlotTaken => {
                 self.append_failures = 0;
                 let bytes = self.core.in_flight_payload_bytes();
+                if self.may_send_before_apply(now) {
+                    let writes = self.core.in_flight_writes();
+                    if let Err(done) = self.core.stage_appended(seq) {
+                        reply_all(done, out);
+                        self.stop_if_broken(out);
+                        return;
+                    }
+                    out.push(Effect::BatchApplied { writes, bytes });
+                    let plan = self.core.next_batch();
+                    reply_all(plan.early, out);
+                    if let Some((seq, entry)) = plan.append {
+                        out.push(Effect::Append { seq, entry, purpose: Purpose::Batch });
+                        out.push(Effect::ApplyStaged);
+                        return;
+                    }
+                    // Nothing to send first: apply now and go on as below.
+                    reply_all(self.core.apply_staged(), out);
+                    if self.stop_if_broken(out) {
+                        return;
+                    }
+                    self.append_finished(now, out);
+                    return;
+                }
                 let done = self.core.on_appended(seq);
                 out.push(Effect::BatchApplied { writes: done.len(), bytes });
                 reply_all(done, out);

@@ -74,7 +74,17 @@ impl Harness {
         }
     }
 
+    /// One input, then (as the driver does) `ApplyStaged` when the step asked for it.
     fn step(&mut self, input: Input<u32, u32>) -> Vec<Fx> {
+        let mut out = self.step_raw(input);
+        if out.iter().any(|e| matches!(e, Effect::ApplyStaged)) {
+            out.extend(self.step_raw(Input::ApplyStaged));
+        }
+        out
+    }
+
+    /// One input and nothing else.
+    fn step_raw(&mut self, input: Input<u32, u32>) -> Vec<Fx> {
         let mut out = Vec::new();
         self.m.handle(input, self.now, self.admission, &mut out);
         out
@@ -580,4 +590,103 @@ fn writes_that_arrive_together_share_one_log_entry() {
     assert!(appends(&h.write("c", 3)).is_empty());
     let fx = h.appended(1, Purpose::Batch, AppendResult::Ok);
     assert_eq!(appends(&fx), [(2, Purpose::Batch)], "the two waiting writes go together next");
+}
+
+fn cond_put(key: &str, expected: Option<Version>) -> Write {
+    Write { condition: Condition::Version(expected), ..put(key) }
+}
+
+/// A durable batch is staged, the next batch of plain writes goes out before it is applied
+/// (so the store commits it meanwhile), and nothing of the staged batch is answered or
+/// visible to readers until it is applied; then the next batch's writes follow in order.
+#[test]
+fn the_next_batch_goes_out_before_the_durable_one_is_applied() {
+    let mut h = Harness::new();
+    assert_eq!(appends(&h.write("a", 1)), [(1, Purpose::Batch)]);
+    assert!(appends(&h.write("b", 2)).is_empty());
+    assert!(appends(&h.write("a", 3)).is_empty());
+    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(appends(&fx), [(2, Purpose::Batch)], "the next batch goes out at once");
+    assert!(matches!(fx.last(), Some(Effect::ApplyStaged)), "then the driver applies the staged batch: {}", fx.len());
+    assert!(replies(&fx).is_empty(), "nothing answered before it is applied");
+    assert_eq!(h.m.read(&Key::from("a")).unwrap(), None, "not visible before it is applied");
+    let fx = h.step_raw(Input::ApplyStaged);
+    assert_eq!(replies(&fx), [(1, written(1, 0))]);
+    assert_eq!(h.m.read(&Key::from("a")).unwrap().map(|v| v.version), Some(Version { seq: Seq(1), index: 0 }));
+    let fx = h.appended(2, Purpose::Batch, AppendResult::Ok);
+    assert_eq!(replies(&fx), [(2, written(2, 0)), (3, written(2, 1))]);
+    assert_eq!(h.m.read(&Key::from("a")).unwrap().map(|v| v.version), Some(Version { seq: Seq(2), index: 1 }));
+}
+
+/// Any input applies the staged batch before it is decided: here the next batch's append
+/// completes before the driver's `ApplyStaged` came, and a conditional write that arrives
+/// sees the staged write.
+#[test]
+fn every_input_applies_the_staged_batch_first() {
+    let mut h = Harness::new();
+    h.write("a", 1);
+    h.write("b", 2);
+    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(appends(&fx), [(2, Purpose::Batch)]);
+    // The conditional write is decided against seq 1 applied (it waits for seq 2's append).
+    let fx = h.step_raw(Input::Writes(vec![(cond_put("a", Some(Version { seq: Seq(1), index: 0 })), 3)]));
+    assert_eq!(replies(&fx), [(1, written(1, 0))], "the staged write is answered first");
+    let fx = h.step_raw(Input::Appended { seq: Seq(2), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(reply_to(&fx, 2), written(2, 0));
+    assert_eq!(appends(&fx), [(3, Purpose::Batch)], "the conditional write held: it goes next");
+    let fx = h.step(Input::Appended { seq: Seq(3), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(reply_to(&fx, 3), written(3, 0));
+    // Completed before `ApplyStaged`: the staged batch is applied (and answered) first.
+    h.write("c", 4);
+    h.write("d", 5);
+    let fx = h.step_raw(Input::Appended { seq: Seq(4), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(appends(&fx), [(5, Purpose::Batch)]);
+    let fx = h.step_raw(Input::Appended { seq: Seq(5), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(replies(&fx), [(4, written(4, 0)), (5, written(5, 0))], "in log order");
+    assert!(replies(&h.step_raw(Input::ApplyStaged)).is_empty(), "the late ApplyStaged finds nothing to do");
+}
+
+/// A write decided against the data (a version condition) is not batched before the
+/// durable batch ahead of it is applied: the batch is applied first, and the condition
+/// sees it.
+#[test]
+fn a_conditional_write_waits_for_the_durable_batch_to_be_applied() {
+    let mut h = Harness::new();
+    h.write("a", 1);
+    let v1 = Some(Version { seq: Seq(1), index: 0 });
+    assert!(appends(&h.step(Input::Writes(vec![(cond_put("a", v1), 2)]))).is_empty());
+    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert!(!fx.iter().any(|e| matches!(e, Effect::ApplyStaged)), "nothing staged");
+    assert_eq!(reply_to(&fx, 1), written(1, 0));
+    assert_eq!(appends(&fx), [(2, Purpose::Batch)], "the condition held against the applied write");
+    let fx = h.appended(2, Purpose::Batch, AppendResult::Ok);
+    assert_eq!(reply_to(&fx, 2), written(2, 0));
+    // Plain writes first, then a conditional one: the plain ones go before the apply, the
+    // conditional one waits for the batch after.
+    h.write("x", 3);
+    h.write("y", 4);
+    let v2 = Some(Version { seq: Seq(2), index: 0 });
+    h.step(Input::Writes(vec![(cond_put("a", v2), 5)]));
+    let fx = h.step_raw(Input::Appended { seq: Seq(3), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert_eq!(appends(&fx), [(4, Purpose::Batch)]);
+    h.step_raw(Input::ApplyStaged);
+    let fx = h.appended(4, Purpose::Batch, AppendResult::Ok);
+    assert_eq!(replies(&fx)[0], (4, written(4, 0)));
+    assert_eq!(appends(&fx), [(5, Purpose::Batch)]);
+    let fx = h.appended(5, Purpose::Batch, AppendResult::Ok);
+    assert_eq!(reply_to(&fx, 5), written(5, 0));
+}
+
+/// A range that must split, release or run a transaction after this append does not send
+/// a batch ahead: those need the log idle.
+#[test]
+fn nothing_goes_ahead_of_a_waiting_transaction() {
+    let mut h = Harness::new();
+    h.write("a", 1);
+    h.step(Input::Prepare(prepare(1, "t", true), 2));
+    h.write("b", 3);
+    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    assert!(!fx.iter().any(|e| matches!(e, Effect::ApplyStaged)));
+    assert_eq!(reply_to(&fx, 1), written(1, 0));
+    assert_eq!(appends(&fx), [(2, Purpose::Txn)], "the waiting transaction goes first");
 }

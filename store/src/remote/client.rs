@@ -48,6 +48,8 @@ struct Inner {
     permits: Semaphore,
     deadline: Duration,
     appends: Mutex<AppendQueue>,
+    /// Where the append senders run: the runtime the client was made in, when there was one.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One append waiting for its `AppendEach`.
@@ -204,6 +206,7 @@ impl RemoteStore {
                 permits: Semaphore::new(STORE_CLIENT_CONNECTIONS_MAX),
                 deadline,
                 appends: Mutex::new(AppendQueue::default()),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -262,19 +265,34 @@ impl RemoteStore {
     /// Queues one append and waits for its outcome; starts a sender when fewer than
     /// `STORE_APPEND_EACH_IN_FLIGHT_MAX` are out.
     async fn append_queued(&self, slot: AppendSlot) -> StoreResult<()> {
+        self.queue_append(slot).await
+    }
+
+    /// Queues one append now (and starts a sender when fewer than
+    /// `STORE_APPEND_EACH_IN_FLIGHT_MAX` are out); the future waits for its outcome.
+    fn queue_append(&self, slot: AppendSlot) -> impl std::future::Future<Output = StoreResult<()>> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
         let start = self.inner.appends.lock().unwrap_or_else(|p| p.into_inner()).push(QueuedAppend { slot, reply });
         if start {
             // A task of its own: the caller may be dropped (its range stopped) while the
             // request is out, and the other appends of the batch still need their answers.
             // The guard goes with the task: a task dropped before it ever ran still counts
-            // its sender out.
+            // its sender out. It runs on the runtime the client was made in (a node's
+            // multi-thread runtime), not on the caller's: a range's actor thread goes on
+            // applying its last batch while the request goes out.
             let sending = Sending { inner: self.inner.clone(), counted_out: false };
-            tokio::spawn(self.clone().send_appends(sending));
+            let task = self.clone().send_appends(sending);
+            match &self.inner.runtime {
+                Some(rt) => drop(rt.spawn(task)),
+                None => drop(tokio::spawn(task)),
+            }
         }
-        outcome.await.map_err(|_| {
-            StoreError::Unavailable(format!("the append to the store at {} was dropped", self.inner.addr))
-        })?
+        let addr = self.inner.addr.clone();
+        async move {
+            outcome
+                .await
+                .map_err(|_| StoreError::Unavailable(format!("the append to the store at {addr} was dropped")))?
+        }
     }
 
     /// Sends the waiting appends, answers them, and goes on while more wait.
@@ -318,6 +336,13 @@ impl CommitLog for RemoteStore {
     async fn append(&self, range: RangeId, seq: Seq, entry: &LogEntry) -> StoreResult<()> {
         validate::slot(range, seq, entry)?;
         self.append_queued(AppendSlot { range, seq, entry: entry.clone() }).await
+    }
+
+    fn start_append(self: Arc<Self>, range: RangeId, seq: Seq, entry: LogEntry) -> crate::AppendFuture {
+        if let Err(e) = validate::slot(range, seq, &entry) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        Box::pin(self.queue_append(AppendSlot { range, seq, entry }))
     }
 
     async fn append_atomic(&self, slots: &[AppendSlot]) -> StoreResult<()> {

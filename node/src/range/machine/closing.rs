@@ -19,10 +19,15 @@ impl<W, M> RangeMachine<W, M> {
 
     /// Over the split size, or hot for long enough, or asked for, with nothing else going on.
     pub(super) fn should_split(&self, now: Instant) -> bool {
+        self.split_due(now) && self.may_split()
+    }
+
+    /// The range is big or hot enough to split, or a split was asked for.
+    pub(super) fn split_due(&self, now: Instant) -> bool {
         let big = self.cfg.split_bytes > 0 && self.core.data_bytes() > self.cfg.split_bytes;
         let hot_for = Duration::from_millis(self.cfg.hot_split_ms);
         let hot = self.heat.hot_since.is_some_and(|t| now.saturating_duration_since(t) >= hot_for);
-        (big || hot || self.heat.split_requested) && self.may_split()
+        big || hot || self.heat.split_requested
     }
 
     /// Nothing else going on that a split would disturb.
