@@ -768,7 +768,9 @@ impl<W> RangeCore<W> {
         self.in_flight.as_ref().map_or(0, |f| f.entry.payload.len())
     }
 
-    /// The append of `seq` is durable: apply it and answer its writers.
+    /// The append of `seq` is durable: apply it and answer its writers (the machine
+    /// stages and applies in two steps; the core's tests in one).
+    #[cfg(test)]
     pub fn on_appended(&mut self, seq: Seq) -> Vec<Outcome<W>> {
         match self.stage_appended(seq) {
             Ok(()) => self.apply_staged(),

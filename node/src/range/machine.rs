@@ -525,15 +525,15 @@ impl<W, M> RangeMachine<W, M> {
         match result {
             AppendResult::Ok | AppendResult::SlotTaken => {
                 self.append_failures = 0;
-                let bytes = self.core.in_flight_payload_bytes();
-                if self.may_send_before_apply(now) {
-                    let writes = self.core.in_flight_writes();
-                    if let Err(done) = self.core.stage_appended(seq) {
-                        reply_all(done, out);
-                        self.stop_if_broken(out);
-                        return;
-                    }
-                    out.push(Effect::BatchApplied { writes, bytes });
+                let (writes, bytes) = (self.core.in_flight_writes(), self.core.in_flight_payload_bytes());
+                let send_first = self.may_send_before_apply(now);
+                if let Err(done) = self.core.stage_appended(seq) {
+                    reply_all(done, out);
+                    self.stop_if_broken(out);
+                    return;
+                }
+                out.push(Effect::BatchApplied { writes, bytes });
+                if send_first {
                     let plan = self.core.next_batch();
                     reply_all(plan.early, out);
                     if let Some((seq, entry)) = plan.append {
@@ -541,17 +541,8 @@ impl<W, M> RangeMachine<W, M> {
                         out.push(Effect::ApplyStaged);
                         return;
                     }
-                    // Nothing to send first: apply now and go on as below.
-                    reply_all(self.core.apply_staged(), out);
-                    if self.stop_if_broken(out) {
-                        return;
-                    }
-                    self.append_finished(now, out);
-                    return;
                 }
-                let done = self.core.on_appended(seq);
-                out.push(Effect::BatchApplied { writes: done.len(), bytes });
-                reply_all(done, out);
+                reply_all(self.core.apply_staged(), out);
                 if self.stop_if_broken(out) {
                     return;
                 }

@@ -99,6 +99,11 @@ impl Harness {
         self.step(Input::Writes(vec![(put(key), w)]))
     }
 
+    /// Completes the batch append at `seq` and nothing else (no `ApplyStaged` after it).
+    fn appended_raw(&mut self, seq: u64) -> Vec<Fx> {
+        self.step_raw(Input::Appended { seq: Seq(seq), purpose: Purpose::Batch, result: AppendResult::Ok })
+    }
+
     /// Completes the append at `seq` as the store answers it.
     fn appended(&mut self, seq: u64, purpose: Purpose, result: AppendResult) -> Vec<Fx> {
         self.step(Input::Appended { seq: Seq(seq), purpose, result })
@@ -605,7 +610,7 @@ fn the_next_batch_goes_out_before_the_durable_one_is_applied() {
     assert_eq!(appends(&h.write("a", 1)), [(1, Purpose::Batch)]);
     assert!(appends(&h.write("b", 2)).is_empty());
     assert!(appends(&h.write("a", 3)).is_empty());
-    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(1);
     assert_eq!(appends(&fx), [(2, Purpose::Batch)], "the next batch goes out at once");
     assert!(matches!(fx.last(), Some(Effect::ApplyStaged)), "then the driver applies the staged batch: {}", fx.len());
     assert!(replies(&fx).is_empty(), "nothing answered before it is applied");
@@ -626,22 +631,22 @@ fn every_input_applies_the_staged_batch_first() {
     let mut h = Harness::new();
     h.write("a", 1);
     h.write("b", 2);
-    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(1);
     assert_eq!(appends(&fx), [(2, Purpose::Batch)]);
     // The conditional write is decided against seq 1 applied (it waits for seq 2's append).
     let fx = h.step_raw(Input::Writes(vec![(cond_put("a", Some(Version { seq: Seq(1), index: 0 })), 3)]));
     assert_eq!(replies(&fx), [(1, written(1, 0))], "the staged write is answered first");
-    let fx = h.step_raw(Input::Appended { seq: Seq(2), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(2);
     assert_eq!(reply_to(&fx, 2), written(2, 0));
     assert_eq!(appends(&fx), [(3, Purpose::Batch)], "the conditional write held: it goes next");
-    let fx = h.step(Input::Appended { seq: Seq(3), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended(3, Purpose::Batch, AppendResult::Ok);
     assert_eq!(reply_to(&fx, 3), written(3, 0));
     // Completed before `ApplyStaged`: the staged batch is applied (and answered) first.
     h.write("c", 4);
     h.write("d", 5);
-    let fx = h.step_raw(Input::Appended { seq: Seq(4), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(4);
     assert_eq!(appends(&fx), [(5, Purpose::Batch)]);
-    let fx = h.step_raw(Input::Appended { seq: Seq(5), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(5);
     assert_eq!(replies(&fx), [(4, written(4, 0)), (5, written(5, 0))], "in log order");
     assert!(replies(&h.step_raw(Input::ApplyStaged)).is_empty(), "the late ApplyStaged finds nothing to do");
 }
@@ -655,7 +660,7 @@ fn a_conditional_write_waits_for_the_durable_batch_to_be_applied() {
     h.write("a", 1);
     let v1 = Some(Version { seq: Seq(1), index: 0 });
     assert!(appends(&h.step(Input::Writes(vec![(cond_put("a", v1), 2)]))).is_empty());
-    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(1);
     assert!(!fx.iter().any(|e| matches!(e, Effect::ApplyStaged)), "nothing staged");
     assert_eq!(reply_to(&fx, 1), written(1, 0));
     assert_eq!(appends(&fx), [(2, Purpose::Batch)], "the condition held against the applied write");
@@ -667,7 +672,7 @@ fn a_conditional_write_waits_for_the_durable_batch_to_be_applied() {
     h.write("y", 4);
     let v2 = Some(Version { seq: Seq(2), index: 0 });
     h.step(Input::Writes(vec![(cond_put("a", v2), 5)]));
-    let fx = h.step_raw(Input::Appended { seq: Seq(3), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(3);
     assert_eq!(appends(&fx), [(4, Purpose::Batch)]);
     h.step_raw(Input::ApplyStaged);
     let fx = h.appended(4, Purpose::Batch, AppendResult::Ok);
@@ -685,8 +690,23 @@ fn nothing_goes_ahead_of_a_waiting_transaction() {
     h.write("a", 1);
     h.step(Input::Prepare(prepare(1, "t", true), 2));
     h.write("b", 3);
-    let fx = h.step_raw(Input::Appended { seq: Seq(1), purpose: Purpose::Batch, result: AppendResult::Ok });
+    let fx = h.appended_raw(1);
     assert!(!fx.iter().any(|e| matches!(e, Effect::ApplyStaged)));
     assert_eq!(reply_to(&fx, 1), written(1, 0));
     assert_eq!(appends(&fx), [(2, Purpose::Txn)], "the waiting transaction goes first");
+}
+
+/// Nor ahead of a split that is due: the split entry needs the log idle.
+#[test]
+fn nothing_goes_ahead_of_a_due_split() {
+    let mut h = Harness::new();
+    commit(&mut h, &["a", "m"], 1);
+    assert_eq!(appends(&h.write("b", 3)), [(3, Purpose::Batch)]);
+    h.write("c", 4);
+    h.m.split_now(h.now, h.admission, &mut Vec::new()).unwrap();
+    let fx = h.appended_raw(3);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::ApplyStaged)));
+    assert_eq!(reply_to(&fx, 3), written(3, 0));
+    assert_eq!(appends(&fx), [(4, Purpose::Split)], "the split goes, not a batch ahead of it");
+    assert!(matches!(reply_to(&fx, 4), Err(Error::RangeLoading { .. })), "the queued write retries on a child");
 }

@@ -262,12 +262,6 @@ impl RemoteStore {
 }
 
 impl RemoteStore {
-    /// Queues one append and waits for its outcome; starts a sender when fewer than
-    /// `STORE_APPEND_EACH_IN_FLIGHT_MAX` are out.
-    async fn append_queued(&self, slot: AppendSlot) -> StoreResult<()> {
-        self.queue_append(slot).await
-    }
-
     /// Queues one append now (and starts a sender when fewer than
     /// `STORE_APPEND_EACH_IN_FLIGHT_MAX` are out); the future waits for its outcome.
     fn queue_append(&self, slot: AppendSlot) -> impl std::future::Future<Output = StoreResult<()>> + Send + 'static {
@@ -335,7 +329,7 @@ fn unexpected(what: &str, reply: StoreReply) -> StoreError {
 impl CommitLog for RemoteStore {
     async fn append(&self, range: RangeId, seq: Seq, entry: &LogEntry) -> StoreResult<()> {
         validate::slot(range, seq, entry)?;
-        self.append_queued(AppendSlot { range, seq, entry: entry.clone() }).await
+        self.queue_append(AppendSlot { range, seq, entry: entry.clone() }).await
     }
 
     fn start_append(self: Arc<Self>, range: RangeId, seq: Seq, entry: LogEntry) -> crate::AppendFuture {
