@@ -9,10 +9,11 @@
 //! was 72 bytes (a `Vec` key, a `Bytes` value, the version) and each entry had two more
 //! allocations (key and value): 271 bytes requested per 16-byte key with a 100-byte value
 //! (`tests`), 914 resident bytes per key with the write-id table after loading 1M keys
-//! (`docs/benchmarks.md`, "Memory per key"). Now a slot is 8 bytes, and such a key is one
-//! 160-byte allocator block: 170 bytes requested per key.
+//! (`docs/benchmarks.md`, "Memory per key"). Then a slot of 8 bytes (the pointer alone):
+//! 170 bytes requested per key, each one a 160-byte allocator block. Now a slot is 24
+//! bytes (the pointer and a key prefix, below): 203 bytes requested per key.
 //!
-//! The map is an `imbl::OrdSet<Entry>` (an `OrdMap<Entry, ()>` inside): its `insert`
+//! The map is an `imbl::OrdSet<Slot>` (an `OrdMap<Slot, ()>` inside): its `insert`
 //! returns the entry it replaced (the range needs its size for its byte count) in the same
 //! descent, where `OrdMap::insert` returns only the old `()` and needs a lookup first (that
 //! lookup and the write-id table's like one measured about 1,500 node instructions per
@@ -21,6 +22,14 @@
 //! Sharing the entry (a reference count, not a copy) matters twice: a write while a
 //! snapshot's clone is alive copies the path's nodes, and those copies only bump counts;
 //! and the B-tree's separator keys in branch nodes are clones of entries.
+//!
+//! Each slot also holds the key's first 16 bytes ([`Slot`]). A slot holding only the pointer
+//! made every comparison of an insert's binary search read a random entry to find its key:
+//! about 24 % of the node's CPU samples under durable puts (`perf`, `docs/benchmarks.md`,
+//! "Keys beside the pointers"), most of it cache misses. With the prefix beside the pointer,
+//! the descent compares slots in place and reads an entry only where two keys share their
+//! first 16 bytes (at the end of a search that finds its key: one entry, not one a probe).
+//! A slot is 24 bytes instead of 8.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -174,11 +183,125 @@ impl Borrow<[u8]> for Entry {
     }
 }
 
+/// The bytes of a slot's key prefix: keys up to this long compare without reading their
+/// entry.
+const SLOT_PREFIX_BYTES: usize = 16;
+
+/// One slot of the map: an entry and its key's first [`SLOT_PREFIX_BYTES`] bytes, as two
+/// big-endian words (zero-padded), so that most comparisons read no entry. Ordered by
+/// `(prefix, key)`, which is the key's own order: two keys that differ within their first 16
+/// bytes differ at the same place in their prefixes (a key shorter than 16 bytes is padded
+/// with zeroes, so it is never above a longer key it starts); keys with equal prefixes are
+/// compared whole. Two words rather than a `u128`, whose 16-byte alignment would make the
+/// slot 32 bytes.
+#[derive(Clone)]
+struct Slot {
+    prefix: [u64; 2],
+    entry: Entry,
+}
+
+impl Slot {
+    fn new(entry: Entry) -> Slot {
+        Slot { prefix: key_prefix(entry.key()), entry }
+    }
+}
+
+/// The first [`SLOT_PREFIX_BYTES`] bytes of `key` (zero-padded) as two big-endian words.
+fn key_prefix(key: &[u8]) -> [u64; 2] {
+    let mut bytes = [0u8; SLOT_PREFIX_BYTES];
+    let n = key.len().min(SLOT_PREFIX_BYTES);
+    bytes[..n].copy_from_slice(&key[..n]);
+    let (high, low) = bytes.split_at(8);
+    [u64::from_be_bytes(high.try_into().unwrap_or_default()), u64::from_be_bytes(low.try_into().unwrap_or_default())]
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && self.entry.key() == other.entry.key()
+    }
+}
+impl Eq for Slot {}
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Slot {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| self.entry.key().cmp(other.entry.key()))
+    }
+}
+impl Borrow<[u8]> for Slot {
+    fn borrow(&self) -> &[u8] {
+        self.entry.key()
+    }
+}
+
+/// What a lookup compares slots with: a slot, or a [`Probe`] for a key (so that a get or a
+/// remove by key also compares prefixes in place; searching by `&[u8]` would read an entry
+/// at every step). Ordered as [`Slot`] is.
+trait SlotKey {
+    fn prefix(&self) -> [u64; 2];
+    fn key(&self) -> &[u8];
+}
+
+impl SlotKey for Slot {
+    fn prefix(&self) -> [u64; 2] {
+        self.prefix
+    }
+    fn key(&self) -> &[u8] {
+        self.entry.key()
+    }
+}
+
+/// A key to look up, with its prefix computed once.
+struct Probe<'a> {
+    prefix: [u64; 2],
+    key: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    fn new(key: &'a [u8]) -> Probe<'a> {
+        Probe { prefix: key_prefix(key), key }
+    }
+}
+
+impl SlotKey for Probe<'_> {
+    fn prefix(&self) -> [u64; 2] {
+        self.prefix
+    }
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+}
+
+impl<'a> Borrow<dyn SlotKey + 'a> for Slot {
+    fn borrow(&self) -> &(dyn SlotKey + 'a) {
+        self
+    }
+}
+impl PartialEq for dyn SlotKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix() == other.prefix() && self.key() == other.key()
+    }
+}
+impl Eq for dyn SlotKey + '_ {}
+impl PartialOrd for dyn SlotKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for dyn SlotKey + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.prefix().cmp(&other.prefix()).then_with(|| self.key().cmp(other.key()))
+    }
+}
+
 /// A range's data: the entries in key order. `Clone` is O(1) (a persistent B-tree); the
 /// clone and the original then share nodes and entries until either changes.
 #[derive(Clone, Default)]
 pub struct Memtable {
-    map: OrdSet<Entry>,
+    map: OrdSet<Slot>,
     /// How many entries carry an expiry: the expiry sweep runs only while some do.
     expiring: usize,
 }
@@ -199,7 +322,8 @@ impl Memtable {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(key)
+        let probe = Probe::new(key);
+        self.map.get(&probe as &dyn SlotKey).map(|s| &s.entry)
     }
 
     /// Sets `key` to `value` at `version`; the entry it replaced, if any.
@@ -211,14 +335,15 @@ impl Memtable {
     /// Inserts `entry`, replacing the one with its key; the replaced one, if any.
     pub fn insert(&mut self, entry: Entry) -> Option<Entry> {
         let expiring = entry.expires_at_ms().is_some();
-        let old = self.map.insert(entry);
+        let old = self.map.insert(Slot::new(entry)).map(|s| s.entry);
         self.expiring = self.expiring + usize::from(expiring)
             - usize::from(old.as_ref().is_some_and(|o| o.expires_at_ms().is_some()));
         old
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let old = self.map.remove(key);
+        let probe = Probe::new(key);
+        let old = self.map.remove(&probe as &dyn SlotKey).map(|s| s.entry);
         self.expiring -= usize::from(old.as_ref().is_some_and(|o| o.expires_at_ms().is_some()));
         old
     }
@@ -230,7 +355,7 @@ impl Memtable {
 
     /// The entry at `key` unless it expired at `now_ms`.
     pub fn get_live(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.map.get(key).filter(|e| !e.expired_at(now_ms))
+        self.get(key).filter(|e| !e.expired_at(now_ms))
     }
 
     /// Part of the expiry sweep: looks at up to `examine_max` entries from `from` (the key
@@ -246,7 +371,7 @@ impl Memtable {
     ) -> (Vec<Key>, Option<Vec<u8>>) {
         let lower = from.map_or(Bound::Unbounded, Bound::Included);
         let mut found = Vec::new();
-        for (examined, e) in self.map.range::<_, [u8]>((lower, Bound::Unbounded)).enumerate() {
+        for (examined, e) in self.range(lower, Bound::Unbounded).enumerate() {
             if examined >= examine_max || found.len() >= found_max {
                 return (found, Some(e.key().to_vec()));
             }
@@ -259,7 +384,7 @@ impl Memtable {
 
     /// Every entry, in key order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Entry> + '_ {
-        self.map.iter()
+        self.map.iter().map(|s| &s.entry)
     }
 
     /// The entries within `(lower, upper)`, in key order (reverse it for descending).
@@ -268,7 +393,7 @@ impl Memtable {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> impl DoubleEndedIterator<Item = &'a Entry> + 'a {
-        self.map.range::<_, [u8]>((lower, upper))
+        self.map.range::<_, [u8]>((lower, upper)).map(|s| &s.entry)
     }
 
     /// Both maps' entries (for a merge: the two parents hold disjoint keys). On a key in
@@ -281,20 +406,20 @@ impl Memtable {
 
     /// The entry with the greatest key.
     pub fn last(&self) -> Option<&Entry> {
-        self.map.get_max()
+        self.map.get_max().map(|s| &s.entry)
     }
 
     /// The entries below `split_key`, and those at or above it (two new maps; the entries
     /// are shared, not copied).
     pub fn divide(&self, split_key: &[u8]) -> (Memtable, Memtable) {
         // O(n) either way (imbl's own split walks every entry too); entries are shared.
-        let (left, right): (Vec<&Entry>, Vec<&Entry>) = self.map.iter().partition(|e| e.key() < split_key);
+        let (left, right): (Vec<&Entry>, Vec<&Entry>) = self.iter().partition(|e| e.key() < split_key);
         (left.into_iter().cloned().collect(), right.into_iter().cloned().collect())
     }
 }
 
-fn count_expiring(map: &OrdSet<Entry>) -> usize {
-    map.iter().filter(|e| e.expires_at_ms().is_some()).count()
+fn count_expiring(map: &OrdSet<Slot>) -> usize {
+    map.iter().filter(|s| s.entry.expires_at_ms().is_some()).count()
 }
 
 /// Equal when they hold the same keys with the same values, versions and expiries.
@@ -441,8 +566,9 @@ mod tests {
     /// values) loaded in key order (leaves split half full): the entry's one allocation
     /// (32 bytes of count, version and lengths, then 116 bytes) and its share of the
     /// B-tree's nodes. Bytes as requested from the allocator, before its rounding. The
-    /// former layout (`OrdMap<Key, Stored>`) measured 271 here, this one 170.
-    const MEMTABLE_BYTES_PER_KEY_MAX: i64 = 180;
+    /// former layout (`OrdMap<Key, Stored>`) measured 271 here, the pointer-only slot 170,
+    /// and the slot with its key prefix (24 bytes, 64 to a leaf) 203.
+    const MEMTABLE_BYTES_PER_KEY_MAX: i64 = 210;
 
     #[test]
     fn a_key_costs_little_more_than_its_bytes() {
@@ -457,7 +583,8 @@ mod tests {
         drop(data);
         eprintln!("memtable: {per_key} bytes per key");
         assert!(per_key <= MEMTABLE_BYTES_PER_KEY_MAX, "{per_key} bytes per key");
-        assert_eq!(std::mem::size_of::<Entry>(), 8, "a map slot is one thin pointer");
+        assert_eq!(std::mem::size_of::<Entry>(), 8, "an entry is one thin pointer");
+        assert_eq!(std::mem::size_of::<Slot>(), 24, "a map slot is the pointer and two prefix words");
     }
 
     #[test]
@@ -512,8 +639,34 @@ mod tests {
     }
 
     fn small_key() -> impl Strategy<Value = Vec<u8>> {
-        // Few distinct keys, so that puts replace and deletes hit.
-        proptest::collection::vec(0u8..4, 0..4)
+        // Few distinct keys, so that puts replace and deletes hit; some of them long, with
+        // zero bytes running across the slot prefix's end (16 bytes), where slots compare
+        // their entries' keys.
+        prop_oneof![
+            3 => proptest::collection::vec(0u8..4, 0..4),
+            1 => (14usize..18, proptest::collection::vec(0u8..2, 0..3)).prop_map(|(zeroes, mut tail)| {
+                let mut key = vec![0u8; zeroes];
+                key.append(&mut tail);
+                key
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Slots order as their keys do, across the prefix's end and with zero padding; so
+        /// does a lookup's probe against a slot.
+        #[test]
+        fn slots_order_as_their_keys(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..34),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(255u8)], 0..34),
+        ) {
+            let slot = |k: &[u8]| Slot::new(Entry::new(k, b"", v(1, 0)));
+            prop_assert_eq!(slot(&a).cmp(&slot(&b)), a.cmp(&b));
+            prop_assert_eq!(slot(&a) == slot(&b), a == b);
+            let (probe, b_slot) = (Probe::new(&a), slot(&b));
+            let b_key: &dyn SlotKey = b_slot.borrow();
+            prop_assert_eq!((&probe as &dyn SlotKey).cmp(b_key), a.cmp(&b));
+        }
     }
 
     fn step() -> impl Strategy<Value = Step> {
