@@ -28,7 +28,7 @@
 //! about 24 % of the node's CPU samples under durable puts (`perf`, `docs/benchmarks.md`,
 //! "Keys beside the pointers"), most of it cache misses. With the prefix beside the pointer,
 //! the descent compares slots in place and reads an entry only where two keys share their
-//! first 16 bytes (at the end of a search that finds its key: one entry, not one a probe).
+//! first 16 bytes (at the end of a search that finds its key: one entry, not one a step).
 //! A slot is 24 bytes instead of 8.
 
 use std::borrow::Borrow;
