@@ -425,9 +425,7 @@ impl<W, M> RangeMachine<W, M> {
         if self.stop_if_broken(out) {
             return;
         }
-        if self.snapshots.running.is_none() && self.core.log_bytes_since_checkpoint() >= self.cfg.snapshot_log_bytes {
-            self.start_snapshot(now, out);
-        }
+        self.snapshot_if_due(now, out);
     }
 
     /// Whether the next batch may go out before the durable one is applied: the range only
@@ -586,9 +584,7 @@ impl<W, M> RangeMachine<W, M> {
             self.start_split(out);
             return;
         }
-        if self.snapshots.running.is_none() && self.core.log_bytes_since_checkpoint() >= self.cfg.snapshot_log_bytes {
-            self.start_snapshot(now, out);
-        }
+        self.snapshot_if_due(now, out);
         self.pump(out);
     }
 

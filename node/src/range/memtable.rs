@@ -217,7 +217,7 @@ fn key_prefix(key: &[u8]) -> [u64; 2] {
 
 impl PartialEq for Slot {
     fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix && self.entry.key() == other.entry.key()
+        slot_order(self, other) == Ordering::Equal
     }
 }
 impl Eq for Slot {}
@@ -228,7 +228,7 @@ impl PartialOrd for Slot {
 }
 impl Ord for Slot {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| self.entry.key().cmp(other.entry.key()))
+        slot_order(self, other)
     }
 }
 impl Borrow<[u8]> for Slot {
@@ -280,9 +280,16 @@ impl<'a> Borrow<dyn SlotKey + 'a> for Slot {
         self
     }
 }
+/// The one order of slots and probes (`Borrow` needs a slot and its borrowed form to order
+/// alike): by prefix, then, between equal prefixes, by the whole key. Generic, so that the
+/// slot-to-slot comparisons of an insert are static calls.
+fn slot_order<A: SlotKey + ?Sized, B: SlotKey + ?Sized>(a: &A, b: &B) -> Ordering {
+    a.prefix().cmp(&b.prefix()).then_with(|| a.key().cmp(b.key()))
+}
+
 impl PartialEq for dyn SlotKey + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.prefix() == other.prefix() && self.key() == other.key()
+        slot_order(self, other) == Ordering::Equal
     }
 }
 impl Eq for dyn SlotKey + '_ {}
@@ -293,7 +300,7 @@ impl PartialOrd for dyn SlotKey + '_ {
 }
 impl Ord for dyn SlotKey + '_ {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.prefix().cmp(&other.prefix()).then_with(|| self.key().cmp(other.key()))
+        slot_order(self, other)
     }
 }
 

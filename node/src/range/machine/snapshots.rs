@@ -30,6 +30,15 @@ impl<W> Default for SnapshotDesk<W> {
 }
 
 impl<W, M> RangeMachine<W, M> {
+    /// Starts a snapshot once the range took `snapshot_log_bytes` of log since its
+    /// checkpoint, unless one is running (after an append finished or a staged batch was
+    /// applied: the two places the log grows).
+    pub(super) fn snapshot_if_due(&mut self, now: Instant, out: &mut Vec<Effect<W, M>>) {
+        if self.snapshots.running.is_none() && self.core.log_bytes_since_checkpoint() >= self.cfg.snapshot_log_bytes {
+            self.start_snapshot(now, out);
+        }
+    }
+
     pub(super) fn start_snapshot(&mut self, now: Instant, out: &mut Vec<Effect<W, M>>) {
         if self.snapshots.running.is_some() || self.closing() || self.core.split_state().is_some() {
             return;
